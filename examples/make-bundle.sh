@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Makes an OCI bundle (config.json + rootfs) that runc can run and runc-migrate can move.
+#
+#   examples/make-bundle.sh KIND DIR [CGROUP]
+#
+# KIND:
+#   counter  a shell loop that counts, writing the count to /count (in the rootfs) every
+#            0.2 s; its state is the shell variable, so a restart would begin at 1 again.
+#            Fork-free (no `sleep`), so dirty-memory tracking sees only its own pages.
+#   echo     a TCP echo server on port 7777 (busybox nc), in the host's network namespace
+#            so its address can move with --move-ip.
+#   redis    Debian's redis-server on port 6379 (no persistence), host network namespace.
+# DIR     the bundle directory to create (replaced if it exists).
+# CGROUP  the cgroupsPath (default /runc-migrate/<basename of DIR>). Two "hosts" on one
+#         machine share one cgroup tree, so their bundles need different values.
+#
+# Start a bundle so that CRIU can checkpoint it (stdio not on a host file):
+#   runc run -d --bundle DIR NAME </dev/null >/dev/null 2>&1
+set -euo pipefail
+kind=${1:?usage: make-bundle.sh counter|echo|redis DIR [CGROUP]}
+dir=${2:?usage: make-bundle.sh counter|echo|redis DIR [CGROUP]}
+cgroup=${3:-/runc-migrate/$(basename "$dir")}
+busybox=$(command -v busybox) || { echo "make-bundle.sh: busybox (busybox-static) is needed" >&2; exit 1; }
+ldd "$busybox" >/dev/null 2>&1 && { echo "make-bundle.sh: $busybox is not static: install busybox-static" >&2; exit 1; }
+
+rm -rf "$dir"
+mkdir -p "$dir/rootfs"/{bin,proc,sys,dev,tmp,run,etc,var}
+cp "$busybox" "$dir/rootfs/bin/busybox"
+for a in sh cat echo nc ls ps sleep mkfifo; do ln -s busybox "$dir/rootfs/bin/$a"; done
+echo 'root:x:0:0:root:/:/bin/sh' > "$dir/rootfs/etc/passwd"
+echo 'root:x:0:' > "$dir/rootfs/etc/group"
+
+share_host_net=false
+case "$kind" in
+counter)
+	cat > "$dir/rootfs/counter.sh" <<'SH'
+#!/bin/sh
+# Counts in a shell variable; /count shows it. The read on a FIFO that nobody writes is a
+# fork-free 0.2 s pause. The FIFO is part of the bundle, so the destination's copy has it.
+i=0
+while :; do
+	i=$((i + 1))
+	echo "$i" > /count
+	read -t 0.2 _ <> /tmp/tick
+done
+SH
+	chmod +x "$dir/rootfs/counter.sh"
+	mkfifo "$dir/rootfs/tmp/tick"
+	args='["/bin/sh", "/counter.sh"]'
+	;;
+echo)
+	args='["/bin/busybox", "nc", "-ll", "-p", "7777", "-e", "/bin/cat"]'
+	share_host_net=true
+	;;
+redis)
+	bin=$(command -v redis-server) || { echo "make-bundle.sh: redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
+	mkdir -p "$dir/rootfs/usr/bin" "$dir/rootfs/data"
+	cp "$bin" "$dir/rootfs/usr/bin/redis-server"
+	# Its shared libraries, at the same paths.
+	for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+		mkdir -p "$dir/rootfs$(dirname "$lib")"
+		cp -L "$lib" "$dir/rootfs$lib"
+	done
+	args='["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/data", "--daemonize", "no"]'
+	share_host_net=true
+	;;
+*)
+	echo "make-bundle.sh: unknown kind '$kind' (counter, echo or redis)" >&2
+	exit 2
+	;;
+esac
+
+(cd "$dir" && runc spec)
+(cd "$dir" && KIND="$kind" ARGS="$args" CGROUP="$cgroup" SHARE_NET="$share_host_net" node -e '
+const fs = require("fs");
+const c = JSON.parse(fs.readFileSync("config.json", "utf8"));
+c.process.terminal = false;
+c.process.args = JSON.parse(process.env.ARGS);
+c.process.cwd = "/";
+c.root = { path: "rootfs", readonly: false };
+c.hostname = process.env.KIND;
+c.linux.cgroupsPath = process.env.CGROUP;
+if (process.env.SHARE_NET === "true") {
+  // In the host network namespace: reachable at the host'"'"'s (service) address.
+  c.linux.namespaces = c.linux.namespaces.filter((n) => n.type !== "network");
+}
+fs.writeFileSync("config.json", JSON.stringify(c, null, 2) + "\n");
+')
+echo "$dir"

@@ -1,0 +1,122 @@
+// The command line: flags (defaults from options.ts), output mode, exit codes.
+import { Command, CommanderError, Option } from 'commander';
+import chalk from 'chalk';
+import { DEFAULTS, resolveOptions, TRANSPORTS, type RawOptions } from './options.js';
+import { EXIT, MigrateError } from './errors.js';
+import { Progress } from './progress.js';
+import { humanError, humanSummary, toJson, type Report } from './report.js';
+import { interruption, migrate } from './migration/migrate.js';
+
+const EXIT_HELP = `
+Exit codes:
+  ${EXIT.OK}    migrated (or --dry-run: preflight passed)
+  ${EXIT.INTERNAL}    internal error (a bug; please report it with --verbose output)
+  ${EXIT.USAGE}    bad usage: nothing was contacted or changed
+  ${EXIT.PREFLIGHT}    refused before the freeze: the container runs untouched on the source
+  ${EXIT.ROLLED_BACK}    failed after the freeze and rolled back: the container runs on the source
+  ${EXIT.UNSAFE}    failed and the rollback could not be confirmed: check both hosts by hand
+  ${EXIT.INTERRUPTED}  interrupted (SIGINT/SIGTERM) before the freeze: the container runs on the source
+
+Examples:
+  migrate web1 root@10.0.0.2
+  migrate --runc-root /run/containerd/runc/k8s.io db 10.0.0.2:2222 -i ~/.ssh/migrate_ed25519
+  migrate --move-ip 10.0.1.10/32 --json echo dst-host > report.json
+`;
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function buildProgram(): Command {
+  const p = new Command('migrate')
+    .description('Live-migrate a running runc container to another Linux host over SSH, with CRIU.')
+    .argument('<container>', 'the container, as named by runc list on this host')
+    .argument('<host>', 'the destination: [user@]host[:port] or a Host alias from ~/.ssh/config')
+    .option('-i, --identity <file>', 'SSH private key (repeatable); default: ssh-agent, ssh config IdentityFile, ~/.ssh/id_{ed25519,ecdsa,rsa}', collect)
+    .option('--known-hosts <file>', 'known_hosts file the destination key is checked against', DEFAULTS.knownHosts)
+    .option('--accept-new-host-key', 'accept and record an unknown host key (never a changed one)', false)
+    .option('--ssh-config <file>', 'ssh_config for host aliases', DEFAULTS.sshConfig)
+    .option('--connect-timeout <seconds>', 'SSH connection timeout', String(DEFAULTS.connectTimeoutMs / 1000))
+    .option('--sudo', 'run remote commands through passwordless sudo (non-root remote user)', false)
+    .option('--runc-root <dir>', 'runc state root on the source', DEFAULTS.runcRoot)
+    .option('--remote-runc-root <dir>', 'runc state root on the destination', DEFAULTS.remoteRuncRoot)
+    .option('--runc <path>', 'runc binary on the source', DEFAULTS.runc)
+    .option('--remote-runc <path>', 'runc binary on the destination', DEFAULTS.runc)
+    .option('--criu <path>', 'criu binary on the source', DEFAULTS.criu)
+    .option('--remote-criu <path>', 'criu binary on the destination', DEFAULTS.criu)
+    .option('--bundle <dir>', "the container's bundle on the destination (default: the source bundle's path, from runc state)")
+    .option('--diskless', `keep images in memory: work directories on tmpfs (${DEFAULTS.disklessWorkDir}) (default)`)
+    .option('--no-diskless', `write images to disk: work directories in ${DEFAULTS.diskWorkDir}`)
+    .option('--work-dir <dir>', `where the source's private work directory is made (default: ${DEFAULTS.disklessWorkDir}, or ${DEFAULTS.diskWorkDir} with --no-diskless)`)
+    .option('--remote-work-dir <dir>', "where the destination's private work directory is made (same defaults)")
+    .addOption(
+      new Option('--transport <how>', `how memory pages travel: page-server (CRIU page server reached through the SSH connection), stream (dump locally, tar over SSH), direct (page server over plain TCP, trusted networks only), auto (stream below ${DEFAULTS.autoStreamMaxBytes / 1048576} MiB of container memory, else page-server)`)
+        .choices(TRANSPORTS as string[])
+        .default(DEFAULTS.transport),
+    )
+    .option('--page-server-port <port>', 'TCP port of the page server on the destination', String(DEFAULTS.pageServerPort))
+    .option('--tcp-established', 'migrate established TCP connections (default)')
+    .option('--no-tcp-established', 'do not migrate TCP connections (the dump fails if there are any)')
+    .option('--move-ip <addr/prefix[@dev]>', "move the service IPv4 address the container's peers use: removed on the source after the dump, added on the destination before the restore, announced by gratuitous ARP")
+    .option('--json', 'print one JSON report on stdout and nothing else', false)
+    .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)
+    .option('-v, --verbose', 'print every local and remote command as it runs', false)
+    .option('-n, --dry-run', 'connect, run the preflight checks and print the plan; freeze and change nothing', false)
+    .addHelpText('after', EXIT_HELP)
+    .showHelpAfterError('(run migrate --help for every option)')
+    .exitOverride();
+  p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+  return p;
+}
+
+function installSignalHandlers(progress: Progress): void {
+  let count = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    count++;
+    interruption.requested = true;
+    interruption.signal = sig;
+    progress.warn(
+      count === 1
+        ? `${sig} received: stopping before the freeze, or finishing the switchover if it has begun (the container must end on exactly one host)`
+        : `${sig} again: still finishing safely; the container is never left half-way`,
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    program.parse(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.OK;
+      return EXIT.USAGE;
+    }
+    throw err;
+  }
+  const [container, host] = program.args;
+  const raw = program.opts() as RawOptions & { identity?: string[] };
+  let opts;
+  try {
+    opts = resolveOptions(container, host, raw);
+  } catch (err) {
+    if (err instanceof MigrateError) {
+      process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
+      return err.exitCode;
+    }
+    throw err;
+  }
+  if (process.env.NO_COLOR !== undefined || !process.stderr.isTTY) chalk.level = 0;
+  const mode = opts.json || opts.quiet ? 'silent' : process.stderr.isTTY ? 'tty' : 'plain';
+  const progress = new Progress(mode, opts.verbose);
+  installSignalHandlers(progress);
+  const report: Report = await migrate(opts, progress);
+  if (opts.json) {
+    process.stdout.write(toJson(report) + '\n');
+  } else {
+    if (report.error) process.stderr.write(humanError(report) + '\n');
+    const s = humanSummary(report);
+    if (s) process.stdout.write(s + '\n');
+  }
+  return report.exitCode;
+}

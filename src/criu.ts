@@ -1,0 +1,40 @@
+// Every criu command line the tool runs is built here, and criu's output parsed here.
+// Pure: no I/O.
+
+export const criu = {
+  version: (bin: string) => [bin, '--version'],
+  checkFeature: (bin: string, feature: string) => [bin, 'check', '--feature', feature],
+
+  /**
+   * A page server in the foreground: it writes a NUL to stdout (--status-fd 1) once it
+   * listens, and exits after one dump; exit 0 means every page arrived.
+   */
+  pageServer(bin: string, o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string }): string[] {
+    const argv = [bin, 'page-server', '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--address', o.address, '--port', String(o.port), '--status-fd', '1', '--log-file', o.logFile, '-v4'];
+    if (o.prevImagesDir) argv.push('--prev-images-dir', o.prevImagesDir);
+    return argv;
+  },
+};
+
+/** "Version: 4.2.1" -> "4.2.1" (also "Version: 4.2" and GitID lines). */
+export function parseCriuVersion(stdout: string): string | undefined {
+  return stdout.match(/Version:\s*(\d+(?:\.\d+)+)/)?.[1];
+}
+
+/** Compares dotted versions numerically: -1, 0 or 1. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return d < 0 ? -1 : 1;
+  }
+  return 0;
+}
+
+/** The first `Error (` lines of a CRIU log: what the user sees when CRIU fails. */
+export function criuLogErrors(log: string, max = 5): string[] {
+  return log.split('\n').filter((l) => l.includes('Error (')).slice(0, max);
+}
+
+export const MIN_CRIU_VERSION = '4.2';

@@ -1,0 +1,26 @@
+// --move-ip: the service address the container's TCP peers use moves with it. Removed
+// on the source once the tasks are frozen, added on the destination before the restore
+// (with arp_ignore=8 until the restore is done, so no peer is answered early), and
+// announced by a gratuitous ARP. Rolled back in reverse. argv builders are pure.
+import type { MoveIp } from '../options.js';
+
+export const addr = {
+  showTo: (address: string) => ['ip', '-o', '-4', 'addr', 'show', 'to', address],
+  routeGet: (address: string) => ['ip', '-o', 'route', 'get', address],
+  add: (m: MoveIp, dev: string) => ['ip', 'addr', 'add', `${m.address}/${m.prefix}`, 'dev', dev],
+  del: (m: MoveIp, dev: string) => ['ip', 'addr', 'del', `${m.address}/${m.prefix}`, 'dev', dev],
+  arpIgnore: (dev: string, value: string) => ['sysctl', '-q', '-w', `net.ipv4.conf.${dev}.arp_ignore=${value}`],
+  readArpIgnore: (dev: string) => ['cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`],
+  /** Gratuitous ARP; `arping` is iputils' or busybox's, both take these flags. */
+  garp: (arping: string[], m: MoveIp, dev: string) => [...arping, '-U', '-c', '1', '-I', dev, '-s', m.address, m.address],
+};
+
+/** "2: eth0    inet 10.0.0.5/24 brd ..." -> "eth0" (the first line's device). */
+export function parseAddrDev(stdout: string): string | undefined {
+  return stdout.split('\n').find((l) => l.trim())?.match(/^\d+:\s+(\S+?)(?:@\S+)?\s+inet/)?.[1];
+}
+
+/** "10.0.0.1 dev eth0 src 10.0.0.2 uid 0" -> "eth0" */
+export function parseRouteDev(stdout: string): string | undefined {
+  return stdout.match(/\bdev\s+(\S+)/)?.[1];
+}

@@ -1,0 +1,31 @@
+// What one migration knows as it goes: the hosts, the options, and facts found on the way.
+import type { Host } from '../host.js';
+import type { Options } from '../options.js';
+import type { Progress } from '../progress.js';
+import type { ContainerState, RuncGlobal } from '../runc.js';
+import type { SshConnection } from '../ssh/connection.js';
+import type { WorkPaths } from './paths.js';
+
+export type ChosenTransport = 'page-server' | 'stream' | 'direct';
+
+export interface Context {
+  opts: Options;
+  progress: Progress;
+  src: Host;
+  dst: Host;
+  ssh: SshConnection;
+  srcRunc: RuncGlobal;
+  dstRunc: RuncGlobal;
+  /** Filled by preflight. */
+  state?: ContainerState;
+  bundle?: string;
+  memoryBytes?: number;
+  srcCriuVersion?: string;
+  dstCriuVersion?: string;
+  moveIp?: { srcDev: string; dstDev: string; arping: string[] };
+  transport?: ChosenTransport;
+  local?: WorkPaths;
+  remote?: WorkPaths;
+  /** Undo actions, run last-in first-out on every exit path. */
+  cleanups: Array<{ what: string; run: () => Promise<unknown> }>;
+}

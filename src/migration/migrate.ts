@@ -1,0 +1,328 @@
+// One migration from start to end: connect, preflight, switchover, cleanup, report.
+// Contract: when this returns, the container runs on exactly one host and the report
+// says which; every remote page server, forwarder and work directory is removed.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { CommandError, EXIT, MigrateError, PreflightError, type ExitCode } from '../errors.js';
+import { LocalHost, RemoteHost } from '../host.js';
+import type { Options } from '../options.js';
+import { Progress } from '../progress.js';
+import type { Report } from '../report.js';
+import { parseState, runc } from '../runc.js';
+import { SshConnection } from '../ssh/connection.js';
+import { resolveEndpoint } from '../ssh/endpoint.js';
+import { addr } from './address.js';
+import type { Context } from './context.js';
+import { diagnose } from './diagnose.js';
+import { verdict, waitDumped, writeHold } from './hold.js';
+import { criuIptablesDeletes, criuNftTables } from './netlock.js';
+import { DUMP_LOG, RESTORE_LOG } from './paths.js';
+import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
+import { startPageServer, streamDir, type PageServer } from './transfer.js';
+import { DEFAULTS } from '../options.js';
+import { commandLine } from '../shell.js';
+
+/** Set by the CLI's signal handler; checked between phases before the freeze. */
+export const interruption = { requested: false as boolean, signal: '' as string };
+
+class Interrupted extends MigrateError {
+  constructor() {
+    super(`interrupted by ${interruption.signal} before the freeze`, EXIT.INTERRUPTED, 'Nothing was frozen; run it again when ready.');
+  }
+}
+
+function checkInterrupt(): void {
+  if (interruption.requested) throw new Interrupted();
+}
+
+async function runChecks(ctx: Context, checks: Check[]): Promise<void> {
+  for (const c of checks) {
+    checkInterrupt();
+    await ctx.progress.phase('preflight', c.title, () => c.run(ctx), (d) => (d ? `(${d})` : undefined));
+  }
+}
+
+interface SwitchoverResult {
+  downtimeMs: number;
+  bytesMoved?: number;
+}
+
+/** A failure after the freeze, after the rollback ran: says where the container is. */
+class AfterFreezeError extends MigrateError {
+  constructor(message: string, exitCode: ExitCode, hint: string | undefined, readonly criuErrors: string[], readonly runningOn: Report['runningOn']) {
+    super(message, exitCode, hint);
+  }
+}
+
+async function fetchLog(host: Context['src'], file: string): Promise<string> {
+  const r = await host.run(['cat', file], { allowFail: true });
+  return r.code === 0 ? r.stdout : '';
+}
+
+async function sourceRunning(ctx: Context): Promise<boolean> {
+  const r = await ctx.src.run(runc.state(ctx.srcRunc, ctx.opts.container), { allowFail: true });
+  return r.code === 0 && parseState(r.stdout).status === 'running';
+}
+
+/** Removes the TCP lock rules CRIU left on the source after a committed dump. */
+async function removeLockRules(ctx: Context): Promise<number> {
+  let removed = 0;
+  for (const bin of ['iptables', 'ip6tables']) {
+    const list = await ctx.src.run([bin, '-w', '-S'], { allowFail: true });
+    if (list.code !== 0) continue;
+    for (const argv of criuIptablesDeletes(list.stdout, bin)) {
+      const r = await ctx.src.run(argv, { allowFail: true });
+      if (r.code === 0) removed++;
+    }
+    // The chain itself, if CRIU made one.
+    if (/^-N CRIU$/m.test(list.stdout)) await ctx.src.run([bin, '-w', '-X', 'CRIU'], { allowFail: true });
+  }
+  const nft = await ctx.src.run(['nft', 'list', 'tables'], { allowFail: true });
+  if (nft.code === 0) {
+    for (const t of criuNftTables(nft.stdout)) {
+      const r = await ctx.src.run(['nft', 'delete', 'table', ...t.split(' ')], { allowFail: true });
+      if (r.code === 0) removed++;
+    }
+  }
+  return removed;
+}
+
+/**
+ * The one-shot switchover: freeze and dump (held at post-dump), copy, restore, verify,
+ * then commit (the source is destroyed) or roll back (the source resumes, the
+ * destination is cleaned). Contract: returns only after a commit; on any failure it
+ * throws AfterFreezeError after the rollback, naming where the container runs.
+ */
+async function switchover(ctx: Context): Promise<SwitchoverResult> {
+  const { opts, progress, src, dst } = ctx;
+  const L = ctx.local!;
+  const R = ctx.remote!;
+  const mv = opts.moveIp;
+  const env = await writeHold(L, process.pid, DEFAULTS.holdTimeoutS);
+
+  let pageServer: PageServer | undefined;
+  if (ctx.transport !== 'stream') {
+    pageServer = await progress.phase('page-server', `page server on the destination (${ctx.transport === 'page-server' ? 'through SSH' : 'direct TCP'})`, () => startPageServer(ctx));
+    ctx.cleanups.push({ what: 'stop the page server', run: () => pageServer!.stop() });
+  }
+
+  const t0 = performance.now();
+  const checkpoint = await src.spawn(
+    runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: L.images, workPath: L.criuWork, pageServer: pageServer?.endpoint, tcpEstablished: opts.tcpEstablished }),
+    { env },
+  );
+  const held = await progress.phase('dump', 'freeze and dump', () => waitDumped(L, checkpoint.done));
+  if (held === 'exited') {
+    const res = await checkpoint.done;
+    const d = diagnose(await fetchLog(src, path.join(L.criuWork, DUMP_LOG)));
+    const running = await sourceRunning(ctx);
+    throw new AfterFreezeError(
+      `the checkpoint failed on the source (runc exited ${res.code}: ${res.stderr.trim().split('\n').pop() ?? ''})`,
+      running ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
+      d.cause,
+      d.errors,
+      running ? 'source' : 'unknown',
+    );
+  }
+
+  // From here the source is frozen and held. Every failure below rolls back.
+  let restored = false;
+  let addrMoved = false;
+  let arpIgnoreOld: string | undefined;
+  let bytesMoved: number | undefined;
+  let downtimeMs = 0;
+  try {
+    if (mv) {
+      await progress.phase('move-ip', `release ${mv.address} on the source`, () => src.run(addr.del(mv, ctx.moveIp!.srcDev)));
+      addrMoved = true;
+    }
+    if (pageServer) {
+      const code = await pageServer.done;
+      if (code !== 0) throw new Error(`the page server on the destination exited ${code}: not every page arrived (see ${R.pageServerLog} there)`);
+    }
+    const sent = await progress.phase('copy', 'copy images', () => streamDir(ctx, L.images, R.images), (b) => `(${b} bytes)`);
+    bytesMoved = sent;
+    if (mv) {
+      const d = ctx.moveIp!.dstDev;
+      arpIgnoreOld = (await dst.run(addr.readArpIgnore(d))).stdout.trim() || '0';
+      await dst.run(addr.arpIgnore(d, '8'));
+      await dst.run(addr.add(mv, d));
+    }
+    restored = true;
+    await progress.phase('restore', 'restore on the destination', async () => {
+      const r = await dst.run(
+        runc.restore(ctx.dstRunc, opts.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: opts.tcpEstablished }),
+        { allowFail: true, timeoutMs: 300_000 },
+      );
+      if (r.code !== 0) {
+        const d = diagnose(await fetchLog(dst, path.join(R.criuWork, RESTORE_LOG)));
+        const e = new CommandError({ host: 'destination', command: 'runc restore', exitCode: r.code, stdout: r.stdout, stderr: r.stderr });
+        (e as any).criu = d;
+        throw e;
+      }
+    });
+    await progress.phase('verify', 'verify it runs on the destination', async () => {
+      const r = await dst.run(runc.state(ctx.dstRunc, opts.container), { allowFail: true });
+      const st = r.code === 0 ? parseState(r.stdout).status : `unknown (${r.stderr.trim()})`;
+      if (st !== 'running') throw new Error(`the restored container is ${st} on the destination`);
+    });
+    downtimeMs = performance.now() - t0;
+    if (mv) {
+      const d = ctx.moveIp!.dstDev;
+      await dst.run(addr.arpIgnore(d, arpIgnoreOld ?? '0'), { allowFail: true });
+      await dst.run(addr.garp(ctx.moveIp!.arping, mv, d), { allowFail: true });
+    }
+  } catch (err) {
+    await rollback(ctx, { restored, addrMoved, arpIgnoreOld });
+    // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks.
+    await checkpoint.done;
+    if (mv && addrMoved) await src.run(addr.garp(['busybox', 'arping'], mv, ctx.moveIp!.srcDev), { allowFail: true });
+    const running = await sourceRunning(ctx);
+    const criuInfo = (err as any).criu as ReturnType<typeof diagnose> | undefined;
+    throw new AfterFreezeError(
+      `${(err as Error).message}; rolled back`,
+      running ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
+      criuInfo?.cause,
+      criuInfo?.errors ?? [],
+      running ? 'source' : 'unknown',
+    );
+  }
+
+  // Commit: the destination runs; let CRIU finish and runc destroy the source.
+  await progress.phase('commit', 'commit (remove the source)', async () => {
+    await verdict(L, 'commit');
+    const res = await checkpoint.done;
+    if (res.code !== 0 && (await sourceRunning(ctx))) {
+      // CRIU failed after the verdict and resumed the source; the destination already
+      // runs the migrated state, so the resumed copy must go.
+      progress.warn(`runc checkpoint failed after the commit (${res.stderr.trim()}); removing the resumed source copy`);
+      await src.run([ctx.srcRunc.runc, '--root', ctx.srcRunc.root, 'kill', opts.container, 'KILL'], { allowFail: true });
+      await src.run(runc.deleteForce(ctx.srcRunc, opts.container), { allowFail: true });
+    }
+    if (opts.tcpEstablished) await removeLockRules(ctx);
+  });
+  const du = await dst.run(['du', '-s', '-B1', '--apparent-size', R.images], { allowFail: true });
+  const duBytes = Number(du.stdout.split(/\s/)[0]);
+  if (Number.isFinite(duBytes) && duBytes > 0) bytesMoved = duBytes;
+  return { downtimeMs, bytesMoved };
+}
+
+/** Undo a half-done switchover. Contract: the source resumes; the destination is clean. */
+async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string }): Promise<void> {
+  const { opts, dst, src } = ctx;
+  const mv = opts.moveIp;
+  await ctx.progress.phase('rollback', 'roll back (resume the source)', async () => {
+    if (s.restored) await dst.run(runc.deleteForce(ctx.dstRunc, opts.container), { allowFail: true }).catch(() => undefined);
+    if (mv && ctx.moveIp) {
+      const d = ctx.moveIp.dstDev;
+      await dst.run(addr.del(mv, d), { allowFail: true }).catch(() => undefined);
+      if (s.arpIgnoreOld !== undefined) await dst.run(addr.arpIgnore(d, s.arpIgnoreOld), { allowFail: true }).catch(() => undefined);
+      if (s.addrMoved) await src.run(addr.add(mv, ctx.moveIp.srcDev), { allowFail: true });
+    }
+    await verdict(ctx.local!, 'rollback');
+  });
+}
+
+function describePlan(ctx: Context): string[] {
+  const o = ctx.opts;
+  const L = ctx.local!;
+  const R = ctx.remote!;
+  const steps = [
+    `transport: ${ctx.transport} (${ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown'})`,
+  ];
+  if (ctx.transport !== 'stream') steps.push(`[dst] criu page-server --images-dir ${R.images} ... (${ctx.transport === 'page-server' ? '127.0.0.1, through SSH' : 'direct TCP'})`);
+  steps.push(`[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: ctx.transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump)`);
+  if (o.moveIp) steps.push(`[src] ${commandLine(addr.del(o.moveIp, ctx.moveIp!.srcDev))}`);
+  steps.push(`[src->dst] tar ${L.images} -> ${R.images}`);
+  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.add(o.moveIp, ctx.moveIp!.dstDev))}`);
+  steps.push(`[dst] ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}`);
+  steps.push(`[dst] ${commandLine(runc.state(ctx.dstRunc, o.container))}  (must be running)`);
+  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.garp(ctx.moveIp!.arping, o.moveIp, ctx.moveIp!.dstDev))}`);
+  steps.push('commit: the source is destroyed; CRIU lock rules removed. Any failure before: the source resumes.');
+  return steps;
+}
+
+export async function migrate(opts: Options, progress: Progress): Promise<Report> {
+  const t0 = performance.now();
+  const log = (host: string, line: string) => progress.command(host, line);
+  const src = new LocalHost(log);
+  const report: Report = {
+    outcome: 'refused',
+    exitCode: EXIT.PREFLIGHT,
+    container: opts.container,
+    source: (await import('node:os')).hostname(),
+    destination: opts.destination,
+    mode: 'one-shot',
+    diskless: opts.diskless,
+    totalMs: 0,
+    phases: progress.phases,
+    runningOn: 'source',
+    warnings: progress.warnings,
+  };
+  const ctx: Context = {
+    opts,
+    progress,
+    src,
+    dst: undefined as any,
+    ssh: undefined as any,
+    srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
+    dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
+    cleanups: [],
+  };
+  try {
+    await runChecks(ctx, SOURCE_CHECKS);
+    report.transport = ctx.transport;
+    report.memoryBytes = ctx.memoryBytes;
+    const endpoint = resolveEndpoint(opts);
+    ctx.ssh = await progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint));
+    ctx.dst = new RemoteHost(ctx.ssh, opts.sudo, log);
+    await runChecks(ctx, DESTINATION_CHECKS);
+    checkInterrupt();
+    if (opts.dryRun) {
+      for (const s of describePlan(ctx)) progress.info(`  ${s}`);
+      report.outcome = 'dry-run';
+      report.exitCode = EXIT.OK;
+    } else {
+      const r = await switchover(ctx);
+      report.outcome = 'migrated';
+      report.exitCode = EXIT.OK;
+      report.runningOn = 'destination';
+      report.downtimeMs = r.downtimeMs;
+      report.bytesMoved = r.bytesMoved;
+    }
+  } catch (err) {
+    const e = err as Error;
+    if (e instanceof AfterFreezeError) {
+      report.outcome = e.exitCode === EXIT.ROLLED_BACK ? 'rolled-back' : 'unsafe';
+      report.exitCode = e.exitCode;
+      report.runningOn = e.runningOn;
+      report.error = { message: e.message, hint: e.hint, criuErrors: e.criuErrors.length ? e.criuErrors : undefined };
+    } else if (e instanceof MigrateError) {
+      report.outcome = e.exitCode === EXIT.INTERRUPTED ? 'interrupted' : 'refused';
+      report.exitCode = e.exitCode;
+      report.error = { message: e.message, hint: e.hint };
+    } else if (e instanceof CommandError) {
+      // A command failed before the freeze: nothing was changed on the source.
+      report.outcome = 'refused';
+      report.exitCode = EXIT.PREFLIGHT;
+      report.error = { message: e.message };
+    } else {
+      report.outcome = 'refused';
+      report.exitCode = EXIT.INTERNAL;
+      report.error = { message: `internal error: ${e.stack ?? e.message}` };
+    }
+  } finally {
+    for (const c of ctx.cleanups.reverse()) {
+      try {
+        await c.run();
+      } catch (err) {
+        progress.warn(`cleanup: could not ${c.what}: ${(err as Error).message}`);
+      }
+    }
+    ctx.ssh?.close();
+  }
+  report.totalMs = performance.now() - t0;
+  return report;
+}
+
+export { PreflightError };

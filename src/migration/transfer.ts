@@ -1,0 +1,93 @@
+// Moving images: the page server on the destination (reached through the SSH connection
+// or directly), and a tar stream from one directory to another over an exec channel.
+import { criu } from '../criu.js';
+import { MigrateError, EXIT } from '../errors.js';
+import type { Proc } from '../host.js';
+import { commandLine } from '../shell.js';
+import type { Context } from './context.js';
+
+export interface PageServer {
+  /** host:port for `runc checkpoint --page-server`. */
+  endpoint: string;
+  /** Resolves with the page server's exit: 0 once a whole dump arrived. */
+  done: Promise<number | null>;
+  stop: () => Promise<void>;
+}
+
+/**
+ * Starts `criu page-server` in the foreground of its own exec channel; it listens
+ * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
+ * never comes. Contract: on failure nothing is left listening.
+ */
+export async function startPageServer(ctx: Context, prevImagesDir?: string): Promise<PageServer> {
+  const r = ctx.remote!;
+  const tunnelled = ctx.transport === 'page-server';
+  const listen = tunnelled ? '127.0.0.1' : ctx.ssh.remoteAddress ?? '0.0.0.0';
+  const argv = criu.pageServer(ctx.opts.remoteCriu, {
+    imagesDir: r.images,
+    workDir: r.criuWork,
+    address: listen,
+    port: ctx.opts.pageServerPort,
+    logFile: r.pageServerLog,
+    prevImagesDir,
+  });
+  const proc: Proc = await ctx.dst.spawn(['sh', '-c', `echo $$ > ${r.pageServerPid}; exec ${commandLine(argv)}`]);
+  const kill = async () => {
+    await ctx.dst.run(['sh', '-c', `[ -f ${r.pageServerPid} ] && kill $(cat ${r.pageServerPid}) 2>/dev/null; rm -f ${r.pageServerPid}`], { allowFail: true });
+  };
+  const done = proc.done.then((res) => res.code);
+  const ready = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 20_000);
+    proc.stdout.on('data', (d: Buffer) => {
+      if (d.includes(0)) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+    done.then(() => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  if (!ready) {
+    await kill();
+    const log = await ctx.dst.run(['tail', '-n', '5', r.pageServerLog], { allowFail: true });
+    throw new MigrateError(
+      `the page server on the destination did not start: ${log.stdout.trim().split('\n').pop() ?? ''}`,
+      EXIT.PREFLIGHT,
+      /Address already in use|bind/i.test(log.stdout) ? `Port ${ctx.opts.pageServerPort} is taken there: choose another with --page-server-port PORT.` : `Read ${r.pageServerLog} on the destination.`,
+    );
+  }
+  let endpoint = `${listen}:${ctx.opts.pageServerPort}`;
+  let closeForward = async () => {};
+  if (tunnelled) {
+    const fwd = await ctx.ssh.forwardLocal('127.0.0.1', ctx.opts.pageServerPort);
+    endpoint = `127.0.0.1:${fwd.port}`;
+    closeForward = fwd.close;
+  }
+  return {
+    endpoint,
+    done,
+    stop: async () => {
+      await closeForward();
+      await kill();
+    },
+  };
+}
+
+/**
+ * Copies the files of a local directory into a directory on the destination through one
+ * exec channel (tar on both ends). Returns the bytes sent.
+ */
+export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = []): Promise<number> {
+  const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
+  const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
+  let bytes = 0;
+  sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
+  sender.stdout.pipe(receiver.stdin);
+  const [s, rcv] = await Promise.all([sender.done, receiver.done]);
+  if (s.code !== 0 || rcv.code !== 0) {
+    throw new Error(`copying images failed: tar on the source exited ${s.code} (${s.stderr.trim()}), on the destination ${rcv.code} (${rcv.stderr.trim()})`);
+  }
+  return bytes;
+}

@@ -1,0 +1,164 @@
+// Typed, validated options. The only place where defaults live: the CLI's help text,
+// the README's flag table and the migration code all read them from here.
+import os from 'node:os';
+import path from 'node:path';
+import { UsageError } from './errors.js';
+import { parsePort } from './ssh/target.js';
+
+export type Transport = 'auto' | 'page-server' | 'stream' | 'direct';
+export const TRANSPORTS: readonly Transport[] = ['auto', 'page-server', 'stream', 'direct'];
+
+export const DEFAULTS = {
+  runcRoot: '/run/runc',
+  remoteRuncRoot: '/run/runc',
+  runc: 'runc',
+  criu: 'criu',
+  /** Parent of the private work directories when images stay in memory (--diskless). */
+  disklessWorkDir: '/dev/shm',
+  /** Parent of the private work directories with --no-diskless. */
+  diskWorkDir: '/var/tmp',
+  diskless: true,
+  transport: 'auto' as Transport,
+  pageServerPort: 27027,
+  tcpEstablished: true,
+  knownHosts: path.join(os.homedir(), '.ssh', 'known_hosts'),
+  sshConfig: path.join(os.homedir(), '.ssh', 'config'),
+  identityFiles: ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => path.join(os.homedir(), '.ssh', f)),
+  connectTimeoutMs: 10_000,
+  /**
+   * With --transport auto: containers using less memory than this are dumped to the
+   * work directory and streamed over SSH; larger ones go through the page server.
+   * Measured on the test hosts (README, "Transports").
+   */
+  autoStreamMaxBytes: 128 * 1024 * 1024,
+  /** How long the frozen source waits for the verdict before resuming by itself. */
+  holdTimeoutS: 600,
+} as const;
+
+export interface MoveIp {
+  address: string;
+  prefix: number;
+  dev?: string;
+}
+
+export interface Options {
+  container: string;
+  destination: string;
+  identityFiles: string[];
+  knownHosts: string;
+  sshConfig: string;
+  acceptNewHostKey: boolean;
+  sudo: boolean;
+  runcRoot: string;
+  remoteRuncRoot: string;
+  /** runc and criu binaries on each side (names looked up in PATH, or paths). */
+  runc: string;
+  remoteRunc: string;
+  criu: string;
+  remoteCriu: string;
+  /** Destination bundle; undefined: the source bundle's path. */
+  bundle?: string;
+  diskless: boolean;
+  /** Parent directories of the private work directories on each side. */
+  workDir: string;
+  remoteWorkDir: string;
+  transport: Transport;
+  pageServerPort: number;
+  tcpEstablished: boolean;
+  moveIp?: MoveIp;
+  json: boolean;
+  quiet: boolean;
+  verbose: boolean;
+  dryRun: boolean;
+  connectTimeoutMs: number;
+}
+
+/** What commander hands over: strings and booleans as typed. */
+export interface RawOptions {
+  identity?: string[];
+  knownHosts?: string;
+  sshConfig?: string;
+  acceptNewHostKey?: boolean;
+  sudo?: boolean;
+  runcRoot?: string;
+  remoteRuncRoot?: string;
+  runc?: string;
+  remoteRunc?: string;
+  criu?: string;
+  remoteCriu?: string;
+  bundle?: string;
+  diskless?: boolean;
+  workDir?: string;
+  remoteWorkDir?: string;
+  transport?: string;
+  pageServerPort?: string;
+  tcpEstablished?: boolean;
+  moveIp?: string;
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+  dryRun?: boolean;
+  connectTimeout?: string;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
+
+export function parseMoveIp(spec: string): MoveIp {
+  const m = spec.match(/^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})(?:@([A-Za-z0-9_.:-]{1,15}))?$/);
+  if (!m || m[1].split('.').some((o) => Number(o) > 255) || Number(m[2]) > 32) {
+    throw new UsageError(`--move-ip "${spec}" is not ADDR/PREFIX[@DEV]`, 'Example: --move-ip 10.0.0.10/32 or --move-ip 10.0.0.10/24@eth0 (IPv4).');
+  }
+  return { address: m[1], prefix: Number(m[2]), dev: m[3] };
+}
+
+function absolute(p: string, flag: string): string {
+  if (!path.isAbsolute(p)) throw new UsageError(`${flag} "${p}" must be an absolute path`);
+  return path.normalize(p);
+}
+
+export function resolveOptions(container: string, destination: string, raw: RawOptions): Options {
+  if (!NAME_RE.test(container)) {
+    throw new UsageError(`"${container}" is not a valid container name`, 'Use the name shown by `runc list`.');
+  }
+  if (raw.quiet && raw.verbose) throw new UsageError('--quiet and --verbose contradict each other', 'Give one of them.');
+  const transport = (raw.transport ?? DEFAULTS.transport) as Transport;
+  if (!TRANSPORTS.includes(transport)) {
+    throw new UsageError(`--transport "${raw.transport}" is not one of ${TRANSPORTS.join(', ')}`);
+  }
+  const diskless = raw.diskless ?? DEFAULTS.diskless;
+  const defaultWork = diskless ? DEFAULTS.disklessWorkDir : DEFAULTS.diskWorkDir;
+  let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
+  if (raw.connectTimeout !== undefined) {
+    const s = Number(raw.connectTimeout);
+    if (!Number.isFinite(s) || s <= 0) throw new UsageError(`--connect-timeout "${raw.connectTimeout}" is not a positive number of seconds`);
+    connectTimeoutMs = Math.round(s * 1000);
+  }
+  return {
+    container,
+    destination,
+    identityFiles: raw.identity?.length ? raw.identity.map((f) => path.resolve(f)) : [],
+    knownHosts: raw.knownHosts ? path.resolve(raw.knownHosts) : DEFAULTS.knownHosts,
+    sshConfig: raw.sshConfig ? path.resolve(raw.sshConfig) : DEFAULTS.sshConfig,
+    acceptNewHostKey: raw.acceptNewHostKey ?? false,
+    sudo: raw.sudo ?? false,
+    runcRoot: absolute(raw.runcRoot ?? DEFAULTS.runcRoot, '--runc-root'),
+    remoteRuncRoot: absolute(raw.remoteRuncRoot ?? DEFAULTS.remoteRuncRoot, '--remote-runc-root'),
+    runc: raw.runc ?? DEFAULTS.runc,
+    remoteRunc: raw.remoteRunc ?? DEFAULTS.runc,
+    criu: raw.criu ?? DEFAULTS.criu,
+    remoteCriu: raw.remoteCriu ?? DEFAULTS.criu,
+    bundle: raw.bundle ? absolute(raw.bundle, '--bundle') : undefined,
+    diskless,
+    workDir: absolute(raw.workDir ?? defaultWork, '--work-dir'),
+    remoteWorkDir: absolute(raw.remoteWorkDir ?? defaultWork, '--remote-work-dir'),
+    transport,
+    pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
+    tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
+    moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,
+    json: raw.json ?? false,
+    quiet: raw.quiet ?? false,
+    verbose: raw.verbose ?? false,
+    dryRun: raw.dryRun ?? false,
+    connectTimeoutMs,
+  };
+}

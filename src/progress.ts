@@ -1,0 +1,98 @@
+// What the user sees while it runs: one line per phase with a spinner and its time on a
+// terminal, plain lines when stderr is not a terminal, nothing with --quiet or --json
+// (but for --verbose commands). Everything goes to stderr; stdout is for the result.
+import chalk from 'chalk';
+import ora, { type Ora } from 'ora';
+
+export type ProgressMode = 'tty' | 'plain' | 'silent';
+
+export interface PhaseTiming {
+  name: string;
+  ms: number;
+}
+
+export function formatMs(ms: number): string {
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export class Progress {
+  readonly phases: PhaseTiming[] = [];
+  readonly warnings: string[] = [];
+  private spinner?: Ora;
+
+  constructor(
+    private readonly mode: ProgressMode,
+    private readonly verbose: boolean,
+  ) {}
+
+  /** Runs one phase, shows it, and records its duration (also when it fails). */
+  async phase<T>(name: string, title: string, fn: () => Promise<T>, detail?: (r: T) => string | undefined): Promise<T> {
+    const t0 = performance.now();
+    this.start(title);
+    try {
+      const r = await fn();
+      const ms = performance.now() - t0;
+      this.phases.push({ name, ms });
+      const d = detail?.(r);
+      this.succeed(`${title}${d ? ` ${chalk.dim(d)}` : ''} ${chalk.dim(formatMs(ms))}`);
+      return r;
+    } catch (err) {
+      const ms = performance.now() - t0;
+      this.phases.push({ name, ms });
+      this.fail(`${title} ${chalk.dim(formatMs(ms))}`);
+      throw err;
+    }
+  }
+
+  private start(title: string): void {
+    if (this.mode === 'tty') this.spinner = ora({ text: title, stream: process.stderr }).start();
+  }
+
+  private succeed(text: string): void {
+    if (this.mode === 'tty') this.spinner?.succeed(text);
+    else if (this.mode === 'plain') process.stderr.write(`ok   ${text}\n`);
+    this.spinner = undefined;
+  }
+
+  private fail(text: string): void {
+    if (this.mode === 'tty') this.spinner?.fail(text);
+    else if (this.mode === 'plain') process.stderr.write(`FAIL ${text}\n`);
+    this.spinner = undefined;
+  }
+
+  info(text: string): void {
+    this.print(text, 'info');
+  }
+
+  warn(text: string): void {
+    this.warnings.push(text);
+    this.print(chalk.yellow(`warning: ${text}`), 'warn');
+  }
+
+  /** --verbose: every command, local and remote, as it is run. */
+  command(host: string, line: string): void {
+    if (!this.verbose) return;
+    const text = chalk.dim(`${host === 'source' ? '[src]' : '[dst]'} $ ${line}`);
+    if (this.spinner) this.spinner.clear();
+    process.stderr.write(text + '\n');
+    if (this.spinner) this.spinner.render();
+  }
+
+  private print(text: string, kind: 'info' | 'warn'): void {
+    if (this.mode === 'silent' && kind === 'info') return;
+    if (this.spinner) this.spinner.clear();
+    process.stderr.write(text + '\n');
+    if (this.spinner) this.spinner.render();
+  }
+}

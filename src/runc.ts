@@ -1,0 +1,77 @@
+// Every runc command line the tool runs is built here, and runc's output parsed here.
+// Pure: no I/O.
+
+export interface RuncGlobal {
+  /** The runc binary. */
+  runc: string;
+  root: string;
+  /** The criu binary runc should exec (runc --criu); undefined: criu from PATH. */
+  criu?: string;
+}
+
+const base = (g: RuncGlobal) => [g.runc, '--root', g.root, ...(g.criu ? ['--criu', g.criu] : [])];
+
+export const runc = {
+  state: (g: RuncGlobal, name: string) => [...base(g), 'state', name],
+  list: (g: RuncGlobal) => [...base(g), 'list', '--format', 'json'],
+  version: (g: RuncGlobal) => [g.runc, '--version'],
+  /** Memory figures for the size estimate (one JSON line, then exit). */
+  stats: (g: RuncGlobal, name: string) => [...base(g), 'events', '--stats', name],
+
+  checkpoint(
+    g: RuncGlobal,
+    name: string,
+    o: { imagePath: string; workPath: string; pageServer?: string; tcpEstablished: boolean; parentPath?: string; preDump?: boolean },
+  ): string[] {
+    const argv = [...base(g), 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.preDump) argv.push('--pre-dump');
+    if (o.parentPath) argv.push('--parent-path', o.parentPath);
+    if (o.pageServer) argv.push('--page-server', o.pageServer);
+    if (o.tcpEstablished) argv.push('--tcp-established');
+    argv.push(name);
+    return argv;
+  },
+
+  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean }): string[] {
+    const argv = [...base(g), 'restore', '--detach', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.tcpEstablished) argv.push('--tcp-established');
+    argv.push(name);
+    return argv;
+  },
+
+  deleteForce: (g: RuncGlobal, name: string) => [...base(g), 'delete', '--force', name],
+};
+
+export interface ContainerState {
+  id: string;
+  pid: number;
+  status: string;
+  bundle: string;
+  rootfs: string;
+}
+
+export function parseState(stdout: string): ContainerState {
+  const j = JSON.parse(stdout);
+  return { id: j.id, pid: j.pid, status: j.status, bundle: j.bundle, rootfs: j.rootfs };
+}
+
+/** "runc version 1.1.5+ds1" -> "1.1.5" */
+export function parseRuncVersion(stdout: string): string | undefined {
+  return stdout.match(/runc version (\d+\.\d+\.\d+)/)?.[1];
+}
+
+/** Bytes of memory the container uses now, from `runc events --stats`. */
+export function parseMemoryUsage(stdout: string): number | undefined {
+  const line = stdout.split('\n').find((l) => l.trim().startsWith('{'));
+  if (!line) return undefined;
+  const j = JSON.parse(line);
+  const usage = j?.data?.memory?.usage?.usage;
+  return typeof usage === 'number' ? usage : undefined;
+}
+
+/** True when runc's stderr says the container does not exist. */
+export function isNotExist(stderr: string): boolean {
+  return /does not exist|not exist|container .* not found/i.test(stderr);
+}
+
+export const MIN_RUNC_VERSION = '1.1.0';

