@@ -6,7 +6,7 @@ import path from 'node:path';
 import { CommandError, EXIT, MigrateError, PreflightError, type ExitCode } from '../errors.js';
 import { LocalHost, RemoteHost } from '../host.js';
 import type { Options } from '../options.js';
-import { Progress } from '../progress.js';
+import { formatBytes, Progress } from '../progress.js';
 import type { Report } from '../report.js';
 import { parseState, runc } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
@@ -14,6 +14,7 @@ import { resolveEndpoint } from '../ssh/endpoint.js';
 import { addr } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
+import { failPoint } from './faults.js';
 import { verdict, waitDumped, writeHold } from './hold.js';
 import { criuIptablesDeletes, criuNftTables } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
@@ -38,7 +39,7 @@ function checkInterrupt(): void {
 async function runChecks(ctx: Context, checks: Check[]): Promise<void> {
   for (const c of checks) {
     checkInterrupt();
-    await ctx.progress.phase('preflight', c.title, () => c.run(ctx), (d) => (d ? `(${d})` : undefined));
+    await ctx.progress.phase(`preflight:${c.title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`, c.title, () => c.run(ctx), (d) => (d ? `(${d})` : undefined));
   }
 }
 
@@ -132,6 +133,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
   let bytesMoved: number | undefined;
   let downtimeMs = 0;
   try {
+    failPoint('after-dump');
     if (mv) {
       await progress.phase('move-ip', `release ${mv.address} on the source`, () => src.run(addr.del(mv, ctx.moveIp!.srcDev)));
       addrMoved = true;
@@ -140,7 +142,10 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
       const code = await pageServer.done;
       if (code !== 0) throw new Error(`the page server on the destination exited ${code}: not every page arrived (see ${R.pageServerLog} there)`);
     }
-    const sent = await progress.phase('copy', 'copy images', () => streamDir(ctx, L.images, R.images), (b) => `(${b} bytes)`);
+    const sent = await progress.phase('copy', 'copy images', async () => {
+      failPoint('copy');
+      return streamDir(ctx, L.images, R.images);
+    }, (b) => `(${formatBytes(b)})`);
     bytesMoved = sent;
     if (mv) {
       const d = ctx.moveIp!.dstDev;
@@ -150,6 +155,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
     }
     restored = true;
     await progress.phase('restore', 'restore on the destination', async () => {
+      failPoint('restore');
       const r = await dst.run(
         runc.restore(ctx.dstRunc, opts.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: opts.tcpEstablished }),
         { allowFail: true, timeoutMs: 300_000 },
@@ -162,6 +168,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
       }
     });
     await progress.phase('verify', 'verify it runs on the destination', async () => {
+      failPoint('verify');
       const r = await dst.run(runc.state(ctx.dstRunc, opts.container), { allowFail: true });
       const st = r.code === 0 ? parseState(r.stdout).status : `unknown (${r.stderr.trim()})`;
       if (st !== 'running') throw new Error(`the restored container is ${st} on the destination`);

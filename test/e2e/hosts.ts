@@ -1,0 +1,149 @@
+// The end-to-end tests' view of the local test hosts (test/hosts/setup.sh): build them,
+// start example containers on the source, run the CLI inside the source namespace, and
+// look at what runs where. Everything here touches real namespaces, runc and CRIU.
+import { execa, type ResultPromise } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const HOSTS = path.join(ROOT, 'test/hosts');
+
+export interface Hosts {
+  dir: string;
+  key: string;
+  knownHosts: string;
+  srcRoot: string;
+  dstRoot: string;
+  srcBundles: string;
+  dstBundles: string;
+  dstAddr: string;
+  deadAddr: string;
+  serviceAddr: string;
+}
+
+function readEnv(): Record<string, string> {
+  const text = fs.readFileSync(path.join(HOSTS, 'env.sh'), 'utf8');
+  const env: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = line.match(/^(RM_\w+)=(.*)$/);
+    if (!m) continue;
+    env[m[1]] = m[2].replace(/\$\{(\w+):-([^}]*)\}/, (_, k, d) => process.env[k] ?? d).replace(/\$(\w+)/g, (_, k) => env[k] ?? '');
+  }
+  return env;
+}
+
+export async function setupHosts(): Promise<Hosts> {
+  await execa('bash', [path.join(HOSTS, 'setup.sh')], { stdout: 'ignore' });
+  const e = readEnv();
+  const dir = e.RM_HOSTS_DIR;
+  return {
+    dir,
+    key: `${dir}/keys/id_ed25519`,
+    knownHosts: `${dir}/keys/known_hosts`,
+    srcRoot: `${dir}/src/runc`,
+    dstRoot: `${dir}/dst/runc`,
+    srcBundles: `${dir}/src/bundles`,
+    dstBundles: `${dir}/dst/bundles`,
+    dstAddr: e.RM_DST_ADDR,
+    deadAddr: e.RM_DEAD_ADDR,
+    serviceAddr: e.RM_SERVICE_ADDR,
+  };
+}
+
+export const ns = (name: 'src' | 'dst' | 'client') => ['nsenter', `--net=/run/netns/rm-${name}`];
+
+export async function sh(argv: string[], opts: { reject?: boolean } = {}) {
+  return execa(argv[0], argv.slice(1), { reject: opts.reject ?? true, stdin: 'ignore' });
+}
+
+/** Makes the example bundle on both hosts (different cgroups) and starts it on the source. */
+export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis', name: string): Promise<{ src: string; dst: string }> {
+  const src = path.join(h.srcBundles, name);
+  const dst = path.join(h.dstBundles, name);
+  await removeEverywhere(h, name);
+  await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), kind, src, `/rm-src/${name}`]);
+  await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), kind, dst, `/rm-dst/${name}`]);
+  await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${src} ${name} </dev/null >/dev/null 2>&1`]);
+  return { src, dst };
+}
+
+export async function removeEverywhere(h: Hosts, name: string): Promise<void> {
+  for (const root of [h.srcRoot, h.dstRoot]) {
+    await sh(['runc', '--root', root, 'delete', '--force', name], { reject: false });
+  }
+}
+
+export async function status(root: string, name: string): Promise<string> {
+  const r = await sh(['runc', '--root', root, 'state', name], { reject: false });
+  return r.exitCode === 0 ? JSON.parse(r.stdout).status : 'absent';
+}
+
+export function readCounter(bundle: string): number {
+  try {
+    return Number(fs.readFileSync(path.join(bundle, 'rootfs/count'), 'utf8').trim());
+  } catch {
+    return NaN;
+  }
+}
+
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The common flags for the test hosts; tests add or override. */
+export function baseArgs(h: Hosts, name: string, bundle: string): string[] {
+  return [
+    name,
+    `root@${h.dstAddr}`,
+    '-i', h.key,
+    '--known-hosts', h.knownHosts,
+    '--runc-root', h.srcRoot,
+    '--remote-runc-root', h.dstRoot,
+    '--bundle', bundle,
+  ];
+}
+
+export async function migrate(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
+    reject: false,
+    stdin: 'ignore',
+    env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home', ...env },
+    timeout: 180_000,
+  });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** Leftovers a run must not leave: work directories, page servers. */
+export async function leftovers(): Promise<string[]> {
+  const found: string[] = [];
+  for (const d of ['/dev/shm', '/var/tmp']) {
+    for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) found.push(path.join(d, f));
+  }
+  const ps = await sh(['pgrep', '-af', 'criu page-server'], { reject: false });
+  for (const l of ps.stdout.split('\n')) if (l.trim()) found.push(`process: ${l.trim()}`);
+  return found;
+}
+
+export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {
+  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', path.join(ROOT, 'dist/test/e2e/echo-client.js'), h.serviceAddr, '7777', String(intervalMs)], {
+    reject: false,
+    stdin: 'ignore',
+  });
+  const connected = new Promise<void>((resolve, reject) => {
+    proc.stderr!.on('data', (d: Buffer) => d.toString().includes('connected') && resolve());
+    proc.then((r) => reject(new Error(`echo client ended before connecting: ${r.stderr}`)));
+  });
+  return { proc, connected };
+}

@@ -1,0 +1,158 @@
+// End to end: real containers moved between the local test hosts (network namespaces
+// with their own sshd, runc roots and bundles) by the real CLI, with real runc and CRIU.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import {
+  baseArgs, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor,
+  type Hosts,
+} from './hosts.js';
+
+let h: Hosts;
+
+before(async () => {
+  h = await setupHosts();
+});
+
+async function counterRunning(name: string): Promise<{ src: string; dst: string }> {
+  const b = await startExample(h, 'counter', name);
+  await waitFor('the counter to count', () => readCounter(b.src) >= 3);
+  return b;
+}
+
+async function assertNoLeftovers(): Promise<void> {
+  assert.deepEqual(await leftovers(), [], 'work directories or page servers left behind');
+}
+
+describe('one-shot migration of a counter', () => {
+  for (const variant of [
+    { transport: 'auto', extra: [] as string[] },
+    { transport: 'stream', extra: ['--no-diskless'] },
+    { transport: 'page-server', extra: [] },
+    { transport: 'direct', extra: [] },
+  ]) {
+    test(`continues counting on the destination (--transport ${variant.transport} ${variant.extra.join(' ')})`, async () => {
+      const name = 'ctr';
+      const b = await counterRunning(name);
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', variant.transport, ...variant.extra, '--json']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const report = JSON.parse(r.stdout);
+      // The value the source had when it was frozen: its rootfs file is not written after.
+      const atFreeze = readCounter(b.src);
+      assert.ok(atFreeze >= 3);
+      assert.equal(await status(h.srcRoot, name), 'absent', 'the source still has the container');
+      assert.equal(await status(h.dstRoot, name), 'running');
+      // The destination continues from the frozen value: a restart would begin at 1.
+      await waitFor('the counter to continue on the destination', () => readCounter(b.dst) > atFreeze + 2);
+      const first = readCounter(b.dst);
+      assert.ok(first > atFreeze, `destination at ${first}, source was at ${atFreeze}`);
+      assert.equal(report.outcome, 'migrated');
+      assert.equal(report.runningOn, 'destination');
+      assert.ok(report.downtimeMs > 0 && report.downtimeMs < report.totalMs);
+      assert.ok(report.bytesMoved > 10_000, `bytesMoved ${report.bytesMoved}`);
+      if (variant.transport !== 'auto') assert.equal(report.transport, variant.transport);
+      assert.equal(report.diskless, !variant.extra.includes('--no-diskless'));
+      process.stderr.write(`# counter ${variant.transport}${variant.extra.join('')}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms, ${report.bytesMoved} B\n`);
+      await assertNoLeftovers();
+      await removeEverywhere(h, name);
+    });
+  }
+});
+
+describe('TCP echo server with --move-ip', () => {
+  const svc = () => `${h.serviceAddr}/32`;
+  before(async () => {
+    await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
+    await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
+  });
+  after(async () => {
+    await removeEverywhere(h, 'echo');
+    for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
+  });
+
+  test('the client keeps its connection and gets every answer in order', async () => {
+    const b = await startExample(h, 'echo', 'echo');
+    await new Promise((r) => setTimeout(r, 300));
+    const client = echoClient(h, 20);
+    await client.connected;
+    await new Promise((r) => setTimeout(r, 1000));
+    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const report = JSON.parse(r.stdout);
+    // Keep talking to the migrated server for a while, then stop the client.
+    await new Promise((res) => setTimeout(res, 2500));
+    client.proc.kill('SIGTERM');
+    const c = await client.proc;
+    const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+    process.stderr.write(`# echo: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`);
+    assert.equal(result.error, undefined);
+    assert.equal(result.closedByPeer, false);
+    assert.equal(result.inOrder, true);
+    assert.ok(result.sent > 100, `sent ${result.sent}`);
+    assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
+    assert.equal(await status(h.srcRoot, 'echo'), 'absent');
+    assert.equal(await status(h.dstRoot, 'echo'), 'running');
+    const onDst = await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+    const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+    assert.match(onDst.stdout, /inet /);
+    assert.equal(onSrc.stdout.trim(), '');
+    // CRIU's lock rules are gone from the source.
+    const rules = await sh([...ns('src'), 'iptables', '-S']);
+    assert.doesNotMatch(rules.stdout, /0xc114|CRIU/);
+    await assertNoLeftovers();
+  });
+});
+
+describe('JSON report', () => {
+  test('is one object on stdout with the figures, nothing else', async () => {
+    const b = await counterRunning('json1');
+    const r = await migrate([...baseArgs(h, 'json1', b.dst), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 1);
+    const j = JSON.parse(lines[0]);
+    for (const k of ['outcome', 'exitCode', 'container', 'destination', 'transport', 'downtimeMs', 'totalMs', 'bytesMoved', 'phases', 'runningOn']) {
+      assert.ok(k in j, `missing ${k}`);
+    }
+    const names = j.phases.map((p: { name: string }) => p.name);
+    for (const p of ['connect', 'dump', 'copy', 'restore', 'verify', 'commit']) assert.ok(names.includes(p), `phase ${p} missing`);
+    assert.ok(j.phases.every((p: { ms: number }) => typeof p.ms === 'number' && p.ms >= 0));
+    await removeEverywhere(h, 'json1');
+  });
+});
+
+describe('a failure after the freeze rolls back to the source', () => {
+  for (const point of ['copy', 'restore', 'verify']) {
+    test(`fault at ${point}: the container runs on the source only, counter intact`, async () => {
+      const name = 'rb';
+      const b = await counterRunning(name);
+      const r = await migrate([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: point });
+      assert.equal(r.code, 4, r.stderr + r.stdout);
+      const j = JSON.parse(r.stdout);
+      assert.equal(j.outcome, 'rolled-back');
+      assert.equal(j.runningOn, 'source');
+      assert.equal(await status(h.srcRoot, name), 'running');
+      assert.equal(await status(h.dstRoot, name), 'absent');
+      const v = readCounter(b.src);
+      await waitFor('the source to count on', () => readCounter(b.src) > v + 1);
+      await assertNoLeftovers();
+      await removeEverywhere(h, name);
+    });
+  }
+
+  test('a restore that CRIU refuses (file missing on the destination) resumes the source', async () => {
+    const name = 'rb2';
+    const b = await counterRunning(name);
+    fs.rmSync(`${b.dst}/rootfs/tmp/tick`);
+    const r = await migrate(baseArgs(h, name, b.dst));
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /Error \(/, 'CRIU error lines shown');
+    assert.match(r.stderr, /running on the source/);
+    assert.equal(await status(h.srcRoot, name), 'running');
+    assert.equal(await status(h.dstRoot, name), 'absent');
+    const v = readCounter(b.src);
+    await waitFor('the source to count on', () => readCounter(b.src) > v + 1);
+    await assertNoLeftovers();
+    await removeEverywhere(h, name);
+  });
+});
