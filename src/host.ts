@@ -70,7 +70,10 @@ export class LocalHost implements Host {
       env: opts.env,
       stripFinalNewline: false,
     });
-    return check(this.name, argv, { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') }, opts);
+    // A command that could not start at all reads as the shell's "not found" (127).
+    const notFound = r.exitCode === undefined && (r as { code?: string }).code === 'ENOENT';
+    const stderr = notFound ? `${argv[0]}: not found` : String(r.stderr ?? '');
+    return check(this.name, argv, { code: notFound ? 127 : r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr }, opts);
   }
 
   async spawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<Proc> {

@@ -101,6 +101,35 @@ describe('TCP echo server with --move-ip', () => {
     assert.doesNotMatch(rules.stdout, /0xc114|CRIU/);
     await assertNoLeftovers();
   });
+
+  test('a restore failure hands the connection back to the source, still answering in order', async () => {
+    await removeEverywhere(h, 'echo');
+    await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
+    await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
+    const b = await startExample(h, 'echo', 'echo');
+    await new Promise((r) => setTimeout(r, 300));
+    const client = echoClient(h, 20);
+    await client.connected;
+    await new Promise((r) => setTimeout(r, 1000));
+    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json'], { RUNC_MIGRATE_FAIL_AT: 'verify' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    await new Promise((res) => setTimeout(res, 2500));
+    client.proc.kill('SIGTERM');
+    const c = await client.proc;
+    const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+    process.stderr.write(`# echo rollback: client ${JSON.stringify(result)}\n`);
+    assert.equal(result.error, undefined);
+    assert.equal(result.closedByPeer, false);
+    assert.equal(result.inOrder, true);
+    assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
+    assert.equal(await status(h.srcRoot, 'echo'), 'running');
+    assert.equal(await status(h.dstRoot, 'echo'), 'absent');
+    const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+    const onDst = await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+    assert.match(onSrc.stdout, /inet /);
+    assert.equal(onDst.stdout.trim(), '');
+    await assertNoLeftovers();
+  });
 });
 
 describe('JSON report', () => {

@@ -1,0 +1,160 @@
+// Bad input: each case gets a clear message naming the fix, a non-zero exit, and the
+// container still running untouched on the source (never frozen: its counter never stops).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { baseArgs, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+
+let h: Hosts;
+let b: { src: string; dst: string };
+const NAME = 'pf';
+let tmp: string;
+
+before(async () => {
+  h = await setupHosts();
+  b = await startExample(h, 'counter', NAME);
+  await waitFor('the counter to count', () => readCounter(b.src) >= 2);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-pf-'));
+});
+after(async () => {
+  await removeEverywhere(h, NAME);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Runs the CLI, expects a refusal, and checks the container was never touched. */
+async function refused(args: string[], code: number, message: RegExp, hint: RegExp): Promise<string> {
+  const before = readCounter(b.src);
+  const r = await migrate(args);
+  assert.equal(r.code, code, `exit ${r.code}\n${r.stderr}`);
+  assert.match(r.stderr, message);
+  assert.match(r.stderr, hint);
+  assert.equal(r.stdout.trim(), '', 'nothing on stdout for a refusal without --json');
+  assert.equal(await status(h.srcRoot, NAME), 'running');
+  assert.equal(await status(h.dstRoot, NAME), 'absent');
+  await waitFor('the counter to go on', () => readCounter(b.src) > before);
+  assert.deepEqual(await leftovers(), []);
+  return r.stderr;
+}
+
+const args = (...extra: string[]) => [...baseArgs(h, NAME, b.dst), ...extra];
+
+describe('bad input is refused before anything is frozen', () => {
+  test('unknown container', async () => {
+    const a = args();
+    a[0] = 'no-such-container';
+    await refused(a, 3, /no container "no-such-container"/, /runc --root .* list/);
+  });
+
+  test('container not running (paused)', async () => {
+    await sh(['runc', '--root', h.srcRoot, 'pause', NAME]);
+    try {
+      const r = await migrate(args());
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, /is paused, not running/);
+      assert.match(r.stderr, /resume/);
+    } finally {
+      await sh(['runc', '--root', h.srcRoot, 'resume', NAME]);
+    }
+    assert.equal(await status(h.srcRoot, NAME), 'running');
+  });
+
+  test('host unreachable', async () => {
+    const a = args('--connect-timeout', '2');
+    a[1] = `root@${h.deadAddr}`;
+    await refused(a, 3, /(did not answer|cannot reach)/, /(host is up|sshd listens)/);
+  });
+
+  test('authentication failure', async () => {
+    const key = path.join(tmp, 'other_key');
+    if (!fs.existsSync(key)) await sh(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const a = args();
+    a[a.indexOf('-i') + 1] = key;
+    await refused(a, 3, /authentication to root@.* failed/, /authorized_keys/);
+  });
+
+  test('unknown host key', async () => {
+    const kh = path.join(tmp, 'empty_known_hosts');
+    fs.writeFileSync(kh, '');
+    const a = args();
+    a[a.indexOf('--known-hosts') + 1] = kh;
+    await refused(a, 3, /host key of .* is not in .*SHA256:/, /ssh-keyscan .* >>|--accept-new-host-key/);
+  });
+
+  test('changed host key', async () => {
+    const kh = path.join(tmp, 'changed_known_hosts');
+    const other = path.join(tmp, 'other_host_key');
+    if (!fs.existsSync(other)) await sh(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const pub = fs.readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
+    fs.writeFileSync(kh, `${h.dstAddr} ${pub}\n`);
+    const a = args();
+    a[a.indexOf('--known-hosts') + 1] = kh;
+    await refused(a, 3, /has CHANGED/, /ssh-keygen -R/);
+  });
+
+  test('runc missing on the source', async () => {
+    await refused(args('--runc', '/nonexistent/runc'), 3, /runc is not installed on the source/, /--runc PATH/);
+  });
+
+  test('criu missing on the destination', async () => {
+    await refused(args('--remote-criu', '/nonexistent/criu'), 3, /criu is not installed on the destination/, /--remote-criu PATH/);
+  });
+
+  test('criu too old on either side', async () => {
+    const fake = path.join(tmp, 'old-criu');
+    fs.writeFileSync(fake, '#!/bin/sh\necho "Version: 4.1.1"\n', { mode: 0o755 });
+    await refused(args('--criu', fake), 3, /criu 4\.1\.1 on the source is too old/, /4\.2 or newer/);
+    await refused(args('--remote-criu', fake), 3, /criu 4\.1\.1 on the destination is too old/, /4\.2 or newer/);
+  });
+
+  test('runc too old on the destination', async () => {
+    const fake = path.join(tmp, 'old-runc');
+    fs.writeFileSync(fake, '#!/bin/sh\necho "runc version 1.0.0"\n', { mode: 0o755 });
+    await refused(args('--remote-runc', fake), 3, /runc 1\.0\.0 on the destination is too old/, /1\.1\.0 or newer/);
+  });
+
+  test('destination bundle missing', async () => {
+    await refused(args('--bundle', '/nonexistent/bundle'), 3, /no bundle at \/nonexistent\/bundle on the destination/, /Copy the container's bundle/);
+  });
+
+  test('container name already taken on the destination', async () => {
+    await sh(['sh', '-c', `exec ${ns('dst').join(' ')} runc --root ${h.dstRoot} run -d --bundle ${b.dst} ${NAME} </dev/null >/dev/null 2>&1`]);
+    try {
+      const r = await migrate(args());
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, /already exists on the destination/);
+      assert.match(r.stderr, /delete --force/);
+      assert.equal(await status(h.srcRoot, NAME), 'running');
+      assert.equal(await status(h.dstRoot, NAME), 'running', 'the destination container was touched');
+    } finally {
+      await sh(['runc', '--root', h.dstRoot, 'delete', '--force', NAME], { reject: false });
+    }
+    assert.deepEqual(await leftovers(), []);
+  });
+
+  test('work directory not writable (source and destination)', async () => {
+    await refused(args('--work-dir', '/nonexistent/dir'), 3, /cannot create a work directory in \/nonexistent\/dir on the source/, /--work-dir DIR/);
+    await refused(args('--remote-work-dir', '/proc'), 3, /cannot create a work directory in \/proc on the destination/, /--remote-work-dir DIR/);
+  });
+
+  test('bad usage exits 2 without contacting anything', async () => {
+    const r = await migrate(args('--move-ip', '10.0.0.300/33'));
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /is not ADDR\/PREFIX/);
+    const r2 = await migrate(['only-one-argument']);
+    assert.equal(r2.code, 2);
+    const r3 = await migrate(args('--transport', 'carrier-pigeon'));
+    assert.equal(r3.code, 2);
+  });
+
+  test('--dry-run prints the plan and changes nothing', async () => {
+    const r = await migrate(args('--dry-run'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /runc --root .* checkpoint/);
+    assert.match(r.stderr, /runc --root .* restore/);
+    assert.equal(await status(h.srcRoot, NAME), 'running');
+    assert.equal(await status(h.dstRoot, NAME), 'absent');
+    assert.deepEqual(await leftovers(), []);
+  });
+});
