@@ -11,6 +11,12 @@ export const addr = {
   del: (m: MoveIp, dev: string) => ['ip', 'addr', 'del', `${m.address}/${m.prefix}`, 'dev', dev],
   arpIgnore: (dev: string, value: string) => ['sysctl', '-q', '-w', `net.ipv4.conf.${dev}.arp_ignore=${value}`],
   readArpIgnore: (dev: string) => ['cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`],
+  /**
+   * While a rolled-back destination copy is killed, its TCP sockets must not send FIN or
+   * RST to the peers, whose connections live on in the resumed source: drop its output.
+   */
+  blockOutput: (m: MoveIp) => ['iptables', '-w', '-I', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
+  unblockOutput: (m: MoveIp) => ['iptables', '-w', '-D', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   /** Gratuitous ARP; `arping` is iputils' or busybox's, both take these flags. */
   garp: (arping: string[], m: MoveIp, dev: string) => [...arping, '-U', '-c', '1', '-I', dev, '-s', m.address, m.address],
 };

@@ -219,10 +219,13 @@ async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean
   const { opts, dst, src } = ctx;
   const mv = opts.moveIp;
   await ctx.progress.phase('rollback', 'roll back (resume the source)', async () => {
-    if (s.restored) await dst.run(runc.deleteForce(ctx.dstRunc, opts.container), { allowFail: true }).catch(() => undefined);
+    const quiet = async (argv: string[]) => dst.run(argv, { allowFail: true }).catch(() => undefined);
+    const block = mv && s.restored ? await quiet(addr.blockOutput(mv)) : undefined;
+    if (s.restored) await quiet(runc.deleteForce(ctx.dstRunc, opts.container));
     if (mv && ctx.moveIp) {
       const d = ctx.moveIp.dstDev;
-      await dst.run(addr.del(mv, d), { allowFail: true }).catch(() => undefined);
+      await quiet(addr.del(mv, d));
+      if (block?.code === 0) await quiet(addr.unblockOutput(mv));
       if (s.arpIgnoreOld !== undefined) await dst.run(addr.arpIgnore(d, s.arpIgnoreOld), { allowFail: true }).catch(() => undefined);
       if (s.addrMoved) await src.run(addr.add(mv, ctx.moveIp.srcDev), { allowFail: true });
     }

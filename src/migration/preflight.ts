@@ -202,7 +202,8 @@ export const DESTINATION_CHECKS: Check[] = [
       const route = local ? await ctx.dst.run(addr.routeGet(local), { allowFail: true }) : undefined;
       const dstDev = m.dev ?? (route ? parseRouteDev(route.stdout) : undefined);
       if (!dstDev) throw new PreflightError('--move-ip: cannot tell which interface of the destination should carry the address', 'Name it: --move-ip ADDR/PREFIX@DEV.');
-      const probe = await ctx.dst.run(['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'], { allowFail: true });
+      const probe = await ctx.dst.run(['sh', '-c', 'command -v iptables >/dev/null || exit 3; command -v arping || { command -v busybox >/dev/null && echo busybox; }'], { allowFail: true });
+      if (probe.code === 3) throw new PreflightError('--move-ip needs iptables on the destination (to silence a rolled-back copy)', 'Install iptables there.');
       const found = probe.stdout.trim();
       if (!found) throw new PreflightError('--move-ip needs arping on the destination (iputils-arping or busybox)', 'Install iputils-arping (or busybox) there.');
       const arping = found === 'busybox' ? ['busybox', 'arping'] : ['arping'];

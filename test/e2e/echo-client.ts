@@ -43,10 +43,13 @@ sock.on('data', (d) => {
 sock.on('error', (e) => (error = e.message));
 sock.on('close', () => {
   closed = true;
-  if (timer) clearInterval(timer);
+  finish();
 });
 
+let finishing = false;
 function finish(): void {
+  if (finishing) return;
+  finishing = true;
   if (timer) clearInterval(timer);
   // Give the last requests time to come back.
   setTimeout(() => {

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { compareVersions, criu, criuLogErrors, parseCriuVersion } from '../../src/criu.js';
+import { isNotExist, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../../src/runc.js';
+import { addr, parseAddrDev, parseRouteDev } from '../../src/migration/address.js';
+import { criuIptablesDeletes, criuNftTables } from '../../src/migration/netlock.js';
+import { diagnose } from '../../src/migration/diagnose.js';
+import { holdScript } from '../../src/migration/hold.js';
+import { workPaths } from '../../src/migration/paths.js';
+import { commandLine, quote } from '../../src/shell.js';
+import { RemoteHost } from '../../src/host.js';
+
+const g = { runc: 'runc', root: '/run/runc' };
+
+test('runc argv', () => {
+  assert.deepEqual(runc.checkpoint(g, 'c1', { imagePath: '/w/i', workPath: '/w/w', tcpEstablished: true, pageServer: '127.0.0.1:5000' }), [
+    'runc', '--root', '/run/runc', 'checkpoint', '--image-path', '/w/i', '--work-path', '/w/w', '--page-server', '127.0.0.1:5000', '--tcp-established', 'c1',
+  ]);
+  assert.deepEqual(runc.checkpoint({ ...g, criu: '/opt/criu' }, 'c1', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).slice(0, 5), [
+    'runc', '--root', '/run/runc', '--criu', '/opt/criu',
+  ]);
+  assert.ok(runc.checkpoint(g, 'c', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).join(' ').includes('--pre-dump --parent-path ../1'));
+  assert.deepEqual(runc.restore(g, 'c1', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true }), [
+    'runc', '--root', '/run/runc', 'restore', '--detach', '--bundle', '/b', '--image-path', '/i', '--work-path', '/w', '--tcp-established', 'c1',
+  ]);
+});
+
+test('criu page server argv reports readiness on stdout', () => {
+  const a = criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: '127.0.0.1', port: 27027, logFile: '/w/ps.log' });
+  assert.deepEqual(a.slice(0, 2), ['criu', 'page-server']);
+  assert.ok(a.join(' ').includes('--status-fd 1'));
+  assert.ok(a.join(' ').includes('--address 127.0.0.1 --port 27027'));
+  assert.ok(!a.includes('--prev-images-dir'));
+  assert.ok(criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p' }).includes('--prev-images-dir'));
+});
+
+test('parsers', () => {
+  assert.equal(parseCriuVersion('Version: 4.2.1\nGitID: v4.2\n'), '4.2.1');
+  assert.equal(parseCriuVersion('Version: 4.2\n'), '4.2');
+  assert.equal(parseRuncVersion('runc version 1.1.5+ds1\ncommit: x\n'), '1.1.5');
+  assert.equal(compareVersions('4.2', '4.2.0'), 0);
+  assert.equal(compareVersions('4.1.1', '4.2'), -1);
+  assert.equal(compareVersions('1.10.0', '1.9.9'), 1);
+  const st = parseState('{"ociVersion":"1.0.2","id":"c","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x"}');
+  assert.deepEqual(st, { id: 'c', pid: 42, status: 'running', bundle: '/b', rootfs: '/b/rootfs' });
+  assert.equal(parseMemoryUsage('{"type":"stats","id":"c","data":{"memory":{"usage":{"usage":638976,"max":1}}}}\n'), 638976);
+  assert.equal(parseMemoryUsage('garbage'), undefined);
+  assert.ok(isNotExist('container does not exist'));
+  assert.equal(parseAddrDev('2: eth0    inet 10.77.1.10/32 scope global eth0\\       valid_lft forever'), 'eth0');
+  assert.equal(parseAddrDev('5: eth0@if4    inet 10.0.0.1/24 brd'), 'eth0');
+  assert.equal(parseAddrDev(''), undefined);
+  assert.equal(parseRouteDev('10.77.0.1 dev eth0 src 10.77.0.2 uid 0 \\    cache'), 'eth0');
+  assert.deepEqual(addr.garp(['busybox', 'arping'], { address: '10.0.0.1', prefix: 32 }, 'eth0'), ['busybox', 'arping', '-U', '-c', '1', '-I', 'eth0', '-s', '10.0.0.1', '10.0.0.1']);
+});
+
+test('CRIU lock rules are found and turned into deletions', () => {
+  const listing = [
+    '-P INPUT ACCEPT',
+    '-A INPUT -s 10.0.0.3/32 -d 10.0.0.10/32 -p tcp -m tcp --sport 4000 --dport 7777 -m mark ! --mark 0xc114 -j DROP',
+    '-A INPUT -p tcp --dport 22 -j ACCEPT',
+    '-A OUTPUT -s 10.0.0.10/32 -d 10.0.0.3/32 -p tcp -m tcp --sport 7777 --dport 4000 -m mark ! --mark 0xc114 -j DROP',
+  ].join('\n');
+  const d = criuIptablesDeletes(listing, 'iptables');
+  assert.equal(d.length, 2);
+  assert.deepEqual(d[0].slice(0, 5), ['iptables', '-w', '-D', 'INPUT', '-s']);
+  assert.deepEqual(criuNftTables('table inet filter\ntable inet CRIU-1234\n'), ['inet CRIU-1234']);
+});
+
+test('diagnose picks the first CRIU errors and a known cause', () => {
+  const log = '(00.1) Warn x\n(00.2) Error (criu/files-reg.c:2267): Can\'t open file tmp/tick: No such file or directory\n(00.3) Error (criu/cr-restore.c:2331): Restoring FAILED.\n';
+  const d = diagnose(log);
+  assert.equal(d.errors.length, 2);
+  const tcp = diagnose('(0.1) Error (criu/sk-tcp.c:1): Can\'t bind inet socket: Cannot assign requested address\n');
+  assert.match(tcp.cause ?? '', /--move-ip/);
+  assert.equal(diagnose('nothing wrong').errors.length, 0);
+});
+
+test('hold script holds only at post-dump and exits by the verdict', () => {
+  const s = holdScript(workPaths('/dev/shm/x'), 1234, 10);
+  assert.match(s, /CRTOOLS_SCRIPT_ACTION" = post-dump \] \|\| exit 0/);
+  assert.match(s, /kill -0 1234/);
+  assert.match(s, /-gt 500/);
+  assert.match(s, /= commit \]\s*$/);
+});
+
+test('shell quoting round-trips through sh', async () => {
+  assert.equal(quote('plain/path-1.2'), 'plain/path-1.2');
+  assert.equal(quote("it's"), `'it'\\''s'`);
+  assert.equal(quote(''), "''");
+  const { execa } = await import('execa');
+  const args = ['a b', "c'd", '$HOME', '`x`', ''];
+  const r = await execa('sh', ['-c', `printf '%s\\n' ${commandLine(args)}`]);
+  assert.deepEqual(r.stdout.split('\n'), args);
+});
+
+test('remote command lines: sudo and env prefixes', () => {
+  const fake = {} as any;
+  const h = new RemoteHost(fake, true, () => {});
+  assert.equal(h.line(['runc', 'state', 'c']), 'sudo -n -- runc state c');
+  const h2 = new RemoteHost(fake, false, () => {});
+  assert.equal(h2.line(['criu', 'check'], { A: 'b c' }), "env 'A=b c' criu check");
+});
