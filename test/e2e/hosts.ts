@@ -142,7 +142,13 @@ export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; co
     stdin: 'ignore',
   });
   const connected = new Promise<void>((resolve, reject) => {
-    proc.stderr!.on('data', (d: Buffer) => d.toString().includes('connected') && resolve());
+    const timer = setTimeout(() => reject(new Error('echo client did not connect within 10 s')), 10_000);
+    proc.stderr!.on('data', (d: Buffer) => {
+      if (d.toString().includes('connected')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
     proc.then((r) => reject(new Error(`echo client ended before connecting: ${r.stderr}`)));
   });
   return { proc, connected };

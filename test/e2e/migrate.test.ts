@@ -61,10 +61,13 @@ describe('one-shot migration of a counter', () => {
 
 describe('TCP echo server with --move-ip', () => {
   const svc = () => `${h.serviceAddr}/32`;
-  before(async () => {
+  /** The service address on the source only, and the client's ARP cache forgetting any other. */
+  async function addressOnSource(): Promise<void> {
     await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
     await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
-  });
+    await sh(['ip', '-n', 'rm-client', 'neigh', 'flush', 'all']);
+  }
+  before(addressOnSource);
   after(async () => {
     await removeEverywhere(h, 'echo');
     for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
@@ -104,8 +107,7 @@ describe('TCP echo server with --move-ip', () => {
 
   test('a restore failure hands the connection back to the source, still answering in order', async () => {
     await removeEverywhere(h, 'echo');
-    await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
-    await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
+    await addressOnSource();
     const b = await startExample(h, 'echo', 'echo');
     await new Promise((r) => setTimeout(r, 300));
     const client = echoClient(h, 20);
