@@ -61,7 +61,7 @@ redis)
 		mkdir -p "$dir/rootfs$(dirname "$lib")"
 		cp -L "$lib" "$dir/rootfs$lib"
 	done
-	args='["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/data", "--daemonize", "no"]'
+	args='["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/data", "--daemonize", "no", "--enable-debug-command", "local"]'
 	share_host_net=true
 	;;
 *)

@@ -30,7 +30,7 @@ export const DEFAULTS = {
    * work directory and streamed over SSH; larger ones go through the page server.
    * Measured on the test hosts (README, "Transports").
    */
-  autoStreamMaxBytes: 128 * 1024 * 1024,
+  autoStreamMaxBytes: 32 * 1024 * 1024,
   /** How long the frozen source waits for the verdict before resuming by itself. */
   holdTimeoutS: 600,
 } as const;

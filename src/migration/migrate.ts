@@ -167,18 +167,19 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
         throw e;
       }
     });
+    if (mv) {
+      // Peers learn the address's new home: part of the downtime they see.
+      const d = ctx.moveIp!.dstDev;
+      await dst.run(addr.arpIgnore(d, arpIgnoreOld ?? '0'), { allowFail: true });
+      await dst.run(addr.garp(ctx.moveIp!.arping, mv, d), { allowFail: true });
+    }
+    downtimeMs = performance.now() - t0;
     await progress.phase('verify', 'verify it runs on the destination', async () => {
       failPoint('verify');
       const r = await dst.run(runc.state(ctx.dstRunc, opts.container), { allowFail: true });
       const st = r.code === 0 ? parseState(r.stdout).status : `unknown (${r.stderr.trim()})`;
       if (st !== 'running') throw new Error(`the restored container is ${st} on the destination`);
     });
-    downtimeMs = performance.now() - t0;
-    if (mv) {
-      const d = ctx.moveIp!.dstDev;
-      await dst.run(addr.arpIgnore(d, arpIgnoreOld ?? '0'), { allowFail: true });
-      await dst.run(addr.garp(ctx.moveIp!.arping, mv, d), { allowFail: true });
-    }
   } catch (err) {
     await rollback(ctx, { restored, addrMoved, arpIgnoreOld });
     // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks.

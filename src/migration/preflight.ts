@@ -169,7 +169,13 @@ export const DESTINATION_CHECKS: Check[] = [
         );
       }
       if (!isNotExist(r.stderr)) {
-        throw new PreflightError(`runc state on the destination failed: ${r.stderr.trim()}`, `Check runc's root ${ctx.opts.remoteRuncRoot} there (--remote-runc-root DIR).`);
+        const denied = /permission denied/i.test(r.stderr);
+        throw new PreflightError(
+          `runc state on the destination failed: ${r.stderr.trim()}`,
+          denied && !ctx.opts.sudo
+            ? `The remote user cannot use runc's root ${ctx.opts.remoteRuncRoot}: connect as root, or give a user with passwordless sudo and --sudo.`
+            : `Check runc's root ${ctx.opts.remoteRuncRoot} there (--remote-runc-root DIR).`,
+        );
       }
     },
   },

@@ -20,6 +20,7 @@ export interface Hosts {
   dstAddr: string;
   deadAddr: string;
   serviceAddr: string;
+  sudoUser: string;
 }
 
 function readEnv(): Record<string, string> {
@@ -48,6 +49,7 @@ export async function setupHosts(): Promise<Hosts> {
     dstAddr: e.RM_DST_ADDR,
     deadAddr: e.RM_DEAD_ADDR,
     serviceAddr: e.RM_SERVICE_ADDR,
+    sudoUser: e.RM_SUDO_USER,
   };
 }
 

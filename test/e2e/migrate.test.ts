@@ -59,6 +59,28 @@ describe('one-shot migration of a counter', () => {
   }
 });
 
+describe('a non-root remote user', () => {
+  test('with --sudo the migration runs every remote command through sudo', async () => {
+    const name = 'sudo1';
+    const b = await counterRunning(name);
+    const args = baseArgs(h, name, b.dst);
+    args[1] = `${h.sudoUser}@${h.dstAddr}`;
+    const refused = await migrate(args);
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /--sudo/);
+    assert.equal(await status(h.srcRoot, name), 'running');
+    const r = await migrate([...args, '--sudo', '--verbose']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\[dst\] \$ sudo -n -- runc/);
+    const atFreeze = readCounter(b.src);
+    assert.equal(await status(h.srcRoot, name), 'absent');
+    assert.equal(await status(h.dstRoot, name), 'running');
+    await waitFor('the counter to continue on the destination', () => readCounter(b.dst) > atFreeze + 1);
+    await assertNoLeftovers();
+    await removeEverywhere(h, name);
+  });
+});
+
 describe('TCP echo server with --move-ip', () => {
   const svc = () => `${h.serviceAddr}/32`;
   /** The service address on the source only, and the client's ARP cache forgetting any other. */

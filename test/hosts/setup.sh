@@ -71,6 +71,15 @@ MaxStartups 64:30:128
 Subsystem sftp internal-sftp
 CFG
 
+# A non-root account on the destination for --sudo (passwordless sudo, the same key).
+if ! id "$RM_SUDO_USER" >/dev/null 2>&1; then
+	useradd --create-home --shell /bin/sh "$RM_SUDO_USER"
+	# "*": no password, but not "locked" (sshd without PAM refuses locked accounts).
+	usermod -p "*" "$RM_SUDO_USER"
+fi
+echo "$RM_SUDO_USER ALL=(root) NOPASSWD: ALL" > "/etc/sudoers.d/$RM_SUDO_USER"
+chmod 0440 "/etc/sudoers.d/$RM_SUDO_USER"
+
 # --- sshd on the destination, in its own mount namespace -----------------------------
 sshd_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_PORT" 2>/dev/null; }
 if ! sshd_up; then

@@ -27,4 +27,6 @@ done
 # Directories the tool may have left under tmpfs (it should not; the tests check).
 umount -R "$D"/*/bundles/*/rootfs 2>/dev/null || true
 rm -rf "$D"
+if id "$RM_SUDO_USER" >/dev/null 2>&1; then userdel --remove "$RM_SUDO_USER" >/dev/null 2>&1 || true; fi
+rm -f "/etc/sudoers.d/$RM_SUDO_USER"
 exit 0
