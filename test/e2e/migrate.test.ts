@@ -157,9 +157,14 @@ describe('TCP echo server with --move-ip', () => {
 });
 
 describe('JSON report', () => {
-  test('is one object on stdout with the figures, nothing else', async () => {
+  test('is one object on stdout with the figures, nothing else (destination given as an ssh_config alias)', async () => {
     const b = await counterRunning('json1');
-    const r = await migrate([...baseArgs(h, 'json1', b.dst), '--json']);
+    // The alias supplies HostName, User, Port and IdentityFile; no -i on the command line.
+    const cfg = `${h.dir}/ssh_config`;
+    fs.writeFileSync(cfg, `Host dst-alias\n  HostName ${h.dstAddr}\n  User root\n  Port 22\n  IdentityFile ${h.key}\n`);
+    const args = baseArgs(h, 'json1', b.dst);
+    args.splice(1, 3, 'dst-alias');
+    const r = await migrate([...args, '--ssh-config', cfg, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1);

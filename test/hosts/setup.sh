@@ -19,8 +19,9 @@ for t in ip nsenter unshare sshd ssh-keygen runc criu busybox; do
 	command -v "$t" >/dev/null || { echo "setup.sh: '$t' is missing: run test/hosts/install-deps.sh" >&2; exit 1; }
 done
 
-mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home/.ssh,dst/etc}
-chmod 0700 "$D/keys" "$D/dst/home" "$D/dst/home/.ssh"
+mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home,dst/etc}
+chmod 0755 "$D" "$D/dst" "$D/dst/etc"
+chmod 0700 "$D/keys" "$D/dst/home"
 
 # --- network -------------------------------------------------------------------------
 ns() { [ -e "/run/netns/$1" ] || ip netns add "$1"; ip -n "$1" link set lo up; }
@@ -49,7 +50,8 @@ done
 # --- keys ----------------------------------------------------------------------------
 [ -f "$D/keys/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C runc-migrate-test -f "$D/keys/id_ed25519"
 [ -f "$D/dst/etc/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-dst -f "$D/dst/etc/ssh_host_ed25519_key"
-cp "$D/keys/id_ed25519.pub" "$D/dst/home/.ssh/authorized_keys"
+# One authorized_keys for root and the sudo user; sshd reads it as the user logging in.
+install -m 0644 "$D/keys/id_ed25519.pub" "$D/dst/etc/authorized_keys"
 echo "$RM_DST_ADDR $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" > "$D/keys/known_hosts"
 # A quiet HOME for remote commands: no rc files that slow every command down.
 : > "$D/dst/home/.hushlogin"
@@ -59,7 +61,7 @@ ListenAddress $RM_DST_ADDR:$RM_SSH_PORT
 HostKey $D/dst/etc/ssh_host_ed25519_key
 PidFile $D/dst/run/sshd.pid
 PermitRootLogin prohibit-password
-AuthorizedKeysFile $D/dst/home/.ssh/authorized_keys
+AuthorizedKeysFile $D/dst/etc/authorized_keys
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
