@@ -126,6 +126,25 @@ export const SOURCE_CHECKS: Check[] = [
 
 export const DESTINATION_CHECKS: Check[] = [
   {
+    title: 'root on the destination',
+    run: async (ctx) => {
+      const r = await ctx.dst.run(['id', '-u'], { allowFail: true });
+      if (ctx.opts.sudo && r.code !== 0) {
+        throw new PreflightError(
+          `sudo on the destination did not run without a password: ${r.stderr.trim()}`,
+          `Give ${ctx.ssh.endpoint.user} passwordless sudo there (a sudoers line with NOPASSWD), or connect as root.`,
+        );
+      }
+      if (r.stdout.trim() !== '0') {
+        throw new PreflightError(
+          `the destination user ${ctx.ssh.endpoint.user} is not root: runc restore and criu need root there`,
+          'Connect as root, or give a user with passwordless sudo and add --sudo.',
+        );
+      }
+      return ctx.opts.sudo ? `${ctx.ssh.endpoint.user} through sudo` : ctx.ssh.endpoint.user;
+    },
+  },
+  {
     title: 'runc on the destination',
     run: async (ctx) => `runc ${await toolVersion(ctx.dst, runc.version(ctx.dstRunc), 'runc', '--remote-runc')}`,
   },
