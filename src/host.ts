@@ -64,6 +64,8 @@ export class LocalHost implements Host {
     this.log(this.name, commandLine(argv));
     const r = await execa(argv[0], argv.slice(1), {
       reject: false,
+      // Its own process group: a Ctrl-C meant for the tool must not kill a step half-way.
+      detached: true,
       input: opts.input,
       stdin: opts.input === undefined ? 'ignore' : undefined,
       timeout: opts.timeoutMs,
@@ -78,7 +80,7 @@ export class LocalHost implements Host {
 
   async spawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<Proc> {
     this.log(this.name, commandLine(argv));
-    const child = execa(argv[0], argv.slice(1), { reject: false, env: opts.env, buffer: false, stdin: 'pipe' });
+    const child = execa(argv[0], argv.slice(1), { reject: false, env: opts.env, buffer: false, stdin: 'pipe', detached: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     if (!opts.streamStdout) child.stdout!.on('data', (d: Buffer) => out.push(d));
@@ -99,10 +101,15 @@ export class LocalHost implements Host {
 export class RemoteHost implements Host {
   readonly name = 'destination';
   constructor(
-    private readonly ssh: SshConnection,
+    private ssh: SshConnection,
     private readonly sudo: boolean,
     private readonly log: CommandLogger,
   ) {}
+
+  /** Carries on over a new connection after the old one dropped. */
+  useConnection(ssh: SshConnection): void {
+    this.ssh = ssh;
+  }
 
   /** The command line as sent: every command runs through sudo -n when --sudo is given. */
   line(argv: readonly string[], env?: Record<string, string>): string {

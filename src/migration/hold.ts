@@ -15,12 +15,17 @@ export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number): stri
   return `#!/bin/sh
 # runc-migrate: holds the frozen source at CRIU's post-dump until the verdict.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
+# Fault injection for the tests: the dump fails after every image is written.
+[ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
 : > '${p.dumpedMarker}'
+# The verdict file is created exclusively (noclobber here, O_EXCL in the tool): whoever
+# decides first, the tool or this script on its own, decides for both.
+set -C
 i=0
 while [ ! -s '${p.verdictFile}' ]; do
-	if ! kill -0 ${cliPid} 2>/dev/null; then echo rollback-orphaned > '${p.verdictFile}'; break; fi
+	if ! kill -0 ${cliPid} 2>/dev/null; then echo rollback-orphaned 2>/dev/null > '${p.verdictFile}'; sleep 0.02; continue; fi
 	i=$((i + 1))
-	if [ "$i" -gt ${ticks} ]; then echo rollback-timeout > '${p.verdictFile}'; break; fi
+	if [ "$i" -gt ${ticks} ]; then echo rollback-timeout 2>/dev/null > '${p.verdictFile}'; sleep 0.02; continue; fi
 	sleep 0.02
 done
 [ "$(cat '${p.verdictFile}')" = commit ]
@@ -55,8 +60,21 @@ export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>)
   }
 }
 
-export async function verdict(p: WorkPaths, v: 'commit' | 'rollback'): Promise<void> {
-  const tmp = `${p.verdictFile}.tmp`;
-  await fs.writeFile(tmp, v + '\n');
-  await fs.rename(tmp, p.verdictFile);
+/**
+ * Gives the verdict unless the script gave one first (it rolls back on its own when the
+ * hold times out). Returns the verdict in force: only 'commit' means the source goes.
+ */
+export async function verdict(p: WorkPaths, v: 'commit' | 'rollback'): Promise<string> {
+  try {
+    await fs.writeFile(p.verdictFile, v + '\n', { flag: 'wx' });
+    return v;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    for (let i = 0; i < 100; i++) {
+      const text = (await fs.readFile(p.verdictFile, 'utf8')).trim();
+      if (text) return text;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return 'rollback-unknown';
+  }
 }

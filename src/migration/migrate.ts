@@ -8,13 +8,13 @@ import { LocalHost, RemoteHost } from '../host.js';
 import type { Options } from '../options.js';
 import { formatBytes, Progress } from '../progress.js';
 import type { Report } from '../report.js';
-import { parseState, runc } from '../runc.js';
+import { isNotExist, parseState, runc } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { addr } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
-import { failPoint } from './faults.js';
+import { failPoint, faultAt } from './faults.js';
 import { verdict, waitDumped, writeHold } from './hold.js';
 import { criuIptablesDeletes, criuNftTables } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
@@ -105,13 +105,22 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
   if (ctx.transport !== 'stream') {
     pageServer = await progress.phase('page-server', `page server on the destination (${ctx.transport === 'page-server' ? 'through SSH' : 'direct TCP'})`, () => startPageServer(ctx));
     ctx.cleanups.push({ what: 'stop the page server', run: () => pageServer!.stop() });
+    if (faultAt('page-server')) await pageServer.kill();
   }
 
+  // The last moment to stop without freezing anything.
+  checkInterrupt();
   const t0 = performance.now();
   const checkpoint = await src.spawn(
     runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: L.images, workPath: L.criuWork, pageServer: pageServer?.endpoint, tcpEstablished: opts.tcpEstablished }),
     { env },
   );
+  let checkpointEnded = false;
+  void checkpoint.done.then(() => (checkpointEnded = true));
+  /** The source must still be frozen and held: if the checkpoint ended, it has resumed. */
+  const stillHeld = () => {
+    if (checkpointEnded) throw new Error('the source\'s checkpoint ended during the hold (the source resumed)');
+  };
   const held = await progress.phase('dump', 'freeze and dump', () => waitDumped(L, checkpoint.done));
   if (held === 'exited') {
     const res = await checkpoint.done;
@@ -153,6 +162,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
       await dst.run(addr.arpIgnore(d, '8'));
       await dst.run(addr.add(mv, d));
     }
+    stillHeld();
     restored = true;
     await progress.phase('restore', 'restore on the destination', async () => {
       failPoint('restore');
@@ -166,6 +176,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
         (e as any).criu = d;
         throw e;
       }
+      if (faultAt('ssh-drop')) ctx.ssh.sever();
     });
     if (mv) {
       // Peers learn the address's new home: part of the downtime they see.
@@ -180,17 +191,19 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
       const st = r.code === 0 ? parseState(r.stdout).status : `unknown (${r.stderr.trim()})`;
       if (st !== 'running') throw new Error(`the restored container is ${st} on the destination`);
     });
+    stillHeld();
   } catch (err) {
-    await rollback(ctx, { restored, addrMoved, arpIgnoreOld });
+    const dstClean = await rollback(ctx, { restored, addrMoved, arpIgnoreOld });
     // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks.
     await checkpoint.done;
-    if (mv && addrMoved) await src.run(addr.garp(['busybox', 'arping'], mv, ctx.moveIp!.srcDev), { allowFail: true });
+    if (mv && addrMoved) await src.run(addr.garp(ctx.moveIp!.arping, mv, ctx.moveIp!.srcDev), { allowFail: true });
     const running = await sourceRunning(ctx);
     const criuInfo = (err as any).criu as ReturnType<typeof diagnose> | undefined;
+    const safe = running && dstClean;
     throw new AfterFreezeError(
-      `${(err as Error).message}; rolled back`,
-      running ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
-      criuInfo?.cause,
+      `${(err as Error).message}; rolled back` + (dstClean ? '' : ', but the destination could not be reached to remove its copy'),
+      safe ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
+      dstClean ? criuInfo?.cause : `Check the destination by hand: runc --root ${opts.remoteRuncRoot} list; delete its copy of ${opts.container} if one runs there.`,
       criuInfo?.errors ?? [],
       running ? 'source' : 'unknown',
     );
@@ -198,7 +211,14 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
 
   // Commit: the destination runs; let CRIU finish and runc destroy the source.
   await progress.phase('commit', 'commit (remove the source)', async () => {
-    await verdict(L, 'commit');
+    const decided = await verdict(L, 'commit');
+    if (decided !== 'commit') {
+      // The hold gave up first (timeout) and the source has resumed: it is the live copy.
+      await rollback(ctx, { restored: true, addrMoved, arpIgnoreOld: arpIgnoreOld ?? '0' });
+      await checkpoint.done;
+      const running = await sourceRunning(ctx);
+      throw new AfterFreezeError(`the source's hold ended (${decided}) before the commit; rolled back`, running ? EXIT.ROLLED_BACK : EXIT.UNSAFE, undefined, [], running ? 'source' : 'unknown');
+    }
     const res = await checkpoint.done;
     if (res.code !== 0 && (await sourceRunning(ctx))) {
       // CRIU failed after the verdict and resumed the source; the destination already
@@ -215,23 +235,61 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
   return { downtimeMs, bytesMoved };
 }
 
-/** Undo a half-done switchover. Contract: the source resumes; the destination is clean. */
-async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string }): Promise<void> {
-  const { opts, dst, src } = ctx;
+/** A new SSH connection when the old one dropped; false if the destination stays unreachable. */
+async function ensureConnection(ctx: Context): Promise<boolean> {
+  if (ctx.ssh.alive) return true;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      const ssh = await SshConnection.connect(ctx.ssh.endpoint);
+      ctx.ssh = ssh;
+      (ctx.dst as RemoteHost).useConnection(ssh);
+      ctx.progress.warn(`the SSH connection dropped; reconnected (attempt ${attempt})`);
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+  return false;
+}
+
+/**
+ * Undo a half-done switchover. Contract: the source resumes; the destination is clean.
+ * Returns false when the destination could not be reached to remove what was restored.
+ */
+async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string }): Promise<boolean> {
+  const { opts, src } = ctx;
   const mv = opts.moveIp;
+  let reachable = true;
   await ctx.progress.phase('rollback', 'roll back (resume the source)', async () => {
-    const quiet = async (argv: string[]) => dst.run(argv, { allowFail: true }).catch(() => undefined);
-    const block = mv && s.restored ? await quiet(addr.blockOutput(mv)) : undefined;
-    if (s.restored) await quiet(runc.deleteForce(ctx.dstRunc, opts.container));
+    // A command on the destination; a dropped connection is re-made once. undefined: unreachable.
+    const onDst = async (argv: string[]) => {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (!(await ensureConnection(ctx))) return undefined;
+        try {
+          return await ctx.dst.run(argv, { allowFail: true });
+        } catch {
+          ctx.ssh.alive = false;
+        }
+      }
+      return undefined;
+    };
+    const block = mv && s.restored ? await onDst(addr.blockOutput(mv)) : undefined;
+    if (s.restored) {
+      await onDst(runc.deleteForce(ctx.dstRunc, opts.container));
+      // Confirm: the destination must not run a copy once the source resumes.
+      const st = await onDst(runc.state(ctx.dstRunc, opts.container));
+      reachable = st !== undefined && st.code !== 0 && isNotExist(st.stderr);
+    }
     if (mv && ctx.moveIp) {
       const d = ctx.moveIp.dstDev;
-      await quiet(addr.del(mv, d));
-      if (block?.code === 0) await quiet(addr.unblockOutput(mv));
-      if (s.arpIgnoreOld !== undefined) await dst.run(addr.arpIgnore(d, s.arpIgnoreOld), { allowFail: true }).catch(() => undefined);
+      await onDst(addr.del(mv, d));
+      if (block?.code === 0) await onDst(addr.unblockOutput(mv));
+      if (s.arpIgnoreOld !== undefined) await onDst(addr.arpIgnore(d, s.arpIgnoreOld));
       if (s.addrMoved) await src.run(addr.add(mv, ctx.moveIp.srcDev), { allowFail: true });
     }
     await verdict(ctx.local!, 'rollback');
   });
+  return reachable;
 }
 
 function describePlan(ctx: Context): string[] {
@@ -323,6 +381,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       report.error = { message: `internal error: ${e.stack ?? e.message}` };
     }
   } finally {
+    if (ctx.ssh && !ctx.ssh.alive && ctx.remote) await ensureConnection(ctx);
     for (const c of ctx.cleanups.reverse()) {
       try {
         await c.run();

@@ -11,6 +11,9 @@ export interface PageServer {
   endpoint: string;
   /** Resolves with the page server's exit: 0 once a whole dump arrived. */
   done: Promise<number | null>;
+  /** Kills the page server (it also stops if the dump never comes). */
+  kill: () => Promise<void>;
+  /** Kills it and closes the forwarded port. */
   stop: () => Promise<void>;
 }
 
@@ -68,6 +71,7 @@ export async function startPageServer(ctx: Context, prevImagesDir?: string): Pro
   return {
     endpoint,
     done,
+    kill,
     stop: async () => {
       await closeForward();
       await kill();

@@ -49,10 +49,16 @@ function readKeys(files: string[]): Array<{ file: string; key: Buffer }> {
 }
 
 export class SshConnection {
+  /** False once the connection has closed or failed. */
+  alive = true;
+
   private constructor(
     readonly endpoint: SshEndpoint,
     private readonly client: Client,
-  ) {}
+  ) {
+    client.on('close', () => (this.alive = false));
+    client.on('error', () => (this.alive = false));
+  }
 
   /** Connects, or throws a PreflightError that says what is wrong and how to fix it. */
   static async connect(ep: SshEndpoint): Promise<SshConnection> {
@@ -166,6 +172,7 @@ export class SshConnection {
   /** Runs a shell command line; collects its output. Never rejects for a non-zero exit. */
   exec(command: string, opts: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
+      if (!this.alive) return reject(new Error(`the SSH connection to ${this.endpoint.label} is closed`));
       this.client.exec(command, (err, ch) => {
         if (err) return reject(err);
         const out: Buffer[] = [];
@@ -197,6 +204,7 @@ export class SshConnection {
   /** Starts a command and hands over its channel, for streams and long-running commands. */
   spawn(command: string): Promise<ClientChannel> {
     return new Promise((resolve, reject) => {
+      if (!this.alive) return reject(new Error(`the SSH connection to ${this.endpoint.label} is closed`));
       this.client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch)));
     });
   }
@@ -209,6 +217,8 @@ export class SshConnection {
   async forwardLocal(remoteHost: string, remotePort: number): Promise<{ port: number; close: () => Promise<void> }> {
     const sockets = new Set<net.Socket>();
     const server = net.createServer((sock) => {
+      // A refused forward ends this one connection; CRIU sees it fail, the tool does not.
+      sock.on('error', () => undefined);
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
       sock.setNoDelay(true);
@@ -254,5 +264,11 @@ export class SshConnection {
 
   close(): void {
     this.client.end();
+  }
+
+  /** Cuts the connection as a network failure would (fault injection). */
+  sever(): void {
+    this.alive = false;
+    (this.client as any)._sock?.destroy();
   }
 }

@@ -133,9 +133,25 @@ export async function leftovers(): Promise<string[]> {
   for (const d of ['/dev/shm', '/var/tmp']) {
     for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) found.push(path.join(d, f));
   }
-  const ps = await sh(['pgrep', '-af', 'criu page-server'], { reject: false });
-  for (const l of ps.stdout.split('\n')) if (l.trim()) found.push(`process: ${l.trim()}`);
+  const ps = await sh(['pgrep', '-af', 'criu page-server|hold.sh|runc-migrate\\.'], { reject: false });
+  for (const l of ps.stdout.split('\n')) if (l.trim() && !l.includes('pgrep')) found.push(`process: ${l.trim()}`);
+  // Mounts, here and in the destination sshd's own mount namespace.
+  const mountTables = ['/proc/self/mounts'];
+  const pid = sshdPid();
+  if (pid) mountTables.push(`/proc/${pid}/mounts`);
+  for (const t of mountTables) {
+    for (const l of fs.readFileSync(t, 'utf8').split('\n')) if (/runc-migrate\.|criu\.cgyard|criu\.work/.test(l)) found.push(`mount: ${l}`);
+  }
   return found;
+}
+
+function sshdPid(): string | undefined {
+  const e = readEnv();
+  try {
+    return fs.readFileSync(`${e.RM_HOSTS_DIR}/dst/run/sshd.pid`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 }
 
 export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {

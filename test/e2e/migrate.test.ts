@@ -180,19 +180,31 @@ describe('JSON report', () => {
 });
 
 describe('a failure after the freeze rolls back to the source', () => {
-  for (const point of ['copy', 'restore', 'verify']) {
-    test(`fault at ${point}: the container runs on the source only, counter intact`, async () => {
+  // Each fault point, with the transport that exercises it.
+  const faults: Array<[string, string]> = [
+    ['page-server', 'page-server'],
+    ['dump', 'stream'],
+    ['after-dump', 'page-server'],
+    ['copy', 'stream'],
+    ['restore', 'page-server'],
+    ['ssh-drop', 'stream'],
+    ['verify', 'direct'],
+  ];
+  for (const [point, transport] of faults) {
+    test(`fault at ${point} (--transport ${transport}): the container runs on the source only, counter intact`, async () => {
       const name = 'rb';
       const b = await counterRunning(name);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: point });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', transport, '--json'], { RUNC_MIGRATE_FAIL_AT: point });
       assert.equal(r.code, 4, r.stderr + r.stdout);
       const j = JSON.parse(r.stdout);
       assert.equal(j.outcome, 'rolled-back');
       assert.equal(j.runningOn, 'source');
+      // The value the frozen source showed: the counter must go on from there, not restart.
+      const atFreeze = readCounter(b.src);
       assert.equal(await status(h.srcRoot, name), 'running');
       assert.equal(await status(h.dstRoot, name), 'absent');
-      const v = readCounter(b.src);
-      await waitFor('the source to count on', () => readCounter(b.src) > v + 1);
+      await waitFor('the source to count on', () => readCounter(b.src) > atFreeze + 1);
+      assert.ok(readCounter(b.src) > atFreeze, 'the counter went back');
       await assertNoLeftovers();
       await removeEverywhere(h, name);
     });
