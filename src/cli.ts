@@ -60,6 +60,7 @@ export function buildProgram(): Command {
     .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)
     .option('-v, --verbose', 'print every local and remote command as it runs', false)
     .option('-n, --dry-run', 'connect, run the preflight checks and print the plan; freeze and change nothing', false)
+    .option('--force', 'skip the preflight checks that can be skipped (criu check, CPU compatibility, open files, free space); says which', false)
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run migrate --help for every option)')
     .exitOverride();

@@ -4,6 +4,8 @@
 export const criu = {
   version: (bin: string) => [bin, '--version'],
   checkFeature: (bin: string, feature: string) => [bin, 'check', '--feature', feature],
+  cpuinfoDump: (bin: string, dir: string) => [bin, 'cpuinfo', 'dump', '--images-dir', dir],
+  cpuinfoCheck: (bin: string, dir: string) => [bin, 'cpuinfo', 'check', '--images-dir', dir],
 
   /**
    * A page server in the foreground: it writes a NUL to stdout (--status-fd 1) once it

@@ -31,6 +31,8 @@ export const DEFAULTS = {
    * Measured on the test hosts (README, "Transports").
    */
   autoStreamMaxBytes: 32 * 1024 * 1024,
+  /** Room asked for on the destination beyond the container's memory use, for the images. */
+  imageSpaceMarginBytes: 16 * 1024 * 1024,
   /** How long the frozen source waits for the verdict before resuming by itself. */
   holdTimeoutS: 600,
 } as const;
@@ -70,6 +72,8 @@ export interface Options {
   quiet: boolean;
   verbose: boolean;
   dryRun: boolean;
+  /** Skip the preflight checks that can be skipped (CPU, open files, free space, criu check). */
+  force: boolean;
   connectTimeoutMs: number;
 }
 
@@ -98,6 +102,7 @@ export interface RawOptions {
   quiet?: boolean;
   verbose?: boolean;
   dryRun?: boolean;
+  force?: boolean;
   connectTimeout?: string;
 }
 
@@ -159,6 +164,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     quiet: raw.quiet ?? false,
     verbose: raw.verbose ?? false,
     dryRun: raw.dryRun ?? false,
+    force: raw.force ?? false,
     connectTimeoutMs,
   };
 }

@@ -23,6 +23,10 @@ export interface Context {
   srcCriuVersion?: string;
   dstCriuVersion?: string;
   moveIp?: { srcDev: string; dstDev: string; arping: string[] };
+  /** The destination bundle's config.json, read by the bundle check. */
+  dstBundleConfig?: string;
+  /** Checks --force skipped, by title. */
+  skipped: string[];
   transport?: ChosenTransport;
   local?: WorkPaths;
   remote?: WorkPaths;

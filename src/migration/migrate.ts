@@ -39,6 +39,11 @@ function checkInterrupt(): void {
 async function runChecks(ctx: Context, checks: Check[]): Promise<void> {
   for (const c of checks) {
     checkInterrupt();
+    if (c.skippable && ctx.opts.force) {
+      ctx.skipped.push(c.title);
+      ctx.progress.warn(`skipped (--force): ${c.title}`);
+      continue;
+    }
     await ctx.progress.phase(`preflight:${c.title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`, c.title, () => c.run(ctx), (d) => (d ? `(${d})` : undefined));
   }
 }
@@ -337,6 +342,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
     dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
     cleanups: [],
+    skipped: [],
   };
   try {
     await runChecks(ctx, SOURCE_CHECKS);

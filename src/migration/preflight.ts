@@ -3,6 +3,7 @@
 // changes either host except creating the two private work directories, which are
 // removed on exit.
 import fs from 'node:fs/promises';
+import { readdirSync, readlinkSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { compareVersions, criu, MIN_CRIU_VERSION, parseCriuVersion } from '../criu.js';
 import { PreflightError } from '../errors.js';
@@ -12,9 +13,13 @@ import { isNotExist, MIN_RUNC_VERSION, parseMemoryUsage, parseRuncVersion, parse
 import { addr, parseAddrDev, parseRouteDev } from './address.js';
 import type { ChosenTransport, Context } from './context.js';
 import { workPaths } from './paths.js';
+import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
+import { streamDir } from './transfer.js';
 
 export interface Check {
   title: string;
+  /** --force skips it: a failure here is likely, not certain, to break the migration. */
+  skippable?: boolean;
   run: (ctx: Context) => Promise<string | void>;
 }
 
@@ -44,6 +49,19 @@ async function toolVersion(host: Host, argv: string[], tool: string, flag: strin
     );
   }
   return v;
+}
+
+async function criuCheck(host: Host, bin: string): Promise<string> {
+  const r = await host.run([bin, 'check'], { allowFail: true, timeoutMs: 30_000 });
+  const out = `${r.stdout}${r.stderr}`;
+  if (r.code !== 0 || !/Looks good/.test(out)) {
+    const errs = out.split('\n').filter((l) => /Error|error/.test(l)).slice(0, 3).join(' | ');
+    throw new PreflightError(
+      `criu check failed on the ${host.name}: ${errs || out.trim().split('\n').pop()}`,
+      `This kernel lacks features CRIU needs: run criu check there for details (a newer kernel or CRIU may help), or --force to try anyway.`,
+    );
+  }
+  return 'looks good';
 }
 
 function chooseTransport(ctx: Context): ChosenTransport {
@@ -76,6 +94,11 @@ export const SOURCE_CHECKS: Check[] = [
       ctx.srcCriuVersion = await toolVersion(ctx.src, criu.version(ctx.opts.criu), 'criu', '--criu');
       return `criu ${ctx.srcCriuVersion}`;
     },
+  },
+  {
+    title: 'criu check on the source',
+    skippable: true,
+    run: async (ctx) => criuCheck(ctx.src, ctx.opts.criu),
   },
   {
     title: 'container running on the source',
@@ -163,10 +186,16 @@ export const DESTINATION_CHECKS: Check[] = [
     },
   },
   {
+    title: 'criu check on the destination',
+    skippable: true,
+    run: async (ctx) => criuCheck(ctx.dst, ctx.opts.remoteCriu),
+  },
+  {
     title: 'bundle on the destination',
     run: async (ctx) => {
       const b = ctx.bundle!;
-      const r = await ctx.dst.run(['test', '-f', `${b}/config.json`], { allowFail: true });
+      const r = await ctx.dst.run(['cat', `${b}/config.json`], { allowFail: true });
+      ctx.dstBundleConfig = r.code === 0 ? r.stdout : undefined;
       if (r.code !== 0) {
         throw new PreflightError(
           `no bundle at ${b} on the destination (${b}/config.json missing)`,
@@ -207,6 +236,98 @@ export const DESTINATION_CHECKS: Check[] = [
       ctx.cleanups.push({ what: `remove ${base} on the destination`, run: () => ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true }) });
       await ctx.dst.run(['mkdir', '-m', '0700', p.images, p.criuWork]);
       return base;
+    },
+  },
+  {
+    title: 'CPU compatible (criu cpuinfo)',
+    skippable: true,
+    run: async (ctx) => {
+      const L = ctx.local!;
+      const R = ctx.remote!;
+      const dir = `${L.base}/cpuinfo`;
+      await fs.mkdir(dir, { mode: 0o700 });
+      await ctx.src.run(criu.cpuinfoDump(ctx.opts.criu, dir));
+      const rdir = `${R.base}/cpuinfo`;
+      await ctx.dst.run(['mkdir', '-m', '0700', rdir]);
+      await streamDir(ctx, dir, rdir);
+      const r = await ctx.dst.run(criu.cpuinfoCheck(ctx.opts.remoteCriu, rdir), { allowFail: true });
+      if (r.code !== 0) {
+        throw new PreflightError(
+          `the destination's CPU lacks features the source's has (criu cpuinfo check: ${(r.stderr || r.stdout).trim().split('\n').pop()})`,
+          'Migrate to a host with the same or a newer CPU model, or skip this check with --force if you know the container does not use those features.',
+        );
+      }
+    },
+  },
+  {
+    title: 'open files present and equal on the destination',
+    skippable: true,
+    run: async (ctx) => {
+      if (!ctx.dstBundleConfig) return 'no bundle config';
+      const ps = await ctx.src.run([ctx.srcRunc.runc, '--root', ctx.srcRunc.root, 'ps', '--format', 'json', ctx.opts.container], { allowFail: true });
+      const pids: number[] = ps.code === 0 ? JSON.parse(ps.stdout) : [ctx.state!.pid];
+      const facts = new Map<string, FileFact>();
+      for (const pid of pids) {
+        const paths = new Set<string>();
+        try {
+          for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+            try {
+              const t = readlinkSync(`/proc/${pid}/fd/${fd}`);
+              if (interestingPath(t)) paths.add(t);
+            } catch {
+              /* fd closed meanwhile */
+            }
+          }
+          for (const p of mappedPaths(readFileSync(`/proc/${pid}/maps`, 'utf8'))) paths.add(p);
+        } catch {
+          continue; // the process ended
+        }
+        for (const p of paths) {
+          try {
+            const st = statSync(`/proc/${pid}/root${p}`);
+            const type = st.isFile() ? 'regular file' : st.isFIFO() ? 'fifo' : st.isDirectory() ? 'directory' : st.isSocket() ? 'socket' : 'other';
+            if (type === 'socket' || type === 'other') continue;
+            facts.set(p, { path: p, size: type === 'regular file' ? st.size : -1, type });
+          } catch {
+            /* not reachable from the host */
+          }
+        }
+      }
+      if (facts.size === 0) return 'no files';
+      const layout = bundleLayout(ctx.dstBundleConfig, ctx.bundle!);
+      const toHost = (p: string) => hostPath(p, layout.rootfs, layout.mounts);
+      const r = await ctx.dst.run(['stat', '-L', '-c', '%s|%F|%n', '--', ...[...facts.keys()].map(toHost)], { allowFail: true });
+      const bad = compareFiles(facts, parseStat(r.stdout), toHost);
+      if (bad.length) {
+        throw new PreflightError(
+          `the destination's bundle differs in files the container holds: ${bad.slice(0, 3).map(describeMismatch).join('; ')}${bad.length > 3 ? ` (and ${bad.length - 3} more)` : ''}; the restore would fail`,
+          `Make the destination's rootfs and volumes identical to the source's (for example with rsync -a), then run again.`,
+        );
+      }
+      return `${facts.size} files`;
+    },
+  },
+  {
+    title: 'room for the images',
+    skippable: true,
+    run: async (ctx) => {
+      const need = (ctx.memoryBytes ?? 0) + DEFAULTS.imageSpaceMarginBytes;
+      const sides: Array<[Host, string]> = [[ctx.dst, ctx.remote!.base]];
+      if (ctx.transport === 'stream') sides.push([ctx.src, ctx.local!.base]);
+      const out: string[] = [];
+      for (const [host, dir] of sides) {
+        const r = await host.run(['df', '-P', '-B1', dir], { allowFail: true });
+        const avail = Number(r.stdout.trim().split('\n').pop()?.split(/\s+/)[3]);
+        if (!Number.isFinite(avail)) continue;
+        if (avail < need) {
+          throw new PreflightError(
+            `not enough room for the images on the ${host.name}: ${dir} has ${avail} bytes free, about ${need} needed`,
+            `Free space there, or choose another directory with ${host === ctx.src ? '--work-dir' : '--remote-work-dir'} DIR (or --no-diskless for disk).`,
+          );
+        }
+        out.push(`${host.name} ${Math.round(avail / 1048576)} MiB free`);
+      }
+      return `${Math.round(need / 1048576)} MiB needed; ${out.join(', ')}`;
     },
   },
   {

@@ -138,6 +138,44 @@ describe('bad input is refused before anything is frozen', () => {
     await refused(args('--remote-work-dir', '/proc'), 3, /cannot create a work directory in \/proc on the destination/, /--remote-work-dir DIR/);
   });
 
+  test('a file the container holds differs on the destination; --force goes on and the restore fails safely', async () => {
+    const script = `${b.dst}/rootfs/counter.sh`;
+    const original = fs.readFileSync(script);
+    fs.appendFileSync(script, '# changed on the destination\n');
+    try {
+      await refused(args(), 3, /\/counter\.sh is \d+ bytes on the source but \d+ on the destination/, /identical to the source's/);
+      // --force skips the check (and says so); CRIU's restore then fails and the source resumes.
+      const r = await migrate(args('--force'));
+      assert.equal(r.code, 4, r.stderr);
+      assert.match(r.stderr, /skipped \(--force\): open files present and equal/);
+      assert.match(r.stderr, /running on the source/);
+      assert.equal(await status(h.srcRoot, NAME), 'running');
+      assert.equal(await status(h.dstRoot, NAME), 'absent');
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      fs.writeFileSync(script, original);
+    }
+  });
+
+  test('CPU not compatible (criu cpuinfo check fails on the destination)', async () => {
+    const fake = path.join(tmp, 'criu-other-cpu');
+    fs.writeFileSync(fake, '#!/bin/sh\nif [ "$1 $2" = "cpuinfo check" ]; then echo "Error (criu/cpu.c:1): cpu: CPU has no xsaves feature" >&2; exit 1; fi\nexec criu "$@"\n', { mode: 0o755 });
+    await refused(args('--remote-criu', fake), 3, /destination's CPU lacks features/, /same or a newer CPU/);
+  });
+
+  test('no room for the images on the destination', async () => {
+    // A 1 MiB tmpfs, mounted where the destination's sshd (its own mount namespace) sees it.
+    const tiny = path.join(h.dir, 'tiny');
+    fs.mkdirSync(tiny, { recursive: true });
+    const inDst = ['nsenter', `--mount=/proc/${fs.readFileSync(`${h.dir}/dst/run/sshd.pid`, 'utf8').trim()}/ns/mnt`];
+    await sh([...inDst, 'mount', '-t', 'tmpfs', '-o', 'size=1m', 'tiny', tiny]);
+    try {
+      await refused(args('--remote-work-dir', tiny), 3, /not enough room for the images on the destination/, /--remote-work-dir DIR/);
+    } finally {
+      await sh([...inDst, 'umount', tiny]);
+    }
+  });
+
   test('bad usage exits 2 without contacting anything', async () => {
     const r = await migrate(args('--move-ip', '10.0.0.300/33'));
     assert.equal(r.code, 2);
