@@ -214,7 +214,11 @@ describe('a failure after the freeze rolls back to the source', () => {
     const name = 'rb2';
     const b = await counterRunning(name);
     fs.rmSync(`${b.dst}/rootfs/tmp/tick`);
-    const r = await migrate(baseArgs(h, name, b.dst));
+    // Preflight sees the missing file; --force skips that check so CRIU meets it.
+    const refused = await migrate(baseArgs(h, name, b.dst));
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /\/tmp\/tick is missing on the destination/);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--force']);
     assert.equal(r.code, 4, r.stderr);
     assert.match(r.stderr, /Error \(/, 'CRIU error lines shown');
     assert.match(r.stderr, /running on the source/);
