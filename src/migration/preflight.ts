@@ -362,10 +362,11 @@ export const DESTINATION_CHECKS: Check[] = [
     run: async (ctx) => {
       if (!ctx.opts.tcpEstablished) return 'not needed (--no-tcp-established)';
       for (const h of [ctx.src, ctx.dst]) {
-        const r = await h.run(['sh', '-c', 'command -v iptables-restore || command -v nft'], { allowFail: true });
+        // CRIU's default network lock (the tool does not change it) runs iptables-restore.
+        const r = await h.run(['sh', '-c', 'command -v iptables-restore'], { allowFail: true });
         if (r.code !== 0) {
           throw new PreflightError(
-            `neither iptables-restore nor nft is on the ${h.name}: CRIU needs one to lock TCP connections`,
+            `iptables-restore is not on the ${h.name}: CRIU needs it to lock TCP connections during the dump and restore`,
             `Install iptables on the ${h.name}, or migrate without TCP connections (--no-tcp-established).`,
           );
         }

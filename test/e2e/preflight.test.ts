@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
+import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { baseArgs, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
@@ -173,6 +174,17 @@ describe('bad input is refused before anything is frozen', () => {
       await refused(args('--remote-work-dir', tiny), 3, /not enough room for the images on the destination/, /--remote-work-dir DIR/);
     } finally {
       await sh([...inDst, 'umount', tiny]);
+    }
+  });
+
+  test('page server port taken on the destination: refused before the freeze', async () => {
+    const holder = execa(ns('dst')[0], [...ns('dst').slice(1), 'node', '-e', `require('net').createServer().listen(27027, '127.0.0.1', () => console.log('listening'))`], { reject: false, stdin: 'ignore' });
+    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    try {
+      await refused(args('--transport', 'page-server'), 3, /page server on the destination did not start/, /--page-server-port PORT/);
+    } finally {
+      holder.kill('SIGKILL');
+      await holder;
     }
   });
 
