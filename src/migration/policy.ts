@@ -1,0 +1,117 @@
+// The stop rule of the pre-copy loop: one pure function of the figures measured so far.
+// After each pre-dump it predicts the downtime of switching over now, as QEMU does for
+// VMs (what is still dirty / bandwidth), plus the fixed costs of a switchover, and says
+// whether to switch over now or copy once more.
+
+export const PAGE_SIZE = 4096;
+
+/** What one pre-copy iteration measured. */
+export interface Iteration {
+  n: number;
+  pagesScanned: number;
+  pagesWritten: number;
+  pagesSkippedParent: number;
+  /** CRIU's own figures for this pre-dump, ms. */
+  frozenMs: number;
+  memdumpMs: number;
+  memwriteMs: number;
+  /** Wall time of the whole iteration (page server start to small files copied), ms. */
+  wallMs: number;
+  /** Time from the previous iteration's start to this one's: the window the pages written here were dirtied in. */
+  sinceLastMs?: number;
+  /** Wall time spent copying the small files, ms. */
+  copyMs: number;
+}
+
+export interface StopRuleConfig {
+  /** Switch over once the predicted downtime is at most this (ignored when threshold is set). */
+  maxDowntimeMs: number;
+  /** The thesis' rule instead: an iteration that writes less than this. */
+  threshold?: { bytes: number } | { percent: number };
+  maxIterations: number;
+  /** Predicted restore time on the destination: base + per MiB of all memory. */
+  restoreBaseMs: number;
+  restoreMsPerMiB: number;
+}
+
+export type StopReason = 'downtime' | 'threshold' | 'max-iterations' | 'not-converging';
+
+export interface Decision {
+  stop: boolean;
+  reason?: StopReason;
+  /** Predicted downtime if switching over now, ms; undefined before a dirty rate is known. */
+  predictedDowntimeMs?: number;
+  /** Measured bandwidth, bytes/s, and dirty rate, bytes/s. */
+  bandwidth: number;
+  dirtyRate?: number;
+  why: string;
+}
+
+const bytes = (it: Iteration) => it.pagesWritten * PAGE_SIZE;
+
+/** Bytes per second the pages travel at: the best iteration that moved enough to time. */
+export function bandwidthOf(its: Iteration[]): number {
+  let best = 0;
+  for (const it of its) {
+    const ms = Math.max(it.memwriteMs, 1);
+    if (bytes(it) >= 1024 * 1024 || best === 0) best = Math.max(best, (bytes(it) / ms) * 1000);
+  }
+  return best;
+}
+
+/** Predicted freeze-to-running time of a final dump started now. */
+export function predictDowntime(its: Iteration[], cfg: StopRuleConfig): { ms?: number; bandwidth: number; dirtyRate?: number } {
+  const last = its[its.length - 1];
+  const bandwidth = bandwidthOf(its);
+  if (its.length < 2 || !last.sinceLastMs) return { bandwidth };
+  // The pages this iteration wrote were dirtied since the previous one began.
+  const dirtyRate = (bytes(last) / last.sinceLastMs) * 1000;
+  // A final dump now finds what was dirtied since this iteration began.
+  const finalBytes = dirtyRate * (last.wallMs / 1000);
+  const transferMs = bandwidth > 0 ? (finalBytes / bandwidth) * 1000 : Infinity;
+  const totalMiB = (its[0].pagesScanned * PAGE_SIZE) / 1048576;
+  const restoreMs = cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB;
+  // The freeze itself costs what the last pre-dump's freeze cost without its memory part.
+  const freezeMs = Math.max(last.frozenMs - last.memdumpMs, 0);
+  return { ms: freezeMs + last.memdumpMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
+}
+
+export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
+  const last = its[its.length - 1];
+  const p = predictDowntime(its, cfg);
+  const base = { predictedDowntimeMs: p.ms, bandwidth: p.bandwidth, dirtyRate: p.dirtyRate };
+  const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+
+  if (cfg.threshold && its.length >= 2) {
+    const limit = 'bytes' in cfg.threshold ? cfg.threshold.bytes : (bytes(its[0]) * cfg.threshold.percent) / 100;
+    if (bytes(last) < limit) {
+      return { ...base, stop: true, reason: 'threshold', why: `iteration ${last.n} wrote ${mib(bytes(last))}, under the threshold of ${mib(limit)}` };
+    }
+  } else if (!cfg.threshold && p.ms !== undefined && p.ms <= cfg.maxDowntimeMs) {
+    return { ...base, stop: true, reason: 'downtime', why: `predicted downtime ${Math.round(p.ms)} ms fits --max-downtime ${cfg.maxDowntimeMs} ms` };
+  }
+  if (its.length >= 2 && p.dirtyRate !== undefined && p.dirtyRate >= p.bandwidth) {
+    return { ...base, stop: true, reason: 'not-converging', why: `memory is dirtied at ${mib(p.dirtyRate)}/s, as fast as it is sent (${mib(p.bandwidth)}/s): more iterations cannot help` };
+  }
+  if (its.length >= 3 && bytes(last) >= 0.9 * bytes(its[its.length - 2])) {
+    return { ...base, stop: true, reason: 'not-converging', why: `iteration ${last.n} wrote ${mib(bytes(last))}, not less than the one before (${mib(bytes(its[its.length - 2]))})` };
+  }
+  if (its.length >= cfg.maxIterations) {
+    return { ...base, stop: true, reason: 'max-iterations', why: `${cfg.maxIterations} iterations done (--max-iterations)` };
+  }
+  return { ...base, stop: false, why: p.ms === undefined ? 'measuring the dirty rate' : `predicted downtime ${Math.round(p.ms)} ms` };
+}
+
+/** "64M", "1.5G", "500000", "10%" -> a threshold. */
+export function parseThreshold(text: string): { bytes: number } | { percent: number } | undefined {
+  const pct = text.match(/^(\d+(?:\.\d+)?)%$/);
+  if (pct) {
+    const v = Number(pct[1]);
+    return v > 0 && v <= 100 ? { percent: v } : undefined;
+  }
+  const m = text.match(/^(\d+(?:\.\d+)?)([kKmMgG]?)(i?B)?$/);
+  if (!m) return undefined;
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
+  const v = Number(m[1]) * mult;
+  return v > 0 ? { bytes: Math.round(v) } : undefined;
+}

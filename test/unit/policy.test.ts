@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
+import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
+
+const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5 };
+const MiB = 1048576 / 4096; // pages per MiB
+
+function it(n: number, mibWritten: number, o: Partial<Iteration> = {}): Iteration {
+  return {
+    n,
+    pagesScanned: 64 * MiB,
+    pagesWritten: Math.round(mibWritten * MiB),
+    pagesSkippedParent: 0,
+    frozenMs: 20 + mibWritten * 2,
+    memdumpMs: mibWritten * 2,
+    // 100 MiB/s
+    memwriteMs: mibWritten * 10,
+    wallMs: 200 + mibWritten * 10,
+    sinceLastMs: n === 1 ? undefined : 1000,
+    copyMs: 10,
+    ...o,
+  };
+}
+
+test('converging: keeps going while the prediction is over the limit, stops when it fits', () => {
+  const first = [it(1, 64)];
+  const d1 = decide(first, cfg);
+  assert.equal(d1.stop, false);
+  assert.equal(d1.predictedDowntimeMs, undefined, 'no dirty rate after one iteration');
+  // 20 MiB dirtied in 1 s at 100 MiB/s: a final dump ~ 20 MiB/s * 1 s = 20 MiB -> 200 ms + fixed
+  const d2 = decide([...first, it(2, 20, { wallMs: 1000 })], cfg);
+  assert.equal(d2.stop, false, d2.why);
+  assert.ok(d2.predictedDowntimeMs! > 300);
+  const d3 = decide([...first, it(2, 20, { wallMs: 1000 }), it(3, 1, { wallMs: 210 })], cfg);
+  assert.equal(d3.stop, true, d3.why);
+  assert.equal(d3.reason, 'downtime');
+  assert.ok(d3.predictedDowntimeMs! <= 300);
+});
+
+test('not converging: the dirty rate outruns the link', () => {
+  // 150 MiB dirtied per second, sent at 100 MiB/s
+  const its = [it(1, 64), it(2, 150, { sinceLastMs: 1000 })];
+  const d = decide(its, cfg);
+  assert.equal(d.stop, true);
+  assert.equal(d.reason, 'not-converging');
+  assert.ok(d.dirtyRate! >= d.bandwidth);
+});
+
+test('not converging: written pages stop shrinking', () => {
+  const its = [it(1, 64), it(2, 30, { sinceLastMs: 2000 }), it(3, 29, { sinceLastMs: 2000 })];
+  const d = decide(its, { ...cfg, maxDowntimeMs: 10 });
+  assert.equal(d.stop, true);
+  assert.equal(d.reason, 'not-converging');
+});
+
+test('threshold met (bytes and percent), the downtime rule then unused', () => {
+  const its = [it(1, 64), it(2, 5)];
+  const pct = decide(its, { ...cfg, threshold: { percent: 10 } });
+  assert.equal(pct.stop, true);
+  assert.equal(pct.reason, 'threshold');
+  const notYet = decide(its, { ...cfg, threshold: { percent: 5 } });
+  assert.equal(notYet.stop, false);
+  const b = decide(its, { ...cfg, threshold: { bytes: 6 * 1048576 } });
+  assert.equal(b.reason, 'threshold');
+});
+
+test('max iterations', () => {
+  const its = [it(1, 64), it(2, 40, { sinceLastMs: 4000 }), it(3, 30, { sinceLastMs: 4000 })];
+  const d = decide(its, { ...cfg, maxDowntimeMs: 1, maxIterations: 3 });
+  assert.equal(d.stop, true);
+  assert.equal(d.reason, 'max-iterations');
+  const one = decide([it(1, 64)], { ...cfg, maxIterations: 1 });
+  assert.equal(one.reason, 'max-iterations');
+});
+
+test('prediction adds the fixed costs to what is still dirty', () => {
+  const p = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memdumpMs: 5, frozenMs: 25, copyMs: 10 })], cfg);
+  // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth from iteration 1) = 100 ms;
+  // freeze 20 + memdump 5 + copy 10 + restore 100 + 0.5*64 = 267 ms in all
+  assert.ok(Math.abs(p.ms! - 267) < 1, String(p.ms));
+});
+
+test('parseThreshold', () => {
+  assert.deepEqual(parseThreshold('10%'), { percent: 10 });
+  assert.deepEqual(parseThreshold('64M'), { bytes: 64 * 1048576 });
+  assert.deepEqual(parseThreshold('1.5GiB'), { bytes: 1.5 * 1024 ** 3 });
+  assert.deepEqual(parseThreshold('500000'), { bytes: 500000 });
+  for (const bad of ['0%', '101%', 'x', '-1M', '']) assert.equal(parseThreshold(bad), undefined, bad);
+});
+
+test('stats image round-trips through the decoder', () => {
+  const s = { freezingTimeUs: 1200, frozenTimeUs: 45000, memdumpTimeUs: 30000, memwriteTimeUs: 20000, pagesScanned: 300000, pagesSkippedParent: 290000, pagesWritten: 10000, pagesLazy: 0 };
+  assert.deepEqual(decodeStatsImage(encodeStatsImage(s)), s);
+  assert.throws(() => decodeStatsImage(Buffer.alloc(16)), /not a CRIU stats image/);
+});
