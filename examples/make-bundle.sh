@@ -10,6 +10,8 @@
 #   echo     a TCP echo server on port 7777 (busybox nc), in the host's network namespace
 #            so its address can move with --move-ip.
 #   redis    Debian's redis-server on port 6379 (no persistence), host network namespace.
+#   memwriter  keeps MEM_MIB (default 64) MiB and rewrites RATE_KIB (default 256) KiB of it
+#            per second; checks all of it every 0.1 s: /count ticks, /status "ok" (pre-copy).
 # DIR     the bundle directory to create (replaced if it exists).
 # CGROUP  the cgroupsPath (default /runc-migrate/<basename of DIR>). Two "hosts" on one
 #         machine share one cgroup tree, so their bundles need different values.
@@ -17,7 +19,7 @@
 # Start a bundle so that CRIU can checkpoint it (stdio not on a host file):
 #   runc run -d --bundle DIR NAME </dev/null >/dev/null 2>&1
 set -euo pipefail
-kind=${1:?usage: make-bundle.sh counter|echo|redis DIR [CGROUP]}
+kind=${1:?usage: make-bundle.sh counter|echo|redis|memwriter DIR [CGROUP]}
 dir=${2:?usage: make-bundle.sh counter|echo|redis DIR [CGROUP]}
 cgroup=${3:-/runc-migrate/$(basename "$dir")}
 busybox=$(command -v busybox) || { echo "make-bundle.sh: busybox (busybox-static) is needed" >&2; exit 1; }
@@ -64,8 +66,21 @@ redis)
 	args='["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/data", "--daemonize", "no", "--enable-debug-command", "local"]'
 	share_host_net=true
 	;;
+memwriter)
+	# MEM_MIB and RATE_KIB (environment) size the workload: memory kept, KiB rewritten per second.
+	src_c=$(cd "$(dirname "$0")" && pwd)/memwriter.c
+	bin=${MEMWRITER_BIN:-}
+	if [ -z "$bin" ]; then
+		command -v gcc >/dev/null || { echo "make-bundle.sh: gcc is needed to build memwriter (or set MEMWRITER_BIN)" >&2; exit 1; }
+		bin=$(mktemp)
+		gcc -static -O2 -o "$bin" "$src_c"
+	fi
+	cp "$bin" "$dir/rootfs/bin/memwriter"
+	chmod 0755 "$dir/rootfs/bin/memwriter"
+	args="[\"/bin/memwriter\", \"${MEM_MIB:-64}\", \"${RATE_KIB:-256}\"]"
+	;;
 *)
-	echo "make-bundle.sh: unknown kind '$kind' (counter, echo or redis)" >&2
+	echo "make-bundle.sh: unknown kind '$kind' (counter, echo, redis or memwriter)" >&2
 	exit 2
 	;;
 esac

@@ -52,6 +52,11 @@ export function buildProgram(): Command {
         .choices(TRANSPORTS as string[])
         .default(DEFAULTS.transport),
     )
+    .option('--iterative', 'pre-copy memory while the container runs, then freeze (default when the source kernel tracks dirty memory; refuses if it does not)')
+    .option('--one-shot', 'no pre-copy: freeze once and move all memory during the freeze')
+    .option('--max-downtime <ms>', 'pre-copy stop rule: switch over once the predicted downtime is at most this', String(DEFAULTS.maxDowntimeMs))
+    .option('--threshold <size|pct>', "pre-copy stop rule instead of --max-downtime: switch over once an iteration writes less than SIZE (16M) or PCT of the first (10%)")
+    .option('--max-iterations <n>', 'pre-copy: at most this many iterations before the switchover', String(DEFAULTS.maxIterations))
     .option('--page-server-port <port>', 'TCP port of the page server on the destination', String(DEFAULTS.pageServerPort))
     .option('--tcp-established', 'migrate established TCP connections (default)')
     .option('--no-tcp-established', 'do not migrate TCP connections (the dump fails if there are any)')

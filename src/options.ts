@@ -4,8 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.js';
 import { parsePort } from './ssh/target.js';
+import { parseThreshold } from './migration/policy.js';
 
 export type Transport = 'auto' | 'page-server' | 'stream' | 'direct';
+/** auto: iterative when the source kernel tracks dirty memory, else one-shot with a warning. */
+export type Mode = 'auto' | 'iterative' | 'one-shot';
 export const TRANSPORTS: readonly Transport[] = ['auto', 'page-server', 'stream', 'direct'];
 
 export const DEFAULTS = {
@@ -33,6 +36,15 @@ export const DEFAULTS = {
   autoStreamMaxBytes: 32 * 1024 * 1024,
   /** Room asked for on the destination beyond the container's memory use, for the images. */
   imageSpaceMarginBytes: 16 * 1024 * 1024,
+  /** The stop rule: switch over once the predicted downtime is at most this (QEMU's default). */
+  maxDowntimeMs: 300,
+  maxIterations: 8,
+  /**
+   * The restore-time model of the stop rule: base + per MiB of container memory. Fitted to
+   * the one-shot restores measured on the local test hosts (bench/results/transport-crossover.md).
+   */
+  restoreBaseMs: 150,
+  restoreMsPerMiB: 1.7,
   /** How long the frozen source waits for the verdict before resuming by itself. */
   holdTimeoutS: 600,
 } as const;
@@ -65,6 +77,10 @@ export interface Options {
   workDir: string;
   remoteWorkDir: string;
   transport: Transport;
+  mode: Mode;
+  maxDowntimeMs: number;
+  threshold?: { bytes: number } | { percent: number };
+  maxIterations: number;
   pageServerPort: number;
   tcpEstablished: boolean;
   moveIp?: MoveIp;
@@ -95,6 +111,11 @@ export interface RawOptions {
   workDir?: string;
   remoteWorkDir?: string;
   transport?: string;
+  iterative?: boolean;
+  oneShot?: boolean;
+  maxDowntime?: string;
+  threshold?: string;
+  maxIterations?: string;
   pageServerPort?: string;
   tcpEstablished?: boolean;
   moveIp?: string;
@@ -130,6 +151,21 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   if (!TRANSPORTS.includes(transport)) {
     throw new UsageError(`--transport "${raw.transport}" is not one of ${TRANSPORTS.join(', ')}`);
   }
+  if (raw.iterative && raw.oneShot) throw new UsageError('--iterative and --one-shot contradict each other', 'Give one of them, or neither to let the tool choose.');
+  const mode: Mode = raw.iterative ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
+  if (mode === 'iterative' && transport === 'stream') {
+    throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport page-server (the default for pre-copy) or direct.');
+  }
+  const positiveInt = (text: string | undefined, flag: string, dflt: number) => {
+    if (text === undefined) return dflt;
+    if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`${flag} "${text}" is not a positive whole number`);
+    return Number(text);
+  };
+  let threshold: Options['threshold'];
+  if (raw.threshold !== undefined) {
+    threshold = parseThreshold(raw.threshold);
+    if (!threshold) throw new UsageError(`--threshold "${raw.threshold}" is not a size or a percentage`, 'Examples: --threshold 16M, --threshold 10%.');
+  }
   const diskless = raw.diskless ?? DEFAULTS.diskless;
   const defaultWork = diskless ? DEFAULTS.disklessWorkDir : DEFAULTS.diskWorkDir;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
@@ -157,6 +193,10 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     workDir: absolute(raw.workDir ?? defaultWork, '--work-dir'),
     remoteWorkDir: absolute(raw.remoteWorkDir ?? defaultWork, '--remote-work-dir'),
     transport,
+    mode,
+    maxDowntimeMs: positiveInt(raw.maxDowntime, '--max-downtime', DEFAULTS.maxDowntimeMs),
+    threshold,
+    maxIterations: positiveInt(raw.maxIterations, '--max-iterations', DEFAULTS.maxIterations),
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
     moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,

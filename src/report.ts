@@ -19,7 +19,13 @@ export interface Report {
   container: string;
   source: string;
   destination: string;
-  mode: 'one-shot';
+  mode?: 'one-shot' | 'iterative';
+  /** Pre-copy: each iteration's figures, and why the loop stopped. */
+  iterations?: Array<Record<string, number | undefined>>;
+  stopReason?: string;
+  stopWhy?: string;
+  /** What the stop rule predicted for the downtime when it switched over. */
+  predictedDowntimeMs?: number;
   transport?: string;
   diskless: boolean;
   /** Memory the container used before the migration (runc events --stats). */
@@ -40,6 +46,7 @@ export function toJson(r: Report): string {
   return JSON.stringify({
     ...r,
     downtimeMs: round(r.downtimeMs),
+    predictedDowntimeMs: round(r.predictedDowntimeMs),
     totalMs: round(r.totalMs),
     phases: r.phases.map((p) => ({ name: p.name, ms: round(p.ms) })),
   });
@@ -50,6 +57,7 @@ export function humanSummary(r: Report): string {
   if (r.outcome === 'migrated') {
     lines.push(chalk.green(`${r.container} migrated to ${r.destination}`));
     lines.push(`  downtime     ${formatMs(r.downtimeMs ?? 0)}  (frozen until running on the destination)`);
+    if (r.predictedDowntimeMs !== undefined) lines.push(`  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`);
     lines.push(`  total time   ${formatMs(r.totalMs)}`);
     if (r.bytesMoved !== undefined) lines.push(`  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`);
   } else if (r.outcome === 'dry-run') {

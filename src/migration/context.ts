@@ -28,6 +28,8 @@ export interface Context {
   /** Checks --force skipped, by title. */
   skipped: string[];
   transport?: ChosenTransport;
+  /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */
+  mode?: 'iterative' | 'one-shot';
   local?: WorkPaths;
   remote?: WorkPaths;
   /** Undo actions, run last-in first-out on every exit path. */

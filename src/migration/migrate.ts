@@ -20,6 +20,7 @@ import { criuIptablesDeletes, criuNftTables } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
+import { precopy } from './precopy.js';
 import { DEFAULTS } from '../options.js';
 import { commandLine } from '../shell.js';
 
@@ -99,16 +100,26 @@ async function removeLockRules(ctx: Context): Promise<number> {
  * destination is cleaned). Contract: returns only after a commit; on any failure it
  * throws AfterFreezeError after the rollback, naming where the container runs.
  */
-async function switchover(ctx: Context): Promise<SwitchoverResult> {
+export interface FinalImages {
+  /** Where the final dump's files go on each side. */
+  local: string;
+  remote: string;
+  /** The last pre-dump, relative to these directories ("../3"), when pre-copy ran. */
+  parent?: string;
+}
+
+async function switchover(ctx: Context, images: FinalImages): Promise<SwitchoverResult> {
   const { opts, progress, src, dst } = ctx;
   const L = ctx.local!;
   const R = ctx.remote!;
   const mv = opts.moveIp;
   const env = await writeHold(L, process.pid, DEFAULTS.holdTimeoutS);
+  await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
+  if (images.remote !== R.images) await dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
 
   let pageServer: PageServer | undefined;
   if (ctx.transport !== 'stream') {
-    pageServer = await progress.phase('page-server', `page server on the destination (${ctx.transport === 'page-server' ? 'through SSH' : 'direct TCP'})`, () => startPageServer(ctx));
+    pageServer = await progress.phase('page-server', `page server on the destination (${ctx.transport === 'page-server' ? 'through SSH' : 'direct TCP'})`, () => startPageServer(ctx, images.remote, images.parent));
     ctx.cleanups.push({ what: 'stop the page server', run: () => pageServer!.stop() });
     if (faultAt('page-server')) await pageServer.kill();
   }
@@ -117,7 +128,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
   checkInterrupt();
   const t0 = performance.now();
   const checkpoint = await src.spawn(
-    runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: L.images, workPath: L.criuWork, pageServer: pageServer?.endpoint, tcpEstablished: opts.tcpEstablished }),
+    runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: images.local, workPath: L.criuWork, pageServer: pageServer?.endpoint, tcpEstablished: opts.tcpEstablished, parentPath: images.parent }),
     { env },
   );
   let checkpointEnded = false;
@@ -158,7 +169,8 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
     }
     const sent = await progress.phase('copy', 'copy images', async () => {
       failPoint('copy');
-      return streamDir(ctx, L.images, R.images);
+      // CRIU's own "parent" link stays behind: the page server made the destination's.
+      return streamDir(ctx, images.local, images.remote, ['./parent']);
     }, (b) => `(${formatBytes(b)})`);
     bytesMoved = sent;
     if (mv) {
@@ -172,7 +184,7 @@ async function switchover(ctx: Context): Promise<SwitchoverResult> {
     await progress.phase('restore', 'restore on the destination', async () => {
       failPoint('restore');
       const r = await dst.run(
-        runc.restore(ctx.dstRunc, opts.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: opts.tcpEstablished }),
+        runc.restore(ctx.dstRunc, opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: R.criuWork, tcpEstablished: opts.tcpEstablished }),
         { allowFail: true, timeoutMs: 300_000 },
       );
       if (r.code !== 0) {
@@ -301,7 +313,9 @@ function describePlan(ctx: Context): string[] {
   const o = ctx.opts;
   const L = ctx.local!;
   const R = ctx.remote!;
+  const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
   const steps = [
+    `mode: ${ctx.mode}${ctx.mode === 'iterative' ? ` (pre-dumps until ${rule}, at most ${o.maxIterations})` : ''}`,
     `transport: ${ctx.transport} (${ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown'})`,
   ];
   if (ctx.transport !== 'stream') steps.push(`[dst] criu page-server --images-dir ${R.images} ... (${ctx.transport === 'page-server' ? '127.0.0.1, through SSH' : 'direct TCP'})`);
@@ -326,7 +340,6 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     container: opts.container,
     source: (await import('node:os')).hostname(),
     destination: opts.destination,
-    mode: 'one-shot',
     diskless: opts.diskless,
     totalMs: 0,
     phases: progress.phases,
@@ -358,7 +371,23 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       report.outcome = 'dry-run';
       report.exitCode = EXIT.OK;
     } else {
-      const r = await switchover(ctx);
+      report.mode = ctx.mode;
+      let images: FinalImages = { local: ctx.local!.images, remote: ctx.remote!.images };
+      if (ctx.mode === 'iterative') {
+        const pc = await precopy(ctx, checkInterrupt).catch(async (err: Error) => {
+          if (err instanceof MigrateError) throw err;
+          // Pre-dumps resume the container themselves: it should run on the source.
+          const running = await sourceRunning(ctx);
+          throw new AfterFreezeError(`pre-copy failed: ${err.message}`, running ? EXIT.ROLLED_BACK : EXIT.UNSAFE, undefined, [], running ? 'source' : 'unknown');
+        });
+        report.iterations = pc.iterations.map((it) => ({ ...it }));
+        report.stopReason = pc.decision.reason;
+        report.stopWhy = pc.decision.why;
+        report.predictedDowntimeMs = pc.decision.predictedDowntimeMs;
+        const final = String(Number(pc.last) + 1);
+        images = { local: path.join(ctx.local!.images, final), remote: path.join(ctx.remote!.images, final), parent: `../${pc.last}` };
+      }
+      const r = await switchover(ctx, images);
       report.outcome = 'migrated';
       report.exitCode = EXIT.OK;
       report.runningOn = 'destination';

@@ -22,12 +22,12 @@ export interface PageServer {
  * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
  * never comes. Contract: on failure nothing is left listening.
  */
-export async function startPageServer(ctx: Context, prevImagesDir?: string): Promise<PageServer> {
+export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
   const r = ctx.remote!;
   const tunnelled = ctx.transport === 'page-server';
   const listen = tunnelled ? '127.0.0.1' : ctx.ssh.remoteAddress ?? '0.0.0.0';
   const argv = criu.pageServer(ctx.opts.remoteCriu, {
-    imagesDir: r.images,
+    imagesDir,
     workDir: r.criuWork,
     address: listen,
     port: ctx.opts.pageServerPort,

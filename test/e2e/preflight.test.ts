@@ -188,6 +188,23 @@ describe('bad input is refused before anything is frozen', () => {
     }
   });
 
+  test('--iterative where the kernel does not track dirty memory', async () => {
+    const tracks = (await sh(['criu', 'check', '--feature', 'mem_dirty_track'], { reject: false })).exitCode === 0;
+    if (tracks) {
+      // Nothing to refuse on such a kernel: the dry run must plan pre-copy instead.
+      const r = await migrate(args('--iterative', '--dry-run'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /mode: iterative/);
+    } else {
+      await refused(args('--iterative'), 3, /does not track dirty memory/, /--one-shot/);
+      // Without --iterative the tool falls back to one shot and says so.
+      const r = await migrate(args('--dry-run'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /migrating in one shot, without pre-copy/);
+      assert.match(r.stderr, /mode: one-shot/);
+    }
+  });
+
   test('bad usage exits 2 without contacting anything', async () => {
     const r = await migrate(args('--move-ip', '10.0.0.300/33'));
     assert.equal(r.code, 2);

@@ -1,0 +1,79 @@
+/*
+ * A workload for pre-copy: it keeps SIZE_MIB of memory and rewrites a steady RATE_KIB
+ * of it per second, page by page, round the buffer. Every page carries its index and
+ * how often it was rewritten, and every 100 ms tick the program checks all pages: it
+ * writes the tick count to /count and "ok" or "CORRUPT page N" to /status, so a
+ * migration that lost or mixed memory shows. No forks, no sleeps in a child: only its
+ * own pages get dirty.
+ *
+ *   memwriter SIZE_MIB RATE_KIB_PER_S
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define SEED 0x9e3779b97f4a7c15ULL
+
+static void put(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return;
+	if (write(fd, text, strlen(text)) < 0) {
+		/* nothing to do: the next tick writes again */
+	}
+	close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: memwriter SIZE_MIB RATE_KIB_PER_S\n");
+		return 2;
+	}
+	size_t pages = (size_t)atol(argv[1]) * 1024 * 1024 / PAGE;
+	size_t per_tick = (size_t)atol(argv[2]) / 4 / 10; /* pages per 100 ms */
+	uint8_t *buf = malloc(pages * PAGE);
+	uint32_t *version = calloc(pages, sizeof(uint32_t));
+	if (!buf || !version || pages == 0) {
+		fprintf(stderr, "memwriter: cannot allocate\n");
+		return 1;
+	}
+	for (size_t i = 0; i < pages; i++) {
+		uint64_t word = (i ^ SEED);
+		memset(buf + i * PAGE, (int)(i & 0xff), PAGE);
+		memcpy(buf + i * PAGE, &word, sizeof(word));
+	}
+	size_t cursor = 0;
+	char text[64];
+	struct timespec tick = { 0, 100 * 1000 * 1000 };
+	for (unsigned long t = 1;; t++) {
+		for (size_t k = 0; k < per_tick; k++) {
+			size_t i = cursor;
+			cursor = (cursor + 1) % pages;
+			version[i]++;
+			uint64_t word = (i ^ SEED) + ((uint64_t)version[i] << 40);
+			memcpy(buf + i * PAGE, &word, sizeof(word));
+		}
+		for (size_t i = 0; i < pages; i++) {
+			uint64_t word;
+			memcpy(&word, buf + i * PAGE, sizeof(word));
+			if (word != (i ^ SEED) + ((uint64_t)version[i] << 40) || buf[i * PAGE + PAGE - 1] != (uint8_t)(i & 0xff)) {
+				snprintf(text, sizeof(text), "CORRUPT page %zu\n", i);
+				put("/status", text);
+				break;
+			}
+			if (i == pages - 1)
+				put("/status", "ok\n");
+		}
+		snprintf(text, sizeof(text), "%lu\n", t);
+		put("/count", text);
+		nanosleep(&tick, NULL);
+	}
+}

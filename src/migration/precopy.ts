@@ -1,0 +1,96 @@
+// The pre-copy loop: memory is copied while the container runs, each pre-dump parented
+// on the last, until the stop rule says the rest fits the downtime the user accepts.
+// Contract: the container keeps running on the source whatever happens here (a pre-dump
+// freezes it only for the time CRIU takes to collect dirty pages); a failure throws,
+// and the cleanups registered in the context remove what it made on both hosts.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { decodeStatsImage } from '../criustats.js';
+import { formatBytes } from '../progress.js';
+import { DEFAULTS } from '../options.js';
+import { runc } from '../runc.js';
+import type { Context } from './context.js';
+import { decide, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
+import { startPageServer, streamDir } from './transfer.js';
+
+export interface PrecopyResult {
+  iterations: Array<Iteration & { predictedDowntimeMs?: number; bandwidth: number; dirtyRate?: number }>;
+  decision: Decision;
+  /** The last pre-dump's directory name, the final dump's parent. */
+  last: string;
+}
+
+export async function precopy(ctx: Context, checkInterrupt: () => void): Promise<PrecopyResult> {
+  const { opts, progress, src, dst } = ctx;
+  const L = ctx.local!;
+  const R = ctx.remote!;
+  const its: PrecopyResult['iterations'] = [];
+  const rule = {
+    maxDowntimeMs: opts.maxDowntimeMs,
+    threshold: opts.threshold,
+    maxIterations: opts.maxIterations,
+    restoreBaseMs: DEFAULTS.restoreBaseMs,
+    restoreMsPerMiB: DEFAULTS.restoreMsPerMiB,
+  };
+  let prevStart: number | undefined;
+  for (let n = 1; ; n++) {
+    checkInterrupt();
+    const dir = String(n);
+    const local = path.join(L.images, dir);
+    const remote = path.join(R.images, dir);
+    const parent = n > 1 ? `../${n - 1}` : undefined;
+    const t0 = performance.now();
+    const figures = await progress.phase(`pre-dump-${n}`, `pre-dump ${n}`, async () => {
+      await fs.mkdir(local, { mode: 0o700 });
+      await dst.run(['mkdir', '-m', '0700', remote]);
+      const ps = await startPageServer(ctx, remote, parent);
+      try {
+        const workPath = path.join(L.criuWork, `pre-dump-${n}`);
+        await fs.mkdir(workPath, { mode: 0o700 });
+        const r = await src.run(
+          runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
+          { allowFail: true, timeoutMs: 600_000 },
+        );
+        if (r.code !== 0) {
+          const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
+          const errs = log.split('\n').filter((l) => l.includes('Error (')).slice(0, 3);
+          throw new Error(`pre-dump ${n} failed on the source (runc exited ${r.code}: ${r.stderr.trim().split('\n').pop() ?? ''})${errs.length ? `: ${errs.join(' | ')}` : ''}`);
+        }
+        const code = await ps.done;
+        if (code !== 0) throw new Error(`the page server exited ${code} during pre-dump ${n}: not every page arrived`);
+      } finally {
+        await ps.stop();
+      }
+      const c0 = performance.now();
+      await streamDir(ctx, local, remote, ['./parent']);
+      const copyMs = performance.now() - c0;
+      const st = decodeStatsImage(await fs.readFile(path.join(local, 'stats-dump')));
+      const it: Iteration = {
+        n,
+        pagesScanned: st.pagesScanned,
+        pagesWritten: st.pagesWritten,
+        pagesSkippedParent: st.pagesSkippedParent,
+        frozenMs: st.frozenTimeUs / 1000,
+        memdumpMs: st.memdumpTimeUs / 1000,
+        memwriteMs: st.memwriteTimeUs / 1000,
+        wallMs: performance.now() - t0,
+        sinceLastMs: prevStart === undefined ? undefined : t0 - prevStart,
+        copyMs,
+      };
+      return it;
+    }, (it) => `(${formatBytes(it.pagesWritten * PAGE_SIZE)} written, ${formatBytes(it.pagesSkippedParent * PAGE_SIZE)} unchanged)`);
+    prevStart = t0;
+    const d = decide([...its, figures], rule);
+    its.push({ ...figures, predictedDowntimeMs: d.predictedDowntimeMs, bandwidth: d.bandwidth, dirtyRate: d.dirtyRate });
+    const mbs = (d.bandwidth / 1e6).toFixed(1);
+    progress.info(
+      `  iteration ${n}: ${figures.pagesWritten} pages written, ${mbs} MB/s` +
+        (d.predictedDowntimeMs !== undefined ? `, predicted downtime ${Math.round(d.predictedDowntimeMs)} ms` : '') +
+        (d.stop ? ` -> switch over: ${d.why}` : ''),
+    );
+    if (d.stop) {
+      if (d.reason === 'not-converging') progress.warn(`pre-copy did not converge: ${d.why}`);
+      return { iterations: its, decision: d, last: dir };
+    }
+  }
+}
