@@ -4,6 +4,7 @@
 import chalk from 'chalk';
 import { formatBytes, formatMs, type PhaseTiming } from './progress.js';
 import type { ExitCode } from './errors.js';
+import type { DumpStats } from './criustats.js';
 
 export type Outcome =
   | 'migrated'
@@ -24,6 +25,8 @@ export interface Report {
   iterations?: Array<Record<string, number | undefined>>;
   stopReason?: string;
   stopWhy?: string;
+  /** CRIU's own figures for the final dump (pages written during the freeze...). */
+  finalDump?: DumpStats;
   /** What the stop rule predicted for the downtime when it switched over. */
   predictedDowntimeMs?: number;
   transport?: string;

@@ -21,6 +21,7 @@ import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
 import { precopy } from './precopy.js';
+import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
 import { commandLine } from '../shell.js';
 
@@ -52,6 +53,8 @@ async function runChecks(ctx: Context, checks: Check[]): Promise<void> {
 interface SwitchoverResult {
   downtimeMs: number;
   bytesMoved?: number;
+  /** CRIU's figures for the final dump (its stats-dump image), when it wrote them. */
+  finalDump?: DumpStats;
 }
 
 /** A failure after the freeze, after the rollback ran: says where the container is. */
@@ -249,7 +252,9 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
   const du = await dst.run(['du', '-s', '-B1', '--apparent-size', R.images], { allowFail: true });
   const duBytes = Number(du.stdout.split(/\s/)[0]);
   if (Number.isFinite(duBytes) && duBytes > 0) bytesMoved = duBytes;
-  return { downtimeMs, bytesMoved };
+  const stats = await fs.readFile(path.join(L.criuWork, 'stats-dump')).catch(() => undefined);
+  const finalDump = stats ? decodeStatsImage(stats) : undefined;
+  return { downtimeMs, bytesMoved, finalDump };
 }
 
 /** A new SSH connection when the old one dropped; false if the destination stays unreachable. */
@@ -393,6 +398,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       report.runningOn = 'destination';
       report.downtimeMs = r.downtimeMs;
       report.bytesMoved = r.bytesMoved;
+      report.finalDump = r.finalDump;
     }
   } catch (err) {
     const e = err as Error;

@@ -64,7 +64,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       const c0 = performance.now();
       await streamDir(ctx, local, remote, ['./parent']);
       const copyMs = performance.now() - c0;
-      const st = decodeStatsImage(await fs.readFile(path.join(local, 'stats-dump')));
+      // runc points CRIU's work directory at --work-path: the stats land there.
+      const st = decodeStatsImage(await fs.readFile(path.join(L.criuWork, `pre-dump-${n}`, 'stats-dump')));
       const it: Iteration = {
         n,
         pagesScanned: st.pagesScanned,

@@ -94,3 +94,11 @@ test('stats image round-trips through the decoder', () => {
   assert.deepEqual(decodeStatsImage(encodeStatsImage(s)), s);
   assert.throws(() => decodeStatsImage(Buffer.alloc(16)), /not a CRIU stats image/);
 });
+
+test('decodes a stats-dump written by CRIU 4.2.1 (runc checkpoint of the counter)', () => {
+  const img = Buffer.from('4059105506330957230000000a2108cf930610e8b40818ed022049281a300038134000480050045804600068007000', 'hex');
+  const st = decodeStatsImage(img);
+  assert.ok(st.pagesScanned >= st.pagesWritten && st.pagesWritten > 0);
+  assert.ok(st.frozenTimeUs > st.memdumpTimeUs && st.freezingTimeUs > 0);
+  assert.equal(st.pagesSkippedParent, 0);
+});
