@@ -81,6 +81,18 @@ describe('a non-root remote user', () => {
   });
 });
 
+/** Stops the echo client and checks what it saw: one connection, every answer, in order. */
+async function stopClient(client: ReturnType<typeof echoClient>) {
+  client.proc.kill('SIGTERM');
+  const c = await client.proc;
+  const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+  assert.equal(result.error, undefined);
+  assert.equal(result.closedByPeer, false);
+  assert.equal(result.inOrder, true);
+  assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
+  return result;
+}
+
 describe('TCP echo server with --move-ip', () => {
   const svc = () => `${h.serviceAddr}/32`;
   /** The service address on the source only, and the client's ARP cache forgetting any other. */
@@ -106,15 +118,9 @@ describe('TCP echo server with --move-ip', () => {
     const report = JSON.parse(r.stdout);
     // Keep talking to the migrated server for a while, then stop the client.
     await new Promise((res) => setTimeout(res, 2500));
-    client.proc.kill('SIGTERM');
-    const c = await client.proc;
-    const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+    const result = await stopClient(client);
     process.stderr.write(`# echo: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`);
-    assert.equal(result.error, undefined);
-    assert.equal(result.closedByPeer, false);
-    assert.equal(result.inOrder, true);
     assert.ok(result.sent > 100, `sent ${result.sent}`);
-    assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
     assert.equal(await status(h.srcRoot, 'echo'), 'absent');
     assert.equal(await status(h.dstRoot, 'echo'), 'running');
     const onDst = await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'to', h.serviceAddr]);
@@ -138,14 +144,8 @@ describe('TCP echo server with --move-ip', () => {
     const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json'], { RUNC_MIGRATE_FAIL_AT: 'verify' });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     await new Promise((res) => setTimeout(res, 2500));
-    client.proc.kill('SIGTERM');
-    const c = await client.proc;
-    const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+    const result = await stopClient(client);
     process.stderr.write(`# echo rollback: client ${JSON.stringify(result)}\n`);
-    assert.equal(result.error, undefined);
-    assert.equal(result.closedByPeer, false);
-    assert.equal(result.inOrder, true);
-    assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
     assert.equal(await status(h.srcRoot, 'echo'), 'running');
     assert.equal(await status(h.dstRoot, 'echo'), 'absent');
     const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
