@@ -11,7 +11,7 @@
 # Everything comes from Debian packages (debootstrap, the linux-image .deb unpacked with
 # dpkg-deb) and from this host (/usr/bin/node, CRIU from test/hosts/install-criu.sh).
 # The build is skipped when the image was made from the same inputs (this script,
-# env.sh, the package list, the kernel package version, node's and criu's versions,
+# the link addresses, the package list, the kernel package version, node's and criu's versions,
 # the keys). RM_VM_REBUILD=1 forces a build. Run as root; no questions asked.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,14 +37,15 @@ PACKAGES=(runc openssh-server openssh-client openssh-sftp-server iproute2 busybo
 INITRD_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 # Modules installed in the root filesystem (with their dependencies) and loaded at boot.
 # The diag modules serve CRIU's socket dumps; nft_compat/xt_*/ip*_tables serve iptables
-# (CRIU's network lock: iptables-restore with '-m mark'); nf_conntrack/xt_conntrack for
-# rules that match state.
+# (CRIU's network lock: iptables-restore with '-m mark'); nf_conntrack_netlink because CRIU
+# dumps a network namespace's conntrack table (without it netlink answers EINVAL and the
+# dump fails); xt_conntrack for rules that match state.
 ROOT_MODULES=(virtio_pci virtio_blk virtio_net virtio_rng crc32c_generic ext4
 	9p 9pnet 9pnet_virtio veth bridge tun af_packet
-	nfnetlink nf_tables nft_compat nft_ct nf_conntrack x_tables xt_mark xt_conntrack
+	nfnetlink nf_tables nft_compat nft_ct nf_conntrack nf_conntrack_netlink x_tables xt_mark xt_conntrack
 	ip_tables iptable_filter iptable_raw ip6_tables ip6table_filter ip6table_raw
 	nf_reject_ipv4 nf_reject_ipv6 ipt_REJECT ip6t_REJECT
-	inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag packet_diag)
+	inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag)
 
 CRIU_PREFIX=/opt/runc-migrate/criu
 CRIU_WRAPPER=/usr/local/sbin/criu
@@ -99,7 +100,7 @@ fi
 # --- Cache key ----------------------------------------------------------------------------
 inputs() {
 	echo "script $(sha256sum <"$here/build-image.sh" | cut -d' ' -f1)"
-	echo "env $(sha256sum <"$here/env.sh" | cut -d' ' -f1)"
+	echo "addresses vm1=$RM_VM1_ADDR vm2=$RM_VM2_ADDR" # baked into the guests' /etc/hosts, known_hosts
 	echo "suite $SUITE mirror $MIRROR"
 	echo "packages ${PACKAGES[*]}"
 	echo "initrd-modules ${INITRD_MODULES[*]}"
@@ -335,7 +336,7 @@ say() { echo "rm-init [$($bb cut -d' ' -f1 /proc/uptime)]: $*"; }
 
 $bb mount -t proc -o nosuid,nodev,noexec proc /proc
 $bb mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-$bb mountpoint -q /dev || $bb mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+$bb grep -q '^[^ ]* /dev ' /proc/mounts || $bb mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
 $bb mkdir -p /dev/pts /dev/shm /dev/mqueue
 $bb mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 $bb mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm

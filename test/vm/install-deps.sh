@@ -9,7 +9,6 @@ set -euo pipefail
 # One package per line, with why it is needed.
 PKGS=(
 	qemu-system-x86   # qemu-system-x86_64 (TCG)
-	qemu-utils        # qemu-img (not strictly needed; handy for inspecting overlays)
 	debootstrap       # the guest's root filesystem
 	busybox-static    # the initramfs and the guest's init
 	kmod              # depmod -b for the guest's module tree
@@ -17,7 +16,6 @@ PKGS=(
 	cpio              # the initramfs archive
 	openssh-client    # ssh, ssh-keygen
 	zstd xz-utils gzip # kernel payload decompression
-	procps            # pgrep/ps in start/stop
 	iproute2          # ss (port checks in start.sh)
 )
 missing=()
