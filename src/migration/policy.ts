@@ -1,6 +1,7 @@
 // The stop rule of the pre-copy loop: one pure function of the figures measured so far.
 // After each pre-dump it predicts the downtime of switching over now, as QEMU does for
-// VMs (what is still dirty / bandwidth), plus the fixed costs of a switchover, and says
+// VMs (what is still dirty / bandwidth), plus the fixed costs of a switchover measured
+// on the way (a dump's own cost, the small-file copy) and a restore estimate, and says
 // whether to switch over now or copy once more.
 
 export const PAGE_SIZE = 4096;
@@ -21,6 +22,8 @@ export interface Iteration {
   sinceLastMs?: number;
   /** Wall time spent copying the small files, ms. */
   copyMs: number;
+  /** Wall time of `runc checkpoint --pre-dump` itself (start to exit), ms. */
+  dumpMs: number;
 }
 
 export interface StopRuleConfig {
@@ -34,7 +37,16 @@ export interface StopRuleConfig {
   restoreMsPerMiB: number;
 }
 
-export type StopReason = 'downtime' | 'threshold' | 'max-iterations' | 'not-converging';
+/**
+ * steady: the pages written stopped shrinking, but at a small share of the first
+ * iteration: pre-copy did its work and more iterations cannot shrink the rest.
+ * not-converging: they stopped shrinking while still large, or memory is dirtied as fast
+ * as it is sent.
+ */
+export type StopReason = 'downtime' | 'threshold' | 'max-iterations' | 'steady' | 'not-converging';
+
+/** Below this share of the first iteration, a dirty set that stops shrinking counts as steady. */
+export const STEADY_SHARE = 0.1;
 
 export interface Decision {
   stop: boolean;
@@ -69,11 +81,14 @@ export function predictDowntime(its: Iteration[], cfg: StopRuleConfig): { ms?: n
   // A final dump now finds what was dirtied since this iteration began.
   const finalBytes = dirtyRate * (last.wallMs / 1000);
   const transferMs = bandwidth > 0 ? (finalBytes / bandwidth) * 1000 : Infinity;
+  // A dump's fixed cost, measured: runc and CRIU starting, freezing, collecting, all but
+  // the page transfer (the final dump adds its files and sockets to that).
+  const dumpFixedMs = Math.max(last.dumpMs - last.memwriteMs, last.frozenMs);
+  // Restore: the model fitted on the test hosts, but never below a dump's fixed cost
+  // here, which tells how fast this machine starts runc and CRIU.
   const totalMiB = (its[0].pagesScanned * PAGE_SIZE) / 1048576;
-  const restoreMs = cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB;
-  // The freeze itself costs what the last pre-dump's freeze cost without its memory part.
-  const freezeMs = Math.max(last.frozenMs - last.memdumpMs, 0);
-  return { ms: freezeMs + last.memdumpMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
+  const restoreMs = Math.max(cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB, dumpFixedMs);
+  return { ms: dumpFixedMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
 }
 
 export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
@@ -94,7 +109,11 @@ export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
     return { ...base, stop: true, reason: 'not-converging', why: `memory is dirtied at ${mib(p.dirtyRate)}/s, as fast as it is sent (${mib(p.bandwidth)}/s): more iterations cannot help` };
   }
   if (its.length >= 3 && bytes(last) >= 0.9 * bytes(its[its.length - 2])) {
-    return { ...base, stop: true, reason: 'not-converging', why: `iteration ${last.n} wrote ${mib(bytes(last))}, not less than the one before (${mib(bytes(its[its.length - 2]))})` };
+    const share = bytes(last) / Math.max(bytes(its[0]), 1);
+    const what = `iteration ${last.n} wrote ${mib(bytes(last))}, not less than the one before (${mib(bytes(its[its.length - 2]))})`;
+    return share <= STEADY_SHARE
+      ? { ...base, stop: true, reason: 'steady', why: `${what}: the dirty set is down to ${(share * 100).toFixed(1)} % of the first iteration and stays there` }
+      : { ...base, stop: true, reason: 'not-converging', why: what };
   }
   if (its.length >= cfg.maxIterations) {
     return { ...base, stop: true, reason: 'max-iterations', why: `${cfg.maxIterations} iterations done (--max-iterations)` };

@@ -40,6 +40,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     const remote = path.join(R.images, dir);
     const parent = n > 1 ? `../${n - 1}` : undefined;
     const t0 = performance.now();
+    let dumpMs = 0;
     const figures = await progress.phase(`pre-dump-${n}`, `pre-dump ${n}`, async () => {
       await fs.mkdir(local, { mode: 0o700 });
       await dst.run(['mkdir', '-m', '0700', remote]);
@@ -47,10 +48,12 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       try {
         const workPath = path.join(L.criuWork, `pre-dump-${n}`);
         await fs.mkdir(workPath, { mode: 0o700 });
+        const d0 = performance.now();
         const r = await src.run(
           runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
           { allowFail: true, timeoutMs: 600_000 },
         );
+        dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
           const errs = log.split('\n').filter((l) => l.includes('Error (')).slice(0, 3);
@@ -77,6 +80,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         wallMs: performance.now() - t0,
         sinceLastMs: prevStart === undefined ? undefined : t0 - prevStart,
         copyMs,
+        dumpMs,
       };
       return it;
     }, (it) => `(${formatBytes(it.pagesWritten * PAGE_SIZE)} written, ${formatBytes(it.pagesSkippedParent * PAGE_SIZE)} unchanged)`);

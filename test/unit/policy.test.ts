@@ -19,6 +19,7 @@ function it(n: number, mibWritten: number, o: Partial<Iteration> = {}): Iteratio
     wallMs: 200 + mibWritten * 10,
     sinceLastMs: n === 1 ? undefined : 1000,
     copyMs: 10,
+    dumpMs: 20 + mibWritten * 10,
     ...o,
   };
 }
@@ -54,6 +55,13 @@ test('not converging: written pages stop shrinking', () => {
   assert.equal(d.reason, 'not-converging');
 });
 
+test('steady: a small dirty set that stops shrinking ends the loop without a warning reason', () => {
+  const its = [it(1, 64), it(2, 2, { sinceLastMs: 4000, wallMs: 4000 }), it(3, 2, { sinceLastMs: 4000, wallMs: 4000 })];
+  const d = decide(its, { ...cfg, maxDowntimeMs: 10 });
+  assert.equal(d.stop, true);
+  assert.equal(d.reason, 'steady');
+});
+
 test('threshold met (bytes and percent), the downtime rule then unused', () => {
   const its = [it(1, 64), it(2, 5)];
   const pct = decide(its, { ...cfg, threshold: { percent: 10 } });
@@ -75,10 +83,13 @@ test('max iterations', () => {
 });
 
 test('prediction adds the fixed costs to what is still dirty', () => {
-  const p = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memdumpMs: 5, frozenMs: 25, copyMs: 10 })], cfg);
-  // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth from iteration 1) = 100 ms;
-  // freeze 20 + memdump 5 + copy 10 + restore 100 + 0.5*64 = 267 ms in all
+  const p = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 125, frozenMs: 25, copyMs: 10 })], cfg);
+  // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth) = 100 ms; a dump's fixed cost
+  // 125 - 100 = 25; copy 10; restore max(100 + 0.5*64, 25) = 132: 267 ms in all
   assert.ok(Math.abs(p.ms! - 267) < 1, String(p.ms));
+  // On a slow machine the measured dump cost also bounds the restore estimate from below.
+  const slow = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 2100, frozenMs: 25, copyMs: 10 })], cfg);
+  assert.ok(Math.abs(slow.ms! - (2000 + 100 + 10 + 2000)) < 1, String(slow.ms));
 });
 
 test('parseThreshold', () => {

@@ -79,6 +79,9 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     const it = await migrateInVm('mwi', '--iterative');
     const one = await migrateInVm('mwo', '--one-shot');
     const its = it.iterations as Array<{ pagesWritten: number; predictedDowntimeMs?: number }>;
+    const phases = (r: { phases: Array<{ name: string; ms: number }> }) =>
+      r.phases.filter((p) => ['page-server', 'dump', 'copy', 'restore'].includes(p.name)).map((p) => `${p.name} ${Math.round(p.ms)}`).join(', ');
+    process.stderr.write(`# iterative phases: ${phases(it)}; one-shot phases: ${phases(one)}\n`);
     process.stderr.write(
       `# iterative: ${its.length} pre-dumps, pages written ${its.map((i) => i.pagesWritten).join(' > ')}, final ${it.finalDump?.pagesWritten}; ` +
         `downtime ${it.downtimeMs} ms (predicted ${it.predictedDowntimeMs}), total ${it.totalMs} ms, stop: ${it.stopReason}\n` +
