@@ -1,13 +1,17 @@
 # The two commands a new machine needs (as root; each installs what it needs):
 #   make demo   builds two local test hosts, starts a counter on one, migrates it,
 #               shows it counting on the other, tears down
-#   make test   unit tests and end-to-end tests against real local test hosts
-.PHONY: all deps build demo test test-unit test-e2e hosts hosts-down clean
+#   make test   unit tests, end-to-end tests against real local test hosts (network
+#               namespaces), and the pre-copy tests in two QEMU VMs (Debian's kernel)
+.PHONY: all deps build demo test test-unit test-e2e test-vm hosts hosts-down vm-down clean
 
 all: build
 
 deps:
 	bash test/hosts/install-deps.sh
+
+vm-deps:
+	bash test/vm/install-deps.sh
 
 node_modules/.package-lock.json: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -18,8 +22,8 @@ build: node_modules/.package-lock.json
 demo: deps build
 	bash examples/demo.sh
 
-test: deps build
-	node --test --test-concurrency=1 dist/test/unit/ dist/test/e2e/
+test: deps vm-deps build
+	node --test --test-concurrency=1 dist/test/unit/ dist/test/e2e/ dist/test/vm-e2e/
 
 test-unit: build
 	node --test dist/test/unit/
@@ -27,11 +31,17 @@ test-unit: build
 test-e2e: deps build
 	node --test --test-concurrency=1 dist/test/e2e/
 
+test-vm: deps vm-deps build
+	node --test dist/test/vm-e2e/
+
 hosts: deps
 	bash test/hosts/setup.sh
 
 hosts-down:
 	bash test/hosts/teardown.sh
+
+vm-down:
+	bash test/vm/stop.sh
 
 clean:
 	rm -rf dist

@@ -12,6 +12,12 @@ cleanup() { bash "$top/test/hosts/teardown.sh" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# The counter writes to its own /dev/shm; read it through the container's root.
+count() { # count ROOT
+	local pid
+	pid=$(runc --root "$1" state "$NAME" 2>/dev/null | sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p')
+	cat "/proc/$pid/root/dev/shm/count" 2>/dev/null || echo '?'
+}
 
 step "Building the test hosts: $RM_NS_SRC ($RM_SRC_ADDR) and $RM_NS_DST ($RM_DST_ADDR, sshd)"
 bash "$top/test/hosts/setup.sh" >/dev/null
@@ -22,9 +28,10 @@ bash "$top/examples/make-bundle.sh" counter "$D/dst/bundles/$NAME" "/rm-dst/$NAM
 nsenter --net="/run/netns/$RM_NS_SRC" runc --root "$D/src/runc" run -d --bundle "$D/src/bundles/$NAME" "$NAME" </dev/null >/dev/null 2>&1
 for _ in 1 2 3 4 5; do
 	sleep 0.5
-	echo "  source: counter at $(cat "$D/src/bundles/$NAME/rootfs/count" 2>/dev/null || echo '?')"
+	echo "  source: counter at $(count "$D/src/runc")"
 done
 
+last=$(count "$D/src/runc")
 step "Migrating: migrate $NAME root@$RM_DST_ADDR"
 set -x
 nsenter --net="/run/netns/$RM_NS_SRC" node "$top/bin/migrate" "$NAME" "root@$RM_DST_ADDR" \
@@ -36,10 +43,10 @@ nsenter --net="/run/netns/$RM_NS_SRC" node "$top/bin/migrate" "$NAME" "root@$RM_
 step "After the migration"
 echo "  source runc list:      $(runc --root "$D/src/runc" list -q | tr '\n' ' ')(empty: the source is gone)"
 echo "  destination runc list: $(runc --root "$D/dst/runc" list -q | tr '\n' ' ')"
-echo "  the source's counter stopped at $(cat "$D/src/bundles/$NAME/rootfs/count")"
+echo "  the source's counter was at $last just before the migration began"
 for _ in 1 2 3 4 5; do
 	sleep 0.5
-	echo "  destination: counter at $(cat "$D/dst/bundles/$NAME/rootfs/count" 2>/dev/null || echo '?')"
+	echo "  destination: counter at $(count "$D/dst/runc")"
 done
 
 step "Tearing the test hosts down"

@@ -4,14 +4,19 @@
 #   examples/make-bundle.sh KIND DIR [CGROUP]
 #
 # KIND:
-#   counter  a shell loop that counts, writing the count to /count (in the rootfs) every
-#            0.2 s; its state is the shell variable, so a restart would begin at 1 again.
-#            Fork-free (no `sleep`), so dirty-memory tracking sees only its own pages.
+#   counter  a shell loop that counts, writing the count to /dev/shm/count every 0.2 s; its
+#            state is the shell variable, so a restart would begin at 1 again. Fork-free
+#            (no `sleep`), so dirty-memory tracking sees only its own pages.
+#            Read it from the host: cat /proc/<pid from runc state>/root/dev/shm/count.
+# The examples write only to their own /dev/shm, a tmpfs CRIU moves with the container: a
+# file of the rootfs caught open by the dump would have to exist, with the same size, in
+# the destination's copy of the rootfs.
 #   echo     a TCP echo server on port 7777 (busybox nc), in the host's network namespace
 #            so its address can move with --move-ip.
 #   redis    Debian's redis-server on port 6379 (no persistence), host network namespace.
 #   memwriter  keeps MEM_MIB (default 64) MiB and rewrites RATE_KIB (default 256) KiB of it
-#            per second; checks all of it every 0.1 s: /count ticks, /status "ok" (pre-copy).
+#            per second; checks all of it every 0.1 s: /dev/shm/count ticks, /dev/shm/status
+#            says "ok" (the pre-copy workload).
 # DIR     the bundle directory to create (replaced if it exists).
 # CGROUP  the cgroupsPath (default /runc-migrate/<basename of DIR>). Two "hosts" on one
 #         machine share one cgroup tree, so their bundles need different values.
@@ -37,12 +42,13 @@ case "$kind" in
 counter)
 	cat > "$dir/rootfs/counter.sh" <<'SH'
 #!/bin/sh
-# Counts in a shell variable; /count shows it. The read on a FIFO that nobody writes is a
-# fork-free 0.2 s pause. The FIFO is part of the bundle, so the destination's copy has it.
+# Counts in a shell variable; /dev/shm/count shows it. The read on a FIFO that nobody
+# writes is a fork-free 0.2 s pause. The FIFO is part of the bundle, so the destination's
+# copy has it.
 i=0
 while :; do
 	i=$((i + 1))
-	echo "$i" > /count
+	echo "$i" > /dev/shm/count
 	read -t 0.2 _ <> /tmp/tick
 done
 SH

@@ -2,7 +2,8 @@
  * A workload for pre-copy: it keeps SIZE_MIB of memory and rewrites a steady RATE_KIB
  * of it per second, page by page, round the buffer. Every page carries its index and
  * how often it was rewritten, and every 100 ms tick the program checks all pages: it
- * writes the tick count to /count and "ok" or "CORRUPT page N" to /status, so a
+ * writes the tick count to /dev/shm/count and "ok" or "CORRUPT page N" to
+ * /dev/shm/status (a tmpfs that moves with the container), so a
  * migration that lost or mixed memory shows. No forks, no sleeps in a child: only its
  * own pages get dirty.
  *
@@ -66,14 +67,14 @@ int main(int argc, char **argv)
 			memcpy(&word, buf + i * PAGE, sizeof(word));
 			if (word != (i ^ SEED) + ((uint64_t)version[i] << 40) || buf[i * PAGE + PAGE - 1] != (uint8_t)(i & 0xff)) {
 				snprintf(text, sizeof(text), "CORRUPT page %zu\n", i);
-				put("/status", text);
+				put("/dev/shm/status", text);
 				break;
 			}
 			if (i == pages - 1)
-				put("/status", "ok\n");
+				put("/dev/shm/status", "ok\n");
 		}
 		snprintf(text, sizeof(text), "%lu\n", t);
-		put("/count", text);
+		put("/dev/shm/count", text);
 		nanosleep(&tick, NULL);
 	}
 }

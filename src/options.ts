@@ -45,6 +45,13 @@ export const DEFAULTS = {
    */
   restoreBaseMs: 150,
   restoreMsPerMiB: 1.7,
+  /**
+   * A final dump and a restore cost these multiples of a pre-dump's fixed cost (runc
+   * checkpoint --pre-dump time less its page transfer). Fitted on the QEMU test VMs: a
+   * pre-dump 1.0-1.1 s, the final dump 2.6 s, the restore 2.2-2.3 s (two runs).
+   */
+  finalDumpCostFactor: 2.5,
+  restoreCostFactor: 2.1,
   /** How long the frozen source waits for the verdict before resuming by itself. */
   holdTimeoutS: 600,
 } as const;

@@ -35,6 +35,9 @@ export interface StopRuleConfig {
   /** Predicted restore time on the destination: base + per MiB of all memory. */
   restoreBaseMs: number;
   restoreMsPerMiB: number;
+  /** A final dump's and a restore's fixed cost, as multiples of a pre-dump's. */
+  finalDumpCostFactor: number;
+  restoreCostFactor: number;
 }
 
 /**
@@ -81,14 +84,15 @@ export function predictDowntime(its: Iteration[], cfg: StopRuleConfig): { ms?: n
   // A final dump now finds what was dirtied since this iteration began.
   const finalBytes = dirtyRate * (last.wallMs / 1000);
   const transferMs = bandwidth > 0 ? (finalBytes / bandwidth) * 1000 : Infinity;
-  // A dump's fixed cost, measured: runc and CRIU starting, freezing, collecting, all but
-  // the page transfer (the final dump adds its files and sockets to that).
-  const dumpFixedMs = Math.max(last.dumpMs - last.memwriteMs, last.frozenMs);
-  // Restore: the model fitted on the test hosts, but never below a dump's fixed cost
-  // here, which tells how fast this machine starts runc and CRIU.
+  // A pre-dump's fixed cost, measured: runc and CRIU starting, freezing, collecting, all
+  // but the page transfer. It tells how fast this machine does that work; the final dump
+  // (files, sockets, namespaces too) and the restore cost multiples of it.
+  const preDumpFixedMs = Math.max(last.dumpMs - last.memwriteMs, last.frozenMs);
+  const finalFixedMs = cfg.finalDumpCostFactor * preDumpFixedMs;
+  // Restore: the model fitted on the test hosts, or the multiple, whichever is more.
   const totalMiB = (its[0].pagesScanned * PAGE_SIZE) / 1048576;
-  const restoreMs = Math.max(cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB, dumpFixedMs);
-  return { ms: dumpFixedMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
+  const restoreMs = Math.max(cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB, cfg.restoreCostFactor * preDumpFixedMs);
+  return { ms: finalFixedMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
 }
 
 export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
@@ -133,4 +137,22 @@ export function parseThreshold(text: string): { bytes: number } | { percent: num
   const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
   const v = Number(m[1]) * mult;
   return v > 0 ? { bytes: Math.round(v) } : undefined;
+}
+
+/**
+ * Pre-copy or one shot, from what was asked and what the source kernel can do.
+ * refuse: the user asked for pre-copy where it cannot work.
+ */
+export function chooseMode(
+  requested: 'auto' | 'iterative' | 'one-shot',
+  dirtyTracking: boolean | undefined,
+  transport: 'auto' | 'page-server' | 'stream' | 'direct',
+): { mode: 'iterative' | 'one-shot'; warning?: string; refuse?: boolean; note: string } {
+  if (requested === 'one-shot') return { mode: 'one-shot', note: 'not needed (--one-shot)' };
+  if (requested === 'auto' && transport === 'stream') return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };
+  if (!dirtyTracking) {
+    if (requested === 'iterative') return { mode: 'one-shot', refuse: true, note: 'not available' };
+    return { mode: 'one-shot', warning: 'the source kernel does not track dirty memory (no soft-dirty): migrating in one shot, without pre-copy', note: 'not available: one-shot' };
+  }
+  return { mode: 'iterative', note: 'available: iterative pre-copy' };
 }

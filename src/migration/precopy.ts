@@ -31,6 +31,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     maxIterations: opts.maxIterations,
     restoreBaseMs: DEFAULTS.restoreBaseMs,
     restoreMsPerMiB: DEFAULTS.restoreMsPerMiB,
+    finalDumpCostFactor: DEFAULTS.finalDumpCostFactor,
+    restoreCostFactor: DEFAULTS.restoreCostFactor,
   };
   let prevStart: number | undefined;
   for (let n = 1; ; n++) {

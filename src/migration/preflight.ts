@@ -15,6 +15,7 @@ import type { ChosenTransport, Context } from './context.js';
 import { workPaths } from './paths.js';
 import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
 import { streamDir } from './transfer.js';
+import { chooseMode } from './policy.js';
 
 export interface Check {
   title: string;
@@ -129,31 +130,20 @@ export const SOURCE_CHECKS: Check[] = [
   {
     title: 'dirty-memory tracking on the source (pre-copy)',
     run: async (ctx) => {
-      const mode = ctx.opts.mode;
-      if (mode === 'one-shot') {
-        ctx.mode = 'one-shot';
-        return 'not needed (--one-shot)';
+      const needsProbe = ctx.opts.mode !== 'one-shot' && !(ctx.opts.mode === 'auto' && ctx.opts.transport === 'stream');
+      const tracking = needsProbe ? (await ctx.src.run(criu.checkFeature(ctx.opts.criu, 'mem_dirty_track'), { allowFail: true })).code === 0 : undefined;
+      const m = chooseMode(ctx.opts.mode, tracking, ctx.opts.transport);
+      if (m.refuse) {
+        throw new PreflightError(
+          'this kernel does not track dirty memory (criu check --feature mem_dirty_track fails): pre-copy cannot work here',
+          'Migrate in one shot (--one-shot, or leave out --iterative), or use a kernel built with CONFIG_MEM_SOFT_DIRTY.',
+        );
       }
-      if (ctx.opts.transport === 'stream') {
-        ctx.mode = 'one-shot';
-        return 'not used: --transport stream migrates in one shot';
-      }
-      const r = await ctx.src.run(criu.checkFeature(ctx.opts.criu, 'mem_dirty_track'), { allowFail: true });
-      if (r.code !== 0) {
-        if (mode === 'iterative') {
-          throw new PreflightError(
-            'this kernel does not track dirty memory (criu check --feature mem_dirty_track fails): pre-copy cannot work here',
-            'Migrate in one shot (--one-shot, or leave out --iterative), or use a kernel built with CONFIG_MEM_SOFT_DIRTY.',
-          );
-        }
-        ctx.mode = 'one-shot';
-        ctx.progress.warn('the source kernel does not track dirty memory (no soft-dirty): migrating in one shot, without pre-copy');
-        return 'not available: one-shot';
-      }
-      ctx.mode = 'iterative';
+      if (m.warning) ctx.progress.warn(m.warning);
+      ctx.mode = m.mode;
       // Pre-dumps stream pages to a page server; auto's tar stream cannot pre-copy.
-      if (ctx.transport === 'stream') ctx.transport = 'page-server';
-      return 'available: iterative pre-copy';
+      if (m.mode === 'iterative' && ctx.transport === 'stream') ctx.transport = 'page-server';
+      return m.note;
     },
   },
   {

@@ -81,9 +81,17 @@ export async function status(root: string, name: string): Promise<string> {
   return r.exitCode === 0 ? JSON.parse(r.stdout).status : 'absent';
 }
 
-export function readCounter(bundle: string): number {
+/**
+ * The count the example shows in its own /dev/shm (a tmpfs CRIU moves with it), read
+ * through /proc/PID/root of the container started from this bundle; NaN if not running.
+ */
+export async function readCounter(bundle: string): Promise<number> {
+  const e = readEnv();
+  const side = bundle.startsWith(`${e.RM_HOSTS_DIR}/dst/`) ? 'dst' : 'src';
+  const r = await sh(['runc', '--root', `${e.RM_HOSTS_DIR}/${side}/runc`, 'state', path.basename(bundle)], { reject: false });
+  if (r.exitCode !== 0) return NaN;
   try {
-    return Number(fs.readFileSync(path.join(bundle, 'rootfs/count'), 'utf8').trim());
+    return Number(fs.readFileSync(`/proc/${JSON.parse(r.stdout).pid}/root/dev/shm/count`, 'utf8').trim());
   } catch {
     return NaN;
   }

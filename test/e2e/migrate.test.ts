@@ -16,7 +16,7 @@ before(async () => {
 
 async function counterRunning(name: string): Promise<{ src: string; dst: string }> {
   const b = await startExample(h, 'counter', name);
-  await waitFor('the counter to count', () => readCounter(b.src) >= 3);
+  await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
   return b;
 }
 
@@ -34,17 +34,18 @@ describe('one-shot migration of a counter', () => {
     test(`continues counting on the destination (--transport ${variant.transport} ${variant.extra.join(' ')})`, async () => {
       const name = 'ctr';
       const b = await counterRunning(name);
+      // The source counts on until the freeze: the destination must go on from at least here.
+      const atStart = await readCounter(b.src);
+      assert.ok(atStart >= 3);
       const r = await migrate([...baseArgs(h, name, b.dst), '--transport', variant.transport, ...variant.extra, '--json']);
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const report = JSON.parse(r.stdout);
-      // The value the source had when it was frozen: its rootfs file is not written after.
-      const atFreeze = readCounter(b.src);
-      assert.ok(atFreeze >= 3);
+      const atFreeze = atStart;
       assert.equal(await status(h.srcRoot, name), 'absent', 'the source still has the container');
       assert.equal(await status(h.dstRoot, name), 'running');
       // The destination continues from the frozen value: a restart would begin at 1.
-      await waitFor('the counter to continue on the destination', () => readCounter(b.dst) > atFreeze + 2);
-      const first = readCounter(b.dst);
+      await waitFor('the counter to continue on the destination', async () => (await readCounter(b.dst)) > atFreeze + 2);
+      const first = await readCounter(b.dst);
       assert.ok(first > atFreeze, `destination at ${first}, source was at ${atFreeze}`);
       assert.equal(report.outcome, 'migrated');
       assert.equal(report.runningOn, 'destination');
@@ -69,13 +70,13 @@ describe('a non-root remote user', () => {
     assert.equal(refused.code, 3, refused.stderr);
     assert.match(refused.stderr, /--sudo/);
     assert.equal(await status(h.srcRoot, name), 'running');
+    const atFreeze = await readCounter(b.src);
     const r = await migrate([...args, '--sudo', '--verbose']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /\[dst\] \$ sudo -n -- runc/);
-    const atFreeze = readCounter(b.src);
     assert.equal(await status(h.srcRoot, name), 'absent');
     assert.equal(await status(h.dstRoot, name), 'running');
-    await waitFor('the counter to continue on the destination', () => readCounter(b.dst) > atFreeze + 1);
+    await waitFor('the counter to continue on the destination', async () => (await readCounter(b.dst)) > atFreeze + 1);
     await assertNoLeftovers();
     await removeEverywhere(h, name);
   });
@@ -194,17 +195,19 @@ describe('a failure after the freeze rolls back to the source', () => {
     test(`fault at ${point} (--transport ${transport}): the container runs on the source only, counter intact`, async () => {
       const name = 'rb';
       const b = await counterRunning(name);
+      const atStart = await readCounter(b.src);
       const r = await migrate([...baseArgs(h, name, b.dst), '--transport', transport, '--json'], { RUNC_MIGRATE_FAIL_AT: point });
       assert.equal(r.code, 4, r.stderr + r.stdout);
       const j = JSON.parse(r.stdout);
       assert.equal(j.outcome, 'rolled-back');
       assert.equal(j.runningOn, 'source');
-      // The value the frozen source showed: the counter must go on from there, not restart.
-      const atFreeze = readCounter(b.src);
+      // The resumed source goes on from where it was, not from a restart.
+      const atFreeze = await readCounter(b.src);
+      assert.ok(atFreeze >= atStart, `the counter went from ${atStart} back to ${atFreeze}`);
       assert.equal(await status(h.srcRoot, name), 'running');
       assert.equal(await status(h.dstRoot, name), 'absent');
-      await waitFor('the source to count on', () => readCounter(b.src) > atFreeze + 1);
-      assert.ok(readCounter(b.src) > atFreeze, 'the counter went back');
+      await waitFor('the source to count on', async () => (await readCounter(b.src)) > atFreeze + 1);
+      assert.ok(await readCounter(b.src) > atFreeze, 'the counter went back');
       await assertNoLeftovers();
       await removeEverywhere(h, name);
     });
@@ -224,8 +227,8 @@ describe('a failure after the freeze rolls back to the source', () => {
     assert.match(r.stderr, /running on the source/);
     assert.equal(await status(h.srcRoot, name), 'running');
     assert.equal(await status(h.dstRoot, name), 'absent');
-    const v = readCounter(b.src);
-    await waitFor('the source to count on', () => readCounter(b.src) > v + 1);
+    const v = await readCounter(b.src);
+    await waitFor('the source to count on', async () => (await readCounter(b.src)) > v + 1);
     await assertNoLeftovers();
     await removeEverywhere(h, name);
   });

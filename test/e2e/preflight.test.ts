@@ -16,7 +16,7 @@ let tmp: string;
 before(async () => {
   h = await setupHosts();
   b = await startExample(h, 'counter', NAME);
-  await waitFor('the counter to count', () => readCounter(b.src) >= 2);
+  await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-pf-'));
 });
 after(async () => {
@@ -26,7 +26,7 @@ after(async () => {
 
 /** Runs the CLI, expects a refusal, and checks the container was never touched. */
 async function refused(args: string[], code: number, message: RegExp, hint: RegExp): Promise<string> {
-  const before = readCounter(b.src);
+  const before = await readCounter(b.src);
   const r = await migrate(args);
   assert.equal(r.code, code, `exit ${r.code}\n${r.stderr}`);
   assert.match(r.stderr, message);
@@ -34,7 +34,7 @@ async function refused(args: string[], code: number, message: RegExp, hint: RegE
   assert.equal(r.stdout.trim(), '', 'nothing on stdout for a refusal without --json');
   assert.equal(await status(h.srcRoot, NAME), 'running');
   assert.equal(await status(h.dstRoot, NAME), 'absent');
-  await waitFor('the counter to go on', () => readCounter(b.src) > before);
+  await waitFor('the counter to go on', async () => (await readCounter(b.src)) > before);
   assert.deepEqual(await leftovers(), []);
   return r.stderr;
 }

@@ -45,43 +45,45 @@ async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Sign
 describe('signals', () => {
   test('SIGTERM during preflight: exit 130, nothing frozen, nothing left', async () => {
     const b = await startExample(h, 'counter', 'sig1');
-    await waitFor('the counter to count', () => readCounter(b.src) >= 2);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
     const r = await runAndSignal(baseArgs(h, 'sig1', b.dst), /ok {3}connect to/, 'SIGTERM');
     assert.ok(r.sent >= 1, 'the signal was not sent');
     assert.equal(r.code, 130, r.stderr);
     assert.match(r.stderr, /interrupted by SIGTERM before the freeze/);
     assert.equal(await status(h.srcRoot, 'sig1'), 'running');
     assert.equal(await status(h.dstRoot, 'sig1'), 'absent');
-    const v = readCounter(b.src);
-    await waitFor('the counter to go on', () => readCounter(b.src) > v);
+    const v = await readCounter(b.src);
+    await waitFor('the counter to go on', async () => (await readCounter(b.src)) > v);
     assert.deepEqual(await leftovers(), []);
     await removeEverywhere(h, 'sig1');
   });
 
   test('SIGINT twice during the switchover: the migration finishes, the container runs on the destination only', async () => {
     const b = await startExample(h, 'counter', 'sig2');
-    await waitFor('the counter to count', () => readCounter(b.src) >= 2);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+    const atFreeze = await readCounter(b.src);
     const r = await runAndSignal([...baseArgs(h, 'sig2', b.dst), '--transport', 'page-server'], /ok {3}freeze and dump/, 'SIGINT');
     assert.equal(r.sent, 2, 'both signals sent');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /SIGINT again: still finishing safely/);
-    const atFreeze = readCounter(b.src);
     assert.equal(await status(h.srcRoot, 'sig2'), 'absent');
     assert.equal(await status(h.dstRoot, 'sig2'), 'running');
-    await waitFor('the counter to continue on the destination', () => readCounter(b.dst) > atFreeze + 1);
+    await waitFor('the counter to continue on the destination', async () => (await readCounter(b.dst)) > atFreeze + 1);
     assert.deepEqual(await leftovers(), []);
     await removeEverywhere(h, 'sig2');
   });
 
   test('SIGTERM during a switchover that fails: rolled back, the container runs on the source only', async () => {
     const b = await startExample(h, 'counter', 'sig3');
-    await waitFor('the counter to count', () => readCounter(b.src) >= 2);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+    const atStart = await readCounter(b.src);
     const r = await runAndSignal(baseArgs(h, 'sig3', b.dst), /ok {3}freeze and dump/, 'SIGTERM', { RUNC_MIGRATE_FAIL_AT: 'verify' });
     assert.equal(r.code, 4, r.stderr);
-    const atFreeze = readCounter(b.src);
+    const atFreeze = await readCounter(b.src);
+    assert.ok(atFreeze >= atStart, 'the counter went back');
     assert.equal(await status(h.srcRoot, 'sig3'), 'running');
     assert.equal(await status(h.dstRoot, 'sig3'), 'absent');
-    await waitFor('the source to count on', () => readCounter(b.src) > atFreeze + 1);
+    await waitFor('the source to count on', async () => (await readCounter(b.src)) > atFreeze + 1);
     assert.deepEqual(await leftovers(), []);
     await removeEverywhere(h, 'sig3');
   });

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
+import { chooseMode, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
 import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
 
-const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5 };
+const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5 };
 const MiB = 1048576 / 4096; // pages per MiB
 
 function it(n: number, mibWritten: number, o: Partial<Iteration> = {}): Iteration {
@@ -84,12 +84,13 @@ test('max iterations', () => {
 
 test('prediction adds the fixed costs to what is still dirty', () => {
   const p = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 125, frozenMs: 25, copyMs: 10 })], cfg);
-  // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth) = 100 ms; a dump's fixed cost
-  // 125 - 100 = 25; copy 10; restore max(100 + 0.5*64, 25) = 132: 267 ms in all
-  assert.ok(Math.abs(p.ms! - 267) < 1, String(p.ms));
-  // On a slow machine the measured dump cost also bounds the restore estimate from below.
+  // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth) = 100 ms; a pre-dump's fixed
+  // cost 125 - 100 = 25, the final dump's 2 x 25 = 50; copy 10; restore
+  // max(100 + 0.5*64, 1.5 x 25) = 132: 292 ms in all
+  assert.ok(Math.abs(p.ms! - 292) < 1, String(p.ms));
+  // On a slow machine the measured pre-dump cost sets the restore estimate too.
   const slow = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 2100, frozenMs: 25, copyMs: 10 })], cfg);
-  assert.ok(Math.abs(slow.ms! - (2000 + 100 + 10 + 2000)) < 1, String(slow.ms));
+  assert.ok(Math.abs(slow.ms! - (4000 + 100 + 10 + 3000)) < 1, String(slow.ms));
 });
 
 test('parseThreshold', () => {
@@ -112,4 +113,15 @@ test('decodes a stats-dump written by CRIU 4.2.1 (runc checkpoint of the counter
   assert.ok(st.pagesScanned >= st.pagesWritten && st.pagesWritten > 0);
   assert.ok(st.frozenTimeUs > st.memdumpTimeUs && st.freezingTimeUs > 0);
   assert.equal(st.pagesSkippedParent, 0);
+});
+
+test('one-shot fallback: pre-copy where the kernel tracks dirty memory, one shot with a warning where not, --iterative refused there', () => {
+  assert.deepEqual(chooseMode('auto', true, 'auto').mode, 'iterative');
+  const fallback = chooseMode('auto', false, 'auto');
+  assert.equal(fallback.mode, 'one-shot');
+  assert.match(fallback.warning!, /without pre-copy/);
+  assert.equal(chooseMode('iterative', false, 'page-server').refuse, true);
+  assert.equal(chooseMode('iterative', true, 'direct').mode, 'iterative');
+  assert.equal(chooseMode('one-shot', true, 'auto').mode, 'one-shot');
+  assert.equal(chooseMode('auto', undefined, 'stream').mode, 'one-shot');
 });
