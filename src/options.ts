@@ -31,9 +31,10 @@ export const DEFAULTS = {
   /**
    * With --transport auto: containers using less memory than this are dumped to the
    * work directory and streamed over SSH; larger ones go through the page server.
-   * Measured on the test hosts (README, "Transports").
+   * Measured on the test hosts: bench/results/transport-crossover.md (stream wins at 37 MiB,
+   * the page server at 72 MiB).
    */
-  autoStreamMaxBytes: 32 * 1024 * 1024,
+  autoStreamMaxBytes: 48 * 1024 * 1024,
   /** Room asked for on the destination beyond the container's memory use, for the images. */
   imageSpaceMarginBytes: 16 * 1024 * 1024,
   /** The stop rule: switch over once the predicted downtime is at most this (QEMU's default). */
@@ -51,6 +52,8 @@ export const DEFAULTS = {
    * pre-dump 1.0-1.1 s, the final dump 2.6 s, the restore 2.2-2.3 s (two runs).
    */
   finalDumpCostFactor: 2.5,
+  /** Pre-copy ends as "steady" when the pages written stop shrinking below this share of the first iteration. */
+  steadyShare: 0.1,
   restoreCostFactor: 2.1,
   /** How long the frozen source waits for the verdict before resuming by itself. */
   holdTimeoutS: 600,

@@ -35,6 +35,8 @@ export interface StopRuleConfig {
   /** Predicted restore time on the destination: base + per MiB of all memory. */
   restoreBaseMs: number;
   restoreMsPerMiB: number;
+  /** Below this share of the first iteration, a dirty set that stops shrinking is steady. */
+  steadyShare: number;
   /** A final dump's and a restore's fixed cost, as multiples of a pre-dump's. */
   finalDumpCostFactor: number;
   restoreCostFactor: number;
@@ -48,8 +50,7 @@ export interface StopRuleConfig {
  */
 export type StopReason = 'downtime' | 'threshold' | 'max-iterations' | 'steady' | 'not-converging';
 
-/** Below this share of the first iteration, a dirty set that stops shrinking counts as steady. */
-export const STEADY_SHARE = 0.1;
+
 
 export interface Decision {
   stop: boolean;
@@ -115,7 +116,7 @@ export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
   if (its.length >= 3 && bytes(last) >= 0.9 * bytes(its[its.length - 2])) {
     const share = bytes(last) / Math.max(bytes(its[0]), 1);
     const what = `iteration ${last.n} wrote ${mib(bytes(last))}, not less than the one before (${mib(bytes(its[its.length - 2]))})`;
-    return share <= STEADY_SHARE
+    return share <= cfg.steadyShare
       ? { ...base, stop: true, reason: 'steady', why: `${what}: the dirty set is down to ${(share * 100).toFixed(1)} % of the first iteration and stays there` }
       : { ...base, stop: true, reason: 'not-converging', why: what };
   }

@@ -33,6 +33,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     restoreMsPerMiB: DEFAULTS.restoreMsPerMiB,
     finalDumpCostFactor: DEFAULTS.finalDumpCostFactor,
     restoreCostFactor: DEFAULTS.restoreCostFactor,
+    steadyShare: DEFAULTS.steadyShare,
   };
   let prevStart: number | undefined;
   for (let n = 1; ; n++) {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { chooseMode, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
 import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
 
-const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5 };
+const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5, steadyShare: 0.1 };
 const MiB = 1048576 / 4096; // pages per MiB
 
 function it(n: number, mibWritten: number, o: Partial<Iteration> = {}): Iteration {
