@@ -97,13 +97,7 @@ async function removeLockRules(ctx: Context): Promise<number> {
   return removed;
 }
 
-/**
- * The one-shot switchover: freeze and dump (held at post-dump), copy, restore, verify,
- * then commit (the source is destroyed) or roll back (the source resumes, the
- * destination is cleaned). Contract: returns only after a commit; on any failure it
- * throws AfterFreezeError after the rollback, naming where the container runs.
- */
-export interface FinalImages {
+interface FinalImages {
   /** Where the final dump's files go on each side. */
   local: string;
   remote: string;
@@ -111,6 +105,13 @@ export interface FinalImages {
   parent?: string;
 }
 
+/**
+ * The switchover: freeze and dump (parented on the last pre-dump if there was one, held
+ * at post-dump), copy, restore, verify, then commit (the source is destroyed) or roll
+ * back (the source resumes, the destination is cleaned). Contract: returns only after a
+ * commit; on any failure it throws AfterFreezeError after the rollback, naming where
+ * the container runs.
+ */
 async function switchover(ctx: Context, images: FinalImages): Promise<SwitchoverResult> {
   const { opts, progress, src, dst } = ctx;
   const L = ctx.local!;
