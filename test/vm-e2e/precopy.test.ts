@@ -102,6 +102,28 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     await must('vm2', 'runc delete -f mwi; runc delete -f mwo');
   });
 
+  test('SIGINT during pre-copy: exit 130, the container runs on the source only, nothing left on either VM', async () => {
+    await startMemwriter('mws', 64, 256);
+    const r = await must(
+      'vm1',
+      'node /project/bin/migrate mws root@10.77.2.2 --iterative --max-downtime 1 2>/tmp/mws.err & pid=$!; ' +
+        'for i in $(seq 600); do grep -q "pre-dump 1" /tmp/mws.err && break; sleep 0.1; done; ' +
+        'kill -INT $pid; wait $pid; echo "exit=$?"; cat /tmp/mws.err',
+    );
+    assert.match(r, /exit=130/, r);
+    assert.match(r, /interrupted by SIGINT before the freeze/);
+    assert.match(await must('vm1', 'runc state mws'), /"status": "running"/);
+    assert.match((await vm('vm2', 'runc state mws 2>&1')).stdout, /does not exist/);
+    for (const v of ['vm1', 'vm2'] as const) {
+      const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[c]riu page-server"; grep "[r]unc-migrate" /proc/mounts');
+      assert.equal(left.stdout.trim(), '', `${v} keeps: ${left.stdout}`);
+    }
+    const before = Number((await vm('vm1', shm('mws', 'count'))).stdout.trim());
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.ok(Number((await vm('vm1', shm('mws', 'count'))).stdout.trim()) > before, 'the source stopped counting');
+    await must('vm1', 'runc delete -f mws');
+  });
+
   test('does not converge when memory is dirtied faster than the link: stops early and says so', async () => {
     // 96 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
     await startMemwriter('mwf', 96, 256 * 1024);
