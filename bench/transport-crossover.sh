@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Where does the page server beat the tar stream? Migrates a Redis container filled with
-# DEBUG POPULATE to each size, with --transport stream and page-server, RUNS times each
+# DEBUG POPULATE to each size, with --transport stream, page-server and direct, RUNS times each
 # (alternating; direct = page server over plain TCP), between the local test hosts, and writes a Markdown table of
 # freeze-to-running downtime to bench/results/transport-crossover.md. This figure sets
 # DEFAULTS.autoStreamMaxBytes. Takes about 2 minutes with the default sizes.
 #   bench/transport-crossover.sh [SIZES_MB...]     (default: 16 32 64 256 512)
+# RUNS (default 2) sets the runs per point, OUT the results file.
 # Needs: root, make build, make hosts (test/hosts/setup.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +14,7 @@ cd "$top"
 H=$RM_HOSTS_DIR
 RUNS=${RUNS:-2}
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(16 32 64 256 512)
-out=bench/results/transport-crossover.md
+out=${OUT:-bench/results/transport-crossover.md}
 raw=$(mktemp)
 trap 'rm -f "$raw"; for n in src dst; do runc --root "$H/$n/runc" delete -f bench-redis >/dev/null 2>&1 || true; done' EXIT
 
