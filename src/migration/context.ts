@@ -25,8 +25,6 @@ export interface Context {
   moveIp?: { srcDev: string; dstDev: string; arping: string[] };
   /** The destination bundle's config.json, read by the bundle check. */
   dstBundleConfig?: string;
-  /** Checks --force skipped, by title. */
-  skipped: string[];
   transport?: ChosenTransport;
   /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */
   mode?: 'iterative' | 'one-shot';

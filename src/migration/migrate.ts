@@ -42,7 +42,6 @@ async function runChecks(ctx: Context, checks: Check[]): Promise<void> {
   for (const c of checks) {
     checkInterrupt();
     if (c.skippable && ctx.opts.force) {
-      ctx.skipped.push(c.title);
       ctx.progress.warn(`skipped (--force): ${c.title}`);
       continue;
     }
@@ -72,6 +71,22 @@ async function fetchLog(host: Context['src'], file: string): Promise<string> {
 async function sourceRunning(ctx: Context): Promise<boolean> {
   const r = await ctx.src.run(runc.state(ctx.srcRunc, ctx.opts.container), { allowFail: true });
   return r.code === 0 && parseState(r.stdout).status === 'running';
+}
+
+/**
+ * The error for a failure after a freeze, once the source has had its chance to resume:
+ * rolled back only if the source runs and the destination holds no copy (dstClean).
+ */
+async function afterFreeze(ctx: Context, message: string, o: { hint?: string; criuErrors?: string[]; dstClean?: boolean } = {}): Promise<AfterFreezeError> {
+  const running = await sourceRunning(ctx);
+  const dstClean = o.dstClean ?? true;
+  return new AfterFreezeError(
+    message + (dstClean ? '' : ', but the destination could not be reached to remove its copy'),
+    running && dstClean ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
+    dstClean ? o.hint : `Check the destination by hand: runc --root ${ctx.opts.remoteRuncRoot} list; delete its copy of ${ctx.opts.container} if one runs there.`,
+    o.criuErrors ?? [],
+    running ? 'source' : 'unknown',
+  );
 }
 
 /** Removes the TCP lock rules CRIU left on the source after a committed dump. */
@@ -145,14 +160,10 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
   if (held === 'exited') {
     const res = await checkpoint.done;
     const d = diagnose(await fetchLog(src, path.join(L.criuWork, DUMP_LOG)));
-    const running = await sourceRunning(ctx);
-    throw new AfterFreezeError(
-      `the checkpoint failed on the source (runc exited ${res.code}: ${res.stderr.trim().split('\n').pop() ?? ''})`,
-      running ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
-      d.cause,
-      d.errors,
-      running ? 'source' : 'unknown',
-    );
+    throw await afterFreeze(ctx, `the checkpoint failed on the source (runc exited ${res.code}: ${res.stderr.trim().split('\n').pop() ?? ''})`, {
+      hint: d.cause,
+      criuErrors: d.errors,
+    });
   }
 
   // From here the source is frozen and held. Every failure below rolls back.
@@ -218,16 +229,8 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
     // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks.
     await checkpoint.done;
     if (mv && addrMoved) await src.run(addr.garp(ctx.moveIp!.arping, mv, ctx.moveIp!.srcDev), { allowFail: true });
-    const running = await sourceRunning(ctx);
     const criuInfo = (err as any).criu as ReturnType<typeof diagnose> | undefined;
-    const safe = running && dstClean;
-    throw new AfterFreezeError(
-      `${(err as Error).message}; rolled back` + (dstClean ? '' : ', but the destination could not be reached to remove its copy'),
-      safe ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
-      dstClean ? criuInfo?.cause : `Check the destination by hand: runc --root ${opts.remoteRuncRoot} list; delete its copy of ${opts.container} if one runs there.`,
-      criuInfo?.errors ?? [],
-      running ? 'source' : 'unknown',
-    );
+    throw await afterFreeze(ctx, `${(err as Error).message}; rolled back`, { hint: criuInfo?.cause, criuErrors: criuInfo?.errors, dstClean });
   }
 
   // Commit: the destination runs; let CRIU finish and runc destroy the source.
@@ -235,10 +238,9 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
     const decided = await verdict(L, 'commit');
     if (decided !== 'commit') {
       // The hold gave up first (timeout) and the source has resumed: it is the live copy.
-      await rollback(ctx, { restored: true, addrMoved, arpIgnoreOld: arpIgnoreOld ?? '0' });
+      const dstClean = await rollback(ctx, { restored: true, addrMoved, arpIgnoreOld: arpIgnoreOld ?? '0' });
       await checkpoint.done;
-      const running = await sourceRunning(ctx);
-      throw new AfterFreezeError(`the source's hold ended (${decided}) before the commit; rolled back`, running ? EXIT.ROLLED_BACK : EXIT.UNSAFE, undefined, [], running ? 'source' : 'unknown');
+      throw await afterFreeze(ctx, `the source's hold ended (${decided}) before the commit; rolled back`, { dstClean });
     }
     const res = await checkpoint.done;
     if (res.code !== 0 && (await sourceRunning(ctx))) {
@@ -361,7 +363,6 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
     dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
     cleanups: [],
-    skipped: [],
   };
   try {
     await runChecks(ctx, SOURCE_CHECKS);
@@ -383,8 +384,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
         const pc = await precopy(ctx, checkInterrupt).catch(async (err: Error) => {
           if (err instanceof MigrateError) throw err;
           // Pre-dumps resume the container themselves: it should run on the source.
-          const running = await sourceRunning(ctx);
-          throw new AfterFreezeError(`pre-copy failed: ${err.message}`, running ? EXIT.ROLLED_BACK : EXIT.UNSAFE, undefined, [], running ? 'source' : 'unknown');
+          throw await afterFreeze(ctx, `pre-copy failed: ${err.message}`);
         });
         report.iterations = pc.iterations.map((it) => ({ ...it }));
         report.stopReason = pc.decision.reason;

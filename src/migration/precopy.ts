@@ -5,6 +5,7 @@
 // and the cleanups registered in the context remove what it made on both hosts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { criuLogErrors } from '../criu.js';
 import { decodeStatsImage } from '../criustats.js';
 import { formatBytes } from '../progress.js';
 import { DEFAULTS } from '../options.js';
@@ -59,7 +60,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
-          const errs = log.split('\n').filter((l) => l.includes('Error (')).slice(0, 3);
+          const errs = criuLogErrors(log, 3);
           throw new Error(`pre-dump ${n} failed on the source (runc exited ${r.code}: ${r.stderr.trim().split('\n').pop() ?? ''})${errs.length ? `: ${errs.join(' | ')}` : ''}`);
         }
         const code = await ps.done;
