@@ -1,0 +1,12 @@
+# Shared by the by-hand migration scripts (bench/scripts/*.sh), which compare.js runs
+# inside the source namespace. Environment: NAME, DST (address), KEY, KNOWN_HOSTS,
+# SRC_ROOT, DST_ROOT (runc roots), BUNDLE (on the destination), SVC (address/prefix to
+# move, empty: none), TCP (--tcp-established or empty). Prints T_FREEZE and T_RUNNING
+# (ns since the epoch) around the downtime, and BYTES (image bytes moved).
+set -euo pipefail
+ssh_opts=(-i "$KEY" -o "UserKnownHostsFile=$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes)
+now() { date +%s%N; }
+# Gives up the service address here; the destination adds it before its restore.
+release_addr() { [ -z "$SVC" ] || ip addr del "$SVC" dev eth0; }
+claim_addr() { [ -z "$SVC" ] || echo "ip addr add $SVC dev eth0 && "; }
+announce_addr() { [ -z "$SVC" ] || echo " && busybox arping -U -c 1 -I eth0 -s ${SVC%/*} ${SVC%/*} >/dev/null"; }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The runc/CRIU commands runc-migrate runs with --transport direct, written by hand: a
+# criu page-server on the destination started before the freeze, the pages sent to it
+# over plain TCP by the checkpoint, the other images by tar over the SSH connection
+# opened before the freeze, the address moved. No preflight, no hold, no rollback.
+. "$(dirname "$0")/common.sh"
+L=/dev/shm/bench-raw.src R=/dev/shm/bench-raw.dst PORT=27199
+ctl=$(mktemp -u /tmp/bench-raw-ssh.XXXXXX)
+ssh_opts+=(-o "ControlPath=$ctl")
+ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
+trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+rm -rf "$L"; mkdir -p "$L/img" "$L/work"
+ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work && criu page-server --images-dir $R/img --address $DST --port $PORT --daemon -o $R/work/page-server.log"
+echo "T_FREEZE $(now)"
+runc --root "$SRC_ROOT" checkpoint --image-path "$L/img" --work-path "$L/work" --page-server "$DST:$PORT" $TCP "$NAME"
+release_addr
+tar -C "$L/img" -cf - . | ssh "${ssh_opts[@]}" "root@$DST" "tar -C $R/img -xf - && $(claim_addr)runc --root $DST_ROOT restore --detach --bundle $BUNDLE --image-path $R/img --work-path $R/work $TCP $NAME$(announce_addr)"
+echo "T_RUNNING $(now)"
+echo "BYTES $(( $(du -sb "$L/img" | cut -f1) + $(ssh "${ssh_opts[@]}" "root@$DST" "du -sb $R/img/pages-*.img | awk '{s+=\$1} END {print s+0}'") ))"
+rm -rf "$L"
+ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The runc/CRIU commands runc-migrate runs with --transport stream, written by hand:
+# images in tmpfs, tar over one SSH connection opened before the freeze (ControlMaster),
+# the address moved. No preflight, no hold, no rollback, no checks.
+. "$(dirname "$0")/common.sh"
+L=/dev/shm/bench-raw.src R=/dev/shm/bench-raw.dst
+ctl=$(mktemp -u /tmp/bench-raw-ssh.XXXXXX)
+ssh_opts+=(-o "ControlPath=$ctl")
+ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
+trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+rm -rf "$L"; mkdir -p "$L/img" "$L/work"
+ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work"
+echo "T_FREEZE $(now)"
+runc --root "$SRC_ROOT" checkpoint --image-path "$L/img" --work-path "$L/work" $TCP "$NAME"
+release_addr
+tar -C "$L/img" -cf - . | ssh "${ssh_opts[@]}" "root@$DST" "tar -C $R/img -xf - && $(claim_addr)runc --root $DST_ROOT restore --detach --bundle $BUNDLE --image-path $R/img --work-path $R/work $TCP $NAME$(announce_addr)"
+echo "T_RUNNING $(now)"
+echo "BYTES $(du -sb "$L/img" | cut -f1)"
+rm -rf "$L"
+ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R"
