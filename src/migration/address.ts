@@ -3,6 +3,7 @@
 // (with arp_ignore=8 until the restore is done, so no peer is answered early), and
 // announced by a gratuitous ARP. Rolled back in reverse. argv builders are pure.
 import type { MoveIp } from '../options.js';
+import { commandLine } from '../shell.js';
 
 export const addr = {
   showTo: (address: string) => ['ip', '-o', '-4', 'addr', 'show', 'to', address],
@@ -12,14 +13,38 @@ export const addr = {
   arpIgnore: (dev: string, value: string) => ['sysctl', '-q', '-w', `net.ipv4.conf.${dev}.arp_ignore=${value}`],
   readArpIgnore: (dev: string) => ['cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`],
   /**
-   * While a rolled-back destination copy is killed, its TCP sockets must not send FIN or
-   * RST to the peers, whose connections live on in the resumed source: drop its output.
+   * From before the restore until the commit (and while a rolled-back copy is killed), the
+   * destination's copy must not send to the peers, whose connections live on in the
+   * source until then: drop its output.
    */
   blockOutput: (m: MoveIp) => ['iptables', '-w', '-I', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   unblockOutput: (m: MoveIp) => ['iptables', '-w', '-D', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   /** Gratuitous ARP; `arping` is iputils' or busybox's, both take these flags. */
   garp: (arping: string[], m: MoveIp, dev: string) => [...arping, '-U', '-c', '1', '-I', dev, '-s', m.address, m.address],
+  /**
+   * The destination's side before the restore, in one round trip (it runs while the
+   * images are copied): print the old arp_ignore, set 8 (no ARP answers), mute the
+   * address's output (the restored copy must not ACK a peer's data before the commit: a
+   * rolled-back source would never see that data), add the address.
+   */
+  claim: (m: MoveIp, dev: string) => [
+    'sh',
+    '-c',
+    [addr.readArpIgnore(dev), addr.arpIgnore(dev, '8'), addr.blockOutput(m), addr.add(m, dev)].map(commandLine).join(' && '),
+  ],
+  /** After the restore is verified, in one round trip: unmute, arp_ignore back, gratuitous ARP. */
+  announce: (arping: string[], m: MoveIp, dev: string, arpIgnoreOld: string) => [
+    'sh',
+    '-c',
+    [addr.unblockOutput(m), addr.arpIgnore(dev, arpIgnoreOld), addr.garp(arping, m, dev)].map(commandLine).join('; '),
+  ],
 };
+
+/** The old arp_ignore value `claim` printed first, if it got that far. */
+export function parseClaimedArpIgnore(stdout: string): string | undefined {
+  const first = stdout.trim().split('\n')[0]?.trim();
+  return first && /^\d+$/.test(first) ? first : undefined;
+}
 
 /** "2: eth0    inet 10.0.0.5/24 brd ..." -> "eth0" (the first line's device). */
 export function parseAddrDev(stdout: string): string | undefined {

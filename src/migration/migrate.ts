@@ -11,7 +11,7 @@ import type { Report } from '../report.js';
 import { isNotExist, parseState, runc } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
-import { addr } from './address.js';
+import { addr, parseClaimedArpIgnore } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt } from './faults.js';
@@ -172,11 +172,19 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
   let arpIgnoreOld: string | undefined;
   let bytesMoved: number | undefined;
   let downtimeMs = 0;
+  /** The address claimed on the destination, concurrently with the copy. */
+  let claim: Promise<void> | undefined;
   try {
     failPoint('after-dump');
     if (mv) {
       await progress.phase('move-ip', `release ${mv.address} on the source`, () => src.run(addr.del(mv, ctx.moveIp!.srcDev)));
       addrMoved = true;
+      claim = (async () => {
+        const r = await dst.run(addr.claim(mv, ctx.moveIp!.dstDev), { allowFail: true });
+        arpIgnoreOld = parseClaimedArpIgnore(r.stdout);
+        if (r.code !== 0) throw new Error(`adding ${mv.address} on the destination failed: ${r.stderr.trim()}`);
+      })();
+      claim.catch(() => undefined); // awaited before the restore, or before a rollback
     }
     if (pageServer) {
       const code = await pageServer.done;
@@ -188,12 +196,7 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
       return streamDir(ctx, images.local, images.remote, ['./parent']);
     }, (b) => `(${formatBytes(b)})`);
     bytesMoved = sent;
-    if (mv) {
-      const d = ctx.moveIp!.dstDev;
-      arpIgnoreOld = (await dst.run(addr.readArpIgnore(d))).stdout.trim() || '0';
-      await dst.run(addr.arpIgnore(d, '8'));
-      await dst.run(addr.add(mv, d));
-    }
+    if (claim) await claim;
     stillHeld();
     restored = true;
     await progress.phase('restore', 'restore on the destination', async () => {
@@ -210,13 +213,6 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
       }
       if (faultAt('ssh-drop')) ctx.ssh.sever();
     });
-    if (mv) {
-      // Peers learn the address's new home: part of the downtime they see.
-      const d = ctx.moveIp!.dstDev;
-      await dst.run(addr.arpIgnore(d, arpIgnoreOld ?? '0'), { allowFail: true });
-      await dst.run(addr.garp(ctx.moveIp!.arping, mv, d), { allowFail: true });
-    }
-    downtimeMs = performance.now() - t0;
     await progress.phase('verify', 'verify it runs on the destination', async () => {
       failPoint('verify');
       const r = await dst.run(runc.state(ctx.dstRunc, opts.container), { allowFail: true });
@@ -224,8 +220,17 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
       if (st !== 'running') throw new Error(`the restored container is ${st} on the destination`);
     });
     stillHeld();
+    if (mv) {
+      // Only now may the destination's copy talk to its peers, and they learn its new home.
+      const a = await dst.run(addr.announce(ctx.moveIp!.arping, mv, ctx.moveIp!.dstDev, arpIgnoreOld ?? '0'), { allowFail: true });
+      if (a.code !== 0) progress.warn(`announcing ${mv.address} on the destination: ${a.stderr.trim() || `exit ${a.code}`}`);
+    }
+    downtimeMs = performance.now() - t0;
+    stillHeld();
   } catch (err) {
-    const dstClean = await rollback(ctx, { restored, addrMoved, arpIgnoreOld });
+    // A claim still in flight must land before the rollback takes the address back.
+    if (claim) await claim.catch(() => undefined);
+    const dstClean = await rollback(ctx, { restored, addrMoved, arpIgnoreOld, muted: claim !== undefined });
     // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks.
     await checkpoint.done;
     if (mv && addrMoved) await src.run(addr.garp(ctx.moveIp!.arping, mv, ctx.moveIp!.srcDev), { allowFail: true });
@@ -238,7 +243,7 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
     const decided = await verdict(L, 'commit');
     if (decided !== 'commit') {
       // The hold gave up first (timeout) and the source has resumed: it is the live copy.
-      const dstClean = await rollback(ctx, { restored: true, addrMoved, arpIgnoreOld: arpIgnoreOld ?? '0' });
+      const dstClean = await rollback(ctx, { restored: true, addrMoved, arpIgnoreOld: arpIgnoreOld ?? '0', muted: false });
       await checkpoint.done;
       throw await afterFreeze(ctx, `the source's hold ended (${decided}) before the commit; rolled back`, { dstClean });
     }
@@ -281,7 +286,8 @@ async function ensureConnection(ctx: Context): Promise<boolean> {
  * Undo a half-done switchover. Contract: the source resumes; the destination is clean.
  * Returns false when the destination could not be reached to remove what was restored.
  */
-async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string }): Promise<boolean> {
+/** muted: the claim put the destination's output block in place (or tried to). */
+async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string; muted: boolean }): Promise<boolean> {
   const { opts, src } = ctx;
   const mv = opts.moveIp;
   let reachable = true;
@@ -298,7 +304,7 @@ async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean
       }
       return undefined;
     };
-    const block = mv && s.restored ? await onDst(addr.blockOutput(mv)) : undefined;
+    const block = mv && s.restored && !s.muted ? await onDst(addr.blockOutput(mv)) : undefined;
     if (s.restored) {
       await onDst(runc.deleteForce(ctx.dstRunc, opts.container));
       // Confirm: the destination must not run a copy once the source resumes.
@@ -308,7 +314,7 @@ async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean
     if (mv && ctx.moveIp) {
       const d = ctx.moveIp.dstDev;
       await onDst(addr.del(mv, d));
-      if (block?.code === 0) await onDst(addr.unblockOutput(mv));
+      if (block?.code === 0 || s.muted) await onDst(addr.unblockOutput(mv));
       if (s.arpIgnoreOld !== undefined) await onDst(addr.arpIgnore(d, s.arpIgnoreOld));
       if (s.addrMoved) await src.run(addr.add(mv, ctx.moveIp.srcDev), { allowFail: true });
     }
@@ -330,10 +336,10 @@ function describePlan(ctx: Context): string[] {
   steps.push(`[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: ctx.transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump)`);
   if (o.moveIp) steps.push(`[src] ${commandLine(addr.del(o.moveIp, ctx.moveIp!.srcDev))}`);
   steps.push(`[src->dst] tar ${L.images} -> ${R.images}`);
-  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.add(o.moveIp, ctx.moveIp!.dstDev))}`);
+  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.claim(o.moveIp, ctx.moveIp!.dstDev))}  (during the copy)`);
   steps.push(`[dst] ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}`);
   steps.push(`[dst] ${commandLine(runc.state(ctx.dstRunc, o.container))}  (must be running)`);
-  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.garp(ctx.moveIp!.arping, o.moveIp, ctx.moveIp!.dstDev))}`);
+  if (o.moveIp) steps.push(`[dst] ${commandLine(addr.announce(ctx.moveIp!.arping, o.moveIp, ctx.moveIp!.dstDev, 'OLD'))}`);
   steps.push('commit: the source is destroyed; CRIU lock rules removed. Any failure before: the source resumes.');
   return steps;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compareVersions, criu, criuLogErrors, parseCriuVersion } from '../../src/criu.js';
 import { isNotExist, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../../src/runc.js';
-import { addr, parseAddrDev, parseRouteDev } from '../../src/migration/address.js';
+import { addr, parseAddrDev, parseClaimedArpIgnore, parseRouteDev } from '../../src/migration/address.js';
 import { criuIptablesDeletes, criuNftTables } from '../../src/migration/netlock.js';
 import { diagnose } from '../../src/migration/diagnose.js';
 import { holdScript } from '../../src/migration/hold.js';
@@ -51,6 +51,23 @@ test('parsers', () => {
   assert.equal(parseAddrDev(''), undefined);
   assert.equal(parseRouteDev('10.77.0.1 dev eth0 src 10.77.0.2 uid 0 \\    cache'), 'eth0');
   assert.deepEqual(addr.garp(['busybox', 'arping'], { address: '10.0.0.1', prefix: 32 }, 'eth0'), ['busybox', 'arping', '-U', '-c', '1', '-I', 'eth0', '-s', '10.0.0.1', '10.0.0.1']);
+});
+
+test('the destination claims and announces the address in one round trip each', () => {
+  const m = { address: '10.0.0.1', prefix: 32 };
+  assert.deepEqual(addr.claim(m, 'eth0'), [
+    'sh',
+    '-c',
+    'cat /proc/sys/net/ipv4/conf/eth0/arp_ignore && sysctl -q -w net.ipv4.conf.eth0.arp_ignore=8 && iptables -w -I OUTPUT -s 10.0.0.1 -j DROP && ip addr add 10.0.0.1/32 dev eth0',
+  ]);
+  assert.deepEqual(addr.announce(['busybox', 'arping'], m, 'eth0', '2'), [
+    'sh',
+    '-c',
+    'iptables -w -D OUTPUT -s 10.0.0.1 -j DROP; sysctl -q -w net.ipv4.conf.eth0.arp_ignore=2; busybox arping -U -c 1 -I eth0 -s 10.0.0.1 10.0.0.1',
+  ]);
+  assert.equal(parseClaimedArpIgnore('0\n'), '0');
+  assert.equal(parseClaimedArpIgnore(''), undefined);
+  assert.equal(parseClaimedArpIgnore('cat: no such file\n'), undefined);
 });
 
 test('CRIU lock rules are found and turned into deletions', () => {

@@ -1,0 +1,267 @@
+// The benchmarks that need dirty-memory tracking: between the two QEMU VMs of test/vm
+// (Debian's stock kernel, TCG, 1 vCPU each), the CLI running inside vm1.
+//   scaling  memwriter (MEM MiB kept, 256 KiB/s rewritten) at each size: naive (checkpoint
+//            to disk, scp, restore), ours one-shot, ours iterative with the default stop
+//            rule; freeze-to-running and total (the thesis' figure 5.2).
+//   sweep    Redis with 1e6 keys (DEBUG POPULATE) while a client on vm2 SETs a random key
+//            every 10 ms: ours iterative with --threshold 1..50 % of the first dump, with
+//            the default --max-downtime rule, and one-shot; client gap, freeze-to-running,
+//            total, pre-dumps (the thesis' figure 5.1).
+//   node dist/bench/vm.js [scaling] [sweep]      (as root; make build first)
+// Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
+// "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
+import { execa } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT } from '../test/e2e/hosts.js';
+import { plot } from './lib/plot.js';
+import { cell, rotation, summarize } from './lib/stats.js';
+
+const env = process.env;
+const RUNS = Number(env.RUNS ?? 5);
+const SIZES = (env.SIZES ?? '32 64 128').split(/\s+/).filter(Boolean).map(Number);
+const THRESHOLDS = (env.THRESHOLDS ?? '1 5 10 25 50').split(/\s+/).filter(Boolean).map(Number);
+const KEYS = Number(env.KEYS ?? 1_000_000);
+const OUT = path.resolve(env.OUT ?? path.join(ROOT, 'bench/results'));
+const TAG = env.TAG ?? 'vm';
+const VM = path.join(ROOT, 'test/vm');
+const SVC = '10.77.2.10/32';
+const log = (s: string) => process.stderr.write(s + '\n');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Run {
+  bench: 'scaling' | 'sweep';
+  point: string;
+  x: number;
+  rep: number;
+  clientGapMs?: number;
+  downtimeMs: number;
+  predictedMs?: number;
+  totalMs: number;
+  preDumps?: number;
+  finalPages?: number;
+  stopReason?: string;
+  ok: boolean;
+  note?: string;
+}
+
+async function vm(which: 'vm1' | 'vm2', command: string, timeoutMs = 900_000) {
+  const r = await execa('bash', [path.join(VM, 'ssh.sh'), which, command], { reject: false, stdin: 'ignore', timeout: timeoutMs });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+async function must(which: 'vm1' | 'vm2', command: string): Promise<string> {
+  const r = await vm(which, command);
+  if (r.code !== 0) throw new Error(`${which}: ${command}: exit ${r.code}\n${r.stderr}`);
+  return r.stdout;
+}
+const shm = (name: string, file: string) => `cat /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/root/dev/shm/${file} 2>/dev/null`;
+const state = async (which: 'vm1' | 'vm2', name: string) => ((await vm(which, `runc state ${name}`)).stdout.match(/"status": "(\w+)"/)?.[1] ?? 'absent');
+
+async function startVms(): Promise<void> {
+  await execa('bash', [path.join(VM, 'install-deps.sh')], { stdin: 'ignore' });
+  await execa('bash', [path.join(VM, 'build-image.sh')], { stdin: 'ignore', timeout: 1_200_000 });
+  await execa('gcc', ['-static', '-O2', '-o', path.join(ROOT, 'dist/memwriter'), path.join(ROOT, 'examples/memwriter.c')]);
+  // The Redis bundle is built here (Debian's redis-server and its libraries) and copied in.
+  await execa('bash', [path.join(ROOT, 'examples/make-bundle.sh'), 'redis', path.join(ROOT, '.bench/redis'), '/rm/bredis']);
+  await execa('bash', [path.join(VM, 'start.sh')], { stdin: 'ignore', timeout: 600_000 });
+}
+
+/** Runs a command in vm1 and its wall time there (ns clock of the VM). */
+async function timed(command: string): Promise<{ code: number; stdout: string; stderr: string; wallMs: number }> {
+  const r = await vm('vm1', `s=$(date +%s%N); ${command}; c=$?; echo "WALL $(( ($(date +%s%N) - s) / 1000000 ))"; exit $c`);
+  const wallMs = Number(r.stdout.match(/^WALL (\d+)/m)?.[1]);
+  return { ...r, stdout: r.stdout.replace(/^WALL \d+\n?/m, ''), wallMs };
+}
+
+const naiveEnv = (name: string, tcp: boolean) =>
+  `NAME=${name} DST=10.77.2.2 KEY=/root/.ssh/id_ed25519 KNOWN_HOSTS=/root/.ssh/known_hosts SRC_ROOT=/run/runc DST_ROOT=/run/runc BUNDLE=/root/bundles/${name} SVC=${tcp ? SVC : "''"} TCP=${tcp ? '--tcp-established' : "''"}`;
+
+async function migrateBy(method: string, name: string, flags: string, tcp: boolean): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
+  if (method === 'naive') {
+    const r = await timed(`${naiveEnv(name, tcp)} bash /project/bench/scripts/naive.sh`);
+    const mark = (k: string) => Number(r.stdout.match(new RegExp(`^${k} (\\d+)`, 'm'))?.[1]) / 1e6;
+    return { downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'), totalMs: r.wallMs, ok: r.code === 0, note: r.code ? r.stderr.slice(-300) : undefined };
+  }
+  const r = await timed(`node /project/bin/migrate ${name} root@10.77.2.2 --json ${flags}${tcp ? ` --move-ip ${SVC}` : ''}`);
+  let j: any = {};
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    /* reported below */
+  }
+  return {
+    downtimeMs: j.downtimeMs,
+    predictedMs: j.predictedDowntimeMs,
+    totalMs: r.wallMs,
+    preDumps: j.iterations?.length ?? 0,
+    finalPages: j.finalDump?.pagesWritten,
+    stopReason: j.stopReason,
+    ok: r.code === 0,
+    note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined,
+  };
+}
+
+async function scaling(runs: Run[]): Promise<void> {
+  const name = 'bmw';
+  const methods = ['naive', 'one-shot', 'iterative'];
+  for (const mib of SIZES) {
+    for (let rep = 0; rep < RUNS; rep++) {
+      for (const m of rotation(methods, rep)) {
+        for (const v of ['vm1', 'vm2'] as const) {
+          await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=256 bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+        }
+        await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+        for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
+        const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
+        const r = await migrateBy(m, name, m === 'naive' ? '' : `--${m}`, false);
+        let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+        let note = r.note;
+        if (ok) {
+          await sleep(1500);
+          const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
+          const st = (await vm('vm2', shm(name, 'status'))).stdout.trim();
+          if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
+        }
+        const run: Run = { bench: 'scaling', point: m, x: mib, rep, ...r, ok, note };
+        runs.push(run);
+        log(`scaling ${mib} MiB ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`);
+        await vm('vm2', `runc delete -f ${name}`);
+        write(runs);
+      }
+    }
+  }
+}
+
+async function sweep(runs: Run[]): Promise<void> {
+  const name = 'bredis';
+  const points = [...THRESHOLDS.map((t) => ({ label: `threshold ${t}%`, x: t, flags: `--iterative --threshold ${t}%` })), { label: 'max-downtime (default rule)', x: 0, flags: '--iterative' }, { label: 'one-shot', x: -1, flags: '--one-shot' }];
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const p of rotation(points, rep)) {
+      for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; ip addr del ${SVC} dev eth0 2>/dev/null; rm -rf /root/bundles/${name}; mkdir -p /root/bundles; cp -a /project/.bench/redis /root/bundles/${name}`);
+      await must('vm1', `ip addr add ${SVC} dev eth0 && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+      await must('vm2', 'ip neigh flush all');
+      const node = (args: string) => `node /project/dist/bench/probe.js ${args}`;
+      let up = false;
+      for (let i = 0; i < 100 && !up; i++) up = (await vm('vm1', node('do 127.0.0.1 6379 PING'))).stdout.includes('PONG') || (await sleep(300), false);
+      await must('vm1', node(`do 127.0.0.1 6379 DEBUG POPULATE ${KEYS} key`));
+      // The client on vm2, bound to vm2's own address (after the move the server is local there).
+      await must('vm2', `rm -f /tmp/probe.*; (${node(`watch 10.77.2.10 6379 --cmd set --keys ${KEYS} --every 10 --bind 10.77.2.2`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
+      await sleep(1000);
+      const r = await migrateBy('ours', name, p.flags, true);
+      await sleep(1500);
+      const probe = await vm('vm2', 'kill -TERM $(cat /tmp/probe.pid); for i in $(seq 50); do [ -s /tmp/probe.out ] && break; sleep 0.1; done; cat /tmp/probe.out');
+      const seen = JSON.parse(probe.stdout.trim().split('\n').pop() || '{}');
+      let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+      let note = r.note;
+      const dbsize = Number((await vm('vm2', node('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
+      if (ok && dbsize !== KEYS) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${KEYS}`);
+      if (ok && seen.reconnects) note = `client reconnected ${seen.reconnects} time(s)`;
+      const run: Run = { bench: 'sweep', point: p.label, x: p.x, rep, clientGapMs: seen.maxGapMs, ...r, ok, note };
+      runs.push(run);
+      log(`sweep ${p.label} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms (answered ${seen.answered}/${seen.sent}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps} (${r.stopReason ?? '-'}), final ${r.finalPages} pages`);
+      await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
+      write(runs);
+    }
+  }
+}
+
+let began = new Date();
+function write(runs: Run[]): void {
+  const good = runs.filter((r) => r.ok);
+  const of = (b: string, point: string, x: number, f: (r: Run) => number | undefined) =>
+    good.filter((r) => r.bench === b && r.point === point && r.x === x).map(f).filter((v): v is number => v !== undefined && Number.isFinite(v));
+  let md = `# Pre-copy in the VMs: scaling and the threshold sweep\n\n`;
+  md += `Hosts: two QEMU VMs (test/vm: Debian 12 kernel with soft-dirty tracking, TCG software emulation, 1 vCPU and ${env.RM_VM_MEM_MB ?? 1024} MiB each, linked by a QEMU socket netdev) on one 2-core machine; the CLI and the naive script run inside vm1. `;
+  md += `Run ${began.toISOString().slice(0, 16)}Z; ${RUNS} runs per point, the methods rotated each run. TCG makes everything 10-50 times slower than hardware: compare the methods with one another, not with other machines.\n\n`;
+  md += 'Cells: median (min-max). *freeze-to-running*: ours as reported; naive: `runc checkpoint` started to `runc restore` returned. *total*: command start to exit, measured in vm1.\n\n';
+  const failed = runs.filter((r) => !r.ok);
+  if (failed.length) md += `Failed runs, left out: ${failed.map((r) => `${r.bench} ${r.point} ${r.x} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
+  const sc = good.filter((r) => r.bench === 'scaling');
+  if (sc.length) {
+    md += '## Scaling: memwriter, 256 KiB/s rewritten\n\n| memory | method | freeze-to-running, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|\n';
+    for (const x of [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b)) {
+      for (const m of ['naive', 'one-shot', 'iterative']) {
+        const rs = sc.filter((r) => r.x === x && r.point === m);
+        if (!rs.length) continue;
+        md += `| ${x} MiB | ${m} | ${cell(of('scaling', m, x, (r) => r.downtimeMs))} | ${cell(of('scaling', m, x, (r) => r.totalMs))} | ${m === 'naive' ? '-' : cell(of('scaling', m, x, (r) => r.preDumps))} | ${m === 'naive' ? '-' : cell(of('scaling', m, x, (r) => r.finalPages))} | ${[...new Set(rs.map((r) => r.stopReason ?? '-'))].join(', ')} |\n`;
+      }
+    }
+    md += '\n| memory | one-shot / naive | iterative / naive | iterative / one-shot |\n|---|---|---|---|\n';
+    for (const x of [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b)) {
+      const med = (m: string) => summarize(of('scaling', m, x, (r) => r.downtimeMs)).median;
+      md += `| ${x} MiB | ${(med('one-shot') / med('naive')).toFixed(2)} | ${(med('iterative') / med('naive')).toFixed(2)} | ${(med('iterative') / med('one-shot')).toFixed(2)} |\n`;
+    }
+    md += `\n![downtime against memory](${TAG}-scaling.png)\n\n`;
+  }
+  const sw = good.filter((r) => r.bench === 'sweep');
+  if (sw.length) {
+    md += `## Threshold sweep: Redis, ${KEYS} keys (DEBUG POPULATE), a client SETting a random key every 10 ms from vm2\n\n`;
+    md += '| rule | client gap, ms | freeze-to-running, ms | predicted, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|---|\n';
+    for (const p of [...new Set(sw.map((r) => `${r.x}|${r.point}`))].sort((a, b) => Number(a.split('|')[0]) - Number(b.split('|')[0]))) {
+      const [xs, label] = p.split('|');
+      const x = Number(xs);
+      const rs = sw.filter((r) => r.point === label);
+      md += `| ${label} | ${cell(of('sweep', label, x, (r) => r.clientGapMs))} | ${cell(of('sweep', label, x, (r) => r.downtimeMs))} | ${cell(of('sweep', label, x, (r) => r.predictedMs))} | ${cell(of('sweep', label, x, (r) => r.totalMs))} | ${cell(of('sweep', label, x, (r) => r.preDumps))} | ${cell(of('sweep', label, x, (r) => r.finalPages))} | ${[...new Set(rs.map((r) => r.stopReason ?? '-'))].join(', ')} |\n`;
+    }
+    md += `\n![downtime and total time against the threshold](${TAG}-sweep.png)\n\n`;
+  }
+  md += `Every run: \`${TAG}.jsonl\`.\n`;
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
+  fs.writeFileSync(path.join(OUT, `${TAG}.jsonl`), runs.map((r) => JSON.stringify(r)).join('\n') + '\n');
+}
+
+async function plots(runs: Run[]): Promise<void> {
+  const good = runs.filter((r) => r.ok);
+  const sc = good.filter((r) => r.bench === 'scaling');
+  if (new Set(sc.map((r) => r.x)).size > 1) {
+    await plot({
+      file: path.join(OUT, `${TAG}-scaling.png`),
+      title: 'memwriter (256 KiB/s rewritten), VMs: freeze-to-running against memory',
+      xlabel: 'memory kept, MiB',
+      ylabel: 'freeze-to-running, ms',
+      logx: true,
+      series: ['naive', 'one-shot', 'iterative'].map((m) => ({
+        title: m,
+        points: [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b).map((x) => ({ x, values: sc.filter((r) => r.x === x && r.point === m).map((r) => r.downtimeMs) })),
+      })),
+    });
+  }
+  const sw = good.filter((r) => r.bench === 'sweep' && r.x > 0);
+  if (sw.length) {
+    const xs = [...new Set(sw.map((r) => r.x))].sort((a, b) => a - b);
+    const series = (title: string, f: (r: Run) => number | undefined) => ({ title, points: xs.map((x) => ({ x, values: sw.filter((r) => r.x === x).map((r) => f(r) ?? NaN) })) });
+    await plot({
+      file: path.join(OUT, `${TAG}-sweep.png`),
+      title: `Redis ${KEYS} keys, VMs: threshold (% of the first dump) against time`,
+      xlabel: 'threshold, % of the first pre-dump',
+      ylabel: 'ms',
+      logx: true,
+      logy: true,
+      series: [series('client gap', (r) => r.clientGapMs), series('freeze-to-running', (r) => r.downtimeMs), series('total', (r) => r.totalMs)],
+    });
+  }
+}
+
+async function main(): Promise<void> {
+  const which = process.argv.slice(2);
+  const want = (b: string) => which.length === 0 || which.includes(b);
+  began = new Date();
+  const runs: Run[] = [];
+  await startVms();
+  try {
+    if (want('sweep')) await sweep(runs);
+    if (want('scaling')) await scaling(runs);
+  } finally {
+    write(runs);
+    await plots(runs).catch((e) => log(`plot: ${e.message}`));
+    if (env.KEEP_VMS !== '1') await execa('bash', [path.join(VM, 'stop.sh')], { stdin: 'ignore', reject: false });
+  }
+  log(`results: ${path.join(OUT, `${TAG}.md`)}`);
+  if (runs.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+main().catch((e) => {
+  log(`vm: ${e instanceof Error ? e.stack : e}`);
+  process.exit(1);
+});
