@@ -25,3 +25,19 @@ test('bench/transport-crossover.sh runs end to end (16 MB, one run)', async () =
   for (const c of cells.slice(3, 8)) assert.match(c, /^\d+ \(\d+\)$/, row);
   fs.rmSync(path.dirname(out), { recursive: true, force: true });
 });
+
+test('bench/compare.js runs end to end (16 MB, one run, naive, raw and ours)', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-bench-'));
+  const r = await execa('node', [path.join(ROOT, 'dist/bench/compare.js')], {
+    env: { SIZES: '16', RUNS: '1', COUNTER: '0', STARTUP: '0', METHODS: 'naive raw-direct ours-stream', OUT: out, TAG: 'smoke' },
+    reject: false,
+    stdin: 'ignore',
+    timeout: 300_000,
+  });
+  assert.equal(r.exitCode, 0, String(r.stderr));
+  const md = fs.readFileSync(path.join(out, 'smoke.md'), 'utf8');
+  // Each method measured a client gap and a freeze-to-running time; the state moved whole.
+  for (const m of ['naive', 'raw-direct', 'ours-stream']) assert.match(md, new RegExp(`^\\| ${m} \\| \\d+ \\| \\d+ \\| \\d+ \\| \\d+ \\|$`, 'm'), md);
+  assert.doesNotMatch(md, /Failed runs/);
+  fs.rmSync(out, { recursive: true, force: true });
+});
