@@ -39,6 +39,10 @@ interface Run {
   clientGapMs?: number;
   clientReconnects?: number;
   downtimeMs: number;
+  /** Freeze to the dump written (ours: the dump phase; scripts: until runc checkpoint returned). */
+  dumpMs?: number;
+  /** Ours: the tool's phases, ms. */
+  phases?: Record<string, number>;
   totalMs: number;
   bytes?: number;
   memoryBytes?: number;
@@ -131,7 +135,7 @@ function scriptEnv(dstBundle: string, tcp: boolean): Record<string, string> {
   };
 }
 
-async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promise<Pick<Run, 'downtimeMs' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'>> {
+async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promise<Pick<Run, 'downtimeMs' | 'dumpMs' | 'phases' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'>> {
   const t0 = performance.now();
   if (method.startsWith('ours-')) {
     const args = [...baseArgs(h, NAME, dstBundle), '--one-shot', '--transport', method.slice(5), '--json'];
@@ -144,7 +148,9 @@ async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promi
     });
     const totalMs = performance.now() - t0;
     const rep = r.stdout ? JSON.parse(String(r.stdout)) : {};
-    return { downtimeMs: rep.downtimeMs, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
+    const phases: Record<string, number> = {};
+    for (const p of rep.phases ?? []) if (!p.name.startsWith('preflight:')) phases[p.name] = p.ms;
+    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
   }
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'bash', path.join(SCRIPTS, `${method}.sh`)], {
     reject: false,
@@ -155,7 +161,7 @@ async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promi
   const totalMs = performance.now() - t0;
   const mark = (k: string) => Number(String(r.stdout).match(new RegExp(`^${k} (\\d+)`, 'm'))?.[1]) / 1e6;
   const bytes = Number(String(r.stdout).match(/^BYTES (\d+)/m)?.[1]);
-  return { downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'), totalMs, bytes: Number.isFinite(bytes) ? bytes : undefined, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
+  return { downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'), dumpMs: mark('T_DUMPED') - mark('T_FREEZE'), totalMs, bytes: Number.isFinite(bytes) ? bytes : undefined, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
 }
 
 async function oneRun(workload: 'redis' | 'counter', sizeMb: number, method: Method, rep: number): Promise<Run> {
@@ -231,9 +237,9 @@ function writeResults(runs: Run[], start: { firstRemote: number[]; nodeBare: num
   for (const s of sizes) {
     const mem = summarize(pick('redis', s, 'ours-stream', (r) => r.memoryBytes).concat(pick('redis', s, 'ours-direct', (r) => r.memoryBytes))).median;
     md += `## Redis, DEBUG POPULATE ${s * 1000} keys x 1000 B (${s} MB of values; container memory ${mib(mem)} MiB)\n\n`;
-    md += '| method | client gap, ms | freeze-to-running, ms | total, ms | moved, MiB |\n|---|---|---|---|---|\n';
+    md += '| method | client gap, ms | freeze-to-running, ms | of which dump, ms | total, ms | moved, MiB |\n|---|---|---|---|---|---|\n';
     for (const m of methods) {
-      md += `| ${m} | ${cell(pick('redis', s, m, (r) => r.clientGapMs))} | ${cell(pick('redis', s, m, (r) => r.downtimeMs))} | ${cell(pick('redis', s, m, (r) => r.totalMs))} | ${cell(pick('redis', s, m, (r) => (r.bytes ?? NaN) / 1048576))} |\n`;
+      md += `| ${m} | ${cell(pick('redis', s, m, (r) => r.clientGapMs))} | ${cell(pick('redis', s, m, (r) => r.downtimeMs))} | ${cell(pick('redis', s, m, (r) => r.dumpMs))} | ${cell(pick('redis', s, m, (r) => r.totalMs))} | ${cell(pick('redis', s, m, (r) => (r.bytes ?? NaN) / 1048576))} |\n`;
     }
     md += '\n';
   }

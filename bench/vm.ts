@@ -41,6 +41,10 @@ interface Run {
   preDumps?: number;
   finalPages?: number;
   stopReason?: string;
+  /** When it ended (ISO). */
+  at?: string;
+  /** Ours: the tool's phases (pre-copy and switchover), ms. */
+  phases?: Record<string, number>;
   ok: boolean;
   note?: string;
 }
@@ -96,6 +100,7 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     preDumps: j.iterations?.length ?? 0,
     finalPages: j.finalDump?.pagesWritten,
     stopReason: j.stopReason,
+    phases: Object.fromEntries((j.phases ?? []).filter((p: { name: string }) => !p.name.startsWith('preflight:')).map((p: { name: string; ms: number }) => [p.name, p.ms])),
     ok: r.code === 0,
     note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined,
   };
@@ -129,6 +134,25 @@ async function scaling(runs: Run[]): Promise<void> {
         write(runs);
       }
     }
+  }
+}
+
+/** The smallest container (the counter), one-shot: the floor the other figures compare with. */
+async function baseline(runs: Run[]): Promise<void> {
+  const name = 'bcount';
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${name} /rm/${name} >/dev/null`);
+    await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+    for (let i = 0; i < 100 && !(Number((await vm('vm1', shm(name, 'count'))).stdout.trim()) > 1); i++) await sleep(300);
+    const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
+    const r = await migrateBy('ours', name, '--one-shot', false);
+    await sleep(1000);
+    const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
+    const ok = r.ok && (await state('vm1', name)) === 'absent' && after > before;
+    runs.push({ bench: 'scaling', point: 'baseline', x: 0, rep, ...r, ok, note: ok ? r.note : r.note ?? `count ${before} -> ${after}` });
+    log(`baseline counter #${rep + 1}: ${ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms`);
+    await vm('vm2', `runc delete -f ${name}`);
+    write(runs);
   }
 }
 
@@ -167,16 +191,20 @@ async function sweep(runs: Run[]): Promise<void> {
 
 let began = new Date();
 function write(runs: Run[]): void {
+  for (const r of runs) r.at ??= new Date().toISOString();
+  const ats = runs.map((r) => r.at!).sort();
   const good = runs.filter((r) => r.ok);
   const of = (b: string, point: string, x: number, f: (r: Run) => number | undefined) =>
     good.filter((r) => r.bench === b && r.point === point && r.x === x).map(f).filter((v): v is number => v !== undefined && Number.isFinite(v));
   let md = `# Pre-copy in the VMs: scaling and the threshold sweep\n\n`;
   md += `Hosts: two QEMU VMs (test/vm: Debian 12 kernel with soft-dirty tracking, TCG software emulation, 1 vCPU and ${env.RM_VM_MEM_MB ?? 1024} MiB each, linked by a QEMU socket netdev) on one 2-core machine; the CLI and the naive script run inside vm1. `;
-  md += `Run ${began.toISOString().slice(0, 16)}Z; ${RUNS} runs per point, the methods rotated each run. TCG makes everything 10-50 times slower than hardware: compare the methods with one another, not with other machines.\n\n`;
+  md += `Runs from ${(ats[0] ?? began.toISOString()).slice(0, 16)}Z to ${(ats[ats.length - 1] ?? '').slice(11, 16)}Z; ${RUNS} runs per point, the methods rotated each run. TCG makes everything 10-50 times slower than hardware: compare the methods with one another, not with other machines.\n\n`;
   md += 'Cells: median (min-max). *freeze-to-running*: ours as reported; naive: `runc checkpoint` started to `runc restore` returned. *total*: command start to exit, measured in vm1.\n\n';
   const failed = runs.filter((r) => !r.ok);
   if (failed.length) md += `Failed runs, left out: ${failed.map((r) => `${r.bench} ${r.point} ${r.x} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
-  const sc = good.filter((r) => r.bench === 'scaling');
+  const base = good.filter((r) => r.point === 'baseline');
+  if (base.length) md += `Baseline: the counter (a busybox shell loop), one-shot, freeze-to-running ${cell(base.map((r) => r.downtimeMs))} ms, total ${cell(base.map((r) => r.totalMs))} ms.\n\n`;
+  const sc = good.filter((r) => r.bench === 'scaling' && r.point !== 'baseline');
   if (sc.length) {
     md += '## Scaling: memwriter, 256 KiB/s rewritten\n\n| memory | method | freeze-to-running, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b)) {
@@ -213,7 +241,7 @@ function write(runs: Run[]): void {
 
 async function plots(runs: Run[]): Promise<void> {
   const good = runs.filter((r) => r.ok);
-  const sc = good.filter((r) => r.bench === 'scaling');
+  const sc = good.filter((r) => r.bench === 'scaling' && r.point !== 'baseline');
   if (new Set(sc.map((r) => r.x)).size > 1) {
     await plot({
       file: path.join(OUT, `${TAG}-scaling.png`),
@@ -247,10 +275,15 @@ async function main(): Promise<void> {
   const which = process.argv.slice(2);
   const want = (b: string) => which.length === 0 || which.includes(b);
   began = new Date();
-  const runs: Run[] = [];
+  // The figures of the benchmarks not run now are kept (one results file for both).
+  const file = path.join(OUT, `${TAG}.jsonl`);
+  const runs: Run[] = fs.existsSync(file)
+    ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run).filter((r) => !want(r.bench))
+    : [];
   await startVms();
   try {
     if (want('sweep')) await sweep(runs);
+    if (want('scaling')) await baseline(runs);
     if (want('scaling')) await scaling(runs);
   } finally {
     write(runs);

@@ -2,7 +2,8 @@
 # inside the source namespace. Environment: NAME, DST (address), KEY, KNOWN_HOSTS,
 # SRC_ROOT, DST_ROOT (runc roots), BUNDLE (on the destination), SVC (address/prefix to
 # move, empty: none), TCP (--tcp-established or empty). Prints T_FREEZE and T_RUNNING
-# (ns since the epoch) around the downtime, and BYTES (image bytes moved).
+# (ns since the epoch) around the downtime, T_DUMPED when the checkpoint returned, and
+# BYTES (image bytes moved).
 set -euo pipefail
 ssh_opts=(-i "$KEY" -o "UserKnownHostsFile=$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes)
 now() { date +%s%N; }

@@ -12,6 +12,7 @@ rm -rf "$L"; mkdir -p "$L/img" "$L/work"
 ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work"
 echo "T_FREEZE $(now)"
 runc --root "$SRC_ROOT" checkpoint --image-path "$L/img" --work-path "$L/work" $TCP "$NAME"
+echo "T_DUMPED $(now)"
 release_addr
 tar -C "$L/img" -cf - . | ssh "${ssh_opts[@]}" "root@$DST" "tar -C $R/img -xf - && $(claim_addr)runc --root $DST_ROOT restore --detach --bundle $BUNDLE --image-path $R/img --work-path $R/work $TCP $NAME$(announce_addr)"
 echo "T_RUNNING $(now)"

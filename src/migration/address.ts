@@ -32,11 +32,15 @@ export const addr = {
     '-c',
     [addr.readArpIgnore(dev), addr.arpIgnore(dev, '8'), addr.blockOutput(m), addr.add(m, dev)].map(commandLine).join(' && '),
   ],
-  /** After the restore is verified, in one round trip: unmute, arp_ignore back, gratuitous ARP. */
+  /**
+   * After the restore is verified, in one round trip: unmute, arp_ignore back, gratuitous
+   * ARP. Its exit status is the first two's: a copy left mute or deaf is no migration. The
+   * ARP is best effort (peers that miss it find the address again by asking).
+   */
   announce: (arping: string[], m: MoveIp, dev: string, arpIgnoreOld: string) => [
     'sh',
     '-c',
-    [addr.unblockOutput(m), addr.arpIgnore(dev, arpIgnoreOld), addr.garp(arping, m, dev)].map(commandLine).join('; '),
+    `${commandLine(addr.unblockOutput(m))} && ${commandLine(addr.arpIgnore(dev, arpIgnoreOld))}; s=$?; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; exit $s`,
   ],
 };
 

@@ -223,7 +223,7 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
     if (mv) {
       // Only now may the destination's copy talk to its peers, and they learn its new home.
       const a = await dst.run(addr.announce(ctx.moveIp!.arping, mv, ctx.moveIp!.dstDev, arpIgnoreOld ?? '0'), { allowFail: true });
-      if (a.code !== 0) progress.warn(`announcing ${mv.address} on the destination: ${a.stderr.trim() || `exit ${a.code}`}`);
+      if (a.code !== 0) throw new Error(`releasing ${mv.address} on the destination failed: ${a.stderr.trim() || `exit ${a.code}`}`);
     }
     downtimeMs = performance.now() - t0;
     stillHeld();

@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (it installs Debian packages)" >&2; exit 1; }
 
-PKGS=(runc iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools)
+# gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
+PKGS=(runc iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -63,7 +63,7 @@ test('the destination claims and announces the address in one round trip each', 
   assert.deepEqual(addr.announce(['busybox', 'arping'], m, 'eth0', '2'), [
     'sh',
     '-c',
-    'iptables -w -D OUTPUT -s 10.0.0.1 -j DROP; sysctl -q -w net.ipv4.conf.eth0.arp_ignore=2; busybox arping -U -c 1 -I eth0 -s 10.0.0.1 10.0.0.1',
+    'iptables -w -D OUTPUT -s 10.0.0.1 -j DROP && sysctl -q -w net.ipv4.conf.eth0.arp_ignore=2; s=$?; busybox arping -U -c 1 -I eth0 -s 10.0.0.1 10.0.0.1 >/dev/null 2>&1; exit $s',
   ]);
   assert.equal(parseClaimedArpIgnore('0\n'), '0');
   assert.equal(parseClaimedArpIgnore(''), undefined);
