@@ -128,7 +128,7 @@ async function scaling(runs: Run[]): Promise<void> {
           if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
         }
         const run: Run = { bench: 'scaling', point: m, x: mib, rep, ...r, ok, note };
-        runs.push(run);
+        record(runs, run);
         log(`scaling ${mib} MiB ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`);
         await vm('vm2', `runc delete -f ${name}`);
         write(runs);
@@ -149,7 +149,7 @@ async function baseline(runs: Run[]): Promise<void> {
     await sleep(1000);
     const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
     const ok = r.ok && (await state('vm1', name)) === 'absent' && after > before;
-    runs.push({ bench: 'scaling', point: 'baseline', x: 0, rep, ...r, ok, note: ok ? r.note : r.note ?? `count ${before} -> ${after}` });
+    record(runs, { bench: 'scaling', point: 'baseline', x: 0, rep, ...r, ok, note: ok ? r.note : r.note ?? `count ${before} -> ${after}` });
     log(`baseline counter #${rep + 1}: ${ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms`);
     await vm('vm2', `runc delete -f ${name}`);
     write(runs);
@@ -181,7 +181,7 @@ async function sweep(runs: Run[]): Promise<void> {
       if (ok && dbsize !== KEYS) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${KEYS}`);
       if (ok && seen.reconnects) note = `client reconnected ${seen.reconnects} time(s)`;
       const run: Run = { bench: 'sweep', point: p.label, x: p.x, rep, clientGapMs: seen.maxGapMs, ...r, ok, note };
-      runs.push(run);
+      record(runs, run);
       log(`sweep ${p.label} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms (answered ${seen.answered}/${seen.sent}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps} (${r.stopReason ?? '-'}), final ${r.finalPages} pages`);
       await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
       write(runs);
@@ -190,9 +190,11 @@ async function sweep(runs: Run[]): Promise<void> {
 }
 
 let began = new Date();
+function record(runs: Run[], r: Run): void {
+  runs.push({ ...r, at: new Date().toISOString() });
+}
 function write(runs: Run[]): void {
-  for (const r of runs) r.at ??= new Date().toISOString();
-  const ats = runs.map((r) => r.at!).sort();
+  const ats = runs.flatMap((r) => (r.at ? [r.at] : [])).sort();
   const good = runs.filter((r) => r.ok);
   const of = (b: string, point: string, x: number, f: (r: Run) => number | undefined) =>
     good.filter((r) => r.bench === b && r.point === point && r.x === x).map(f).filter((v): v is number => v !== undefined && Number.isFinite(v));
