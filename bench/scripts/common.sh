@@ -11,3 +11,11 @@ now() { date +%s%N; }
 release_addr() { [ -z "$SVC" ] || ip addr del "$SVC" dev eth0; }
 claim_addr() { [ -z "$SVC" ] || echo "ip addr add $SVC dev eth0 && "; }
 announce_addr() { [ -z "$SVC" ] || echo " && busybox arping -U -c 1 -I eth0 -s ${SVC%/*} ${SVC%/*} >/dev/null"; }
+# One SSH connection opened before the freeze, which every later ssh reuses (ControlMaster),
+# as the tool keeps one connection.
+open_master() {
+	ctl=$(mktemp -u /tmp/bench-raw-ssh.XXXXXX)
+	ssh_opts+=(-o "ControlPath=$ctl")
+	ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
+	trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+}

@@ -5,10 +5,7 @@
 # opened before the freeze, the address moved. No preflight, no hold, no rollback.
 . "$(dirname "$0")/common.sh"
 L=/dev/shm/bench-raw.src R=/dev/shm/bench-raw.dst PORT=27199
-ctl=$(mktemp -u /tmp/bench-raw-ssh.XXXXXX)
-ssh_opts+=(-o "ControlPath=$ctl")
-ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
-trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+open_master
 rm -rf "$L"; mkdir -p "$L/img" "$L/work"
 ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work && criu page-server --images-dir $R/img --address $DST --port $PORT --daemon -o $R/work/page-server.log"
 echo "T_FREEZE $(now)"

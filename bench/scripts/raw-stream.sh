@@ -4,10 +4,7 @@
 # the address moved. No preflight, no hold, no rollback, no checks.
 . "$(dirname "$0")/common.sh"
 L=/dev/shm/bench-raw.src R=/dev/shm/bench-raw.dst
-ctl=$(mktemp -u /tmp/bench-raw-ssh.XXXXXX)
-ssh_opts+=(-o "ControlPath=$ctl")
-ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
-trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+open_master
 rm -rf "$L"; mkdir -p "$L/img" "$L/work"
 ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work"
 echo "T_FREEZE $(now)"
