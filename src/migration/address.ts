@@ -1,7 +1,8 @@
 // --move-ip: the service address the container's TCP peers use moves with it. Removed
-// on the source once the tasks are frozen, added on the destination before the restore
-// (with arp_ignore=8 until the restore is done, so no peer is answered early), and
-// announced by a gratuitous ARP. Rolled back in reverse. argv builders are pure.
+// on the source once the tasks are frozen; added on the destination while the images are
+// copied, with arp_ignore=8 and its output dropped until the restored copy is verified (no
+// peer reaches it, and it answers none, before then); then announced by a gratuitous ARP.
+// Rolled back in reverse. argv builders are pure.
 import type { MoveIp } from '../options.js';
 import { commandLine } from '../shell.js';
 
