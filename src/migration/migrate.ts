@@ -16,7 +16,7 @@ import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt } from './faults.js';
 import { verdict, waitDumped, writeHold } from './hold.js';
-import { criuIptablesDeletes, criuNftTables } from './netlock.js';
+import { removeCriuLockRules } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
@@ -87,29 +87,6 @@ async function afterFreeze(ctx: Context, message: string, o: { hint?: string; cr
     o.criuErrors ?? [],
     running ? 'source' : 'unknown',
   );
-}
-
-/** Removes the TCP lock rules CRIU left on the source after a committed dump. */
-async function removeLockRules(ctx: Context): Promise<number> {
-  let removed = 0;
-  for (const bin of ['iptables', 'ip6tables']) {
-    const list = await ctx.src.run([bin, '-w', '-S'], { allowFail: true });
-    if (list.code !== 0) continue;
-    for (const argv of criuIptablesDeletes(list.stdout, bin)) {
-      const r = await ctx.src.run(argv, { allowFail: true });
-      if (r.code === 0) removed++;
-    }
-    // The chain itself, if CRIU made one.
-    if (/^-N CRIU$/m.test(list.stdout)) await ctx.src.run([bin, '-w', '-X', 'CRIU'], { allowFail: true });
-  }
-  const nft = await ctx.src.run(['nft', 'list', 'tables'], { allowFail: true });
-  if (nft.code === 0) {
-    for (const t of criuNftTables(nft.stdout)) {
-      const r = await ctx.src.run(['nft', 'delete', 'table', ...t.split(' ')], { allowFail: true });
-      if (r.code === 0) removed++;
-    }
-  }
-  return removed;
 }
 
 interface FinalImages {
@@ -224,9 +201,9 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
       // Only now may the destination's copy talk to its peers, and they learn its new home.
       const a = await dst.run(addr.announce(ctx.moveIp!.arping, mv, ctx.moveIp!.dstDev, arpIgnoreOld ?? '0'), { allowFail: true });
       if (a.code !== 0) throw new Error(`releasing ${mv.address} on the destination failed: ${a.stderr.trim() || `exit ${a.code}`}`);
+      stillHeld();
     }
     downtimeMs = performance.now() - t0;
-    stillHeld();
   } catch (err) {
     // A claim still in flight must land before the rollback takes the address back.
     if (claim) await claim.catch(() => undefined);
@@ -255,7 +232,8 @@ async function switchover(ctx: Context, images: FinalImages): Promise<Switchover
       await src.run([ctx.srcRunc.runc, '--root', ctx.srcRunc.root, 'kill', opts.container, 'KILL'], { allowFail: true });
       await src.run(runc.deleteForce(ctx.srcRunc, opts.container), { allowFail: true });
     }
-    if (opts.tcpEstablished) await removeLockRules(ctx);
+    // CRIU leaves its TCP lock rules on the source after a committed dump.
+    if (opts.tcpEstablished) await removeCriuLockRules((argv) => src.run(argv, { allowFail: true }));
   });
   const du = await dst.run(['du', '-s', '-B1', '--apparent-size', R.images], { allowFail: true });
   const duBytes = Number(du.stdout.split(/\s/)[0]);
@@ -285,8 +263,8 @@ async function ensureConnection(ctx: Context): Promise<boolean> {
 /**
  * Undo a half-done switchover. Contract: the source resumes; the destination is clean.
  * Returns false when the destination could not be reached to remove what was restored.
+ * muted: the claim put the destination's output block in place (or tried to).
  */
-/** muted: the claim put the destination's output block in place (or tried to). */
 async function rollback(ctx: Context, s: { restored: boolean; addrMoved: boolean; arpIgnoreOld?: string; muted: boolean }): Promise<boolean> {
   const { opts, src } = ctx;
   const mv = opts.moveIp;

@@ -1,7 +1,8 @@
 // CRIU locks a dumped container's TCP connections with iptables DROP rules that skip
 // packets marked 0xc114 (its own), or with an nftables table "CRIU-<id>". After a
 // successful dump the source's rules stay behind; they are removed once the migration
-// commits. Pure parsing here; the caller runs the commands.
+// commits. The parsing is pure; removeCriuLockRules runs its commands through the
+// runner it is given (a host of the tool's, or a test bed's namespace).
 
 const MARK = /--mark 0xc114\b/;
 
@@ -27,4 +28,28 @@ export function criuNftTables(listing: string): string[] {
     .map((l) => l.trim().match(/^table\s+(\S+)\s+(CRIU-\S+)$/))
     .filter((m): m is RegExpMatchArray => !!m)
     .map((m) => `${m[1]} ${m[2]}`);
+}
+
+/** Runs one command without throwing on a non-zero exit. */
+export type Runner = (argv: string[]) => Promise<{ code: number | null; stdout: string }>;
+
+/** Removes every lock rule (and CRIU's chain or nftables table) CRIU left; returns how many. */
+export async function removeCriuLockRules(run: Runner): Promise<number> {
+  let removed = 0;
+  for (const bin of ['iptables', 'ip6tables']) {
+    const list = await run([bin, '-w', '-S']);
+    if (list.code !== 0) continue;
+    for (const argv of criuIptablesDeletes(list.stdout, bin)) {
+      if ((await run(argv)).code === 0) removed++;
+    }
+    // The chain itself, if CRIU made one.
+    if (/^-N CRIU$/m.test(list.stdout)) await run([bin, '-w', '-X', 'CRIU']);
+  }
+  const nft = await run(['nft', 'list', 'tables']);
+  if (nft.code === 0) {
+    for (const t of criuNftTables(nft.stdout)) {
+      if ((await run(['nft', 'delete', 'table', ...t.split(' ')])).code === 0) removed++;
+    }
+  }
+  return removed;
 }
