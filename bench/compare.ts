@@ -23,8 +23,8 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { criuIptablesDeletes, criuNftTables } from '../src/migration/netlock.js';
-import { type Hosts, ROOT, baseArgs, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor } from '../test/e2e/hosts.js';
+import { removeCriuLockRules } from '../src/migration/netlock.js';
+import { type Hosts, ROOT, baseArgs, clientProcess, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor } from '../test/e2e/hosts.js';
 import { plot } from './lib/plot.js';
 import { cell, mib, ratio, rotation, summarize } from './lib/stats.js';
 
@@ -66,21 +66,12 @@ const log = (s: string) => process.stderr.write(s + '\n');
 let h: Hosts;
 const svc = () => `${h.serviceAddr}/32`;
 
-async function addressOnSource(): Promise<void> {
-  await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
-  await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
-  await sh(['ip', '-n', 'rm-client', 'neigh', 'flush', 'all']);
-}
-
 /** The scripts leave CRIU's lock rules on the source (ours removes them at commit). */
-async function clearLockRules(): Promise<void> {
-  for (const bin of ['iptables', 'ip6tables']) {
-    const r = await sh([...ns('src'), bin, '-S'], { reject: false });
-    for (const argv of criuIptablesDeletes(r.stdout, bin)) await sh([...ns('src'), ...argv], { reject: false });
-  }
-  const t = await sh([...ns('src'), 'nft', 'list', 'tables'], { reject: false });
-  for (const table of criuNftTables(t.stdout)) await sh([...ns('src'), 'nft', 'delete', 'table', ...table.split(' ')], { reject: false });
-}
+const clearLockRules = () =>
+  removeCriuLockRules(async (argv) => {
+    const r = await sh([...ns('src'), ...argv], { reject: false });
+    return { code: r.exitCode ?? null, stdout: String(r.stdout) };
+  });
 
 async function redisCli(side: 'src' | 'dst', ...args: string[]): Promise<string> {
   return (await sh([...ns(side), 'redis-cli', '-h', '127.0.0.1', ...args])).stdout.trim();
@@ -91,11 +82,8 @@ interface Probe {
 }
 
 async function startProbe(): Promise<Probe> {
-  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', PROBE, 'watch', h.serviceAddr, '6379', '--every', '10', '--cmd', 'ping'], { reject: false, stdin: 'ignore' });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('probe did not connect')), 10_000);
-    proc.stderr!.on('data', (d: Buffer) => d.toString().includes('connected') && (clearTimeout(timer), resolve()));
-  });
+  const { proc, connected } = clientProcess(PROBE, ['watch', h.serviceAddr, '6379', '--every', '10', '--cmd', 'ping']);
+  await connected;
   return {
     async stop() {
       proc.kill('SIGTERM');
@@ -109,7 +97,7 @@ async function startProbe(): Promise<Probe> {
 async function prepare(workload: 'redis' | 'counter', sizeMb: number): Promise<{ dstBundle: string; keys: number }> {
   await removeEverywhere(h, NAME);
   await clearLockRules();
-  await addressOnSource();
+  await serviceAddressOnSource(h);
   const b = await startExample(h, workload, NAME);
   if (workload === 'counter') {
     await waitFor('the counter', async () => (await readCounter(b.src)) > 1);
@@ -140,17 +128,12 @@ async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promi
   if (method.startsWith('ours-')) {
     const args = [...baseArgs(h, NAME, dstBundle), '--one-shot', '--transport', method.slice(5), '--json'];
     if (tcp) args.push('--move-ip', svc());
-    const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
-      reject: false,
-      stdin: 'ignore',
-      env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' },
-      timeout: 600_000,
-    });
+    const r = await migrate(args, {}, 600_000);
     const totalMs = performance.now() - t0;
-    const rep = r.stdout ? JSON.parse(String(r.stdout)) : {};
+    const rep = r.stdout ? JSON.parse(r.stdout) : {};
     const phases: Record<string, number> = {};
     for (const p of rep.phases ?? []) if (!p.name.startsWith('preflight:')) phases[p.name] = p.ms;
-    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
+    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.code === 0, note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined };
   }
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'bash', path.join(SCRIPTS, `${method}.sh`)], {
     reject: false,

@@ -125,12 +125,12 @@ export function baseArgs(h: Hosts, name: string, bundle: string): string[] {
   ];
 }
 
-export async function migrate(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export async function migrate(args: string[], env: Record<string, string> = {}, timeoutMs = 180_000): Promise<CliResult> {
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
     reject: false,
     stdin: 'ignore',
     env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home', ...env },
-    timeout: 180_000,
+    timeout: timeoutMs,
   });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
@@ -162,20 +162,33 @@ function sshdPid(): string | undefined {
   }
 }
 
-export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {
-  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', path.join(ROOT, 'dist/test/e2e/echo-client.js'), h.serviceAddr, '7777', String(intervalMs)], {
-    reject: false,
-    stdin: 'ignore',
-  });
+/** The service address (h.serviceAddr/32) on the source only; the client forgets any other home. */
+export async function serviceAddressOnSource(h: Hosts): Promise<void> {
+  const svc = `${h.serviceAddr}/32`;
+  await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc, 'dev', 'eth0'], { reject: false });
+  await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc, 'dev', 'eth0']);
+  await sh(['ip', '-n', 'rm-client', 'neigh', 'flush', 'all']);
+}
+
+/**
+ * A client program (node SCRIPT ARGS) in the client namespace; `connected` resolves once
+ * it says "connected" on stderr. Stopped with SIGTERM, it prints one JSON line.
+ */
+export function clientProcess(script: string, args: string[]): { proc: ResultPromise; connected: Promise<void> } {
+  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', script, ...args], { reject: false, stdin: 'ignore' });
   const connected = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('echo client did not connect within 10 s')), 10_000);
+    const timer = setTimeout(() => reject(new Error(`${path.basename(script)} did not connect within 10 s`)), 10_000);
     proc.stderr!.on('data', (d: Buffer) => {
       if (d.toString().includes('connected')) {
         clearTimeout(timer);
         resolve();
       }
     });
-    proc.then((r) => reject(new Error(`echo client ended before connecting: ${r.stderr}`)));
+    proc.then((r) => reject(new Error(`${path.basename(script)} ended before connecting: ${r.stderr}`)));
   });
   return { proc, connected };
+}
+
+export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {
+  return clientProcess(path.join(ROOT, 'dist/test/e2e/echo-client.js'), [h.serviceAddr, '7777', String(intervalMs)]);
 }

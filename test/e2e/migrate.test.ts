@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  baseArgs, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor,
+  baseArgs, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
   type Hosts,
 } from './hosts.js';
 
@@ -96,12 +96,7 @@ async function stopClient(client: ReturnType<typeof echoClient>) {
 
 describe('TCP echo server with --move-ip', () => {
   const svc = () => `${h.serviceAddr}/32`;
-  /** The service address on the source only, and the client's ARP cache forgetting any other. */
-  async function addressOnSource(): Promise<void> {
-    await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
-    await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc(), 'dev', 'eth0']);
-    await sh(['ip', '-n', 'rm-client', 'neigh', 'flush', 'all']);
-  }
+  const addressOnSource = () => serviceAddressOnSource(h);
   before(addressOnSource);
   after(async () => {
     await removeEverywhere(h, 'echo');
