@@ -6,22 +6,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (it installs Debian packages)" >&2; exit 1; }
+. "$here/apt.sh"
 
 # gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
 PKGS=(runc iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
-missing=()
-for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "install-deps: apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq || echo "install-deps: apt-get update reported errors (unreachable extra sources?); going on" >&2
-	# Services must not start on their own: the test hosts start their own sshd.
-	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	rm -f /usr/sbin/policy-rc.d
-fi
+apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"
 

@@ -4,6 +4,7 @@
 # CRIU 4.2 itself is installed by test/hosts/install-criu.sh (build-image.sh runs it when
 # its private install is missing).
 set -euo pipefail
+. "$(cd "$(dirname "$0")/../hosts" && pwd)/apt.sh"
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (it installs Debian packages)" >&2; exit 1; }
 
 # One package per line, with why it is needed.
@@ -18,23 +19,5 @@ PKGS=(
 	zstd xz-utils gzip # kernel payload decompression
 	iproute2          # ss (port checks in start.sh)
 )
-missing=()
-for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-	echo "install-deps: all VM packages present"
-	exit 0
-fi
-echo "install-deps: apt-get install ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-# A source that cannot be reached (non-Debian repositories) must not stop us: apt-get
-# update still refreshes the reachable ones. The install below fails loudly if a package
-# really cannot be found.
-apt-get update -qq || echo "install-deps: warning: apt-get update reported errors (continuing)" >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for p in "${missing[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		{ echo "install-deps: $p did not install" >&2; exit 1; }
-done
-echo "install-deps: done"
+apt_install_missing "${PKGS[@]}"
+echo "install-deps: VM packages present"
