@@ -1,9 +1,11 @@
 # The two commands a new machine needs (as root; each installs what it needs):
 #   make demo   builds two local test hosts, starts a counter on one, migrates it,
 #               shows it counting on the other, tears down
-#   make test   unit tests, end-to-end tests against real local test hosts (network
-#               namespaces), and the pre-copy tests in two QEMU VMs (Debian's kernel)
-.PHONY: all deps build demo test test-unit test-e2e test-vm hosts hosts-down vm-down clean
+#   make test   unit tests, the fresh-machine check (installation and demo in a clean
+#               Debian 12 root), the npm package's install, end-to-end tests against real
+#               local test hosts (network namespaces), and the pre-copy tests in two QEMU
+#               VMs (Debian's kernel)
+.PHONY: all deps build demo test test-unit test-e2e test-vm test-fresh hosts hosts-down vm-down clean
 
 all: build
 
@@ -23,7 +25,7 @@ demo: deps build
 	bash examples/demo.sh
 
 test: deps vm-deps build
-	node --test --test-concurrency=1 dist/test/unit/ dist/test/e2e/ dist/test/vm-e2e/
+	node --test --test-concurrency=1 dist/test/unit/ dist/test/fresh/ dist/test/e2e/ dist/test/vm-e2e/
 
 test-unit: build
 	node --test dist/test/unit/
@@ -33,6 +35,10 @@ test-e2e: deps build
 
 test-vm: deps vm-deps build
 	node --test dist/test/vm-e2e/
+
+# The fresh-machine check alone (a clean Debian 12 root; debootstrap and zstd come with vm-deps).
+test-fresh: vm-deps build
+	node --test dist/test/fresh/
 
 hosts: deps
 	bash test/hosts/setup.sh
