@@ -1,8 +1,10 @@
 // The command line: flags (defaults from options.ts), output mode, exit codes.
 import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
+import { readFileSync } from 'node:fs';
+import { bashCompletion } from './completion.js';
 import { DEFAULTS, resolveOptions, TRANSPORTS, type RawOptions } from './options.js';
-import { EXIT, MigrateError } from './errors.js';
+import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
 import { interruption, migrate } from './migration/migrate.js';
@@ -24,6 +26,11 @@ Examples:
 `;
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** The version in the package's own package.json (dist/src/cli.js is two levels below it). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
 
 export function buildProgram(): Command {
   const p = new Command('migrate')
@@ -66,10 +73,19 @@ export function buildProgram(): Command {
     .option('-v, --verbose', 'print every local and remote command as it runs', false)
     .option('-n, --dry-run', 'connect, run the preflight checks and print the plan; freeze and change nothing', false)
     .option('--force', 'skip the preflight checks that can be skipped (criu check, CPU compatibility, open files, free space); says which', false)
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run migrate --help for every option)')
     .exitOverride();
   p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+  // Subcommands come after exitOverride and configureOutput, which they inherit.
+  p.command('completion')
+    .description('print a shell completion script: eval "$(migrate completion bash)"')
+    .argument('<shell>', 'the shell (bash)')
+    .action((shell: string) => {
+      if (shell !== 'bash') throw new UsageError(`no completion for "${shell}": only bash is supported`, 'Run: eval "$(migrate completion bash)"');
+      process.stdout.write(bashCompletion(p));
+    });
   return p;
 }
 
@@ -91,16 +107,26 @@ function installSignalHandlers(progress: Progress): void {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  let migration: { container: string; host: string } | undefined;
+  program.action((container: string, host: string) => {
+    migration = { container, host };
+  });
   try {
-    program.parse(argv);
+    await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.OK;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
       return EXIT.USAGE;
+    }
+    if (err instanceof MigrateError) {
+      process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
+      return err.exitCode;
     }
     throw err;
   }
-  const [container, host] = program.args;
+  // A subcommand (completion) ran and printed what it had to.
+  if (!migration) return EXIT.OK;
+  const { container, host } = migration;
   const raw = program.opts() as RawOptions & { identity?: string[] };
   let opts;
   try {
