@@ -38,8 +38,13 @@ export interface Report {
   /** Checkpoint image bytes that arrived on the destination. */
   bytesMoved?: number;
   phases: PhaseTiming[];
-  /** Where the container runs when the tool exits: what a script needs to know. */
-  runningOn: 'source' | 'destination' | 'unknown';
+  /**
+   * Where the container runs when the tool exits: what a script needs to know. 'none': it
+   * was not running on the source when the tool looked (missing, stopped or paused), and
+   * the tool changed nothing; 'unknown': the tool could not tell (a refusal before it
+   * looked, or a failure it could not confirm).
+   */
+  runningOn: 'source' | 'destination' | 'none' | 'unknown';
   warnings: string[];
   error?: { message: string; hint?: string; criuErrors?: string[] };
 }
@@ -74,11 +79,25 @@ export function humanError(r: Report): string {
   const lines = [chalk.red(`error: ${r.error.message}`)];
   for (const e of r.error.criuErrors ?? []) lines.push(chalk.dim(`  ${e}`));
   if (r.error.hint) lines.push(`  ${r.error.hint}`);
-  const where = {
+  lines.push(chalk.bold(`  ${closingLine(r)}`));
+  return lines.join('\n');
+}
+
+/** The last line after a failure: where the container is, and only what the tool knows. */
+export function closingLine(r: Report): string {
+  const untouched = r.outcome === 'refused' || r.outcome === 'interrupted';
+  if (untouched) {
+    return {
+      source: `Nothing was frozen or changed: ${r.container} is running on the source.`,
+      destination: `Nothing was frozen or changed: ${r.container} is running on the destination.`,
+      none: `Nothing was frozen or changed; ${r.container} was not running on the source.`,
+      unknown: 'Nothing was frozen or changed.',
+    }[r.runningOn];
+  }
+  return {
     source: `The container ${r.container} is running on the source.`,
     destination: `The container ${r.container} is running on the destination.`,
+    none: `The container ${r.container} is not running on either host.`,
     unknown: `Where ${r.container} runs could not be confirmed: check with runc state on both hosts.`,
   }[r.runningOn];
-  lines.push(chalk.bold(`  ${where}`));
-  return lines.join('\n');
 }

@@ -18,6 +18,8 @@ export interface Context {
   dstRunc: RuncGlobal;
   /** Filled by preflight. */
   state?: ContainerState;
+  /** The container's status on the source as preflight saw it ('missing' when runc knows no such container). */
+  sourceStatus?: string;
   bundle?: string;
   memoryBytes?: number;
   srcCriuVersion?: string;

@@ -322,6 +322,12 @@ function describePlan(ctx: Context): string[] {
   return steps;
 }
 
+/** Where the container is after a refusal before the freeze: as the preflight last saw it. */
+function beforeFreeze(ctx: Context): Report['runningOn'] {
+  if (ctx.sourceStatus === undefined) return 'unknown';
+  return ctx.sourceStatus === 'running' ? 'source' : 'none';
+}
+
 export async function migrate(opts: Options, progress: Progress): Promise<Report> {
   const t0 = performance.now();
   const log = (host: string, line: string) => progress.command(host, line);
@@ -335,7 +341,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     diskless: opts.diskless,
     totalMs: 0,
     phases: progress.phases,
-    runningOn: 'source',
+    runningOn: 'unknown',
     warnings: progress.warnings,
   };
   const ctx: Context = {
@@ -393,15 +399,18 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       report.runningOn = e.runningOn;
       report.error = { message: e.message, hint: e.hint, criuErrors: e.criuErrors.length ? e.criuErrors : undefined };
     } else if (e instanceof MigrateError) {
+      report.runningOn = beforeFreeze(ctx);
       report.outcome = e.exitCode === EXIT.INTERRUPTED ? 'interrupted' : 'refused';
       report.exitCode = e.exitCode;
       report.error = { message: e.message, hint: e.hint };
     } else if (e instanceof CommandError) {
       // A command failed before the freeze: nothing was changed on the source.
+      report.runningOn = beforeFreeze(ctx);
       report.outcome = 'refused';
       report.exitCode = EXIT.PREFLIGHT;
       report.error = { message: e.message };
     } else {
+      report.runningOn = 'unknown';
       report.outcome = 'refused';
       report.exitCode = EXIT.INTERNAL;
       report.error = { message: `internal error: ${e.stack ?? e.message}` };

@@ -106,6 +106,7 @@ export const SOURCE_CHECKS: Check[] = [
     run: async (ctx) => {
       const r = await ctx.src.run(runc.state(ctx.srcRunc, ctx.opts.container), { allowFail: true });
       if (r.code !== 0) {
+        if (isNotExist(r.stderr)) ctx.sourceStatus = 'missing';
         throw new PreflightError(
           isNotExist(r.stderr)
             ? `no container "${ctx.opts.container}" in runc root ${ctx.opts.runcRoot} on the source`
@@ -114,6 +115,7 @@ export const SOURCE_CHECKS: Check[] = [
         );
       }
       ctx.state = parseState(r.stdout);
+      ctx.sourceStatus = ctx.state.status;
       if (ctx.state.status !== 'running') {
         throw new PreflightError(
           `container "${ctx.opts.container}" is ${ctx.state.status}, not running`,

@@ -45,7 +45,13 @@ describe('bad input is refused before anything is frozen', () => {
   test('unknown container', async () => {
     const a = args();
     a[0] = 'no-such-container';
-    await refused(a, 3, /no container "no-such-container"/, /runc --root .* list/);
+    const err = await refused(a, 3, /no container "no-such-container"/, /runc --root .* list/);
+    // The closing line must be true: nothing runs under that name anywhere.
+    assert.match(err, /Nothing was frozen or changed; no-such-container was not running on the source\.\s*$/);
+    assert.doesNotMatch(err, /is running on the source/);
+    const j = await migrate([...a, '--json']);
+    assert.equal(j.code, 3);
+    assert.equal(JSON.parse(j.stdout).runningOn, 'none');
   });
 
   test('container not running (paused)', async () => {
@@ -55,6 +61,7 @@ describe('bad input is refused before anything is frozen', () => {
       assert.equal(r.code, 3, r.stderr);
       assert.match(r.stderr, /is paused, not running/);
       assert.match(r.stderr, /resume/);
+      assert.match(r.stderr, /Nothing was frozen or changed; pf was not running on the source\./);
     } finally {
       await sh(['runc', '--root', h.srcRoot, 'resume', NAME]);
     }
@@ -72,7 +79,8 @@ describe('bad input is refused before anything is frozen', () => {
     if (!fs.existsSync(key)) await sh(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);
     const a = args();
     a[a.indexOf('-i') + 1] = key;
-    await refused(a, 3, /authentication to root@.* failed/, /authorized_keys/);
+    const err = await refused(a, 3, /authentication to root@.* failed/, /authorized_keys/);
+    assert.match(err, /Nothing was frozen or changed: pf is running on the source\./);
   });
 
   test('unknown host key', async () => {
