@@ -7,7 +7,7 @@ import { DEFAULTS, resolveOptions, TRANSPORTS, type RawOptions } from './options
 import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
-import { interruption, migrate } from './migration/migrate.js';
+import { interruption, migrate, recoverCommand } from './migration/migrate.js';
 
 const EXIT_HELP = `
 Exit codes:
@@ -16,13 +16,15 @@ Exit codes:
   ${EXIT.USAGE}    bad usage: nothing was contacted or changed
   ${EXIT.PREFLIGHT}    refused before the freeze: the container runs untouched on the source
   ${EXIT.ROLLED_BACK}    failed after the freeze and rolled back: the container runs on the source
-  ${EXIT.UNSAFE}    failed and the rollback could not be confirmed: check both hosts by hand
+  ${EXIT.UNSAFE}    failed and the rollback could not be confirmed, or the migration is in doubt:
+       the message says which host may hold what (in doubt: run migrate recover)
   ${EXIT.INTERRUPTED}  interrupted (SIGINT/SIGTERM) before the freeze: the container runs on the source
 
 Examples:
   migrate web1 root@10.0.0.2
   migrate --runc-root /run/containerd/runc/k8s.io db 10.0.0.2:2222 -i ~/.ssh/migrate_ed25519
   migrate --move-ip 10.0.1.10/32 --json echo dst-host > report.json
+  migrate recover web1 root@10.0.0.2     (after a migration whose tool was killed)
 `;
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -68,6 +70,7 @@ export function buildProgram(): Command {
     .option('--tcp-established', 'migrate established TCP connections (default)')
     .option('--no-tcp-established', 'do not migrate TCP connections (the dump fails if there are any)')
     .option('--move-ip <addr/prefix[@dev]>', "move the service IPv4 address the container's peers use: removed on the source after the dump, added on the destination before the restore, announced by gratuitous ARP")
+    .option('--hold-timeout <seconds>', `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`)
     .option('--json', 'print one JSON report on stdout and nothing else', false)
     .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)
     .option('-v, --verbose', 'print every local and remote command as it runs', false)
@@ -79,6 +82,13 @@ export function buildProgram(): Command {
     .exitOverride();
   p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
   // Subcommands come after exitOverride and configureOutput, which they inherit.
+  // recover takes the same options as a migration (SSH, runc roots): the same definitions.
+  const rec = p
+    .command('recover')
+    .description('settle a migration whose tool died: ask the destination, then finish it or resume the source')
+    .argument('<container>', 'the container, as named by runc on this host')
+    .argument('<host>', 'the destination of the unfinished migration');
+  for (const o of p.options) if (!['--version', '--dry-run'].includes(o.long ?? '')) rec.addOption(o);
   p.command('completion')
     .description('print a shell completion script: eval "$(migrate completion bash)"')
     .argument('<shell>', 'the shell (bash)')
@@ -103,14 +113,28 @@ function installSignalHandlers(progress: Progress): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A terminal that closes: the same as SIGTERM, and nothing more is written to it (a
+  // write to a hung-up terminal fails, and must not end the tool mid-switchover).
+  process.on('SIGHUP', (sig) => {
+    const ignore = () => undefined;
+    process.stdout.on('error', ignore);
+    process.stderr.on('error', ignore);
+    progress.mute();
+    onSignal(sig);
+  });
 }
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  let migration: { container: string; host: string } | undefined;
+  let migration: { container: string; host: string; recover: boolean; raw: RawOptions } | undefined;
   program.action((container: string, host: string) => {
-    migration = { container, host };
+    migration = { container, host, recover: false, raw: program.opts() };
   });
+  program.commands
+    .find((c) => c.name() === 'recover')!
+    .action((container: string, host: string, o: RawOptions) => {
+      migration = { container, host, recover: true, raw: o };
+    });
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -127,7 +151,7 @@ export async function main(argv: string[]): Promise<number> {
   // A subcommand (completion) ran and printed what it had to.
   if (!migration) return EXIT.OK;
   const { container, host } = migration;
-  const raw = program.opts() as RawOptions & { identity?: string[] };
+  const raw = migration.raw as RawOptions & { identity?: string[] };
   let opts;
   try {
     opts = resolveOptions(container, host, raw);
@@ -142,7 +166,7 @@ export async function main(argv: string[]): Promise<number> {
   const mode = opts.json || opts.quiet ? 'silent' : process.stderr.isTTY ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
-  const report: Report = await migrate(opts, progress);
+  const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress);
   if (opts.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {

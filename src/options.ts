@@ -55,8 +55,20 @@ export const DEFAULTS = {
   /** Pre-copy ends as "steady" when the pages written stop shrinking below this share of the first iteration. */
   steadyShare: 0.1,
   restoreCostFactor: 2.1,
-  /** How long the frozen source waits for the verdict before resuming by itself. */
-  holdTimeoutS: 600,
+  /**
+   * How long the frozen source waits for the verdict before resuming by itself (the
+   * destination's guard gives up a little earlier): this floor, or twice the time the
+   * container's memory takes at holdWorstBytesPerS (copy, then restore), whichever is
+   * longer. --hold-timeout overrides it.
+   */
+  holdFloorS: 60,
+  holdWorstBytesPerS: 20 * 1024 * 1024,
+  /** The destination's guard stops waiting for the tool's next word this much before the source's hold would resume. */
+  guardMarginS: 10,
+  /** A restored copy must keep running this long on the destination before it is committed. */
+  verifyWindowMs: 100,
+  /** Where the intent records of unfinished migrations live on the source (see intent.ts). */
+  intentDir: '/run/runc-migrate',
 } as const;
 
 export interface MoveIp {
@@ -101,6 +113,8 @@ export interface Options {
   /** Skip the preflight checks that can be skipped (CPU, open files, free space, criu check). */
   force: boolean;
   connectTimeoutMs: number;
+  /** --hold-timeout: a fixed hold limit in seconds instead of the one derived from the container's size. */
+  holdTimeoutS?: number;
 }
 
 /** What commander hands over: strings and booleans as typed. */
@@ -135,6 +149,7 @@ export interface RawOptions {
   dryRun?: boolean;
   force?: boolean;
   connectTimeout?: string;
+  holdTimeout?: string;
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -216,5 +231,6 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     dryRun: raw.dryRun ?? false,
     force: raw.force ?? false,
     connectTimeoutMs,
+    holdTimeoutS: raw.holdTimeout !== undefined ? positiveInt(raw.holdTimeout, '--hold-timeout', 0) : undefined,
   };
 }

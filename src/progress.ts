@@ -32,9 +32,15 @@ export class Progress {
   private spinner?: Ora;
 
   constructor(
-    private readonly mode: ProgressMode,
+    private mode: ProgressMode,
     private readonly verbose: boolean,
   ) {}
+
+  /** Nothing more is shown (the terminal went away); phases and warnings are still recorded. */
+  mute(): void {
+    this.spinner?.stop();
+    this.mode = 'silent';
+  }
 
   /** Runs one phase, shows it, and records its duration (also when it fails). */
   async phase<T>(name: string, title: string, fn: () => Promise<T>, detail?: (r: T) => string | undefined): Promise<T> {

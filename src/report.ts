@@ -12,6 +12,9 @@ export type Outcome =
   | 'refused' // usage or preflight: nothing frozen
   | 'rolled-back' // failed after the freeze; running on the source again
   | 'unsafe' // could not roll back cleanly
+  | 'in-doubt' // the tool could not learn whether the destination committed: migrate recover settles it
+  | 'recovered' // migrate recover settled an unfinished migration (runningOn says how)
+  | 'nothing-to-recover'
   | 'interrupted';
 
 export interface Report {
@@ -46,6 +49,8 @@ export interface Report {
    */
   runningOn: 'source' | 'destination' | 'none' | 'unknown';
   warnings: string[];
+  /** migrate recover: why the unfinished migration ended where it did. */
+  recoveredWhy?: string;
   error?: { message: string; hint?: string; criuErrors?: string[] };
 }
 
@@ -68,6 +73,10 @@ export function humanSummary(r: Report): string {
     if (r.predictedDowntimeMs !== undefined) lines.push(`  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`);
     lines.push(`  total time   ${formatMs(r.totalMs)}`);
     if (r.bytesMoved !== undefined) lines.push(`  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`);
+  } else if (r.outcome === 'recovered') {
+    lines.push(chalk.green(`recovered: ${r.container} runs on the ${r.runningOn}${r.recoveredWhy ? ` (${r.recoveredWhy})` : ''}`));
+  } else if (r.outcome === 'nothing-to-recover') {
+    lines.push(`nothing to recover: no unfinished migration of ${r.container} on this host`);
   } else if (r.outcome === 'dry-run') {
     lines.push(`dry run: preflight passed; nothing was frozen or changed (${formatMs(r.totalMs)})`);
   }
@@ -98,6 +107,9 @@ export function closingLine(r: Report): string {
     source: `The container ${r.container} is running on the source.`,
     destination: `The container ${r.container} is running on the destination.`,
     none: `The container ${r.container} is not running on either host.`,
-    unknown: `Where ${r.container} runs could not be confirmed: check with runc state on both hosts.`,
+    unknown:
+      r.outcome === 'in-doubt'
+        ? `${r.container} is frozen on the source and may run on the destination: run migrate recover ${r.container} ${r.destination} to settle it.`
+        : `Where ${r.container} runs could not be confirmed: check with runc state on both hosts.`,
   }[r.runningOn];
 }

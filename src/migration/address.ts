@@ -4,15 +4,18 @@
 // peer reaches it, and it answers none, before then); then announced by a gratuitous ARP.
 // Rolled back in reverse. argv builders are pure.
 import type { MoveIp } from '../options.js';
-import { commandLine } from '../shell.js';
+import { commandLine, quote } from '../shell.js';
 
 export const addr = {
   showTo: (address: string) => ['ip', '-o', '-4', 'addr', 'show', 'to', address],
   routeGet: (address: string) => ['ip', '-o', 'route', 'get', address],
   add: (m: MoveIp, dev: string) => ['ip', 'addr', 'add', `${m.address}/${m.prefix}`, 'dev', dev],
   del: (m: MoveIp, dev: string) => ['ip', 'addr', 'del', `${m.address}/${m.prefix}`, 'dev', dev],
-  arpIgnore: (dev: string, value: string) => ['sysctl', '-q', '-w', `net.ipv4.conf.${dev}.arp_ignore=${value}`],
-  readArpIgnore: (dev: string) => ['cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`],
+  /** The device's arp_ignore, as a file (a sysctl key would break on a dotted device name such as eth0.100). */
+  arpIgnoreFile: (dev: string) => `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`,
+  readArpIgnore: (dev: string) => ['cat', addr.arpIgnoreFile(dev)],
+  /** Shell text: sets the device's arp_ignore to VALUE (a number, or "$1" inside a script). */
+  setArpIgnore: (dev: string, value: string) => `echo ${value} > ${quote(addr.arpIgnoreFile(dev))}`,
   /**
    * From before the restore until the commit (and while a rolled-back copy is killed), the
    * destination's copy must not send to the peers, whose connections live on in the
@@ -31,17 +34,35 @@ export const addr = {
   claim: (m: MoveIp, dev: string) => [
     'sh',
     '-c',
-    [addr.readArpIgnore(dev), addr.arpIgnore(dev, '8'), addr.blockOutput(m), addr.add(m, dev)].map(commandLine).join(' && '),
+    [commandLine(addr.readArpIgnore(dev)), addr.setArpIgnore(dev, '8'), commandLine(addr.blockOutput(m)), commandLine(addr.add(m, dev))].join(' && '),
   ],
   /**
-   * After the restore is verified, in one round trip: unmute, arp_ignore back, gratuitous
-   * ARP. Its exit status is the first two's: a copy left mute or deaf is no migration. The
-   * ARP is best effort (peers that miss it find the address again by asking).
+   * Undoes claim, each step whatever the others did: address off, output allowed,
+   * arp_ignore back to the old value, given as the argument after this argv.
    */
-  announce: (arping: string[], m: MoveIp, dev: string, arpIgnoreOld: string) => [
+  unclaim: (m: MoveIp, dev: string) => [
     'sh',
     '-c',
-    `${commandLine(addr.unblockOutput(m))} && ${commandLine(addr.arpIgnore(dev, arpIgnoreOld))}; s=$?; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; exit $s`,
+    `${commandLine(addr.del(m, dev))} 2>/dev/null; ${commandLine(addr.unblockOutput(m))} 2>/dev/null; ${addr.setArpIgnore(dev, '"$1"')}; true`,
+    'sh',
+  ],
+  /** The source takes the address back after a rollback, and tells its peers. */
+  giveBack: (arping: string[], m: MoveIp, dev: string) => [
+    'sh',
+    '-c',
+    `${commandLine(addr.add(m, dev))} 2>/dev/null; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
+  ],
+  /**
+   * After the commit, in one round trip: unmute, arp_ignore back to the old value (the
+   * argument after this argv), gratuitous ARP. Its exit status is the first two's: a copy
+   * left mute or deaf is no migration. The ARP is best effort (peers that miss it find the
+   * address again by asking).
+   */
+  announce: (arping: string[], m: MoveIp, dev: string) => [
+    'sh',
+    '-c',
+    `${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"$1"')}; s=$?; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; exit $s`,
+    'sh',
   ],
 };
 

@@ -32,6 +32,14 @@ export interface Context {
   mode?: 'iterative' | 'one-shot';
   local?: WorkPaths;
   remote?: WorkPaths;
+  /** The final dump's page server on the destination (not with --transport stream). */
+  pageServer?: import('./transfer.js').PageServer;
+  /** The source was destroyed without a hold: its images are the only copy and must stay. */
+  keepImages?: boolean;
+  /** The work directories hold what `migrate recover` needs (in doubt), or the only images: cleanups leave them. */
+  keepWorkDirs?: boolean;
+  /** The intent record of this migration (intent.ts). */
+  intentFile?: string;
   /** Undo actions, run last-in first-out on every exit path. */
   cleanups: Array<{ what: string; run: () => Promise<unknown> }>;
 }

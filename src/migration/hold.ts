@@ -1,34 +1,64 @@
-// The transactional switchover's hinge. The final checkpoint runs with a CRIU action
-// script (through CRIU_CONFIG_FILE) that, at post-dump, holds: every image is written,
-// the tasks are still frozen and their TCP connections locked, and `runc checkpoint`
-// waits. The tool copies, restores and verifies meanwhile, then writes its verdict:
-//   commit   -> the script exits 0, CRIU finishes, runc destroys the source;
-//   rollback -> the script exits 1, the dump "fails", the source resumes where it was.
-// If the tool dies while holding, the script rolls back by itself (the source is the
-// copy known to be whole), as it does after holdTimeoutS.
+// The source's side of the two-phase switchover. The final checkpoint runs with a CRIU
+// action script (through CRIU_CONFIG_FILE) that, at post-dump, holds: every image is
+// written, the tasks are still frozen and their TCP connections locked, and `runc
+// checkpoint` waits. The hold then ends on a verdict file in its directory:
+//
+//   verdict = rollback...  the script exits 1: the dump "fails", the source resumes.
+//   verdict = prepared     the tool is committing the destination. From here the hold is
+//                          in doubt and never decides alone: it waits for the file
+//                          `final` (commit: exit 0, CRIU finishes and runc destroys the
+//                          source; anything else: exit 1, the source resumes), written by
+//                          the tool or by `migrate recover`.
+//
+// Before `prepared` the script decides by itself when the tool dies (rollback-orphaned)
+// or the hold outlives its limit (rollback-timeout): the destination's guard removes its
+// uncommitted copy on its own, so resuming the source is safe. Every verdict file appears
+// whole and once: it is written to a temporary file and hard-linked into place (link
+// fails if the name exists), so whoever decides first decides for both, and a verdict
+// file is never seen half-written. An empty or unreadable verdict reads as rollback.
 import fs from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { commandLine, quote as shellQuote } from '../shell.js';
 import type { WorkPaths } from './paths.js';
 
-export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number): string {
-  const ticks = timeoutS * 50; // 20 ms each
+export type Verdict = 'commit' | 'rollback';
+
+/**
+ * giveBack: --move-ip, the command that puts the service address back on the source; run
+ * on every rollback once the tool has marked the address released (the file
+ * address-released), before CRIU resumes the tasks.
+ */
+export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): string {
+  const q = shellQuote;
+  const ticks = Math.ceil(timeoutS * 50); // 20 ms each
   return `#!/bin/sh
 # runc-migrate: holds the frozen source at CRIU's post-dump until the verdict.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
 # Fault injection for the tests: the dump fails after every image is written.
 [ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
-: > '${p.dumpedMarker}'
-# The verdict file is created exclusively (noclobber here, O_EXCL in the tool): whoever
-# decides first, the tool or this script on its own, decides for both.
-set -C
+dir=${q(p.holdDir)}
+: > "$dir/dumped"
+decide() {
+	t=$(mktemp "$dir/.verdict.XXXXXX") || return 0
+	echo "$1" > "$t" && ln "$t" "$dir/verdict" 2>/dev/null
+	rm -f "$t"
+}
 i=0
-while [ ! -s '${p.verdictFile}' ]; do
-	if ! kill -0 ${cliPid} 2>/dev/null; then echo rollback-orphaned 2>/dev/null > '${p.verdictFile}'; sleep 0.02; continue; fi
+while [ ! -e "$dir/verdict" ]; do
+	if ! kill -0 ${cliPid} 2>/dev/null; then decide rollback-orphaned; continue; fi
 	i=$((i + 1))
-	if [ "$i" -gt ${ticks} ]; then echo rollback-timeout 2>/dev/null > '${p.verdictFile}'; sleep 0.02; continue; fi
+	if [ "$i" -gt ${ticks} ]; then decide rollback-timeout; continue; fi
 	sleep 0.02
 done
-[ "$(cat '${p.verdictFile}')" = commit ]
+rollback() {
+	${giveBack ? `[ -e "$dir/address-released" ] && ${commandLine(giveBack)}` : ':'}
+	exit 1
+}
+[ "$(cat "$dir/verdict" 2>/dev/null)" = prepared ] || rollback
+# In doubt: the destination may have committed. Only a final verdict ends this.
+while [ ! -e "$dir/final" ]; do sleep 0.05; done
+[ "$(cat "$dir/final" 2>/dev/null)" = commit ] || rollback
 `;
 }
 
@@ -36,16 +66,16 @@ export function criuConfig(p: WorkPaths): string {
   return `action-script ${p.holdScript}\n`;
 }
 
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number): Promise<Record<string, string>> {
+export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): Promise<Record<string, string>> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
-  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS), { mode: 0o700 });
+  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack), { mode: 0o700 });
   await fs.writeFile(p.criuConfig, criuConfig(p), { mode: 0o600 });
   return { CRIU_CONFIG_FILE: p.criuConfig };
 }
 
 /**
  * Resolves 'dumped' once the script holds, or 'exited' if the checkpoint ended first
- * (the dump failed, and CRIU resumed the tasks).
+ * (the dump failed and CRIU resumed the tasks, or it never ran the hold).
  */
 export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>): Promise<'dumped' | 'exited'> {
   let exited = false;
@@ -61,20 +91,39 @@ export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>)
 }
 
 /**
- * Gives the verdict unless the script gave one first (it rolls back on its own when the
- * hold times out). Returns the verdict in force: only 'commit' means the source goes.
+ * Writes FILE (verdict or final) in the hold directory whole and only if it does not
+ * exist yet. Returns the content in force: ours, or whoever wrote it first.
  */
-export async function verdict(p: WorkPaths, v: 'commit' | 'rollback'): Promise<string> {
+export async function decide(holdDir: string, file: 'verdict' | 'final', content: string): Promise<string> {
+  const target = path.join(holdDir, file);
+  const tmp = path.join(holdDir, `.${file}.${process.pid}.${Date.now()}`);
+  await fs.writeFile(tmp, content + '\n', { mode: 0o600 });
   try {
-    await fs.writeFile(p.verdictFile, v + '\n', { flag: 'wx' });
-    return v;
+    await fs.link(tmp, target);
+    return content;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    for (let i = 0; i < 100; i++) {
-      const text = (await fs.readFile(p.verdictFile, 'utf8')).trim();
-      if (text) return text;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return 'rollback-unknown';
+    return (await fs.readFile(target, 'utf8').catch(() => '')).trim() || 'rollback-unreadable';
+  } finally {
+    await fs.rm(tmp, { force: true });
   }
+}
+
+/** What the hold files say now: no verdict yet, rolled back, in doubt (prepared), or final. */
+export type HoldState = { verdict?: string; final?: string };
+
+export async function readHold(holdDir: string): Promise<HoldState> {
+  const read = (f: string) => fs.readFile(path.join(holdDir, f), 'utf8').then((s) => s.trim(), () => undefined);
+  return { verdict: await read('verdict'), final: await read('final') };
+}
+
+/**
+ * The hold's limit: long enough for the copy and the restore of this container at a
+ * pessimistic rate, never less than the floor. An explicit --hold-timeout wins.
+ */
+export function holdTimeoutS(memoryBytes: number | undefined, o: { floorS: number; worstBytesPerS: number; override?: number }): number {
+  if (o.override !== undefined) return o.override;
+  const transfer = (memoryBytes ?? 0) / o.worstBytesPerS;
+  // Copy and restore each read or write every byte once.
+  return Math.max(o.floorS, Math.ceil(2 * transfer + o.floorS / 2));
 }

@@ -161,7 +161,7 @@ export const SOURCE_CHECKS: Check[] = [
         );
       }
       ctx.local = workPaths(base);
-      ctx.cleanups.push({ what: `remove ${base} on the source`, run: () => fs.rm(base, { recursive: true, force: true }) });
+      ctx.cleanups.push({ what: `remove ${base} on the source`, run: async () => (ctx.keepWorkDirs ? undefined : fs.rm(base, { recursive: true, force: true })) });
       await fs.mkdir(ctx.local.images, { mode: 0o700 });
       await fs.mkdir(ctx.local.criuWork, { mode: 0o700 });
       return base;
@@ -255,7 +255,7 @@ export const DESTINATION_CHECKS: Check[] = [
       const base = await makeRemoteWorkDir(ctx);
       const p = workPaths(base);
       ctx.remote = p;
-      ctx.cleanups.push({ what: `remove ${base} on the destination`, run: () => ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true }) });
+      ctx.cleanups.push({ what: `remove ${base} on the destination`, run: async () => (ctx.keepWorkDirs ? undefined : ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true })) });
       await ctx.dst.run(['mkdir', '-m', '0700', p.images, p.criuWork]);
       return base;
     },

@@ -169,7 +169,7 @@ describe('JSON report', () => {
       assert.ok(k in j, `missing ${k}`);
     }
     const names = j.phases.map((p: { name: string }) => p.name);
-    for (const p of ['connect', 'dump', 'copy', 'restore', 'verify', 'commit']) assert.ok(names.includes(p), `phase ${p} missing`);
+    for (const p of ['connect', 'dump', 'copy', 'restore', 'commit', 'finish']) assert.ok(names.includes(p), `phase ${p} missing`);
     assert.ok(j.phases.every((p: { ms: number }) => typeof p.ms === 'number' && p.ms >= 0));
     await removeEverywhere(h, 'json1');
   });

@@ -1,0 +1,111 @@
+// The destination's guard: one shell snippet, run in one exec channel of the tool's SSH
+// connection, that owns everything the migration changes on the destination. Its stdin
+// is the channel; it reads the tool's words one line at a time:
+//
+//   start      [--move-ip] claim the address: arp_ignore 8, its output dropped, address
+//              added (the images are copied meanwhile); prints "claimed"
+//   "restore"  restore the container (bounded: its process group is killed at the limit),
+//              then verify it stays running for a window; prints "restored", "verified"
+//   "commit"   the copy stays; [--move-ip] unmuted, arp_ignore back, gratuitous ARP;
+//              prints "committed"
+//   anything else, EOF (the tool died, the link broke) or a deadline passing: the copy
+//              (if any) is killed and deleted, the claim undone; prints "removed"
+//
+// No agent: the snippet is the whole of it, and it lives exactly as long as the
+// migration. It leaves its words in its directory too (log, and the files committed or
+// removed), for a later `migrate recover`. It removes only what it restored: a container
+// of that name already present is reported ("name-taken") and left alone.
+// Pure: this module only builds the text and reads the words.
+import { commandLine, quote } from '../shell.js';
+
+export interface GuardSpec {
+  /** The guard's directory on the destination (its pid, log and markers). */
+  dir: string;
+  state: string[];
+  restore: string[];
+  kill: string[];
+  delete: string[];
+  /**
+   * Seconds from the guard's start until it gives up (removes everything), whatever it is
+   * waiting for: the tool's next word, or the restore (whose process group is killed).
+   * It ends before the source's hold would resume the source by itself.
+   */
+  deadlineS: number;
+  /** The restored copy must stay running this long before it counts as verified. */
+  verifyWindowMs: number;
+  /** --move-ip, on the destination. */
+  moveIp?: {
+    /** Prints the old arp_ignore, then claims (address.ts claim). */
+    claim: string[];
+    /** Undoes the claim; the old arp_ignore is appended as its last argument (address.ts unclaim). */
+    unclaim: string[];
+    /** Unmutes and announces after the commit; the old arp_ignore is appended (address.ts announce). */
+    announce: string[];
+  };
+}
+
+/** The lines the guard prints on its way. */
+export type GuardWord = 'claimed' | 'claim-failed' | 'name-taken' | 'restore-failed' | 'restored' | 'died' | 'verified' | 'committed' | 'announce-failed' | 'removed';
+
+export function guardScript(g: GuardSpec): string {
+  const polls = Math.max(1, Math.ceil(g.verifyWindowMs / 50));
+  const mv = g.moveIp;
+  // The old arp_ignore is only known at run time: it goes in as the last argument.
+  const withOld = (argv: string[]) => `${commandLine(argv)} "$old"`;
+  return `trap '' PIPE HUP
+dir=${quote(g.dir)}
+mkdir -p "$dir" && echo $$ > "$dir/pid"
+say() { echo "$*" >> "$dir/log"; echo "$*" 2>/dev/null; }
+end=$(($(date +%s) + ${Math.max(1, Math.floor(g.deadlineS))}))
+left() { l=$((end - $(date +%s))); [ $l -gt 0 ] && echo $l || echo 1; }
+# One line from the tool, or nothing once the deadline passes or the channel closes.
+word() { timeout "$(left)" sh -c 'IFS= read -r w && printf "%s" "$w"'; }
+status() { ${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'; }
+restored=0
+old=
+remove() {
+	if [ $restored = 1 ]; then
+		${commandLine(g.kill)} >/dev/null 2>&1
+		${commandLine(g.delete)} >/dev/null 2>&1
+	fi
+	${mv ? `[ -n "$old" ] && ${withOld(mv.unclaim)} >> "$dir/log" 2>&1` : ':'}
+	: > "$dir/removed"
+	say removed "$@"
+	exit 0
+}
+${
+  mv
+    ? `out=$(${commandLine(mv.claim)} 2>&1); rc=$?
+old=$(echo "$out" | sed -n '1{/^[0-9][0-9]*$/p}')
+if [ $rc -ne 0 ]; then say claim-failed "$(echo "$out" | tail -n 1)"; remove; fi
+say claimed "$old"`
+    : 'say claimed'
+}
+[ "$(word)" = restore ] || remove before-restore
+if ${commandLine(g.state)} >/dev/null 2>&1; then say name-taken; remove; fi
+restored=1
+timeout -s KILL "$(left)" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1
+rc=$?
+if [ $rc -ne 0 ]; then say restore-failed $rc; remove; fi
+say restored
+i=0
+while [ $i -le ${polls} ]; do
+	s=$(status)
+	if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
+	i=$((i + 1))
+	[ $i -le ${polls} ] && sleep 0.05
+done
+say verified
+[ "$(word)" = commit ] || remove
+: > "$dir/committed"
+${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
+say committed
+exit 0
+`;
+}
+
+/** Parses one line the guard printed: its word and the rest ("restore-failed 1" -> ['restore-failed', '1']). */
+export function parseGuardLine(line: string): { word: string; detail: string } {
+  const [word, ...rest] = line.trim().split(/\s+/);
+  return { word: word ?? '', detail: rest.join(' ') };
+}

@@ -1,0 +1,131 @@
+// `migrate recover <container> <host>`: finishes or undoes a migration whose tool died,
+// from its intent record on this machine, the source's hold files and the destination's
+// guard files. The decision itself is recovery.ts's; this module gathers the facts and
+// acts on them. Contract: it ends with the container on exactly one host, both work
+// directories and the record removed; or, if the destination cannot be reached while
+// the source is in doubt, it changes nothing and says so (run it again later).
+import fs from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { EXIT, MigrateError } from '../errors.js';
+import type { Host, RunResult } from '../host.js';
+import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
+import { decide, readHold } from './hold.js';
+import { pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
+import { removeCriuLockRules } from './netlock.js';
+import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
+
+export interface RecoverResult {
+  /** Where the container runs now; 'in-doubt' when nothing could be decided. */
+  runningOn: 'source' | 'destination' | 'in-doubt';
+  why: string;
+  intent: Intent;
+}
+
+/** Whether a process still runs whose command line names DIR (the checkpoint and its CRIU). */
+function processMentions(dir: string): boolean {
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
+async function status(host: Host, g: RuncGlobal, name: string): Promise<string | undefined> {
+  const r: RunResult | undefined = await host.run(runc.state(g, name), { allowFail: true }).catch(() => undefined);
+  if (!r) return undefined;
+  if (r.code === 0) {
+    try {
+      return parseState(r.stdout).status;
+    } catch {
+      return 'unknown';
+    }
+  }
+  return isNotExist(r.stderr) ? 'missing' : undefined;
+}
+
+export interface RecoverEnv {
+  src: Host;
+  /** The destination, or undefined when it could not be reached. */
+  dst?: Host;
+  srcRunc: RuncGlobal;
+  dstRunc: RuncGlobal;
+  warn(message: string): void;
+  info(message: string): void;
+}
+
+/** Reads the record and settles the migration it describes. Throws MigrateError when there is nothing it may do. */
+export async function recover(intentFile: string, env: RecoverEnv): Promise<RecoverResult | undefined> {
+  const intent = await readIntent(intentFile);
+  if (!intent) return undefined;
+  if (intent.pid !== process.pid && pidAlive(intent.pid) && isMigrate(intent.pid)) {
+    throw new MigrateError(
+      `a migration of ${intent.container} is still running (pid ${intent.pid}, since ${intent.startedAt})`,
+      EXIT.PREFLIGHT,
+      'Wait for it to end; if it hangs, stop it with kill -TERM and run migrate recover again.',
+    );
+  }
+  const guardFiles = async (): Promise<RecoveryFacts['guard']> => {
+    if (!env.dst) return undefined;
+    const d = intent.guardDir;
+    const r = await env.dst
+      .run(['sh', '-c', `[ -e '${d}/committed' ] && echo committed; [ -e '${d}/removed' ] && echo removed; [ -f '${d}/pid' ] && kill -0 "$(cat '${d}/pid')" 2>/dev/null && echo alive; true`], { allowFail: true })
+      .catch(() => undefined);
+    return r ? { committed: r.stdout.includes('committed'), removed: r.stdout.includes('removed'), alive: r.stdout.includes('alive') } : undefined;
+  };
+  let decision: RecoveryDecision | undefined;
+  for (let i = 0; i < 600; i++) {
+    const facts: RecoveryFacts = {
+      hold: await readHold(intent.holdDir),
+      checkpointRunning: processMentions(intent.localBase),
+      guard: await guardFiles(),
+      destinationStatus: env.dst ? await status(env.dst, env.dstRunc, intent.container) : undefined,
+    };
+    decision = decideRecovery(facts);
+    if (decision.action !== 'wait') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!decision || decision.action === 'wait') throw new MigrateError(`could not settle the migration of ${intent.container}: ${decision?.why ?? 'no decision'}`, EXIT.UNSAFE, 'Run migrate recover again in a minute.');
+  if (decision.action === 'in-doubt') return { runningOn: 'in-doubt', why: decision.why, intent };
+  env.info(`recover: ${decision.why}: the container stays on the ${decision.action}`);
+
+  if (decision.action === 'source') {
+    if (decision.removeDestinationCopy && env.dst) {
+      // Only a copy this migration's guard restored (its log says so) is ours to remove.
+      const log = await env.dst.run(['cat', `${intent.guardDir}/log`], { allowFail: true });
+      if (/^restored\b/m.test(log.stdout) && !/^removed\b/m.test(log.stdout)) {
+        await env.dst.run([env.dstRunc.runc, '--root', env.dstRunc.root, 'kill', intent.container, 'KILL'], { allowFail: true });
+        await env.dst.run(runc.deleteForce(env.dstRunc, intent.container), { allowFail: true });
+      }
+    }
+    if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
+  } else if (decision.finalVerdict) {
+    await decide(intent.holdDir, 'final', decision.finalVerdict);
+  }
+  // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).
+  for (let i = 0; i < 600 && processMentions(intent.localBase); i++) await new Promise((r) => setTimeout(r, 100));
+  const srcStatus = await status(env.src, env.srcRunc, intent.container);
+  if (decision.action === 'destination') {
+    if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${env.srcRunc.root} delete --force ${intent.container}`);
+    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }));
+  } else if (srcStatus !== 'running') {
+    env.warn(`the source's ${intent.container} is ${srcStatus} after the rollback`);
+  }
+  // Both work directories and the record go last: they were what this needed.
+  await fs.rm(intent.localBase, { recursive: true, force: true });
+  if (env.dst) await env.dst.run(['rm', '-rf', '--one-file-system', intent.remoteBase], { allowFail: true }).catch(() => undefined);
+  await removeIntent(intentFile);
+  return { runningOn: decision.action, why: decision.why, intent };
+}
+
+/** Whether PID is a runc-migrate process (a pid may have been reused). */
+function isMigrate(pid: number): boolean {
+  try {
+    return /migrate|node/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,52 @@
+// What `migrate recover` decides for a migration the tool did not finish, from what the
+// two hosts say now. Pure: the facts in, the actions out (recover.ts gathers and acts).
+import type { HoldState } from './hold.js';
+
+export interface RecoveryFacts {
+  /** The source's hold files (verdict, final); undefined verdict: the hold never decided. */
+  hold: HoldState;
+  /** Whether the source's checkpoint (runc checkpoint, holding) still runs. */
+  checkpointRunning: boolean;
+  /** The destination's guard, as its files say; undefined: the destination cannot be reached. */
+  guard?: { committed: boolean; removed: boolean; alive: boolean };
+  /** runc state of the container on the destination ('missing' if none); undefined: unreachable. */
+  destinationStatus?: string;
+}
+
+export type RecoveryDecision =
+  /** Someone is still deciding (the hold or the guard): look again shortly. */
+  | { action: 'wait'; why: string }
+  /** The destination cannot be reached and the source is in doubt: nothing may be decided. */
+  | { action: 'in-doubt'; why: string }
+  /** The container ends on the source: the destination's copy (if any) goes, the source's hold is told rollback (if it still waits). */
+  | { action: 'source'; why: string; finalVerdict?: 'rollback'; removeDestinationCopy: boolean }
+  /** The container ends on the destination: the source's hold is told commit (if it still waits). */
+  | { action: 'destination'; why: string; finalVerdict?: 'commit' };
+
+export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
+  const dstRuns = f.destinationStatus === 'running';
+  const copyAbsent = f.destinationStatus === 'missing';
+  // The final verdict was written: the source knows its fate; the destination must match.
+  if (f.hold.final !== undefined) {
+    if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit' };
+    return { action: 'source', why: `the final verdict was ${f.hold.final}`, removeDestinationCopy: !copyAbsent };
+  }
+  if (f.hold.verdict === 'prepared') {
+    // In doubt: only the destination's guard knows whether it committed.
+    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'the source is prepared and the destination cannot be reached' };
+    if (f.guard.committed && dstRuns) return { action: 'destination', why: 'the destination committed and runs the container', finalVerdict: 'commit' };
+    if (f.guard.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding" };
+    if (f.guard.committed) {
+      // Committed, but the copy no longer runs there: the source's frozen state is the only whole one.
+      return { action: 'source', why: `the destination committed but its copy is ${f.destinationStatus}`, finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent };
+    }
+    return { action: 'source', why: 'the destination never committed', finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent };
+  }
+  if (f.hold.verdict !== undefined) {
+    // The hold rolled back on its own (the tool died before the prepare) or was told to.
+    return { action: 'source', why: `the source's hold ended with ${f.hold.verdict}`, removeDestinationCopy: !copyAbsent && !(f.guard?.removed ?? false) };
+  }
+  if (f.checkpointRunning) return { action: 'wait', why: "the source's checkpoint has not reached its hold yet" };
+  // The checkpoint ended before any verdict: the dump failed and the source resumed.
+  return { action: 'source', why: 'the dump ended before the hold', removeDestinationCopy: !copyAbsent };
+}

@@ -1,0 +1,325 @@
+// The two participants of the switchover (switchover.ts) on real hosts: the source is
+// this machine (the checkpoint, its hold, the intent record), the destination is reached
+// over the SSH connection (its guard, the page server, the image copy).
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { decodeStatsImage, type DumpStats } from '../criustats.js';
+import { DEFAULTS } from '../options.js';
+import type { Proc } from '../host.js';
+import { isNotExist, runc } from '../runc.js';
+import { SshConnection } from '../ssh/connection.js';
+import type { RemoteHost } from '../host.js';
+import { addr } from './address.js';
+import type { Context } from './context.js';
+import { diagnose } from './diagnose.js';
+import { failPoint, faultAt } from './faults.js';
+import { guardScript, parseGuardLine } from './guard.js';
+import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
+import { writeIntent, type Intent, type IntentPhase } from './intent.js';
+import { removeCriuLockRules } from './netlock.js';
+import { DUMP_LOG, RESTORE_LOG } from './paths.js';
+import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
+import { startPageServer, streamDir, type PageServer } from './transfer.js';
+
+/** Where the final dump's files go on each side. */
+export interface FinalImages {
+  local: string;
+  remote: string;
+  /** The last pre-dump, relative to these directories ("../3"), when pre-copy ran. */
+  parent?: string;
+}
+
+/** A failure that carries CRIU's own evidence (the first Error lines of its log, a known cause). */
+export class CriuFailure extends Error {
+  constructor(message: string, readonly criu: ReturnType<typeof diagnose>) {
+    super(message);
+  }
+}
+
+async function fetchLog(host: Context['src'], file: string): Promise<string> {
+  const r = await host.run(['cat', file], { allowFail: true });
+  return r.code === 0 ? r.stdout : '';
+}
+
+/** A new SSH connection when the old one dropped; false if the destination stays unreachable. */
+export async function reconnect(ctx: Context): Promise<boolean> {
+  if (ctx.ssh.alive) return true;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      const ssh = await SshConnection.connect(ctx.ssh.endpoint);
+      ctx.ssh = ssh;
+      (ctx.dst as RemoteHost).useConnection(ssh);
+      ctx.progress.warn(`the SSH connection dropped; reconnected (attempt ${attempt})`);
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+  return false;
+}
+
+export class Source implements SourceSide {
+  private checkpoint?: Proc;
+  private ended?: Promise<{ code: number | null; stderr: string }>;
+  /** CRIU's figures for the final dump, read after the commit. */
+  finalDump?: DumpStats;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly images: FinalImages,
+    private readonly intent: { file: string; record: Omit<Intent, 'phase' | 'updatedAt'> },
+    private readonly holdTimeoutS: number,
+  ) {}
+
+  private get L() {
+    return this.ctx.local!;
+  }
+
+  async record(phase: IntentPhase): Promise<void> {
+    await writeIntent(this.intent.file, { ...this.intent.record, phase, updatedAt: '' });
+  }
+
+  async freeze(): Promise<FreezeResult> {
+    const { ctx, L, images } = this;
+    const mv = ctx.opts.moveIp && ctx.moveIp ? addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev) : undefined;
+    const env = await writeHold(L, process.pid, this.holdTimeoutS, mv);
+    await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
+    const argv = runc.checkpoint(ctx.srcRunc, ctx.opts.container, {
+      imagePath: images.local,
+      workPath: L.criuWork,
+      pageServer: ctx.pageServer?.endpoint,
+      tcpEstablished: ctx.opts.tcpEstablished,
+      parentPath: images.parent,
+    });
+    // Its own process group, and its output in files: it outlives the tool if the tool
+    // dies (the hold then decides), and a closed pipe must not kill runc half-way.
+    const out = path.join(L.holdDir, 'checkpoint.out');
+    this.checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...argv], { env });
+    this.ended = this.checkpoint.done.then(async (r) => ({ code: r.code, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
+    const held = await waitDumped(L, this.checkpoint.done);
+    if (held === 'dumped') return { held: true };
+    const res = await this.ended;
+    const last = res.stderr.trim().split('\n').pop() ?? '';
+    if (res.code === 0) {
+      // runc finished without the hold: CRIU ignored CRIU_CONFIG_FILE and the source is
+      // gone. The images are the only copy: nothing may delete them.
+      ctx.keepImages = true;
+      return { held: false, failure: new Error(`runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone; its images are kept in ${images.local}`) };
+    }
+    const d = diagnose(await fetchLog(ctx.src, path.join(L.criuWork, DUMP_LOG)));
+    return { held: false, failure: new CriuFailure(`the checkpoint failed on the source (runc exited ${res.code}: ${last})`, d) };
+  }
+
+  async releaseAddress(): Promise<void> {
+    const { ctx } = this;
+    // Marked first: from here on every rollback of the hold gives the address back.
+    await fs.writeFile(path.join(this.L.holdDir, 'address-released'), '');
+    await ctx.src.run(addr.del(ctx.opts.moveIp!, ctx.moveIp!.srcDev));
+  }
+
+  async prepare(): Promise<boolean> {
+    const v = await decide(this.L.holdDir, 'verdict', 'prepared');
+    return v === 'prepared';
+  }
+
+  async finish(v: Verdict): Promise<void> {
+    const inForce = await decide(this.L.holdDir, 'final', v);
+    const res = await this.ended!;
+    if (inForce !== v) throw new Error(`the final verdict was already ${inForce}`);
+    if (v === 'commit' && res.code !== 0) {
+      // CRIU failed after the verdict and resumed the source, which must not run now.
+      const st = await this.ctx.src.run(runc.state(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+      if (st.code === 0) {
+        this.ctx.progress.warn(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()}); removing the resumed source copy`);
+        await this.ctx.src.run([this.ctx.srcRunc.runc, '--root', this.ctx.srcRunc.root, 'kill', this.ctx.opts.container, 'KILL'], { allowFail: true });
+        await this.ctx.src.run(runc.deleteForce(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+      }
+    }
+  }
+
+  async resume(): Promise<void> {
+    if (!this.ended) return;
+    const s = await readHold(this.L.holdDir);
+    if (s.verdict === 'prepared') await decide(this.L.holdDir, 'final', 'rollback');
+    else await decide(this.L.holdDir, 'verdict', 'rollback');
+    // The checkpoint ends once the script has exited 1 and CRIU has resumed the tasks
+    // (the hold script has given the address back by then).
+    await this.ended;
+  }
+
+  async afterCommit(): Promise<void> {
+    const { ctx } = this;
+    // CRIU leaves its TCP lock rules on the source after a committed dump.
+    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
+    const stats = await fs.readFile(path.join(this.L.criuWork, 'stats-dump')).catch(() => undefined);
+    this.finalDump = stats ? decodeStatsImage(stats) : undefined;
+  }
+}
+
+export class Destination implements DestinationSide {
+  private guard?: Proc;
+  private lines: string[] = [];
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly images: FinalImages,
+    private readonly deadlineS: number,
+  ) {}
+
+  private get R() {
+    return this.ctx.remote!;
+  }
+
+  get guardDir(): string {
+    return path.join(this.R.base, 'guard');
+  }
+
+  async startGuard(): Promise<void> {
+    const { ctx, images } = this;
+    const mv = ctx.opts.moveIp;
+    const g = ctx.dstRunc;
+    const script = guardScript({
+      dir: this.guardDir,
+      state: runc.state(g, ctx.opts.container),
+      restore: runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished }),
+      kill: [g.runc, '--root', g.root, 'kill', ctx.opts.container, 'KILL'],
+      delete: runc.deleteForce(g, ctx.opts.container),
+      deadlineS: this.deadlineS,
+      verifyWindowMs: DEFAULTS.verifyWindowMs,
+      moveIp:
+        mv && ctx.moveIp
+          ? {
+              claim: addr.claim(mv, ctx.moveIp.dstDev),
+              unclaim: addr.unclaim(mv, ctx.moveIp.dstDev),
+              announce: addr.announce(ctx.moveIp.arping, mv, ctx.moveIp.dstDev),
+            }
+          : undefined,
+    });
+    this.guard = await ctx.dst.spawn(['sh', '-c', script], { streamStdout: true });
+    let buf = '';
+    this.guard.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        this.lines.push(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+      this.wake();
+    });
+    void this.guard.done.then(() => {
+      this.closed = true;
+      this.wake();
+    });
+    const w = await this.next(['claimed', 'claim-failed', 'removed'], 30_000);
+    if (w.word !== 'claimed') throw new Error(`the destination's guard could not claim ${mv?.address}: ${w.detail}`);
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** The guard's next line among WORDS (others are skipped); 'closed' if its channel closed first. */
+  private async next(words: string[], timeoutMs: number): Promise<{ word: string; detail: string }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.lines.length) {
+        const l = parseGuardLine(this.lines.shift()!);
+        if (words.includes(l.word)) return l;
+      }
+      if (this.closed) return { word: 'closed', detail: 'the guard ended (channel closed)' };
+      const left = deadline - Date.now();
+      if (left <= 0) return { word: 'timeout', detail: `no word from the guard in ${Math.round(timeoutMs / 1000)} s` };
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private say(word: string): void {
+    if (!this.closed) this.guard?.stdin.write(word + '\n');
+  }
+
+  async copyImages(): Promise<number> {
+    const { ctx, images } = this;
+    const ps: PageServer | undefined = ctx.pageServer;
+    if (ps) {
+      const code = await ps.done;
+      if (code !== 0) throw new Error(`the page server on the destination exited ${code}: not every page arrived (see ${this.R.pageServerLog} there)`);
+    }
+    failPoint('copy');
+    // CRIU's own "parent" link stays behind: the page server made the destination's.
+    return streamDir(ctx, images.local, images.remote, ['./parent']);
+  }
+
+  async restore(): Promise<void> {
+    failPoint('restore');
+    this.say('restore');
+    const w = await this.next(['verified', 'restore-failed', 'died', 'name-taken', 'removed'], this.deadlineS * 1000);
+    if (w.word === 'verified') {
+      if (faultAt('ssh-drop')) this.ctx.ssh.sever();
+      failPoint('verify');
+      return;
+    }
+    if (w.word === 'restore-failed') {
+      const d = diagnose(await fetchLog(this.ctx.dst, path.join(this.R.criuWork, RESTORE_LOG)));
+      throw new CriuFailure(`destination: runc restore exited ${w.detail}`, d);
+    }
+    if (w.word === 'died') throw new Error(`the restored container is ${w.detail} on the destination right after the restore`);
+    if (w.word === 'name-taken') throw new Error(`a container named ${this.ctx.opts.container} appeared on the destination during the migration; it was left alone`);
+    throw new Error(`the restore did not finish: ${w.detail}`);
+  }
+
+  async commit(): Promise<void> {
+    this.say('commit');
+    const w = await this.next(['committed', 'removed'], 60_000);
+    if (w.word !== 'committed') throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
+  }
+
+  /** The guard's files: committed, removed, or neither yet (its pid still running). */
+  private async guardFiles(): Promise<{ committed: boolean; removed: boolean; alive: boolean } | undefined> {
+    if (!(await reconnect(this.ctx))) return undefined;
+    const d = this.guardDir;
+    const r = await this.ctx.dst
+      .run(['sh', '-c', `[ -e '${d}/committed' ] && echo committed; [ -e '${d}/removed' ] && echo removed; [ -f '${d}/pid' ] && kill -0 "$(cat '${d}/pid')" 2>/dev/null && echo alive; true`], { allowFail: true })
+      .catch(() => undefined);
+    if (!r) return undefined;
+    return { committed: r.stdout.includes('committed'), removed: r.stdout.includes('removed'), alive: r.stdout.includes('alive') };
+  }
+
+  async committed(): Promise<boolean | undefined> {
+    const f = await this.guardFiles();
+    return f?.committed;
+  }
+
+  async remove(): Promise<boolean> {
+    const { ctx } = this;
+    if (this.guard && !this.closed) {
+      // Anything but "commit" makes the guard remove what it made.
+      this.say('rollback');
+      this.guard.stdin.end();
+      await this.next(['removed'], 60_000);
+    }
+    if (!this.guard) return true;
+    // Over a new connection if the old one dropped: wait until the guard has finished,
+    // then confirm no copy runs.
+    for (let i = 0; i < 10 * (this.deadlineS + 30); i++) {
+      const f = await this.guardFiles();
+      if (!f || f.committed) return false;
+      // The guard removes only what it restored: its word is the confirmation.
+      if (!f.alive) return f.removed || (await this.absent());
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  }
+
+  private async absent(): Promise<boolean> {
+    const st = await this.ctx.dst.run(runc.state(this.ctx.dstRunc, this.ctx.opts.container), { allowFail: true }).catch(() => undefined);
+    return !!st && st.code !== 0 && isNotExist(st.stderr);
+  }
+}

@@ -1,0 +1,154 @@
+// The switchover as a two-phase commit, with the tool as coordinator and the two hosts
+// as participants that never decide alone once the decision may have been made.
+//
+// Contract: when switchover() returns, the container runs on exactly one host and the
+// result says which, or the result is 'in-doubt' and names what `migrate recover` will
+// settle; it never throws. If the tool dies at any point, the participants end in one
+// defined state by themselves:
+//   - before the source is prepared: the source's hold resumes the source (the tool's pid
+//     is gone), the destination's guard removes its copy (its channel closed);
+//   - after the source is prepared and before the destination acknowledged its commit:
+//     the source stays frozen (in doubt); the guard has either committed or removed its
+//     copy; `migrate recover` reads which and tells the source;
+//   - after the destination's commit: the destination runs; the source stays frozen until
+//     the final verdict (written next, or by `migrate recover`) destroys it.
+// Commit order: the destination first, then the source. Each step is written to the
+// intent record before it is taken.
+import { failPoint } from './faults.js';
+import type { IntentPhase } from './intent.js';
+import type { Verdict } from './hold.js';
+
+/** Which state the dump left the source in. */
+export type FreezeResult =
+  /** Frozen and held at post-dump, every image written: the normal case. */
+  | { held: true }
+  /** The dump failed; CRIU resumed the tasks (they run on the source). */
+  | { held: false; failure: Error };
+
+/** The source's side. Each method's undo is in its comment. */
+export interface SourceSide {
+  /** Writes the intent record (before the step it names). */
+  record(phase: IntentPhase): Promise<void>;
+  /** Freeze and dump, held at post-dump. Undo: resume(). */
+  freeze(): Promise<FreezeResult>;
+  /** --move-ip: the address leaves the source (the hold gives it back on any rollback). Undo: resume(). */
+  releaseAddress(): Promise<void>;
+  /**
+   * Phase one: the hold is told to wait for a final verdict (it will no longer decide by
+   * itself). false: the hold had already rolled back on its own (timeout). Undo: finish('rollback').
+   */
+  prepare(): Promise<boolean>;
+  /** Phase two: the final verdict; resolves once the checkpoint ended (commit: the source is gone). */
+  finish(v: Verdict): Promise<void>;
+  /** Before prepare: roll back; resolves once the source runs again (address back). */
+  resume(): Promise<void>;
+  /** After the commit: what CRIU leaves behind (its lock rules) and the figures. Best effort. */
+  afterCommit(): Promise<void>;
+}
+
+/** The destination's side: everything goes through its guard (guard.ts). */
+export interface DestinationSide {
+  /** Starts the guard: [--move-ip] the address is claimed, muted. Undo: remove(). */
+  startGuard(): Promise<void>;
+  /** Waits for the page server (if any), copies the remaining image files. Undo: remove() (the work directory goes with cleanup). */
+  copyImages(): Promise<number>;
+  /** Restores and verifies under the guard. Undo: remove(). */
+  restore(): Promise<void>;
+  /** Phase two on the destination: resolves once the guard acknowledged the commit. */
+  commit(): Promise<void>;
+  /** After a commit that was not acknowledged: true/false if the guard's files say, undefined if the host cannot be reached. */
+  committed(): Promise<boolean | undefined>;
+  /** Removes an uncommitted copy and the claim; resolves true once the destination is confirmed clean. */
+  remove(): Promise<boolean>;
+}
+
+export interface SwitchoverHooks {
+  /** Progress and fault injection: called before each named step. */
+  step<T>(name: string, title: string, run: () => Promise<T>): Promise<T>;
+  warn(message: string): void;
+  /** Tests only: makes the tool die at a named point (RUNC_MIGRATE_KILL_AT). */
+  killPoint(point: string): void;
+  moveIp: boolean;
+}
+
+export type SwitchoverResult =
+  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string }
+  | { runningOn: 'source'; error: Error; destinationClean: boolean }
+  | { runningOn: 'in-doubt'; error: Error };
+
+export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
+  await src.record('frozen');
+  const t0 = performance.now();
+  const frozen = await h.step('dump', 'freeze and dump', () => src.freeze());
+  if (!frozen.held) return { runningOn: 'source', error: frozen.failure, destinationClean: true };
+
+  // Until the source is prepared, any failure (or the tool's death) rolls back.
+  let bytesMoved: number | undefined;
+  try {
+    h.killPoint('after-dump');
+    failPoint('after-dump');
+    const guard = dst.startGuard();
+    guard.catch(() => undefined); // awaited below, or by remove() in the rollback
+    if (h.moveIp) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
+    bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
+    await guard;
+    h.killPoint('copy');
+    await src.record('restoring');
+    await h.step('restore', 'restore and verify on the destination', () => dst.restore());
+    h.killPoint('restored');
+  } catch (err) {
+    return rollBack(src, dst, h, err as Error);
+  }
+
+  // Phase one: the source promises to wait for the final word.
+  await src.record('prepared');
+  h.killPoint('before-prepare');
+  const prepared = await src.prepare().catch(() => false);
+  if (!prepared) {
+    return rollBack(src, dst, h, new Error("the source's hold ended by itself (it waited longer than its limit) before the commit"));
+  }
+  h.killPoint('prepared');
+
+  // Phase two, destination first.
+  try {
+    await h.step('commit', 'commit on the destination', () => dst.commit());
+  } catch (err) {
+    const c = await dst.committed().catch(() => undefined);
+    if (c === undefined) {
+      return {
+        runningOn: 'in-doubt',
+        error: new Error(`the destination did not confirm the commit (${(err as Error).message}), and cannot be asked now`),
+      };
+    }
+    if (!c) {
+      const clean = await dst.remove().catch(() => false);
+      await src.finish('rollback').catch((e) => h.warn(`the source's final verdict: ${(e as Error).message}`));
+      return { runningOn: 'source', error: err as Error, destinationClean: clean };
+    }
+  }
+  const downtimeMs = performance.now() - t0;
+  // ---- POINT OF NO RETURN: the destination runs the committed copy. Nothing below can
+  // fail the migration; what goes wrong is a warning, and the report says what remains.
+  h.killPoint('destination-committed');
+  let sourceLeft: string | undefined;
+  try {
+    await src.record('destination-committed');
+    await h.step('finish', 'remove the source', () => src.finish('commit'));
+    h.killPoint('committed');
+    await src.afterCommit();
+  } catch (err) {
+    sourceLeft = `the source's frozen copy may remain (${(err as Error).message}): run migrate recover`;
+    h.warn(sourceLeft);
+  }
+  return { runningOn: 'destination', downtimeMs, bytesMoved, sourceLeft };
+}
+
+/** Before the prepare: the destination is cleaned first, then the source resumes. */
+async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, error: Error): Promise<SwitchoverResult> {
+  let clean = false;
+  await h.step('rollback', 'roll back (resume the source)', async () => {
+    clean = await dst.remove().catch(() => false);
+    await src.resume();
+  });
+  return { runningOn: 'source', error, destinationClean: clean };
+}

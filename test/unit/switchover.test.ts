@@ -1,0 +1,289 @@
+// The switchover transaction with fake sides: the tool "dies" at every step (the fake
+// throws Death there and nothing more of the coordinator runs), then the participants do
+// what the real ones do when their coordinator is gone (the source's hold, the
+// destination's guard), then recovery decides from what they show. Every crash point
+// must end with the container on exactly one host.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { decideRecovery } from '../../src/migration/recovery.js';
+import { switchover, type DestinationSide, type SourceSide, type SwitchoverHooks } from '../../src/migration/switchover.js';
+import type { IntentPhase } from '../../src/migration/intent.js';
+
+class Death extends Error {}
+
+/** Both hosts as the real participants would leave them. */
+interface World {
+  src: 'running' | 'frozen' | 'gone';
+  /** The hold's files. */
+  verdict?: string;
+  final?: string;
+  dst: 'none' | 'restored' | 'committed';
+  guard: { alive: boolean; removed: boolean; committed: boolean };
+  phase?: IntentPhase;
+  log: string[];
+  dead?: boolean;
+}
+
+function world(): World {
+  return { src: 'running', dst: 'none', guard: { alive: false, removed: false, committed: false }, log: [] };
+}
+
+/** Fake sides over a world; `dieAt` names the step where the coordinator dies. */
+function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; dst: DestinationSide; hooks: SwitchoverHooks } {
+  const step = (name: string) => {
+    // A dead coordinator takes no further step: whatever it would call next fails too.
+    if (w.dead) throw new Death(name);
+    w.log.push(name);
+    if (name === dieAt) {
+      w.dead = true;
+      throw new Death(name);
+    }
+    if (name === failAt) throw new Error(`failure at ${name}`);
+  };
+  const src: SourceSide = {
+    record: async (phase) => {
+      step(`record-${phase}`);
+      w.phase = phase;
+    },
+    freeze: async () => {
+      step('freeze');
+      w.src = 'frozen';
+      return { held: true };
+    },
+    releaseAddress: async () => step('release'),
+    prepare: async () => {
+      step('prepare');
+      if (w.verdict) return false;
+      w.verdict = 'prepared';
+      return true;
+    },
+    finish: async (v) => {
+      step(`finish-${v}`);
+      w.final ??= v;
+      w.src = w.final === 'commit' ? 'gone' : 'running';
+    },
+    resume: async () => {
+      step('resume');
+      if (w.verdict === 'prepared') w.final ??= 'rollback';
+      else w.verdict ??= 'rollback';
+      w.src = 'running';
+    },
+    afterCommit: async () => step('after-commit'),
+  };
+  const dst: DestinationSide = {
+    startGuard: async () => {
+      step('guard');
+      w.guard.alive = true;
+    },
+    copyImages: async () => {
+      step('copy');
+      return 1;
+    },
+    restore: async () => {
+      step('restore');
+      w.dst = 'restored';
+    },
+    commit: async () => {
+      // The guard commits on the word; the death can come before the acknowledgement.
+      w.dst = 'committed';
+      w.guard = { alive: false, removed: false, committed: true };
+      step('commit-ack');
+    },
+    committed: async () => w.guard.committed,
+    remove: async () => {
+      step('remove');
+      if (w.dst !== 'committed') {
+        w.dst = 'none';
+        w.guard = { alive: false, removed: true, committed: false };
+      }
+      return w.dst === 'none';
+    },
+  };
+  const hooks: SwitchoverHooks = {
+    step: (_name, _title, run) => run(),
+    warn: (m) => w.log.push(`warn: ${m}`),
+    killPoint: (p) => step(`kill-${p}`),
+    moveIp: true,
+  };
+  return { src, dst, hooks };
+}
+
+/** What the real participants do once their coordinator is gone. */
+function orphaned(w: World): void {
+  // The guard: its channel closed; it removes an uncommitted copy (and its claim).
+  if (w.guard.alive) {
+    if (w.dst === 'restored') w.dst = 'none';
+    w.guard = { alive: false, removed: true, committed: false };
+  }
+  // The hold: before a verdict it rolls back by itself; once prepared it waits.
+  if (w.src === 'frozen' && w.verdict === undefined) {
+    w.verdict = 'rollback-orphaned';
+    w.src = 'running';
+  }
+}
+
+/** migrate recover, on the fake world. */
+function recoverWorld(w: World): void {
+  if (w.src !== 'frozen' && w.final === undefined && w.verdict !== 'prepared') return;
+  const d = decideRecovery({
+    hold: { verdict: w.verdict, final: w.final },
+    checkpointRunning: w.src === 'frozen' && w.verdict === undefined,
+    guard: { ...w.guard },
+    destinationStatus: w.dst === 'none' ? 'missing' : 'running',
+  });
+  if (d.action === 'destination') {
+    w.final ??= 'commit';
+    w.src = 'gone';
+  } else if (d.action === 'source') {
+    if (d.removeDestinationCopy && w.dst !== 'committed') w.dst = 'none';
+    if (d.finalVerdict) w.final ??= d.finalVerdict;
+    w.src = 'running';
+  } else {
+    assert.fail(`recovery could not decide: ${d.action} (${d.why})`);
+  }
+}
+
+const running = (w: World) => [w.src === 'running' ? 'source' : undefined, w.dst !== 'none' ? 'destination' : undefined].filter(Boolean);
+
+/** Every step the coordinator takes on the way, in order (from a run without deaths). */
+async function steps(): Promise<string[]> {
+  const w = world();
+  const s = sides(w);
+  await switchover(s.src, s.dst, s.hooks);
+  return w.log.filter((l) => !l.startsWith('warn'));
+}
+
+describe('the switchover as a two-phase commit', () => {
+  test('a run without failures commits the destination first, then the source', async () => {
+    const log = await steps();
+    assert.ok(log.indexOf('commit-ack') < log.indexOf('finish-commit'), log.join(' '));
+    assert.ok(log.indexOf('prepare') < log.indexOf('commit-ack'), log.join(' '));
+    assert.ok(log.indexOf('record-prepared') < log.indexOf('prepare'), 'the record is written before the step it names');
+  });
+
+  test('the tool dying at any step leaves the container on exactly one host, after recovery at most', async () => {
+    const all = await steps();
+    assert.ok(all.length > 12, all.join(' '));
+    for (const point of all) {
+      const w = world();
+      const s = sides(w, point);
+      await switchover(s.src, s.dst, s.hooks).catch((e) => {
+        if (!(e instanceof Death)) throw e;
+      });
+      assert.ok(w.dead, `never reached ${point}`);
+      orphaned(w);
+      const before = running(w);
+      recoverWorld(w);
+      const after = running(w);
+      assert.equal(after.length, 1, `died at ${point}: running on ${after.join(' and ') || 'no host'} (before recovery: ${before.join(', ')})`);
+      // Never two at once, even before recovery: an in-doubt source is frozen, not running.
+      assert.ok(before.length <= 1, `died at ${point}: running on both hosts before recovery`);
+      // The destination keeps the container once it committed: the commit is not undone.
+      if (all.indexOf(point) > all.indexOf('commit-ack')) assert.deepEqual(after, ['destination'], `died at ${point}`);
+    }
+  });
+
+  test('a failure at any step before the prepare rolls back to the source, destination clean', async () => {
+    const all = await steps();
+    for (const point of all.slice(all.indexOf('guard'), all.indexOf('record-prepared'))) {
+      if (point.startsWith('kill-')) continue;
+      const w = world();
+      const s = sides(w, undefined, point);
+      const r = await switchover(s.src, s.dst, s.hooks);
+      assert.equal(r.runningOn, 'source', point);
+      assert.deepEqual(running(w), ['source'], point);
+    }
+  });
+
+  test('a hold that ended by itself before the prepare: the destination copy goes, the source runs', async () => {
+    const w = world();
+    const s = sides(w);
+    const restore = s.dst.restore;
+    s.dst.restore = async () => {
+      await restore();
+      w.verdict = 'rollback-timeout';
+      w.src = 'running';
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'source');
+    assert.deepEqual(running(w), ['source']);
+  });
+
+  test('a commit not acknowledged and not made: the source gets the final rollback', async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.commit = async () => {
+      throw new Error('channel closed');
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'source');
+    assert.equal(w.final, 'rollback');
+    assert.deepEqual(running(w), ['source']);
+  });
+
+  test('a commit not acknowledged but made: the migration stands', async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.commit = async () => {
+      w.dst = 'committed';
+      w.guard = { alive: false, removed: false, committed: true };
+      throw new Error('the acknowledgement was lost');
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'destination');
+    assert.deepEqual(running(w), ['destination']);
+  });
+
+  test('a commit not acknowledged and the destination unreachable: in doubt, the source stays frozen', async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.commit = async () => {
+      throw new Error('connection lost');
+    };
+    s.dst.committed = async () => undefined;
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'in-doubt');
+    assert.equal(w.src, 'frozen');
+    assert.equal(w.final, undefined);
+  });
+
+  test('a failure after the commit is a warning, not a failed migration', async () => {
+    const w = world();
+    const s = sides(w);
+    s.src.afterCommit = async () => {
+      throw new Error('du failed');
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'destination');
+  });
+});
+
+describe('recovery decisions', () => {
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }> = {}) => ({ committed: false, removed: false, alive: false, ...o });
+  test('in doubt with the destination unreachable: nothing is decided', () => {
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true }).action, 'in-doubt');
+  });
+  test('in doubt, the guard committed and the copy runs: commit', () => {
+    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running' });
+    assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['destination', 'commit']);
+  });
+  test('in doubt, the guard removed its copy: rollback', () => {
+    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ removed: true }), destinationStatus: 'missing' });
+    assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['source', 'rollback']);
+  });
+  test('in doubt, the guard still deciding: wait', () => {
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+  });
+  test('the hold rolled back by itself: the source, and a leftover copy goes', () => {
+    const d = decideRecovery({ hold: { verdict: 'rollback-orphaned' }, checkpointRunning: false, guard: guard(), destinationStatus: 'running' });
+    assert.equal(d.action, 'source');
+    assert.equal((d as { removeDestinationCopy: boolean }).removeDestinationCopy, true);
+  });
+  test('a final verdict already written decides', () => {
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false }).action, 'destination');
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'rollback' }, checkpointRunning: false, guard: guard(), destinationStatus: 'missing' }).action, 'source');
+  });
+  test('no verdict while the checkpoint still runs: wait for the hold', () => {
+    assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing' }).action, 'wait');
+  });
+});
