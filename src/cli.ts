@@ -79,7 +79,9 @@ export function buildProgram(): Command {
     .version(packageVersion(), '-V, --version', 'print the version and exit')
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run migrate --help for every option)')
-    .exitOverride();
+    .exitOverride()
+    // Options after a subcommand's name are the subcommand's (recover takes the same ones).
+    .enablePositionalOptions();
   p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
   // Subcommands come after exitOverride and configureOutput, which they inherit.
   // recover takes the same options as a migration (SSH, runc roots): the same definitions.

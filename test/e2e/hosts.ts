@@ -1,6 +1,7 @@
 // The end-to-end tests' view of the local test hosts (test/hosts/setup.sh): build them,
 // start example containers on the source, run the CLI inside the source namespace, and
 // look at what runs where. Everything here touches real namespaces, runc and CRIU.
+import assert from 'node:assert/strict';
 import { execa, type ResultPromise } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -191,4 +192,16 @@ export function clientProcess(script: string, args: string[]): { proc: ResultPro
 
 export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {
   return clientProcess(path.join(ROOT, 'dist/test/e2e/echo-client.js'), [h.serviceAddr, '7777', String(intervalMs)]);
+}
+
+/** Stops an echo client and checks what it saw: its connection never broke, every answer came back in order. */
+export async function stopClient(client: ReturnType<typeof echoClient>) {
+  client.proc.kill('SIGTERM');
+  const c = await client.proc;
+  const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
+  assert.equal(result.error, undefined);
+  assert.equal(result.closedByPeer, false);
+  assert.equal(result.inOrder, true);
+  assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
+  return result;
 }

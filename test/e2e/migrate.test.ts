@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  baseArgs, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
+  baseArgs, echoClient, leftovers, stopClient, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
   type Hosts,
 } from './hosts.js';
 
@@ -83,17 +83,6 @@ describe('a non-root remote user', () => {
 });
 
 /** Stops the echo client and checks what it saw: one connection, every answer, in order. */
-async function stopClient(client: ReturnType<typeof echoClient>) {
-  client.proc.kill('SIGTERM');
-  const c = await client.proc;
-  const result = JSON.parse(String(c.stdout).trim().split('\n').pop()!);
-  assert.equal(result.error, undefined);
-  assert.equal(result.closedByPeer, false);
-  assert.equal(result.inOrder, true);
-  assert.ok(result.answered >= result.sent - 5, `answered ${result.answered} of ${result.sent}`);
-  return result;
-}
-
 describe('TCP echo server with --move-ip', () => {
   const svc = () => `${h.serviceAddr}/32`;
   const addressOnSource = () => serviceAddressOnSource(h);
