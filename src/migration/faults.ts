@@ -7,7 +7,11 @@
 //   restore      the restore fails
 //   ssh-drop     the SSH connection is cut after the restore (the rollback reconnects)
 //   verify       the check that the restored container runs fails
-export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify'] as const;
+//   restore-hang the destination's restore hangs (the guard kills it at its deadline)
+//   restore-dies the restored container dies right after the restore (the guard's verify sees it)
+import { closeSync, openSync, writeSync } from 'node:fs';
+
+export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export function failPoint(point: FaultPoint): void {
@@ -18,4 +22,28 @@ export function failPoint(point: FaultPoint): void {
 
 export function faultAt(point: FaultPoint): boolean {
   return process.env.RUNC_MIGRATE_FAIL_AT === point;
+}
+
+/**
+ * The switchover's named points (switchover.ts calls them in order: after-dump, copy,
+ * restored, before-prepare, prepared, destination-committed, committed), where a test can
+ * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
+ * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).
+ */
+export function switchoverPoint(point: string, sever: () => void, workDir: string): void {
+  const [kill, sig] = (process.env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
+  if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
+  if (process.env.RUNC_MIGRATE_DROP_AT === point) sever();
+  // RUNC_MIGRATE_FILL_AT=POINT: the source's work directory's file system fills up.
+  if (process.env.RUNC_MIGRATE_FILL_AT === point) {
+    const fd = openSync(`${workDir}/fill`, 'w');
+    try {
+      const block = Buffer.alloc(65536, 1);
+      for (;;) writeSync(fd, block);
+    } catch {
+      // ENOSPC: full
+    } finally {
+      closeSync(fd);
+    }
+  }
 }

@@ -54,8 +54,10 @@ export function guardScript(g: GuardSpec): string {
   const withOld = (argv: string[]) => `${commandLine(argv)} "$old"`;
   return `trap '' PIPE HUP
 dir=${quote(g.dir)}
-mkdir -p "$dir" && echo $$ > "$dir/pid"
+mkdir -p "$dir" && echo $$ > "$dir/pid" && : > "$dir/.mark"
 say() { echo "$*" >> "$dir/log"; echo "$*" 2>/dev/null; }
+# Markers are links of a file made at the start: they need no room when the disk is full.
+mark() { ln "$dir/.mark" "$dir/$1" 2>/dev/null || : > "$dir/$1"; }
 end=$(($(date +%s) + ${Math.max(1, Math.floor(g.deadlineS))}))
 left() { l=$((end - $(date +%s))); [ $l -gt 0 ] && echo $l || echo 1; }
 # One line from the tool, or nothing once the deadline passes or the channel closes.
@@ -69,7 +71,7 @@ remove() {
 		${commandLine(g.delete)} >/dev/null 2>&1
 	fi
 	${mv ? `[ -n "$old" ] && ${withOld(mv.unclaim)} >> "$dir/log" 2>&1` : ':'}
-	: > "$dir/removed"
+	mark removed
 	say removed "$@"
 	exit 0
 }
@@ -97,7 +99,7 @@ while [ $i -le ${polls} ]; do
 done
 say verified
 [ "$(word)" = commit ] || remove
-: > "$dir/committed"
+mark committed
 ${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
 say committed
 exit 0

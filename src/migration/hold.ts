@@ -13,9 +13,11 @@
 // Before `prepared` the script decides by itself when the tool dies (rollback-orphaned)
 // or the hold outlives its limit (rollback-timeout): the destination's guard removes its
 // uncommitted copy on its own, so resuming the source is safe. Every verdict file appears
-// whole and once: it is written to a temporary file and hard-linked into place (link
-// fails if the name exists), so whoever decides first decides for both, and a verdict
-// file is never seen half-written. An empty or unreadable verdict reads as rollback.
+// whole and once: each possible verdict is written when the hold is set up (while there
+// is room), and deciding is a hard link of one of them into place. link fails if the
+// name exists, so whoever decides first decides for both; a verdict is never seen
+// half-written; and deciding needs no free space (a full tmpfs cannot block it). An
+// empty or unreadable verdict reads as rollback.
 import fs from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -39,11 +41,7 @@ export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveB
 [ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
 dir=${q(p.holdDir)}
 : > "$dir/dumped"
-decide() {
-	t=$(mktemp "$dir/.verdict.XXXXXX") || return 0
-	echo "$1" > "$t" && ln "$t" "$dir/verdict" 2>/dev/null
-	rm -f "$t"
-}
+decide() { ln "$dir/.v-$1" "$dir/verdict" 2>/dev/null; }
 i=0
 while [ ! -e "$dir/verdict" ]; do
 	if ! kill -0 ${cliPid} 2>/dev/null; then decide rollback-orphaned; continue; fi
@@ -66,8 +64,12 @@ export function criuConfig(p: WorkPaths): string {
   return `action-script ${p.holdScript}\n`;
 }
 
+/** Every verdict the tool, the hold or migrate recover can give, made ready beforehand. */
+export const VERDICTS = ['prepared', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
+
 export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): Promise<Record<string, string>> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
+  for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
   await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack), { mode: 0o700 });
   await fs.writeFile(p.criuConfig, criuConfig(p), { mode: 0o600 });
   return { CRIU_CONFIG_FILE: p.criuConfig };
@@ -94,18 +96,14 @@ export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>)
  * Writes FILE (verdict or final) in the hold directory whole and only if it does not
  * exist yet. Returns the content in force: ours, or whoever wrote it first.
  */
-export async function decide(holdDir: string, file: 'verdict' | 'final', content: string): Promise<string> {
+export async function decide(holdDir: string, file: 'verdict' | 'final', content: (typeof VERDICTS)[number]): Promise<string> {
   const target = path.join(holdDir, file);
-  const tmp = path.join(holdDir, `.${file}.${process.pid}.${Date.now()}`);
-  await fs.writeFile(tmp, content + '\n', { mode: 0o600 });
   try {
-    await fs.link(tmp, target);
+    await fs.link(path.join(holdDir, `.v-${content}`), target);
     return content;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     return (await fs.readFile(target, 'utf8').catch(() => '')).trim() || 'rollback-unreadable';
-  } finally {
-    await fs.rm(tmp, { force: true });
   }
 }
 

@@ -14,7 +14,7 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { addr } from './address.js';
 import type { Context } from './context.js';
-import { faultAt } from './faults.js';
+import { faultAt, switchoverPoint } from './faults.js';
 import { holdTimeoutS } from './hold.js';
 import { intentPath, readIntent, removeIntent } from './intent.js';
 import { recover } from './recover.js';
@@ -85,14 +85,6 @@ async function afterFreeze(ctx: Context, message: string, o: { hint?: string; cr
   );
 }
 
-/** Test-only: RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL] makes the tool die there, as a crash would. */
-function killPoint(point: string): void {
-  const spec = process.env.RUNC_MIGRATE_KILL_AT;
-  if (!spec) return;
-  const [p, sig] = spec.split(':');
-  if (p === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
-}
-
 /**
  * Runs the switchover (switchover.ts) between this machine and the destination, and turns
  * its result into the report's terms. Returns only after a commit; otherwise throws
@@ -133,7 +125,7 @@ async function runSwitchover(ctx: Context, images: FinalImages): Promise<{ downt
   const r = await switchover(src, dst, {
     step: (name, title, run) => progress.phase(name, title, run),
     warn: (m) => progress.warn(m),
-    killPoint,
+    killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L.base),
     moveIp: !!opts.moveIp,
   });
   if (r.runningOn === 'destination') {

@@ -13,6 +13,7 @@ import { isNotExist, MIN_RUNC_VERSION, parseMemoryUsage, parseRuncVersion, parse
 import { addr, parseAddrDev, parseRouteDev } from './address.js';
 import type { ChosenTransport, Context } from './context.js';
 import { workPaths } from './paths.js';
+import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
 import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
 import { streamDir } from './transfer.js';
 import { chooseMode } from './policy.js';
@@ -162,9 +163,11 @@ export const SOURCE_CHECKS: Check[] = [
       }
       ctx.local = workPaths(base);
       ctx.cleanups.push({ what: `remove ${base} on the source`, run: async () => (ctx.keepWorkDirs ? undefined : fs.rm(base, { recursive: true, force: true })) });
+      await fs.writeFile(path.join(base, OWNER_FILE), ownerLine());
       await fs.mkdir(ctx.local.images, { mode: 0o700 });
       await fs.mkdir(ctx.local.criuWork, { mode: 0o700 });
-      return base;
+      const stale = await removeStale(ctx.src, ctx.opts.workDir, DEFAULTS.intentDir, [base]);
+      return stale.length ? `${base}; removed ${stale.length} stale: ${stale.join(' ')}` : base;
     },
   },
 ];
@@ -257,7 +260,9 @@ export const DESTINATION_CHECKS: Check[] = [
       ctx.remote = p;
       ctx.cleanups.push({ what: `remove ${base} on the destination`, run: async () => (ctx.keepWorkDirs ? undefined : ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true })) });
       await ctx.dst.run(['mkdir', '-m', '0700', p.images, p.criuWork]);
-      return base;
+      await ctx.dst.run(['tee', path.join(base, OWNER_FILE)], { input: ownerLine() });
+      const stale = await removeStale(ctx.dst, ctx.opts.remoteWorkDir, DEFAULTS.intentDir, [base]);
+      return stale.length ? `${base}; removed ${stale.length} stale: ${stale.join(' ')}` : base;
     },
   },
   {

@@ -7,6 +7,7 @@ import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
 import type { Proc } from '../host.js';
 import { isNotExist, runc } from '../runc.js';
+import { commandLine } from '../shell.js';
 import { SshConnection } from '../ssh/connection.js';
 import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
@@ -152,7 +153,12 @@ export class Source implements SourceSide {
     // CRIU leaves its TCP lock rules on the source after a committed dump.
     if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
     const stats = await fs.readFile(path.join(this.L.criuWork, 'stats-dump')).catch(() => undefined);
-    this.finalDump = stats ? decodeStatsImage(stats) : undefined;
+    try {
+      this.finalDump = stats ? decodeStatsImage(stats) : undefined;
+    } catch (err) {
+      // A truncated image (CRIU ran out of room writing it) costs the figures, nothing else.
+      ctx.progress.warn(`CRIU's stats of the final dump are unreadable (${(err as Error).message}): reported without them`);
+    }
   }
 }
 
@@ -180,10 +186,17 @@ export class Destination implements DestinationSide {
     const { ctx, images } = this;
     const mv = ctx.opts.moveIp;
     const g = ctx.dstRunc;
+    let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished });
+    // Test faults: a restore that hangs, a copy that dies right after it was restored.
+    if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3600; exec "$@"', 'sh', ...restore];
+    if (faultAt('restore-dies')) {
+      const pid = `${commandLine(runc.state(g, ctx.opts.container))} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p'`;
+      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(${pid})") & exit 0`, 'sh', ...restore];
+    }
     const script = guardScript({
       dir: this.guardDir,
       state: runc.state(g, ctx.opts.container),
-      restore: runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished }),
+      restore,
       kill: [g.runc, '--root', g.root, 'kill', ctx.opts.container, 'KILL'],
       delete: runc.deleteForce(g, ctx.opts.container),
       deadlineS: this.deadlineS,
@@ -254,7 +267,7 @@ export class Destination implements DestinationSide {
     }
     failPoint('copy');
     // CRIU's own "parent" link stays behind: the page server made the destination's.
-    return streamDir(ctx, images.local, images.remote, ['./parent']);
+    return streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
   }
 
   async restore(): Promise<void> {

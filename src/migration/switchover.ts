@@ -66,7 +66,7 @@ export interface SwitchoverHooks {
   /** Progress and fault injection: called before each named step. */
   step<T>(name: string, title: string, run: () => Promise<T>): Promise<T>;
   warn(message: string): void;
-  /** Tests only: makes the tool die at a named point (RUNC_MIGRATE_KILL_AT). */
+  /** Tests only: the tool dies, or loses its connection, at a named point (faults.ts switchoverPoint). */
   killPoint(point: string): void;
   moveIp: boolean;
 }
@@ -134,12 +134,12 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   try {
     await src.record('destination-committed');
     await h.step('finish', 'remove the source', () => src.finish('commit'));
-    h.killPoint('committed');
-    await src.afterCommit();
   } catch (err) {
     sourceLeft = `the source's frozen copy may remain (${(err as Error).message}): run migrate recover`;
     h.warn(sourceLeft);
   }
+  h.killPoint('committed');
+  await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
   return { runningOn: 'destination', downtimeMs, bytesMoved, sourceLeft };
 }
 

@@ -3,7 +3,7 @@
 import { criu } from '../criu.js';
 import { MigrateError, EXIT } from '../errors.js';
 import type { Proc } from '../host.js';
-import { commandLine } from '../shell.js';
+import { commandLine, quote } from '../shell.js';
 import type { Context } from './context.js';
 
 export interface PageServer {
@@ -34,9 +34,16 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     logFile: r.pageServerLog,
     prevImagesDir,
   });
-  const proc: Proc = await ctx.dst.spawn(['sh', '-c', `echo $$ > ${r.pageServerPid}; exec ${commandLine(argv)}`]);
+  // The page server cannot outlive the migration: a watcher reads the channel, and when
+  // it closes (the tool ended, died, or lost the connection) the page server is killed.
+  const pidFile = quote(r.pageServerPid);
+  const proc: Proc = await ctx.dst.spawn([
+    'sh',
+    '-c',
+    `exec 3<&0; ${commandLine(argv)} 3<&- & p=$!; echo $p > ${pidFile}; (cat <&3 >/dev/null; kill $p 2>/dev/null) & w=$!; wait $p; s=$?; kill $w 2>/dev/null; exit $s`,
+  ]);
   const kill = async () => {
-    await ctx.dst.run(['sh', '-c', `[ -f ${r.pageServerPid} ] && kill $(cat ${r.pageServerPid}) 2>/dev/null; rm -f ${r.pageServerPid}`], { allowFail: true });
+    await ctx.dst.run(['sh', '-c', `[ -f ${pidFile} ] && kill $(cat ${pidFile}) 2>/dev/null; rm -f ${pidFile}`], { allowFail: true });
   };
   const done = proc.done.then((res) => res.code);
   const ready = await new Promise<boolean>((resolve) => {
@@ -83,13 +90,29 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
  * Copies the files of a local directory into a directory on the destination through one
  * exec channel (tar on both ends). Returns the bytes sent.
  */
-export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = []): Promise<number> {
+export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = [], timeoutMs = 600_000): Promise<number> {
   const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
   const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
   let bytes = 0;
   sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
   sender.stdout.pipe(receiver.stdin);
-  const [s, rcv] = await Promise.all([sender.done, receiver.done]);
+  // A receiver that ends first (the channel closed) or a copy past its limit must not
+  // leave the sender paused on a full pipe forever.
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+  void receiver.done.then(() => {
+    sender.stdout.unpipe(receiver.stdin);
+    sender.stdout.resume();
+  });
+  const both = Promise.all([sender.done, receiver.done]);
+  const r = await Promise.race([both, limit]);
+  clearTimeout(timer);
+  if (r === 'timeout') {
+    sender.kill('SIGKILL');
+    receiver.kill('SIGKILL');
+    throw new Error(`copying images did not finish within ${Math.round(timeoutMs / 1000)} s`);
+  }
+  const [s, rcv] = r;
   if (s.code !== 0 || rcv.code !== 0) {
     throw new Error(`copying images failed: tar on the source exited ${s.code} (${s.stderr.trim()}), on the destination ${rcv.code} (${rcv.stderr.trim()})`);
   }

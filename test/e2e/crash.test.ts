@@ -115,3 +115,104 @@ describe('the tool killed during the switchover', () => {
     await removeEverywhere(h, 'echo-crash');
   });
 });
+
+describe('the connection or the destination fails during the switchover', () => {
+  async function counter(name: string) {
+    const b = await startExample(h, 'counter', name);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    return { b, atStart: await readCounter(b.src) };
+  }
+  async function endsOn(name: string, b: { src: string; dst: string }, atStart: number, expected: 'source' | 'destination') {
+    assert.deepEqual(await whereRunning(name, b), [expected]);
+    assert.ok((await readCounter(expected === 'source' ? b.src : b.dst)) >= atStart, 'the counter went back');
+    assert.equal(await status(expected === 'source' ? h.dstRoot : h.srcRoot, name), 'absent');
+    assert.deepEqual(await hostState(), []);
+    await removeEverywhere(h, name);
+  }
+
+  const drops: Array<[string, 'source' | 'destination', number]> = [
+    ['after-dump', 'source', 4], // while the address is claimed and the copy begins
+    ['copy', 'source', 4],
+    ['restored', 'source', 4],
+    ['prepared', 'source', 4], // the guard loses its channel before the word commit
+    ['destination-committed', 'destination', 0],
+  ];
+  for (const [point, expected, code] of drops) {
+    test(`SSH dropped at ${point}: ${expected === 'source' ? 'rolled back' : 'migrated'}, on the ${expected} only, nothing left`, async () => {
+      const name = 'drop';
+      const { b, atStart } = await counter(name);
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'page-server', '--json'], { RUNC_MIGRATE_DROP_AT: point });
+      assert.equal(r.code, code, r.stderr + r.stdout);
+      assert.equal(JSON.parse(r.stdout).runningOn, expected);
+      await endsOn(name, b, atStart, expected);
+    });
+  }
+
+  test('SIGKILL with the page server transport: the page server goes with the connection', async () => {
+    const name = 'pskill';
+    const { b, atStart } = await counter(name);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'page-server'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
+    assert.equal(r.code, -1, r.stderr);
+    await waitFor('the page server to go', async () => !(await leftovers()).some((l) => l.includes('page-server')), 5000);
+    const rec = await migrate(['recover', ...baseArgs(h, name, b.dst)]);
+    assert.equal(rec.code, 0, rec.stderr);
+    await endsOn(name, b, atStart, 'source');
+  });
+
+  test('a restore that outlives its limit is killed with its process group; the source resumes', async () => {
+    const name = 'hang';
+    const { b, atStart } = await counter(name);
+    const t0 = Date.now();
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '12', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-hang' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
+    assert.match(JSON.parse(r.stdout).error.message, /restore/);
+    const sleeper = await sh(['pgrep', '-f', 'sleep 3600'], { reject: false });
+    assert.equal(sleeper.stdout.trim(), '', 'the hung restore is still running');
+    await endsOn(name, b, atStart, 'source');
+  });
+
+  test('a restored copy that dies right after the restore is not committed; the source resumes', async () => {
+    const name = 'dies';
+    const { b, atStart } = await counter(name);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-dies' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    assert.match(JSON.parse(r.stdout).error.message, /right after the restore/);
+    await endsOn(name, b, atStart, 'source');
+  });
+
+  test('a full work directory on the source: the verdicts need no room; the migration completes', async () => {
+    const name = 'full';
+    const { b, atStart } = await counter(name);
+    const dir = fs.mkdtempSync('/var/tmp/rm-full-');
+    await sh(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    try {
+      // Fill the work directory's file system once the images are written: what is left
+      // to write on the source is the hold's verdicts.
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--work-dir', dir, '--force', '--json'], {
+        RUNC_MIGRATE_FILL_AT: 'restored',
+      });
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      await endsOn(name, b, atStart, 'destination');
+    } finally {
+      await sh(['umount', dir], { reject: false });
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('stale work directories of a dead run are removed by the next run, on both hosts', async () => {
+    const name = 'stale';
+    const { b } = await counter(name);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
+    assert.equal(r.code, -1);
+    // The record is settled by hand here (as an operator who reads the hold might): only
+    // the directories remain, with a dead owner.
+    fs.rmSync(INTENT_DIR, { recursive: true, force: true });
+    await waitFor('the source to run again', async () => (await status(h.srcRoot, name)) === 'running');
+    assert.ok((await leftovers()).length >= 2, 'the dead run left its work directories');
+    const again = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, name);
+  });
+});

@@ -108,3 +108,10 @@ test('remote command lines: sudo and env prefixes', () => {
   const h2 = new RemoteHost(fake, false, () => {});
   assert.equal(h2.line(['criu', 'check'], { A: 'b c' }), "env 'A=b c' criu check");
 });
+
+test('stale work directories: ours, gone, and needed by no unfinished migration', async () => {
+  const { staleDirs } = await import('../../src/migration/stale.js');
+  const lines = ['/dev/shm/runc-migrate.a me 100', '/dev/shm/runc-migrate.b me 200', '/dev/shm/runc-migrate.c other 100', '/dev/shm/runc-migrate.d me 300', '/dev/shm/runc-migrate.e me 400', 'garbage'].join('\n');
+  const stale = staleDirs(lines, { host: 'me', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
+  assert.deepEqual(stale, ['/dev/shm/runc-migrate.a']);
+});

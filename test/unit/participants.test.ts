@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { decide, holdScript, holdTimeoutS, readHold } from '../../src/migration/hold.js';
+import { decide, holdScript, holdTimeoutS, readHold, writeHold } from '../../src/migration/hold.js';
 import { guardScript } from '../../src/migration/guard.js';
 import { workPaths } from '../../src/migration/paths.js';
 
@@ -16,12 +16,11 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A hold in a fresh directory, started as CRIU would at post-dump. */
-function hold(o: { pid?: number; timeoutS?: number; giveBack?: boolean } = {}) {
+/** A hold in a fresh directory (set up as the tool does), started as CRIU would at post-dump. */
+async function hold(o: { pid?: number; timeoutS?: number; giveBack?: boolean } = {}) {
   const p = workPaths(path.join(tmp, `hold${++n}`));
-  fs.mkdirSync(p.holdDir, { recursive: true });
   const marker = path.join(p.base, 'gave-back');
-  fs.writeFileSync(p.holdScript, holdScript(p, o.pid ?? process.pid, o.timeoutS ?? 60, o.giveBack ? ['touch', marker] : undefined), { mode: 0o700 });
+  await writeHold(p, o.pid ?? process.pid, o.timeoutS ?? 60, o.giveBack ? ['touch', marker] : undefined);
   const proc = execa('sh', [p.holdScript], { env: { CRTOOLS_SCRIPT_ACTION: 'post-dump' }, reject: false });
   return { p, proc, marker };
 }
@@ -42,7 +41,7 @@ describe("the source's hold", () => {
   });
 
   test('rollback: exits 1 and gives the address back', async () => {
-    const h = hold({ giveBack: true });
+    const h = await hold({ giveBack: true });
     await sleep(100);
     assert.equal(fs.existsSync(h.p.dumpedMarker), true);
     fs.writeFileSync(path.join(h.p.holdDir, 'address-released'), '');
@@ -52,7 +51,7 @@ describe("the source's hold", () => {
   });
 
   test('prepared, then final commit: exits 0; the address stays away', async () => {
-    const h = hold({ giveBack: true });
+    const h = await hold({ giveBack: true });
     fs.writeFileSync(path.join(h.p.holdDir, 'address-released'), '');
     await decide(h.p.holdDir, 'verdict', 'prepared');
     assert.equal(await exits(h.proc, 300), undefined, 'prepared alone must not end the hold');
@@ -64,7 +63,7 @@ describe("the source's hold", () => {
   test('the tool gone before the prepare: rolls back by itself', async () => {
     const dead = execa('true');
     await dead;
-    const h = hold({ pid: dead.pid });
+    const h = await hold({ pid: dead.pid });
     assert.equal(await exits(h.proc, 2000), 1);
     assert.equal((await readHold(h.p.holdDir)).verdict, 'rollback-orphaned');
   });
@@ -72,7 +71,7 @@ describe("the source's hold", () => {
   test('the tool gone after the prepare: stays frozen (in doubt) until a final verdict', async () => {
     const dead = execa('true');
     await dead;
-    const h = hold({ pid: dead.pid });
+    const h = await hold({ pid: dead.pid });
     // The prepare races the hold's own check; whoever links first decides.
     const v = await decide(h.p.holdDir, 'verdict', 'prepared');
     if (v !== 'prepared') return; // the hold saw the dead pid first: covered above
@@ -82,7 +81,7 @@ describe("the source's hold", () => {
   });
 
   test('the limit passes before a verdict: rolls back by itself', async () => {
-    const h = hold({ timeoutS: 0.2 });
+    const h = await hold({ timeoutS: 0.2 });
     assert.equal(await exits(h.proc, 3000), 1);
     assert.equal((await readHold(h.p.holdDir)).verdict, 'rollback-timeout');
     // The tool's prepare now loses: the verdict in force is the hold's.
@@ -90,7 +89,7 @@ describe("the source's hold", () => {
   });
 
   test('an empty verdict file reads as rollback, it does not keep the source frozen', async () => {
-    const h = hold();
+    const h = await hold();
     fs.writeFileSync(path.join(h.p.holdDir, 'verdict'), '');
     assert.equal(await exits(h.proc, 2000), 1);
   });
