@@ -7,7 +7,8 @@ import { DEFAULTS, resolveOptions, TRANSPORTS, type RawOptions } from './options
 import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
-import { interruption, migrate, recoverCommand } from './migration/migrate.js';
+import { interruption, migrate } from './migration/migrate.js';
+import { recoverCommand } from './migration/recover.js';
 
 const EXIT_HELP = `
 Exit codes:

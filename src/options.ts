@@ -41,21 +41,6 @@ export const DEFAULTS = {
   maxDowntimeMs: 300,
   maxIterations: 8,
   /**
-   * The restore-time model of the stop rule: base + per MiB of container memory. Fitted to
-   * the one-shot restores measured on the local test hosts (bench/results/transport-crossover.md).
-   */
-  restoreBaseMs: 150,
-  restoreMsPerMiB: 1.7,
-  /**
-   * A final dump and a restore cost these multiples of a pre-dump's fixed cost (runc
-   * checkpoint --pre-dump time less its page transfer). Fitted on the QEMU test VMs: a
-   * pre-dump 1.0-1.1 s, the final dump 2.6 s, the restore 2.2-2.3 s (two runs).
-   */
-  finalDumpCostFactor: 2.5,
-  /** Pre-copy ends as "steady" when the pages written stop shrinking below this share of the first iteration. */
-  steadyShare: 0.1,
-  restoreCostFactor: 2.1,
-  /**
    * How long the frozen source waits for the verdict before resuming by itself (the
    * destination's guard gives up a little earlier): this floor, or twice the time the
    * container's memory takes at holdWorstBytesPerS (copy, then restore), whichever is

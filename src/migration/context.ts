@@ -11,6 +11,8 @@ export type ChosenTransport = 'page-server' | 'stream' | 'direct';
 export interface Context {
   opts: Options;
   progress: Progress;
+  /** Shows a command as it runs (--verbose). */
+  log: (host: string, line: string) => void;
   src: Host;
   dst: Host;
   ssh: SshConnection;

@@ -33,6 +33,8 @@ export interface Intent {
   remoteBase: string;
   guardDir: string;
   moveIp?: MoveIp & { srcDev: string; dstDev: string };
+  /** CRIU lock rules on the source before this dump (netlock.ts): not this migration's to remove. */
+  lockRulesBefore?: string[];
 }
 
 /** The record's file: one per runc root and container. */

@@ -33,23 +33,30 @@ export function criuNftTables(listing: string): string[] {
 /** Runs one command without throwing on a non-zero exit. */
 export type Runner = (argv: string[]) => Promise<{ code: number | null; stdout: string }>;
 
-/** Removes every lock rule (and CRIU's chain or nftables table) CRIU left; returns how many. */
-export async function removeCriuLockRules(run: Runner): Promise<number> {
-  let removed = 0;
+/** The lock rules and tables present now, as the argv that would delete each (one string per item). */
+export async function criuLockRules(run: Runner): Promise<string[]> {
+  const found: string[] = [];
   for (const bin of ['iptables', 'ip6tables']) {
     const list = await run([bin, '-w', '-S']);
     if (list.code !== 0) continue;
-    for (const argv of criuIptablesDeletes(list.stdout, bin)) {
-      if ((await run(argv)).code === 0) removed++;
-    }
-    // The chain itself, if CRIU made one.
-    if (/^-N CRIU$/m.test(list.stdout)) await run([bin, '-w', '-X', 'CRIU']);
+    for (const argv of criuIptablesDeletes(list.stdout, bin)) found.push(JSON.stringify(argv));
+    // The chain itself, if CRIU made one (deleted after its rules).
+    if (/^-N CRIU$/m.test(list.stdout)) found.push(JSON.stringify([bin, '-w', '-X', 'CRIU']));
   }
   const nft = await run(['nft', 'list', 'tables']);
-  if (nft.code === 0) {
-    for (const t of criuNftTables(nft.stdout)) {
-      if ((await run(['nft', 'delete', 'table', ...t.split(' ')])).code === 0) removed++;
-    }
+  if (nft.code === 0) for (const t of criuNftTables(nft.stdout)) found.push(JSON.stringify(['nft', 'delete', 'table', ...t.split(' ')]));
+  return found;
+}
+
+/**
+ * Removes the lock rules (and CRIU's chain or nftables table) CRIU left, except those in
+ * `keep` (present before this dump: another dump's, which are not ours); returns how many.
+ */
+export async function removeCriuLockRules(run: Runner, keep: string[] = []): Promise<number> {
+  let removed = 0;
+  for (const item of await criuLockRules(run)) {
+    if (keep.includes(item)) continue;
+    if ((await run(JSON.parse(item) as string[])).code === 0) removed++;
   }
   return removed;
 }

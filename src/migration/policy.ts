@@ -26,6 +26,28 @@ export interface Iteration {
   dumpMs: number;
 }
 
+/**
+ * The stop rule's model of the switchover's fixed costs. Measured, not chosen: these are
+ * facts about CRIU and runc on the machines they were fitted on, not user settings.
+ */
+export const MODEL = {
+  /**
+   * The restore-time model: base + per MiB of container memory. Fitted to the one-shot
+   * restores measured on the local test hosts (bench/results/transport-crossover.md).
+   */
+  restoreBaseMs: 150,
+  restoreMsPerMiB: 1.7,
+  /**
+   * A final dump and a restore cost these multiples of a pre-dump's fixed cost (runc
+   * checkpoint --pre-dump time less its page transfer). Fitted on the QEMU test VMs: a
+   * pre-dump 1.0-1.1 s, the final dump 2.6 s, the restore 2.2-2.3 s (two runs).
+   */
+  finalDumpCostFactor: 2.5,
+  restoreCostFactor: 2.1,
+  /** Pre-copy ends as "steady" when the pages written stop shrinking below this share of the first iteration. */
+  steadyShare: 0.1,
+} as const;
+
 export interface StopRuleConfig {
   /** Switch over once the predicted downtime is at most this (ignored when threshold is set). */
   maxDowntimeMs: number;

@@ -8,10 +8,9 @@ import path from 'node:path';
 import { criuLogErrors } from '../criu.js';
 import { decodeStatsImage } from '../criustats.js';
 import { formatBytes } from '../progress.js';
-import { DEFAULTS } from '../options.js';
 import { runc } from '../runc.js';
 import type { Context } from './context.js';
-import { decide, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
+import { decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
 import { startPageServer, streamDir } from './transfer.js';
 
 export interface PrecopyResult {
@@ -30,11 +29,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     maxDowntimeMs: opts.maxDowntimeMs,
     threshold: opts.threshold,
     maxIterations: opts.maxIterations,
-    restoreBaseMs: DEFAULTS.restoreBaseMs,
-    restoreMsPerMiB: DEFAULTS.restoreMsPerMiB,
-    finalDumpCostFactor: DEFAULTS.finalDumpCostFactor,
-    restoreCostFactor: DEFAULTS.restoreCostFactor,
-    steadyShare: DEFAULTS.steadyShare,
+    ...MODEL,
   };
   let prevStart: number | undefined;
   for (let n = 1; ; n++) {

@@ -13,6 +13,7 @@ import { isNotExist, MIN_RUNC_VERSION, parseMemoryUsage, parseRuncVersion, parse
 import { addr, parseAddrDev, parseRouteDev } from './address.js';
 import type { ChosenTransport, Context } from './context.js';
 import { workPaths } from './paths.js';
+import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
 import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
 import { streamDir } from './transfer.js';
@@ -380,6 +381,16 @@ export const DESTINATION_CHECKS: Check[] = [
       const found = probe.stdout.trim();
       if (!found) throw new PreflightError('--move-ip needs arping on the destination (iputils-arping or busybox)', 'Install iputils-arping (or busybox) there.');
       const arping = found === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+      // What an earlier migration that did not finish may have left: a mute for the
+      // address, a deaf interface. Either would silence the container after this one.
+      const left = await ctx.dst.run(['sh', '-c', `iptables -w -S OUTPUT 2>/dev/null | grep -F -- ${quote(`-s ${m.address}/32 -j DROP`)}; cat ${quote(addr.arpIgnoreFile(dstDev))}`], { allowFail: true });
+      const lines = left.stdout.trim().split('\n');
+      if (lines.some((l) => l.includes('-j DROP'))) {
+        throw new PreflightError(`--move-ip: the destination still drops ${m.address}'s output (left by an unfinished migration)`, `If no migration is running (migrate recover settles one), remove it there: ${commandLine(addr.unblockOutput(m))}`);
+      }
+      if (lines.at(-1) === '8') {
+        throw new PreflightError(`--move-ip: ${dstDev} on the destination answers no ARP (arp_ignore 8, left by an unfinished migration)`, `If no migration is running (migrate recover settles one), set it back there: echo 0 > ${addr.arpIgnoreFile(dstDev)}`);
+      }
       ctx.moveIp = { srcDev, dstDev, arping };
       return `${m.address}/${m.prefix}: ${srcDev} -> ${dstDev}`;
     },

@@ -7,10 +7,16 @@
 import fs from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { EXIT, MigrateError } from '../errors.js';
-import type { Host, RunResult } from '../host.js';
+import { LocalHost, RemoteHost, type Host, type RunResult } from '../host.js';
+import { DEFAULTS, type Options } from '../options.js';
+import type { Progress } from '../progress.js';
+import type { Report } from '../report.js';
+import { SshConnection } from '../ssh/connection.js';
+import { resolveEndpoint } from '../ssh/endpoint.js';
+import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
 import { decide, readHold } from './hold.js';
-import { pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
+import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
 import { removeCriuLockRules } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 
@@ -110,7 +116,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   const srcStatus = await status(env.src, env.srcRunc, intent.container);
   if (decision.action === 'destination') {
     if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${env.srcRunc.root} delete --force ${intent.container}`);
-    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }));
+    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? []);
   } else if (srcStatus !== 'running') {
     env.warn(`the source's ${intent.container} is ${srcStatus} after the rollback`);
   }
@@ -128,4 +134,47 @@ function isMigrate(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** `migrate recover <container> <host>`: settles an unfinished migration (recover.ts). */
+export async function recoverCommand(opts: Options, progress: Progress): Promise<Report> {
+  const t0 = performance.now();
+  const log = (host: string, line: string) => progress.command(host, line);
+  const src = new LocalHost(log);
+  const report = newReport(opts, progress, 'nothing-to-recover', EXIT.OK);
+  const file = intentPath(DEFAULTS.intentDir, opts.runcRoot, opts.container);
+  let ssh: SshConnection | undefined;
+  try {
+    const rec = await readIntent(file);
+    if (rec) {
+      const endpoint = resolveEndpoint(opts);
+      ssh = await progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint)).catch((err: Error) => {
+        progress.warn(`the destination cannot be reached (${err.message}): deciding from the source alone where that is safe`);
+        return undefined;
+      });
+      const srcRunc = { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu };
+      const dstRunc = { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu };
+      const r = await progress.phase('recover', `settle the migration of ${opts.container} (${rec.phase})`, () =>
+        recover(file, { src, dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined, srcRunc, dstRunc, warn: (m) => progress.warn(m), info: (m) => progress.info(m) }),
+      );
+      if (r?.runningOn === 'in-doubt') {
+        report.outcome = 'in-doubt';
+        report.exitCode = EXIT.UNSAFE;
+        report.error = { message: `still in doubt: ${r.why}`, hint: 'The source stays frozen; nothing was changed. Run migrate recover again once the destination can be reached.' };
+      } else if (r) {
+        report.outcome = 'recovered';
+        report.runningOn = r.runningOn;
+        report.recoveredWhy = r.why;
+      }
+    }
+  } catch (err) {
+    const e = err as Error;
+    report.outcome = 'unsafe';
+    report.exitCode = e instanceof MigrateError ? e.exitCode : EXIT.INTERNAL;
+    report.error = { message: e.message, hint: e instanceof MigrateError ? e.hint : undefined };
+  } finally {
+    ssh?.close();
+  }
+  report.totalMs = performance.now() - t0;
+  return report;
 }

@@ -17,7 +17,7 @@ import { failPoint, faultAt } from './faults.js';
 import { guardScript, parseGuardLine } from './guard.js';
 import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
-import { removeCriuLockRules } from './netlock.js';
+import { criuLockRules, removeCriuLockRules } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
@@ -77,7 +77,16 @@ export class Source implements SourceSide {
   }
 
   async record(phase: IntentPhase): Promise<void> {
-    await writeIntent(this.intent.file, { ...this.intent.record, phase, updatedAt: '' });
+    await writeIntent(this.intent.file, { ...this.intent.record, lockRulesBefore: this.lockRulesBefore, phase, updatedAt: '' });
+  }
+
+  /** CRIU lock rules present before this dump: another dump's, left alone after the commit. */
+  private lockRulesBefore: string[] = [];
+
+  /** Before the freeze (it costs a few commands): the lock rules that are not this dump's. */
+  async snapshotLockRules(): Promise<void> {
+    const { ctx } = this;
+    if (ctx.opts.tcpEstablished) this.lockRulesBefore = await criuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
   }
 
   async freeze(): Promise<FreezeResult> {
@@ -151,7 +160,7 @@ export class Source implements SourceSide {
   async afterCommit(): Promise<void> {
     const { ctx } = this;
     // CRIU leaves its TCP lock rules on the source after a committed dump.
-    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
+    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore);
     const stats = await fs.readFile(path.join(this.L.criuWork, 'stats-dump')).catch(() => undefined);
     try {
       this.finalDump = stats ? decodeStatsImage(stats) : undefined;

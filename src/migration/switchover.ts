@@ -62,9 +62,13 @@ export interface DestinationSide {
   remove(): Promise<boolean>;
 }
 
+/** The steps, in the order switchover() takes them (move-ip only with --move-ip; rollback only on a failure). */
+export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'restore', 'prepare', 'commit', 'finish', 'rollback'] as const;
+export type SwitchoverStep = (typeof SWITCHOVER_STEPS)[number];
+
 export interface SwitchoverHooks {
-  /** Progress and fault injection: called before each named step. */
-  step<T>(name: string, title: string, run: () => Promise<T>): Promise<T>;
+  /** Progress: runs one named step and shows it. */
+  step<T>(name: SwitchoverStep, title: string, run: () => Promise<T>): Promise<T>;
   warn(message: string): void;
   /** Tests only: the tool dies, or loses its connection, at a named point (faults.ts switchoverPoint). */
   killPoint(point: string): void;
@@ -103,7 +107,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   // Phase one: the source promises to wait for the final word.
   await src.record('prepared');
   h.killPoint('before-prepare');
-  const prepared = await src.prepare().catch(() => false);
+  const prepared = await h.step('prepare', 'prepare the source (it waits for the final verdict)', () => src.prepare()).catch(() => false);
   if (!prepared) {
     return rollBack(src, dst, h, new Error("the source's hold ended by itself (it waited longer than its limit) before the commit"));
   }

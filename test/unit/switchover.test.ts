@@ -287,3 +287,32 @@ describe('recovery decisions', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing' }).action, 'wait');
   });
 });
+
+describe('the plan', () => {
+  test('--dry-run shows the steps the switchover takes, in its order', async () => {
+    const { makePlan } = await import('../../src/migration/plan.js');
+    const { resolveOptions } = await import('../../src/options.js');
+    const { workPaths } = await import('../../src/migration/paths.js');
+    const opts = resolveOptions('web', 'host', { moveIp: '10.0.0.9/32' });
+    const ctx = {
+      opts,
+      local: workPaths('/dev/shm/runc-migrate.a'),
+      remote: workPaths('/dev/shm/runc-migrate.b'),
+      mode: 'one-shot',
+      transport: 'stream',
+      bundle: '/b',
+      memoryBytes: 1 << 20,
+      moveIp: { srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
+      srcRunc: { runc: 'runc', root: '/run/runc' },
+      dstRunc: { runc: 'runc', root: '/run/runc' },
+    } as unknown as Parameters<typeof makePlan>[0];
+    const plan = makePlan(ctx);
+    // The steps a run takes, as the progress hook sees them.
+    const w = world();
+    const s = sides(w);
+    const taken: string[] = [];
+    await switchover(s.src, s.dst, { ...s.hooks, step: (name, _t, run) => (taken.push(name), run()) });
+    assert.deepEqual(plan.steps.map((p) => p.step), taken);
+    assert.ok(plan.holdTimeoutS >= 60 && plan.guardDeadlineS < plan.holdTimeoutS);
+  });
+});

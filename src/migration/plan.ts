@@ -1,0 +1,79 @@
+// The plan: what the migration will do, computed once from the preflight's facts and
+// read-only after. The switchover reads its limits here, and --dry-run prints its steps:
+// the same names, in the same order, as switchover() takes them (a unit test holds them
+// together).
+import path from 'node:path';
+import { DEFAULTS } from '../options.js';
+import { runc } from '../runc.js';
+import { commandLine } from '../shell.js';
+import { addr } from './address.js';
+import type { ChosenTransport, Context } from './context.js';
+import { holdTimeoutS } from './hold.js';
+import type { FinalImages } from './sides.js';
+import { SWITCHOVER_STEPS, type SwitchoverStep } from './switchover.js';
+
+export interface PlanStep {
+  /** A switchover step's name (switchover.ts), or 'page-server' / 'pre-copy' before it. */
+  step: SwitchoverStep | 'page-server' | 'pre-copy';
+  /** What it does, as the commands it runs where they can be shown. */
+  what: string;
+}
+
+export interface Plan {
+  readonly mode: 'iterative' | 'one-shot';
+  readonly transport: ChosenTransport;
+  /** How long the frozen source waits for the verdict before it resumes by itself. */
+  readonly holdTimeoutS: number;
+  /** The destination's guard gives up this long after it starts (before the hold would). */
+  readonly guardDeadlineS: number;
+  readonly steps: readonly PlanStep[];
+}
+
+/** The final dump's image directories: the work directories', or the next after the last pre-dump. */
+export function finalImages(ctx: Context, lastPreDump?: string): FinalImages {
+  if (lastPreDump === undefined) return { local: ctx.local!.images, remote: ctx.remote!.images };
+  const n = String(Number(lastPreDump) + 1);
+  return { local: path.join(ctx.local!.images, n), remote: path.join(ctx.remote!.images, n), parent: `../${lastPreDump}` };
+}
+
+export function makePlan(ctx: Context): Plan {
+  const o = ctx.opts;
+  const L = ctx.local!;
+  const R = ctx.remote!;
+  const mode = ctx.mode!;
+  const transport = ctx.transport!;
+  const hold = holdTimeoutS(ctx.memoryBytes, { floorS: DEFAULTS.holdFloorS, worstBytesPerS: DEFAULTS.holdWorstBytesPerS, override: o.holdTimeoutS });
+  const guard = Math.max(5, hold - DEFAULTS.guardMarginS);
+  const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
+  const mv = o.moveIp && ctx.moveIp ? { m: o.moveIp, ...ctx.moveIp } : undefined;
+  const what: Record<SwitchoverStep, string | undefined> = {
+    dump: `[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`,
+    'move-ip': mv ? `[src] ${commandLine(addr.del(mv.m, mv.srcDev))}  (the hold puts it back on any rollback)` : undefined,
+    copy:
+      `[src->dst] tar ${L.images} -> ${R.images}; meanwhile [dst] the guard starts` +
+      (mv ? `: ${commandLine(addr.claim(mv.m, mv.dstDev))}` : '') +
+      ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,
+    restore: `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}; running for ${DEFAULTS.verifyWindowMs} ms`,
+    prepare: '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
+    commit: `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
+    finish: `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
+    rollback: undefined,
+  };
+  const steps: PlanStep[] = [];
+  if (mode === 'iterative') steps.push({ step: 'pre-copy', what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})` });
+  if (transport !== 'stream') steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${transport === 'page-server' ? '127.0.0.1, through SSH' : 'direct TCP'})` });
+  for (const s of SWITCHOVER_STEPS) {
+    const w = what[s];
+    if (w !== undefined) steps.push({ step: s, what: w });
+  }
+  return { mode, transport, holdTimeoutS: hold, guardDeadlineS: guard, steps };
+}
+
+/** The plan as --dry-run prints it. */
+export function describePlan(ctx: Context, p: Plan): string[] {
+  return [
+    `mode: ${p.mode}; transport: ${p.transport} (${ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown'})`,
+    ...p.steps.map((s) => `${s.step.padEnd(11)} ${s.what}`),
+    'any failure before "commit": the destination is cleaned and the source resumes',
+  ];
+}
