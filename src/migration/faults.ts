@@ -9,9 +9,10 @@
 //   verify       the check that the restored container runs fails
 //   restore-hang the destination's restore hangs (the guard kills it at its deadline)
 //   restore-dies the restored container dies right after the restore (the guard's verify sees it)
+//   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
 import { closeSync, openSync, writeSync } from 'node:fs';
 
-export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies'] as const;
+export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export function failPoint(point: FaultPoint): void {

@@ -197,6 +197,11 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     }
     return { downtimeMs: r.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: r.sourceLeft };
   }
+  if (r.runningOn === 'nowhere') {
+    ctx.keepWorkDirs = true;
+    await removeIntent(ctx.intentFile!);
+    throw new AfterFreezeError(r.error.message, EXIT.UNSAFE, `Restore it by hand from ${images.local} on the source (runc restore --image-path ...), or copy the images to the destination.`, [], 'none');
+  }
   if (r.runningOn === 'in-doubt') {
     ctx.keepWorkDirs = true;
     throw new AfterFreezeError(

@@ -104,7 +104,9 @@ export class Source implements SourceSide {
     // Its own process group, and its output in files: it outlives the tool if the tool
     // dies (the hold then decides), and a closed pipe must not kill runc half-way.
     const out = path.join(L.holdDir, 'checkpoint.out');
-    this.checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...argv], { env });
+    // Test fault: a wrapper that drops CRIU_CONFIG_FILE, so CRIU never runs the hold.
+    const run = faultAt('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
+    this.checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
     this.ended = this.checkpoint.done.then(async (r) => ({ code: r.code, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
     const held = await waitDumped(L, this.checkpoint.done);
     if (held === 'dumped') return { held: true };
@@ -114,7 +116,7 @@ export class Source implements SourceSide {
       // runc finished without the hold: CRIU ignored CRIU_CONFIG_FILE and the source is
       // gone. The images are the only copy: nothing may delete them.
       ctx.keepImages = true;
-      return { held: false, failure: new Error(`runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone; its images are kept in ${images.local}`) };
+      return { held: false, destroyed: true, why: `runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone, its images (${images.local}) are the only copy` };
     }
     const d = diagnose(await fetchLog(ctx.src, path.join(L.criuWork, DUMP_LOG)));
     return { held: false, failure: new CriuFailure(`the checkpoint failed on the source (runc exited ${res.code}: ${last})`, d) };

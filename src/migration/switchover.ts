@@ -23,7 +23,12 @@ export type FreezeResult =
   /** Frozen and held at post-dump, every image written: the normal case. */
   | { held: true }
   /** The dump failed; CRIU resumed the tasks (they run on the source). */
-  | { held: false; failure: Error };
+  | { held: false; failure: Error }
+  /**
+   * The checkpoint finished without holding (CRIU never ran the hold script): the source
+   * is gone and the images are the only copy. Nothing is left to roll back to.
+   */
+  | { held: false; destroyed: true; why: string };
 
 /** The source's side. Each method's undo is in its comment. */
 export interface SourceSide {
@@ -78,12 +83,15 @@ export interface SwitchoverHooks {
 export type SwitchoverResult =
   | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string }
   | { runningOn: 'source'; error: Error; destinationClean: boolean }
-  | { runningOn: 'in-doubt'; error: Error };
+  | { runningOn: 'in-doubt'; error: Error }
+  /** The source was destroyed without a hold and the restore failed: only the images remain. */
+  | { runningOn: 'nowhere'; error: Error };
 
 export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
   await src.record('frozen');
   const t0 = performance.now();
   const frozen = await h.step('dump', 'freeze and dump', () => src.freeze());
+  if (!frozen.held && 'destroyed' in frozen) return withoutSource(src, dst, h, t0, frozen.why);
   if (!frozen.held) return { runningOn: 'source', error: frozen.failure, destinationClean: true };
 
   // Until the source is prepared, any failure (or the tool's death) rolls back.
@@ -155,4 +163,24 @@ async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHook
     await src.resume();
   });
   return { runningOn: 'source', error, destinationClean: clean };
+}
+
+/**
+ * The source is already gone (its checkpoint ended without the hold): the images are
+ * the only copy, so the destination restores them as it would have; there is no
+ * rollback, and a failure leaves the images where they are.
+ */
+async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
+  h.warn(`${why}: restoring on the destination without a way back`);
+  try {
+    await dst.startGuard();
+    const bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
+    await h.step('restore', 'restore and verify on the destination', () => dst.restore());
+    await h.step('commit', 'commit on the destination', () => dst.commit());
+    const downtimeMs = performance.now() - t0;
+    await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
+    return { runningOn: 'destination', downtimeMs, bytesMoved };
+  } catch (err) {
+    return { runningOn: 'nowhere', error: new Error(`${why}, and the destination could not take it over: ${(err as Error).message}`) };
+  }
 }

@@ -200,6 +200,15 @@ describe('the connection or the destination fails during the switchover', () => 
     }
   });
 
+  test('a checkpoint that ends without its hold (the source gone): the images are restored on the destination, not deleted', async () => {
+    const name = 'nohold';
+    const { b, atStart } = await counter(name);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'no-hold' });
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stderr, /without holding the source/);
+    await endsOn(name, b, atStart, 'destination');
+  });
+
   test('stale work directories of a dead run are removed by the next run, on both hosts', async () => {
     const name = 'stale';
     const { b } = await counter(name);

@@ -6,7 +6,7 @@ import os from 'node:os';
 import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 let h: Hosts;
 let b: { src: string; dst: string };
@@ -223,11 +223,31 @@ describe('bad input is refused before anything is frozen', () => {
     assert.equal(r3.code, 2);
   });
 
+  test('--move-ip: a destination still muting the address (an unfinished run) is refused', async () => {
+    await serviceAddressOnSource(h);
+    const drop = ['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', '-I', 'OUTPUT', '-s', `${h.serviceAddr}/32`, '-j', 'DROP'];
+    await sh(drop);
+    try {
+      await refused(args('--move-ip', `${h.serviceAddr}/32`), 3, /still drops .* output/, /iptables -w -D OUTPUT/);
+    } finally {
+      await sh(drop.map((a) => (a === '-I' ? '-D' : a)));
+    }
+    await sh(['nsenter', '--net=/run/netns/rm-dst', 'sh', '-c', 'echo 8 > /proc/sys/net/ipv4/conf/eth0/arp_ignore']);
+    try {
+      await refused(args('--move-ip', `${h.serviceAddr}/32`), 3, /answers no ARP/, /echo 0 >/);
+    } finally {
+      await sh(['nsenter', '--net=/run/netns/rm-dst', 'sh', '-c', 'echo 0 > /proc/sys/net/ipv4/conf/eth0/arp_ignore']);
+    }
+  });
+
   test('--dry-run prints the plan and changes nothing', async () => {
     const r = await migrate(args('--dry-run'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /runc --root .* checkpoint/);
     assert.match(r.stderr, /runc --root .* restore/);
+    // The switchover's steps, in its order.
+    const order = ['dump', 'copy', 'restore', 'prepare', 'commit', 'finish'].map((s) => r.stderr.search(new RegExp(`^\\s+${s}\\s`, 'm')));
+    assert.ok(order.every((i, k) => i > 0 && (k === 0 || i > order[k - 1])), `steps out of order or missing: ${order}\n${r.stderr}`);
     assert.equal(await status(h.srcRoot, NAME), 'running');
     assert.equal(await status(h.dstRoot, NAME), 'absent');
     assert.deepEqual(await leftovers(), []);
