@@ -32,8 +32,9 @@ export const runc = {
     return argv;
   },
 
-  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean }): string[] {
+  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean; pidFile?: string }): string[] {
     const argv = [...base(g), 'restore', '--detach', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');
     argv.push(name);
     return argv;

@@ -48,7 +48,6 @@ export interface GuardSpec {
 export type GuardWord = 'claimed' | 'claim-failed' | 'name-taken' | 'restore-failed' | 'restored' | 'died' | 'verified' | 'committed' | 'announce-failed' | 'removed';
 
 export function guardScript(g: GuardSpec): string {
-  const polls = Math.max(1, Math.ceil(g.verifyWindowMs / 50));
   const mv = g.moveIp;
   // The old arp_ignore is only known at run time: it goes in as the last argument.
   const withOld = (argv: string[]) => `${commandLine(argv)} "$old"`;
@@ -62,7 +61,8 @@ end=$(($(date +%s) + ${Math.max(1, Math.floor(g.deadlineS))}))
 left() { l=$((end - $(date +%s))); [ $l -gt 0 ] && echo $l || echo 1; }
 # One line from the tool, or nothing once the deadline passes or the channel closes.
 word() { timeout "$(left)" sh -c 'IFS= read -r w && printf "%s" "$w"'; }
-status() { ${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'; }
+# runc's view of the copy: sets s (its status).
+look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }
 restored=0
 old=
 remove() {
@@ -90,13 +90,11 @@ timeout -s KILL "$(left)" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then say restore-failed $rc; remove; fi
 say restored
-i=0
-while [ $i -le ${polls} ]; do
-	s=$(status)
-	if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
-	i=$((i + 1))
-	[ $i -le ${polls} ] && sleep 0.05
-done
+# The copy must still run once the window has passed: a copy that dies within it (it
+# cannot come back) is not committed. runc's word on it, at the end.
+sleep ${(g.verifyWindowMs / 1000).toFixed(3)}
+look
+if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
 say verified
 [ "$(word)" = commit ] || remove
 mark committed

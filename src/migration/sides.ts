@@ -7,7 +7,6 @@ import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
 import type { Proc } from '../host.js';
 import { isNotExist, runc } from '../runc.js';
-import { commandLine } from '../shell.js';
 import { SshConnection } from '../ssh/connection.js';
 import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
@@ -197,12 +196,12 @@ export class Destination implements DestinationSide {
     const { ctx, images } = this;
     const mv = ctx.opts.moveIp;
     const g = ctx.dstRunc;
-    let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished });
+    const pidFile = `${this.R.criuWork}/restored.pid`;
+    let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3600; exec "$@"', 'sh', ...restore];
     if (faultAt('restore-dies')) {
-      const pid = `${commandLine(runc.state(g, ctx.opts.container))} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p'`;
-      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(${pid})") & exit 0`, 'sh', ...restore];
+      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(cat ${pidFile})") & exit 0`, 'sh', ...restore];
     }
     const script = guardScript({
       dir: this.guardDir,

@@ -109,21 +109,23 @@ function guard(o: { restoreExit?: number; dieAfterMs?: number; nameTaken?: boole
   fs.mkdirSync(dir, { recursive: true });
   const st = path.join(dir, 'state');
   const events = path.join(dir, 'events');
-  if (o.nameTaken) fs.writeFileSync(st, 'running');
+  if (o.nameTaken) fs.writeFileSync(st, String(process.pid));
   const fake = path.join(dir, 'runc');
+  // The container's init is a sleep: alive for dieAfterMs (or an hour), then gone.
+  const life = o.dieAfterMs !== undefined ? o.dieAfterMs / 1000 : 3600;
   fs.writeFileSync(
     fake,
     `#!/bin/sh
 echo "$1" >> ${events}
 case "$1" in
 state) [ -f ${st} ] || { echo 'container does not exist' >&2; exit 1; }
-	if [ -f ${st}.dies ] && [ "$(($(date +%s%N) / 1000000))" -ge "$(cat ${st}.dies)" ]; then echo stopped > ${st}; fi
-	printf '{\\n  "status": "%s"\\n}\\n' "$(cat ${st})" ;;
-restore) [ ${o.restoreExit ?? 0} = 0 ] && echo running > ${st}
-	${o.dieAfterMs !== undefined ? `echo $(($(date +%s%N) / 1000000 + ${o.dieAfterMs})) > ${st}.dies` : ''}
-	exit ${o.restoreExit ?? 0} ;;
+	p=$(cat ${st}); s=stopped
+	case "$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)" in ''|Z|X) ;; *) s=running ;; esac
+	printf '{\\n  "pid": %s,\\n  "status": "%s"\\n}\\n' "$p" "$s" ;;
+restore) [ ${o.restoreExit ?? 0} = 0 ] || exit ${o.restoreExit ?? 0}
+	sleep ${life} >/dev/null 2>&1 & echo $! > ${st} ;;
 kill) ;;
-delete) rm -f ${st} ;;
+delete) [ -f ${st} ] && kill "$(cat ${st})" 2>/dev/null; rm -f ${st} ;;
 esac
 `,
     { mode: 0o755 },
@@ -142,7 +144,7 @@ esac
   });
   const proc = execa('sh', ['-c', script], { reject: false, stdin: 'pipe', buffer: true });
   const ev = () => (fs.existsSync(events) ? fs.readFileSync(events, 'utf8').trim().split('\n') : []);
-  const copy = () => (fs.existsSync(st) ? fs.readFileSync(st, 'utf8').trim() : 'none');
+  const copy = () => (fs.existsSync(st) ? 'running' : 'none');
   return { proc, ev, copy, dir: path.join(dir, 'g') };
 }
 
