@@ -41,6 +41,7 @@ export const runc = {
   },
 
   deleteForce: (g: RuncGlobal, name: string) => [...base(g), 'delete', '--force', name],
+  killHard: (g: RuncGlobal, name: string) => [...base(g), 'kill', name, 'KILL'],
 };
 
 export interface ContainerState {

@@ -109,3 +109,21 @@ export function parseGuardLine(line: string): { word: string; detail: string } {
   const [word, ...rest] = line.trim().split(/\s+/);
   return { word: word ?? '', detail: rest.join(' ') };
 }
+
+/** What the guard's files say, once it ended or while it runs: committed, removed, still running. */
+export interface GuardFiles {
+  committed: boolean;
+  removed: boolean;
+  alive: boolean;
+}
+
+/** One command that reads the guard's files in DIR (for a later look, over any connection). */
+export function guardFilesCommand(dir: string): string[] {
+  const d = quote(dir);
+  return ['sh', '-c', `[ -e ${d}/committed ] && echo committed; [ -e ${d}/removed ] && echo removed; [ -f ${d}/pid ] && kill -0 "$(cat ${d}/pid)" 2>/dev/null && echo alive; true`];
+}
+
+export function parseGuardFiles(stdout: string): GuardFiles {
+  const words = stdout.split('\n').map((l) => l.trim());
+  return { committed: words.includes('committed'), removed: words.includes('removed'), alive: words.includes('alive') };
+}

@@ -15,6 +15,7 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
+import { guardFilesCommand, parseGuardFiles } from './guard.js';
 import { decide, readHold } from './hold.js';
 import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
 import { removeCriuLockRules } from './netlock.js';
@@ -76,11 +77,8 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   }
   const guardFiles = async (): Promise<RecoveryFacts['guard']> => {
     if (!env.dst) return undefined;
-    const d = intent.guardDir;
-    const r = await env.dst
-      .run(['sh', '-c', `[ -e '${d}/committed' ] && echo committed; [ -e '${d}/removed' ] && echo removed; [ -f '${d}/pid' ] && kill -0 "$(cat '${d}/pid')" 2>/dev/null && echo alive; true`], { allowFail: true })
-      .catch(() => undefined);
-    return r ? { committed: r.stdout.includes('committed'), removed: r.stdout.includes('removed'), alive: r.stdout.includes('alive') } : undefined;
+    const r = await env.dst.run(guardFilesCommand(intent.guardDir), { allowFail: true }).catch(() => undefined);
+    return r ? parseGuardFiles(r.stdout) : undefined;
   };
   let decision: RecoveryDecision | undefined;
   for (let i = 0; i < 600; i++) {
@@ -103,7 +101,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       // Only a copy this migration's guard restored (its log says so) is ours to remove.
       const log = await env.dst.run(['cat', `${intent.guardDir}/log`], { allowFail: true });
       if (/^restored\b/m.test(log.stdout) && !/^removed\b/m.test(log.stdout)) {
-        await env.dst.run([env.dstRunc.runc, '--root', env.dstRunc.root, 'kill', intent.container, 'KILL'], { allowFail: true });
+        await env.dst.run(runc.killHard(env.dstRunc, intent.container), { allowFail: true });
         await env.dst.run(runc.deleteForce(env.dstRunc, intent.container), { allowFail: true });
       }
     }

@@ -13,7 +13,7 @@ import { addr } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt } from './faults.js';
-import { guardScript, parseGuardLine } from './guard.js';
+import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { criuLockRules, removeCriuLockRules } from './netlock.js';
@@ -142,7 +142,7 @@ export class Source implements SourceSide {
       const st = await this.ctx.src.run(runc.state(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
       if (st.code === 0) {
         this.ctx.progress.warn(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()}); removing the resumed source copy`);
-        await this.ctx.src.run([this.ctx.srcRunc.runc, '--root', this.ctx.srcRunc.root, 'kill', this.ctx.opts.container, 'KILL'], { allowFail: true });
+        await this.ctx.src.run(runc.killHard(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
         await this.ctx.src.run(runc.deleteForce(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
       }
     }
@@ -207,7 +207,7 @@ export class Destination implements DestinationSide {
       dir: this.guardDir,
       state: runc.state(g, ctx.opts.container),
       restore,
-      kill: [g.runc, '--root', g.root, 'kill', ctx.opts.container, 'KILL'],
+      kill: runc.killHard(g, ctx.opts.container),
       delete: runc.deleteForce(g, ctx.opts.container),
       deadlineS: this.deadlineS,
       verifyWindowMs: DEFAULTS.verifyWindowMs,
@@ -305,14 +305,10 @@ export class Destination implements DestinationSide {
   }
 
   /** The guard's files: committed, removed, or neither yet (its pid still running). */
-  private async guardFiles(): Promise<{ committed: boolean; removed: boolean; alive: boolean } | undefined> {
+  private async guardFiles(): Promise<GuardFiles | undefined> {
     if (!(await reconnect(this.ctx))) return undefined;
-    const d = this.guardDir;
-    const r = await this.ctx.dst
-      .run(['sh', '-c', `[ -e '${d}/committed' ] && echo committed; [ -e '${d}/removed' ] && echo removed; [ -f '${d}/pid' ] && kill -0 "$(cat '${d}/pid')" 2>/dev/null && echo alive; true`], { allowFail: true })
-      .catch(() => undefined);
-    if (!r) return undefined;
-    return { committed: r.stdout.includes('committed'), removed: r.stdout.includes('removed'), alive: r.stdout.includes('alive') };
+    const r = await this.ctx.dst.run(guardFilesCommand(this.guardDir), { allowFail: true }).catch(() => undefined);
+    return r ? parseGuardFiles(r.stdout) : undefined;
   }
 
   async committed(): Promise<boolean | undefined> {
