@@ -41,7 +41,7 @@ export interface Context {
   /** The work directories hold what `migrate recover` needs (in doubt), or the only images: cleanups leave them. */
   keepWorkDirs?: boolean;
   /** The intent record of this migration (intent.ts). */
-  intentFile?: string;
+  intentFile: string;
   /** Undo actions, run last-in first-out on every exit path. */
   cleanups: Array<{ what: string; run: () => Promise<unknown> }>;
 }

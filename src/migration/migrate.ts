@@ -122,7 +122,7 @@ async function cleanup(ctx: Context): Promise<void> {
  */
 async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>): Promise<'source' | 'destination' | undefined> {
   const { opts, progress } = ctx;
-  const rec = await readIntent(ctx.intentFile!);
+  const rec = await readIntent(ctx.intentFile);
   if (!rec) return undefined;
   if (rec.destination !== opts.destination) {
     throw new MigrateError(
@@ -134,7 +134,7 @@ async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>
   progress.warn(`an earlier migration of ${opts.container} did not finish (${rec.phase}): settling it first, as migrate recover would`);
   ctx.ssh = await connect();
   const env = { src: ctx.src, dst: new RemoteHost(ctx.ssh, opts.sudo, ctx.log), srcRunc: ctx.srcRunc, dstRunc: ctx.dstRunc, warn: (m: string) => progress.warn(m), info: (m: string) => progress.info(m) };
-  const r = await progress.phase('recover', 'settle the earlier migration', () => recover(ctx.intentFile!, env));
+  const r = await progress.phase('recover', 'settle the earlier migration', () => recover(ctx.intentFile, env));
   if (r?.runningOn === 'in-doubt') {
     throw new AfterFreezeError(`an earlier migration of ${opts.container} is in doubt: ${r.why}`, EXIT.UNSAFE, `Run migrate recover ${opts.container} ${opts.destination} once the destination can be reached.`, [], 'unknown', true);
   }
@@ -174,7 +174,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     guardDir: dst.guardDir,
     moveIp: opts.moveIp && ctx.moveIp ? { ...opts.moveIp, srcDev: ctx.moveIp.srcDev, dstDev: ctx.moveIp.dstDev } : undefined,
   };
-  const src = new Source(ctx, images, { file: ctx.intentFile!, record }, plan.holdTimeoutS);
+  const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS);
   await src.snapshotLockRules();
   const r = await switchover(src, dst, {
     step: (name, title, run) => progress.phase(name, title, run),
@@ -187,7 +187,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     let bytesMoved = r.bytesMoved;
     try {
       if (r.sourceLeft) ctx.keepWorkDirs = true;
-      else await removeIntent(ctx.intentFile!);
+      else await removeIntent(ctx.intentFile);
       // The images that arrived (the page server's and the copied files).
       const du = await ctx.dst.run(['du', '-s', '-B1', '--apparent-size', R.images], { allowFail: true });
       const duBytes = Number(du.stdout.split(/\s/)[0]);
@@ -199,7 +199,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   }
   if (r.runningOn === 'nowhere') {
     ctx.keepWorkDirs = true;
-    await removeIntent(ctx.intentFile!);
+    await removeIntent(ctx.intentFile);
     throw new AfterFreezeError(r.error.message, EXIT.UNSAFE, `Restore it by hand from ${images.local} on the source (runc restore --image-path ...), or copy the images to the destination.`, [], 'none');
   }
   if (r.runningOn === 'in-doubt') {
@@ -213,7 +213,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
       true,
     );
   }
-  await removeIntent(ctx.intentFile!);
+  await removeIntent(ctx.intentFile);
   if (ctx.keepImages) ctx.keepWorkDirs = true;
   const criuInfo = r.error instanceof CriuFailure ? r.error.criu : undefined;
   throw await afterFreeze(ctx, `${r.error.message}; rolled back`, { hint: criuInfo?.cause, criuErrors: criuInfo?.errors, dstClean: r.destinationClean });

@@ -199,7 +199,7 @@ export class Destination implements DestinationSide {
     const pidFile = `${this.R.criuWork}/restored.pid`;
     let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
-    if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3600; exec "$@"', 'sh', ...restore];
+    if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
     if (faultAt('restore-dies')) {
       restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(cat ${pidFile})") & exit 0`, 'sh', ...restore];
     }

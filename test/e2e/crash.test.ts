@@ -81,6 +81,31 @@ describe('the tool killed during the switchover', () => {
     });
   }
 
+  test('in doubt, and the destination unreachable: recover changes nothing and says so; reachable again, it settles', async () => {
+    const name = 'doubt';
+    const b = await startExample(h, 'counter', name);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'prepared' });
+    assert.equal(r.code, -1);
+    // The destination's guard lost its channel before the word commit: it removed its copy.
+    await waitFor('the destination copy to go', async () => (await status(h.dstRoot, name)) === 'absent');
+    // The source is prepared: frozen, waiting for a final verdict it must not guess.
+    assert.deepEqual(await whereRunning(name, b), []);
+    const away = baseArgs(h, name, b.dst);
+    away[1] = `root@${h.deadAddr}`;
+    const doubt = await migrate(['recover', ...away, '--connect-timeout', '2', '--json']);
+    assert.equal(doubt.code, 5, doubt.stderr + doubt.stdout);
+    assert.equal(JSON.parse(doubt.stdout).outcome, 'in-doubt');
+    assert.deepEqual(await whereRunning(name, b), [], 'recover must not decide without the destination');
+    // The next migrate of that container settles it first (as recover does), then migrates.
+    const again = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json']);
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stderr, /did not finish \(prepared\): settling it first/);
+    assert.deepEqual(await whereRunning(name, b), ['destination']);
+    assert.deepEqual(await hostState(), []);
+    await removeEverywhere(h, name);
+  });
+
   test('SIGHUP (the terminal closed) in the middle of the switchover: it finishes, on the destination only', async () => {
     const name = 'hup';
     const b = await startExample(h, 'counter', name);
@@ -167,7 +192,7 @@ describe('the connection or the destination fails during the switchover', () => 
     assert.equal(r.code, 4, r.stderr + r.stdout);
     assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
     assert.match(JSON.parse(r.stdout).error.message, /restore/);
-    const sleeper = await sh(['pgrep', '-f', 'sleep 3600'], { reject: false });
+    const sleeper = await sh(['pgrep', '-f', 'sleep 3597'], { reject: false });
     assert.equal(sleeper.stdout.trim(), '', 'the hung restore is still running');
     await endsOn(name, b, atStart, 'source');
   });

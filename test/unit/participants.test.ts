@@ -12,7 +12,18 @@ import { guardScript } from '../../src/migration/guard.js';
 import { workPaths } from '../../src/migration/paths.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-participants-'));
-after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+/** The stand-in containers' inits (sleeps), ended with the tests. */
+const inits: string[] = [];
+after(() => {
+  for (const f of inits) {
+    try {
+      process.kill(Number(fs.readFileSync(f, 'utf8')), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 let n = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -110,6 +121,7 @@ function guard(o: { restoreExit?: number; dieAfterMs?: number; nameTaken?: boole
   const st = path.join(dir, 'state');
   const events = path.join(dir, 'events');
   if (o.nameTaken) fs.writeFileSync(st, String(process.pid));
+  else inits.push(st);
   const fake = path.join(dir, 'runc');
   // The container's init is a sleep: alive for dieAfterMs (or an hour), then gone.
   const life = o.dieAfterMs !== undefined ? o.dieAfterMs / 1000 : 3600;
