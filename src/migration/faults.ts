@@ -26,8 +26,8 @@ export function faultAt(point: FaultPoint): boolean {
 }
 
 /**
- * The switchover's named points (switchover.ts calls them in order: after-dump, copy,
- * restored, before-prepare, prepared, destination-committed, committed), where a test can
+ * The switchover's named points (in order: after-dump, copy, restoring, restored,
+ * before-prepare, prepared, destination-committed, committed), where a test can
  * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
  * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).
  */
@@ -35,6 +35,9 @@ export function switchoverPoint(point: string, sever: () => void, workDir: strin
   const [kill, sig] = (process.env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
   if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
   if (process.env.RUNC_MIGRATE_DROP_AT === point) sever();
+  // RUNC_MIGRATE_EMPTY_VERDICT_AT=POINT: an empty verdict file appears in the source's hold
+  // (as a writer that died between creating and writing it would leave).
+  if (process.env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(`${workDir}/hold/verdict`, 'w'));
   // RUNC_MIGRATE_FILL_AT=POINT: the source's work directory's file system fills up.
   if (process.env.RUNC_MIGRATE_FILL_AT === point) {
     const fd = openSync(`${workDir}/fill`, 'w');

@@ -12,7 +12,7 @@ import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
-import { failPoint, faultAt } from './faults.js';
+import { failPoint, faultAt, switchoverPoint } from './faults.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
@@ -192,7 +192,15 @@ export class Destination implements DestinationSide {
     return path.join(this.R.base, 'guard');
   }
 
-  async startGuard(): Promise<void> {
+  /** The guard's start, while it is under way: a removal waits for it (it runs beside the copy). */
+  private starting?: Promise<void>;
+
+  startGuard(): Promise<void> {
+    this.starting = this.start();
+    return this.starting;
+  }
+
+  private async start(): Promise<void> {
     const { ctx, images } = this;
     const mv = ctx.opts.moveIp;
     const g = ctx.dstRunc;
@@ -283,6 +291,8 @@ export class Destination implements DestinationSide {
   async restore(): Promise<void> {
     failPoint('restore');
     this.say('restore');
+    // Tests: the tool dies, or loses the connection, while the guard restores.
+    switchoverPoint('restoring', () => this.ctx.ssh.sever(), this.ctx.local!.base);
     const w = await this.next(['verified', 'restore-failed', 'died', 'name-taken', 'removed'], this.deadlineS * 1000);
     if (w.word === 'verified') {
       if (faultAt('ssh-drop')) this.ctx.ssh.sever();
@@ -317,7 +327,8 @@ export class Destination implements DestinationSide {
   }
 
   async remove(): Promise<boolean> {
-    const { ctx } = this;
+    // A guard still starting must be there before it can be told to remove what it made.
+    await this.starting?.catch(() => undefined);
     if (this.guard && !this.closed) {
       // Anything but "commit" makes the guard remove what it made.
       this.say('rollback');

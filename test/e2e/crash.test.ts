@@ -46,6 +46,7 @@ describe('the tool killed during the switchover', () => {
   const points: Array<[string, string]> = [
     ['after-dump', 'source'],
     ['copy', 'source'],
+    ['restoring', 'source'],
     ['restored', 'source'],
     ['before-prepare', 'source'],
     ['prepared', 'source'],
@@ -106,16 +107,22 @@ describe('the tool killed during the switchover', () => {
     await removeEverywhere(h, name);
   });
 
-  test('SIGHUP (the terminal closed) in the middle of the switchover: it finishes, on the destination only', async () => {
-    const name = 'hup';
-    const b = await startExample(h, 'counter', name);
-    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'restored:SIGHUP' });
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(await whereRunning(name, b), ['destination']);
-    assert.deepEqual(await hostState(), []);
-    await removeEverywhere(h, name);
-  });
+  // A closing terminal (SIGHUP) is a request to stop, as SIGTERM: once frozen, the tool
+  // finishes the switchover (silently) rather than leave it half-way.
+  for (const [point] of points) {
+    test(`SIGHUP at ${point}: the switchover finishes, on the destination only, nothing left`, async () => {
+      const name = 'hup';
+      const b = await startExample(h, 'counter', name);
+      await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+      const atStart = await readCounter(b.src);
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: `${point}:SIGHUP` });
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(await whereRunning(name, b), ['destination']);
+      assert.ok((await readCounter(b.dst)) >= atStart, 'the counter went back');
+      assert.deepEqual(await hostState(), []);
+      await removeEverywhere(h, name);
+    });
+  }
 
   test('SIGKILL with --move-ip after the restore: the address, its DROP rule and arp_ignore return; the client goes on with the source', async () => {
     await serviceAddressOnSource(h);
@@ -158,6 +165,8 @@ describe('the connection or the destination fails during the switchover', () => 
   const drops: Array<[string, 'source' | 'destination', number]> = [
     ['after-dump', 'source', 4], // while the address is claimed and the copy begins
     ['copy', 'source', 4],
+    ['restoring', 'source', 4], // the guard finishes its restore, then removes it
+
     ['restored', 'source', 4],
     ['prepared', 'source', 4], // the guard loses its channel before the word commit
     ['destination-committed', 'destination', 0],
@@ -172,6 +181,15 @@ describe('the connection or the destination fails during the switchover', () => 
       await endsOn(name, b, atStart, expected);
     });
   }
+
+  test('an empty verdict file in the hold: read as rollback, the source resumes, not frozen for ever', async () => {
+    const name = 'empty';
+    const { b, atStart } = await counter(name);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_EMPTY_VERDICT_AT: 'restored' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    assert.match(JSON.parse(r.stdout).error.message, /hold ended by itself/);
+    await endsOn(name, b, atStart, 'source');
+  });
 
   test('SIGKILL with the page server transport: the page server goes with the connection', async () => {
     const name = 'pskill';
