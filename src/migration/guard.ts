@@ -59,25 +59,8 @@ say() { echo "$*" >> "$dir/log"; echo "$*" 2>/dev/null; }
 mark() { ln "$dir/.mark" "$dir/$1" 2>/dev/null || : > "$dir/$1"; }
 end=$(($(date +%s) + ${Math.max(1, Math.floor(g.deadlineS))}))
 left() { l=$((end - $(date +%s))); [ $l -gt 0 ] && echo $l || echo 1; }
-# The tool's words, one a line, as they arrive, then EOF once the channel closes: read in
-# the background so that a closed channel is seen at once, even in the middle of a restore.
-: > "$dir/words"
-# (A background job's stdin would be /dev/null: it gets the channel through fd 3.)
-exec 3<&0
-(while IFS= read -r w; do echo "$w" >> "$dir/words"; done; echo EOF >> "$dir/words") <&3 >/dev/null 2>&1 &
-exec 0</dev/null 3<&-
-n=0
-# The channel closed, or the words went with the work directory (the tool cleaned up).
-gone() { [ ! -f "$dir/words" ] || grep -qx EOF "$dir/words"; }
-# Sets w to the tool's next word; empty once the deadline passes or the tool is gone.
-word() {
-	w=
-	while [ "$(date +%s)" -lt $end ] && [ -f "$dir/words" ]; do
-		w=$(sed -n "$((n + 1))p" "$dir/words")
-		if [ -n "$w" ]; then n=$((n + 1)); return; fi
-		sleep 0.01
-	done
-}
+# One line from the tool into w, or nothing once the deadline passes or the channel closes.
+word() { w=$(timeout "$(left)" sh -c 'IFS= read -r w && printf "%s" "$w"'); }
 # runc's view of the copy: sets s (its status).
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }
 restored=0
@@ -103,24 +86,30 @@ say claimed "$old"`
 word; [ "$w" = restore ] || remove before-restore
 if ${commandLine(g.state)} >/dev/null 2>&1; then say name-taken; remove; fi
 restored=1
-# The restore, bounded by the deadline (timeout leads its own process group), and cut
-# short, group and all, if the channel closes meanwhile.
+# The tool says nothing until "verified" unless it gives up: meanwhile a watcher blocked
+# on the channel sees it close (or any word) at once, kills the restore's process group
+# (timeout leads its own) and leaves the file eof. (A background job's stdin would be
+# /dev/null: fd 3 carries the channel to it.)
+exec 3<&0
 timeout -s KILL "$(left)" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1 &
 rp=$!
-while kill -0 $rp 2>/dev/null; do
-	if gone; then kill -KILL -$rp $rp 2>/dev/null; wait $rp; say restore-failed channel-closed; remove; fi
-	sleep 0.01
-done
+(IFS= read -r x <&3; : > "$dir/eof"; kill -KILL -$rp $rp 2>/dev/null) &
+wp=$!
 wait $rp
 rc=$?
-if [ $rc -ne 0 ]; then say restore-failed $rc; remove; fi
+[ -e "$dir/eof" ] && { kill $wp 2>/dev/null; say restore-failed channel-closed; remove; }
+if [ $rc -ne 0 ]; then kill $wp 2>/dev/null; say restore-failed $rc; remove; fi
 say restored
 # The copy must still run once the window has passed: a copy that dies within it (it
 # cannot come back) is not committed. runc's word on it, at the end.
 sleep ${(g.verifyWindowMs / 1000).toFixed(3)}
+# The watcher goes before the tool may speak again (it reads nothing until then).
+kill $wp 2>/dev/null
+wait $wp 2>/dev/null
+exec 3<&-
+[ -e "$dir/eof" ] && remove
 look
 if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
-gone && remove
 say verified
 word; [ "$w" = commit ] || remove
 mark committed
