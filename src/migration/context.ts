@@ -45,3 +45,11 @@ export interface Context {
   /** Undo actions, run last-in first-out on every exit path. */
   cleanups: Array<{ what: string; run: () => Promise<unknown> }>;
 }
+
+/** runc on each side as the options name it (criu from PATH unless one was given). */
+export function runcOf(opts: Options): { srcRunc: RuncGlobal; dstRunc: RuncGlobal } {
+  return {
+    srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
+    dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
+  };
+}

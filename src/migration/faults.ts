@@ -11,6 +11,8 @@
 //   restore-dies the restored container dies right after the restore (the guard's verify sees it)
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
 import { closeSync, openSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { WorkPaths } from './paths.js';
 
 export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
@@ -31,16 +33,16 @@ export function faultAt(point: FaultPoint): boolean {
  * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
  * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).
  */
-export function switchoverPoint(point: string, sever: () => void, workDir: string): void {
+export function switchoverPoint(point: string, sever: () => void, work: WorkPaths): void {
   const [kill, sig] = (process.env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
   if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
   if (process.env.RUNC_MIGRATE_DROP_AT === point) sever();
   // RUNC_MIGRATE_EMPTY_VERDICT_AT=POINT: an empty verdict file appears in the source's hold
   // (as a writer that died between creating and writing it would leave).
-  if (process.env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(`${workDir}/hold/verdict`, 'w'));
+  if (process.env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(path.join(work.holdDir, 'verdict'), 'w'));
   // RUNC_MIGRATE_FILL_AT=POINT: the source's work directory's file system fills up.
   if (process.env.RUNC_MIGRATE_FILL_AT === point) {
-    const fd = openSync(`${workDir}/fill`, 'w');
+    const fd = openSync(path.join(work.base, 'fill'), 'w');
     try {
       const block = Buffer.alloc(65536, 1);
       for (;;) writeSync(fd, block);

@@ -44,9 +44,6 @@ export interface GuardSpec {
   };
 }
 
-/** The lines the guard prints on its way. */
-export type GuardWord = 'claimed' | 'claim-failed' | 'name-taken' | 'restore-failed' | 'restored' | 'died' | 'verified' | 'committed' | 'announce-failed' | 'removed';
-
 export function guardScript(g: GuardSpec): string {
   const mv = g.moveIp;
   // The old arp_ignore is only known at run time: it goes in as the last argument.

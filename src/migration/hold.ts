@@ -40,7 +40,7 @@ export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveB
 # Fault injection for the tests: the dump fails after every image is written.
 [ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
 dir=${q(p.holdDir)}
-: > "$dir/dumped"
+: > ${q(p.dumpedMarker)}
 decide() { ln "$dir/.v-$1" "$dir/verdict" 2>/dev/null; }
 i=0
 while [ ! -e "$dir/verdict" ]; do

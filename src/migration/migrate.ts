@@ -11,7 +11,7 @@ import type { Progress } from '../progress.js';
 import type { Report } from '../report.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
-import type { Context } from './context.js';
+import { runcOf, type Context } from './context.js';
 import { faultAt, switchoverPoint } from './faults.js';
 import { intentPath, readIntent, removeIntent } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
@@ -84,8 +84,7 @@ function newContext(opts: Options, progress: Progress): Context {
     src: new LocalHost(log),
     dst: undefined as any,
     ssh: undefined as any,
-    srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
-    dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
+    ...runcOf(opts),
     cleanups: [],
     intentFile: intentPath(DEFAULTS.intentDir, opts.runcRoot, opts.container),
   };
@@ -179,7 +178,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   const r = await switchover(src, dst, {
     step: (name, title, run) => progress.phase(name, title, run),
     warn: (m) => progress.warn(m),
-    killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L.base),
+    killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L),
     moveIp: !!opts.moveIp,
   });
   if (r.runningOn === 'destination') {

@@ -14,7 +14,6 @@ export interface WorkPaths {
   holdScript: string;
   criuConfig: string;
   dumpedMarker: string;
-  verdictFile: string;
 }
 
 export function workPaths(base: string): WorkPaths {
@@ -29,7 +28,6 @@ export function workPaths(base: string): WorkPaths {
     holdScript: path.join(holdDir, 'hold.sh'),
     criuConfig: path.join(holdDir, 'criu.conf'),
     dumpedMarker: path.join(holdDir, 'dumped'),
-    verdictFile: path.join(holdDir, 'verdict'),
   };
 }
 

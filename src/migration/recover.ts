@@ -13,6 +13,7 @@ import type { Progress } from '../progress.js';
 import type { Report } from '../report.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
+import { runcOf } from './context.js';
 import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
 import { guardFilesCommand, parseGuardFiles } from './guard.js';
@@ -105,10 +106,8 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
         await env.dst.run(runc.deleteForce(env.dstRunc, intent.container), { allowFail: true });
       }
     }
-    if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
-  } else if (decision.finalVerdict) {
-    await decide(intent.holdDir, 'final', decision.finalVerdict);
   }
+  if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
   // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).
   for (let i = 0; i < 600 && processMentions(intent.localBase); i++) await new Promise((r) => setTimeout(r, 100));
   const srcStatus = await status(env.src, env.srcRunc, intent.container);
@@ -150,8 +149,7 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
         progress.warn(`the destination cannot be reached (${err.message}): deciding from the source alone where that is safe`);
         return undefined;
       });
-      const srcRunc = { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu };
-      const dstRunc = { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu };
+      const { srcRunc, dstRunc } = runcOf(opts);
       const r = await progress.phase('recover', `settle the migration of ${opts.container} (${rec.phase})`, () =>
         recover(file, { src, dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined, srcRunc, dstRunc, warn: (m) => progress.warn(m), info: (m) => progress.info(m) }),
       );

@@ -59,7 +59,6 @@ export async function reconnect(ctx: Context): Promise<boolean> {
 }
 
 export class Source implements SourceSide {
-  private checkpoint?: Proc;
   private ended?: Promise<{ code: number | null; stderr: string }>;
   /** CRIU's figures for the final dump, read after the commit. */
   finalDump?: DumpStats;
@@ -105,9 +104,9 @@ export class Source implements SourceSide {
     const out = path.join(L.holdDir, 'checkpoint.out');
     // Test fault: a wrapper that drops CRIU_CONFIG_FILE, so CRIU never runs the hold.
     const run = faultAt('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
-    this.checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
-    this.ended = this.checkpoint.done.then(async (r) => ({ code: r.code, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
-    const held = await waitDumped(L, this.checkpoint.done);
+    const checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
+    this.ended = checkpoint.done.then(async (r) => ({ code: r.code, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
+    const held = await waitDumped(L, checkpoint.done);
     if (held === 'dumped') return { held: true };
     const res = await this.ended;
     const last = res.stderr.trim().split('\n').pop() ?? '';
@@ -292,7 +291,7 @@ export class Destination implements DestinationSide {
     failPoint('restore');
     this.say('restore');
     // Tests: the tool dies, or loses the connection, while the guard restores.
-    switchoverPoint('restoring', () => this.ctx.ssh.sever(), this.ctx.local!.base);
+    switchoverPoint('restoring', () => this.ctx.ssh.sever(), this.ctx.local!);
     const w = await this.next(['verified', 'restore-failed', 'died', 'name-taken', 'removed'], this.deadlineS * 1000);
     if (w.word === 'verified') {
       if (faultAt('ssh-drop')) this.ctx.ssh.sever();
