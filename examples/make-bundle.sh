@@ -17,6 +17,10 @@
 #   memwriter  keeps MEM_MIB (default 64) MiB and rewrites RATE_KIB (default 256) KiB of it
 #            per second; checks all of it every 0.1 s: /dev/shm/count ticks, /dev/shm/status
 #            says "ok" (the pre-copy workload).
+#   files    state in files of the rootfs (examples/filewriter.c): appends to /var/app.log,
+#            rewrites a file it created and holds under flock, writes through a shared
+#            mapping; checks each tick that no write was lost: /dev/shm/count ticks every
+#            50 ms, /dev/shm/status says "ok" (the rootfs-sync workload).
 # DIR     the bundle directory to create (replaced if it exists).
 # CGROUP  the cgroupsPath (default /runc-migrate/<basename of DIR>). Two "hosts" on one
 #         machine share one cgroup tree, so their bundles need different values.
@@ -24,7 +28,7 @@
 # Start a bundle so that CRIU can checkpoint it (stdio not on a host file):
 #   runc run -d --bundle DIR NAME </dev/null >/dev/null 2>&1
 set -euo pipefail
-kind=${1:?usage: make-bundle.sh counter|echo|redis|memwriter DIR [CGROUP]}
+kind=${1:?usage: make-bundle.sh counter|echo|redis|memwriter|files DIR [CGROUP]}
 dir=${2:?usage: make-bundle.sh counter|echo|redis DIR [CGROUP]}
 cgroup=${3:-/runc-migrate/$(basename "$dir")}
 busybox=$(command -v busybox) || { echo "make-bundle.sh: busybox (busybox-static) is needed" >&2; exit 1; }
@@ -85,8 +89,19 @@ memwriter)
 	chmod 0755 "$dir/rootfs/bin/memwriter"
 	args="[\"/bin/memwriter\", \"${MEM_MIB:-64}\", \"${RATE_KIB:-256}\"]"
 	;;
+files)
+	bin=${FILEWRITER_BIN:-}
+	if [ -z "$bin" ]; then
+		command -v gcc >/dev/null || { echo "make-bundle.sh: gcc is needed to build filewriter (or set FILEWRITER_BIN)" >&2; exit 1; }
+		bin=$(mktemp)
+		gcc -static -O2 -o "$bin" "$(cd "$(dirname "$0")" && pwd)/filewriter.c"
+	fi
+	cp "$bin" "$dir/rootfs/bin/filewriter"
+	chmod 0755 "$dir/rootfs/bin/filewriter"
+	args='["/bin/filewriter"]'
+	;;
 *)
-	echo "make-bundle.sh: unknown kind '$kind' (counter, echo, redis or memwriter)" >&2
+	echo "make-bundle.sh: unknown kind '$kind' (counter, echo, redis, memwriter or files)" >&2
 	exit 2
 	;;
 esac

@@ -52,6 +52,8 @@ export const DEFAULTS = {
   guardMarginS: 10,
   /** A restored copy must keep running this long on the destination before it is committed. */
   verifyWindowMs: 100,
+  /** The container's root filesystem is synced to the destination (rootfs.ts); --no-sync-rootfs turns it off. */
+  syncRootfs: true,
   /** Where the intent records of unfinished migrations live on the source (see intent.ts). */
   intentDir: '/run/runc-migrate',
 } as const;
@@ -100,6 +102,10 @@ export interface Options {
   connectTimeoutMs: number;
   /** --hold-timeout: a fixed hold limit in seconds instead of the one derived from the container's size. */
   holdTimeoutS?: number;
+  /** Sync the root filesystem to the destination (before and during the freeze). */
+  syncRootfs: boolean;
+  /** --sync-volume: bind mounts (path in the container or on the host) synced like the rootfs. */
+  syncVolumes: string[];
 }
 
 /** What commander hands over: strings and booleans as typed. */
@@ -135,6 +141,8 @@ export interface RawOptions {
   force?: boolean;
   connectTimeout?: string;
   holdTimeout?: string;
+  syncRootfs?: boolean;
+  syncVolume?: string[];
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -217,5 +225,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     force: raw.force ?? false,
     connectTimeoutMs,
     holdTimeoutS: raw.holdTimeout !== undefined ? positiveInt(raw.holdTimeout, '--hold-timeout', 0) : undefined,
+    syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
+    syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
   };
 }

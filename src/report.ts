@@ -5,6 +5,7 @@ import chalk from 'chalk';
 import { formatBytes, formatMs, type PhaseTiming } from './progress.js';
 import type { ExitCode } from './errors.js';
 import type { DumpStats } from './criustats.js';
+import type { FilesReport } from './migration/rootfs.js';
 
 export type Outcome =
   | 'migrated'
@@ -40,6 +41,8 @@ export interface Report {
   totalMs: number;
   /** Checkpoint image bytes that arrived on the destination. */
   bytesMoved?: number;
+  /** The container's files (rootfs, volumes): what was synced, the pre-sync and the final delta (in the freeze). */
+  files?: FilesReport;
   phases: PhaseTiming[];
   /**
    * Where the container runs when the tool exits: what a script needs to know. 'none': it
@@ -73,6 +76,12 @@ export function humanSummary(r: Report): string {
     if (r.predictedDowntimeMs !== undefined) lines.push(`  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`);
     lines.push(`  total time   ${formatMs(r.totalMs)}`);
     if (r.bytesMoved !== undefined) lines.push(`  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`);
+    const f = r.files;
+    if (f?.final) {
+      const pre = f.presync.reduce((a, p) => a + p.figures.transferredFileBytes, 0);
+      lines.push(`  files        ${f.trees.map((t) => t.what).join(', ')}: pre-sync ${formatBytes(pre)}; final delta ${f.final.figures.filesTransferred} files, ${formatBytes(f.final.figures.transferredFileBytes)} in ${formatMs(f.final.ms)} (frozen)`);
+    }
+    if (f?.shared.length) lines.push(`  files        shared storage, not synced: ${f.shared.join(', ')}`);
   } else if (r.outcome === 'recovered') {
     lines.push(chalk.green(`recovered: ${r.container} runs on the ${r.runningOn}${r.recoveredWhy ? ` (${r.recoveredWhy})` : ''}`));
   } else if (r.outcome === 'nothing-to-recover') {

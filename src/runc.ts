@@ -15,6 +15,8 @@ export const runc = {
   state: (g: RuncGlobal, name: string) => [...base(g), 'state', name],
   list: (g: RuncGlobal) => [...base(g), 'list', '--format', 'json'],
   version: (g: RuncGlobal) => [g.runc, '--version'],
+  /** The container's pids as a JSON array. */
+  ps: (g: RuncGlobal, name: string) => [...base(g), 'ps', '--format', 'json', name],
   /** Memory figures for the size estimate (one JSON line, then exit). */
   stats: (g: RuncGlobal, name: string) => [...base(g), 'events', '--stats', name],
 
@@ -28,6 +30,9 @@ export const runc = {
     if (o.parentPath) argv.push('--parent-path', o.parentPath);
     if (o.pageServer) argv.push('--page-server', o.pageServer);
     if (o.tcpEstablished) argv.push('--tcp-established');
+    // Locks on the container's own files move with it (flock, fcntl): without this CRIU
+    // refuses to dump a task that holds one.
+    if (!o.preDump) argv.push('--file-locks');
     argv.push(name);
     return argv;
   },
@@ -36,6 +41,7 @@ export const runc = {
     const argv = [...base(g), 'restore', '--detach', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');
+    argv.push('--file-locks');
     argv.push(name);
     return argv;
   },

@@ -27,8 +27,12 @@ export interface Context {
   srcCriuVersion?: string;
   dstCriuVersion?: string;
   moveIp?: { srcDev: string; dstDev: string; arping: string[] };
-  /** The destination bundle's config.json, read by the bundle check. */
+  /** The destination bundle's config.json, read by the bundle check (undefined: it has none yet). */
   dstBundleConfig?: string;
+  /** The source bundle's config.json. */
+  srcBundleConfig?: string;
+  /** The rootfs and volumes to sync (rootfs.ts); undefined when nothing is synced. */
+  files?: import('./rootfs.js').FilesSync;
   transport?: ChosenTransport;
   /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */
   mode?: 'iterative' | 'one-shot';

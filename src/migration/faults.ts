@@ -4,6 +4,7 @@
 //   dump         the final dump fails (CRIU is told to give up after writing the images)
 //   after-dump   an error right after the dump, before anything is copied
 //   copy         the image copy fails
+//   sync         the final delta of the files fails (before its rsync runs)
 //   restore      the restore fails
 //   ssh-drop     the SSH connection is cut after the restore (the rollback reconnects)
 //   verify       the check that the restored container runs fails
@@ -14,7 +15,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { WorkPaths } from './paths.js';
 
-export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold'] as const;
+export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export function failPoint(point: FaultPoint): void {
@@ -28,7 +29,8 @@ export function faultAt(point: FaultPoint): boolean {
 }
 
 /**
- * The switchover's named points (in order: after-dump, copy, restoring, restored,
+ * The switchover's named points (in order: after-dump, syncing (30 ms into the final
+ * delta's rsync), copy, restoring, restored,
  * before-prepare, prepared, destination-committed, committed), where a test can
  * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
  * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).

@@ -21,6 +21,8 @@ import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { recover } from './recover.js';
 import { CriuFailure, Destination, reconnect, Source, type FinalImages } from './sides.js';
 import { switchover } from './switchover.js';
+import type { SyncPass } from './rootfs.js';
+import { formatBytes } from '../progress.js';
 import { startPageServer } from './transfer.js';
 
 export { interruption } from './outcome.js';
@@ -49,6 +51,14 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       return report;
     }
     report.mode = plan.mode;
+    const files = ctx.files?.trees.length ? ctx.files : undefined;
+    if (ctx.files) report.files = ctx.files.report;
+    if (files) {
+      await progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
+        throw new MigrateError(`the pre-sync of the container's files failed: ${err.message}`, EXIT.PREFLIGHT, 'Nothing was frozen. Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.');
+      });
+      checkInterrupt();
+    }
     let images = finalImages(ctx);
     if (plan.mode === 'iterative') {
       const pc = await precopy(ctx, checkInterrupt).catch(async (err: Error) => {
@@ -58,6 +68,12 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       });
       Object.assign(report, { iterations: pc.iterations.map((it) => ({ ...it })), stopReason: pc.decision.reason, stopWhy: pc.decision.why, predictedDowntimeMs: pc.decision.predictedDowntimeMs });
       images = finalImages(ctx, pc.last);
+      // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
+      if (files) {
+        await progress.phase('presync', 'sync the files again after pre-copy', () => files.presync(), syncDetail).catch(async (err: Error) => {
+          throw await afterFreeze(ctx, `the second pre-sync of the container's files failed: ${err.message}`);
+        });
+      }
     }
     const r = await runSwitchover(ctx, plan, images);
     Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump });
@@ -73,6 +89,11 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     report.totalMs = performance.now() - t0;
   }
   return report;
+}
+
+function syncDetail(p: SyncPass): string {
+  const f = p.figures;
+  return `(${f.filesTransferred} files, ${formatBytes(f.transferredFileBytes)} changed of ${formatBytes(f.totalFileBytes)}${f.filesDeleted ? `, ${f.filesDeleted} deleted` : ''})`;
 }
 
 function newContext(opts: Options, progress: Progress): Context {
@@ -180,6 +201,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     warn: (m) => progress.warn(m),
     killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L),
     moveIp: !!opts.moveIp,
+    syncFiles: !!ctx.files?.trees.length,
   });
   if (r.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.

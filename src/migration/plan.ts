@@ -14,7 +14,7 @@ import { SWITCHOVER_STEPS, type SwitchoverStep } from './switchover.js';
 
 export interface PlanStep {
   /** A switchover step's name (switchover.ts), or 'page-server' / 'pre-copy' before it. */
-  step: SwitchoverStep | 'page-server' | 'pre-copy';
+  step: SwitchoverStep | 'presync' | 'page-server' | 'pre-copy';
   /** What it does, as the commands it runs where they can be shown. */
   what: string;
 }
@@ -53,6 +53,9 @@ export function makePlan(ctx: Context): Plan {
       `[src->dst] tar ${L.images} -> ${R.images}; meanwhile [dst] the guard starts` +
       (mv ? `: ${commandLine(addr.claim(mv.m, mv.dstDev))}` : '') +
       ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,
+    sync: ctx.files?.trees.length
+      ? `[src->dst] rsync (final delta, frozen): ${ctx.files.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}; files mapped shared or open for writing compared by content`
+      : undefined,
     restore: `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}; running for ${DEFAULTS.verifyWindowMs} ms`,
     prepare: '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
     commit: `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
@@ -60,6 +63,7 @@ export function makePlan(ctx: Context): Plan {
     rollback: undefined,
   };
   const steps: PlanStep[] = [];
+  if (ctx.files?.trees.length) steps.push({ step: 'presync', what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${ctx.files.trees.map((t) => t.what).join(', ')}${ctx.files.report.createdConfig ? `; ${ctx.bundle}/config.json written from the source's` : ''}` });
   if (mode === 'iterative') steps.push({ step: 'pre-copy', what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})` });
   if (transport !== 'stream') steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${transport === 'page-server' ? '127.0.0.1, through SSH' : 'direct TCP'})` });
   for (const s of SWITCHOVER_STEPS) {
@@ -74,6 +78,6 @@ export function describePlan(ctx: Context, p: Plan): string[] {
   return [
     `mode: ${p.mode}; transport: ${p.transport} (${ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown'})`,
     ...p.steps.map((s) => `${s.step.padEnd(11)} ${s.what}`),
-    'any failure before "commit": the destination is cleaned and the source resumes',
+    'any failure before "commit": the destination is cleaned and the source resumes' + (ctx.files?.trees.length ? " (the destination's synced files stay as synced)" : ''),
   ];
 }

@@ -17,6 +17,9 @@ import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
 import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
 import { streamDir } from './transfer.js';
+import { FilesSync, sameDirectory } from './rootfs.js';
+import { destinationOf, planSync, SyncPlanError } from './syncplan.js';
+import { parseRsyncVersion, MIN_RSYNC_VERSION, rsyncCmd } from '../rsync.js';
 import { chooseMode } from './policy.js';
 
 export interface Check {
@@ -222,13 +225,23 @@ export const DESTINATION_CHECKS: Check[] = [
       const b = ctx.bundle!;
       const r = await ctx.dst.run(['cat', `${b}/config.json`], { allowFail: true });
       ctx.dstBundleConfig = r.code === 0 ? r.stdout : undefined;
-      if (r.code !== 0) {
+      if (r.code === 0) return b;
+      if (!ctx.opts.syncRootfs) {
         throw new PreflightError(
           `no bundle at ${b} on the destination (${b}/config.json missing)`,
-          `Copy the container's bundle (config.json and rootfs, identical to the source's) to ${b} on the destination, or name its path there with --bundle DIR.`,
+          `Copy the container's bundle (config.json and rootfs, identical to the source's) to ${b} on the destination, name its path there with --bundle DIR, or let the tool sync it (leave out --no-sync-rootfs).`,
         );
       }
-      return b;
+      // The sync makes it, from the source's config.json and rootfs; it never fills a
+      // directory that holds something else.
+      const ls = await ctx.dst.run(['sh', '-c', '[ ! -e "$1" ] || [ -d "$1" ] && [ -z "$(ls -A "$1")" ]', 'sh', b], { allowFail: true });
+      if (ls.code !== 0) {
+        throw new PreflightError(
+          `${b} on the destination is not a bundle (no config.json) and not empty: the tool will not sync into it`,
+          `Remove it there if it is stale, or name the bundle's path on the destination with --bundle DIR.`,
+        );
+      }
+      return `${b}: none yet, made from the source's by the sync`;
     },
   },
   {
@@ -267,6 +280,10 @@ export const DESTINATION_CHECKS: Check[] = [
     },
   },
   {
+    title: 'files to sync (rootfs, volumes)',
+    run: async (ctx) => prepareFilesSync(ctx),
+  },
+  {
     title: 'CPU compatible (criu cpuinfo)',
     skippable: true,
     run: async (ctx) => {
@@ -291,8 +308,8 @@ export const DESTINATION_CHECKS: Check[] = [
     title: 'open files present and equal on the destination',
     skippable: true,
     run: async (ctx) => {
-      if (!ctx.dstBundleConfig) return 'no bundle config';
-      const ps = await ctx.src.run([ctx.srcRunc.runc, '--root', ctx.srcRunc.root, 'ps', '--format', 'json', ctx.opts.container], { allowFail: true });
+      if (!ctx.dstBundleConfig && !ctx.srcBundleConfig) return 'no bundle config';
+      const ps = await ctx.src.run(runc.ps(ctx.srcRunc, ctx.opts.container), { allowFail: true });
       const pids: number[] = ps.code === 0 ? JSON.parse(ps.stdout) : [ctx.state!.pid];
       const facts = new Map<string, FileFact>();
       for (const pid of pids) {
@@ -321,18 +338,32 @@ export const DESTINATION_CHECKS: Check[] = [
           }
         }
       }
-      if (facts.size === 0) return 'no files';
-      const layout = bundleLayout(ctx.dstBundleConfig, ctx.bundle!);
+      // Files in a synced tree will be equal: the final delta runs after the freeze.
+      let synced = 0;
+      if (ctx.files && ctx.srcBundleConfig) {
+        const srcMounts = bundleLayout(ctx.srcBundleConfig, ctx.state!.bundle).mounts;
+        const plan = { trees: ctx.files.trees, notSynced: [] };
+        for (const p of [...facts.keys()]) {
+          if (destinationOf(plan, srcMounts, p)) {
+            facts.delete(p);
+            synced++;
+          }
+        }
+      }
+      if (facts.size === 0) return synced ? `${synced} files, all in synced trees` : 'no files';
+      const layout = bundleLayout(ctx.dstBundleConfig ?? ctx.srcBundleConfig!, ctx.bundle!);
       const toHost = (p: string) => hostPath(p, layout.rootfs, layout.mounts);
       const r = await ctx.dst.run(['stat', '-L', '-c', '%s|%F|%n', '--', ...[...facts.keys()].map(toHost)], { allowFail: true });
       const bad = compareFiles(facts, parseStat(r.stdout), toHost);
       if (bad.length) {
         throw new PreflightError(
           `the destination's bundle differs in files the container holds: ${bad.slice(0, 3).map(describeMismatch).join('; ')}${bad.length > 3 ? ` (and ${bad.length - 3} more)` : ''}; the restore would fail`,
-          `Make the destination's rootfs and volumes identical to the source's (for example with rsync -a), then run again.`,
+          ctx.opts.syncRootfs
+            ? `These are in bind mounts the tool does not sync: sync them with --sync-volume PATH, or make them identical on the destination, then run again.`
+            : `Make the destination's rootfs and volumes identical to the source's (or leave out --no-sync-rootfs to let the tool sync them), then run again.`,
         );
       }
-      return `${facts.size} files`;
+      return `${facts.size} files${synced ? ` (and ${synced} in synced trees)` : ''}`;
     },
   },
   {
@@ -412,3 +443,53 @@ export const DESTINATION_CHECKS: Check[] = [
     },
   },
 ];
+
+/**
+ * The files check: which trees are synced and where they land, rsync on both hosts, and
+ * shared storage (the same directory on both hosts is left alone). Sets ctx.files.
+ */
+async function prepareFilesSync(ctx: Context): Promise<string> {
+  const o = ctx.opts;
+  if (!o.syncRootfs && o.syncVolumes.length === 0) return 'nothing (--no-sync-rootfs)';
+  const srcBundle = ctx.state!.bundle;
+  try {
+    ctx.srcBundleConfig = await fs.readFile(path.join(srcBundle, 'config.json'), 'utf8');
+  } catch (err) {
+    throw new PreflightError(`cannot read the source bundle's config.json (${(err as Error).message})`, 'The container\'s bundle must be readable on the source to sync its files; or give --no-sync-rootfs.');
+  }
+  let plan;
+  try {
+    plan = planSync({ srcConfig: ctx.srcBundleConfig, srcBundle, dstConfig: ctx.dstBundleConfig, dstBundle: ctx.bundle!, rootfs: o.syncRootfs, volumes: o.syncVolumes });
+  } catch (err) {
+    if (err instanceof SyncPlanError) throw new PreflightError(err.message, err.hint);
+    throw err;
+  }
+  for (const h of [ctx.src, ctx.dst]) {
+    const r = await h.run(rsyncCmd.version(), { allowFail: true });
+    const v = r.code === 0 ? parseRsyncVersion(r.stdout) : undefined;
+    if (!v || compareVersions(v, MIN_RSYNC_VERSION) < 0) {
+      throw new PreflightError(
+        v ? `rsync ${v} on the ${h.name} is too old to sync the container's files (${MIN_RSYNC_VERSION} or newer)` : `rsync is not installed on the ${h.name}: it syncs the container's root filesystem`,
+        `Install rsync ${MIN_RSYNC_VERSION} or newer there (Debian: apt-get install rsync), or migrate without syncing files (--no-sync-rootfs) if the destination's copy is kept identical another way.`,
+      );
+    }
+  }
+  const shared: string[] = [];
+  const trees = [];
+  for (const t of plan.trees) {
+    const st = await fs.stat(t.src).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw new PreflightError(`the ${t.what} at ${t.src} on the source is not a directory the tool can read`, t.what === 'rootfs' ? 'Give --no-sync-rootfs and copy it yourself.' : `Leave out --sync-volume ${t.containerPath}.`);
+    }
+    if (await sameDirectory(ctx, t.src, t.dst)) shared.push(t.what);
+    else trees.push(t);
+  }
+  plan.trees = trees;
+  const srcMounts = bundleLayout(ctx.srcBundleConfig, srcBundle).mounts;
+  ctx.files = await FilesSync.create(ctx, plan, srcMounts, { shared, srcConfig: ctx.dstBundleConfig ? undefined : ctx.srcBundleConfig });
+  const parts = trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`);
+  if (shared.length) parts.push(`shared storage, left alone: ${shared.join(', ')}`);
+  if (plan.notSynced.length) parts.push(`not synced: ${plan.notSynced.map((m) => m.containerPath).join(', ')}`);
+  if (plan.notSynced.length) ctx.progress.info(`  bind mounts not synced (the destination's own are used): ${plan.notSynced.map((m) => `${m.containerPath} (${m.source})`).join(', ')}; --sync-volume PATH syncs one`);
+  return parts.join('; ') || 'nothing';
+}

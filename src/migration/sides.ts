@@ -287,6 +287,20 @@ export class Destination implements DestinationSide {
     return streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
   }
 
+  async syncFiles(): Promise<boolean> {
+    const f = this.ctx.files;
+    if (!f || f.trees.length === 0) return false;
+    failPoint('sync');
+    // Tests: the tool dies, or loses its connection, while rsync runs.
+    const t = setTimeout(() => switchoverPoint('syncing', () => this.ctx.ssh.sever(), this.ctx.local!), 30);
+    try {
+      await f.finalDelta(this.deadlineS * 1000);
+    } finally {
+      clearTimeout(t);
+    }
+    return true;
+  }
+
   async restore(): Promise<void> {
     failPoint('restore');
     this.say('restore');

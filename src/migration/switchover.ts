@@ -57,6 +57,12 @@ export interface DestinationSide {
   startGuard(): Promise<void>;
   /** Waits for the page server (if any), copies the remaining image files. Undo: remove() (the work directory goes with cleanup). */
   copyImages(): Promise<number>;
+  /**
+   * Brings the destination's files (rootfs, volumes) to the frozen source's: the final
+   * delta. Undo: none needed (the destination's files stay synced, the source's are
+   * untouched). false: nothing to sync.
+   */
+  syncFiles(): Promise<boolean>;
   /** Restores and verifies under the guard. Undo: remove(). */
   restore(): Promise<void>;
   /** Phase two on the destination: resolves once the guard acknowledged the commit. */
@@ -67,8 +73,8 @@ export interface DestinationSide {
   remove(): Promise<boolean>;
 }
 
-/** The steps, in the order switchover() takes them (move-ip only with --move-ip; rollback only on a failure). */
-export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'restore', 'prepare', 'commit', 'finish', 'rollback'] as const;
+/** The steps, in the order switchover() takes them (move-ip only with --move-ip; sync only when files are synced; rollback only on a failure). */
+export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'sync', 'restore', 'prepare', 'commit', 'finish', 'rollback'] as const;
 export type SwitchoverStep = (typeof SWITCHOVER_STEPS)[number];
 
 export interface SwitchoverHooks {
@@ -78,6 +84,8 @@ export interface SwitchoverHooks {
   /** Tests only: the tool dies, or loses its connection, at a named point (faults.ts switchoverPoint). */
   killPoint(point: string): void;
   moveIp: boolean;
+  /** Files are synced (the sync step runs). */
+  syncFiles: boolean;
 }
 
 export type SwitchoverResult =
@@ -103,6 +111,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
     guard.catch(() => undefined); // awaited below, or by remove() in the rollback
     if (h.moveIp) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
     bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
+    if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
     await guard;
     h.killPoint('copy');
     await src.record('restoring');
@@ -175,6 +184,7 @@ async function withoutSource(src: SourceSide, dst: DestinationSide, h: Switchove
   try {
     await dst.startGuard();
     const bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
+    if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
     await h.step('restore', 'restore and verify on the destination', () => dst.restore());
     await h.step('commit', 'commit on the destination', () => dst.commit());
     const downtimeMs = performance.now() - t0;

@@ -12,14 +12,14 @@ const g = { runc: 'runc', root: '/run/runc' };
 
 test('runc argv', () => {
   assert.deepEqual(runc.checkpoint(g, 'c1', { imagePath: '/w/i', workPath: '/w/w', tcpEstablished: true, pageServer: '127.0.0.1:5000' }), [
-    'runc', '--root', '/run/runc', 'checkpoint', '--image-path', '/w/i', '--work-path', '/w/w', '--page-server', '127.0.0.1:5000', '--tcp-established', 'c1',
+    'runc', '--root', '/run/runc', 'checkpoint', '--image-path', '/w/i', '--work-path', '/w/w', '--page-server', '127.0.0.1:5000', '--tcp-established', '--file-locks', 'c1',
   ]);
   assert.deepEqual(runc.checkpoint({ ...g, criu: '/opt/criu' }, 'c1', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).slice(0, 5), [
     'runc', '--root', '/run/runc', '--criu', '/opt/criu',
   ]);
   assert.ok(runc.checkpoint(g, 'c', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).join(' ').includes('--pre-dump --parent-path ../1'));
   assert.deepEqual(runc.restore(g, 'c1', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true }), [
-    'runc', '--root', '/run/runc', 'restore', '--detach', '--bundle', '/b', '--image-path', '/i', '--work-path', '/w', '--tcp-established', 'c1',
+    'runc', '--root', '/run/runc', 'restore', '--detach', '--bundle', '/b', '--image-path', '/i', '--work-path', '/w', '--tcp-established', '--file-locks', 'c1',
   ]);
 });
 

@@ -79,6 +79,10 @@ function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; ds
       step('copy');
       return 1;
     },
+    syncFiles: async () => {
+      step('sync');
+      return true;
+    },
     restore: async () => {
       step('restore');
       w.dst = 'restored';
@@ -104,6 +108,7 @@ function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; ds
     warn: (m) => w.log.push(`warn: ${m}`),
     killPoint: (p) => step(`kill-${p}`),
     moveIp: true,
+    syncFiles: true,
   };
   return { src, dst, hooks };
 }
@@ -305,6 +310,7 @@ describe('the plan', () => {
       moveIp: { srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
       srcRunc: { runc: 'runc', root: '/run/runc' },
       dstRunc: { runc: 'runc', root: '/run/runc' },
+      files: { trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }], report: { createdConfig: false } },
     } as unknown as Parameters<typeof makePlan>[0];
     const plan = makePlan(ctx);
     // The steps a run takes, as the progress hook sees them.
@@ -312,7 +318,9 @@ describe('the plan', () => {
     const s = sides(w);
     const taken: string[] = [];
     await switchover(s.src, s.dst, { ...s.hooks, step: (name, _t, run) => (taken.push(name), run()) });
-    assert.deepEqual(plan.steps.map((p) => p.step), taken);
+    // The pre-sync runs before the switchover (as pre-copy and the page server do).
+    assert.equal(plan.steps[0].step, 'presync');
+    assert.deepEqual(plan.steps.slice(1).map((p) => p.step), taken);
     assert.ok(plan.holdTimeoutS >= 60 && plan.guardDeadlineS < plan.holdTimeoutS);
   });
 });

@@ -30,7 +30,7 @@ SUITE=bookworm
 # tools CRIU and the tool run (ip, iptables/ip6tables-restore, nft), busybox (the init, the
 # bundles' rootfs), kmod (modprobe), and the libraries the host's node and CRIU load from
 # the system (libstdc++6, libgcc-s1; libnftables1, libmd0, libffi8).
-PACKAGES=(runc openssh-server openssh-client openssh-sftp-server iproute2 busybox-static
+PACKAGES=(runc rsync openssh-server openssh-client openssh-sftp-server iproute2 busybox-static
 	kmod iptables nftables procps psmisc tar coreutils util-linux sudo
 	libstdc++6 libgcc-s1 libseccomp2 libnftables1 libmd0 libffi8)
 # Modules loaded by the initramfs (in dependency order) to mount the root disk.

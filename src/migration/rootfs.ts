@@ -1,0 +1,208 @@
+// The container's files follow it: its root filesystem (and the volumes the user names)
+// are brought to the source's state with rsync through the tool's SSH connection,
+//   1. while it runs (the pre-sync: everything, or what changed since an earlier copy),
+//   2. once more while it is frozen, after the final dump and before the restore (the
+//      final delta: only what changed since; nothing can change during it).
+// rsync's size-and-time check misses a change that leaves both alone: a write in the
+// same clock tick as the pre-sync read the file, or a page of a shared file mapping
+// written in memory. So the destination's copies of such files are marked stale (their
+// time set to the epoch) and the final delta compares their contents: files modified
+// around the pre-sync (found after it), files mapped shared-writable or open for
+// writing by the frozen tasks (found after the freeze).
+// A rollback leaves the destination's files synced; the source's are never written.
+import fs from 'node:fs/promises';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { parseRsyncStats, rsyncCmd, type RsyncFigures } from '../rsync.js';
+import { runc } from '../runc.js';
+import type { Context } from './context.js';
+import { interestingPath, type BundleMount } from './openfiles.js';
+import { bridgeShell, runRsync, writeBridge } from './rsync-bridge.js';
+import { destinationOf, openForWriting, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
+
+export interface SyncPass {
+  ms: number;
+  /** rsync's figures, summed over the trees. */
+  figures: RsyncFigures;
+  /** Destination files marked stale before this pass (their contents compared). */
+  marked: number;
+}
+
+/** What the report carries about the files. */
+export interface FilesReport {
+  trees: Array<{ what: string; src: string; dst: string }>;
+  /** Trees left alone because both hosts see the same directory (shared storage). */
+  shared: string[];
+  notSynced: SyncPlan['notSynced'];
+  /** The destination's config.json was created from the source's. */
+  createdConfig: boolean;
+  presync: SyncPass[];
+  /** While frozen; its time is part of the downtime. */
+  final?: SyncPass;
+}
+
+const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
+  filesTransferred: a.filesTransferred + b.filesTransferred,
+  filesDeleted: a.filesDeleted + b.filesDeleted,
+  transferredFileBytes: a.transferredFileBytes + b.transferredFileBytes,
+  wireBytes: a.wireBytes + b.wireBytes,
+  totalFileBytes: a.totalFileBytes + b.totalFileBytes,
+});
+const ZERO: RsyncFigures = { filesTransferred: 0, filesDeleted: 0, transferredFileBytes: 0, wireBytes: 0, totalFileBytes: 0 };
+
+/** Seconds around a pre-sync in which a file's time stamp does not prove it unchanged. */
+const STAMP_MARGIN_S = 2;
+
+export class FilesSync {
+  readonly report: FilesReport;
+  private lastPassStart = 0;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly plan: SyncPlan,
+    /** The source bundle's bind mounts (to place a task's open file in its tree). */
+    private readonly mounts: BundleMount[],
+    private readonly o: { shared: string[]; srcConfig?: string; bridge: string },
+  ) {
+    this.report = { trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })), shared: o.shared, notSynced: plan.notSynced, createdConfig: !!o.srcConfig, presync: [] };
+  }
+
+  get trees(): SyncTree[] {
+    return this.plan.trees;
+  }
+
+  static async create(ctx: Context, plan: SyncPlan, mounts: BundleMount[], o: { shared: string[]; srcConfig?: string }): Promise<FilesSync> {
+    const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
+    await writeBridge(bridge);
+    return new FilesSync(ctx, plan, mounts, { ...o, bridge });
+  }
+
+  /** One rsync per tree (mkdir: make the destination's directories first); throws with rsync's words on a failure. */
+  private async rsyncAll(timeoutMs: number, mkdir = true): Promise<RsyncFigures> {
+    let total = ZERO;
+    for (const t of this.plan.trees) {
+      if (mkdir) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
+      const r = await runRsync(this.ctx, rsyncCmd.sync({ src: t.src, dst: t.dst, shell: bridgeShell(this.o.bridge) }), timeoutMs);
+      // 24: files vanished on the source while it ran (only while the container runs).
+      if (r.code !== 0 && r.code !== 24) {
+        throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
+      }
+      total = sum(total, parseRsyncStats(r.stdout));
+    }
+    return total;
+  }
+
+  /** Sets the destination's copies of PATHS (destination paths) to the epoch, so the next pass compares their contents. */
+  private async markStale(paths: string[]): Promise<number> {
+    if (paths.length === 0) return 0;
+    const input = paths.map((p) => p + '\0').join('');
+    await this.ctx.dst.run(['xargs', '-0', '-r', 'touch', '-c', '-h', '-m', '-d', '@0', '--'], { input, allowFail: true });
+    return paths.length;
+  }
+
+  /** Files of the source's trees modified since START (seconds since the epoch), as destination paths. */
+  private async modifiedSince(startS: number): Promise<string[]> {
+    const out: string[] = [];
+    for (const t of this.plan.trees) {
+      const r = await this.ctx.src.run(['find', t.src, '-xdev', '-type', 'f', '-newermt', `@${Math.floor(startS)}`, '-print0'], { allowFail: true });
+      for (const p of r.stdout.split('\0')) if (p) out.push(path.join(t.dst, path.relative(t.src, p)));
+    }
+    return out;
+  }
+
+  /** The pre-sync: the container runs. The first pass also writes the destination's config.json when it has none. */
+  async presync(): Promise<SyncPass> {
+    const { ctx } = this;
+    const t0 = performance.now();
+    const startS = Date.now() / 1000;
+    if (this.o.srcConfig && this.report.presync.length === 0) {
+      const b = ctx.bundle!;
+      await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
+      await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
+    }
+    const figures = await this.rsyncAll(24 * 3600_000);
+    // Modified from shortly before this pass began: a change within the same tick as
+    // rsync's look at the file leaves its time stamp as rsync saw it.
+    const marked = await this.markStale(await this.modifiedSince(startS - STAMP_MARGIN_S));
+    this.lastPassStart = startS;
+    const pass = { ms: performance.now() - t0, figures, marked };
+    this.report.presync.push(pass);
+    return pass;
+  }
+
+  /** The final delta, while the tasks are frozen: what changed since the pre-sync. */
+  async finalDelta(timeoutMs: number): Promise<SyncPass> {
+    const t0 = performance.now();
+    const marked = await this.markStale(await this.heldForWriting());
+    const figures = await this.rsyncAll(timeoutMs, false);
+    const pass = { ms: performance.now() - t0, figures, marked };
+    this.report.final = pass;
+    return pass;
+  }
+
+  /** Destination paths of files the container's tasks map shared-writable or hold open for writing. */
+  private async heldForWriting(): Promise<string[]> {
+    const { ctx } = this;
+    const ps = await ctx.src.run(runc.ps(ctx.srcRunc, ctx.opts.container), { allowFail: true });
+    let pids: number[] = [];
+    try {
+      pids = ps.code === 0 ? JSON.parse(ps.stdout) : [];
+    } catch {
+      /* none */
+    }
+    if (pids.length === 0 && ctx.state) pids = [ctx.state.pid];
+    const found = new Set<string>();
+    for (const pid of pids) {
+      try {
+        for (const p of sharedWritableMappings(readFileSync(`/proc/${pid}/maps`, 'utf8'))) found.add(p);
+        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+          try {
+            if (!openForWriting(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))) continue;
+            const t = readlinkSync(`/proc/${pid}/fd/${fd}`);
+            if (interestingPath(t)) found.add(t);
+          } catch {
+            /* closed meanwhile */
+          }
+        }
+      } catch {
+        /* the task is gone */
+      }
+    }
+    const out: string[] = [];
+    for (const p of found) {
+      const d = destinationOf(this.plan, this.mounts, p);
+      if (d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Seconds since the last pre-sync began (for messages). */
+  get sinceLastPassS(): number {
+    return this.lastPassStart ? Date.now() / 1000 - this.lastPassStart : 0;
+  }
+}
+
+function lastLines(s: string): string {
+  return s.trim().split('\n').slice(-3).join(' | ');
+}
+
+/**
+ * Whether SRC on the source and DST on the destination are one directory (shared
+ * storage): a marker made in SRC is looked for in DST. undefined: SRC cannot be written
+ * (read-only), so it cannot be told.
+ */
+export async function sameDirectory(ctx: Context, src: string, dst: string): Promise<boolean | undefined> {
+  const name = `.runc-migrate-shared-${crypto.randomBytes(8).toString('hex')}`;
+  try {
+    await fs.writeFile(path.join(src, name), '', { flag: 'wx', mode: 0o600 });
+  } catch {
+    return undefined;
+  }
+  try {
+    const r = await ctx.dst.run(['test', '-e', path.join(dst, name)], { allowFail: true });
+    return r.code === 0;
+  } finally {
+    await fs.rm(path.join(src, name), { force: true });
+  }
+}

@@ -1,0 +1,74 @@
+// Every rsync command line the tool runs is built here, and rsync's figures parsed here.
+// Pure: no I/O.
+import { quote } from './shell.js';
+
+/**
+ * The host name rsync is given for the destination. rsync never resolves it: it only
+ * hands it to the remote shell (the bridge, rootfs.ts), which ignores it.
+ */
+export const RSYNC_REMOTE_HOST = 'destination';
+
+/**
+ * Archive mode with hard links, ACLs and extended attributes (file capabilities live in
+ * security.capability), numeric owners (the container's ids, not names looked up on
+ * either host), one file system only (never into a mount below the tree), and removal of
+ * what no longer exists on the source.
+ */
+const ARCHIVE = ['-aHAX', '--numeric-ids', '--one-file-system', '--delete', '--stats'];
+
+export const rsyncCmd = {
+  version: () => ['rsync', '--version'],
+
+  /**
+   * Brings the destination's DST to the source's SRC (both directories; their contents
+   * are synced, not the directories themselves). shell: the remote-shell program line
+   * for rsync's -e, which reaches the destination.
+   */
+  sync(o: { src: string; dst: string; shell: string }): string[] {
+    return ['rsync', ...ARCHIVE, '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
+  },
+
+  /** rsync's -e line for a program and its arguments (rsync splits on spaces, honouring single quotes). */
+  shellLine(argv: string[]): string {
+    return argv.map(quote).join(' ');
+  },
+};
+
+/** What one rsync run moved, from its --stats output. */
+export interface RsyncFigures {
+  /** Regular files whose contents were sent (new or changed). */
+  filesTransferred: number;
+  /** Entries deleted on the destination. */
+  filesDeleted: number;
+  /** Bytes of the files transferred (their full size, before the delta algorithm). */
+  transferredFileBytes: number;
+  /** Bytes that crossed the connection, both ways. */
+  wireBytes: number;
+  /** All regular-file bytes in the tree. */
+  totalFileBytes: number;
+}
+
+export function parseRsyncStats(out: string): RsyncFigures {
+  const num = (label: RegExp): number => {
+    const m = out.match(label);
+    return m ? Number(m[1].replace(/[,.](?=\d{3}\b)/g, '')) : 0;
+  };
+  return {
+    filesTransferred: num(/Number of regular files transferred:\s*([\d,.]+)/),
+    filesDeleted: num(/Number of deleted files:\s*([\d,.]+)/),
+    transferredFileBytes: num(/Total transferred file size:\s*([\d,.]+)/),
+    totalFileBytes: num(/Total file size:\s*([\d,.]+)/),
+    wireBytes: num(/Total bytes sent:\s*([\d,.]+)/) + num(/Total bytes received:\s*([\d,.]+)/),
+  };
+}
+
+/**
+ * Nanosecond time stamps in the protocol (3.1.3), and arguments of remote paths escaped
+ * for the remote shell by default (3.2.4).
+ */
+export const MIN_RSYNC_VERSION = '3.2.4';
+
+/** "rsync  version 3.2.7  protocol version 31" -> "3.2.7". */
+export function parseRsyncVersion(out: string): string | undefined {
+  return out.match(/rsync\s+version\s+v?(\d+\.\d+(?:\.\d+)?)/)?.[1];
+}
