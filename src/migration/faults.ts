@@ -11,7 +11,7 @@
 //   restore-hang the destination's restore hangs (the guard kills it at its deadline)
 //   restore-dies the restored container dies right after the restore (the guard's verify sees it)
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { WorkPaths } from './paths.js';
 
@@ -54,4 +54,19 @@ export function switchoverPoint(point: string, sever: () => void, work: WorkPath
       closeSync(fd);
     }
   }
+}
+
+/**
+ * Tests: RUNC_MIGRATE_PAUSE_AT=POINT:FILE makes the tool, at POINT (presynced: after the
+ * pre-sync, before anything is frozen), write FILE.reached and wait until FILE exists (at
+ * most 60 s), so a test can change the container's files at a known moment.
+ */
+export async function pausePoint(point: string): Promise<void> {
+  const spec = process.env.RUNC_MIGRATE_PAUSE_AT ?? '';
+  const i = spec.indexOf(':');
+  if (i < 0 || spec.slice(0, i) !== point) return;
+  const file = spec.slice(i + 1);
+  writeFileSync(`${file}.reached`, '');
+  const end = Date.now() + 60_000;
+  while (!existsSync(file) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }

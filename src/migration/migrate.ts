@@ -12,7 +12,7 @@ import type { Report } from '../report.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { runcOf, type Context } from './context.js';
-import { faultAt, switchoverPoint } from './faults.js';
+import { faultAt, pausePoint, switchoverPoint } from './faults.js';
 import { intentPath, readIntent, removeIntent } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
 import { describePlan, finalImages, makePlan, type Plan } from './plan.js';
@@ -57,6 +57,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       await progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
         throw new MigrateError(`the pre-sync of the container's files failed: ${err.message}`, EXIT.PREFLIGHT, 'Nothing was frozen. Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.');
       });
+      await pausePoint('presynced');
       checkInterrupt();
     }
     let images = finalImages(ctx);
@@ -236,6 +237,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   }
   await removeIntent(ctx.intentFile);
   if (ctx.keepImages) ctx.keepWorkDirs = true;
+  if (ctx.files?.report.final) progress.warn(`the destination's copy of the container's files (${ctx.files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`);
   const criuInfo = r.error instanceof CriuFailure ? r.error.criu : undefined;
   throw await afterFreeze(ctx, `${r.error.message}; rolled back`, { hint: criuInfo?.cause, criuErrors: criuInfo?.errors, dstClean: r.destinationClean });
 }

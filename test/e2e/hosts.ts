@@ -61,12 +61,14 @@ export async function sh(argv: string[], opts: { reject?: boolean } = {}) {
 }
 
 /** Makes the example bundle on both hosts (different cgroups) and starts it on the source. */
-export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis', name: string): Promise<{ src: string; dst: string }> {
+export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis' | 'files', name: string, o: { dstRootfs?: boolean } = {}): Promise<{ src: string; dst: string }> {
   const src = path.join(h.srcBundles, name);
   const dst = path.join(h.dstBundles, name);
   await removeEverywhere(h, name);
   await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), kind, src, `/rm-src/${name}`]);
   await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), kind, dst, `/rm-dst/${name}`]);
+  // Only the destination's config.json (its own cgroup): the sync brings the rootfs.
+  if (o.dstRootfs === false) fs.rmSync(path.join(dst, 'rootfs'), { recursive: true, force: true });
   await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${src} ${name} </dev/null >/dev/null 2>&1`]);
   return { src, dst };
 }

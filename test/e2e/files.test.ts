@@ -1,0 +1,206 @@
+// The container's files follow it (rootfs sync): what it wrote moves, whatever the moment,
+// and a failure at any point leaves it running on one host with its files intact.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { before, describe, test } from 'node:test';
+import { baseArgs, leftovers, migrate, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+
+let h: Hosts;
+before(async () => {
+  h = await setupHosts();
+});
+
+async function pidOf(root: string, name: string): Promise<number> {
+  const r = await sh(['runc', '--root', root, 'state', name], { reject: false });
+  return r.exitCode === 0 ? JSON.parse(r.stdout).pid : NaN;
+}
+
+function shm(pid: number, file: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/root/dev/shm/${file}`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The log's lines must be "line 1" ... "line N", each once, in order; returns N. */
+function checkLog(file: string): number {
+  const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+  lines.forEach((l, i) => assert.equal(l, `line ${i + 1}`, `${file}: line ${i + 1} reads "${l}"`));
+  return lines.length;
+}
+
+const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+
+/** Starts a migration that pauses after the pre-sync; returns it and a release function. */
+async function pausedMigration(args: string[], env: Record<string, string> = {}) {
+  const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
+  const run = migrate(args, { RUNC_MIGRATE_PAUSE_AT: `presynced:${gate}`, ...env });
+  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), 60_000);
+  return { run, release: () => fs.writeFileSync(gate, '') };
+}
+
+describe('rootfs sync', () => {
+  test('an appending log, a file locked at run time and a shared mapping move whole; the rootfs is made on the destination', async () => {
+    const name = 'files1';
+    const b = await startExample(h, 'files', name, { dstRootfs: false });
+    await waitFor('the writer to write', async () => (await readCounter(b.src)) >= 10);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.outcome, 'migrated');
+    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs']);
+    assert.ok(j.files.presync[0].figures.filesTransferred >= 5, JSON.stringify(j.files));
+    assert.ok(j.files.final.marked >= 2, `the lock file and the mapping are compared by content: ${JSON.stringify(j.files.final)}`);
+    assert.ok(j.phases.some((p: { name: string }) => p.name === 'sync'), 'the final delta is its own phase');
+    const pid = await pidOf(h.dstRoot, name);
+    const at = await readCounter(b.dst);
+    await waitFor('the writer to go on on the destination', async () => (await readCounter(b.dst)) >= at + 10);
+    // The writer checks each tick that the log, the lock file and the mapping hold its last write.
+    assert.equal(shm(pid, 'status'), 'ok');
+    const n = checkLog(path.join(b.dst, 'rootfs/var/app.log'));
+    assert.ok(n >= at + 10, `the log has ${n} lines, the count is past ${at + 10}`);
+    const locks = fs.readFileSync('/proc/locks', 'utf8');
+    assert.match(locks, new RegExp(`FLOCK\\s+ADVISORY\\s+WRITE\\s+${pid}\\s`), 'the lock is held on the destination');
+    assert.equal(await status(h.srcRoot, name), 'absent');
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, name);
+  });
+
+  test('changes just before the freeze move: a deleted file, a same-size rewrite that kept its time stamp, a new file', async () => {
+    const name = 'files2';
+    const b = await startExample(h, 'counter', name);
+    const etc = path.join(b.src, 'rootfs/etc');
+    fs.writeFileSync(path.join(etc, 'gone.txt'), 'to be deleted\n');
+    fs.writeFileSync(path.join(etc, 'same.txt'), 'aaaa\n');
+    // A time stamp inside the pre-sync's window: as a rewrite in the same clock tick as
+    // rsync's look at the file would leave it.
+    const stamp = new Date(Date.now() + 5000);
+    fs.utimesSync(path.join(etc, 'same.txt'), stamp, stamp);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json']);
+    const dEtc = path.join(b.dst, 'rootfs/etc');
+    assert.equal(fs.readFileSync(path.join(dEtc, 'same.txt'), 'utf8'), 'aaaa\n', 'pre-synced');
+    assert.ok(fs.existsSync(path.join(dEtc, 'gone.txt')), 'pre-synced');
+    fs.rmSync(path.join(etc, 'gone.txt'));
+    fs.writeFileSync(path.join(etc, 'same.txt'), 'bbbb\n');
+    fs.utimesSync(path.join(etc, 'same.txt'), stamp, stamp);
+    fs.writeFileSync(path.join(etc, 'late.bin'), crypto.randomBytes(5 << 20));
+    release();
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.ok(!fs.existsSync(path.join(dEtc, 'gone.txt')), 'the deleted file is gone on the destination');
+    assert.equal(fs.readFileSync(path.join(dEtc, 'same.txt'), 'utf8'), 'bbbb\n', 'the same-size rewrite arrived');
+    assert.equal(sha(path.join(dEtc, 'late.bin')), sha(path.join(etc, 'late.bin')));
+    const j = JSON.parse(r.stdout);
+    assert.ok(j.files.final.figures.filesTransferred >= 2, JSON.stringify(j.files.final));
+    const at = await readCounter(b.dst);
+    await waitFor('the counter to go on', async () => (await readCounter(b.dst)) > at);
+    await removeEverywhere(h, name);
+  });
+
+  test('a rollback after the final delta: the source goes on with every line, its files untouched', async () => {
+    const name = 'files3';
+    const b = await startExample(h, 'files', name, { dstRootfs: false });
+    await waitFor('the writer to write', async () => (await readCounter(b.src)) >= 10);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.runningOn, 'source');
+    assert.ok(j.files.final, 'the final delta ran before the failure');
+    assert.ok(j.warnings.some((w: string) => /synced to the frozen source and stays so/.test(w)), j.warnings.join('\n'));
+    const pid = await pidOf(h.srcRoot, name);
+    const at = await readCounter(b.src);
+    await waitFor('the writer to go on on the source', async () => (await readCounter(b.src)) >= at + 5);
+    assert.equal(shm(pid, 'status'), 'ok');
+    checkLog(path.join(b.src, 'rootfs/var/app.log'));
+    assert.equal(await status(h.dstRoot, name), 'absent');
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, name);
+  });
+
+  test('the tool killed during the final delta: the source resumes by itself, nothing runs on the destination', async () => {
+    const name = 'files4';
+    const b = await startExample(h, 'counter', name);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const { run, release } = await pausedMigration(baseArgs(h, name, b.dst), { RUNC_MIGRATE_KILL_AT: 'syncing' });
+    // Enough to change that the final delta is still running 30 ms in.
+    fs.writeFileSync(path.join(b.src, 'rootfs/big.bin'), crypto.randomBytes(256 << 20));
+    release();
+    const r = await run;
+    assert.equal(r.code, -1, `the tool should have died in the final delta: exit ${r.code}\n${r.stderr}`);
+    const at = await readCounter(b.src);
+    await waitFor('the source to resume', async () => (await readCounter(b.src)) > at, 30_000);
+    assert.equal(await status(h.dstRoot, name), 'absent');
+    const rec = await migrate(['recover', ...baseArgs(h, name, b.dst), '--json']);
+    assert.equal(rec.code, 0, rec.stderr + rec.stdout);
+    assert.equal(JSON.parse(rec.stdout).runningOn, 'source');
+    await waitFor('no rsync or work directory left', async () => (await leftovers()).length === 0, 10_000).catch(async () => assert.deepEqual(await leftovers(), []));
+    fs.rmSync(path.join(b.src, 'rootfs/big.bin'));
+    await removeEverywhere(h, name);
+  });
+
+  test('shared storage is detected and left alone; --no-sync-rootfs leaves the destination copy as it is', async () => {
+    const name = 'files5';
+    const b = await startExample(h, 'counter', name);
+    // The destination's bundle (its own cgroup) uses the source's rootfs directory: one
+    // file system seen by both hosts.
+    const cfgFile = path.join(b.dst, 'config.json');
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    cfg.root.path = path.join(b.src, 'rootfs');
+    fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.files.shared, ['rootfs']);
+    assert.equal(j.files.final, undefined);
+    assert.ok(!j.phases.some((p: { name: string }) => p.name === 'sync' || p.name === 'presync'));
+    await removeEverywhere(h, name);
+
+    const b2 = await startExample(h, 'counter', `${name}b`);
+    fs.writeFileSync(path.join(b2.dst, 'rootfs/only-here'), 'the destination\'s own\n');
+    await waitFor('the counter to count', async () => (await readCounter(b2.src)) >= 3);
+    const r2 = await migrate([...baseArgs(h, `${name}b`, b2.dst), '--json', '--no-sync-rootfs']);
+    assert.equal(r2.code, 0, r2.stderr + r2.stdout);
+    assert.equal(JSON.parse(r2.stdout).files, undefined);
+    assert.ok(fs.existsSync(path.join(b2.dst, 'rootfs/only-here')), 'nothing synced: the extra file stays');
+    await removeEverywhere(h, `${name}b`);
+  });
+
+  test('--sync-volume syncs a bind mount; the others are listed; an unknown one is refused before the freeze', async () => {
+    const name = 'files6';
+    const b = await startExample(h, 'counter', name);
+    await removeEverywhere(h, name);
+    const vol = { src: path.join(h.srcBundles, `${name}-data`), dst: path.join(h.dstBundles, `${name}-data`), other: path.join(h.srcBundles, `${name}-other`) };
+    for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
+    fs.mkdirSync(vol.src);
+    fs.mkdirSync(vol.other);
+    fs.writeFileSync(path.join(vol.src, 'state.db'), crypto.randomBytes(1 << 20));
+    for (const [bundle, data] of [[b.src, vol.src], [b.dst, vol.dst]]) {
+      const f = path.join(bundle, 'config.json');
+      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
+      c.mounts.push({ destination: '/data', type: 'bind', source: data, options: ['rbind', 'rw'] }, { destination: '/other', type: 'bind', source: vol.other, options: ['rbind', 'ro'] });
+      fs.writeFileSync(f, JSON.stringify(c));
+      fs.mkdirSync(path.join(bundle, 'rootfs/data'), { recursive: true });
+      fs.mkdirSync(path.join(bundle, 'rootfs/other'), { recursive: true });
+    }
+    await sh(['sh', '-c', `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const bad = await migrate([...baseArgs(h, name, b.dst), '--sync-volume', '/nope']);
+    assert.equal(bad.code, 3, bad.stderr);
+    assert.match(bad.stderr, /--sync-volume \/nope is not a bind mount of the container/);
+    assert.match(bad.stderr, /\/data \(from /);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json', '--sync-volume', '/data']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs', 'volume /data']);
+    assert.deepEqual(j.files.notSynced.map((m: { containerPath: string }) => m.containerPath), ['/other']);
+    assert.equal(sha(path.join(vol.dst, 'state.db')), sha(path.join(vol.src, 'state.db')));
+    await removeEverywhere(h, name);
+    for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
+  });
+});
