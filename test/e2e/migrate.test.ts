@@ -202,10 +202,11 @@ describe('a failure after the freeze rolls back to the source', () => {
     const b = await counterRunning(name);
     fs.rmSync(`${b.dst}/rootfs/tmp/tick`);
     // Preflight sees the missing file; --force skips that check so CRIU meets it.
-    const refused = await migrate(baseArgs(h, name, b.dst));
+    // Without the rootfs sync (which would bring the file back).
+    const refused = await migrate([...baseArgs(h, name, b.dst), '--no-sync-rootfs']);
     assert.equal(refused.code, 3, refused.stderr);
     assert.match(refused.stderr, /\/tmp\/tick is missing on the destination/);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--force']);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--force', '--no-sync-rootfs']);
     assert.equal(r.code, 4, r.stderr);
     assert.match(r.stderr, /Error \(/, 'CRIU error lines shown');
     assert.match(r.stderr, /running on the source/);

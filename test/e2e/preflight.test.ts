@@ -123,8 +123,27 @@ describe('bad input is refused before anything is frozen', () => {
     await refused(args('--remote-runc', fake), 3, /runc 1\.0\.0 on the destination is too old/, /1\.1\.0 or newer/);
   });
 
-  test('destination bundle missing', async () => {
-    await refused(args('--bundle', '/nonexistent/bundle'), 3, /no bundle at \/nonexistent\/bundle on the destination/, /Copy the container's bundle/);
+  test('destination bundle missing (without the sync), or a directory that is not a bundle', async () => {
+    await refused(args('--bundle', '/nonexistent/bundle', '--no-sync-rootfs'), 3, /no bundle at \/nonexistent\/bundle on the destination/, /Copy the container's bundle/);
+    // With the sync (the default) a missing bundle is made; a directory holding something else is never filled.
+    const notBundle = path.join(tmp, 'not-a-bundle');
+    fs.mkdirSync(notBundle, { recursive: true });
+    fs.writeFileSync(path.join(notBundle, 'precious'), 'keep\n');
+    await refused(args('--bundle', notBundle), 3, /is not a bundle \(no config\.json\) and not empty/, /--bundle DIR/);
+    assert.equal(fs.readFileSync(path.join(notBundle, 'precious'), 'utf8'), 'keep\n');
+  });
+
+  test('an old rsync on the destination: refused with the fix, before the freeze', async () => {
+    // Over /usr/bin/rsync in the destination sshd's own mount namespace only.
+    const fake = path.join(tmp, 'rsync-3.1.0');
+    fs.writeFileSync(fake, '#!/bin/sh\necho "rsync  version 3.1.0  protocol version 31"\n', { mode: 0o755 });
+    const inDst = ['nsenter', `--mount=/proc/${fs.readFileSync(`${h.dir}/dst/run/sshd.pid`, 'utf8').trim()}/ns/mnt`];
+    await sh([...inDst, 'mount', '--bind', fake, '/usr/bin/rsync']);
+    try {
+      await refused(args(), 3, /rsync 3\.1\.0 on the destination is too old/, /apt-get install rsync\), or migrate without syncing files \(--no-sync-rootfs\)/);
+    } finally {
+      await sh([...inDst, 'umount', '/usr/bin/rsync']);
+    }
   });
 
   test('container name already taken on the destination', async () => {
@@ -152,9 +171,10 @@ describe('bad input is refused before anything is frozen', () => {
     const original = fs.readFileSync(script);
     fs.appendFileSync(script, '# changed on the destination\n');
     try {
-      await refused(args(), 3, /\/counter\.sh is \d+ bytes on the source but \d+ on the destination/, /identical to the source's/);
+      // Without the sync (with it, the file would be synced before the restore).
+      await refused(args('--no-sync-rootfs'), 3, /\/counter\.sh is \d+ bytes on the source but \d+ on the destination/, /leave out --no-sync-rootfs/);
       // --force skips the check (and says so); CRIU's restore then fails and the source resumes.
-      const r = await migrate(args('--force'));
+      const r = await migrate(args('--force', '--no-sync-rootfs'));
       assert.equal(r.code, 4, r.stderr);
       assert.match(r.stderr, /skipped \(--force\): open files present and equal/);
       assert.match(r.stderr, /running on the source/);
