@@ -30,7 +30,7 @@ test: deps vm-deps build
 test-unit: build
 	node --test dist/test/unit/
 
-test-e2e: deps build
+test-e2e: deps vm-deps build
 	node --test --test-concurrency=1 dist/test/e2e/
 
 test-vm: deps vm-deps build

@@ -109,13 +109,12 @@ function installSignalHandlers(progress: Progress): void {
   let count = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     count++;
-    interruption.requested = true;
-    interruption.signal = sig;
     progress.warn(
       count === 1
         ? `${sig} received: stopping before the freeze, or finishing the switchover if it has begun (the container must end on exactly one host)`
         : `${sig} again: still finishing safely; the container is never left half-way`,
     );
+    interruption.request(sig);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -55,6 +55,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     if (ctx.files) report.files = ctx.files.report;
     if (files) {
       await progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
+        checkInterrupt();
         throw new MigrateError(`the pre-sync of the container's files failed: ${err.message}`, EXIT.PREFLIGHT, 'Nothing was frozen. Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.');
       });
       await pausePoint('presynced');
@@ -72,6 +73,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
       if (files) {
         await progress.phase('presync', 'sync the files again after pre-copy', () => files.presync(), syncDetail).catch(async (err: Error) => {
+          checkInterrupt();
           throw await afterFreeze(ctx, `the second pre-sync of the container's files failed: ${err.message}`);
         });
       }

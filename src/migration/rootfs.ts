@@ -78,12 +78,15 @@ export class FilesSync {
     return new FilesSync(ctx, plan, mounts, { ...o, bridge });
   }
 
-  /** One rsync per tree (mkdir: make the destination's directories first); throws with rsync's words on a failure. */
-  private async rsyncAll(timeoutMs: number, mkdir = true): Promise<RsyncFigures> {
+  /**
+   * One rsync per tree; throws with rsync's words on a failure. running: the container
+   * runs (the presync): the destination's directories are made first, and a signal stops it.
+   */
+  private async rsyncAll(timeoutMs: number, running: boolean): Promise<RsyncFigures> {
     let total = ZERO;
     for (const t of this.plan.trees) {
-      if (mkdir) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
-      const r = await runRsync(this.ctx, rsyncCmd.sync({ src: t.src, dst: t.dst, shell: bridgeShell(this.o.bridge) }), timeoutMs);
+      if (running) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
+      const r = await runRsync(this.ctx, rsyncCmd.sync({ src: t.src, dst: t.dst, shell: bridgeShell(this.o.bridge) }), timeoutMs, { interruptible: running });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
         throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
@@ -121,7 +124,7 @@ export class FilesSync {
       await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
       await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
     }
-    const figures = await this.rsyncAll(24 * 3600_000);
+    const figures = await this.rsyncAll(24 * 3600_000, true);
     // Modified from shortly before this pass began: a change within the same tick as
     // rsync's look at the file leaves its time stamp as rsync saw it.
     const marked = await this.markStale(await this.modifiedSince(startS - STAMP_MARGIN_S));

@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { rsyncCmd } from '../rsync.js';
 import { commandLine } from '../shell.js';
 import type { Context } from './context.js';
+import { interruption } from './outcome.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell (rsync runs it as: THIS HOST COMMAND...). The command,
@@ -38,10 +39,13 @@ export interface RsyncRun {
  * Runs ARGV (an rsync command whose -e is the bridge) on the source; its remote side runs
  * on the destination over the tool's connection. Killed after timeoutMs.
  */
-export async function runRsync(ctx: Context, argv: string[], timeoutMs: number): Promise<RsyncRun> {
+export async function runRsync(ctx: Context, argv: string[], timeoutMs: number, o: { interruptible?: boolean } = {}): Promise<RsyncRun> {
   ctx.log('source', commandLine(argv));
   const child = execa(argv[0], argv.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+    // The bridge's descriptors carry the whole transfer: execa must not collect them (its
+    // limit, 100 MB, stopped the stream there).
+    buffer: { stdout: true, stderr: true, fd3: false, fd4: false },
     detached: true,
     reject: false,
     stripFinalNewline: false,
@@ -94,10 +98,19 @@ export async function runRsync(ctx: Context, argv: string[], timeoutMs: number):
   });
 
   let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+  const limit = new Promise<'timeout' | 'interrupted'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    // Before the freeze a signal stops it at once (after the freeze the switchover finishes).
+    if (o.interruptible) {
+      const stop = () => resolve('interrupted');
+      interruption.stoppers.add(stop);
+      void child.finally(() => interruption.stoppers.delete(stop));
+      if (interruption.requested) stop();
+    }
+  });
   const r = await Promise.race([child, limit]);
   clearTimeout(timer);
-  if (r === 'timeout') {
+  if (r === 'timeout' || r === 'interrupted') {
     try {
       process.kill(-child.pid!, 'SIGKILL');
     } catch {
@@ -105,7 +118,7 @@ export async function runRsync(ctx: Context, argv: string[], timeoutMs: number):
     }
     remote?.kill('SIGKILL');
     await child;
-    return { code: null, stdout: '', stderr: `rsync did not finish within ${Math.round(timeoutMs / 1000)} s` };
+    return { code: null, stdout: '', stderr: r === 'timeout' ? `rsync did not finish within ${Math.round(timeoutMs / 1000)} s` : `stopped by ${interruption.signal}` };
   }
   // rsync has exited: the remote side has nothing more to say to it.
   remote?.stdin.end();

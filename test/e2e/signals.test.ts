@@ -3,6 +3,8 @@
 // CLI's whole process group, as a Ctrl-C on a terminal does.
 import assert from 'node:assert/strict';
 import { execa } from 'execa';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { baseArgs, leftovers, ns, readCounter, removeEverywhere, ROOT, setupHosts, startExample, status, waitFor, type Hosts } from './hosts.js';
@@ -13,7 +15,7 @@ before(async () => {
 });
 
 /** Starts the CLI in its own process group; signals it (twice) once stderr shows `trigger`. */
-async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Signals, env: Record<string, string> = {}) {
+async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Signals, env: Record<string, string> = {}, ready: () => Promise<boolean> = async () => true) {
   const child = execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
     reject: false,
     stdin: 'ignore',
@@ -26,8 +28,11 @@ async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Sign
   child.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();
     if (!sent && trigger.test(stderr)) {
-      sent = 1;
-      process.kill(-child.pid!, signal);
+      sent = -1;
+      void (async () => {
+        while (!(await ready())) await new Promise((r) => setTimeout(r, 10));
+        sent = 1;
+        process.kill(-child.pid!, signal);
       setTimeout(() => {
         try {
           process.kill(-child.pid!, signal);
@@ -36,6 +41,7 @@ async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Sign
           /* already gone */
         }
       }, 30);
+      })();
     }
   });
   const r = await child;
@@ -43,6 +49,27 @@ async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Sign
 }
 
 describe('signals', () => {
+  test('SIGINT during a long presync: rsync stopped at once, exit 130, nothing frozen, nothing left', async () => {
+    const b = await startExample(h, 'counter', 'sig0');
+    fs.writeFileSync(path.join(b.src, 'rootfs/big.bin'), crypto.randomBytes(512 << 20));
+    fs.rmSync(path.join(b.dst, 'rootfs'), { recursive: true, force: true });
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+    const rsyncRuns = async () => (await execa('pgrep', ['-f', 'rsync -aHAX'], { reject: false })).exitCode === 0;
+    const t0 = Date.now();
+    const r = await runAndSignal(baseArgs(h, 'sig0', b.dst), /ok {3}network lock tool/, 'SIGINT', {}, rsyncRuns);
+    assert.ok(r.sent >= 1, 'the signal was not sent');
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /interrupted by SIGINT before the freeze/);
+    assert.match(r.stderr, /FAIL sync the files while the container runs/, 'the presync itself was stopped');
+    assert.ok(Date.now() - t0 < 20_000, 'stopped without waiting for the presync to end');
+    assert.equal(await status(h.srcRoot, 'sig0'), 'running');
+    assert.equal(await status(h.dstRoot, 'sig0'), 'absent');
+    assert.equal(await rsyncRuns(), false, 'an rsync is left running');
+    assert.deepEqual(await leftovers(), []);
+    fs.rmSync(path.join(b.src, 'rootfs/big.bin'));
+    await removeEverywhere(h, 'sig0');
+  });
+
   test('SIGTERM during preflight: exit 130, nothing frozen, nothing left', async () => {
     const b = await startExample(h, 'counter', 'sig1');
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);

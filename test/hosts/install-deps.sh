@@ -8,9 +8,8 @@ top=$(cd "$here/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (it installs Debian packages)" >&2; exit 1; }
 . "$here/apt.sh"
 
-# gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it. gcc and
-# libc6-dev build the static test workloads (examples/memwriter.c, examples/filewriter.c).
-PKGS=(gcc libc6-dev runc rsync iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
+# gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
+PKGS=(runc rsync iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
 apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"

@@ -18,6 +18,7 @@ PKGS=(
 	openssh-client    # ssh, ssh-keygen
 	zstd xz-utils gzip # kernel payload decompression
 	iproute2          # ss (port checks in start.sh)
+	gcc libc6-dev     # the static test workloads (examples/memwriter.c, examples/filewriter.c)
 )
 apt_install_missing "${PKGS[@]}"
 echo "install-deps: VM packages present"
