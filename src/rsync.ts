@@ -25,7 +25,9 @@ export const rsyncCmd = {
    * for rsync's -e, which reaches the destination.
    */
   sync(o: { src: string; dst: string; shell: string }): string[] {
-    return ['rsync', ...ARCHIVE, '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
+    // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
+    // bridge's cat does not: EAGAIN mid-transfer).
+    return ['rsync', ...ARCHIVE, '--blocking-io', '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
   },
 
   /** rsync's -e line for a program and its arguments (rsync splits on spaces, honouring single quotes). */

@@ -14,11 +14,11 @@ import fs from 'node:fs/promises';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { parseRsyncStats, rsyncCmd, type RsyncFigures } from '../rsync.js';
+import { parseRsyncStats, type RsyncFigures } from '../rsync.js';
 import { runc } from '../runc.js';
 import type { Context } from './context.js';
 import { interestingPath, type BundleMount } from './openfiles.js';
-import { bridgeShell, runRsync, writeBridge } from './rsync-bridge.js';
+import { runRsync, writeBridge } from './rsync-bridge.js';
 import { destinationOf, openForWriting, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 
 export interface SyncPass {
@@ -86,7 +86,7 @@ export class FilesSync {
     let total = ZERO;
     for (const t of this.plan.trees) {
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
-      const r = await runRsync(this.ctx, rsyncCmd.sync({ src: t.src, dst: t.dst, shell: bridgeShell(this.o.bridge) }), timeoutMs, { interruptible: running });
+      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
         throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);

@@ -1,10 +1,15 @@
 // rsync through the tool's one SSH connection. rsync starts its "remote shell" (-e) as
 // `SHELL HOST COMMAND...`; ours is a small script that hands the command and then
-// rsync's bytes to the tool on fd 4, and the tool's bytes on fd 3 back to rsync. The tool
-// runs the command in an exec channel of its connection and joins the streams. Nothing
-// listens anywhere: the two descriptors exist only between the tool and its rsync.
-import fs from 'node:fs/promises';
-import type { Readable, Writable } from 'node:stream';
+// rsync's bytes to the tool through one FIFO, and the tool's bytes back to rsync through
+// another. The tool runs the command in an exec channel of its connection and joins the
+// streams. Nothing listens anywhere: the FIFOs are made for one run, mode 0600, in the
+// private (0700) work directory, and removed after it.
+// (FIFOs rather than descriptors inherited from the tool: they pass through rsync, which
+// gets no say over them, and the helper opens its own ends.)
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { execa } from 'execa';
 import { rsyncCmd } from '../rsync.js';
 import { commandLine } from '../shell.js';
@@ -12,21 +17,18 @@ import type { Context } from './context.js';
 import { interruption } from './outcome.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
-# runc-migrate: rsync's remote shell (rsync runs it as: THIS HOST COMMAND...). The command,
-# NUL-separated and ended by an empty field, then rsync's output go to the tool on fd 4;
-# the remote side's answer comes from the tool on fd 3.
+# runc-migrate: rsync's remote shell, run by rsync as: THIS UP DOWN HOST COMMAND...
+# The command (NUL-separated, ended by an empty field) and then rsync's output go to the
+# tool through the FIFO UP; the remote side's answer comes from the tool through DOWN.
+up=$1 down=$2
+shift 2
 exec 5<&0
-{ printf '%s\\0' "$@"; printf '\\0'; exec cat <&5; } >&4 &
-exec cat <&3
+{ printf '%s\\0' "$@"; printf '\\0'; exec cat <&5; } > "$up" &
+exec cat < "$down"
 `;
 
 export async function writeBridge(file: string): Promise<void> {
-  await fs.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
-}
-
-/** rsync's -e value for the bridge script at FILE. */
-export function bridgeShell(file: string): string {
-  return rsyncCmd.shellLine(['sh', file]);
+  await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
 }
 
 export interface RsyncRun {
@@ -35,31 +37,57 @@ export interface RsyncRun {
   stderr: string;
 }
 
+/** Opens a FIFO end without blocking forever: resolves with the stream once the helper opened the other end. */
+function fifoStreams(up: string, down: string) {
+  const fromRsync = fs.createReadStream(up);
+  const toRsync = fs.createWriteStream(down);
+  fromRsync.on('error', () => undefined);
+  toRsync.on('error', () => undefined);
+  let upOpen = false;
+  let downOpen = false;
+  fromRsync.once('open', () => (upOpen = true));
+  toRsync.once('open', () => (downOpen = true));
+  /** Unblocks opens still waiting for a helper that never came, then closes both. */
+  const release = () => {
+    try {
+      if (!upOpen) fs.closeSync(fs.openSync(up, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      /* nobody waits */
+    }
+    try {
+      if (!downOpen) fs.closeSync(fs.openSync(down, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      /* nobody waits */
+    }
+    fromRsync.destroy();
+    toRsync.destroy();
+  };
+  return { fromRsync, toRsync, release };
+}
+
 /**
- * Runs ARGV (an rsync command whose -e is the bridge) on the source; its remote side runs
- * on the destination over the tool's connection. Killed after timeoutMs.
+ * Syncs the contents of SRC (on the source) into DST (on the destination) with rsync, its
+ * remote side run over the tool's connection. Killed after timeoutMs; with interruptible,
+ * also by SIGINT/SIGTERM (before the freeze).
  */
-export async function runRsync(ctx: Context, argv: string[], timeoutMs: number, o: { interruptible?: boolean } = {}): Promise<RsyncRun> {
+export async function runRsync(ctx: Context, o: { src: string; dst: string; bridge: string; timeoutMs: number; interruptible?: boolean }): Promise<RsyncRun> {
+  const dir = path.dirname(o.bridge);
+  const id = crypto.randomBytes(6).toString('hex');
+  const up = path.join(dir, `rsync-${id}.up`);
+  const down = path.join(dir, `rsync-${id}.down`);
+  await execa('mkfifo', ['-m', '0600', up, down]);
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: rsyncCmd.shellLine(['sh', o.bridge, up, down]) });
   ctx.log('source', commandLine(argv));
-  const child = execa(argv[0], argv.slice(1), {
-    stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-    // The bridge's descriptors carry the whole transfer: execa must not collect them (its
-    // limit, 100 MB, stopped the stream there).
-    buffer: { stdout: true, stderr: true, fd3: false, fd4: false },
-    detached: true,
-    reject: false,
-    stripFinalNewline: false,
-  });
-  const toRsync = child.stdio[3] as unknown as Writable;
-  const fromRsync = child.stdio[4] as unknown as Readable;
+  const { fromRsync, toRsync, release } = fifoStreams(up, down);
+  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Context['dst']['spawn']>> | undefined;
   let failure: string | undefined;
 
   const bridged = new Promise<void>((resolve) => {
     let head = Buffer.alloc(0);
-    const onHead = (d: Buffer) => {
-      head = Buffer.concat([head, d]);
+    const onHead = (d: Buffer | string) => {
+      head = Buffer.concat([head, Buffer.from(d)]);
       const end = head.indexOf('\0\0');
       if (end < 0) return;
       fromRsync.off('data', onHead);
@@ -93,36 +121,41 @@ export async function runRsync(ctx: Context, argv: string[], timeoutMs: number, 
         });
     };
     fromRsync.on('data', onHead);
-    fromRsync.on('error', () => undefined);
-    toRsync.on('error', () => undefined);
   });
 
   let timer: NodeJS.Timeout | undefined;
+  let stop: (() => void) | undefined;
   const limit = new Promise<'timeout' | 'interrupted'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    timer = setTimeout(() => resolve('timeout'), o.timeoutMs);
     // Before the freeze a signal stops it at once (after the freeze the switchover finishes).
     if (o.interruptible) {
-      const stop = () => resolve('interrupted');
+      stop = () => resolve('interrupted');
       interruption.stoppers.add(stop);
-      void child.finally(() => interruption.stoppers.delete(stop));
       if (interruption.requested) stop();
     }
   });
-  const r = await Promise.race([child, limit]);
-  clearTimeout(timer);
-  if (r === 'timeout' || r === 'interrupted') {
-    try {
-      process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      /* gone */
+  try {
+    const r = await Promise.race([child, limit]);
+    if (r === 'timeout' || r === 'interrupted') {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      remote?.kill('SIGKILL');
+      await child;
+      return { code: null, stdout: '', stderr: r === 'timeout' ? `rsync did not finish within ${Math.round(o.timeoutMs / 1000)} s` : `stopped by ${interruption.signal}` };
     }
-    remote?.kill('SIGKILL');
-    await child;
-    return { code: null, stdout: '', stderr: r === 'timeout' ? `rsync did not finish within ${Math.round(timeoutMs / 1000)} s` : `stopped by ${interruption.signal}` };
+    // rsync has exited: the remote side has nothing more to say to it.
+    remote?.stdin.end();
+    await Promise.race([bridged, new Promise((res) => setTimeout(res, 2000))]);
+    const stderr = [String(r.stderr ?? ''), remoteErr, failure ?? ''].filter((s) => s.trim()).join('\n');
+    return { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr };
+  } finally {
+    clearTimeout(timer);
+    if (stop) interruption.stoppers.delete(stop);
+    release();
+    await fsp.rm(up, { force: true });
+    await fsp.rm(down, { force: true });
   }
-  // rsync has exited: the remote side has nothing more to say to it.
-  remote?.stdin.end();
-  await Promise.race([bridged, new Promise((res) => setTimeout(res, 2000))]);
-  const stderr = [String(r.stderr ?? ''), remoteErr, failure ?? ''].filter((s) => s.trim()).join('\n');
-  return { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr };
 }

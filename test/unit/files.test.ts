@@ -69,6 +69,7 @@ test("rsync's command line: archive, contents of one directory into the other ov
   const a = rsyncCmd.sync({ src: '/b/rootfs/', dst: '/d/root fs', shell: rsyncCmd.shellLine(['sh', '/w/rsync shell.sh']) });
   assert.deepEqual(a.slice(-4), ['-e', "sh '/w/rsync shell.sh'", '/b/rootfs/', 'destination:/d/root fs/']);
   assert.ok(a.includes('--delete') && a.includes('--numeric-ids') && a.includes('--one-file-system'));
+  assert.ok(a.includes('--blocking-io'), 'the bridge needs a blocking stdout');
 });
 
 test("rsync's --stats figures are read, with thousands separators", () => {
@@ -90,5 +91,5 @@ Total bytes received: 200
 
 test('the bridge script hands the command, then the bytes, on its own descriptors', () => {
   assert.match(BRIDGE_SCRIPT, /printf '%s\\0' "\$@"/);
-  assert.match(BRIDGE_SCRIPT, /exec cat <&3/);
+  assert.match(BRIDGE_SCRIPT, /exec cat < "\$down"/);
 });
