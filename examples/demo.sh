@@ -22,9 +22,10 @@ count() { # count ROOT
 step "Building the test hosts: $RM_NS_SRC ($RM_SRC_ADDR) and $RM_NS_DST ($RM_DST_ADDR, sshd)"
 bash "$top/test/hosts/setup.sh" >/dev/null
 
-step "Making the counter bundle on both hosts and starting it on the source"
+step "Making the counter bundle on the source, and only its config.json (its own cgroup) on the destination: the tool syncs the rootfs"
 bash "$top/examples/make-bundle.sh" counter "$D/src/bundles/$NAME" "/rm-src/$NAME" >/dev/null
 bash "$top/examples/make-bundle.sh" counter "$D/dst/bundles/$NAME" "/rm-dst/$NAME" >/dev/null
+rm -rf "$D/dst/bundles/$NAME/rootfs"
 nsenter --net="/run/netns/$RM_NS_SRC" runc --root "$D/src/runc" run -d --bundle "$D/src/bundles/$NAME" "$NAME" </dev/null >/dev/null 2>&1
 for _ in 1 2 3 4 5; do
 	sleep 0.5

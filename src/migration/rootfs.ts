@@ -51,8 +51,14 @@ const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
 });
 const ZERO: RsyncFigures = { filesTransferred: 0, filesDeleted: 0, transferredFileBytes: 0, wireBytes: 0, totalFileBytes: 0 };
 
-/** Seconds around a pre-sync in which a file's time stamp does not prove it unchanged. */
-const STAMP_MARGIN_S = 2;
+/**
+ * How long before a presync began a file's last change must lie for its time stamp to
+ * prove it unchanged since rsync looked: more than one time-stamp tick (jiffies on older
+ * kernels; a second on file systems with whole-second times). A file changed later was
+ * changed either after rsync looked (its stamp moved: the quick check sees it) or maybe
+ * in the same tick as rsync's look: those are compared by content.
+ */
+const STAMP_MARGIN_S = 1;
 
 export class FilesSync {
   readonly report: FilesReport;

@@ -26,11 +26,10 @@ async function must(which: 'vm1' | 'vm2', command: string) {
   return r.stdout;
 }
 
-/** The same bundle at the same path on both VMs; started on vm1. */
+/** The bundle on vm1, started there; none on vm2: the migration makes it there (config.json and the synced rootfs). */
 async function startMemwriter(name: string, mib: number, rateKib: number): Promise<void> {
-  for (const v of ['vm1', 'vm2'] as const) {
-    await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
-  }
+  await must('vm2', `runc delete -f ${name} >/dev/null 2>&1; rm -rf /root/bundles/${name}`);
+  await must('vm1', `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
   await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
   // Wait until it has touched all its memory and checked it once.
   for (let i = 0; i < 200; i++) {
@@ -61,6 +60,9 @@ async function migrateInVm(name: string, flags: string) {
   assert.equal((await vm('vm2', shm(name, 'status'))).stdout.trim(), 'ok', 'memory check on the destination');
   assert.match((await vm('vm1', `runc state ${name} 2>&1`)).stdout, /does not exist/);
   assert.match(await must('vm2', `runc state ${name}`), /"status": "running"/);
+  // The bundle was made on vm2 from vm1's: its config.json and the rootfs, synced.
+  assert.equal(report.files?.createdConfig, true, JSON.stringify(report.files));
+  assert.equal(await must('vm2', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`), await must('vm1', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`));
   return report;
 }
 
