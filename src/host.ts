@@ -5,6 +5,7 @@ import type { ClientChannel } from 'ssh2';
 import type { Readable, Writable } from 'node:stream';
 import { CommandError } from './errors.js';
 import { commandLine } from './shell.js';
+import { diedAtBirth } from './interrupt.js';
 import type { SshConnection } from './ssh/connection.js';
 
 export interface RunResult {
@@ -62,16 +63,19 @@ export class LocalHost implements Host {
 
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     this.log(this.name, commandLine(argv));
-    const r = await execa(argv[0], argv.slice(1), {
-      reject: false,
-      // Its own process group: a Ctrl-C meant for the tool must not kill a step half-way.
-      detached: true,
-      input: opts.input,
-      stdin: opts.input === undefined ? 'ignore' : undefined,
-      timeout: opts.timeoutMs,
-      env: opts.env,
-      stripFinalNewline: false,
-    });
+    const start = () =>
+      execa(argv[0], argv.slice(1), {
+        reject: false,
+        // Its own process group: a Ctrl-C meant for the tool must not kill a step half-way.
+        detached: true,
+        input: opts.input,
+        stdin: opts.input === undefined ? 'ignore' : undefined,
+        timeout: opts.timeoutMs,
+        env: opts.env,
+        stripFinalNewline: false,
+      });
+    let r = await start();
+    for (let i = 0; i < 3 && diedAtBirth(r.signal); i++) r = await start();
     // A command that could not start at all reads as the shell's "not found" (127).
     const notFound = r.exitCode === undefined && (r as { code?: string }).code === 'ENOENT';
     const stderr = notFound ? `${argv[0]}: not found` : String(r.stderr ?? '');

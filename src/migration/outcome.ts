@@ -7,21 +7,9 @@ import type { Progress } from '../progress.js';
 import type { Report } from '../report.js';
 import { parseState, runc } from '../runc.js';
 import type { Context } from './context.js';
+import { interruption } from '../interrupt.js';
 
-/**
- * Set by the CLI's signal handler; checked between phases before the freeze. A long step
- * before the freeze (the presync) registers a way to stop itself in `stoppers`.
- */
-export const interruption = {
-  requested: false as boolean,
-  signal: '' as string,
-  stoppers: new Set<() => void>(),
-  request(signal: string): void {
-    this.requested = true;
-    this.signal = signal;
-    for (const stop of this.stoppers) stop();
-  },
-};
+export { interruption };
 
 class Interrupted extends MigrateError {
   constructor() {

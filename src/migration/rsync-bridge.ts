@@ -14,7 +14,7 @@ import { execa } from 'execa';
 import { rsyncCmd } from '../rsync.js';
 import { commandLine } from '../shell.js';
 import type { Context } from './context.js';
-import { interruption } from './outcome.js';
+import { diedAtBirth, interruption } from '../interrupt.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS UP DOWN HOST COMMAND...
@@ -71,11 +71,23 @@ function fifoStreams(up: string, down: string) {
  * also by SIGINT/SIGTERM (before the freeze).
  */
 export async function runRsync(ctx: Context, o: { src: string; dst: string; bridge: string; timeoutMs: number; interruptible?: boolean }): Promise<RsyncRun> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await runOnce(ctx, o);
+    if (!r.diedAtBirth || attempt === 3) return r;
+  }
+}
+
+async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: string; timeoutMs: number; interruptible?: boolean }): Promise<RsyncRun & { diedAtBirth?: boolean }> {
   const dir = path.dirname(o.bridge);
   const id = crypto.randomBytes(6).toString('hex');
   const up = path.join(dir, `rsync-${id}.up`);
   const down = path.join(dir, `rsync-${id}.down`);
-  await execa('mkfifo', ['-m', '0600', up, down]);
+  // Its own process group, as every command of a migration: a Ctrl-C meant for the tool
+  // must not kill a step half-way (the switchover finishes what it began).
+  const mk = () => execa('mkfifo', ['-m', '0600', up, down], { detached: true, stdin: 'ignore', reject: false });
+  let made = await mk();
+  for (let i = 0; i < 3 && diedAtBirth(made.signal); i++) made = await mk();
+  if (made.exitCode !== 0) throw new Error(`mkfifo in ${dir} failed: ${String(made.stderr).trim() || made.signal}`);
   const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: rsyncCmd.shellLine(['sh', o.bridge, up, down]) });
   ctx.log('source', commandLine(argv));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
@@ -146,10 +158,13 @@ export async function runRsync(ctx: Context, o: { src: string; dst: string; brid
       await child;
       return { code: null, stdout: '', stderr: r === 'timeout' ? `rsync did not finish within ${Math.round(o.timeoutMs / 1000)} s` : `stopped by ${interruption.signal}` };
     }
+    // Killed at birth by the signal the tool received: it never ran (see interrupt.ts).
+    if (diedAtBirth(r.signal) && !remote) return { code: null, stdout: '', stderr: '', diedAtBirth: true };
     // rsync has exited: the remote side has nothing more to say to it.
     remote?.stdin.end();
     await Promise.race([bridged, new Promise((res) => setTimeout(res, 2000))]);
-    const stderr = [String(r.stderr ?? ''), remoteErr, failure ?? ''].filter((s) => s.trim()).join('\n');
+    const killed = r.signal ? `rsync was killed by ${r.signal}` : '';
+    const stderr = [String(r.stderr ?? ''), remoteErr, failure ?? '', killed].filter((s) => s.trim()).join('\n');
     return { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr };
   } finally {
     clearTimeout(timer);
