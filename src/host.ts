@@ -12,6 +12,8 @@ export interface RunResult {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** The signal that ended it (local commands). */
+  signal?: string;
 }
 
 export interface RunOptions {
@@ -89,7 +91,7 @@ export class LocalHost implements Host {
     const err: Buffer[] = [];
     if (!opts.streamStdout) child.stdout!.on('data', (d: Buffer) => out.push(d));
     child.stderr!.on('data', (d: Buffer) => err.push(d));
-    const done = child.then((r) => ({ code: r.exitCode ?? null, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+    const done = child.then((r) => ({ code: r.exitCode ?? null, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), signal: r.signal ?? undefined }));
     return {
       stdin: child.stdin!,
       stdout: child.stdout!,

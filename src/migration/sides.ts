@@ -13,6 +13,7 @@ import { addr } from './address.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
+import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
@@ -59,7 +60,7 @@ export async function reconnect(ctx: Context): Promise<boolean> {
 }
 
 export class Source implements SourceSide {
-  private ended?: Promise<{ code: number | null; stderr: string }>;
+  private ended?: Promise<{ code: number | null; signal?: string; stderr: string }>;
   /** CRIU's figures for the final dump, read after the commit. */
   finalDump?: DumpStats;
 
@@ -104,11 +105,16 @@ export class Source implements SourceSide {
     const out = path.join(L.holdDir, 'checkpoint.out');
     // Test fault: a wrapper that drops CRIU_CONFIG_FILE, so CRIU never runs the hold.
     const run = faultAt('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
-    const checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
-    this.ended = checkpoint.done.then(async (r) => ({ code: r.code, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
-    const held = await waitDumped(L, checkpoint.done);
+    const start = async () => {
+      const checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
+      this.ended = checkpoint.done.then(async (r) => ({ code: r.code, signal: r.signal, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
+      return waitDumped(L, checkpoint.done);
+    };
+    let held = await start();
+    // Killed at birth by the signal the tool received (interrupt.ts): nothing ran, nothing froze.
+    for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.ended!).signal); i++) held = await start();
     if (held === 'dumped') return { held: true };
-    const res = await this.ended;
+    const res = await this.ended!;
     const last = res.stderr.trim().split('\n').pop() ?? '';
     if (res.code === 0) {
       // runc finished without the hold: CRIU ignored CRIU_CONFIG_FILE and the source is
