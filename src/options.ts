@@ -24,7 +24,9 @@ export const DEFAULTS = {
   transport: 'auto' as Transport,
   pageServerPort: 27027,
   tcpEstablished: true,
-  knownHosts: path.join(os.homedir(), '.ssh', 'known_hosts'),
+  /** The user's known_hosts files when neither --known-hosts nor ssh_config's UserKnownHostsFile names one (OpenSSH's). */
+  knownHostsFiles: [path.join(os.homedir(), '.ssh', 'known_hosts'), path.join(os.homedir(), '.ssh', 'known_hosts2')],
+  globalKnownHostsFiles: ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'],
   sshConfig: path.join(os.homedir(), '.ssh', 'config'),
   identityFiles: ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => path.join(os.homedir(), '.ssh', f)),
   connectTimeoutMs: 10_000,
@@ -68,7 +70,8 @@ export interface Options {
   container: string;
   destination: string;
   identityFiles: string[];
-  knownHosts: string;
+  /** --known-hosts: the one user known_hosts file; undefined: ssh_config's or OpenSSH's defaults. */
+  knownHosts?: string;
   sshConfig: string;
   acceptNewHostKey: boolean;
   sudo: boolean;
@@ -196,7 +199,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     container,
     destination,
     identityFiles: raw.identity?.length ? raw.identity.map((f) => path.resolve(f)) : [],
-    knownHosts: raw.knownHosts ? path.resolve(raw.knownHosts) : DEFAULTS.knownHosts,
+    knownHosts: raw.knownHosts ? path.resolve(raw.knownHosts) : undefined,
     sshConfig: raw.sshConfig ? path.resolve(raw.sshConfig) : DEFAULTS.sshConfig,
     acceptNewHostKey: raw.acceptNewHostKey ?? false,
     sudo: raw.sudo ?? false,

@@ -1,6 +1,7 @@
 // The subset of ssh_config(5) a user expects an SSH tool to honour for a host alias:
-// Host blocks with patterns, HostName, User, Port, IdentityFile. First value wins,
-// as in OpenSSH; IdentityFile accumulates. Match blocks are skipped.
+// Host blocks with patterns, HostName, User, Port, IdentityFile, HostKeyAlias,
+// UserKnownHostsFile, GlobalKnownHostsFile. First value wins, as in OpenSSH;
+// IdentityFile accumulates. Match blocks are skipped.
 import os from 'node:os';
 import path from 'node:path';
 
@@ -9,6 +10,10 @@ export interface HostConfig {
   user?: string;
   port?: number;
   identityFiles: string[];
+  hostKeyAlias?: string;
+  /** UserKnownHostsFile: the files, in order (undefined: not set). */
+  userKnownHostsFiles?: string[];
+  globalKnownHostsFiles?: string[];
 }
 
 interface Block {
@@ -31,7 +36,8 @@ function parseBlocks(text: string): Block[] {
     } else if (key === 'match') {
       blocks.push({ patterns: null, match: true, entries: [] });
     } else {
-      blocks[blocks.length - 1].entries.push([key, unquote(value)]);
+      // Quotes stay until the key's kind is known: a list splits on the spaces outside them.
+      blocks[blocks.length - 1].entries.push([key, value]);
     }
   }
   // Lines before the first Host apply to every host.
@@ -91,7 +97,8 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
   const idFiles: string[] = [];
   for (const block of parseBlocks(text)) {
     if (block.match || !block.patterns || !hostMatches(block.patterns, alias)) continue;
-    for (const [key, value] of block.entries) {
+    for (const [key, raw] of block.entries) {
+      const value = unquote(raw);
       switch (key) {
         case 'hostname':
           result.hostName ??= value;
@@ -105,10 +112,23 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
         case 'identityfile':
           idFiles.push(value);
           break;
+        case 'hostkeyalias':
+          result.hostKeyAlias ??= value;
+          break;
+        case 'userknownhostsfile':
+          result.userKnownHostsFiles ??= splitArgs(raw);
+          break;
+        case 'globalknownhostsfile':
+          result.globalKnownHostsFiles ??= splitArgs(raw);
+          break;
       }
     }
   }
   if (result.hostName) result.hostName = result.hostName.replace(/%h/g, alias);
   result.identityFiles = idFiles.map((f) => expandPath(f, alias, result));
+  // "none" turns a list off, as in OpenSSH.
+  const files = (l?: string[]) => (l ? l.filter((f) => f.toLowerCase() !== 'none').map((f) => expandPath(f, alias, result)) : undefined);
+  result.userKnownHostsFiles = files(result.userKnownHostsFiles);
+  result.globalKnownHostsFiles = files(result.globalKnownHostsFiles);
   return result;
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { PreflightError } from '../errors.js';
-import { fingerprint, knownHostsLine, knownKeyTypes, verifyHostKey, type HostKeyVerdict } from './knownhosts.js';
+import { fingerprint, knownHostsLine, knownKeyTypes, verifyHostKey, type HostKeyVerdict, type KnownHostsSource } from './knownhosts.js';
 import { knownHostsName } from './target.js';
 
 export interface SshEndpoint {
@@ -15,7 +15,12 @@ export interface SshEndpoint {
   port: number;
   user: string;
   identityFiles: string[];
-  knownHostsFile: string;
+  /** The user's known_hosts files, in order; --accept-new-host-key writes to the first. */
+  knownHostsFiles: string[];
+  /** The system's (/etc/ssh/ssh_known_hosts...): read, never written. */
+  globalKnownHostsFiles: string[];
+  /** ssh_config HostKeyAlias: the name the host key is looked up and recorded under. */
+  hostKeyAlias?: string;
   acceptNewHostKey: boolean;
   connectTimeoutMs: number;
 }
@@ -62,13 +67,15 @@ export class SshConnection {
 
   /** Connects, or throws a PreflightError that says what is wrong and how to fix it. */
   static async connect(ep: SshEndpoint): Promise<SshConnection> {
-    const name = knownHostsName(ep.host, ep.port);
-    let knownText = '';
-    try {
-      knownText = fs.readFileSync(ep.knownHostsFile, 'utf8');
-    } catch {
-      /* a missing file means every key is unknown */
-    }
+    const name = ep.hostKeyAlias ?? knownHostsName(ep.host, ep.port);
+    // A missing file holds no keys.
+    const known: KnownHostsSource[] = [...ep.knownHostsFiles, ...ep.globalKnownHostsFiles].map((file) => {
+      try {
+        return { file, text: fs.readFileSync(file, 'utf8') };
+      } catch {
+        return { file, text: '' };
+      }
+    });
     const keys = readKeys(ep.identityFiles);
     const agent = process.env.SSH_AUTH_SOCK;
     if (keys.length === 0 && !agent) {
@@ -83,7 +90,7 @@ export class SshConnection {
 
     let verdict: HostKeyVerdict | undefined;
     let presented: Buffer | undefined;
-    const preferred = knownKeyTypes(knownText, name);
+    const preferred = knownKeyTypes(known, name);
     const client = new Client();
     const config: ConnectConfig = {
       host: ep.host,
@@ -99,9 +106,10 @@ export class SshConnection {
       authHandler: authMethods as any,
       hostVerifier: (blob: Buffer) => {
         presented = blob;
-        verdict = verifyHostKey(knownText, name, blob);
+        verdict = verifyHostKey(known, name, blob);
+        // As StrictHostKeyChecking=accept-new: only a host with no entry of any kind.
         if (verdict.status === 'unknown' && ep.acceptNewHostKey) {
-          fs.appendFileSync(ep.knownHostsFile, knownHostsLine(name, blob) + '\n', { mode: 0o600 });
+          fs.appendFileSync(ep.knownHostsFiles[0], knownHostsLine(name, blob) + '\n', { mode: 0o600 });
           return true;
         }
         return verdict.status === 'match';
@@ -136,21 +144,29 @@ export class SshConnection {
     const where = `${ep.host}:${ep.port}`;
     if (verdict && verdict.status !== 'match' && presented) {
       const fp = fingerprint(presented);
+      const files = [...ep.knownHostsFiles, ...ep.globalKnownHostsFiles].join(', ');
+      const userFile = ep.knownHostsFiles[0];
       if (verdict.status === 'unknown') {
         return new PreflightError(
-          `the host key of ${ep.label} (${where}) is not in ${ep.knownHostsFile}; its fingerprint is ${fp}`,
+          `the host key of ${ep.label} (${where}) is not in ${files}; its fingerprint is ${fp}`,
           `Check that fingerprint with the host's administrator, then accept it: ` +
-            `ssh-keyscan -p ${ep.port} ${ep.host} >> ${ep.knownHostsFile}, or run once with --accept-new-host-key.`,
+            `ssh-keyscan -p ${ep.port} ${ep.host} >> ${userFile}, or run once with --accept-new-host-key.`,
         );
       }
       if (verdict.status === 'revoked') {
-        return new PreflightError(`the host key of ${ep.label} (${fp}) is marked @revoked in ${ep.knownHostsFile}`, 'Do not connect; ask the host\'s administrator.');
+        return new PreflightError(`the host key of ${ep.label} (${fp}) is marked @revoked in ${verdict.file} line ${verdict.line}`, 'Do not connect; ask the host\'s administrator.');
       }
-      const lines = verdict.expected.map((k) => k.line).join(', ');
+      if (verdict.status === 'ca-covered') {
+        return new PreflightError(
+          `${ep.label} (${where}) is vouched for by a certificate authority (${verdict.file} line ${verdict.line}), but this tool cannot verify host certificates; it presented the plain key ${fp}`,
+          `Check that fingerprint with the host's administrator, then add its plain key for ${name} to ${userFile} (ssh-keyscan -t ed25519 -p ${ep.port} ${ep.host}); --accept-new-host-key never accepts a key for a host a CA covers.`,
+        );
+      }
+      const lines = verdict.expected.map((k) => `${k.file} line ${k.line}`).join(', ');
       return new PreflightError(
-        `the host key of ${ep.label} (${where}) has CHANGED: it presented ${fp}, ${ep.knownHostsFile} line ${lines} holds another. ` +
+        `the host key of ${ep.label} (${where}) has CHANGED: it presented ${fp}, ${lines} holds another. ` +
           `Someone may be intercepting the connection, or the host was reinstalled.`,
-        `If the change is expected, remove the old key with ssh-keygen -R '${name}' -f ${ep.knownHostsFile} and accept the new one.`,
+        `If the change is expected, remove the old key with ssh-keygen -R '${name}' -f ${verdict.expected[0].file} and accept the new one.`,
       );
     }
     if (err.level === 'client-authentication') {

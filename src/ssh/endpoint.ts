@@ -1,5 +1,6 @@
 // Turns the destination argument into a connectable endpoint: [user@]host[:port] or an
-// alias from ~/.ssh/config (HostName, User, Port, IdentityFile); the command line wins.
+// alias from ~/.ssh/config (HostName, User, Port, IdentityFile, HostKeyAlias, the
+// known_hosts files); the command line wins.
 import fs from 'node:fs';
 import os from 'node:os';
 import { DEFAULTS, type Options } from '../options.js';
@@ -23,7 +24,10 @@ export function resolveEndpoint(opts: Options): SshEndpoint {
     port: t.port ?? c.port ?? 22,
     user: t.user ?? c.user ?? os.userInfo().username,
     identityFiles: identityFiles.length ? identityFiles : [...DEFAULTS.identityFiles],
-    knownHostsFile: opts.knownHosts,
+    // --known-hosts is the one user file; else ssh_config's, else OpenSSH's defaults.
+    knownHostsFiles: opts.knownHosts ? [opts.knownHosts] : c.userKnownHostsFiles?.length ? c.userKnownHostsFiles : [...DEFAULTS.knownHostsFiles],
+    globalKnownHostsFiles: c.globalKnownHostsFiles ?? [...DEFAULTS.globalKnownHostsFiles],
+    hostKeyAlias: c.hostKeyAlias,
     acceptNewHostKey: opts.acceptNewHostKey,
     connectTimeoutMs: opts.connectTimeoutMs,
   };

@@ -24,7 +24,7 @@ export interface Hosts {
   sudoUser: string;
 }
 
-function readEnv(): Record<string, string> {
+export function readEnv(): Record<string, string> {
   const text = fs.readFileSync(path.join(HOSTS, 'env.sh'), 'utf8');
   const env: Record<string, string> = {};
   for (const line of text.split('\n')) {

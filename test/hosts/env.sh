@@ -15,5 +15,7 @@ RM_DEAD_ADDR=$RM_NET_PREFIX.99
 # The service address a TCP container's peers use; it starts on the source.
 RM_SERVICE_ADDR=10.77.1.10
 RM_SSH_PORT=22
+# The destination's second sshd, with an RSA host key only.
+RM_SSH_RSA_PORT=2222
 # A non-root user with passwordless sudo on the destination (the --sudo case).
 RM_SUDO_USER=rmsudo

@@ -50,9 +50,13 @@ done
 # --- keys ----------------------------------------------------------------------------
 [ -f "$D/keys/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C runc-migrate-test -f "$D/keys/id_ed25519"
 [ -f "$D/dst/etc/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-dst -f "$D/dst/etc/ssh_host_ed25519_key"
+# A second sshd of the destination with an RSA host key only (port $RM_SSH_RSA_PORT): OpenSSH
+# refuses ssh-rsa (SHA-1) signatures, so a client must ask for rsa-sha2-256/512.
+[ -f "$D/dst/etc/ssh_host_rsa_key" ] || ssh-keygen -q -t rsa -b 2048 -N '' -C rm-dst-rsa -f "$D/dst/etc/ssh_host_rsa_key"
 # One authorized_keys for root and the sudo user; sshd reads it as the user logging in.
 install -m 0644 "$D/keys/id_ed25519.pub" "$D/dst/etc/authorized_keys"
 echo "$RM_DST_ADDR $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" > "$D/keys/known_hosts"
+echo "[$RM_DST_ADDR]:$RM_SSH_RSA_PORT $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_rsa_key.pub")" >> "$D/keys/known_hosts"
 # A quiet HOME for remote commands: no rc files that slow every command down.
 : > "$D/dst/home/.hushlogin"
 
@@ -73,6 +77,10 @@ MaxStartups 64:30:128
 Subsystem sftp internal-sftp
 CFG
 
+sed -e "s/^ListenAddress .*/ListenAddress $RM_DST_ADDR:$RM_SSH_RSA_PORT/" \
+	-e "s|^HostKey .*|HostKey $D/dst/etc/ssh_host_rsa_key|" \
+	-e "s|^PidFile .*|PidFile $D/dst/run/sshd-rsa.pid|" "$D/dst/etc/sshd_config" > "$D/dst/etc/sshd_rsa_config"
+
 # A non-root account on the destination for --sudo (passwordless sudo, the same key).
 if ! id "$RM_SUDO_USER" >/dev/null 2>&1; then
 	useradd --create-home --shell /bin/sh "$RM_SUDO_USER"
@@ -92,6 +100,14 @@ if ! sshd_up; then
 		exec /usr/sbin/sshd -f '$D/dst/etc/sshd_config' -E '$D/dst/sshd.log'"
 	for _ in $(seq 50); do sshd_up && break; sleep 0.1; done
 	sshd_up || { echo "setup.sh: sshd on $RM_NS_DST did not start; see $D/dst/sshd.log" >&2; exit 1; }
+fi
+# The RSA-only sshd shares the first one's mount namespace: the same destination host.
+rsa_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_RSA_PORT" 2>/dev/null; }
+if ! rsa_up; then
+	nsenter --net="/run/netns/$RM_NS_DST" --mount="/proc/$(cat "$D/dst/run/sshd.pid")/ns/mnt" \
+		/usr/sbin/sshd -f "$D/dst/etc/sshd_rsa_config" -E "$D/dst/sshd-rsa.log"
+	for _ in $(seq 50); do rsa_up && break; sleep 0.1; done
+	rsa_up || { echo "setup.sh: the RSA-only sshd on $RM_NS_DST did not start; see $D/dst/sshd-rsa.log" >&2; exit 1; }
 fi
 
 cat <<VARS

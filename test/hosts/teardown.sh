@@ -14,7 +14,9 @@ for side in src dst; do
 		runc --root "$root" delete -f "$c" >/dev/null 2>&1 || true
 	done
 done
-if [ -f "$D/dst/run/sshd.pid" ]; then kill "$(cat "$D/dst/run/sshd.pid")" 2>/dev/null || true; fi
+for pidf in "$D/dst/run/sshd.pid" "$D/dst/run/sshd-rsa.pid"; do
+	if [ -f "$pidf" ]; then kill "$(cat "$pidf")" 2>/dev/null || true; fi
+done
 # Stray page servers or CRIU processes started for the test hosts' images.
 pkill -f "criu page-server.*runc-migrate" 2>/dev/null || true
 for n in "$RM_NS_CLIENT" "$RM_NS_DST" "$RM_NS_SRC" "$RM_NS_LAN"; do

@@ -18,6 +18,9 @@ function blob(type: string, body: string): Buffer {
   return out;
 }
 
+/** One known_hosts file holding TEXT. */
+const kh = (text: string) => [{ file: '/u/known_hosts', text }];
+
 const K1 = blob('ssh-ed25519', 'key-one-32-bytes-long-xxxxxxxxxx');
 const K2 = blob('ssh-ed25519', 'key-two-32-bytes-long-xxxxxxxxxx');
 const R1 = blob('ssh-rsa', 'rsa-key');
@@ -51,23 +54,23 @@ Match host foo
 test('known_hosts: match, changed, unknown, other port, hashed, revoked', () => {
   const name = knownHostsName('10.0.0.2', 22);
   const text = `# comment\n10.0.0.2,dst ${'ssh-ed25519'} ${K1.toString('base64')}\n[10.0.0.2]:2222 ssh-ed25519 ${K2.toString('base64')}\n`;
-  assert.equal(verifyHostKey(text, name, K1).status, 'match');
-  assert.equal(verifyHostKey(text, 'dst', K1).status, 'match');
-  assert.equal(verifyHostKey(text, name, K2).status, 'changed');
-  assert.equal(verifyHostKey(text, knownHostsName('10.0.0.2', 2222), K2).status, 'match');
-  assert.equal(verifyHostKey(text, 'elsewhere', K1).status, 'unknown');
+  assert.equal(verifyHostKey(kh(text), name, K1).status, 'match');
+  assert.equal(verifyHostKey(kh(text), 'dst', K1).status, 'match');
+  assert.equal(verifyHostKey(kh(text), name, K2).status, 'changed');
+  assert.equal(verifyHostKey(kh(text), knownHostsName('10.0.0.2', 2222), K2).status, 'match');
+  assert.equal(verifyHostKey(kh(text), 'elsewhere', K1).status, 'unknown');
   // Known only under another key type: refused like a change, as OpenSSH does.
-  assert.equal(verifyHostKey(text, name, R1).status, 'changed');
-  assert.deepEqual(knownKeyTypes(text, name), ['ssh-ed25519']);
+  assert.equal(verifyHostKey(kh(text), name, R1).status, 'changed');
+  assert.deepEqual(knownKeyTypes(kh(text), name), ['ssh-ed25519']);
 
   const salt = crypto.randomBytes(20);
   const hash = crypto.createHmac('sha1', salt).update('hashed.example').digest('base64');
   const hashed = `|1|${salt.toString('base64')}|${hash} ssh-ed25519 ${K1.toString('base64')}\n`;
-  assert.equal(verifyHostKey(hashed, 'hashed.example', K1).status, 'match');
-  assert.equal(verifyHostKey(hashed, 'other.example', K1).status, 'unknown');
+  assert.equal(verifyHostKey(kh(hashed), 'hashed.example', K1).status, 'match');
+  assert.equal(verifyHostKey(kh(hashed), 'other.example', K1).status, 'unknown');
 
   const revoked = `@revoked * ssh-ed25519 ${K1.toString('base64')}\n${text}`;
-  assert.equal(verifyHostKey(revoked, name, K1).status, 'revoked');
+  assert.equal(verifyHostKey(kh(revoked), name, K1).status, 'revoked');
 });
 
 test('known_hosts helpers', () => {
@@ -76,4 +79,61 @@ test('known_hosts helpers', () => {
   assert.equal(knownHostsLine('[h]:2222', K1), `[h]:2222 ssh-ed25519 ${K1.toString('base64')}`);
   assert.equal(knownHostsName('h', 22), 'h');
   assert.equal(knownHostsName('h', 2222), '[h]:2222');
+});
+
+test('known_hosts: hashed names match in lower case; several files, the global ones too', () => {
+  const salt = crypto.randomBytes(20);
+  const hash = crypto.createHmac('sha1', salt).update('db.example').digest('base64');
+  const files = [
+    { file: '/u/known_hosts', text: '' },
+    { file: '/etc/ssh/ssh_known_hosts', text: `|1|${salt.toString('base64')}|${hash} ssh-ed25519 ${K1.toString('base64')}\n` },
+  ];
+  assert.equal(verifyHostKey(files, 'DB.Example', K1).status, 'match');
+  const v = verifyHostKey(files, 'db.example', K2);
+  assert.equal(v.status, 'changed');
+  assert.equal((v as { expected: Array<{ file: string; line: number }> }).expected[0].file, '/etc/ssh/ssh_known_hosts');
+  assert.equal(knownHostsLine('DB.Example', K1).split(' ')[0], 'db.example');
+});
+
+test('known_hosts: a host a CA vouches for is never "unknown" (so never accepted as new); a plain key still matches', () => {
+  const ca = blob('ssh-ed25519', 'the-ca-key-32-bytes-long-xxxxxxx');
+  const text = `# pinned by our CA\n@cert-authority *.example,10.0.0.* ${'ssh-ed25519'} ${ca.toString('base64')}\n`;
+  assert.deepEqual(verifyHostKey(kh(text), 'web.example', K1), { status: 'ca-covered', file: '/u/known_hosts', line: 2 });
+  assert.equal(verifyHostKey(kh(text), '10.0.0.7', K2).status, 'ca-covered');
+  assert.equal(verifyHostKey(kh(text), 'elsewhere.org', K1).status, 'unknown');
+  const withPlain = `${text}web.example ssh-ed25519 ${K1.toString('base64')}\n`;
+  assert.equal(verifyHostKey(kh(withPlain), 'web.example', K1).status, 'match');
+  assert.equal(verifyHostKey(kh(withPlain), 'web.example', K2).status, 'changed');
+  // The CA key itself is not a host key: it never matches as one.
+  assert.equal(verifyHostKey(kh(text), 'web.example', ca).status, 'ca-covered');
+});
+
+test('known_hosts: @revoked names its file and line; an RSA host key is asked for with SHA-2 signatures first', () => {
+  const files = [
+    { file: '/u/a', text: `h1 ssh-ed25519 ${K1.toString('base64')}\n` },
+    { file: '/u/b', text: `\n@revoked * ssh-ed25519 ${K1.toString('base64')}\n` },
+  ];
+  assert.deepEqual(verifyHostKey(files, 'h1', K1), { status: 'revoked', file: '/u/b', line: 2 });
+  const rsa = kh(`rsa-only ssh-rsa ${R1.toString('base64')}\n`);
+  assert.deepEqual(knownKeyTypes(rsa, 'rsa-only'), ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']);
+  assert.equal(verifyHostKey(rsa, 'rsa-only', R1).status, 'match');
+});
+
+test('ssh_config: HostKeyAlias and the known_hosts files, first value wins, "none" empties a list', () => {
+  const cfg = `
+Host db1
+  HostKeyAlias db-cluster
+  UserKnownHostsFile ~/.ssh/kh_db "/etc/ssh/kh with space"
+  GlobalKnownHostsFile none
+Host *
+  HostKeyAlias ignored
+  UserKnownHostsFile ~/.ssh/other
+`;
+  const c = resolveHostConfig(cfg, 'db1');
+  assert.equal(c.hostKeyAlias, 'db-cluster');
+  assert.deepEqual(c.userKnownHostsFiles, [path.join(os.homedir(), '.ssh/kh_db'), '/etc/ssh/kh with space']);
+  assert.deepEqual(c.globalKnownHostsFiles, []);
+  const o = resolveHostConfig(cfg, 'other');
+  assert.equal(o.hostKeyAlias, 'ignored');
+  assert.equal(o.globalKnownHostsFiles, undefined);
 });
