@@ -42,7 +42,7 @@ export function buildProgram(): Command {
     .argument('<host>', 'the destination: [user@]host[:port] or a Host alias from ~/.ssh/config')
     .option('-i, --identity <file>', 'SSH private key (repeatable); default: ssh-agent, ssh config IdentityFile, ~/.ssh/id_{ed25519,ecdsa,rsa}', collect)
     .option('--known-hosts <file>', `the known_hosts file the destination key is checked against and new keys go to (default: ssh config's UserKnownHostsFile, else ${DEFAULTS.knownHostsFiles.join(' ')}; ${DEFAULTS.globalKnownHostsFiles.join(' ')} are read too)`)
-    .option('--accept-new-host-key', 'accept and record an unknown host key (never a changed one)', false)
+    .option('--accept-new-host-key', 'record the key of a host with no known_hosts entry of any kind (never a changed, revoked or CA-covered one), as StrictHostKeyChecking=accept-new', false)
     .option('--ssh-config <file>', 'ssh_config for host aliases', DEFAULTS.sshConfig)
     .option('--connect-timeout <seconds>', 'SSH connection timeout', String(DEFAULTS.connectTimeoutMs / 1000))
     .option('--sudo', 'run remote commands through passwordless sudo (non-root remote user)', false)

@@ -19,6 +19,7 @@ import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { criuLockRules, removeCriuLockRules } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
+import { quote } from '../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
 
@@ -106,7 +107,7 @@ export class Source implements SourceSide {
     // Test fault: a wrapper that drops CRIU_CONFIG_FILE, so CRIU never runs the hold.
     const run = faultAt('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
     const start = async () => {
-      const checkpoint = await ctx.src.spawn(['sh', '-c', `exec "$@" > '${out}' 2>&1`, 'sh', ...run], { env });
+      const checkpoint = await ctx.src.spawn(['sh', '-c', 'out=$1; shift; exec "$@" > "$out" 2>&1', 'sh', out, ...run], { env });
       this.ended = checkpoint.done.then(async (r) => ({ code: r.code, signal: r.signal, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
       return waitDumped(L, checkpoint.done);
     };
@@ -214,7 +215,7 @@ export class Destination implements DestinationSide {
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
     if (faultAt('restore-dies')) {
-      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(cat ${pidFile})") & exit 0`, 'sh', ...restore];
+      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(cat ${quote(pidFile)})") & exit 0`, 'sh', ...restore];
     }
     const script = guardScript({
       dir: this.guardDir,

@@ -27,11 +27,17 @@ export async function neededDirs(intentDir: string): Promise<Set<string>> {
   return needed;
 }
 
-/** Pure: which of the listed "DIR HOST PID" lines are stale, seen from this host. */
-export function staleDirs(lines: string, o: { host: string; alive: (pid: number) => boolean; needed: Set<string>; self: string[] }): string[] {
+/**
+ * Pure: which listed work directories are stale, seen from this host. LISTING: for each,
+ * its path and its owner line ("HOST PID"), each ended by a NUL (a path may hold spaces
+ * or newlines).
+ */
+export function staleDirs(listing: string, o: { host: string; alive: (pid: number) => boolean; needed: Set<string>; self: string[] }): string[] {
   const out: string[] = [];
-  for (const l of lines.split('\n')) {
-    const [dir, host, pid] = l.trim().split(/\s+/);
+  const f = listing.split('\0');
+  for (let i = 0; i + 1 < f.length; i += 2) {
+    const dir = f[i];
+    const [host, pid] = f[i + 1].trim().split(/\s+/);
     if (!dir || !host || !/^\d+$/.test(pid ?? '')) continue;
     if (host !== o.host || o.alive(Number(pid)) || o.needed.has(dir) || o.self.includes(dir)) continue;
     out.push(dir);
@@ -41,7 +47,7 @@ export function staleDirs(lines: string, o: { host: string; alive: (pid: number)
 
 /** Removes the stale work directories under PARENT on HOST; returns those removed. */
 export async function removeStale(host: Host, parent: string, intentDir: string, self: string[]): Promise<string[]> {
-  const list = await host.run(['sh', '-c', `for d in ${quote(parent)}/${WORK_PREFIX}*; do [ -f "$d/${OWNER_FILE}" ] && echo "$d $(cat "$d/${OWNER_FILE}")"; done; true`], { allowFail: true });
+  const list = await host.run(['sh', '-c', `for d in ${quote(parent)}/${WORK_PREFIX}*; do [ -f "$d/${OWNER_FILE}" ] && printf '%s\\0%s\\0' "$d" "$(cat "$d/${OWNER_FILE}")"; done; true`], { allowFail: true });
   const stale = staleDirs(list.stdout, { host: os.hostname(), alive: pidAlive, needed: await neededDirs(intentDir), self });
   if (stale.length) await host.run(['rm', '-rf', '--one-file-system', ...stale], { allowFail: true });
   return stale;

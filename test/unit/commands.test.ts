@@ -111,7 +111,16 @@ test('remote command lines: sudo and env prefixes', () => {
 
 test('stale work directories: ours, gone, and needed by no unfinished migration', async () => {
   const { staleDirs } = await import('../../src/migration/stale.js');
-  const lines = ['/dev/shm/runc-migrate.a me 100', '/dev/shm/runc-migrate.b me 200', '/dev/shm/runc-migrate.c other 100', '/dev/shm/runc-migrate.d me 300', '/dev/shm/runc-migrate.e me 400', 'garbage'].join('\n');
-  const stale = staleDirs(lines, { host: 'me', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
-  assert.deepEqual(stale, ['/dev/shm/runc-migrate.a']);
+  const rec = (dir: string, owner: string) => `${dir}\0${owner}\n\0`;
+  const listing = [
+    rec('/dev/shm/runc-migrate.a', 'me 100'),
+    rec('/dev/shm/runc-migrate.b', 'me 200'),
+    rec('/dev/shm/runc-migrate.c', 'other 100'),
+    rec('/dev/shm/runc-migrate.d', 'me 300'),
+    rec('/dev/shm/runc-migrate.e', 'me 400'),
+    rec('/w d\nir/runc-migrate.f', 'me 500'),
+    rec('/dev/shm/runc-migrate.g', 'garbage'),
+  ].join('');
+  const stale = staleDirs(listing, { host: 'me', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
+  assert.deepEqual(stale, ['/dev/shm/runc-migrate.a', '/w d\nir/runc-migrate.f']);
 });

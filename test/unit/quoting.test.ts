@@ -1,0 +1,67 @@
+// Every value that enters a shell is quoted by the one helper (shell.ts): the scripts and
+// command lines built from user-given paths are run here with a hostile work directory
+// (space, quotes, $(...), a newline), and must act on that directory and run nothing else.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { LocalHost } from '../../src/host.js';
+import { guardFilesCommand } from '../../src/migration/guard.js';
+import { holdScript, writeHold } from '../../src/migration/hold.js';
+import { workPaths } from '../../src/migration/paths.js';
+import { OWNER_FILE, removeStale } from '../../src/migration/stale.js';
+import { commandLine, quote } from '../../src/shell.js';
+
+const HOSTILE = `a b'c"d$(touch pwned)e\`touch pwned2\`\nf`;
+
+function sandbox(): { cwd: string; dir: string } {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-quote-'));
+  const dir = path.join(cwd, HOSTILE);
+  fs.mkdirSync(dir, { recursive: true });
+  return { cwd, dir };
+}
+
+const nothingRan = (cwd: string) => assert.deepEqual(fs.readdirSync(cwd).filter((f) => f.startsWith('pwned')), [], 'a command substitution ran');
+
+test('quote() round-trips any string through sh', () => {
+  for (const s of [HOSTILE, '', "'", '$HOME', 'a\\b', '-n', '*', '~']) {
+    const out = execFileSync('sh', ['-c', `printf %s ${quote(s)}`]).toString();
+    assert.equal(out, s);
+  }
+  assert.equal(execFileSync('sh', ['-c', `${commandLine(['printf', '%s|', 'x y', "it's"])}`]).toString(), "x y|it's|");
+});
+
+test("the hold script, in a hostile work directory, marks its dump and takes the verdict there", async () => {
+  const { cwd, dir } = sandbox();
+  const p = workPaths(dir);
+  await writeHold(p, process.pid, 5);
+  fs.linkSync(path.join(p.holdDir, '.v-rollback'), path.join(p.holdDir, 'verdict'));
+  const r = spawnSync('sh', [p.holdScript], { cwd, env: { ...process.env, CRTOOLS_SCRIPT_ACTION: 'post-dump' } });
+  assert.equal(r.status, 1, r.stderr.toString());
+  assert.ok(fs.existsSync(p.dumpedMarker), 'the dumped marker is in the hostile directory');
+  assert.equal(spawnSync('sh', ['-n', '-c', holdScript(p, 1, 5, ['ip', 'addr', 'add', HOSTILE, 'dev', 'eth0'])]).status, 0);
+  nothingRan(cwd);
+});
+
+test("the guard's files are read from a hostile directory", () => {
+  const { cwd, dir } = sandbox();
+  fs.writeFileSync(path.join(dir, 'committed'), '');
+  const [sh, c, script] = guardFilesCommand(dir);
+  const out = execFileSync(sh, [c, script], { cwd }).toString();
+  assert.match(out, /committed/);
+  nothingRan(cwd);
+});
+
+test('stale work directories under a hostile parent are found and removed', async () => {
+  const { cwd, dir } = sandbox();
+  const stale = path.join(dir, 'runc-migrate.dead');
+  fs.mkdirSync(stale);
+  // A pid that cannot be running (above pid_max).
+  fs.writeFileSync(path.join(stale, OWNER_FILE), `${os.hostname()} 2147483647\n`);
+  const removed = await removeStale(new LocalHost(() => undefined), dir, path.join(cwd, 'intents'), []);
+  assert.deepEqual(removed, [stale]);
+  assert.equal(fs.existsSync(stale), false);
+  nothingRan(cwd);
+});
