@@ -1,6 +1,6 @@
 // The subset of ssh_config(5) a user expects an SSH tool to honour for a host alias:
 // Host blocks with patterns, HostName, User, Port, IdentityFile, HostKeyAlias,
-// UserKnownHostsFile, GlobalKnownHostsFile. First value wins, as in OpenSSH;
+// UserKnownHostsFile, GlobalKnownHostsFile, ProxyJump. First value wins, as in OpenSSH;
 // IdentityFile accumulates. Match blocks are skipped.
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,8 @@ export interface HostConfig {
   /** UserKnownHostsFile: the files, in order (undefined: not set). */
   userKnownHostsFiles?: string[];
   globalKnownHostsFiles?: string[];
+  /** ProxyJump: the jump hosts as written ([user@]host[:port], comma-separated); undefined for none. */
+  proxyJump?: string[];
 }
 
 interface Block {
@@ -121,6 +123,10 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
         case 'globalknownhostsfile':
           result.globalKnownHostsFiles ??= splitArgs(raw);
           break;
+        case 'proxyjump':
+          // "none" (first) turns it off, as in OpenSSH.
+          result.proxyJump ??= value.toLowerCase() === 'none' ? [] : value.split(',').map((h) => h.trim()).filter(Boolean);
+          break;
       }
     }
   }
@@ -130,5 +136,6 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
   const files = (l?: string[]) => (l ? l.filter((f) => f.toLowerCase() !== 'none').map((f) => expandPath(f, alias, result)) : undefined);
   result.userKnownHostsFiles = files(result.userKnownHostsFiles);
   result.globalKnownHostsFiles = files(result.globalKnownHostsFiles);
+  if (result.proxyJump?.length === 0) result.proxyJump = undefined;
   return result;
 }

@@ -23,6 +23,8 @@ export interface SshEndpoint {
   hostKeyAlias?: string;
   acceptNewHostKey: boolean;
   connectTimeoutMs: number;
+  /** ProxyJump: the hosts to go through, in order, each checked and authenticated as this one. */
+  jumps?: SshEndpoint[];
 }
 
 export interface ExecResult {
@@ -60,13 +62,56 @@ export class SshConnection {
   private constructor(
     readonly endpoint: SshEndpoint,
     private readonly client: Client,
+    /** The jump hosts' connections this one runs through (closed with it). */
+    private readonly via: SshConnection[] = [],
   ) {
-    client.on('close', () => (this.alive = false));
+    client.on('close', () => {
+      this.alive = false;
+      for (const v of via) v.close();
+    });
     client.on('error', () => (this.alive = false));
+    // A jump host that goes away takes this connection with it.
+    for (const v of via) v.onClose(() => (this.alive = false));
   }
 
-  /** Connects, or throws a PreflightError that says what is wrong and how to fix it. */
+  /**
+   * Connects (through the ProxyJump hosts, if any: each one's host key checked and each
+   * one authenticated as OpenSSH's ssh -J would), or throws a PreflightError that says what
+   * is wrong and how to fix it.
+   */
   static async connect(ep: SshEndpoint): Promise<SshConnection> {
+    if (!ep.jumps?.length) return SshConnection.connectOver(ep);
+    const via: SshConnection[] = [];
+    try {
+      // As ssh -J a,b: the first hop is reached as its own config says (its ProxyJump
+      // too); the later ones only through the hop before them.
+      let hop = await SshConnection.connect(ep.jumps[0]);
+      via.push(hop);
+      for (const next of [...ep.jumps.slice(1), ep]) {
+        const sock = await hop.tunnel(next.host, next.port);
+        const conn = await SshConnection.connectOver(next, sock, next === ep ? [...via] : []);
+        if (next === ep) return conn;
+        via.push(conn);
+        hop = conn;
+      }
+    } catch (err) {
+      for (const v of via) v.close();
+      throw err;
+    }
+    throw new Error('unreachable');
+  }
+
+  /** A channel to host:port as seen from this connection's host (ssh -W). */
+  private tunnel(host: string, port: number): Promise<ClientChannel> {
+    return new Promise((resolve, reject) => {
+      this.client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => {
+        if (err) reject(new PreflightError(`the jump host ${this.endpoint.label} cannot open a connection to ${host}:${port}: ${err.message}`, 'Check that the jump host can reach it (ssh -J), and that its sshd allows TCP forwarding (AllowTcpForwarding).'));
+        else resolve(ch);
+      });
+    });
+  }
+
+  private static async connectOver(ep: SshEndpoint, sock?: ClientChannel, via: SshConnection[] = []): Promise<SshConnection> {
     const name = ep.hostKeyAlias ?? knownHostsName(ep.host, ep.port);
     // A missing file holds no keys.
     const known: KnownHostsSource[] = [...ep.knownHostsFiles, ...ep.globalKnownHostsFiles].map((file) => {
@@ -93,8 +138,7 @@ export class SshConnection {
     const preferred = knownKeyTypes(known, name);
     const client = new Client();
     const config: ConnectConfig = {
-      host: ep.host,
-      port: ep.port,
+      ...(sock ? { sock: sock as any } : { host: ep.host, port: ep.port }),
       username: ep.user,
       readyTimeout: ep.connectTimeoutMs,
       keepaliveInterval: 5000,
@@ -119,7 +163,7 @@ export class SshConnection {
       client.once('ready', () => {
         // Every step is a small request and a small answer: with Nagle's algorithm each
         // one after the first waited for the peer's delayed ACK (about 40 ms a command).
-        client.setNoDelay(true);
+        if (!sock) client.setNoDelay(true);
         resolve();
       });
       client.once('error', (err: Error & { level?: string; code?: string }) => {
@@ -131,7 +175,7 @@ export class SshConnection {
         reject(new PreflightError(`cannot connect to ${ep.label}: ${(err as Error).message}`));
       }
     });
-    return new SshConnection(ep, client);
+    return new SshConnection(ep, client, via);
   }
 
   private static explain(
@@ -285,6 +329,7 @@ export class SshConnection {
 
   close(): void {
     this.client.end();
+    for (const v of this.via) v.close();
   }
 
   /** Cuts the connection as a network failure would (fault injection). */

@@ -46,6 +46,38 @@ async function refusedUntouched(args: string[], message: RegExp, hint: RegExp): 
 }
 
 describe('SSH like OpenSSH', () => {
+  test('ProxyJump through a bastion, with an alias: the source cannot reach the destination\'s sshd, the migration goes through', async () => {
+    const e = readEnv();
+    const cfg = path.join(tmp, 'ssh_config_jump');
+    fs.writeFileSync(cfg, `Host dst-behind\n  HostName ${h.dstAddr}\n  User root\n  ProxyJump bastion\nHost bastion\n  HostName ${e.RM_JUMP_ADDR}\n  User root\n`);
+    // The source's own way to the destination's sshd is shut for this test.
+    const rule = ['-s', e.RM_SRC_ADDR, '-p', 'tcp', '--dport', '22', '-j', 'REJECT'];
+    await sh(['ip', 'netns', 'exec', 'rm-dst', 'iptables', '-w', '-I', 'INPUT', ...rule]);
+    try {
+      const direct = await migrate([...argsFor(`root@${h.dstAddr}`, ['--known-hosts', h.knownHosts]), '--dry-run', '--connect-timeout', '3']);
+      assert.equal(direct.code, 3, 'the destination should be unreachable from the source without the jump');
+      const refusedDirect = await migrate([...argsFor('dst-behind', ['--known-hosts', h.knownHosts, '--ssh-config', cfg]), '--transport', 'direct']);
+      assert.equal(refusedDirect.code, 3, refusedDirect.stderr);
+      assert.match(refusedDirect.stderr, /--transport direct needs the destination's address .* jump host \(bastion\)/);
+      assert.equal(await status(h.srcRoot, NAME), 'running');
+      const before = fs.readFileSync(`${h.dir}/dst/sshd.log`, 'utf8').length;
+      const at = await readCounter(b.src);
+      const r = await migrate([...argsFor('dst-behind', ['--known-hosts', h.knownHosts, '--ssh-config', cfg]), '--json']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const log = fs.readFileSync(`${h.dir}/dst/sshd.log`, 'utf8').slice(before);
+      assert.match(log, new RegExp(`Accepted publickey for root from ${e.RM_JUMP_ADDR.replace(/\./g, '\\.')}`), 'the destination saw the bastion, not the source');
+      await waitFor('the counter to go on on the destination', async () => (await readCounter(b.dst)) > at);
+      assert.equal(await status(h.srcRoot, NAME), 'absent');
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      await sh(['ip', 'netns', 'exec', 'rm-dst', 'iptables', '-w', '-D', 'INPUT', ...rule]);
+      // Back to the source for the next tests.
+      await removeEverywhere(h, NAME);
+      b = await startExample(h, 'counter', NAME);
+      await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+    }
+  });
+
   test('a destination with an RSA host key only is reached (rsa-sha2 signatures; OpenSSH refuses ssh-rsa)', async () => {
     const port = readEnv().RM_SSH_RSA_PORT;
     const r = await migrate([...argsFor(`root@${h.dstAddr}:${port}`, ['--known-hosts', h.knownHosts]), '--dry-run']);

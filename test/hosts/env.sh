@@ -5,11 +5,14 @@ RM_NS_LAN=rm-lan
 RM_NS_SRC=rm-src
 RM_NS_DST=rm-dst
 RM_NS_CLIENT=rm-client
+# A bastion: the jump host for the ProxyJump tests (its own sshd).
+RM_NS_JUMP=rm-jump
 RM_BRIDGE=br0
 RM_NET_PREFIX=10.77.0
 RM_SRC_ADDR=$RM_NET_PREFIX.1
 RM_DST_ADDR=$RM_NET_PREFIX.2
 RM_CLIENT_ADDR=$RM_NET_PREFIX.3
+RM_JUMP_ADDR=$RM_NET_PREFIX.4
 # An address no host answers on: the "host unreachable" case.
 RM_DEAD_ADDR=$RM_NET_PREFIX.99
 # The service address a TCP container's peers use; it starts on the source.

@@ -6,6 +6,7 @@
 #   rm-src     10.77.0.1   the source: where `migrate` and the container start
 #   rm-dst     10.77.0.2   the destination: sshd (own host key, own mount namespace)
 #   rm-client  10.77.0.3   TCP peers of the container
+#   rm-jump    10.77.0.4   a bastion (sshd) for ProxyJump
 #
 # Idempotent: running it again repairs what is missing and leaves the rest.
 # Prints the settings as shell variables (source-able) on stdout when done.
@@ -19,13 +20,13 @@ for t in ip nsenter unshare sshd ssh-keygen runc criu busybox; do
 	command -v "$t" >/dev/null || { echo "setup.sh: '$t' is missing: run test/hosts/install-deps.sh" >&2; exit 1; }
 done
 
-mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home,dst/etc}
+mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home,dst/etc,jump}
 chmod 0755 "$D" "$D/dst" "$D/dst/etc"
 chmod 0700 "$D/keys" "$D/dst/home"
 
 # --- network -------------------------------------------------------------------------
 ns() { [ -e "/run/netns/$1" ] || ip netns add "$1"; ip -n "$1" link set lo up; }
-ns "$RM_NS_LAN"; ns "$RM_NS_SRC"; ns "$RM_NS_DST"; ns "$RM_NS_CLIENT"
+ns "$RM_NS_LAN"; ns "$RM_NS_SRC"; ns "$RM_NS_DST"; ns "$RM_NS_CLIENT"; ns "$RM_NS_JUMP"
 ip -n "$RM_NS_LAN" link show "$RM_BRIDGE" >/dev/null 2>&1 || ip -n "$RM_NS_LAN" link add "$RM_BRIDGE" type bridge
 ip -n "$RM_NS_LAN" link set "$RM_BRIDGE" up
 
@@ -42,6 +43,7 @@ plug() { # plug NS ADDR: a veth from NS (eth0) to the bridge
 plug "$RM_NS_SRC" "$RM_SRC_ADDR"
 plug "$RM_NS_DST" "$RM_DST_ADDR"
 plug "$RM_NS_CLIENT" "$RM_CLIENT_ADDR"
+plug "$RM_NS_JUMP" "$RM_JUMP_ADDR"
 # The service address lives on whichever host runs the service; peers find it by ARP.
 for n in "$RM_NS_SRC" "$RM_NS_DST" "$RM_NS_CLIENT"; do
 	ip -n "$n" route replace "${RM_SERVICE_ADDR%.*}.0/24" dev eth0
@@ -57,6 +59,8 @@ done
 install -m 0644 "$D/keys/id_ed25519.pub" "$D/dst/etc/authorized_keys"
 echo "$RM_DST_ADDR $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" > "$D/keys/known_hosts"
 echo "[$RM_DST_ADDR]:$RM_SSH_RSA_PORT $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_rsa_key.pub")" >> "$D/keys/known_hosts"
+[ -f "$D/jump/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-jump -f "$D/jump/ssh_host_ed25519_key"
+echo "$RM_JUMP_ADDR $(cut -d' ' -f1,2 "$D/jump/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
 # A quiet HOME for remote commands: no rc files that slow every command down.
 : > "$D/dst/home/.hushlogin"
 
@@ -81,6 +85,12 @@ sed -e "s/^ListenAddress .*/ListenAddress $RM_DST_ADDR:$RM_SSH_RSA_PORT/" \
 	-e "s|^HostKey .*|HostKey $D/dst/etc/ssh_host_rsa_key|" \
 	-e "s|^PidFile .*|PidFile $D/dst/run/sshd-rsa.pid|" "$D/dst/etc/sshd_config" > "$D/dst/etc/sshd_rsa_config"
 
+# The bastion: forwards connections only (root's key, no shell needed).
+sed -e "s/^ListenAddress .*/ListenAddress $RM_JUMP_ADDR:$RM_SSH_PORT/" \
+	-e "s|^HostKey .*|HostKey $D/jump/ssh_host_ed25519_key|" \
+	-e "s|^PidFile .*|PidFile $D/jump/sshd.pid|" "$D/dst/etc/sshd_config" > "$D/jump/sshd_config"
+echo "AllowTcpForwarding yes" >> "$D/jump/sshd_config"
+
 # A non-root account on the destination for --sudo (passwordless sudo, the same key).
 if ! id "$RM_SUDO_USER" >/dev/null 2>&1; then
 	useradd --create-home --shell /bin/sh "$RM_SUDO_USER"
@@ -100,6 +110,13 @@ if ! sshd_up; then
 		exec /usr/sbin/sshd -f '$D/dst/etc/sshd_config' -E '$D/dst/sshd.log'"
 	for _ in $(seq 50); do sshd_up && break; sleep 0.1; done
 	sshd_up || { echo "setup.sh: sshd on $RM_NS_DST did not start; see $D/dst/sshd.log" >&2; exit 1; }
+fi
+jump_up() { nsenter --net="/run/netns/$RM_NS_JUMP" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_JUMP_ADDR/$RM_SSH_PORT" 2>/dev/null; }
+if ! jump_up; then
+	mkdir -p -m 0755 /run/sshd # sshd's privilege separation directory
+	nsenter --net="/run/netns/$RM_NS_JUMP" /usr/sbin/sshd -f "$D/jump/sshd_config" -E "$D/jump/sshd.log"
+	for _ in $(seq 50); do jump_up && break; sleep 0.1; done
+	jump_up || { echo "setup.sh: the bastion's sshd on $RM_NS_JUMP did not start; see $D/jump/sshd.log" >&2; exit 1; }
 fi
 # The RSA-only sshd shares the first one's mount namespace: the same destination host.
 rsa_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_RSA_PORT" 2>/dev/null; }

@@ -14,12 +14,12 @@ for side in src dst; do
 		runc --root "$root" delete -f "$c" >/dev/null 2>&1 || true
 	done
 done
-for pidf in "$D/dst/run/sshd.pid" "$D/dst/run/sshd-rsa.pid"; do
+for pidf in "$D/dst/run/sshd.pid" "$D/dst/run/sshd-rsa.pid" "$D/jump/sshd.pid"; do
 	if [ -f "$pidf" ]; then kill "$(cat "$pidf")" 2>/dev/null || true; fi
 done
 # Stray page servers or CRIU processes started for the test hosts' images.
 pkill -f "criu page-server.*runc-migrate" 2>/dev/null || true
-for n in "$RM_NS_CLIENT" "$RM_NS_DST" "$RM_NS_SRC" "$RM_NS_LAN"; do
+for n in "$RM_NS_JUMP" "$RM_NS_CLIENT" "$RM_NS_DST" "$RM_NS_SRC" "$RM_NS_LAN"; do
 	if [ -e "/run/netns/$n" ]; then
 		# Processes still inside the namespace (sshd children, test clients) go first.
 		for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -136,4 +137,39 @@ Host *
   const o = resolveHostConfig(cfg, 'other');
   assert.equal(o.hostKeyAlias, 'ignored');
   assert.equal(o.globalKnownHostsFiles, undefined);
+});
+
+test('ssh_config: ProxyJump hops are resolved through the config, first value wins, "none" turns it off; a loop is refused', async () => {
+  const { resolveEndpoint } = await import('../../src/ssh/endpoint.js');
+  const { resolveOptions } = await import('../../src/options.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-cfg-'));
+  const cfg = path.join(dir, 'config');
+  fs.writeFileSync(cfg, `
+Host bastion
+  HostName 192.0.2.10
+  User jumper
+  Port 2201
+Host inner
+  HostName 10.1.0.5
+  ProxyJump bastion
+Host db
+  HostName 10.1.0.9
+  ProxyJump ops@gw.example:2022,inner
+Host direct
+  ProxyJump none
+Host direct gw.example
+  ProxyJump bastion
+Host loop1
+  ProxyJump loop2
+Host loop2
+  ProxyJump loop1
+`);
+  const ep = (dest: string) => resolveEndpoint(resolveOptions('c', dest, { sshConfig: cfg }));
+  const db = ep('root@db');
+  assert.deepEqual(db.jumps?.map((j) => [j.user, j.host, j.port]), [['ops', 'gw.example', 2022], [os.userInfo().username, '10.1.0.5', 22]]);
+  // The first hop's own ProxyJump applies (ssh -J reaches it as its config says).
+  assert.deepEqual(db.jumps?.[0].jumps?.map((j) => [j.user, j.host, j.port]), [['jumper', '192.0.2.10', 2201]]);
+  assert.equal(ep('direct').jumps, undefined);
+  assert.throws(() => ep('loop1'), /more than 8 hosts deep/);
+  fs.rmSync(dir, { recursive: true });
 });
