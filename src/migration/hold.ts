@@ -18,6 +18,7 @@
 // name exists, so whoever decides first decides for both; a verdict is never seen
 // half-written; and deciding needs no free space (a full tmpfs cannot block it). An
 // empty or unreadable verdict reads as rollback.
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -60,19 +61,42 @@ while [ ! -e "$dir/final" ]; do sleep 0.05; done
 `;
 }
 
-export function criuConfig(p: WorkPaths): string {
-  return `action-script ${p.holdScript}\n`;
+/** CRIU's config file: one option per line; SCRIPT must be a path CRIU's parser takes whole (see criuSafePath). */
+export function criuConfig(script: string): string {
+  return `action-script ${script}\n`;
+}
+
+/**
+ * Whether CRIU's config file parser takes PATH as one plain word. Its quoting is not
+ * reliable: `action-script "/tmp/wd'ir$(touch pwned)/x"` is refused as "Unsupported
+ * configuration file format" (criu 4.2.1), while shorter quoted values with spaces pass.
+ */
+export function criuSafePath(p: string): boolean {
+  return /^[A-Za-z0-9_.\/+=:@%,-]+$/.test(p);
 }
 
 /** Every verdict the tool, the hold or migrate recover can give, made ready beforehand. */
 export const VERDICTS = ['prepared', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
 
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): Promise<Record<string, string>> {
+/**
+ * Sets the hold up in its directory. Returns CRIU's environment, and a link to remove
+ * after the checkpoint when the script's own path is not one CRIU's config can name
+ * (the link, in LINKDIR, is).
+ */
+export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string): Promise<{ env: Record<string, string>; link?: string }> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
   for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
   await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack), { mode: 0o700 });
-  await fs.writeFile(p.criuConfig, criuConfig(p), { mode: 0o600 });
-  return { CRIU_CONFIG_FILE: p.criuConfig };
+  let script = p.holdScript;
+  let link: string | undefined;
+  if (!criuSafePath(script)) {
+    await fs.mkdir(linkDir, { recursive: true, mode: 0o700 });
+    link = path.join(linkDir, `hold-${process.pid}-${crypto.randomBytes(4).toString('hex')}.sh`);
+    await fs.symlink(p.holdScript, link);
+    script = link;
+  }
+  await fs.writeFile(p.criuConfig, criuConfig(script), { mode: 0o600 });
+  return { env: { CRIU_CONFIG_FILE: p.criuConfig }, link };
 }
 
 /**

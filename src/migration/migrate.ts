@@ -33,6 +33,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
   const ctx = newContext(opts, progress);
   try {
     const endpoint = resolveEndpoint(opts);
+    for (const w of [endpoint, ...(endpoint.jumps ?? [])].flatMap((e) => e.warnings ?? [])) progress.warn(w);
     const connect = () => progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint));
     if ((await settleEarlier(ctx, connect)) === 'destination') {
       Object.assign(report, { outcome: 'recovered', exitCode: EXIT.OK, runningOn: 'destination', recoveredWhy: 'an earlier migration had committed; it was finished' });

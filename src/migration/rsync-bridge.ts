@@ -17,15 +17,18 @@ import type { Context } from './context.js';
 import { diedAtBirth, interruption } from '../interrupt.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
-# runc-migrate: rsync's remote shell, run by rsync as: THIS UP DOWN HOST COMMAND...
-# The command (NUL-separated, ended by an empty field) and then rsync's output go to the
-# tool through the FIFO UP; the remote side's answer comes from the tool through DOWN.
-up=$1 down=$2
-shift 2
+# runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command
+# (NUL-separated, ended by an empty field) and then rsync's output go to the tool through
+# the FIFO $RUNC_MIGRATE_UP; the remote side's answer comes from the tool through
+# $RUNC_MIGRATE_DOWN.
+up=$RUNC_MIGRATE_UP down=$RUNC_MIGRATE_DOWN
 exec 5<&0
 { printf '%s\\0' "$@"; printf '\\0'; exec cat <&5; } > "$up" &
 exec cat < "$down"
 `;
+
+/** rsync's -e: runs the bridge script named in the environment, with rsync's arguments. */
+export const BRIDGE_SHELL = `sh -c 'exec sh "$RUNC_MIGRATE_BRIDGE" "$@"' rsync-bridge`;
 
 export async function writeBridge(file: string): Promise<void> {
   await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
@@ -88,10 +91,13 @@ async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: stri
   let made = await mk();
   for (let i = 0; i < 3 && diedAtBirth(made.signal); i++) made = await mk();
   if (made.exitCode !== 0) throw new Error(`mkfifo in ${dir} failed: ${String(made.stderr).trim() || made.signal}`);
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: rsyncCmd.shellLine(['sh', o.bridge, up, down]) });
-  ctx.log('source', commandLine(argv));
+  // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
+  // directory is in them) reach the bridge through the environment instead.
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL });
+  const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down };
+  ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
-  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false });
+  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false, env });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Context['dst']['spawn']>> | undefined;
   let failure: string | undefined;

@@ -92,7 +92,19 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const mv = ctx.opts.moveIp && ctx.moveIp ? addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev) : undefined;
-    const env = await writeHold(L, process.pid, this.holdTimeoutS, mv);
+    const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'));
+    const env = hold.env;
+    // The link CRIU names the hold by (a work directory CRIU's config cannot name): gone with the run.
+    if (hold.link) {
+      const link = hold.link;
+      ctx.cleanups.push({
+        what: `remove ${link}`,
+        run: async () => {
+          await fs.rm(link, { force: true });
+          await fs.rmdir(path.dirname(link)).catch(() => undefined); // when no other run's link is there
+        },
+      });
+    }
     await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
     const argv = runc.checkpoint(ctx.srcRunc, ctx.opts.container, {
       imagePath: images.local,

@@ -1,7 +1,8 @@
 // The subset of ssh_config(5) a user expects an SSH tool to honour for a host alias:
 // Host blocks with patterns, HostName, User, Port, IdentityFile, HostKeyAlias,
-// UserKnownHostsFile, GlobalKnownHostsFile, ProxyJump. First value wins, as in OpenSSH;
-// IdentityFile accumulates. Match blocks are skipped.
+// UserKnownHostsFile, GlobalKnownHostsFile, ProxyJump; Include; Match with simple criteria.
+// First value wins, as in OpenSSH; IdentityFile accumulates.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -16,16 +17,31 @@ export interface HostConfig {
   globalKnownHostsFiles?: string[];
   /** ProxyJump: the jump hosts as written ([user@]host[:port], comma-separated); undefined for none. */
   proxyJump?: string[];
+  /** IdentitiesOnly yes: only the identity files, not every key of ssh-agent. */
+  identitiesOnly?: boolean;
+  /** Match criteria met that this tool does not evaluate (those blocks were skipped). */
+  unsupportedMatch?: string[];
 }
 
+/** What a block needs to apply: every condition of the blocks that include it, and its own. */
+type Cond = { host: string[] } | { match: Array<{ negate: boolean; kind: string; values: string[] }> };
+
 interface Block {
-  patterns: string[] | null; // null: before any Host line, or a Match block (skipped)
-  match: boolean;
+  conds: Cond[];
   entries: Array<[string, string]>;
 }
 
-function parseBlocks(text: string): Block[] {
-  const blocks: Block[] = [{ patterns: [], match: false, entries: [] }];
+/** Include nesting beyond this is refused (as OpenSSH limits it). */
+const MAX_INCLUDE_DEPTH = 16;
+
+/**
+ * ssh_config text -> blocks. Include inserts the blocks of the files it names (relative
+ * paths under ~/.ssh, globs allowed) under the conditions of the block it appears in;
+ * the including block goes on after them.
+ */
+function parseBlocks(text: string, outer: Cond[] = [], depth = 0): Block[] {
+  let current: Block = { conds: outer, entries: [] };
+  const blocks: Block[] = [current];
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     if (!line || line.startsWith('#')) continue;
@@ -34,17 +50,65 @@ function parseBlocks(text: string): Block[] {
     const key = m[1].toLowerCase();
     const value = m[2].trim();
     if (key === 'host') {
-      blocks.push({ patterns: splitArgs(value), match: false, entries: [] });
+      current = { conds: [...outer, { host: splitArgs(value) }], entries: [] };
+      blocks.push(current);
     } else if (key === 'match') {
-      blocks.push({ patterns: null, match: true, entries: [] });
+      current = { conds: [...outer, { match: parseMatch(value) }], entries: [] };
+      blocks.push(current);
+    } else if (key === 'include') {
+      if (depth >= MAX_INCLUDE_DEPTH) continue;
+      for (const file of splitArgs(value).flatMap(expandInclude)) {
+        let t: string;
+        try {
+          t = fs.readFileSync(file, 'utf8');
+        } catch {
+          continue; // as OpenSSH: a file that cannot be read is skipped
+        }
+        blocks.push(...parseBlocks(t, current.conds, depth + 1));
+      }
+      current = { conds: current.conds, entries: [] };
+      blocks.push(current);
     } else {
       // Quotes stay until the key's kind is known: a list splits on the spaces outside them.
-      blocks[blocks.length - 1].entries.push([key, value]);
+      current.entries.push([key, value]);
     }
   }
-  // Lines before the first Host apply to every host.
-  blocks[0].patterns = ['*'];
   return blocks;
+}
+
+/** "host a,b !user x all" -> criteria; each value a comma-separated pattern list. */
+function parseMatch(value: string): Array<{ negate: boolean; kind: string; values: string[] }> {
+  const words = splitArgs(value);
+  const out: Array<{ negate: boolean; kind: string; values: string[] }> = [];
+  for (let i = 0; i < words.length; i++) {
+    const negate = words[i].startsWith('!');
+    const kind = words[i].replace(/^!/, '').toLowerCase();
+    if (kind === 'all' || kind === 'canonical' || kind === 'final') out.push({ negate, kind, values: [] });
+    else out.push({ negate, kind, values: (words[++i] ?? '').split(',') });
+  }
+  return out;
+}
+
+/** An Include argument -> the files it names, sorted (relative: under ~/.ssh; ~ and globs expanded). */
+function expandInclude(arg: string): string[] {
+  const home = os.homedir();
+  let p = arg.startsWith('~/') ? path.join(home, arg.slice(2)) : arg;
+  if (!path.isAbsolute(p)) p = path.join(home, '.ssh', p);
+  let found = ['/'];
+  for (const part of p.split('/').filter(Boolean)) {
+    if (!/[*?[]/.test(part)) {
+      found = found.map((d) => path.join(d, part));
+      continue;
+    }
+    found = found.flatMap((d) => {
+      try {
+        return fs.readdirSync(d).filter((n) => !n.startsWith('.') && globMatch(part, n, true)).sort().map((n) => path.join(d, n));
+      } catch {
+        return [];
+      }
+    });
+  }
+  return found;
 }
 
 function splitArgs(s: string): string[] {
@@ -55,10 +119,10 @@ function unquote(s: string): string {
   return s.length >= 2 && s.startsWith('"') && s.endsWith('"') ? s.slice(1, -1) : s;
 }
 
-function globMatch(pattern: string, name: string): boolean {
+function globMatch(pattern: string, name: string, caseSensitive = false): boolean {
   const re = new RegExp(
     '^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$',
-    'i',
+    caseSensitive ? '' : 'i',
   );
   return re.test(name);
 }
@@ -94,11 +158,37 @@ function expandPath(p: string, alias: string, c: HostConfig): string {
   return out;
 }
 
-export function resolveHostConfig(text: string, alias: string): HostConfig {
+/**
+ * The settings for ALIAS (the host as typed). user: the remote user from the command
+ * line, for Match user. Match criteria honoured: all, host (the HostName set so far, else
+ * the alias), originalhost, user, localuser, each negatable; exec, canonical, final and the
+ * others never match (listed in unsupported).
+ */
+export function resolveHostConfig(text: string, alias: string, o: { user?: string } = {}): HostConfig {
   const result: HostConfig = { identityFiles: [] };
   const idFiles: string[] = [];
+  const unsupported = new Set<string>();
+  const holds = (c: Cond): boolean => {
+    if ('host' in c) return hostMatches(c.host, alias);
+    return c.match.every((m) => {
+      const subject: Record<string, string | undefined> = {
+        host: result.hostName?.replace(/%h/g, alias) ?? alias,
+        originalhost: alias,
+        user: o.user ?? result.user ?? os.userInfo().username,
+        localuser: os.userInfo().username,
+      };
+      let r: boolean;
+      if (m.kind === 'all') r = true;
+      else if (m.kind in subject) r = hostMatches(m.values, subject[m.kind]!);
+      else {
+        unsupported.add(m.kind);
+        return false;
+      }
+      return m.negate ? !r : r;
+    });
+  };
   for (const block of parseBlocks(text)) {
-    if (block.match || !block.patterns || !hostMatches(block.patterns, alias)) continue;
+    if (!block.conds.every(holds)) continue;
     for (const [key, raw] of block.entries) {
       const value = unquote(raw);
       switch (key) {
@@ -116,6 +206,9 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
           break;
         case 'hostkeyalias':
           result.hostKeyAlias ??= value;
+          break;
+        case 'identitiesonly':
+          result.identitiesOnly ??= value.toLowerCase() === 'yes';
           break;
         case 'userknownhostsfile':
           result.userKnownHostsFiles ??= splitArgs(raw);
@@ -137,5 +230,6 @@ export function resolveHostConfig(text: string, alias: string): HostConfig {
   result.userKnownHostsFiles = files(result.userKnownHostsFiles);
   result.globalKnownHostsFiles = files(result.globalKnownHostsFiles);
   if (result.proxyJump?.length === 0) result.proxyJump = undefined;
+  if (unsupported.size) result.unsupportedMatch = [...unsupported];
   return result;
 }

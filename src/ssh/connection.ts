@@ -19,12 +19,16 @@ export interface SshEndpoint {
   knownHostsFiles: string[];
   /** The system's (/etc/ssh/ssh_known_hosts...): read, never written. */
   globalKnownHostsFiles: string[];
+  /** ssh_config IdentitiesOnly yes: the identity files only, ssh-agent's keys not offered. */
+  identitiesOnly?: boolean;
   /** ssh_config HostKeyAlias: the name the host key is looked up and recorded under. */
   hostKeyAlias?: string;
   acceptNewHostKey: boolean;
   connectTimeoutMs: number;
   /** ProxyJump: the hosts to go through, in order, each checked and authenticated as this one. */
   jumps?: SshEndpoint[];
+  /** What of the ssh config could not be honoured, for the user to see. */
+  warnings?: string[];
 }
 
 export interface ExecResult {
@@ -122,7 +126,8 @@ export class SshConnection {
       }
     });
     const keys = readKeys(ep.identityFiles);
-    const agent = process.env.SSH_AUTH_SOCK;
+    // IdentitiesOnly: a host that limits failed attempts must not see every agent key first.
+    const agent = ep.identitiesOnly ? undefined : process.env.SSH_AUTH_SOCK;
     if (keys.length === 0 && !agent) {
       throw new PreflightError(
         `no SSH credentials for ${ep.label}: no ssh-agent (SSH_AUTH_SOCK unset) and none of ${ep.identityFiles.join(', ') || 'the identity files'} readable`,

@@ -28,7 +28,7 @@ function resolveHop(spec: string, text: string, opts: Options, depth: number): S
     throw new UsageError(`ProxyJump in ${opts.sshConfig} goes more than ${MAX_JUMP_DEPTH} hosts deep (a loop?) at ${spec}`, 'Check the ProxyJump lines of your ssh config.');
   }
   const t = parseTarget(spec);
-  const c = resolveHostConfig(text, t.host);
+  const c = resolveHostConfig(text, t.host, { user: t.user });
   const identityFiles = [...opts.identityFiles, ...c.identityFiles];
   return {
     label: spec,
@@ -40,8 +40,10 @@ function resolveHop(spec: string, text: string, opts: Options, depth: number): S
     knownHostsFiles: opts.knownHosts ? [opts.knownHosts] : c.userKnownHostsFiles?.length ? c.userKnownHostsFiles : [...DEFAULTS.knownHostsFiles],
     globalKnownHostsFiles: c.globalKnownHostsFiles ?? [...DEFAULTS.globalKnownHostsFiles],
     hostKeyAlias: c.hostKeyAlias,
+    identitiesOnly: c.identitiesOnly,
     acceptNewHostKey: opts.acceptNewHostKey,
     connectTimeoutMs: opts.connectTimeoutMs,
     jumps: c.proxyJump?.map((j) => resolveHop(j, text, opts, depth + 1)),
+    warnings: c.unsupportedMatch?.map((k) => `${opts.sshConfig}: Match ${k} is not evaluated by this tool; its blocks were skipped for ${spec}`),
   };
 }

@@ -204,3 +204,32 @@ describe('rootfs sync', () => {
     for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
   });
 });
+
+describe('hostile paths', () => {
+  test("work directories and the destination's bundle with a space, quotes and $(...): the migration goes through, nothing runs", async () => {
+    const name = 'files7';
+    const b = await startExample(h, 'counter', name, { dstRootfs: false });
+    // No double quote in the source's work directory: CRIU's config file names a file in it (refused with a usage error).
+    const weird = `w d'ir$(touch pwned)\`touch pwned\``;
+    const dstBundle = path.join(h.dstBundles, `${name} ${weird}"q`);
+    fs.rmSync(dstBundle, { recursive: true, force: true });
+    fs.renameSync(b.dst, dstBundle);
+    const work = path.join(os.tmpdir(), weird);
+    fs.mkdirSync(work, { recursive: true });
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const at = await readCounter(b.src);
+    const refused = await migrate([...baseArgs(h, name, dstBundle), '--work-dir', `${work}"`]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /must not contain a double quote/);
+    const r = await migrate([...baseArgs(h, name, dstBundle), '--json', '--work-dir', work, '--remote-work-dir', `${work}`]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.ok(fs.existsSync(path.join(dstBundle, 'rootfs/counter.sh')), 'the rootfs was synced into the bundle with the odd name');
+    const pid = await sh(['runc', '--root', h.dstRoot, 'state', name]).then((x) => JSON.parse(x.stdout).pid as number);
+    await waitFor('the counter to go on', async () => Number(fs.readFileSync(`/proc/${pid}/root/dev/shm/count`, 'utf8')) > at);
+    for (const dir of [process.cwd(), os.tmpdir(), work, '/', h.dir, path.join(h.dir, 'dst/home')]) assert.equal(fs.existsSync(path.join(dir, 'pwned')), false, `a command substitution ran (${dir})`);
+    assert.deepEqual(fs.readdirSync(work), [], 'the work directories are gone');
+    await removeEverywhere(h, name);
+    fs.rmSync(dstBundle, { recursive: true, force: true });
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+});

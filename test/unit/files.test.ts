@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/syncplan.js';
 import { parseRsyncStats, parseRsyncVersion, rsyncCmd } from '../../src/rsync.js';
-import { BRIDGE_SCRIPT } from '../../src/migration/rsync-bridge.js';
+import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/rsync-bridge.js';
 
 const config = (root: string, mounts: Array<{ destination: string; source: string; type?: string; options?: string[] }>) =>
   JSON.stringify({ root: { path: root }, mounts: mounts.map((m) => ({ type: m.type ?? 'bind', options: m.options ?? ['rbind'], ...m })) });
@@ -92,4 +92,6 @@ Total bytes received: 200
 test('the bridge script hands the command, then the bytes, on its own descriptors', () => {
   assert.match(BRIDGE_SCRIPT, /printf '%s\\0' "\$@"/);
   assert.match(BRIDGE_SCRIPT, /exec cat < "\$down"/);
+  // No path in rsync's -e (rsync splits it with its own rules): the bridge's come by environment.
+  assert.doesNotMatch(BRIDGE_SHELL, /\//);
 });

@@ -31,7 +31,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function hold(o: { pid?: number; timeoutS?: number; giveBack?: boolean } = {}) {
   const p = workPaths(path.join(tmp, `hold${++n}`));
   const marker = path.join(p.base, 'gave-back');
-  await writeHold(p, o.pid ?? process.pid, o.timeoutS ?? 60, o.giveBack ? ['touch', marker] : undefined);
+  await writeHold(p, o.pid ?? process.pid, o.timeoutS ?? 60, o.giveBack ? ['touch', marker] : undefined, path.join(tmp, 'links'));
   const proc = execa('sh', [p.holdScript], { env: { CRTOOLS_SCRIPT_ACTION: 'post-dump' }, reject: false });
   return { p, proc, marker };
 }

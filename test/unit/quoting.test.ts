@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
 import { guardFilesCommand } from '../../src/migration/guard.js';
-import { holdScript, writeHold } from '../../src/migration/hold.js';
+import { criuSafePath, holdScript, writeHold } from '../../src/migration/hold.js';
 import { workPaths } from '../../src/migration/paths.js';
 import { OWNER_FILE, removeStale } from '../../src/migration/stale.js';
 import { commandLine, quote } from '../../src/shell.js';
@@ -36,7 +36,11 @@ test('quote() round-trips any string through sh', () => {
 test("the hold script, in a hostile work directory, marks its dump and takes the verdict there", async () => {
   const { cwd, dir } = sandbox();
   const p = workPaths(dir);
-  await writeHold(p, process.pid, 5);
+  const { link } = await writeHold(p, process.pid, 5, undefined, path.join(cwd, 'links'));
+  // CRIU's config names a link with a plain path (its parser cannot take this one).
+  assert.ok(link && criuSafePath(link), `no plain link: ${link}`);
+  assert.equal(fs.readFileSync(p.criuConfig, 'utf8'), `action-script ${link}\n`);
+  assert.equal(fs.realpathSync(link), fs.realpathSync(p.holdScript));
   fs.linkSync(path.join(p.holdDir, '.v-rollback'), path.join(p.holdDir, 'verdict'));
   const r = spawnSync('sh', [p.holdScript], { cwd, env: { ...process.env, CRTOOLS_SCRIPT_ACTION: 'post-dump' } });
   assert.equal(r.status, 1, r.stderr.toString());

@@ -173,3 +173,47 @@ Host loop2
   assert.throws(() => ep('loop1'), /more than 8 hosts deep/);
   fs.rmSync(dir, { recursive: true });
 });
+
+test('ssh_config: Include (relative to ~/.ssh or absolute, globs, inside a Host block only for it) and Match host/originalhost/user/all', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-inc-'));
+  fs.mkdirSync(path.join(dir, 'conf.d'));
+  fs.writeFileSync(path.join(dir, 'conf.d', '10-db.conf'), 'Host db\n  HostName 10.9.0.1\n');
+  fs.writeFileSync(path.join(dir, 'conf.d', '20-web.conf'), 'Host web\n  HostName 10.9.0.2\n  Port 2200\n');
+  fs.writeFileSync(path.join(dir, 'conf.d', 'skip.txt'), 'Host db\n  HostName wrong\n');
+  fs.writeFileSync(path.join(dir, 'only-db'), 'User dbadmin\n');
+  const cfg = `
+Include ${dir}/conf.d/*.conf
+Host db
+  Include ${dir}/only-db
+  Port 5432
+Match originalhost web user deploy
+  IdentityFile ~/.ssh/deploy_key
+Match host 10.9.0.* !user root
+  HostKeyAlias internal-%h
+Match exec "true"
+  Port 1
+Match all
+  User fallback
+`;
+  const db = resolveHostConfig(cfg, 'db');
+  assert.equal(db.hostName, '10.9.0.1');
+  assert.equal(db.user, 'dbadmin', 'the Include inside Host db applies to db');
+  assert.equal(db.port, 5432, 'the including block goes on after the Include');
+  assert.equal(db.hostKeyAlias, 'internal-%h', 'Match host sees the HostName set so far');
+  assert.deepEqual(db.unsupportedMatch, ['exec']);
+  const web = resolveHostConfig(cfg, 'web', { user: 'deploy' });
+  assert.equal(web.port, 2200);
+  assert.equal(web.user, 'fallback');
+  assert.deepEqual(web.identityFiles, [path.join(os.homedir(), '.ssh/deploy_key')]);
+  assert.equal(resolveHostConfig(cfg, 'web', { user: 'root' }).hostKeyAlias, undefined, '!user root excludes root');
+  assert.equal(resolveHostConfig(cfg, 'web').identityFiles.length, 0, 'Match user deploy: not for another user');
+  assert.equal(resolveHostConfig(cfg, 'other').user, 'fallback');
+  assert.equal(resolveHostConfig(cfg, 'other').hostName, undefined, 'an Include at the top level applies only through its own Host blocks');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('ssh_config: IdentitiesOnly, first value wins', () => {
+  const cfg = 'Host a\n  IdentitiesOnly yes\nHost *\n  IdentitiesOnly no\n';
+  assert.equal(resolveHostConfig(cfg, 'a').identitiesOnly, true);
+  assert.equal(resolveHostConfig(cfg, 'b').identitiesOnly, false);
+});
