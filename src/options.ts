@@ -160,19 +160,9 @@ export function parseMoveIp(spec: string): MoveIp {
 
 function absolute(p: string, flag: string): string {
   if (!path.isAbsolute(p)) throw new UsageError(`${flag} "${p}" must be an absolute path`);
-  // CRIU's config file (the hold's action script) is read line by line.
+  // Logs, messages and the commands' output are read line by line.
   if (/[\n\r]/.test(p)) throw new UsageError(`${flag} must not contain a line break`);
   return path.normalize(p);
-}
-
-/**
- * The source's work directory is named in CRIU's config file (the hold's action script),
- * whose parser takes spaces and single quotes inside double quotes, but not a double
- * quote or a backslash.
- */
-function criuConfigSafe(p: string, flag: string): string {
-  if (/["\\]/.test(p)) throw new UsageError(`${flag} "${p}" must not contain a double quote or a backslash (CRIU's config file names a file in it)`, 'Choose another directory.');
-  return p;
 }
 
 export function resolveOptions(container: string, destination: string, raw: RawOptions): Options {
@@ -223,7 +213,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     remoteCriu: raw.remoteCriu ?? DEFAULTS.criu,
     bundle: raw.bundle ? absolute(raw.bundle, '--bundle') : undefined,
     diskless,
-    workDir: criuConfigSafe(absolute(raw.workDir ?? defaultWork, '--work-dir'), '--work-dir'),
+    workDir: absolute(raw.workDir ?? defaultWork, '--work-dir'),
     remoteWorkDir: absolute(raw.remoteWorkDir ?? defaultWork, '--remote-work-dir'),
     transport,
     mode,
