@@ -58,15 +58,16 @@ export function switchoverPoint(point: string, sever: () => void, work: WorkPath
 
 /**
  * Tests: RUNC_MIGRATE_PAUSE_AT=POINT:FILE makes the tool, at POINT (presynced: after the
- * pre-sync, before anything is frozen), write FILE.reached and wait until FILE exists (at
- * most 60 s), so a test can change the container's files at a known moment.
+ * pre-sync; page-server: once the page server listens, FILE.reached holding the address
+ * the dump will use; both before anything is frozen), write FILE.reached and wait until
+ * FILE exists (at most 60 s), so a test can act at a known moment.
  */
-export async function pausePoint(point: string): Promise<void> {
+export async function pausePoint(point: string, info = ''): Promise<void> {
   const spec = process.env.RUNC_MIGRATE_PAUSE_AT ?? '';
   const i = spec.indexOf(':');
   if (i < 0 || spec.slice(0, i) !== point) return;
   const file = spec.slice(i + 1);
-  writeFileSync(`${file}.reached`, '');
+  writeFileSync(`${file}.reached`, info);
   const end = Date.now() + 60_000;
   while (!existsSync(file) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }

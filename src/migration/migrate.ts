@@ -181,6 +181,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     ctx.pageServer = ps;
     ctx.cleanups.push({ what: 'stop the page server', run: () => ps.stop() });
     if (faultAt('page-server')) await ps.kill();
+    await pausePoint('page-server', ps.endpoint);
   }
   // The last moment to stop without freezing anything.
   checkInterrupt();

@@ -289,6 +289,14 @@ export class SshConnection {
     const server = net.createServer((sock) => {
       // A refused forward ends this one connection; CRIU sees it fail, the tool does not.
       sock.on('error', () => undefined);
+      // Only this user's processes (the dump runs as the tool's user): another local user
+      // must not reach the destination through root's connection, nor take the page
+      // server's one connection before the dump.
+      const uid = socketOwner(sock.remotePort, (server.address() as net.AddressInfo).port);
+      if (uid !== process.getuid?.()) {
+        sock.destroy();
+        return;
+      }
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
       sock.setNoDelay(true);
@@ -342,4 +350,26 @@ export class SshConnection {
     this.alive = false;
     (this.client as any)._sock?.destroy();
   }
+}
+
+/**
+ * The uid that owns the local TCP socket connected from 127.0.0.1:FROMPORT to
+ * 127.0.0.1:TOPORT (in this network namespace's /proc/net/tcp); undefined if not found.
+ */
+export function socketOwner(fromPort: number | undefined, toPort: number, table?: string): number | undefined {
+  if (fromPort === undefined) return undefined;
+  let text = table;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/net/tcp', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === hex(fromPort) && f[2] === hex(toPort)) return Number(f[7]);
+  }
+  return undefined;
 }

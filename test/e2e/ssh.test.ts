@@ -78,6 +78,27 @@ describe('SSH like OpenSSH', () => {
     }
   });
 
+  test("the page server's forwarded port serves the migration's own user only: another local user is cut off, the dump still gets through", async () => {
+    const gate = path.join(tmp, 'gate-ps');
+    fs.rmSync(gate, { force: true });
+    fs.rmSync(`${gate}.reached`, { force: true });
+    const at = await readCounter(b.src);
+    const run = migrate([...baseArgs(h, NAME, b.dst), '--transport', 'page-server', '--json'], { RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}` });
+    await waitFor('the page server to listen', () => fs.existsSync(`${gate}.reached`), 60_000);
+    const [host, port] = fs.readFileSync(`${gate}.reached`, 'utf8').split(':');
+    assert.equal(host, '127.0.0.1');
+    // Another user on the source connects first, and would hold the page server's one connection.
+    const other = await sh(['nsenter', '--net=/run/netns/rm-src', 'runuser', '-u', readEnv().RM_SUDO_USER, '--', 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && cat <&3 >/dev/null; echo closed`], { reject: false });
+    assert.notEqual(other.exitCode, 124, 'the other user\'s connection was kept open (forwarded)');
+    fs.writeFileSync(gate, '');
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    await waitFor('the counter to go on on the destination', async () => (await readCounter(b.dst)) > at);
+    await removeEverywhere(h, NAME);
+    b = await startExample(h, 'counter', NAME);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+  });
+
   test('a destination with an RSA host key only is reached (rsa-sha2 signatures; OpenSSH refuses ssh-rsa)', async () => {
     const port = readEnv().RM_SSH_RSA_PORT;
     const r = await migrate([...argsFor(`root@${h.dstAddr}:${port}`, ['--known-hosts', h.knownHosts]), '--dry-run']);

@@ -217,3 +217,15 @@ test('ssh_config: IdentitiesOnly, first value wins', () => {
   assert.equal(resolveHostConfig(cfg, 'a').identitiesOnly, true);
   assert.equal(resolveHostConfig(cfg, 'b').identitiesOnly, false);
 });
+
+test("the forwarder's peer: the owner of the connecting socket, from /proc/net/tcp", async () => {
+  const { socketOwner } = await import('../../src/ssh/connection.js');
+  const table = [
+    '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+    '   0: 0100007F:A1B2 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 20 4 30 10 -1',
+    '   1: 0100007F:D431 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1',
+  ].join('\n');
+  assert.equal(socketOwner(0xa1b2, 0xd431, table), 1000);
+  assert.equal(socketOwner(0xd431, 0xa1b2, table), 0);
+  assert.equal(socketOwner(1234, 0xd431, table), undefined);
+});
