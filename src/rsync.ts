@@ -1,6 +1,5 @@
 // Every rsync command line the tool runs is built here, and rsync's figures parsed here.
 // Pure: no I/O.
-import { quote } from './shell.js';
 
 /**
  * The host name rsync is given for the destination. rsync never resolves it: it only
@@ -28,11 +27,6 @@ export const rsyncCmd = {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
     // bridge's cat does not: EAGAIN mid-transfer).
     return ['rsync', ...ARCHIVE, '--blocking-io', '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
-  },
-
-  /** rsync's -e line for a program and its arguments (rsync splits on spaces, honouring single quotes). */
-  shellLine(argv: string[]): string {
-    return argv.map(quote).join(' ');
   },
 };
 

@@ -3,7 +3,7 @@
 // changes either host except creating the two private work directories, which are
 // removed on exit.
 import fs from 'node:fs/promises';
-import { readdirSync, readlinkSync, readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { compareVersions, criu, MIN_CRIU_VERSION, parseCriuVersion } from '../criu.js';
 import { PreflightError } from '../errors.js';
@@ -15,10 +15,11 @@ import type { ChosenTransport, Context } from './context.js';
 import { workPaths } from './paths.js';
 import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
-import { bundleLayout, compareFiles, describeMismatch, hostPath, interestingPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
+import { bundleLayout, compareFiles, describeMismatch, hostPath, mappedPaths, parseStat, type FileFact } from './openfiles.js';
 import { streamDir } from './transfer.js';
 import { FilesSync, sameDirectory } from './rootfs.js';
-import { destinationOf, planSync, SyncPlanError } from './syncplan.js';
+import { planSync, SyncPlanError } from './syncplan.js';
+import { containerPids, taskFiles } from './tasks.js';
 import { parseRsyncVersion, MIN_RSYNC_VERSION, rsyncCmd } from '../rsync.js';
 import { chooseMode } from './policy.js';
 
@@ -309,24 +310,11 @@ export const DESTINATION_CHECKS: Check[] = [
     skippable: true,
     run: async (ctx) => {
       if (!ctx.dstBundleConfig && !ctx.srcBundleConfig) return 'no bundle config';
-      const ps = await ctx.src.run(runc.ps(ctx.srcRunc, ctx.opts.container), { allowFail: true });
-      const pids: number[] = ps.code === 0 ? JSON.parse(ps.stdout) : [ctx.state!.pid];
       const facts = new Map<string, FileFact>();
-      for (const pid of pids) {
-        const paths = new Set<string>();
-        try {
-          for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-            try {
-              const t = readlinkSync(`/proc/${pid}/fd/${fd}`);
-              if (interestingPath(t)) paths.add(t);
-            } catch {
-              /* fd closed meanwhile */
-            }
-          }
-          for (const p of mappedPaths(readFileSync(`/proc/${pid}/maps`, 'utf8'))) paths.add(p);
-        } catch {
-          continue; // the process ended
-        }
+      for (const pid of await containerPids(ctx)) {
+        const held = taskFiles(pid);
+        if (!held) continue; // the process ended
+        const paths = new Set([...held.open.map((f) => f.path), ...mappedPaths(held.maps)]);
         for (const p of paths) {
           try {
             const st = statSync(`/proc/${pid}/root${p}`);
@@ -340,11 +328,9 @@ export const DESTINATION_CHECKS: Check[] = [
       }
       // Files in a synced tree will be equal: the final delta runs after the freeze.
       let synced = 0;
-      if (ctx.files && ctx.srcBundleConfig) {
-        const srcMounts = bundleLayout(ctx.srcBundleConfig, ctx.state!.bundle).mounts;
-        const plan = { trees: ctx.files.trees, notSynced: [] };
+      if (ctx.files) {
         for (const p of [...facts.keys()]) {
-          if (destinationOf(plan, srcMounts, p)) {
+          if (ctx.files.destinationOf(p)) {
             facts.delete(p);
             synced++;
           }
@@ -485,8 +471,7 @@ async function prepareFilesSync(ctx: Context): Promise<string> {
     else trees.push(t);
   }
   plan.trees = trees;
-  const srcMounts = bundleLayout(ctx.srcBundleConfig, srcBundle).mounts;
-  ctx.files = await FilesSync.create(ctx, plan, srcMounts, { shared, srcConfig: ctx.dstBundleConfig ? undefined : ctx.srcBundleConfig });
+  ctx.files = await FilesSync.create(ctx, plan, { shared, srcConfig: ctx.dstBundleConfig ? undefined : ctx.srcBundleConfig });
   const parts = trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`);
   if (shared.length) parts.push(`shared storage, left alone: ${shared.join(', ')}`);
   if (plan.notSynced.length) parts.push(`not synced: ${plan.notSynced.map((m) => m.containerPath).join(', ')}`);

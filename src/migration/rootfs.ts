@@ -11,15 +11,13 @@
 // writing by the frozen tasks (found after the freeze).
 // A rollback leaves the destination's files synced; the source's are never written.
 import fs from 'node:fs/promises';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { parseRsyncStats, type RsyncFigures } from '../rsync.js';
-import { runc } from '../runc.js';
 import type { Context } from './context.js';
-import { interestingPath, type BundleMount } from './openfiles.js';
 import { runRsync, writeBridge } from './rsync-bridge.js';
-import { destinationOf, openForWriting, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
+import { destinationOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
+import { containerPids, taskFiles } from './tasks.js';
 
 export interface SyncPass {
   ms: number;
@@ -62,13 +60,10 @@ const STAMP_MARGIN_S = 1;
 
 export class FilesSync {
   readonly report: FilesReport;
-  private lastPassStart = 0;
 
   constructor(
     private readonly ctx: Context,
     private readonly plan: SyncPlan,
-    /** The source bundle's bind mounts (to place a task's open file in its tree). */
-    private readonly mounts: BundleMount[],
     private readonly o: { shared: string[]; srcConfig?: string; bridge: string },
   ) {
     this.report = { trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })), shared: o.shared, notSynced: plan.notSynced, createdConfig: !!o.srcConfig, presync: [] };
@@ -78,10 +73,10 @@ export class FilesSync {
     return this.plan.trees;
   }
 
-  static async create(ctx: Context, plan: SyncPlan, mounts: BundleMount[], o: { shared: string[]; srcConfig?: string }): Promise<FilesSync> {
+  static async create(ctx: Context, plan: SyncPlan, o: { shared: string[]; srcConfig?: string }): Promise<FilesSync> {
     const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
     await writeBridge(bridge);
-    return new FilesSync(ctx, plan, mounts, { ...o, bridge });
+    return new FilesSync(ctx, plan, { ...o, bridge });
   }
 
   /**
@@ -134,7 +129,6 @@ export class FilesSync {
     // Modified from shortly before this pass began: a change within the same tick as
     // rsync's look at the file leaves its time stamp as rsync saw it.
     const marked = await this.markStale(await this.modifiedSince(startS - STAMP_MARGIN_S));
-    this.lastPassStart = startS;
     const pass = { ms: performance.now() - t0, figures, marked };
     this.report.presync.push(pass);
     return pass;
@@ -152,43 +146,19 @@ export class FilesSync {
 
   /** Destination paths of files the container's tasks map shared-writable or hold open for writing. */
   private async heldForWriting(): Promise<string[]> {
-    const { ctx } = this;
-    const ps = await ctx.src.run(runc.ps(ctx.srcRunc, ctx.opts.container), { allowFail: true });
-    let pids: number[] = [];
-    try {
-      pids = ps.code === 0 ? JSON.parse(ps.stdout) : [];
-    } catch {
-      /* none */
-    }
-    if (pids.length === 0 && ctx.state) pids = [ctx.state.pid];
     const found = new Set<string>();
-    for (const pid of pids) {
-      try {
-        for (const p of sharedWritableMappings(readFileSync(`/proc/${pid}/maps`, 'utf8'))) found.add(p);
-        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-          try {
-            if (!openForWriting(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))) continue;
-            const t = readlinkSync(`/proc/${pid}/fd/${fd}`);
-            if (interestingPath(t)) found.add(t);
-          } catch {
-            /* closed meanwhile */
-          }
-        }
-      } catch {
-        /* the task is gone */
-      }
+    for (const pid of await containerPids(this.ctx)) {
+      const held = taskFiles(pid, { writing: true });
+      if (!held) continue; // the task is gone
+      for (const p of sharedWritableMappings(held.maps)) found.add(p);
+      for (const f of held.open) if (f.writing) found.add(f.path);
     }
-    const out: string[] = [];
-    for (const p of found) {
-      const d = destinationOf(this.plan, this.mounts, p);
-      if (d) out.push(d);
-    }
-    return out;
+    return [...found].map((p) => this.destinationOf(p)).filter((d): d is string => d !== undefined);
   }
 
-  /** Seconds since the last pre-sync began (for messages). */
-  get sinceLastPassS(): number {
-    return this.lastPassStart ? Date.now() / 1000 - this.lastPassStart : 0;
+  /** Where a path inside the container lands on the destination, if it is in a synced tree. */
+  destinationOf(containerPath: string): string | undefined {
+    return destinationOf(this.plan, containerPath);
   }
 }
 

@@ -85,12 +85,7 @@ async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: stri
   const id = crypto.randomBytes(6).toString('hex');
   const up = path.join(dir, `rsync-${id}.up`);
   const down = path.join(dir, `rsync-${id}.down`);
-  // Its own process group, as every command of a migration: a Ctrl-C meant for the tool
-  // must not kill a step half-way (the switchover finishes what it began).
-  const mk = () => execa('mkfifo', ['-m', '0600', up, down], { detached: true, stdin: 'ignore', reject: false });
-  let made = await mk();
-  for (let i = 0; i < 3 && diedAtBirth(made.signal); i++) made = await mk();
-  if (made.exitCode !== 0) throw new Error(`mkfifo in ${dir} failed: ${String(made.stderr).trim() || made.signal}`);
+  await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
   const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL });

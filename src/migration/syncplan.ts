@@ -16,6 +16,8 @@ export interface SyncTree {
 
 export interface SyncPlan {
   trees: SyncTree[];
+  /** The source bundle's bind mounts (where a path of the container lives: destinationOf). */
+  mounts: BundleMount[];
   /** Bind mounts that are not synced, and why (listed by preflight). */
   notSynced: Array<{ containerPath: string; source: string; why: string }>;
 }
@@ -68,19 +70,19 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
       }
     }
   }
-  return { trees, notSynced };
+  return { trees, mounts: src.mounts, notSynced };
 }
 
 /**
  * Where a path inside the container lands on the destination, if it is in a synced tree:
  * under the deepest bind mount that holds it (synced or not), else in the rootfs.
  */
-export function destinationOf(plan: SyncPlan, mounts: BundleMount[], containerPath: string): string | undefined {
+export function destinationOf(plan: SyncPlan, containerPath: string): string | undefined {
   const inside = (p: string, d: string) => {
     const dd = d.replace(/\/+$/, '') || '/';
     return dd === '/' || p === dd || p.startsWith(dd + '/');
   };
-  const mount = mounts.filter((m) => inside(containerPath, m.destination)).sort((a, b) => b.destination.length - a.destination.length)[0];
+  const mount = plan.mounts.filter((m) => inside(containerPath, m.destination)).sort((a, b) => b.destination.length - a.destination.length)[0];
   const root = mount ? mount.destination : '/';
   const tree = plan.trees.find((t) => path.normalize(t.containerPath) === path.normalize(root));
   if (!tree) return undefined;
