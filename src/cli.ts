@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
 import { readFileSync } from 'node:fs';
 import { bashCompletion } from './completion.js';
-import { DEFAULTS, resolveOptions, TRANSPORTS, type RawOptions } from './options.js';
+import { DEFAULTS, resolveOptions, TRANSPORT_ALIASES, TRANSPORTS, type RawOptions } from './options.js';
 import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
@@ -58,8 +58,8 @@ export function buildProgram(): Command {
     .option('--work-dir <dir>', `where the source's private work directory is made (default: ${DEFAULTS.disklessWorkDir}, or ${DEFAULTS.diskWorkDir} with --no-diskless)`)
     .option('--remote-work-dir <dir>', "where the destination's private work directory is made (same defaults)")
     .addOption(
-      new Option('--transport <how>', `how memory pages travel: page-server (CRIU page server reached through the SSH connection), stream (dump locally, tar over SSH), direct (page server over plain TCP, trusted networks only), auto (stream below ${DEFAULTS.autoStreamMaxBytes / 1048576} MiB of container memory, else page-server)`)
-        .choices(TRANSPORTS as string[])
+      new Option('--transport <how>', `how memory pages travel: tls (CRIU's page server on the destination's address, mutual TLS with certificates made for this migration), tunnel (the page server reached through the SSH connection; page-server is its former name), stream (dump locally, tar over SSH), direct (page server over plain TCP, trusted networks only), auto (stream below ${DEFAULTS.autoStreamMaxBytes / 1048576} MiB of container memory in one shot, else tls where both CRIUs have it and the source reaches the destination's address, else tunnel)`)
+        .choices([...TRANSPORTS, ...Object.keys(TRANSPORT_ALIASES)])
         .default(DEFAULTS.transport),
     )
     .option('--iterative', 'pre-copy memory while the container runs, then freeze (default when the source kernel tracks dirty memory; refuses if it does not)')

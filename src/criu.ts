@@ -3,6 +3,7 @@
 
 export const criu = {
   version: (bin: string) => [bin, '--version'],
+  help: (bin: string) => [bin, '--help'],
   checkFeature: (bin: string, feature: string) => [bin, 'check', '--feature', feature],
   cpuinfoDump: (bin: string, dir: string) => [bin, 'cpuinfo', 'dump', '--images-dir', dir],
   cpuinfoCheck: (bin: string, dir: string) => [bin, 'cpuinfo', 'check', '--images-dir', dir],
@@ -11,12 +12,22 @@ export const criu = {
    * A page server in the foreground: it writes a NUL to stdout (--status-fd 1) once it
    * listens, and exits after one dump; exit 0 means every page arrived.
    */
-  pageServer(bin: string, o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string }): string[] {
+  pageServer(
+    bin: string,
+    o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string; tls?: { caCert: string; cert: string; key: string } },
+  ): string[] {
     const argv = [bin, 'page-server', '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--address', o.address, '--port', String(o.port), '--status-fd', '1', '--log-file', o.logFile, '-v4'];
     if (o.prevImagesDir) argv.push('--prev-images-dir', o.prevImagesDir);
+    // Mutual TLS: it accepts only a dumper whose certificate this migration's CA signed.
+    if (o.tls) argv.push('--tls', '--tls-cacert', o.tls.caCert, '--tls-cert', o.tls.cert, '--tls-key', o.tls.key);
     return argv;
   },
 };
+
+/** Whether criu --help lists the TLS options: CRIU compiles them in only when built with gnutls. */
+export function criuHasTls(help: string): boolean {
+  return help.includes('--tls-cacert');
+}
 
 /** "Version: 4.2.1" -> "4.2.1" (also "Version: 4.2" and GitID lines). */
 export function parseCriuVersion(stdout: string): string | undefined {

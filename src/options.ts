@@ -6,10 +6,12 @@ import { UsageError } from './errors.js';
 import { parsePort } from './ssh/target.js';
 import { parseThreshold } from './migration/policy.js';
 
-export type Transport = 'auto' | 'page-server' | 'stream' | 'direct';
+export type Transport = 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct';
 /** auto: iterative when the source kernel tracks dirty memory, else one-shot with a warning. */
 export type Mode = 'auto' | 'iterative' | 'one-shot';
-export const TRANSPORTS: readonly Transport[] = ['auto', 'page-server', 'stream', 'direct'];
+export const TRANSPORTS: readonly Transport[] = ['auto', 'tls', 'tunnel', 'stream', 'direct'];
+/** Former names still accepted: page-server is the tunnel's name before 0.3. */
+export const TRANSPORT_ALIASES: Readonly<Record<string, Transport>> = { 'page-server': 'tunnel' };
 
 export const DEFAULTS = {
   runcRoot: '/run/runc',
@@ -170,14 +172,14 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     throw new UsageError(`"${container}" is not a valid container name`, 'Use the name shown by `runc list`.');
   }
   if (raw.quiet && raw.verbose) throw new UsageError('--quiet and --verbose contradict each other', 'Give one of them.');
-  const transport = (raw.transport ?? DEFAULTS.transport) as Transport;
+  const transport = (TRANSPORT_ALIASES[raw.transport ?? ''] ?? raw.transport ?? DEFAULTS.transport) as Transport;
   if (!TRANSPORTS.includes(transport)) {
     throw new UsageError(`--transport "${raw.transport}" is not one of ${TRANSPORTS.join(', ')}`);
   }
   if (raw.iterative && raw.oneShot) throw new UsageError('--iterative and --one-shot contradict each other', 'Give one of them, or neither to let the tool choose.');
   const mode: Mode = raw.iterative ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
   if (mode === 'iterative' && transport === 'stream') {
-    throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport page-server (the default for pre-copy) or direct.');
+    throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).');
   }
   const positiveInt = (text: string | undefined, flag: string, dflt: number) => {
     if (text === undefined) return dflt;

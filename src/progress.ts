@@ -30,6 +30,7 @@ export class Progress {
   readonly phases: PhaseTiming[] = [];
   readonly warnings: string[] = [];
   private spinner?: Ora;
+  private title = '';
 
   constructor(
     private mode: ProgressMode,
@@ -62,7 +63,18 @@ export class Progress {
   }
 
   private start(title: string): void {
+    this.title = title;
     if (this.mode === 'tty') this.spinner = ora({ text: title, stream: process.stderr }).start();
+  }
+
+  /** Whether status() shows anything: only on a terminal. */
+  get live(): boolean {
+    return this.mode === 'tty';
+  }
+
+  /** On a terminal, the running phase's line updated in place with TEXT; elsewhere nothing. */
+  status(text: string): void {
+    if (this.mode === 'tty' && this.spinner) this.spinner.text = `${this.title} ${chalk.dim(text)}`;
   }
 
   private succeed(text: string): void {

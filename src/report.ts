@@ -34,6 +34,8 @@ export interface Report {
   /** What the stop rule predicted for the downtime when it switched over. */
   predictedDowntimeMs?: number;
   transport?: string;
+  /** Why preflight chose it (auto's reasoning, or the flag). */
+  transportWhy?: string;
   diskless: boolean;
   /** Memory the container used before the migration (runc events --stats). */
   memoryBytes?: number;

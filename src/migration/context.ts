@@ -6,7 +6,7 @@ import type { ContainerState, RuncGlobal } from '../runc.js';
 import type { SshConnection } from '../ssh/connection.js';
 import type { WorkPaths } from './paths.js';
 
-export type ChosenTransport = 'page-server' | 'stream' | 'direct';
+export type ChosenTransport = 'tls' | 'tunnel' | 'stream' | 'direct';
 
 export interface Context {
   opts: Options;
@@ -34,6 +34,10 @@ export interface Context {
   /** The rootfs and volumes to sync (rootfs.ts); undefined when nothing is synced. */
   files?: import('./rootfs.js').FilesSync;
   transport?: ChosenTransport;
+  /** Why preflight chose that transport (shown by preflight and --dry-run). */
+  transportWhy?: string;
+  /** The TLS transport's certificates for this migration (certs.ts). */
+  certs?: import('./certs.js').Certificates;
   /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */
   mode?: 'iterative' | 'one-shot';
   local?: WorkPaths;

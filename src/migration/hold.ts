@@ -83,7 +83,7 @@ export const VERDICTS = ['prepared', 'commit', 'rollback', 'rollback-orphaned', 
  * after the checkpoint when the script's own path is not one CRIU's config can name
  * (the link, in LINKDIR, is).
  */
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string): Promise<{ env: Record<string, string>; link?: string }> {
+export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = ''): Promise<{ env: Record<string, string>; link?: string }> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
   for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
   await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack), { mode: 0o700 });
@@ -95,7 +95,7 @@ export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, 
     await fs.symlink(p.holdScript, link);
     script = link;
   }
-  await fs.writeFile(p.criuConfig, criuConfig(script), { mode: 0o600 });
+  await fs.writeFile(p.criuConfig, criuConfig(script) + extraConfig, { mode: 0o600 });
   return { env: { CRIU_CONFIG_FILE: p.criuConfig }, link };
 }
 

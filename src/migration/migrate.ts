@@ -15,7 +15,7 @@ import { runcOf, type Context } from './context.js';
 import { faultAt, pausePoint, switchoverPoint } from './faults.js';
 import { intentPath, readIntent, removeIntent } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
-import { describePlan, finalImages, makePlan, type Plan } from './plan.js';
+import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan.js';
 import { precopy } from './precopy.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { recover } from './recover.js';
@@ -24,6 +24,7 @@ import { switchover } from './switchover.js';
 import type { SyncPass } from './rootfs.js';
 import { formatBytes } from '../progress.js';
 import { startPageServer } from './transfer.js';
+import { watchTransfer } from './meter.js';
 
 export { interruption } from './outcome.js';
 
@@ -40,10 +41,11 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       return report;
     }
     await runChecks(ctx, SOURCE_CHECKS);
-    Object.assign(report, { transport: ctx.transport, memoryBytes: ctx.memoryBytes });
+    Object.assign(report, { memoryBytes: ctx.memoryBytes });
     ctx.ssh ??= await connect();
     ctx.dst = new RemoteHost(ctx.ssh, opts.sudo, ctx.log);
     await runChecks(ctx, DESTINATION_CHECKS);
+    Object.assign(report, { transport: ctx.transport, transportWhy: ctx.transportWhy });
     checkInterrupt();
     const plan = makePlan(ctx);
     if (opts.dryRun) {
@@ -177,7 +179,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
   if (images.remote !== R.images) await ctx.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
   if (plan.transport !== 'stream') {
-    const ps = await progress.phase('page-server', `page server on the destination (${plan.transport === 'page-server' ? 'through SSH' : 'direct TCP'})`, () => startPageServer(ctx, images.remote, images.parent));
+    const ps = await progress.phase('page-server', `page server on the destination (${describeTransport(plan.transport)})`, () => startPageServer(ctx, images.remote, images.parent));
     ctx.pageServer = ps;
     ctx.cleanups.push({ what: 'stop the page server', run: () => ps.stop() });
     if (faultAt('page-server')) await ps.kill();
@@ -202,7 +204,17 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS);
   await src.snapshotLockRules();
   const r = await switchover(src, dst, {
-    step: (name, title, run) => progress.phase(name, title, run),
+    step: (name, title, run) =>
+      progress.phase(name, title, async () => {
+        if (name !== 'dump') return run();
+        // On a terminal: the final dump's bytes as they arrive.
+        const stop = await watchTransfer(ctx, plan.transport === 'stream' ? 'src' : 'dst', plan.transport === 'stream' ? images.local : images.remote, plan.mode === 'one-shot' ? ctx.memoryBytes : undefined);
+        try {
+          return await run();
+        } finally {
+          await stop();
+        }
+      }),
     warn: (m) => progress.warn(m),
     killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L),
     moveIp: !!opts.moveIp,

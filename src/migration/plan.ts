@@ -65,7 +65,7 @@ export function makePlan(ctx: Context): Plan {
   const steps: PlanStep[] = [];
   if (ctx.files?.trees.length) steps.push({ step: 'presync', what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${ctx.files.trees.map((t) => t.what).join(', ')}${ctx.files.report.createdConfig ? `; ${ctx.bundle}/config.json written from the source's` : ''}` });
   if (mode === 'iterative') steps.push({ step: 'pre-copy', what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})` });
-  if (transport !== 'stream') steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${transport === 'page-server' ? '127.0.0.1, through SSH' : 'direct TCP'})` });
+  if (transport !== 'stream') steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})` });
   for (const s of SWITCHOVER_STEPS) {
     const w = what[s];
     if (w !== undefined) steps.push({ step: s, what: w });
@@ -73,10 +73,15 @@ export function makePlan(ctx: Context): Plan {
   return { mode, transport, holdTimeoutS: hold, guardDeadlineS: guard, steps };
 }
 
+/** How pages reach the page server, in a few words. */
+export function describeTransport(t: ChosenTransport): string {
+  return { tls: "CRIU's TLS on the destination's address, certificates made for this migration", tunnel: '127.0.0.1, through the SSH connection', direct: 'plain TCP on the destination\'s address', stream: 'tar over the SSH connection' }[t];
+}
+
 /** The plan as --dry-run prints it. */
 export function describePlan(ctx: Context, p: Plan): string[] {
   return [
-    `mode: ${p.mode}; transport: ${p.transport} (${ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown'})`,
+    `mode: ${p.mode}; transport: ${p.transport} (${ctx.transportWhy ?? (ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown')})`,
     ...p.steps.map((s) => `${s.step.padEnd(11)} ${s.what}`),
     'any failure before "commit": the destination is cleaned and the source resumes' + (ctx.files?.trees.length ? " (the destination's synced files stay as synced)" : ''),
   ];

@@ -169,7 +169,7 @@ export function parseThreshold(text: string): { bytes: number } | { percent: num
 export function chooseMode(
   requested: 'auto' | 'iterative' | 'one-shot',
   dirtyTracking: boolean | undefined,
-  transport: 'auto' | 'page-server' | 'stream' | 'direct',
+  transport: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct',
 ): { mode: 'iterative' | 'one-shot'; warning?: string; refuse?: boolean; note: string } {
   if (requested === 'one-shot') return { mode: 'one-shot', note: 'not needed (--one-shot)' };
   if (requested === 'auto' && transport === 'stream') return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };
@@ -178,4 +178,54 @@ export function chooseMode(
     return { mode: 'one-shot', warning: 'the source kernel does not track dirty memory (no soft-dirty): migrating in one shot, without pre-copy', note: 'not available: one-shot' };
   }
   return { mode: 'iterative', note: 'available: iterative pre-copy' };
+}
+
+/** What the transport choice depends on, found by preflight. */
+export interface TransportFacts {
+  mode: 'iterative' | 'one-shot';
+  /** Memory the container uses (runc events --stats), if known. */
+  memoryBytes?: number;
+  /** Whether CRIU's TLS works on both hosts (and openssl on the source makes the certificates); why not if not. */
+  tls: { ok: boolean; why?: string };
+  /** The source reaches the destination's address itself (no ProxyJump between them). */
+  directRoute: boolean;
+  /** auto's limit for the tar stream (DEFAULTS.autoStreamMaxBytes). */
+  streamMaxBytes: number;
+}
+
+export type TransportChoice =
+  | { transport: 'tls' | 'tunnel' | 'stream' | 'direct'; why: string; refuse?: undefined }
+  | { refuse: { message: string; hint: string }; transport?: undefined; why?: undefined };
+
+/**
+ * The transport for this migration. auto: the tar stream for a small container in one
+ * shot (no page-server round trip), else CRIU's TLS where both hosts have it and the
+ * source reaches the destination's address, else the page server through the SSH
+ * connection. An explicit choice that cannot work here is refused.
+ */
+export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct', f: TransportFacts): TransportChoice {
+  const mib = (b: number) => `${Math.round(b / 1048576)} MiB`;
+  const noRoute = {
+    message: `--transport ${requested} needs the destination's address as the source reaches it, and the SSH connection goes through a jump host`,
+    hint: 'Use --transport tunnel (through the SSH connection), or connect without ProxyJump.',
+  };
+  switch (requested) {
+    case 'stream':
+      return { transport: 'stream', why: '--transport stream' };
+    case 'tunnel':
+      return { transport: 'tunnel', why: '--transport tunnel' };
+    case 'direct':
+      return f.directRoute ? { transport: 'direct', why: '--transport direct: pages in clear on the network' } : { refuse: noRoute };
+    case 'tls':
+      if (!f.directRoute) return { refuse: noRoute };
+      if (!f.tls.ok) return { refuse: { message: `--transport tls cannot work here: ${f.tls.why}`, hint: 'Use --transport tunnel (pages through the SSH connection), or install a CRIU built with TLS (gnutls) on both hosts.' } };
+      return { transport: 'tls', why: '--transport tls' };
+  }
+  if (f.mode === 'one-shot' && f.memoryBytes !== undefined && f.memoryBytes < f.streamMaxBytes) {
+    return { transport: 'stream', why: `auto: ${mib(f.memoryBytes)} in use, below ${mib(f.streamMaxBytes)}` };
+  }
+  const size = f.mode === 'iterative' ? 'pre-copy' : f.memoryBytes !== undefined ? `${mib(f.memoryBytes)} in use` : 'memory use unknown';
+  if (!f.directRoute) return { transport: 'tunnel', why: `auto: ${size}; no direct route to the destination (ProxyJump), so through the SSH connection` };
+  if (!f.tls.ok) return { transport: 'tunnel', why: `auto: ${size}; TLS not available (${f.tls.why}), so through the SSH connection` };
+  return { transport: 'tls', why: `auto: ${size}; CRIU's TLS on both hosts` };
 }

@@ -12,6 +12,7 @@ import { runc } from '../runc.js';
 import type { Context } from './context.js';
 import { decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
 import { startPageServer, streamDir } from './transfer.js';
+import { watchTransfer } from './meter.js';
 
 export interface PrecopyResult {
   iterations: Array<Iteration & { predictedDowntimeMs?: number; bandwidth: number; dirtyRate?: number }>;
@@ -48,10 +49,14 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         const workPath = path.join(L.criuWork, `pre-dump-${n}`);
         await fs.mkdir(workPath, { mode: 0o700 });
         const d0 = performance.now();
+        const expected = n === 1 ? ctx.memoryBytes : its.length ? its[its.length - 1].pagesWritten * PAGE_SIZE : undefined;
+        const stopMeter = await watchTransfer(ctx, 'dst', remote, expected);
         const r = await src.run(
           runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
-          { allowFail: true, timeoutMs: 600_000 },
+          // TLS: CRIU reads its options for the page server's connection from this file.
+          { allowFail: true, timeoutMs: 600_000, env: ctx.certs ? { CRIU_CONFIG_FILE: ctx.certs.criuConfigFile } : undefined },
         );
+        await stopMeter();
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');

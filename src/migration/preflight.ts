@@ -5,13 +5,16 @@
 import fs from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { compareVersions, criu, MIN_CRIU_VERSION, parseCriuVersion } from '../criu.js';
+import { compareVersions, criu, criuHasTls, MIN_CRIU_VERSION, parseCriuVersion } from '../criu.js';
+import { openssl } from '../openssl.js';
 import { PreflightError } from '../errors.js';
 import type { Host } from '../host.js';
 import { DEFAULTS } from '../options.js';
 import { isNotExist, MIN_RUNC_VERSION, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../runc.js';
 import { addr, parseAddrDev, parseRouteDev } from './address.js';
-import type { ChosenTransport, Context } from './context.js';
+import type { Context } from './context.js';
+import { makeCertificates } from './certs.js';
+import { guardPort } from './portguard.js';
 import { workPaths } from './paths.js';
 import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
@@ -21,7 +24,7 @@ import { FilesSync, sameDirectory } from './rootfs.js';
 import { planSync, SyncPlanError } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 import { parseRsyncVersion, MIN_RSYNC_VERSION, rsyncCmd } from '../rsync.js';
-import { chooseMode } from './policy.js';
+import { chooseMode, chooseTransport } from './policy.js';
 
 export interface Check {
   title: string;
@@ -71,11 +74,49 @@ async function criuCheck(host: Host, bin: string): Promise<string> {
   return 'looks good';
 }
 
-function chooseTransport(ctx: Context): ChosenTransport {
-  const t = ctx.opts.transport;
-  if (t !== 'auto') return t;
-  const mem = ctx.memoryBytes;
-  return mem !== undefined && mem < DEFAULTS.autoStreamMaxBytes ? 'stream' : 'page-server';
+/**
+ * Whether the TLS transport can work: CRIU built with gnutls on both hosts (its --help
+ * lists the --tls options only then; no other probe is free of side effects) and openssl
+ * on the source to make the certificates.
+ */
+async function tlsAvailable(ctx: Context): Promise<{ ok: boolean; why?: string }> {
+  const o = await ctx.src.run(openssl.version(), { allowFail: true });
+  if (o.code !== 0) return { ok: false, why: 'no openssl on the source to make the certificates' };
+  for (const [host, bin] of [[ctx.src, ctx.opts.criu], [ctx.dst, ctx.opts.remoteCriu]] as const) {
+    const r = await host.run(criu.help(bin), { allowFail: true });
+    if (!criuHasTls(r.stdout + r.stderr)) return { ok: false, why: `criu on the ${host.name} was built without TLS (gnutls)` };
+  }
+  return { ok: true };
+}
+
+/**
+ * The transport (policy.chooseTransport), with TLS probed only when it would be chosen;
+ * for TLS, this migration's certificates are made and installed.
+ */
+async function settleTransport(ctx: Context): Promise<string> {
+  const directRoute = ctx.ssh.remoteAddress !== undefined && !ctx.ssh.endpoint.jumps?.length;
+  const facts = { mode: ctx.mode!, memoryBytes: ctx.memoryBytes, directRoute, streamMaxBytes: DEFAULTS.autoStreamMaxBytes };
+  let c = chooseTransport(ctx.opts.transport, { ...facts, tls: { ok: true } });
+  if (c.transport === 'tls') c = chooseTransport(ctx.opts.transport, { ...facts, tls: await tlsAvailable(ctx) });
+  if (c.refuse) throw new PreflightError(c.refuse.message, c.refuse.hint);
+  ctx.transport = c.transport;
+  ctx.transportWhy = c.why;
+  if (ctx.opts.dryRun || c.transport === 'stream') return `${c.transport} (${c.why})`;
+  const parts = [c.transport === 'tunnel' ? `tunnel (${c.why})` : `${c.transport} to ${ctx.ssh.remoteAddress}:${ctx.opts.pageServerPort} (${c.why})`];
+  if (c.transport === 'tls') {
+    const certs = await makeCertificates(ctx, ctx.ssh.remoteAddress!);
+    ctx.certs = certs;
+    ctx.cleanups.push({ what: 'remove the TLS keys on both hosts', run: () => certs.remove() });
+    parts.push('certificates made for this migration');
+  }
+  const guard = await guardPort(ctx);
+  if ('skipped' in guard) {
+    ctx.progress.warn(`the page server's port is not closed to other clients (${guard.skipped}): another client reaching it first would make the dump fail (the source then resumes)`);
+  } else {
+    ctx.cleanups.push({ what: "remove the page server's port rules", run: () => guard.remove() });
+    parts.push(guard.describe);
+  }
+  return parts.join('; ');
 }
 
 async function makeRemoteWorkDir(ctx: Context): Promise<string> {
@@ -131,7 +172,6 @@ export const SOURCE_CHECKS: Check[] = [
       ctx.bundle = ctx.opts.bundle ?? ctx.state.bundle;
       const mem = await ctx.src.run(runc.stats(ctx.srcRunc, ctx.opts.container), { allowFail: true, timeoutMs: 10_000 });
       ctx.memoryBytes = mem.code === 0 ? parseMemoryUsage(mem.stdout) : undefined;
-      ctx.transport = chooseTransport(ctx);
       return `pid ${ctx.state.pid}, bundle ${ctx.state.bundle}`;
     },
   },
@@ -149,8 +189,6 @@ export const SOURCE_CHECKS: Check[] = [
       }
       if (m.warning) ctx.progress.warn(m.warning);
       ctx.mode = m.mode;
-      // Pre-dumps stream pages to a page server; auto's tar stream cannot pre-copy.
-      if (m.mode === 'iterative' && ctx.transport === 'stream') ctx.transport = 'page-server';
       return m.note;
     },
   },
@@ -279,6 +317,10 @@ export const DESTINATION_CHECKS: Check[] = [
       const stale = await removeStale(ctx.dst, ctx.opts.remoteWorkDir, DEFAULTS.intentDir, [base]);
       return stale.length ? `${base}; removed ${stale.length} stale: ${stale.join(' ')}` : base;
     },
+  },
+  {
+    title: 'page transport',
+    run: async (ctx) => settleTransport(ctx),
   },
   {
     title: 'files to sync (rootfs, volumes)',

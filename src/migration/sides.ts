@@ -92,7 +92,7 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const mv = ctx.opts.moveIp && ctx.moveIp ? addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev) : undefined;
-    const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'));
+    const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'), ctx.certs?.criuConfig);
     const env = hold.env;
     // The link CRIU names the hold by (a work directory CRIU's config cannot name): gone with the run.
     if (hold.link) {

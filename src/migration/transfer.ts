@@ -24,13 +24,13 @@ export interface PageServer {
  */
 export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
   const r = ctx.remote!;
-  const tunnelled = ctx.transport === 'page-server';
+  const tunnelled = ctx.transport === 'tunnel';
   if (!tunnelled && !ctx.ssh.remoteAddress) {
     // Through ProxyJump the source may have no route to the destination at all.
     throw new MigrateError(
       `--transport direct needs the destination's address as the source reaches it, and the SSH connection goes through a jump host (${ctx.ssh.endpoint.jumps?.map((j) => j.label).join(', ')})`,
       EXIT.PREFLIGHT,
-      'Use --transport page-server (through the SSH connection), or connect without ProxyJump.',
+      'Use --transport tunnel (through the SSH connection), or connect without ProxyJump.',
     );
   }
   const listen = tunnelled ? '127.0.0.1' : ctx.ssh.remoteAddress!;
@@ -41,6 +41,7 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     port: ctx.opts.pageServerPort,
     logFile: r.pageServerLog,
     prevImagesDir,
+    tls: ctx.transport === 'tls' ? ctx.certs!.server : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when
   // it closes (the tool ended, died, or lost the connection) the page server is killed.

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { baseArgs, echoClient, leftovers, stopClient, migrate, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, echoClient, keyMaterial, leftovers, stopClient, migrate, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -175,7 +175,7 @@ describe('the connection or the destination fails during the switchover', () => 
     test(`SSH dropped at ${point}: ${expected === 'source' ? 'rolled back' : 'migrated'}, on the ${expected} only, nothing left`, async () => {
       const name = 'drop';
       const { b, atStart } = await counter(name);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'page-server', '--json'], { RUNC_MIGRATE_DROP_AT: point });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tunnel', '--json'], { RUNC_MIGRATE_DROP_AT: point });
       assert.equal(r.code, code, r.stderr + r.stdout);
       assert.equal(JSON.parse(r.stdout).runningOn, expected);
       await endsOn(name, b, atStart, expected);
@@ -194,9 +194,12 @@ describe('the connection or the destination fails during the switchover', () => 
   test('SIGKILL with the page server transport: the page server goes with the connection', async () => {
     const name = 'pskill';
     const { b, atStart } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'page-server'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tls'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
     assert.equal(r.code, -1, r.stderr);
     await waitFor('the page server to go', async () => !(await leftovers()).some((l) => l.includes('page-server')), 5000);
+    // The work directories stay for recover; the TLS keys and port rules went with the tool.
+    await waitFor('the TLS keys to go', () => keyMaterial().length === 0, 5000);
+    await waitFor('the port rules to go', async () => !(await leftovers()).some((l) => l.startsWith('rule on')), 5000);
     const rec = await migrate(['recover', ...baseArgs(h, name, b.dst)]);
     assert.equal(rec.code, 0, rec.stderr);
     await endsOn(name, b, atStart, 'source');

@@ -138,14 +138,35 @@ export async function migrate(args: string[], env: Record<string, string> = {}, 
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
+/** TLS key material in any work directory, on either host (they share the file systems). */
+export function keyMaterial(): string[] {
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory() && !e.isSymbolicLink()) walk(p);
+      if (/\.(key|crt)$/.test(e.name) || e.name === 'tls') found.push(p);
+    }
+  };
+  for (const d of ['/dev/shm', '/var/tmp']) for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) walk(path.join(d, f));
+  return found;
+}
+
 /** Leftovers a run must not leave: work directories, page servers. */
 export async function leftovers(): Promise<string[]> {
   const found: string[] = [];
   for (const d of ['/dev/shm', '/var/tmp']) {
     for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) found.push(path.join(d, f));
   }
-  const ps = await sh(['pgrep', '-af', 'criu page-server|hold.sh|runc-migrate\\.'], { reject: false });
+  const ps = await sh(['pgrep', '-af', 'criu page-server|hold.sh|runc-migrate\\.|tls-keeper|port-guard'], { reject: false });
   for (const l of ps.stdout.split('\n')) if (l.trim() && !l.includes('pgrep')) found.push(`process: ${l.trim()}`);
+  // The page server's port rules (portguard.ts), tagged with the work directory's name.
+  for (const n of ['src', 'dst'] as const) {
+    const rules = await sh([...ns(n), 'iptables', '-w', '-S'], { reject: false });
+    for (const l of rules.stdout.split('\n')) if (l.includes('runc-migrate.')) found.push(`rule on ${n}: ${l}`);
+  }
+  // Links CRIU's config names the hold or the TLS files by.
+  if (fs.existsSync('/run/runc-migrate/hold')) for (const f of fs.readdirSync('/run/runc-migrate/hold')) found.push(`link: /run/runc-migrate/hold/${f}`);
   // Mounts, here and in the destination sshd's own mount namespace.
   const mountTables = ['/proc/self/mounts'];
   const pid = sshdPid();

@@ -28,7 +28,8 @@ describe('one-shot migration of a counter', () => {
   for (const variant of [
     { transport: 'auto', extra: [] as string[] },
     { transport: 'stream', extra: ['--no-diskless'] },
-    { transport: 'page-server', extra: [] },
+    { transport: 'tunnel', extra: [] },
+    { transport: 'tls', extra: [] },
     { transport: 'direct', extra: [] },
   ]) {
     test(`continues counting on the destination (--transport ${variant.transport} ${variant.extra.join(' ')})`, async () => {
@@ -167,11 +168,12 @@ describe('JSON report', () => {
 describe('a failure after the freeze rolls back to the source', () => {
   // Each fault point, with the transport that exercises it.
   const faults: Array<[string, string]> = [
-    ['page-server', 'page-server'],
+    ['page-server', 'tunnel'],
+    ['page-server', 'tls'],
     ['dump', 'stream'],
-    ['after-dump', 'page-server'],
+    ['after-dump', 'tunnel'],
     ['copy', 'stream'],
-    ['restore', 'page-server'],
+    ['restore', 'tls'],
     ['ssh-drop', 'stream'],
     ['verify', 'direct'],
   ];

@@ -209,7 +209,7 @@ describe('bad input is refused before anything is frozen', () => {
     const holder = execa(ns('dst')[0], [...ns('dst').slice(1), 'node', '-e', `require('net').createServer().listen(27027, '127.0.0.1', () => console.log('listening'))`], { reject: false, stdin: 'ignore' });
     await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
     try {
-      await refused(args('--transport', 'page-server'), 3, /page server on the destination did not start/, /--page-server-port PORT/);
+      await refused(args('--transport', 'tunnel'), 3, /page server on the destination did not start/, /--page-server-port PORT/);
     } finally {
       holder.kill('SIGKILL');
       await holder;

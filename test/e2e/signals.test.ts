@@ -89,7 +89,7 @@ describe('signals', () => {
     const b = await startExample(h, 'counter', 'sig2');
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
     const atFreeze = await readCounter(b.src);
-    const r = await runAndSignal([...baseArgs(h, 'sig2', b.dst), '--transport', 'page-server'], /ok {3}freeze and dump/, 'SIGINT');
+    const r = await runAndSignal([...baseArgs(h, 'sig2', b.dst), '--transport', 'tls'], /ok {3}freeze and dump/, 'SIGINT');
     assert.equal(r.sent, 2, 'both signals sent');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /SIGINT again: still finishing safely/);

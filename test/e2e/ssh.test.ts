@@ -83,7 +83,7 @@ describe('SSH like OpenSSH', () => {
     fs.rmSync(gate, { force: true });
     fs.rmSync(`${gate}.reached`, { force: true });
     const at = await readCounter(b.src);
-    const run = migrate([...baseArgs(h, NAME, b.dst), '--transport', 'page-server', '--json'], { RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}` });
+    const run = migrate([...baseArgs(h, NAME, b.dst), '--transport', 'tunnel', '--json'], { RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}` });
     await waitFor('the page server to listen', () => fs.existsSync(`${gate}.reached`), 60_000);
     const [host, port] = fs.readFileSync(`${gate}.reached`, 'utf8').split(':');
     assert.equal(host, '127.0.0.1');

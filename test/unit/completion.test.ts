@@ -20,7 +20,7 @@ test('flags complete from the command line definition', () => {
 });
 
 test('a flag with choices completes its choices', () => {
-  assert.deepEqual(complete(['migrate', '--transport', 'p']), ['page-server']);
+  assert.deepEqual(complete(['migrate', '--transport', 't']), ['tls', 'tunnel']);
 });
 
 test('the first argument completes container names (and subcommands), skipping flag values', () => {

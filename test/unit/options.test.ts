@@ -48,3 +48,8 @@ test('parseTarget', () => {
   for (const bad of ['', '@host', 'host:0', 'host:x', '[::1', 'a/b']) assert.throws(() => parseTarget(bad), UsageError, bad);
   assert.equal(parsePort('22', 'p'), 22);
 });
+
+test('--transport page-server, the tunnel\'s former name, still works', () => {
+  assert.equal(resolveOptions('web', 'h', { transport: 'page-server' }).transport, 'tunnel');
+  assert.equal(resolveOptions('web', 'h', { transport: 'tls' }).transport, 'tls');
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseMode, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
+import { chooseMode, chooseTransport, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
 import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
 
 const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5, steadyShare: 0.1 };
@@ -120,8 +120,28 @@ test('one-shot fallback: pre-copy where the kernel tracks dirty memory, one shot
   const fallback = chooseMode('auto', false, 'auto');
   assert.equal(fallback.mode, 'one-shot');
   assert.match(fallback.warning!, /without pre-copy/);
-  assert.equal(chooseMode('iterative', false, 'page-server').refuse, true);
+  assert.equal(chooseMode('iterative', false, 'tunnel').refuse, true);
   assert.equal(chooseMode('iterative', true, 'direct').mode, 'iterative');
   assert.equal(chooseMode('one-shot', true, 'auto').mode, 'one-shot');
   assert.equal(chooseMode('auto', undefined, 'stream').mode, 'one-shot');
+});
+
+test('transport: auto streams a small one-shot container, takes TLS where both hosts have it, the tunnel where not; explicit choices that cannot work are refused', () => {
+  const base = { mode: 'one-shot' as const, memoryBytes: 10 * 1048576, tls: { ok: true }, directRoute: true, streamMaxBytes: 48 * 1048576 };
+  assert.equal(chooseTransport('auto', base).transport, 'stream');
+  assert.match(chooseTransport('auto', base).why!, /10 MiB in use, below 48 MiB/);
+  assert.equal(chooseTransport('auto', { ...base, memoryBytes: undefined }).transport, 'tls');
+  assert.equal(chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576 }).transport, 'tls');
+  // Pre-copy needs a page server whatever the size.
+  assert.equal(chooseTransport('auto', { ...base, mode: 'iterative' }).transport, 'tls');
+  const noTls = chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576, tls: { ok: false, why: 'criu on the destination has no TLS' } });
+  assert.equal(noTls.transport, 'tunnel');
+  assert.match(noTls.why!, /criu on the destination has no TLS/);
+  assert.equal(chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576, directRoute: false }).transport, 'tunnel');
+  assert.match(chooseTransport('tls', { ...base, tls: { ok: false, why: 'no openssl on the source' } }).refuse!.message, /no openssl on the source/);
+  assert.match(chooseTransport('tls', { ...base, directRoute: false }).refuse!.hint, /--transport tunnel/);
+  assert.ok(chooseTransport('direct', { ...base, directRoute: false }).refuse);
+  assert.equal(chooseTransport('direct', base).transport, 'direct');
+  assert.equal(chooseTransport('tunnel', { ...base, directRoute: false }).transport, 'tunnel');
+  assert.equal(chooseTransport('stream', { ...base, memoryBytes: 1 << 30 }).transport, 'stream');
 });

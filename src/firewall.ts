@@ -1,0 +1,32 @@
+// The iptables rules that keep a page server's port to this migration's own processes.
+// Pure: argv builders only (portguard.ts runs them).
+
+export interface PortRule {
+  /** iptables or ip6tables, by the address family. */
+  family: 4 | 6;
+  chain: 'INPUT' | 'OUTPUT';
+  /** The page server's address and port. */
+  address: string;
+  port: number;
+  /** INPUT: only this peer address may connect. */
+  onlyFrom?: string;
+  /** OUTPUT: only processes of this uid may connect. */
+  onlyUid?: number;
+  /** The comment that names the migration (iptables -S shows it). */
+  tag: string;
+}
+
+export function addressFamily(address: string): 4 | 6 {
+  return address.includes(':') ? 6 : 4;
+}
+
+function spec(r: PortRule): string[] {
+  const match = r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!] : ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)];
+  return ['-p', 'tcp', '-d', r.address, '--dport', String(r.port), ...match, '-m', 'comment', '--comment', r.tag, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+}
+
+export const firewall = {
+  /** First in its chain: a connection the rule refuses is reset before anything accepts it. */
+  insert: (r: PortRule) => [r.family === 6 ? 'ip6tables' : 'iptables', '-w', '5', '-I', r.chain, '1', ...spec(r)],
+  remove: (r: PortRule) => [r.family === 6 ? 'ip6tables' : 'iptables', '-w', '5', '-D', r.chain, ...spec(r)],
+};

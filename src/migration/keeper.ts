@@ -1,0 +1,42 @@
+// Undo that survives the tool: a shell on a host that waits for its stdin to close and
+// then runs an undo command. Its stdin is a pipe from the tool (the source) or an exec
+// channel (the destination), so it closes when the tool ends it, exits, is killed, or
+// loses the connection. Used for what must not outlive a migration: its TLS keys, its
+// firewall rules.
+import { spawn } from 'node:child_process';
+import { commandLine } from '../shell.js';
+import type { Context } from './context.js';
+
+/** Ends the keeper now (the undo runs) and waits for it. */
+export type EndKeeper = () => Promise<void>;
+
+const WAIT_THEN = (undo: readonly string[]) => `cat >/dev/null; ${commandLine(undo)}`;
+
+/**
+ * On the source: a process in its own session (a signal to the tool's group does not
+ * reach it) that runs UNDO when the tool's end of its stdin closes.
+ */
+export async function localKeeper(name: string, undo: readonly string[]): Promise<EndKeeper> {
+  const child = spawn('sh', ['-c', WAIT_THEN(undo), name], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  // Neither the process nor its pipe keeps the tool's event loop alive.
+  child.unref();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  return async () => {
+    child.stdin!.end();
+    await exited;
+  };
+}
+
+/** On the destination: an exec channel that runs UNDO when it closes. */
+export async function remoteKeeper(ctx: Context, name: string, undo: readonly string[]): Promise<EndKeeper> {
+  const proc = await ctx.dst.spawn(['sh', '-c', WAIT_THEN(undo), name]);
+  return async () => {
+    proc.stdin.end();
+    await proc.done;
+  };
+}

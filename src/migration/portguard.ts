@@ -1,0 +1,78 @@
+// The page server's port, open to this migration only. CRIU's page server serves the
+// first connection it accepts: anyone else who reaches the port first blocks the dump
+// (and, without TLS, could send it pages). So while the migration runs:
+//
+//   tls, direct   on the destination, connections to the page server's address and port
+//                 from any address but the source's are reset; on the source, only
+//                 root's processes (CRIU) may open one.
+//   tunnel        on the destination, only the SSH session's own user may connect to the
+//                 page server on 127.0.0.1 (the forwarded channel comes from its sshd);
+//                 the source's forwarded port already serves only the tool's own user.
+//
+// The rules go when the migration ends, and with the tool if it dies or loses the
+// connection (keepers on both hosts).
+import path from 'node:path';
+import { addressFamily, firewall, type PortRule } from '../firewall.js';
+import type { Context } from './context.js';
+import { localKeeper, remoteKeeper, type EndKeeper } from './keeper.js';
+
+export interface PortGuard {
+  /** The rules in force, in words (preflight's line). */
+  describe: string;
+  remove: () => Promise<void>;
+}
+
+/** The source's address as the destination sees it (SSH_CONNECTION), else the connection's local address. */
+async function sourceAddressSeen(ctx: Context): Promise<string | undefined> {
+  const r = await ctx.ssh.exec('printf %s "$SSH_CONNECTION"').catch(() => undefined);
+  const seen = r?.stdout.trim().split(/\s+/)[0];
+  return seen || ctx.ssh.localAddress;
+}
+
+/**
+ * Sets the rules for the chosen transport. Returns undefined (and a reason) where a host
+ * has no iptables: the migration goes on, mutual TLS still refuses strangers' pages.
+ */
+export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: string }> {
+  const t = ctx.transport!;
+  if (t === 'stream') return { skipped: 'no page server (stream)' };
+  const port = ctx.opts.pageServerPort;
+  const tag = path.basename(ctx.local!.base);
+  const dstRules: PortRule[] = [];
+  const srcRules: PortRule[] = [];
+  if (t === 'tunnel') {
+    const uid = Number((await ctx.ssh.exec('id -u')).stdout.trim());
+    dstRules.push({ family: 4, chain: 'OUTPUT', address: '127.0.0.1', port, onlyUid: uid, tag });
+  } else {
+    const address = ctx.ssh.remoteAddress!;
+    const from = await sourceAddressSeen(ctx);
+    if (!from) return { skipped: "the source's address as the destination sees it is unknown" };
+    const family = addressFamily(address);
+    dstRules.push({ family, chain: 'INPUT', address, port, onlyFrom: from, tag });
+    srcRules.push({ family, chain: 'OUTPUT', address, port, onlyUid: 0, tag });
+  }
+  const keepers: EndKeeper[] = [];
+  const remove = async () => {
+    for (const k of keepers.splice(0).reverse()) await k().catch(() => undefined);
+  };
+  try {
+    for (const [host, rules] of [[ctx.dst, dstRules], [ctx.src, srcRules]] as const) {
+      for (const r of rules) {
+        const add = await host.run(firewall.insert(r), { allowFail: true });
+        if (add.code !== 0) {
+          await remove();
+          return { skipped: `${firewall.insert(r)[0]} failed on the ${host.name}: ${add.stderr.trim().split('\n').pop()}` };
+        }
+        keepers.push(host === ctx.dst ? await remoteKeeper(ctx, 'port-guard', firewall.remove(r)) : await localKeeper('port-guard', firewall.remove(r)));
+      }
+    }
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  const describe =
+    t === 'tunnel'
+      ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
+      : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only`;
+  return { describe, remove };
+}

@@ -1,0 +1,138 @@
+// End to end: the TLS transport's guarantees on the local test hosts. The page server
+// takes only this migration's dumper (a certificate of another migration is refused),
+// its port is closed to everyone else while it waits, and no key or rule outlives the
+// migration, however it ends.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { baseArgs, keyMaterial, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+
+let h: Hosts;
+let tmp: string;
+
+before(async () => {
+  h = await setupHosts();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-tls-'));
+});
+
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function counter(name: string) {
+  const b = await startExample(h, 'counter', name);
+  await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
+  return b;
+}
+
+/** Starts a migration that stops when its page server listens; returns the run and the endpoint. */
+async function pausedAtPageServer(name: string, b: { dst: string }, extra: string[]): Promise<{ run: ReturnType<typeof migrate>; endpoint: string; release: () => void }> {
+  const gate = path.join(tmp, `gate-${name}`);
+  fs.rmSync(gate, { force: true });
+  fs.rmSync(`${gate}.reached`, { force: true });
+  const run = migrate([...baseArgs(h, name, b.dst), '--json', ...extra], { RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}` });
+  await waitFor(`${name}'s page server to listen`, () => fs.existsSync(`${gate}.reached`), 60_000);
+  return { run, endpoint: fs.readFileSync(`${gate}.reached`, 'utf8'), release: () => fs.writeFileSync(gate, '') };
+}
+
+/** A TCP connection attempt from a namespace (as a user): 'refused', 'timeout' or 'connected'. */
+async function tryConnect(where: 'src' | 'dst' | 'client', endpoint: string, user?: string): Promise<string> {
+  const [host, port] = endpoint.split(':');
+  const as = user ? ['setpriv', `--reuid=${user}`, `--regid=${user}`, '--clear-groups'] : [];
+  const r = await sh([...ns(where), ...as, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port} && echo connected`], { reject: false });
+  return r.stdout.includes('connected') ? 'connected' : r.exitCode === 124 ? 'timeout' : 'refused';
+}
+
+describe('the TLS transport', () => {
+  test("the page server's port is closed to every other client while it waits; the dump still gets through", async () => {
+    const b = await counter('tls1');
+    const at = await readCounter(b.src);
+    const p = await pausedAtPageServer('tls1', b, ['--transport', 'tls']);
+    assert.equal(p.endpoint, `${h.dstAddr}:27027`, 'the page server listens on the destination address');
+    assert.equal(await tryConnect('client', p.endpoint), 'refused', 'another host reached the page server');
+    assert.equal(await tryConnect('dst', p.endpoint, '65534'), 'refused', 'a local user on the destination reached it');
+    assert.equal(await tryConnect('dst', p.endpoint), 'refused', 'the destination itself reached it');
+    assert.equal(await tryConnect('src', p.endpoint, '65534'), 'refused', 'another user on the source reached it');
+    p.release();
+    const r = await p.run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.transport, 'tls');
+    await waitFor('the counter to go on on the destination', async () => (await readCounter(b.dst)) > at);
+    assert.deepEqual(keyMaterial(), []);
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, 'tls1');
+  });
+
+  test('the tunnel: only the SSH session\'s user reaches the page server on the destination\'s loopback', async () => {
+    const b = await counter('tls2');
+    const p = await pausedAtPageServer('tls2', b, ['--transport', 'tunnel']);
+    assert.equal(await tryConnect('dst', '127.0.0.1:27027', '65534'), 'refused', 'a local user on the destination reached the page server');
+    p.release();
+    const r = await p.run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, 'tls2');
+  });
+
+  test("a dumper holding another migration's certificate is refused; that migration rolls back, the other goes on", async () => {
+    const a = await counter('tlsa');
+    const bb = await counter('tlsb');
+    const withKeys = () => fs.readdirSync('/dev/shm').filter((d) => d.startsWith('runc-migrate.') && fs.existsSync(`/dev/shm/${d}/tls/criu.conf`));
+    const pa = await pausedAtPageServer('tlsa', a, ['--transport', 'tls']);
+    const mine = withKeys();
+    const pb = await pausedAtPageServer('tlsb', bb, ['--transport', 'tls', '--page-server-port', '27028']);
+    const bDirs = withKeys().filter((d) => !mine.includes(d));
+    assert.equal(bDirs.length, 1, "B's work directory on the source");
+    // An intruder, root on the source (past the port rules), dumps a third container to
+    // A's page server. It trusts A's CA (a certificate is no secret) and presents B's
+    // dumper certificate and key: only the page server's own check can stop it.
+    const intruder = await counter('tlsc');
+    const img = fs.mkdtempSync(path.join(tmp, 'intruder-'));
+    const conf = path.join(img, 'criu.conf');
+    const bTls = `/dev/shm/${bDirs[0]}/tls`;
+    fs.writeFileSync(conf, `tls\ntls-cacert /dev/shm/${mine[0]}/tls/ca.crt\ntls-cert ${bTls}/client.crt\ntls-key ${bTls}/client.key\n`);
+    // CRIU's dumper can hang after a failed TLS session (it sends on the session it just
+    // freed): the intruder gets 20 s.
+    const r = await sh(['sh', '-c', `CRIU_CONFIG_FILE=${conf} exec timeout -s KILL 20 ${ns('src').join(' ')} runc --root ${h.srcRoot} checkpoint --leave-running --image-path ${img}/i --work-path ${img}/w --page-server ${pa.endpoint} tlsc`], { reject: false });
+    await sh(['pkill', '-KILL', '-f', 'criu: dump'], { reject: false });
+    assert.notEqual(r.exitCode, 0, "the dump with another migration's certificate got through");
+    const psLog = (await sh(['sh', '-c', 'cat /dev/shm/runc-migrate.*/work/page-server.log'], { reject: false })).stdout;
+    assert.match(psLog, /Invalid certificate[\s\S]*issuer is unknown/, 'the page server did not refuse the certificate');
+    assert.doesNotMatch(fs.readFileSync(`${img}/w/dump.log`, 'utf8'), /Error \(criu\/tls\.c[^\n]*\n[^\n]*NOT trusted/, "the intruder refused A's page server: the test proves nothing");
+    assert.equal(await status(h.srcRoot, 'tlsc'), 'running', "the intruder's container stopped");
+    void intruder;
+    pa.release();
+    const ra = await pa.run;
+    assert.notEqual(ra.code, 0, ra.stdout);
+    assert.equal(await status(h.srcRoot, 'tlsa'), 'running');
+    assert.equal(await status(h.dstRoot, 'tlsa'), 'absent');
+    const va = await readCounter(a.src);
+    await waitFor('A to count on on the source', async () => (await readCounter(a.src)) > va);
+    pb.release();
+    const rb = await pb.run;
+    assert.equal(rb.code, 0, rb.stderr + rb.stdout);
+    assert.equal(await status(h.dstRoot, 'tlsb'), 'running');
+    assert.deepEqual(keyMaterial(), []);
+    assert.deepEqual(await leftovers(), []);
+    for (const n of ['tlsa', 'tlsb', 'tlsc']) await removeEverywhere(h, n);
+  });
+
+  test('SIGKILL while the page server waits: keys and port rules go with the tool on both hosts', async () => {
+    const b = await counter('tls3');
+    const p = await pausedAtPageServer('tls3', b, ['--transport', 'tls']);
+    assert.ok(keyMaterial().some((f) => f.endsWith('client.key')) && keyMaterial().some((f) => f.endsWith('server.key')), 'keys were made');
+    await sh(['pkill', '-KILL', '-f', 'bin/migrate tls3']);
+    const r = await p.run;
+    assert.equal(r.code, -1);
+    await waitFor('the keys to go', () => keyMaterial().length === 0, 5000);
+    await waitFor('the port rules and the page server to go', async () => !(await leftovers()).some((l) => /^rule on|page-server|keeper|port-guard/.test(l)), 5000);
+    assert.equal(await status(h.srcRoot, 'tls3'), 'running');
+    assert.equal(await status(h.dstRoot, 'tls3'), 'absent');
+    // The next migration removes the stale work directories and succeeds.
+    const again = await migrate(baseArgs(h, 'tls3', b.dst));
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(await leftovers(), []);
+    await removeEverywhere(h, 'tls3');
+  });
+});
