@@ -9,7 +9,7 @@ top=$(cd "$here/../.." && pwd)
 . "$here/apt.sh"
 
 # gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
-PKGS=(runc rsync iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
+PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
 apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"

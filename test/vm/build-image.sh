@@ -27,11 +27,12 @@ die() { echo "build-image: error: $*" >&2; exit 1; }
 MIRROR=${RM_VM_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # What the guest needs: runc and its libraries, sshd (with sftp for the tool), the network
-# tools CRIU and the tool run (ip, iptables/ip6tables-restore, nft), busybox (the init, the
+# tools CRIU and the tool run (ip, iptables/ip6tables-restore, nft), openssl (the TLS
+# transport's certificates), busybox (the init, the
 # bundles' rootfs), kmod (modprobe), and the libraries the host's node and CRIU load from
 # the system (libstdc++6, libgcc-s1; libnftables1, libmd0, libffi8).
 PACKAGES=(runc rsync openssh-server openssh-client openssh-sftp-server iproute2 busybox-static
-	kmod iptables nftables procps psmisc tar coreutils util-linux sudo
+	kmod iptables nftables openssl procps psmisc tar coreutils util-linux sudo
 	libstdc++6 libgcc-s1 libseccomp2 libnftables1 libmd0 libffi8)
 # Modules loaded by the initramfs (in dependency order) to mount the root disk.
 INITRD_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
@@ -39,10 +40,11 @@ INITRD_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 # The diag modules serve CRIU's socket dumps; nft_compat/xt_*/ip*_tables serve iptables
 # (CRIU's network lock: iptables-restore with '-m mark'); nf_conntrack_netlink because CRIU
 # dumps a network namespace's conntrack table (without it netlink answers EINVAL and the
-# dump fails); xt_conntrack for rules that match state.
+# dump fails); xt_conntrack for rules that match state; xt_owner, xt_comment and xt_tcpudp for
+# the tool's page-server port rules (portguard.ts).
 ROOT_MODULES=(virtio_pci virtio_blk virtio_net virtio_rng crc32c_generic ext4
 	9p 9pnet 9pnet_virtio veth bridge tun af_packet
-	nfnetlink nf_tables nft_compat nft_ct nf_conntrack nf_conntrack_netlink x_tables xt_mark xt_conntrack
+	nfnetlink nf_tables nft_compat nft_ct nf_conntrack nf_conntrack_netlink x_tables xt_mark xt_conntrack xt_owner xt_comment xt_tcpudp
 	ip_tables iptable_filter iptable_raw ip6_tables ip6table_filter ip6table_raw
 	nf_reject_ipv4 nf_reject_ipv6 ipt_REJECT ip6t_REJECT
 	inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag)
