@@ -7,7 +7,10 @@
 //                 images in tmpfs, tar over one SSH connection opened before the freeze
 //   raw-direct    ditto with --transport direct: criu page-server on the destination,
 //                 pages over plain TCP, the rest by tar
-//   ours-stream, ours-page-server, ours-direct   migrate --one-shot --transport ...
+//   raw-tls       raw-direct with CRIU's TLS (certificates made before the freeze)
+//   ours-tls, ours-tunnel, ours-direct, ours-stream, ours-auto
+//                 migrate --one-shot --transport ... --no-sync-rootfs (the scripts move no
+//                 files either; the sync's own cost is in files.md)
 // Every method moves the service address with the container (by hand in the scripts), so
 // the same client can follow it. Per run it records the client's longest gap between
 // answers (a Redis PING every 10 ms from another namespace), freeze-to-running (ours: the
@@ -16,8 +19,9 @@
 // Also the start-up cost: CLI invoked to first remote command.
 //
 //   node dist/bench/compare.js            (as root; make build first)
-// Environment: SIZES (MB of Redis values, default "16 64 256 1024"), RUNS (default 5),
-// METHODS (default all), COUNTER=0 skips the counter, STARTUP=0 skips start-up, OUT (results
+// Environment: SIZES (MB of Redis values, default "16 256 1024"), RUNS (default 5),
+// METHODS (default: naive raw-direct raw-tls ours-tls ours-tunnel ours-direct; also
+// raw-stream ours-stream ours-auto), COUNTER=0 skips the counter, STARTUP=0 skips start-up, OUT (results
 // directory, default bench/results), TAG (file name stem, default "compare").
 import { execa } from 'execa';
 import fs from 'node:fs';
@@ -28,8 +32,9 @@ import { type Hosts, ROOT, baseArgs, clientProcess, migrate, ns, readCounter, re
 import { plot } from './lib/plot.js';
 import { cell, mib, ratio, rotation, summarize } from './lib/stats.js';
 
-const METHODS = ['naive', 'raw-stream', 'raw-direct', 'ours-stream', 'ours-page-server', 'ours-direct'] as const;
+const METHODS = ['naive', 'raw-stream', 'raw-direct', 'raw-tls', 'ours-tls', 'ours-tunnel', 'ours-direct', 'ours-stream', 'ours-auto'] as const;
 type Method = (typeof METHODS)[number];
+const DEFAULT_METHODS: Method[] = ['naive', 'raw-direct', 'raw-tls', 'ours-tls', 'ours-tunnel', 'ours-direct'];
 
 interface Run {
   workload: string;
@@ -43,6 +48,10 @@ interface Run {
   dumpMs?: number;
   /** Ours: the tool's phases, ms. */
   phases?: Record<string, number>;
+  /** Ours: CRIU's figures for the final dump (stats-dump). */
+  finalDump?: { frozenTimeUs: number; memdumpTimeUs: number; memwriteTimeUs: number; pagesWritten: number };
+  /** Ours: the transport the tool used (ours-auto's choice). */
+  transport?: string;
   totalMs: number;
   bytes?: number;
   memoryBytes?: number;
@@ -51,9 +60,10 @@ interface Run {
 }
 
 const env = process.env;
-const SIZES = (env.SIZES ?? '16 64 256 1024').split(/\s+/).filter(Boolean).map(Number);
+const SIZES = (env.SIZES ?? '16 256 1024').split(/\s+/).filter(Boolean).map(Number);
 const RUNS = Number(env.RUNS ?? 5);
-const methods = (env.METHODS ? env.METHODS.split(/\s+/) : [...METHODS]) as Method[];
+const methods = (env.METHODS ? env.METHODS.split(/\s+/) : DEFAULT_METHODS) as Method[];
+for (const m of methods) if (!METHODS.includes(m)) throw new Error(`unknown method ${m}: one of ${METHODS.join(' ')}`);
 const OUT = path.resolve(env.OUT ?? path.join(ROOT, 'bench/results'));
 const TAG = env.TAG ?? 'compare';
 const NAME = 'bench-redis';
@@ -123,17 +133,17 @@ function scriptEnv(dstBundle: string, tcp: boolean): Record<string, string> {
   };
 }
 
-async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promise<Pick<Run, 'downtimeMs' | 'dumpMs' | 'phases' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'>> {
+async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promise<Pick<Run, 'downtimeMs' | 'dumpMs' | 'phases' | 'finalDump' | 'transport' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'>> {
   const t0 = performance.now();
   if (method.startsWith('ours-')) {
-    const args = [...baseArgs(h, NAME, dstBundle), '--one-shot', '--transport', method.slice(5), '--json'];
+    const args = [...baseArgs(h, NAME, dstBundle), '--one-shot', '--transport', method.slice(5), '--no-sync-rootfs', '--json'];
     if (tcp) args.push('--move-ip', svc());
     const r = await migrate(args, {}, 600_000);
     const totalMs = performance.now() - t0;
     const rep = r.stdout ? JSON.parse(r.stdout) : {};
     const phases: Record<string, number> = {};
     for (const p of rep.phases ?? []) if (!p.name.startsWith('preflight:')) phases[p.name] = p.ms;
-    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.code === 0, note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined };
+    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, finalDump: rep.finalDump, transport: rep.transport, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.code === 0, note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined };
   }
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'bash', path.join(SCRIPTS, `${method}.sh`)], {
     reject: false,
@@ -218,7 +228,7 @@ function writeResults(runs: Run[], start: { firstRemote: number[]; nodeBare: num
   if (failed.length) md += `Failed runs (left out of the figures): ${failed.map((r) => `${r.workload} ${r.sizeMb} MB ${r.method} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
   const sizes = [...new Set(good.filter((r) => r.workload === 'redis').map((r) => r.sizeMb))].sort((a, b) => a - b);
   for (const s of sizes) {
-    const mem = summarize(pick('redis', s, 'ours-stream', (r) => r.memoryBytes).concat(pick('redis', s, 'ours-direct', (r) => r.memoryBytes))).median;
+    const mem = summarize(pick('redis', s, 'ours-tls', (r) => r.memoryBytes).concat(pick('redis', s, 'ours-direct', (r) => r.memoryBytes))).median;
     md += `## Redis, DEBUG POPULATE ${s * 1000} keys x 1000 B (${s} MB of values; container memory ${mib(mem)} MiB)\n\n`;
     md += '| method | client gap, ms | freeze-to-running, ms | of which dump, ms | total, ms | moved, MiB |\n|---|---|---|---|---|---|\n';
     for (const m of methods) {
@@ -227,12 +237,23 @@ function writeResults(runs: Run[], start: { firstRemote: number[]; nodeBare: num
     md += '\n';
   }
   if (sizes.length) {
-    md += '## Ratios of medians (below 1: ours is faster)\n\n';
-    md += '| size | client gap: ours-stream / naive | ours-page-server / naive | ours-stream / raw-stream | ours-direct / raw-direct | freeze-to-running: ours-stream / naive | ours-stream / raw-stream | ours-direct / raw-direct |\n|---|---|---|---|---|---|---|---|\n';
+    md += '## Ratios of medians, against the targets (below 1: ours is faster)\n\n';
+    md += 'Page throughput: bytes moved / freeze-to-dumped (ours: the dump phase, until every image is written and the hold holds; the scripts: until `runc checkpoint` returned).\n\n';
+    md += '| size | client gap: ours-tls / raw-direct (target 1.1 or less) | ours-tls / naive (0.6 or less from 256 MB) | ours-tls / raw-tls (1.05 or less) | freeze-to-running: ours-tls / raw-tls | page throughput: ours-tls / raw-direct (0.8 or more) | client gap: ours-tunnel / ours-tls | ours-direct / raw-direct |\n|---|---|---|---|---|---|---|---|\n';
     for (const s of sizes) {
       const g = (m: Method) => pick('redis', s, m, (r) => r.clientGapMs);
       const d = (m: Method) => pick('redis', s, m, (r) => r.downtimeMs);
-      md += `| ${s} MB | ${ratio(g('ours-stream'), g('naive'))} | ${ratio(g('ours-page-server'), g('naive'))} | ${ratio(g('ours-stream'), g('raw-stream'))} | ${ratio(g('ours-direct'), g('raw-direct'))} | ${ratio(d('ours-stream'), d('naive'))} | ${ratio(d('ours-stream'), d('raw-stream'))} | ${ratio(d('ours-direct'), d('raw-direct'))} |\n`;
+      const tp = (m: Method) => pick('redis', s, m, (r) => (r.bytes !== undefined && r.dumpMs ? r.bytes / r.dumpMs : undefined));
+      md += `| ${s} MB | ${ratio(g('ours-tls'), g('raw-direct'))} | ${ratio(g('ours-tls'), g('naive'))} | ${ratio(g('ours-tls'), g('raw-tls'))} | ${ratio(d('ours-tls'), d('raw-tls'))} | ${ratio(tp('ours-tls'), tp('raw-direct'))} | ${ratio(g('ours-tunnel'), g('ours-tls'))} | ${ratio(g('ours-direct'), g('raw-direct'))} |\n`;
+    }
+    md += '\n## Where the time went (ours-tls, medians)\n\n';
+    md += "The tool's switchover phases, and CRIU's own figures for the final dump (stats-dump): *frozen* is the time the tasks were frozen inside CRIU, *memdump* collecting the pages, *memwrite* sending them to the page server.\n\n";
+    md += '| size | dump | move-ip | copy | restore | prepare + commit + finish | CRIU frozen | memdump | memwrite | pages written |\n|---|---|---|---|---|---|---|---|---|---|\n';
+    for (const s of sizes) {
+      const ph = (n: string) => cell(pick('redis', s, 'ours-tls', (r) => r.phases?.[n]));
+      const ph3 = cell(pick('redis', s, 'ours-tls', (r) => (r.phases ? (r.phases.prepare ?? 0) + (r.phases.commit ?? 0) + (r.phases.finish ?? 0) : undefined)));
+      const fd = (k: 'frozenTimeUs' | 'memdumpTimeUs' | 'memwriteTimeUs') => cell(pick('redis', s, 'ours-tls', (r) => (r.finalDump ? r.finalDump[k] / 1000 : undefined)));
+      md += `| ${s} MB | ${ph('dump')} | ${ph('move-ip')} | ${ph('copy')} | ${ph('restore')} | ${ph3} | ${fd('frozenTimeUs')} | ${fd('memdumpTimeUs')} | ${fd('memwriteTimeUs')} | ${cell(pick('redis', s, 'ours-tls', (r) => r.finalDump?.pagesWritten))} |\n`;
     }
     md += '\n![client-observed downtime against size](' + `${TAG}-scaling.png)\n\n`;
   }

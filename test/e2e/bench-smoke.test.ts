@@ -22,14 +22,14 @@ test('bench/transport-crossover.sh runs end to end (16 MB, one run)', async () =
   assert.ok(row, md);
   // Every transport produced a downtime figure.
   const cells = row!.split('|').map((c) => c.trim());
-  for (const c of cells.slice(3, 8)) assert.match(c, /^\d+ \(\d+\)$/, row);
+  for (const c of cells.slice(3, 10)) assert.match(c, /^\d+ \(\d+\)$/, row);
   fs.rmSync(path.dirname(out), { recursive: true, force: true });
 });
 
 test('bench/compare.js runs end to end (16 MB, one run, naive, raw and ours)', async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-bench-'));
   const r = await execa('node', [path.join(ROOT, 'dist/bench/compare.js')], {
-    env: { SIZES: '16', RUNS: '1', COUNTER: '0', STARTUP: '0', METHODS: 'naive raw-direct ours-stream', OUT: out, TAG: 'smoke' },
+    env: { SIZES: '16', RUNS: '1', COUNTER: '0', STARTUP: '0', METHODS: 'naive raw-tls ours-tls', OUT: out, TAG: 'smoke' },
     reject: false,
     stdin: 'ignore',
     timeout: 300_000,
@@ -37,7 +37,7 @@ test('bench/compare.js runs end to end (16 MB, one run, naive, raw and ours)', a
   assert.equal(r.exitCode, 0, String(r.stderr));
   const md = fs.readFileSync(path.join(out, 'smoke.md'), 'utf8');
   // Each method measured a client gap and a freeze-to-running time; the state moved whole.
-  for (const m of ['naive', 'raw-direct', 'ours-stream']) assert.match(md, new RegExp(`^\\| ${m}( \\| \\d+){5} \\|$`, 'm'), md);
+  for (const m of ['naive', 'raw-tls', 'ours-tls']) assert.match(md, new RegExp(`^\\| ${m}( \\| \\d+){5} \\|$`, 'm'), md);
   assert.doesNotMatch(md, /Failed runs/);
   fs.rmSync(out, { recursive: true, force: true });
 });
