@@ -7,7 +7,10 @@
 //            every 10 ms: ours iterative with --threshold 1..50 % of the first dump, with
 //            the default --max-downtime rule, and one-shot; client gap, freeze-to-running,
 //            total, pre-dumps (the thesis' figure 5.1).
-//   node dist/bench/vm.js [scaling] [sweep]      (as root; make build first)
+//   predump  (only when named) memwriter (PREDUMP_MIB, default 64 MiB, 1 MiB/s rewritten),
+//            iterative, --pre-dump-mode splice against read, alternating: how long each
+//            pre-dump kept the tasks frozen (CRIU's frozen time), downtime, total.
+//   node dist/bench/vm.js [scaling] [sweep] [predump]     (as root; make build first)
 // Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
@@ -30,7 +33,7 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
-  bench: 'scaling' | 'sweep';
+  bench: 'scaling' | 'sweep' | 'predump';
   point: string;
   x: number;
   rep: number;
@@ -45,6 +48,10 @@ interface Run {
   at?: string;
   /** Ours: the tool's phases (pre-copy and switchover), ms. */
   phases?: Record<string, number>;
+  /** Ours: CRIU's frozen time of each pre-dump, ms. */
+  preFrozenMs?: number[];
+  /** Ours: the transport the tool chose. */
+  transport?: string;
   ok: boolean;
   note?: string;
 }
@@ -100,6 +107,8 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     preDumps: j.iterations?.length ?? 0,
     finalPages: j.finalDump?.pagesWritten,
     stopReason: j.stopReason,
+    preFrozenMs: (j.iterations ?? []).map((i: { frozenMs: number }) => i.frozenMs),
+    transport: j.transport,
     phases: Object.fromEntries((j.phases ?? []).filter((p: { name: string }) => !p.name.startsWith('preflight:')).map((p: { name: string; ms: number }) => [p.name, p.ms])),
     ok: r.code === 0,
     note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined,
@@ -189,6 +198,36 @@ async function sweep(runs: Run[]): Promise<void> {
   }
 }
 
+/** Pre-dump modes against each other: the tasks' frozen time per pre-dump, and what it does to the rest. */
+async function predump(runs: Run[]): Promise<void> {
+  const name = 'bpd';
+  const mib = Number(env.PREDUMP_MIB ?? 64);
+  const modes = ['splice', 'read'];
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const m of rotation(modes, rep)) {
+      for (const v of ['vm1', 'vm2'] as const) {
+        await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=1024 bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+      }
+      await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+      for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
+      const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
+      const r = await migrateBy('ours', name, `--iterative --pre-dump-mode ${m}`, false);
+      let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+      let note = r.note;
+      if (ok) {
+        await sleep(1500);
+        const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
+        const st = (await vm('vm2', shm(name, 'status'))).stdout.trim();
+        if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
+      }
+      record(runs, { bench: 'predump', point: m, x: mib, rep, ...r, ok, note });
+      log(`predump ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; pre-dumps frozen ${JSON.stringify(r.preFrozenMs?.map(Math.round))} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms (${r.transport})`);
+      await vm('vm2', `runc delete -f ${name}`);
+      write(runs);
+    }
+  }
+}
+
 let began = new Date();
 function record(runs: Run[], r: Run): void {
   runs.push({ ...r, at: new Date().toISOString() });
@@ -235,6 +274,18 @@ function write(runs: Run[]): void {
     }
     md += `\n![downtime and total time against the threshold](${TAG}-sweep.png)\n\n`;
   }
+  const pd = good.filter((r) => r.bench === 'predump');
+  if (pd.length) {
+    md += `## Pre-dump mode: memwriter ${pd[0].x} MiB, 1 MiB/s rewritten, iterative\n\n`;
+    md += "*frozen*: CRIU's frozen time of a pre-dump (the tasks stopped), all pre-dumps of all runs; *first*: the first pre-dump's (all the memory).\n\n";
+    md += '| --pre-dump-mode | frozen per pre-dump, ms | first pre-dump frozen, ms | freeze-to-running, ms | total, ms | pre-dumps |\n|---|---|---|---|---|---|\n';
+    for (const m of ['splice', 'read']) {
+      const rs = pd.filter((r) => r.point === m);
+      if (!rs.length) continue;
+      md += `| ${m} | ${cell(rs.flatMap((r) => r.preFrozenMs ?? []))} | ${cell(rs.map((r) => r.preFrozenMs?.[0] ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.totalMs))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} |\n`;
+    }
+    md += '\n';
+  }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
@@ -275,7 +326,8 @@ async function plots(runs: Run[]): Promise<void> {
 
 async function main(): Promise<void> {
   const which = process.argv.slice(2);
-  const want = (b: string) => which.length === 0 || which.includes(b);
+  // predump runs only when named.
+  const want = (b: string) => (which.length === 0 && b !== 'predump') || which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
@@ -284,6 +336,7 @@ async function main(): Promise<void> {
     : [];
   await startVms();
   try {
+    if (want('predump')) await predump(runs);
     if (want('sweep')) await sweep(runs);
     if (want('scaling')) await baseline(runs);
     if (want('scaling')) await scaling(runs);

@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
 import { readFileSync } from 'node:fs';
 import { bashCompletion } from './completion.js';
-import { DEFAULTS, resolveOptions, TRANSPORT_ALIASES, TRANSPORTS, type RawOptions } from './options.js';
+import { DEFAULTS, PRE_DUMP_MODES, resolveOptions, TRANSPORT_ALIASES, TRANSPORTS, type RawOptions } from './options.js';
 import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
@@ -67,6 +67,7 @@ export function buildProgram(): Command {
     .option('--max-downtime <ms>', 'pre-copy stop rule: switch over once the predicted downtime is at most this', String(DEFAULTS.maxDowntimeMs))
     .option('--threshold <size|pct>', "pre-copy stop rule instead of --max-downtime: switch over once an iteration writes less than SIZE (16M) or PCT of the first (10%)")
     .option('--max-iterations <n>', 'pre-copy: at most this many iterations before the switchover', String(DEFAULTS.maxIterations))
+    .addOption(new Option('--pre-dump-mode <mode>', 'pre-copy: how pre-dumps read memory: splice (while the tasks are frozen) or read (process_vm_readv after they run again)').choices([...PRE_DUMP_MODES]).default(DEFAULTS.preDumpMode))
     .option('--page-server-port <port>', 'TCP port of the page server on the destination', String(DEFAULTS.pageServerPort))
     .option('--tcp-established', 'migrate established TCP connections (default)')
     .option('--no-tcp-established', 'do not migrate TCP connections (the dump fails if there are any)')

@@ -9,6 +9,8 @@ import { parseThreshold } from './migration/policy.js';
 export type Transport = 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct';
 /** auto: iterative when the source kernel tracks dirty memory, else one-shot with a warning. */
 export type Mode = 'auto' | 'iterative' | 'one-shot';
+export type PreDumpMode = 'splice' | 'read';
+export const PRE_DUMP_MODES: readonly PreDumpMode[] = ['splice', 'read'];
 export const TRANSPORTS: readonly Transport[] = ['auto', 'tls', 'tunnel', 'stream', 'direct'];
 /** Former names still accepted: page-server is the tunnel's name before 0.3. */
 export const TRANSPORT_ALIASES: Readonly<Record<string, Transport>> = { 'page-server': 'tunnel' };
@@ -44,6 +46,12 @@ export const DEFAULTS = {
   /** The stop rule: switch over once the predicted downtime is at most this (QEMU's default). */
   maxDowntimeMs: 300,
   maxIterations: 8,
+  /**
+   * How pre-dumps read memory (CRIU's --pre-dump-mode): splice (CRIU's default) drains the
+   * dirty pages into pipes while the tasks are frozen; read copies them with
+   * process_vm_readv after the tasks run again.
+   */
+  preDumpMode: 'splice' as PreDumpMode,
   /**
    * How long the frozen source waits for the verdict before resuming by itself (the
    * destination's guard gives up a little earlier): this floor, or twice the time the
@@ -95,6 +103,7 @@ export interface Options {
   maxDowntimeMs: number;
   threshold?: { bytes: number } | { percent: number };
   maxIterations: number;
+  preDumpMode: PreDumpMode;
   pageServerPort: number;
   tcpEstablished: boolean;
   moveIp?: MoveIp;
@@ -136,6 +145,7 @@ export interface RawOptions {
   maxDowntime?: string;
   threshold?: string;
   maxIterations?: string;
+  preDumpMode?: string;
   pageServerPort?: string;
   tcpEstablished?: boolean;
   moveIp?: string;
@@ -222,6 +232,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     maxDowntimeMs: positiveInt(raw.maxDowntime, '--max-downtime', DEFAULTS.maxDowntimeMs),
     threshold,
     maxIterations: positiveInt(raw.maxIterations, '--max-iterations', DEFAULTS.maxIterations),
+    preDumpMode: preDumpMode(raw.preDumpMode),
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
     moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,
@@ -235,4 +246,10 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
     syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
   };
+}
+
+function preDumpMode(raw: string | undefined): PreDumpMode {
+  if (raw === undefined) return DEFAULTS.preDumpMode;
+  if (!(PRE_DUMP_MODES as readonly string[]).includes(raw)) throw new UsageError(`--pre-dump-mode "${raw}" is not one of ${PRE_DUMP_MODES.join(', ')}`);
+  return raw as PreDumpMode;
 }

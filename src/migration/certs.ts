@@ -30,8 +30,6 @@ export interface Certificates {
   server: TlsFiles;
   /** CRIU's config lines for a dump through TLS (see openssl.criuTlsConfig). */
   criuConfig: string;
-  /** A CRIU config file holding only those lines, for the pre-dumps. */
-  criuConfigFile: string;
   /** Removes both tls directories and ends the keepers. */
   remove: () => Promise<void>;
 }
@@ -88,10 +86,7 @@ export async function makeCertificates(ctx: Context, address: string): Promise<C
     await fs.rm(make, { recursive: true, force: true });
     const server: TlsFiles = { caCert: path.join(remoteDir, 'ca.crt'), cert: path.join(remoteDir, 'server.crt'), key: path.join(remoteDir, 'server.key') };
     const named = await criuNames(ctx, localDir, client);
-    const lines = criuTlsConfig(named);
-    const criuConfigFile = path.join(localDir, 'criu.conf');
-    await fs.writeFile(criuConfigFile, lines, { mode: 0o600 });
-    return { client, server, criuConfig: lines, criuConfigFile, remove };
+    return { client, server, criuConfig: criuTlsConfig(named), remove };
   } catch (err) {
     await remove();
     throw err;

@@ -33,6 +33,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     ...MODEL,
   };
   let prevStart: number | undefined;
+  const config = path.join(L.base, 'pre-dump.conf');
+  await fs.writeFile(config, `pre-dump-mode ${opts.preDumpMode}\n${ctx.certs?.criuConfig ?? ''}`, { mode: 0o600 });
   for (let n = 1; ; n++) {
     checkInterrupt();
     const dir = String(n);
@@ -53,8 +55,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         const stopMeter = await watchTransfer(ctx, 'dst', remote, expected);
         const r = await src.run(
           runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
-          // TLS: CRIU reads its options for the page server's connection from this file.
-          { allowFail: true, timeoutMs: 600_000, env: ctx.certs ? { CRIU_CONFIG_FILE: ctx.certs.criuConfigFile } : undefined },
+          // CRIU reads the pre-dump mode and, with TLS, its certificates from this file (runc has no flags for them).
+          { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
         );
         await stopMeter();
         dumpMs = performance.now() - d0;

@@ -78,7 +78,7 @@ describe('the TLS transport', () => {
   test("a dumper holding another migration's certificate is refused; that migration rolls back, the other goes on", async () => {
     const a = await counter('tlsa');
     const bb = await counter('tlsb');
-    const withKeys = () => fs.readdirSync('/dev/shm').filter((d) => d.startsWith('runc-migrate.') && fs.existsSync(`/dev/shm/${d}/tls/criu.conf`));
+    const withKeys = () => fs.readdirSync('/dev/shm').filter((d) => d.startsWith('runc-migrate.') && fs.existsSync(`/dev/shm/${d}/tls/client.key`));
     const pa = await pausedAtPageServer('tlsa', a, ['--transport', 'tls']);
     const mine = withKeys();
     const pb = await pausedAtPageServer('tlsb', bb, ['--transport', 'tls', '--page-server-port', '27028']);

@@ -96,6 +96,9 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     );
     assert.equal(it.mode, 'iterative');
     assert.equal(one.mode, 'one-shot');
+    // auto: pre-copy through CRIU's TLS (both VMs have it, vm1 has openssl).
+    assert.equal(it.transport, 'tls', it.transportWhy);
+    assert.equal(one.transport, 'tls', one.transportWhy);
     assert.ok(its.length >= 2, `only ${its.length} pre-dump(s)`);
     for (const later of its.slice(1)) assert.ok(later.pagesWritten < its[0].pagesWritten, 'a later iteration wrote as much as the first');
     assert.ok(it.finalDump.pagesWritten * 5 < one.finalDump.pagesWritten, `final dump ${it.finalDump.pagesWritten} pages vs one-shot ${one.finalDump.pagesWritten}`);
@@ -117,7 +120,7 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.match(await must('vm1', 'runc state mws'), /"status": "running"/);
     assert.match((await vm('vm2', 'runc state mws 2>&1')).stdout, /does not exist/);
     for (const v of ['vm1', 'vm2'] as const) {
-      const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[c]riu page-server"; grep "[r]unc-migrate" /proc/mounts');
+      const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[c]riu page-server|[t]ls-keeper|[p]ort-guard"; grep "[r]unc-migrate" /proc/mounts; iptables -S | grep "[r]unc-migrate"');
       assert.equal(left.stdout.trim(), '', `${v} keeps: ${left.stdout}`);
     }
     const before = Number((await vm('vm1', shm('mws', 'count'))).stdout.trim());
