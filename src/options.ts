@@ -35,10 +35,11 @@ export const DEFAULTS = {
   identityFiles: ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => path.join(os.homedir(), '.ssh', f)),
   connectTimeoutMs: 10_000,
   /**
-   * With --transport auto: containers using less memory than this are dumped to the
-   * work directory and streamed over SSH; larger ones go through the page server.
-   * Measured on the test hosts: bench/results/transport-crossover.md (stream wins at 37 MiB,
-   * the page server at 72 MiB).
+   * With --transport auto, in one shot: containers using less memory than this are dumped
+   * to the work directory and streamed over SSH (no page-server disconnect, which costs
+   * about 150 ms); larger ones go to a page server (tls, else tunnel). Measured on the test
+   * hosts (bench/results/transport-crossover.md, 2026-11-23): the stream wins at 38 MiB
+   * (696 against 733 ms with tls), tls at 72 MiB (808 against 913 ms).
    */
   autoStreamMaxBytes: 48 * 1024 * 1024,
   /** Room asked for on the destination beyond the container's memory use, for the images. */
