@@ -189,6 +189,8 @@ export interface TransportFacts {
   tls: { ok: boolean; why?: string };
   /** The source reaches the destination's address itself (no ProxyJump between them). */
   directRoute: boolean;
+  /** The jump hosts in between, by name, when there are. */
+  jumpHosts?: string[];
   /** auto's limit for the tar stream (DEFAULTS.autoStreamMaxBytes). */
   streamMaxBytes: number;
 }
@@ -206,7 +208,7 @@ export type TransportChoice =
 export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct', f: TransportFacts): TransportChoice {
   const mib = (b: number) => `${Math.round(b / 1048576)} MiB`;
   const noRoute = {
-    message: `--transport ${requested} needs the destination's address as the source reaches it, and the SSH connection goes through a jump host`,
+    message: `--transport ${requested} needs the destination's address as the source reaches it, and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`,
     hint: 'Use --transport tunnel (through the SSH connection), or connect without ProxyJump.',
   };
   switch (requested) {

@@ -95,7 +95,7 @@ async function tlsAvailable(ctx: Context): Promise<{ ok: boolean; why?: string }
  */
 async function settleTransport(ctx: Context): Promise<string> {
   const directRoute = ctx.ssh.remoteAddress !== undefined && !ctx.ssh.endpoint.jumps?.length;
-  const facts = { mode: ctx.mode!, memoryBytes: ctx.memoryBytes, directRoute, streamMaxBytes: DEFAULTS.autoStreamMaxBytes };
+  const facts = { mode: ctx.mode!, memoryBytes: ctx.memoryBytes, directRoute, jumpHosts: ctx.ssh.endpoint.jumps?.map((j) => j.label), streamMaxBytes: DEFAULTS.autoStreamMaxBytes };
   let c = chooseTransport(ctx.opts.transport, { ...facts, tls: { ok: true } });
   if (c.transport === 'tls') c = chooseTransport(ctx.opts.transport, { ...facts, tls: await tlsAvailable(ctx) });
   if (c.refuse) throw new PreflightError(c.refuse.message, c.refuse.hint);

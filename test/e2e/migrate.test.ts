@@ -93,19 +93,23 @@ describe('TCP echo server with --move-ip', () => {
     for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
   });
 
-  test('the client keeps its connection and gets every answer in order', async () => {
+  for (const transport of ['auto', 'tls']) {
+  test(`the client keeps its connection and gets every answer in order (--transport ${transport})`, async () => {
+    await removeEverywhere(h, 'echo');
+    await addressOnSource();
     const b = await startExample(h, 'echo', 'echo');
     await new Promise((r) => setTimeout(r, 300));
     const client = echoClient(h, 20);
     await client.connected;
     await new Promise((r) => setTimeout(r, 1000));
-    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json']);
+    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--transport', transport, '--json']);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const report = JSON.parse(r.stdout);
+    if (transport === 'tls') assert.equal(report.transport, 'tls');
     // Keep talking to the migrated server for a while, then stop the client.
     await new Promise((res) => setTimeout(res, 2500));
     const result = await stopClient(client);
-    process.stderr.write(`# echo: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`);
+    process.stderr.write(`# echo ${transport}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`);
     assert.ok(result.sent > 100, `sent ${result.sent}`);
     assert.equal(await status(h.srcRoot, 'echo'), 'absent');
     assert.equal(await status(h.dstRoot, 'echo'), 'running');
@@ -118,6 +122,7 @@ describe('TCP echo server with --move-ip', () => {
     assert.doesNotMatch(rules.stdout, /0xc114|CRIU/);
     await assertNoLeftovers();
   });
+  }
 
   test('a restore failure hands the connection back to the source, still answering in order', async () => {
     await removeEverywhere(h, 'echo');
