@@ -27,6 +27,8 @@ export async function localKeeper(name: string, undo: readonly string[]): Promis
   child.unref();
   (child.stdin as unknown as { unref?: () => void }).unref?.();
   return async () => {
+    // Waited for: the tool must not end (its event loop empty) before the undo has run.
+    child.ref();
     child.stdin!.end();
     await exited;
   };

@@ -187,10 +187,11 @@ function sshdPid(): string | undefined {
 }
 
 /** The service address (h.serviceAddr/32) on the source only; the client forgets any other home. */
-export async function serviceAddressOnSource(h: Hosts): Promise<void> {
-  const svc = `${h.serviceAddr}/32`;
-  await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc, 'dev', 'eth0'], { reject: false });
-  await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc, 'dev', 'eth0']);
+export async function serviceAddressOnSource(h: Hosts, o: { address?: string; dev?: string } = {}): Promise<void> {
+  const svc = `${o.address ?? h.serviceAddr}/32`;
+  const dev = o.dev ?? 'eth0';
+  await sh(['ip', '-n', 'rm-dst', 'addr', 'del', svc, 'dev', dev], { reject: false });
+  await sh(['ip', '-n', 'rm-src', 'addr', 'replace', svc, 'dev', dev]);
   await sh(['ip', '-n', 'rm-client', 'neigh', 'flush', 'all']);
 }
 
@@ -213,8 +214,8 @@ export function clientProcess(script: string, args: string[]): { proc: ResultPro
   return { proc, connected };
 }
 
-export function echoClient(h: Hosts, intervalMs = 20): { proc: ResultPromise; connected: Promise<void> } {
-  return clientProcess(path.join(ROOT, 'dist/test/e2e/echo-client.js'), [h.serviceAddr, '7777', String(intervalMs)]);
+export function echoClient(h: Hosts, intervalMs = 20, address = h.serviceAddr): { proc: ResultPromise; connected: Promise<void> } {
+  return clientProcess(path.join(ROOT, 'dist/test/e2e/echo-client.js'), [address, '7777', String(intervalMs)]);
 }
 
 /** Stops an echo client and checks what it saw: its connection never broke, every answer came back in order. */

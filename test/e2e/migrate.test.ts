@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  baseArgs, echoClient, leftovers, stopClient, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
+  baseArgs, echoClient, leftovers, stopClient, migrate, ns, readCounter, readEnv, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
   type Hosts,
 } from './hosts.js';
 
@@ -144,6 +144,41 @@ describe('TCP echo server with --move-ip', () => {
     assert.match(onSrc.stdout, /inet /);
     assert.equal(onDst.stdout.trim(), '');
     await assertNoLeftovers();
+  });
+});
+
+describe('TCP echo server with --move-ip onto a device named like a VLAN device (eth0.100)', () => {
+  // eth0.100: a device name with a dot, which a dotted sysctl key would take apart (a macvlan
+  // device under that name: this kernel has no 802.1Q, see test/hosts/setup.sh).
+  const e = readEnv();
+  const dev = `eth0.${e.RM_VLAN_ID}`;
+  const svc = `${e.RM_VLAN_SERVICE_ADDR}/32`;
+  after(async () => {
+    await removeEverywhere(h, 'echov');
+    for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc, 'dev', dev], { reject: false });
+  });
+
+  test(`the address moves on ${dev}; the client keeps its connection and every answer (--transport tls)`, async () => {
+    await serviceAddressOnSource(h, { address: e.RM_VLAN_SERVICE_ADDR, dev });
+    const b = await startExample(h, 'echo', 'echov');
+    await new Promise((r) => setTimeout(r, 300));
+    const client = echoClient(h, 20, e.RM_VLAN_SERVICE_ADDR);
+    await client.connected;
+    await new Promise((r) => setTimeout(r, 1000));
+    const arpBefore = (await sh([...ns('dst'), 'cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`])).stdout.trim();
+    const r = await migrate([...baseArgs(h, 'echov', b.dst), '--move-ip', `${svc}@${dev}`, '--transport', 'tls', '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    await new Promise((res) => setTimeout(res, 2500));
+    const result = await stopClient(client);
+    process.stderr.write(`# echo on ${dev}: downtime ${JSON.parse(r.stdout).downtimeMs} ms; client ${JSON.stringify(result)}\n`);
+    assert.ok(result.sent > 100, `sent ${result.sent}`);
+    assert.equal(await status(h.srcRoot, 'echov'), 'absent');
+    assert.equal(await status(h.dstRoot, 'echov'), 'running');
+    assert.match((await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'dev', dev, 'to', e.RM_VLAN_SERVICE_ADDR])).stdout, /inet /);
+    assert.equal((await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', e.RM_VLAN_SERVICE_ADDR])).stdout.trim(), '');
+    // The guard set the VLAN device's arp_ignore while it held the address muted, and put it back.
+    assert.equal((await sh([...ns('dst'), 'cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`])).stdout.trim(), arpBefore);
+    assert.deepEqual(await leftovers(), []);
   });
 });
 

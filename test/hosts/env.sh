@@ -17,6 +17,13 @@ RM_JUMP_ADDR=$RM_NET_PREFIX.4
 RM_DEAD_ADDR=$RM_NET_PREFIX.99
 # The service address a TCP container's peers use; it starts on the source.
 RM_SERVICE_ADDR=10.77.1.10
+# A second device on the link named as a VLAN device is (eth0.100 on the source,
+# destination and client) and a service address reached through it: --move-ip onto a
+# device whose name has a dot. This kernel has no 802.1Q (CONFIG_VLAN_8021Q unset), so
+# it is a macvlan device under that name.
+RM_VLAN_ID=100
+RM_VLAN_PREFIX=10.77.100
+RM_VLAN_SERVICE_ADDR=10.77.101.10
 RM_SSH_PORT=22
 # The destination's second sshd, with an RSA host key only.
 RM_SSH_RSA_PORT=2222

@@ -48,6 +48,19 @@ plug "$RM_NS_JUMP" "$RM_JUMP_ADDR"
 for n in "$RM_NS_SRC" "$RM_NS_DST" "$RM_NS_CLIENT"; do
 	ip -n "$n" route replace "${RM_SERVICE_ADDR%.*}.0/24" dev eth0
 done
+# A device named eth0.$RM_VLAN_ID, as VLAN devices are on operators' hosts, with its own
+# subnet and service subnet. This kernel has no 802.1Q support (CONFIG_VLAN_8021Q unset):
+# it is a macvlan device on eth0 (its own MAC on the same link). What matters to the tool is
+# the dot in the name (a dotted sysctl key would take it apart).
+vdev=eth0.$RM_VLAN_ID
+i=1
+for n in "$RM_NS_SRC" "$RM_NS_DST" "$RM_NS_CLIENT"; do
+	ip -n "$n" link show "$vdev" >/dev/null 2>&1 || ip -n "$n" link add link eth0 name "$vdev" type macvlan mode bridge
+	ip -n "$n" link set "$vdev" up
+	ip -n "$n" addr replace "$RM_VLAN_PREFIX.$i/24" dev "$vdev"
+	ip -n "$n" route replace "${RM_VLAN_SERVICE_ADDR%.*}.0/24" dev "$vdev"
+	i=$((i + 1))
+done
 
 # --- keys ----------------------------------------------------------------------------
 [ -f "$D/keys/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C runc-migrate-test -f "$D/keys/id_ed25519"

@@ -53,3 +53,9 @@ test('--transport page-server, the tunnel\'s former name, still works', () => {
   assert.equal(resolveOptions('web', 'h', { transport: 'page-server' }).transport, 'tunnel');
   assert.equal(resolveOptions('web', 'h', { transport: 'tls' }).transport, 'tls');
 });
+
+test('--pre-dump-mode: splice by default, read on request, anything else refused', () => {
+  assert.equal(resolveOptions('web', 'h', {}).preDumpMode, 'splice');
+  assert.equal(resolveOptions('web', 'h', { preDumpMode: 'read' }).preDumpMode, 'read');
+  assert.throws(() => resolveOptions('web', 'h', { preDumpMode: 'copy' }), UsageError);
+});

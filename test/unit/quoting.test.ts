@@ -69,3 +69,18 @@ test('stale work directories under a hostile parent are found and removed', asyn
   assert.equal(fs.existsSync(stale), false);
   nothingRan(cwd);
 });
+
+test('a keeper, undoing in a hostile directory, removes that directory when its pipe closes, and runs nothing else', async () => {
+  const { cwd, dir } = sandbox();
+  const victim = path.join(dir, 'tls');
+  fs.mkdirSync(victim);
+  fs.writeFileSync(path.join(victim, 'client.key'), 'k');
+  const { localKeeper } = await import('../../src/migration/keeper.js');
+  const end = await localKeeper('tls-keeper', ['rm', '-rf', victim]);
+  assert.ok(fs.existsSync(victim), 'removed before its pipe closed');
+  await end();
+  assert.equal(fs.existsSync(victim), false);
+  assert.ok(fs.existsSync(dir), 'the directory around it went too');
+  nothingRan(cwd);
+  fs.rmSync(cwd, { recursive: true, force: true });
+});
