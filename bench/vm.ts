@@ -115,31 +115,41 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
   };
 }
 
+/**
+ * Migrates a fresh memwriter (MIB kept, RATE_KIB KiB/s rewritten) from vm1 to vm2 by
+ * METHOD with FLAGS, and checks what moved: it runs on vm2 only, counting on, its memory
+ * check still "ok".
+ */
+async function migrateMemwriter(name: string, mib: number, rateKib: number, method: string, flags: string): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
+  for (const v of ['vm1', 'vm2'] as const) {
+    await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+  }
+  await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+  for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
+  const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
+  const r = await migrateBy(method, name, flags, false);
+  let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+  let note = r.note;
+  if (ok) {
+    await sleep(1500);
+    const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
+    const st = (await vm('vm2', shm(name, 'status'))).stdout.trim();
+    if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
+  }
+  await vm('vm2', `runc delete -f ${name}`);
+  return { ...r, ok, note };
+}
+
 async function scaling(runs: Run[]): Promise<void> {
   const name = 'bmw';
   const methods = ['naive', 'one-shot', 'iterative'];
   for (const mib of SIZES) {
     for (let rep = 0; rep < RUNS; rep++) {
       for (const m of rotation(methods, rep)) {
-        for (const v of ['vm1', 'vm2'] as const) {
-          await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=256 bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
-        }
-        await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
-        for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
-        const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
-        const r = await migrateBy(m, name, m === 'naive' ? '' : `--${m}`, false);
-        let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
-        let note = r.note;
-        if (ok) {
-          await sleep(1500);
-          const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
-          const st = (await vm('vm2', shm(name, 'status'))).stdout.trim();
-          if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
-        }
-        const run: Run = { bench: 'scaling', point: m, x: mib, rep, ...r, ok, note };
+        const r = await migrateMemwriter(name, mib, 256, m, m === 'naive' ? '' : `--${m}`);
+        const run: Run = { bench: 'scaling', point: m, x: mib, rep, ...r };
         record(runs, run);
-        log(`scaling ${mib} MiB ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`);
-        await vm('vm2', `runc delete -f ${name}`);
+        log(`scaling ${mib} MiB ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`);
         write(runs);
       }
     }
@@ -205,24 +215,9 @@ async function predump(runs: Run[]): Promise<void> {
   const modes = ['splice', 'read'];
   for (let rep = 0; rep < RUNS; rep++) {
     for (const m of rotation(modes, rep)) {
-      for (const v of ['vm1', 'vm2'] as const) {
-        await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=1024 bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
-      }
-      await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
-      for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
-      const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
-      const r = await migrateBy('ours', name, `--iterative --pre-dump-mode ${m}`, false);
-      let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
-      let note = r.note;
-      if (ok) {
-        await sleep(1500);
-        const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
-        const st = (await vm('vm2', shm(name, 'status'))).stdout.trim();
-        if (!(after > before) || st !== 'ok') (ok = false), (note = `count ${before} -> ${after}, status ${st}`);
-      }
-      record(runs, { bench: 'predump', point: m, x: mib, rep, ...r, ok, note });
-      log(`predump ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; pre-dumps frozen ${JSON.stringify(r.preFrozenMs?.map(Math.round))} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms (${r.transport})`);
-      await vm('vm2', `runc delete -f ${name}`);
+      const r = await migrateMemwriter(name, mib, 1024, 'ours', `--iterative --pre-dump-mode ${m}`);
+      record(runs, { bench: 'predump', point: m, x: mib, rep, ...r });
+      log(`predump ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; pre-dumps frozen ${JSON.stringify(r.preFrozenMs?.map(Math.round))} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms (${r.transport})`);
       write(runs);
     }
   }
