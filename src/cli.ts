@@ -169,7 +169,10 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   if (process.env.NO_COLOR !== undefined || !process.stderr.isTTY) chalk.level = 0;
-  const mode = opts.json || opts.quiet ? 'silent' : process.stderr.isTTY ? 'tty' : 'plain';
+  // A terminal that reports no width (a pty nobody sized, as script(1) makes) cannot take
+  // a spinner's redraws: ora clears lines without end there. Plain lines instead.
+  const sized = process.stderr.isTTY && (process.stderr.columns ?? 0) > 0;
+  const mode = opts.json || opts.quiet ? 'silent' : sized ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
   const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress);

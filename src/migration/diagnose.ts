@@ -7,6 +7,11 @@ interface KnownCause {
 }
 
 const KNOWN: KnownCause[] = [
+  // Before the network-lock pattern: these lines name the page server, not iptables.
+  { pattern: /tls: .*(not activated|expired)/i,
+    cause: "The TLS certificates made for this migration are not valid on one host: its clock is more than an hour off the source's. Set the clocks right (NTP), or use --transport tunnel." },
+  { pattern: /tls: .*(NOT trusted|Invalid certificate|handshake)|Can't connect to server/i,
+    cause: "The dump could not talk to the page server over TLS: another program may have taken its port on the destination (see the page server's log there), or the source reaches the destination through an address translation. Use --transport tunnel, or another --page-server-port." },
   { pattern: /External (socket|file)|unix: Can't dump|isn't (?:an )?external|Can't dump .* socket/i,
     cause: 'The container holds a file or socket that lives outside it (its stdio on a host file, or a host unix socket). Start it with stdio on /dev/null or a console socket.' },
   { pattern: /file lock|lock.* found|Can't dump file locks/i,
@@ -23,8 +28,8 @@ const KNOWN: KnownCause[] = [
     cause: 'A file the container holds open differs in size on the destination: make the destination\'s rootfs identical to the source\'s.' },
 ];
 
-export function diagnose(log: string): { errors: string[]; cause?: string } {
-  const errors = criuLogErrors(log);
+export function diagnose(log: string, maxErrors = 5): { errors: string[]; cause?: string } {
+  const errors = criuLogErrors(log, maxErrors);
   const text = errors.join('\n') || log;
   const hit = KNOWN.find((k) => k.pattern.test(errors.join('\n')) || (errors.length === 0 && k.pattern.test(text)));
   return { errors, cause: hit?.cause };

@@ -8,9 +8,13 @@ import type { Context } from './context.js';
 
 const EVERY_S = 0.5;
 
-/** "312.0 MiB of ~1.0 GiB, 205.3 MiB/s, 4 s left" (pure). */
+/**
+ * "312.0 MiB of ~1.0 GiB, 205.3 MiB/s, 4 s left" (pure). The rate, and the time left,
+ * only from half a second on: before that they say more about the sampling than
+ * about the transfer.
+ */
 export function transferLine(bytes: number, elapsedMs: number, expectedBytes?: number): string {
-  const rate = elapsedMs > 0 ? (bytes * 1000) / elapsedMs : 0;
+  const rate = elapsedMs >= 500 ? (bytes * 1000) / elapsedMs : 0;
   let line = formatBytes(bytes);
   if (expectedBytes && expectedBytes > 0) line += ` of ~${formatBytes(expectedBytes)}`;
   if (rate > 0) line += `, ${formatBytes(rate)}/s`;
@@ -36,12 +40,16 @@ export async function watchTransfer(ctx: Context, where: 'src' | 'dst', dir: str
     dir,
   ], { streamStdout: true });
   let buf = '';
+  // What the directory held before (its own entry, a parent link): not transferred.
+  let base: number | undefined;
   proc.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     const lines = buf.split('\n');
     buf = lines.pop()!;
     const last = lines.filter((l) => /^\d+$/.test(l.trim())).pop();
-    if (last !== undefined) show(Number(last));
+    if (last === undefined) return;
+    base ??= Number(last);
+    show(Math.max(0, Number(last) - base));
   });
   return async () => {
     proc.stdin.end();

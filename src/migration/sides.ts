@@ -3,6 +3,7 @@
 // over the SSH connection (its guard, the page server, the image copy).
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { criuLogErrors } from '../criu.js';
 import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
 import type { Proc } from '../host.js';
@@ -41,6 +42,13 @@ export class CriuFailure extends Error {
 async function fetchLog(host: Context['src'], file: string): Promise<string> {
   const r = await host.run(['cat', file], { allowFail: true });
   return r.code === 0 ? r.stdout : '';
+}
+
+/** The destination's page server log, each line marked as its own (it goes with the work directory). */
+async function pageServerLog(ctx: Context): Promise<string> {
+  if (!ctx.pageServer) return '';
+  const log = await fetchLog(ctx.dst, ctx.remote!.pageServerLog).catch(() => '');
+  return log.split('\n').filter(Boolean).map((l) => `[dst page server] ${l}\n`).join('');
 }
 
 /** A new SSH connection when the old one dropped; false if the destination stays unreachable. */
@@ -135,7 +143,9 @@ export class Source implements SourceSide {
       ctx.keepImages = true;
       return { held: false, destroyed: true, why: `runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone, its images (${images.local}) are the only copy` };
     }
-    const d = diagnose(await fetchLog(ctx.src, path.join(L.criuWork, DUMP_LOG)));
+    // The page server's side of a failed dump (a refused certificate, a stranger on its port).
+    const dumpErrors = criuLogErrors(await fetchLog(ctx.src, path.join(L.criuWork, DUMP_LOG)), 5);
+    const d = diagnose([...dumpErrors, ...criuLogErrors(await pageServerLog(ctx), 3)].join('\n'), 8);
     return { held: false, failure: new CriuFailure(`the checkpoint failed on the source (runc exited ${res.code}: ${last})`, d) };
   }
 
@@ -299,7 +309,10 @@ export class Destination implements DestinationSide {
     const ps: PageServer | undefined = ctx.pageServer;
     if (ps) {
       const code = await ps.done;
-      if (code !== 0) throw new Error(`the page server on the destination exited ${code}: not every page arrived (see ${this.R.pageServerLog} there)`);
+      if (code !== 0) {
+        const errs = criuLogErrors(await pageServerLog(ctx), 3);
+        throw new Error(`the page server on the destination exited ${code}: not every page arrived${errs.length ? `: ${errs.join(' | ')}` : ''}`);
+      }
     }
     failPoint('copy');
     // CRIU's own "parent" link stays behind: the page server made the destination's.

@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, keyMaterial, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { execa } from 'execa';
+import { commandLine } from '../../src/shell.js';
+import { ROOT, baseArgs, keyMaterial, leftovers, migrate, ns, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 let h: Hosts;
 let tmp: string;
@@ -105,6 +107,9 @@ describe('the TLS transport', () => {
     pa.release();
     const ra = await pa.run;
     assert.notEqual(ra.code, 0, ra.stdout);
+    // A's report carries its page server's side: why the connection before its own failed.
+    assert.match(ra.stdout, /\[dst page server\][^"]*Invalid certificate/, ra.stdout);
+    assert.match(ra.stdout, /another program may have taken its port/, ra.stdout);
     assert.equal(await status(h.srcRoot, 'tlsa'), 'running');
     assert.equal(await status(h.dstRoot, 'tlsa'), 'absent');
     const va = await readCounter(a.src);
@@ -134,5 +139,33 @@ describe('the TLS transport', () => {
     assert.equal(again.code, 0, again.stderr);
     assert.deepEqual(await leftovers(), []);
     await removeEverywhere(h, 'tls3');
+  });
+
+  test("on a terminal, the dump's line shows the bytes arriving; the meter goes with the phase", async () => {
+    const b = await counter('tls4');
+    // script(1) gives the tool a terminal; its output is what the user would see. A Redis
+    // of 256 MB: its dump (about a second) lasts long enough for the line to show a rate.
+    await removeEverywhere(h, 'tls4');
+    const rb = await startExample(h, 'redis', 'tls4');
+    await waitFor('redis', async () => (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'));
+    await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'debug', 'populate', '256000', 'k', '1000']);
+    const cli = (sized: boolean, bundle: string) =>
+      (sized ? 'stty cols 120 rows 40; ' : '') + commandLine(['env', 'HOME=/nonexistent-home', 'SSH_AUTH_SOCK=', 'node', path.join(ROOT, 'bin/migrate'), ...baseArgs(h, 'tls4', bundle), '--transport', 'tls', '--no-sync-rootfs']);
+    const onTerminal = (sized: boolean, bundle: string) => execa(ns('src')[0], [...ns('src').slice(1), 'script', '-qfec', cli(sized, bundle), '/dev/null'], { reject: false, stdin: 'ignore', timeout: 120_000 });
+    const r = await onTerminal(true, rb.dst);
+    const out = String(r.stdout);
+    assert.equal(r.exitCode, 0, out);
+    assert.match(out, /freeze and dump[^\n\r]*\d+(\.\d)? (KiB|MiB) of ~\d+(\.\d)? MiB, \d+(\.\d)? MiB\/s, \d+ s left/, 'no transfer line on the terminal');
+    assert.match(out, /migrated to/);
+    assert.deepEqual(await leftovers(), []);
+    // A terminal that reports no size (script(1) without stty) gets plain lines, not a
+    // spinner that clears lines without end.
+    await removeEverywhere(h, 'tls4');
+    void b;
+    const c = await counter('tls4');
+    const plain = await onTerminal(false, c.dst);
+    assert.equal(plain.exitCode, 0, String(plain.stdout).slice(-2000));
+    assert.match(String(plain.stdout), /ok {3}freeze and dump/);
+    await removeEverywhere(h, 'tls4');
   });
 });

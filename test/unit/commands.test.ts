@@ -124,3 +124,8 @@ test('stale work directories: ours, gone, and needed by no unfinished migration'
   const stale = staleDirs(listing, { host: 'me', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
   assert.deepEqual(stale, ['/dev/shm/runc-migrate.a', '/w d\nir/runc-migrate.f']);
 });
+
+test("diagnose names TLS failures: a clock off by more than the certificates' margin, a page server the dump cannot talk to", () => {
+  assert.match(diagnose('(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate chain uses not yet valid certificate. The certificate is not activated.\n').cause!, /clock/);
+  assert.match(diagnose('(00.03) Error (criu/tls.c:226): tls: Invalid certificate\n(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate issuer is unknown.\n').cause!, /--transport tunnel/);
+});

@@ -52,4 +52,6 @@ test('the transfer line: bytes, rate and time left when the size is known', () =
   assert.equal(transferLine(100 * 1048576, 1000, 300 * 1048576), '100.0 MiB of ~300.0 MiB, 100.0 MiB/s, 2 s left');
   assert.equal(transferLine(100 * 1048576, 1000), '100.0 MiB, 100.0 MiB/s');
   assert.equal(transferLine(0, 0), '0 B');
+  // Before half a second has passed, no rate and no guess at the time left.
+  assert.equal(transferLine(40, 11, 487424), '40 B of ~476.0 KiB');
 });
