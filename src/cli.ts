@@ -170,9 +170,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (process.env.NO_COLOR !== undefined || !process.stderr.isTTY) chalk.level = 0;
   // A terminal that reports no width (a pty nobody sized, as script(1) makes) cannot take
-  // a spinner's redraws: ora clears lines without end there. Plain lines instead.
+  // a spinner's redraws: ora clears lines without end there. Nor does ora redraw under CI
+  // or TERM=dumb (it prints each line once). Plain lines for all of them.
   const sized = process.stderr.isTTY && (process.stderr.columns ?? 0) > 0;
-  const mode = opts.json || opts.quiet ? 'silent' : sized ? 'tty' : 'plain';
+  const interactive = sized && process.env.TERM !== 'dumb' && !('CI' in process.env);
+  const mode = opts.json || opts.quiet ? 'silent' : interactive ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
   const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress);

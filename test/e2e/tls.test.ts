@@ -150,7 +150,7 @@ describe('the TLS transport', () => {
     await waitFor('redis', async () => (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'));
     await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'debug', 'populate', '256000', 'k', '1000']);
     const cli = (sized: boolean, bundle: string) =>
-      (sized ? 'stty cols 120 rows 40; ' : '') + commandLine(['env', 'HOME=/nonexistent-home', 'SSH_AUTH_SOCK=', 'node', path.join(ROOT, 'bin/migrate'), ...baseArgs(h, 'tls4', bundle), '--transport', 'tls', '--no-sync-rootfs']);
+      (sized ? 'stty cols 120 rows 40; ' : '') + commandLine(['env', '-u', 'CI', 'TERM=xterm', 'HOME=/nonexistent-home', 'SSH_AUTH_SOCK=', 'node', path.join(ROOT, 'bin/migrate'), ...baseArgs(h, 'tls4', bundle), '--transport', 'tls', '--no-sync-rootfs']);
     const onTerminal = (sized: boolean, bundle: string) => execa(ns('src')[0], [...ns('src').slice(1), 'script', '-qfec', cli(sized, bundle), '/dev/null'], { reject: false, stdin: 'ignore', timeout: 120_000 });
     const r = await onTerminal(true, rb.dst);
     const out = String(r.stdout);
