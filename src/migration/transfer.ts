@@ -25,14 +25,7 @@ export interface PageServer {
 export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
   const r = ctx.remote!;
   const tunnelled = ctx.transport === 'tunnel';
-  if (!tunnelled && !ctx.ssh.remoteAddress) {
-    // Through ProxyJump the source may have no route to the destination at all.
-    throw new MigrateError(
-      `--transport direct needs the destination's address as the source reaches it, and the SSH connection goes through a jump host (${ctx.ssh.endpoint.jumps?.map((j) => j.label).join(', ')})`,
-      EXIT.PREFLIGHT,
-      'Use --transport tunnel (through the SSH connection), or connect without ProxyJump.',
-    );
-  }
+  // tls and direct only where preflight found a direct route (policy.chooseTransport).
   const listen = tunnelled ? '127.0.0.1' : ctx.ssh.remoteAddress!;
   const argv = criu.pageServer(ctx.opts.remoteCriu, {
     imagesDir,
