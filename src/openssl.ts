@@ -41,6 +41,14 @@ export const openssl = {
  */
 export function caConfig(dir: string, address: string): string {
   const san = /:/.test(address) ? `IP:${address}` : /^[\d.]+$/.test(address) ? `IP:${address}` : `DNS:${address}`;
+  // The page server's and the dumper's: the same but for what the key may be used for.
+  const leaf = (section: string, purpose: string) => `[${section}]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = ${purpose}
+subjectAltName = ${san}
+authorityKeyIdentifier = keyid
+`;
   return `[ca]
 default_ca = migration
 
@@ -62,20 +70,8 @@ basicConstraints = critical, CA:TRUE, pathlen:0
 keyUsage = critical, keyCertSign
 subjectKeyIdentifier = hash
 
-[server_cert]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = ${san}
-authorityKeyIdentifier = keyid
-
-[client_cert]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectAltName = ${san}
-authorityKeyIdentifier = keyid
-`;
+${leaf('server_cert', 'serverAuth')}
+${leaf('client_cert', 'clientAuth')}`;
 }
 
 /** CRIU's configuration lines that make a dump talk TLS to the page server (paths absolute and plain: see hold.criuSafePath). */
