@@ -53,12 +53,13 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         const d0 = performance.now();
         const expected = n === 1 ? ctx.memoryBytes : its.length ? its[its.length - 1].pagesWritten * PAGE_SIZE : undefined;
         const stopMeter = await watchTransfer(ctx, 'dst', remote, expected);
-        const r = await src.run(
-          runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
-          // CRIU reads the pre-dump mode and, with TLS, its certificates from this file (runc has no flags for them).
-          { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
-        );
-        await stopMeter();
+        const r = await src
+          .run(
+            runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
+            // CRIU reads the pre-dump mode and, with TLS, its certificates from this file (runc has no flags for them).
+            { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
+          )
+          .finally(stopMeter);
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
