@@ -19,3 +19,12 @@ open_master() {
 	ssh -M -f -N "${ssh_opts[@]}" "root@$DST"
 	trap 'ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
 }
+# After the checkpoint (images in L/img, pages maybe already in R/img): the address off
+# this host, the image files by tar over the master connection, and on the destination
+# the address claimed, the restore, the announcement. Prints T_DUMPED and T_RUNNING.
+copy_and_restore() { # L R
+	echo "T_DUMPED $(now)"
+	release_addr
+	tar -C "$1/img" -cf - . | ssh "${ssh_opts[@]}" "root@$DST" "tar -C $2/img -xf - && $(claim_addr)runc --root $DST_ROOT restore --detach --bundle $BUNDLE --image-path $2/img --work-path $2/work $TCP $NAME$(announce_addr)"
+	echo "T_RUNNING $(now)"
+}

@@ -20,10 +20,7 @@ tar -C "$T" -cf - ca.crt server.crt server.key | ssh "${ssh_opts[@]}" "root@$DST
 ssh "${ssh_opts[@]}" "root@$DST" "criu page-server --images-dir $R/img --address $DST --port $PORT --tls --tls-cacert $R/tls/ca.crt --tls-cert $R/tls/server.crt --tls-key $R/tls/server.key --daemon -o $R/work/page-server.log"
 echo "T_FREEZE $(now)"
 CRIU_CONFIG_FILE=$T/criu.conf runc --root "$SRC_ROOT" checkpoint --image-path "$L/img" --work-path "$L/work" --page-server "$DST:$PORT" $TCP "$NAME"
-echo "T_DUMPED $(now)"
-release_addr
-tar -C "$L/img" -cf - . | ssh "${ssh_opts[@]}" "root@$DST" "tar -C $R/img -xf - && $(claim_addr)runc --root $DST_ROOT restore --detach --bundle $BUNDLE --image-path $R/img --work-path $R/work $TCP $NAME$(announce_addr)"
-echo "T_RUNNING $(now)"
+copy_and_restore "$L" "$R"
 echo "BYTES $(( $(du -sb "$L/img" | cut -f1) + $(ssh "${ssh_opts[@]}" "root@$DST" "du -sb $R/img/pages-*.img | awk '{s+=\$1} END {print s+0}'") ))"
 rm -rf "$L"
 ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R"
