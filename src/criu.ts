@@ -22,7 +22,36 @@ export const criu = {
     if (o.tls) argv.push('--tls', '--tls-cacert', o.tls.caCert, '--tls-cert', o.tls.cert, '--tls-key', o.tls.key);
     return argv;
   },
+
+  /**
+   * Post-copy, on the destination: the lazy-pages daemon in the foreground. It listens on
+   * lazy-pages.socket in WORKDIR for the restore, fetches pages from the source's lazy page
+   * server (TLS) as the restored tasks fault on them and pushes the rest, and exits 0 once
+   * every page arrived. -v4: its log counts the faults (lazyFigures).
+   */
+  lazyPages(bin: string, o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; tls: { caCert: string; cert: string; key: string } }): string[] {
+    return [bin, 'lazy-pages', '--page-server', '--address', o.address, '--port', String(o.port), '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--log-file', o.logFile, '-v4', '--tls', '--tls-cacert', o.tls.caCert, '--tls-cert', o.tls.cert, '--tls-key', o.tls.key];
+  },
 };
+
+/** The socket the lazy-pages daemon listens on, in its work directory (CRIU's fixed name). */
+export const LAZY_SOCKET = 'lazy-pages.socket';
+
+/**
+ * The lazy-pages daemon's figures, from its -v4 log: pages the restored tasks faulted on
+ * (fetched on demand), and pages copied in all (per process: "UFFD transferred pages:
+ * (copied/total)"); the rest were pushed in the background.
+ */
+export function lazyFigures(log: string): { onDemand: number; transferred: number; total: number } {
+  const onDemand = (log.match(/#PF at /g) ?? []).length;
+  let transferred = 0;
+  let total = 0;
+  for (const m of log.matchAll(/UFFD transferred pages: \((\d+)\/(\d+)\)/g)) {
+    transferred += Number(m[1]);
+    total += Number(m[2]);
+  }
+  return { onDemand: Math.min(onDemand, transferred || onDemand), transferred, total };
+}
 
 /** Whether criu --help lists the TLS options: CRIU compiles them in only when built with gnutls. */
 export function criuHasTls(help: string): boolean {

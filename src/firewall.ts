@@ -5,13 +5,15 @@ export interface PortRule {
   /** iptables or ip6tables, by the address family. */
   family: 4 | 6;
   chain: 'INPUT' | 'OUTPUT';
-  /** The page server's address and port. */
-  address: string;
+  /** The page server's address (undefined: any of the host's, as a lazy page server listens) and port. */
+  address?: string;
   port: number;
   /** INPUT: only this peer address may connect. */
   onlyFrom?: string;
   /** OUTPUT: only processes of this uid may connect. */
   onlyUid?: number;
+  /** INPUT: connections over the loopback device are left to the OUTPUT rule (the host's own root may connect). */
+  exceptLoopback?: boolean;
   /** The comment that names the migration (iptables -S shows it). */
   tag: string;
 }
@@ -21,8 +23,8 @@ export function addressFamily(address: string): 4 | 6 {
 }
 
 function spec(r: PortRule): string[] {
-  const match = r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!] : ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)];
-  return ['-p', 'tcp', '-d', r.address, '--dport', String(r.port), ...match, '-m', 'comment', '--comment', r.tag, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+  const match = r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)];
+  return ['-p', 'tcp', ...(r.address ? ['-d', r.address] : []), '--dport', String(r.port), ...match, '-m', 'comment', '--comment', r.tag, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
 }
 
 export const firewall = {

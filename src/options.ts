@@ -65,6 +65,12 @@ export const DEFAULTS = {
   guardMarginS: 10,
   /** A restored copy must keep running this long on the destination before it is committed. */
   verifyWindowMs: 100,
+  /**
+   * Post-copy: the least fs.pipe-max-size on both hosts. CRIU's lazy page server asks for
+   * 4 MiB pipes; below that the transfer fails and the destination's restore hangs
+   * (measured on the test hosts, whose default is 1 MiB).
+   */
+  lazyPipeMaxBytes: 4 * 1024 * 1024,
   /** The container's root filesystem is synced to the destination (rootfs.ts); --no-sync-rootfs turns it off. */
   syncRootfs: true,
   /** Where the intent records of unfinished migrations live on the source (see intent.ts). */
@@ -105,6 +111,10 @@ export interface Options {
   threshold?: { bytes: number } | { percent: number };
   maxIterations: number;
   preDumpMode: PreDumpMode;
+  /** --post-copy: restore at once on the destination, which fetches memory from the frozen source afterwards (CRIU's lazy pages). */
+  postCopy: boolean;
+  /** --tune-sysctl: raise fs.pipe-max-size where post-copy needs it, and put it back after. */
+  tuneSysctl: boolean;
   pageServerPort: number;
   tcpEstablished: boolean;
   moveIp?: MoveIp;
@@ -147,6 +157,8 @@ export interface RawOptions {
   threshold?: string;
   maxIterations?: string;
   preDumpMode?: string;
+  postCopy?: boolean;
+  tuneSysctl?: boolean;
   pageServerPort?: string;
   tcpEstablished?: boolean;
   moveIp?: string;
@@ -192,6 +204,12 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   if (mode === 'iterative' && transport === 'stream') {
     throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).');
   }
+  if (raw.postCopy && mode === 'iterative') {
+    throw new UsageError('--post-copy and --iterative contradict each other: post-copy restores at once and moves memory after the restore, without pre-copy', 'Give one of them.');
+  }
+  if (raw.postCopy && transport !== 'auto' && transport !== 'tls') {
+    throw new UsageError(`--post-copy needs --transport tls (or auto): the destination fetches pages from the frozen source over CRIU's TLS, the only channel whose breaking CRIU tells from its end`, 'Leave out --transport, or give --transport tls.');
+  }
   const positiveInt = (text: string | undefined, flag: string, dflt: number) => {
     if (text === undefined) return dflt;
     if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`${flag} "${text}" is not a positive whole number`);
@@ -234,6 +252,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     threshold,
     maxIterations: positiveInt(raw.maxIterations, '--max-iterations', DEFAULTS.maxIterations),
     preDumpMode: preDumpMode(raw.preDumpMode),
+    postCopy: raw.postCopy ?? false,
+    tuneSysctl: raw.tuneSysctl ?? false,
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
     moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,

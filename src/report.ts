@@ -24,7 +24,14 @@ export interface Report {
   container: string;
   source: string;
   destination: string;
-  mode?: 'one-shot' | 'iterative';
+  mode?: 'one-shot' | 'iterative' | 'post-copy';
+  /**
+   * Post-copy: the lazy window (from the restore until the last page arrived, or until it
+   * was cut), and how the memory came: faults served on demand against pages pushed.
+   * rolledBack: the window broke and the source resumed; what the container did on the
+   * destination in the window is lost and its TCP peers were reset.
+   */
+  postCopy?: { windowMs: number; pagesOnDemand?: number; pagesPushed?: number; pagesTotal?: number; rolledBack?: boolean };
   /** Pre-copy: each iteration's figures, and why the loop stopped. */
   iterations?: Array<Record<string, number | undefined>>;
   stopReason?: string;
@@ -67,6 +74,7 @@ export function toJson(r: Report): string {
     predictedDowntimeMs: round(r.predictedDowntimeMs),
     totalMs: round(r.totalMs),
     phases: r.phases.map((p) => ({ name: p.name, ms: round(p.ms) })),
+    postCopy: r.postCopy ? { ...r.postCopy, windowMs: round(r.postCopy.windowMs) } : undefined,
   });
 }
 
@@ -75,6 +83,8 @@ export function humanSummary(r: Report): string {
   if (r.outcome === 'migrated') {
     lines.push(chalk.green(`${r.container} migrated to ${r.destination}`));
     lines.push(`  downtime     ${formatMs(r.downtimeMs ?? 0)}  (frozen until running on the destination)`);
+    const pc = r.postCopy;
+    if (pc) lines.push(`  lazy window  ${formatMs(pc.windowMs)}  (memory moved while it ran: ${pc.pagesTotal ?? '?'} pages, ${pc.pagesOnDemand ?? '?'} on demand, ${pc.pagesPushed ?? '?'} pushed)`);
     if (r.predictedDowntimeMs !== undefined) lines.push(`  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`);
     lines.push(`  total time   ${formatMs(r.totalMs)}`);
     if (r.bytesMoved !== undefined) lines.push(`  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`);

@@ -23,10 +23,13 @@ export const runc = {
   checkpoint(
     g: RuncGlobal,
     name: string,
-    o: { imagePath: string; workPath: string; pageServer?: string; tcpEstablished: boolean; parentPath?: string; preDump?: boolean },
+    o: { imagePath: string; workPath: string; pageServer?: string; tcpEstablished: boolean; parentPath?: string; preDump?: boolean; lazyStatusFd?: number },
   ): string[] {
     const argv = [...base(g), 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.preDump) argv.push('--pre-dump');
+    // Post-copy: memory stays in the frozen tasks; --page-server is where CRIU's lazy page
+    // server listens, and the fd gets a NUL once it does.
+    if (o.lazyStatusFd !== undefined) argv.push('--lazy-pages', '--status-fd', String(o.lazyStatusFd));
     if (o.parentPath) argv.push('--parent-path', o.parentPath);
     if (o.pageServer) argv.push('--page-server', o.pageServer);
     if (o.tcpEstablished) argv.push('--tcp-established');
@@ -37,8 +40,9 @@ export const runc = {
     return argv;
   },
 
-  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean; pidFile?: string }): string[] {
+  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean; pidFile?: string; lazy?: boolean }): string[] {
     const argv = [...base(g), 'restore', '--detach', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.lazy) argv.push('--lazy-pages');
     if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');
     argv.push('--file-locks');

@@ -24,11 +24,11 @@ export interface TlsFiles {
 }
 
 export interface Certificates {
-  /** The dumper's files, on the source. */
-  client: TlsFiles;
-  /** The page server's files, on the destination. */
-  server: TlsFiles;
-  /** CRIU's config lines for a dump through TLS (see openssl.criuTlsConfig). */
+  /** The source's files: the dumper's (a client), or with post-copy the lazy page server's. */
+  source: TlsFiles;
+  /** The destination's files: the page server's, or with post-copy the lazy-pages daemon's (a client). */
+  destination: TlsFiles;
+  /** CRIU's config lines for the source's CRIU (see openssl.criuTlsConfig). */
   criuConfig: string;
   /** Removes both tls directories and ends the keepers. */
   remove: () => Promise<void>;
@@ -37,11 +37,12 @@ export interface Certificates {
 const TLS_DIR = 'tls';
 
 /**
- * Makes a CA, a server and a client certificate for ADDRESS (the page server's, as the
- * source reaches it), installs the server's on the destination and returns the paths.
- * On failure nothing of it is left on either host.
+ * Makes a CA, a server and a client certificate for ADDRESS (the page server's, as its
+ * client reaches it), installs the destination's on the destination and returns the
+ * paths. The page server is on the destination (pre-copy, one shot) or, with post-copy,
+ * on the source (SERVER_ON). On failure nothing of it is left on either host.
  */
-export async function makeCertificates(ctx: Context, address: string): Promise<Certificates> {
+export async function makeCertificates(ctx: Context, address: string, serverOn: 'destination' | 'source' = 'destination'): Promise<Certificates> {
   const localDir = path.join(ctx.local!.base, TLS_DIR);
   const remoteDir = path.join(ctx.remote!.base, TLS_DIR);
   const keepers: Array<() => Promise<void>> = [];
@@ -72,11 +73,12 @@ export async function makeCertificates(ctx: Context, address: string): Promise<C
     const caCert = path.join(localDir, 'ca.crt');
     await run(openssl.request(caKey, path.join(make, 'ca.csr'), `runc-migrate CA ${id}`));
     await run(openssl.sign({ config, csr: path.join(make, 'ca.csr'), out: caCert, ext: 'ca_cert', start, end, selfSign: true, caKey }));
-    const client: TlsFiles = { caCert, cert: path.join(localDir, 'client.crt'), key: path.join(localDir, 'client.key') };
-    await run(openssl.request(client.key, path.join(make, 'client.csr'), `runc-migrate dumper ${id}`));
-    await run(openssl.sign({ config, csr: path.join(make, 'client.csr'), out: client.cert, ext: 'client_cert', start, end, caCert, caKey }));
-    await run(openssl.request(path.join(peer, 'server.key'), path.join(make, 'server.csr'), `runc-migrate page server ${id}`));
-    await run(openssl.sign({ config, csr: path.join(make, 'server.csr'), out: path.join(peer, 'server.crt'), ext: 'server_cert', start, end, caCert, caKey }));
+    const [srcExt, dstExt] = serverOn === 'source' ? ['server_cert', 'client_cert'] : ['client_cert', 'server_cert'];
+    const source: TlsFiles = { caCert, cert: path.join(localDir, 'source.crt'), key: path.join(localDir, 'source.key') };
+    await run(openssl.request(source.key, path.join(make, 'source.csr'), `runc-migrate source ${id}`));
+    await run(openssl.sign({ config, csr: path.join(make, 'source.csr'), out: source.cert, ext: srcExt, start, end, caCert, caKey }));
+    await run(openssl.request(path.join(peer, 'destination.key'), path.join(make, 'destination.csr'), `runc-migrate destination ${id}`));
+    await run(openssl.sign({ config, csr: path.join(make, 'destination.csr'), out: path.join(peer, 'destination.crt'), ext: dstExt, start, end, caCert, caKey }));
     await fs.copyFile(caCert, path.join(peer, 'ca.crt'));
     // The CA's key goes at once: no other certificate can ever be made for this migration.
     await fs.rm(caKey, { force: true });
@@ -84,9 +86,9 @@ export async function makeCertificates(ctx: Context, address: string): Promise<C
     keepers.push(await remoteKeeper(ctx, 'tls-keeper', ['rm', '-rf', remoteDir]));
     await streamDir(ctx, peer, remoteDir, [], 60_000);
     await fs.rm(make, { recursive: true, force: true });
-    const server: TlsFiles = { caCert: path.join(remoteDir, 'ca.crt'), cert: path.join(remoteDir, 'server.crt'), key: path.join(remoteDir, 'server.key') };
-    const named = await criuNames(ctx, localDir, client);
-    return { client, server, criuConfig: criuTlsConfig(named), remove };
+    const destination: TlsFiles = { caCert: path.join(remoteDir, 'ca.crt'), cert: path.join(remoteDir, 'destination.crt'), key: path.join(remoteDir, 'destination.key') };
+    const named = await criuNames(ctx, localDir, source);
+    return { source, destination, criuConfig: criuTlsConfig(named), remove };
   } catch (err) {
     await remove();
     throw err;
@@ -94,7 +96,7 @@ export async function makeCertificates(ctx: Context, address: string): Promise<C
 }
 
 /**
- * The names CRIU's config file gives the client's files: their own paths when its
+ * The names CRIU's config file gives the source's files: their own paths when its
  * parser takes them whole, else a link to the directory under /run (removed by the
  * cleanups; the directory it points to goes anyway).
  */

@@ -36,6 +36,8 @@ export interface Context {
   transport?: ChosenTransport;
   /** Why preflight chose that transport (shown by preflight and --dry-run). */
   transportWhy?: string;
+  /** --post-copy: the source's address as the destination reaches it (its lazy page server's). */
+  sourceAddress?: string;
   /** The TLS transport's certificates for this migration (certs.ts). */
   certs?: import('./certs.js').Certificates;
   /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */

@@ -11,11 +11,13 @@
 //   restore-hang the destination's restore hangs (the guard kills it at its deadline)
 //   restore-dies the restored container dies right after the restore (the guard's verify sees it)
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
+//   window       post-copy: the lazy page server listens, then an error before the restore
+//   pages        post-copy: an error as the lazy window begins (the tool cuts it)
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { WorkPaths } from './paths.js';
 
-export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold'] as const;
+export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold', 'window', 'pages'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export function failPoint(point: FaultPoint): void {
@@ -59,7 +61,8 @@ export function switchoverPoint(point: string, sever: () => void, work: WorkPath
 /**
  * Tests: RUNC_MIGRATE_PAUSE_AT=POINT:FILE makes the tool, at POINT (presynced: after the
  * pre-sync; page-server: once the page server listens, FILE.reached holding the address
- * the dump will use; both before anything is frozen), write FILE.reached and wait until
+ * the dump will use; both before anything is frozen; lazy-window: post-copy, once the
+ * copy serves and its memory is still moving), write FILE.reached and wait until
  * FILE exists (at most 60 s), so a test can act at a known moment.
  */
 export async function pausePoint(point: string, info = ''): Promise<void> {

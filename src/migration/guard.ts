@@ -11,6 +11,16 @@
 //   anything else, EOF (the tool died, the link broke) or a deadline passing: the copy
 //              (if any) is killed and deleted, the claim undone; prints "removed"
 //
+// Post-copy (lazy): before the restore the guard starts CRIU's lazy-pages daemon, which
+// fetches the memory from the source's lazy page server. Once verified, the copy serves
+// at once ([--move-ip] announced; prints "serving") and the lazy window begins. The
+// window ends with the daemon: exit 0 means every page arrived (the source's CRIU then
+// destroys the source), and the guard commits by itself; anything else means the copy
+// can never be whole, and the guard removes it. In the window the tool's "rollback"
+// kills the daemon first: a lazy page server whose TLS session breaks resumes the
+// source, while one told "done" (as the daemon says when its tasks are gone) destroys
+// it. EOF in the window changes nothing: the transfer decides (see postcopy.ts).
+//
 // No agent: the snippet is the whole of it, and it lives exactly as long as the
 // migration. It leaves its words in its directory too (log, and the files committed or
 // removed), for a later `migrate recover`. It removes only what it restored: a container
@@ -33,6 +43,8 @@ export interface GuardSpec {
   deadlineS: number;
   /** The restored copy must stay running this long before it counts as verified. */
   verifyWindowMs: number;
+  /** Post-copy: CRIU's lazy-pages daemon (foreground), and the socket it listens on once ready. */
+  lazy?: { daemon: string[]; socket: string };
   /** --move-ip, on the destination. */
   moveIp?: {
     /** Prints the old arp_ignore, then claims (address.ts claim). */
@@ -62,7 +74,25 @@ word() { w=$(timeout "$(left)" sh -c 'IFS= read -r w && printf "%s" "$w"'); }
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }
 restored=0
 old=
+lp=
+# Post-copy: the daemon goes first, and how it ended decides (see above).
+stop_lazy() {
+	[ -n "$lp" ] || return 1
+	kill -KILL $lp 2>/dev/null
+	wait $lp; lrc=$?
+	lp=
+	echo "lazy-pages daemon ended $lrc" >> "$dir/log"
+	[ $lrc = 0 ]
+}
+announced=0
+commit() {
+	mark committed
+	${mv ? `[ $announced = 1 ] || ${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
+	say committed "$@"
+	exit 0
+}
 remove() {
+	if stop_lazy; then commit every-page-arrived; fi
 	if [ $restored = 1 ]; then
 		${commandLine(g.kill)} >/dev/null 2>&1
 		${commandLine(g.delete)} >/dev/null 2>&1
@@ -83,6 +113,18 @@ say claimed "$old"`
 word; [ "$w" = restore ] || remove before-restore
 if ${commandLine(g.state)} >/dev/null 2>&1; then say name-taken; remove; fi
 restored=1
+${
+  g.lazy
+    ? `rm -f ${quote(g.lazy.socket)}
+${commandLine(g.lazy.daemon)} </dev/null > "$dir/lazy.out" 2>&1 &
+lp=$!
+i=0
+while [ ! -S ${quote(g.lazy.socket)} ]; do
+	if ! kill -0 $lp 2>/dev/null || [ $i -ge 500 ]; then say restore-failed lazy-pages-daemon "$(tail -n 1 "$dir/lazy.out")"; remove; fi
+	i=$((i + 1)); sleep 0.02
+done`
+    : ''
+}
 # The tool says nothing until "verified" unless it gives up: meanwhile a watcher blocked
 # on the channel sees it close (or any word) at once, kills the restore's process group
 # (timeout leads its own) and leaves the file eof. (A background job's stdin would be
@@ -108,11 +150,26 @@ exec 3<&-
 look
 if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
 say verified
-word; [ "$w" = commit ] || remove
-mark committed
-${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
-say committed
-exit 0
+${
+  g.lazy
+    ? `${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
+announced=1
+say serving
+# The lazy window: only "rollback" cuts it short; the channel closing does not.
+exec 3<&0
+(IFS= read -r x <&3; [ "$x" = rollback ] && kill -KILL $lp 2>/dev/null) &
+wp=$!
+exec 3<&-
+wait $lp; lrc=$?
+lp=
+kill $wp 2>/dev/null
+echo "lazy-pages daemon ended $lrc" >> "$dir/log"
+say lazy-done $lrc
+if [ $lrc = 0 ]; then mark committed; say committed every-page-arrived; exit 0; fi
+remove lazy-transfer-failed`
+    : `word; [ "$w" = commit ] || remove
+commit`
+}
 `;
 }
 

@@ -4,6 +4,10 @@
 // checkpoint` waits. The hold then ends on a verdict file in its directory:
 //
 //   verdict = rollback...  the script exits 1: the dump "fails", the source resumes.
+//   verdict = lazy         post-copy: the script exits 0 and CRIU starts its lazy page
+//                          server; the tasks stay frozen until the destination has fetched
+//                          every page (then CRIU destroys them) or the transfer breaks
+//                          (then CRIU resumes them). See postcopy.ts.
 //   verdict = prepared     the tool is committing the destination. From here the hold is
 //                          in doubt and never decides alone: it waits for the file
 //                          `final` (commit: exit 0, CRIU finishes and runc destroys the
@@ -20,7 +24,7 @@
 // empty or unreadable verdict reads as rollback.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { commandLine, quote as shellQuote } from '../shell.js';
 import type { WorkPaths } from './paths.js';
@@ -54,7 +58,9 @@ rollback() {
 	${giveBack ? `[ -e "$dir/address-released" ] && ${commandLine(giveBack)}` : ':'}
 	exit 1
 }
-[ "$(cat "$dir/verdict" 2>/dev/null)" = prepared ] || rollback
+v=$(cat "$dir/verdict" 2>/dev/null)
+[ "$v" = lazy ] && exit 0
+[ "$v" = prepared ] || rollback
 # In doubt: the destination may have committed. Only a final verdict ends this.
 while [ ! -e "$dir/final" ]; do sleep 0.05; done
 [ "$(cat "$dir/final" 2>/dev/null)" = commit ] || rollback
@@ -76,7 +82,7 @@ export function criuSafePath(p: string): boolean {
 }
 
 /** Every verdict the tool, the hold or migrate recover can give, made ready beforehand. */
-export const VERDICTS = ['prepared', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
+export const VERDICTS = ['prepared', 'lazy', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
 
 /**
  * Sets the hold up in its directory. Returns CRIU's environment, and a link to remove
@@ -101,9 +107,10 @@ export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, 
 
 /**
  * Resolves 'dumped' once the script holds, or 'exited' if the checkpoint ended first
- * (the dump failed and CRIU resumed the tasks, or it never ran the hold).
+ * (the dump failed and CRIU resumed the tasks, or it never ran the hold); 'ready' when
+ * READY says so first (post-copy: the lazy page server listens, so the hold never ran).
  */
-export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>): Promise<'dumped' | 'exited'> {
+export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>, ready?: () => boolean): Promise<'dumped' | 'exited' | 'ready'> {
   let exited = false;
   checkpointDone.then(
     () => (exited = true),
@@ -112,6 +119,7 @@ export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>)
   for (;;) {
     if (existsSync(p.dumpedMarker)) return 'dumped';
     if (exited) return existsSync(p.dumpedMarker) ? 'dumped' : 'exited';
+    if (ready?.()) return existsSync(p.dumpedMarker) ? 'dumped' : 'ready';
     await new Promise((r) => setTimeout(r, 3));
   }
 }
@@ -148,4 +156,24 @@ export function holdTimeoutS(memoryBytes: number | undefined, o: { floorS: numbe
   const transfer = (memoryBytes ?? 0) / o.worstBytesPerS;
   // Copy and restore each read or write every byte once.
   return Math.max(o.floorS, Math.ceil(2 * transfer + o.floorS / 2));
+}
+
+/** Post-copy: the checkpoint's exit status, kept in the hold directory (it may end after the tool). */
+export function lazyExitFile(holdDir: string): string {
+  return path.join(holdDir, 'checkpoint.rc');
+}
+
+/** The status from lazyExitFile, or FALLBACK (the wrapper's own) when it is missing or unreadable. */
+export async function readLazyExit(holdDir: string, fallback: number | null): Promise<number | null> {
+  const t = (await fs.readFile(lazyExitFile(holdDir), 'utf8').catch(() => '')).trim();
+  return /^\d+$/.test(t) ? Number(t) : fallback;
+}
+
+/** Whether the lazy page server has written its NUL to FILE (it listens). */
+export function lazyServerReady(file: string): boolean {
+  try {
+    return statSync(file).size > 0;
+  } catch {
+    return false;
+  }
 }

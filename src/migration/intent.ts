@@ -14,7 +14,7 @@ import type { MoveIp } from '../options.js';
  * resumes the source, the destination's guard removes its copy). From 'prepared' the
  * source waits, frozen, for a final verdict: the migration is in doubt until recovered.
  */
-export type IntentPhase = 'frozen' | 'restoring' | 'prepared' | 'destination-committed' | 'committed';
+export type IntentPhase = 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'destination-committed' | 'committed';
 
 export interface Intent {
   container: string;

@@ -20,7 +20,8 @@ import { precopy } from './precopy.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { recover } from './recover.js';
 import { CriuFailure, Destination, reconnect, Source, type FinalImages } from './sides.js';
-import { switchover } from './switchover.js';
+import { switchover, type LazyWindow, type SwitchoverHooks } from './switchover.js';
+import { postCopySwitchover } from './postcopy.js';
 import type { SyncPass } from './rootfs.js';
 import { formatBytes } from '../progress.js';
 import { startPageServer } from './transfer.js';
@@ -53,7 +54,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source' });
       return report;
     }
-    report.mode = plan.mode;
+    report.mode = opts.postCopy ? 'post-copy' : plan.mode;
     const files = ctx.files?.trees.length ? ctx.files : undefined;
     if (ctx.files) report.files = ctx.files.report;
     if (files) {
@@ -81,8 +82,8 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
         });
       }
     }
-    const r = await runSwitchover(ctx, plan, images);
-    Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump });
+    const r = await runSwitchover(ctx, plan, images, report);
+    Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy });
     if (r.sourceLeft) {
       // Migrated, but the source may still hold its frozen copy: exit 5 says so.
       report.exitCode = EXIT.UNSAFE;
@@ -172,13 +173,13 @@ async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>
  * report's terms. Returns after a commit; otherwise throws AfterFreezeError naming where
  * the container runs, or that the migration is in doubt.
  */
-async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Promise<{ downtimeMs: number; bytesMoved?: number; finalDump?: Source['finalDump']; sourceLeft?: string }> {
+async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, report: Report): Promise<{ downtimeMs: number; bytesMoved?: number; finalDump?: Source['finalDump']; sourceLeft?: string; lazy?: LazyWindow }> {
   const { opts, progress } = ctx;
   const L = ctx.local!;
   const R = ctx.remote!;
   await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
   if (images.remote !== R.images) await ctx.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
-  if (plan.transport !== 'stream') {
+  if (plan.transport !== 'stream' && !opts.postCopy) {
     const ps = await progress.phase('page-server', `page server on the destination (${describeTransport(plan.transport)})`, () => startPageServer(ctx, images.remote, images.parent));
     ctx.pageServer = ps;
     ctx.cleanups.push({ what: 'stop the page server', run: () => ps.stop() });
@@ -203,7 +204,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
   };
   const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS);
   await src.snapshotLockRules();
-  const r = await switchover(src, dst, {
+  const hooks: SwitchoverHooks = {
     step: (name, title, run) =>
       progress.phase(name, title, async () => {
         if (name !== 'dump') return run();
@@ -219,7 +220,10 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     killPoint: (point) => switchoverPoint(point, () => ctx.ssh.sever(), L),
     moveIp: !!opts.moveIp,
     syncFiles: !!ctx.files?.trees.length,
-  });
+  };
+  // Post-copy: the window may last as long as the hold would wait for a whole copy.
+  const r = opts.postCopy ? await postCopySwitchover(src, dst, { ...hooks, windowLimitMs: plan.holdTimeoutS * 1000 }) : await switchover(src, dst, hooks);
+  if ('lazy' in r && r.lazy) report.postCopy = { ...r.lazy, rolledBack: r.runningOn === 'source' ? true : undefined };
   if (r.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.
     let bytesMoved = r.bytesMoved;
@@ -233,7 +237,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages): Pro
     } catch (err) {
       progress.warn(`after the commit: ${(err as Error).message}`);
     }
-    return { downtimeMs: r.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: r.sourceLeft };
+    return { downtimeMs: r.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: r.sourceLeft, lazy: r.lazy };
   }
   if (r.runningOn === 'nowhere') {
     ctx.keepWorkDirs = true;

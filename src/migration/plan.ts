@@ -46,8 +46,12 @@ export function makePlan(ctx: Context): Plan {
   const guard = Math.max(5, hold - DEFAULTS.guardMarginS);
   const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
   const mv = o.moveIp && ctx.moveIp ? { m: o.moveIp, ...ctx.moveIp } : undefined;
+  const lazy = o.postCopy;
+  const lazyEndpoint = `${ctx.sourceAddress ?? 'SOURCE'}:${o.pageServerPort}`;
   const what: Record<SwitchoverStep, string | undefined> = {
-    dump: `[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`,
+    dump: lazy
+      ? `[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: lazyEndpoint, tcpEstablished: o.tcpEstablished, lazyStatusFd: 3 }))}  (memory stays in the frozen tasks; held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`
+      : `[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`,
     'move-ip': mv ? `[src] ${commandLine(addr.del(mv.m, mv.srcDev))}  (the hold puts it back on any rollback)` : undefined,
     copy:
       `[src->dst] tar ${L.images} -> ${R.images}; meanwhile [dst] the guard starts` +
@@ -56,16 +60,20 @@ export function makePlan(ctx: Context): Plan {
     sync: ctx.files?.trees.length
       ? `[src->dst] rsync (final delta, frozen): ${ctx.files.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}; files mapped shared or open for writing compared by content`
       : undefined,
-    restore: `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}; running for ${DEFAULTS.verifyWindowMs} ms`,
-    prepare: '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
-    commit: `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
-    finish: `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
+    window: lazy ? `[src] verdict "lazy": CRIU starts its lazy page server on ${lazyEndpoint} (TLS); the tasks stay frozen until the destination has every page` : undefined,
+    restore: lazy
+      ? `[dst] guard: criu lazy-pages --page-server --address ${lazyEndpoint.replace(/:\d+$/, '')} --port ${o.pageServerPort} --tls ...; ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished, lazy: true }))}; running for ${DEFAULTS.verifyWindowMs} ms; then it serves${mv ? ` (${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])})` : ''}`
+      : `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}; running for ${DEFAULTS.verifyWindowMs} ms`,
+    pages: lazy ? '[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; it ends when every page arrived (the source is destroyed, the guard commits) or the transfer broke (the source resumes, the copy is removed)' : undefined,
+    prepare: lazy ? undefined : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
+    commit: lazy ? undefined : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
+    finish: lazy ? undefined : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
     rollback: undefined,
   };
   const steps: PlanStep[] = [];
   if (ctx.files?.trees.length) steps.push({ step: 'presync', what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${ctx.files.trees.map((t) => t.what).join(', ')}${ctx.files.report.createdConfig ? `; ${ctx.bundle}/config.json written from the source's` : ''}` });
   if (mode === 'iterative') steps.push({ step: 'pre-copy', what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})` });
-  if (transport !== 'stream') steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})` });
+  if (transport !== 'stream' && !lazy) steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})` });
   for (const s of SWITCHOVER_STEPS) {
     const w = what[s];
     if (w !== undefined) steps.push({ step: s, what: w });
@@ -83,6 +91,8 @@ export function describePlan(ctx: Context, p: Plan): string[] {
   return [
     `mode: ${p.mode}; transport: ${p.transport} (${ctx.transportWhy ?? (ctx.memoryBytes !== undefined ? `${ctx.memoryBytes} bytes in use` : 'memory use unknown')})`,
     ...p.steps.map((s) => `${s.step.padEnd(11)} ${s.what}`),
-    'any failure before "commit": the destination is cleaned and the source resumes' + (ctx.files?.trees.length ? " (the destination's synced files stay as synced)" : ''),
+    (ctx.opts.postCopy
+      ? 'any failure before the last page arrived: the destination is cleaned and the source resumes (after the restore, what the container did on the destination is lost and its TCP peers are reset)'
+      : 'any failure before "commit": the destination is cleaned and the source resumes') + (ctx.files?.trees.length ? " (the destination's synced files stay as synced)" : ''),
   ];
 }

@@ -170,7 +170,9 @@ export function chooseMode(
   requested: 'auto' | 'iterative' | 'one-shot',
   dirtyTracking: boolean | undefined,
   transport: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct',
+  postCopy = false,
 ): { mode: 'iterative' | 'one-shot'; warning?: string; refuse?: boolean; note: string } {
+  if (postCopy) return { mode: 'one-shot', note: 'not needed (--post-copy moves memory after the restore)' };
   if (requested === 'one-shot') return { mode: 'one-shot', note: 'not needed (--one-shot)' };
   if (requested === 'auto' && transport === 'stream') return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };
   if (!dirtyTracking) {
@@ -193,6 +195,8 @@ export interface TransportFacts {
   jumpHosts?: string[];
   /** auto's limit for the tar stream (DEFAULTS.autoStreamMaxBytes). */
   streamMaxBytes: number;
+  /** --post-copy: the destination fetches pages from a page server on the source. */
+  postCopy?: boolean;
 }
 
 export type TransportChoice =
@@ -211,6 +215,14 @@ export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' 
     message: `--transport ${requested} needs the destination's address as the source reaches it, and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`,
     hint: 'Use --transport tunnel (through the SSH connection), or connect without ProxyJump.',
   };
+  if (f.postCopy) {
+    // Only TLS: a lazy page server on the source takes a plain connection that closes as
+    // "every page was fetched" and destroys the source; a TLS session cut short is an error.
+    const back = { ...noRoute, message: `--post-copy needs the destination to reach the source's address (it fetches pages from it), and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`, hint: 'Connect without ProxyJump, or migrate without --post-copy.' };
+    if (!f.directRoute) return { refuse: back };
+    if (!f.tls.ok) return { refuse: { message: `--post-copy cannot work here: ${f.tls.why}`, hint: "Post-copy fetches pages only over CRIU's TLS: install a CRIU built with TLS (gnutls) on both hosts, or migrate without --post-copy." } };
+    return { transport: 'tls', why: "post-copy: the destination fetches pages from the source over CRIU's TLS" };
+  }
   switch (requested) {
     case 'stream':
       return { transport: 'stream', why: '--transport stream' };
@@ -230,4 +242,15 @@ export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' 
   if (!f.directRoute) return { transport: 'tunnel', why: `auto: ${size}; no direct route to the destination (ProxyJump), so through the SSH connection` };
   if (!f.tls.ok) return { transport: 'tunnel', why: `auto: ${size}; TLS not available (${f.tls.why}), so through the SSH connection` };
   return { transport: 'tls', why: `auto: ${size}; CRIU's TLS on both hosts` };
+}
+
+/**
+ * Post-copy's pipe limit on one host: fine, raised by --tune-sysctl (and put back after),
+ * or a refusal that says what to set.
+ */
+export function pipeSizeAction(current: number | undefined, needed: number, tune: boolean): { ok: true } | { raise: true; from: number } | { refuse: string } {
+  if (current === undefined) return { refuse: 'fs.pipe-max-size cannot be read' };
+  if (current >= needed) return { ok: true };
+  if (tune) return { raise: true, from: current };
+  return { refuse: `fs.pipe-max-size is ${current}, below the ${needed} CRIU's lazy pages need` };
 }

@@ -23,7 +23,7 @@ export interface PortGuard {
 }
 
 /** The source's address as the destination sees it (SSH_CONNECTION), else the connection's local address. */
-async function sourceAddressSeen(ctx: Context): Promise<string | undefined> {
+export async function sourceAddressSeen(ctx: Context): Promise<string | undefined> {
   const r = await ctx.ssh.exec('printf %s "$SSH_CONNECTION"').catch(() => undefined);
   const seen = r?.stdout.trim().split(/\s+/)[0];
   return seen || ctx.ssh.localAddress;
@@ -40,7 +40,17 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
   const tag = path.basename(ctx.local!.base);
   const dstRules: PortRule[] = [];
   const srcRules: PortRule[] = [];
-  if (t === 'tunnel') {
+  if (ctx.opts.postCopy) {
+    // The lazy page server listens on the source: only the destination's address may
+    // connect from outside; on the source itself only root (the tool aborts a server
+    // nobody reached over the loopback); on the destination only root (its lazy-pages daemon).
+    const address = ctx.sourceAddress!;
+    const from = ctx.ssh.remoteAddress!;
+    const family = addressFamily(address);
+    srcRules.push({ family, chain: 'INPUT', port, onlyFrom: from, exceptLoopback: true, tag });
+    srcRules.push({ family, chain: 'OUTPUT', port, onlyUid: 0, tag });
+    dstRules.push({ family, chain: 'OUTPUT', address, port, onlyUid: 0, tag });
+  } else if (t === 'tunnel') {
     const uid = Number((await ctx.ssh.exec('id -u')).stdout.trim());
     dstRules.push({ family: 4, chain: 'OUTPUT', address: '127.0.0.1', port, onlyUid: uid, tag });
   } else {
@@ -70,8 +80,9 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     await remove();
     throw err;
   }
-  const describe =
-    t === 'tunnel'
+  const describe = ctx.opts.postCopy
+    ? `port ${port} on the source: from ${ctx.ssh.remoteAddress} only (root's processes there), and root's on the source`
+    : t === 'tunnel'
       ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
       : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only`;
   return { describe, remove };

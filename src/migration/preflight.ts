@@ -14,7 +14,8 @@ import { isNotExist, MIN_RUNC_VERSION, parseMemoryUsage, parseRuncVersion, parse
 import { addr, parseAddrDev, parseRouteDev } from './address.js';
 import type { Context } from './context.js';
 import { makeCertificates } from './certs.js';
-import { guardPort } from './portguard.js';
+import { guardPort, sourceAddressSeen } from './portguard.js';
+import { localKeeper, remoteKeeper } from './keeper.js';
 import { workPaths } from './paths.js';
 import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
@@ -24,7 +25,7 @@ import { FilesSync, sameDirectory } from './rootfs.js';
 import { planSync, SyncPlanError } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 import { parseRsyncVersion, MIN_RSYNC_VERSION, rsyncCmd } from '../rsync.js';
-import { chooseMode, chooseTransport } from './policy.js';
+import { chooseMode, chooseTransport, pipeSizeAction } from './policy.js';
 
 export interface Check {
   title: string;
@@ -95,16 +96,23 @@ async function tlsAvailable(ctx: Context): Promise<{ ok: boolean; why?: string }
  */
 async function settleTransport(ctx: Context): Promise<string> {
   const directRoute = ctx.ssh.remoteAddress !== undefined && !ctx.ssh.endpoint.jumps?.length;
-  const facts = { mode: ctx.mode!, memoryBytes: ctx.memoryBytes, directRoute, jumpHosts: ctx.ssh.endpoint.jumps?.map((j) => j.label), streamMaxBytes: DEFAULTS.autoStreamMaxBytes };
+  const facts = { mode: ctx.mode!, memoryBytes: ctx.memoryBytes, directRoute, jumpHosts: ctx.ssh.endpoint.jumps?.map((j) => j.label), streamMaxBytes: DEFAULTS.autoStreamMaxBytes, postCopy: ctx.opts.postCopy };
   let c = chooseTransport(ctx.opts.transport, { ...facts, tls: { ok: true } });
   if (c.transport === 'tls') c = chooseTransport(ctx.opts.transport, { ...facts, tls: await tlsAvailable(ctx) });
   if (c.refuse) throw new PreflightError(c.refuse.message, c.refuse.hint);
   ctx.transport = c.transport;
   ctx.transportWhy = c.why;
+  if (ctx.opts.postCopy) ctx.sourceAddress = await sourceAddressSeen(ctx);
   if (ctx.opts.dryRun || c.transport === 'stream') return `${c.transport} (${c.why})`;
-  const parts = [c.transport === 'tunnel' ? `tunnel (${c.why})` : `${c.transport} to ${ctx.ssh.remoteAddress}:${ctx.opts.pageServerPort} (${c.why})`];
+  const parts = [
+    ctx.opts.postCopy
+      ? `tls from ${ctx.sourceAddress}:${ctx.opts.pageServerPort} on the source (${c.why})`
+      : c.transport === 'tunnel'
+        ? `tunnel (${c.why})`
+        : `${c.transport} to ${ctx.ssh.remoteAddress}:${ctx.opts.pageServerPort} (${c.why})`,
+  ];
   if (c.transport === 'tls') {
-    const certs = await makeCertificates(ctx, ctx.ssh.remoteAddress!);
+    const certs = ctx.opts.postCopy ? await makeCertificates(ctx, ctx.sourceAddress!, 'source') : await makeCertificates(ctx, ctx.ssh.remoteAddress!);
     ctx.certs = certs;
     ctx.cleanups.push({ what: 'remove the TLS keys on both hosts', run: () => certs.remove() });
     parts.push('certificates made for this migration');
@@ -117,6 +125,43 @@ async function settleTransport(ctx: Context): Promise<string> {
     parts.push(guard.describe);
   }
   return parts.join('; ');
+}
+
+/**
+ * What post-copy needs beyond TLS: userfaultfd for the destination's restore, and pipes
+ * of DEFAULTS.lazyPipeMaxBytes on both hosts (raised with --tune-sysctl, and put back on
+ * every exit path, the tool's death included).
+ */
+async function preparePostCopy(ctx: Context): Promise<string> {
+  const uffd = await ctx.dst.run(criu.checkFeature(ctx.opts.remoteCriu, 'uffd-noncoop'), { allowFail: true });
+  if (uffd.code !== 0) {
+    throw new PreflightError(
+      `the destination cannot restore lazily: criu check --feature uffd-noncoop fails there (${(uffd.stdout + uffd.stderr).trim().split('\n').pop()})`,
+      'Post-copy needs userfaultfd with non-cooperative events (Linux 4.11 or newer, CONFIG_USERFAULTFD, and vm.unprivileged_userfaultfd is not needed as root). Migrate without --post-copy.',
+    );
+  }
+  const needed = DEFAULTS.lazyPipeMaxBytes;
+  const notes: string[] = ['userfaultfd on the destination'];
+  for (const host of [ctx.src, ctx.dst]) {
+    const r = await host.run(['cat', '/proc/sys/fs/pipe-max-size'], { allowFail: true });
+    const current = r.code === 0 ? Number(r.stdout.trim()) : undefined;
+    const a = pipeSizeAction(Number.isFinite(current) ? current : undefined, needed, ctx.opts.tuneSysctl);
+    if ('refuse' in a) {
+      throw new PreflightError(`on the ${host.name}, ${a.refuse}`, `Run sysctl -w fs.pipe-max-size=${needed} there (and on the other host), or give --tune-sysctl to have it raised for this migration and put back after.`);
+    }
+    if ('raise' in a) {
+      const set = ['sh', '-c', `echo ${needed} > /proc/sys/fs/pipe-max-size`];
+      const back = ['sh', '-c', `echo ${a.from} > /proc/sys/fs/pipe-max-size`];
+      const w = await host.run(set, { allowFail: true });
+      if (w.code !== 0) throw new PreflightError(`could not raise fs.pipe-max-size on the ${host.name}: ${w.stderr.trim()}`, `Run sysctl -w fs.pipe-max-size=${needed} there yourself.`);
+      const keeper = host === ctx.dst ? await remoteKeeper(ctx, 'sysctl-keeper', back) : await localKeeper('sysctl-keeper', back);
+      ctx.cleanups.push({ what: `put fs.pipe-max-size back to ${a.from} on the ${host.name}`, run: () => keeper() });
+      notes.push(`fs.pipe-max-size raised from ${a.from} to ${needed} on the ${host.name} (put back after)`);
+    } else {
+      notes.push(`fs.pipe-max-size ${current} on the ${host.name}`);
+    }
+  }
+  return notes.join('; ');
 }
 
 async function makeRemoteWorkDir(ctx: Context): Promise<string> {
@@ -178,9 +223,9 @@ export const SOURCE_CHECKS: Check[] = [
   {
     title: 'dirty-memory tracking on the source (pre-copy)',
     run: async (ctx) => {
-      const needsProbe = ctx.opts.mode !== 'one-shot' && !(ctx.opts.mode === 'auto' && ctx.opts.transport === 'stream');
+      const needsProbe = ctx.opts.mode !== 'one-shot' && !ctx.opts.postCopy && !(ctx.opts.mode === 'auto' && ctx.opts.transport === 'stream');
       const tracking = needsProbe ? (await ctx.src.run(criu.checkFeature(ctx.opts.criu, 'mem_dirty_track'), { allowFail: true })).code === 0 : undefined;
-      const m = chooseMode(ctx.opts.mode, tracking, ctx.opts.transport);
+      const m = chooseMode(ctx.opts.mode, tracking, ctx.opts.transport, ctx.opts.postCopy);
       if (m.refuse) {
         throw new PreflightError(
           'this kernel does not track dirty memory (criu check --feature mem_dirty_track fails): pre-copy cannot work here',
@@ -321,6 +366,10 @@ export const DESTINATION_CHECKS: Check[] = [
   {
     title: 'page transport',
     run: async (ctx) => settleTransport(ctx),
+  },
+  {
+    title: 'post-copy (lazy pages)',
+    run: async (ctx) => (ctx.opts.postCopy ? preparePostCopy(ctx) : 'not used'),
   },
   {
     title: 'files to sync (rootfs, volumes)',

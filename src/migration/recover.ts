@@ -5,7 +5,7 @@
 // directories and the record removed; or, if the destination cannot be reached while
 // the source is in doubt, it changes nothing and says so (run it again later).
 import fs from 'node:fs/promises';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { EXIT, MigrateError } from '../errors.js';
 import { LocalHost, RemoteHost, type Host, type RunResult } from '../host.js';
 import { DEFAULTS, type Options } from '../options.js';
@@ -17,7 +17,8 @@ import { runcOf } from './context.js';
 import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
 import { guardFilesCommand, parseGuardFiles } from './guard.js';
-import { decide, readHold } from './hold.js';
+import { decide, readHold, readLazyExit } from './hold.js';
+import { addr } from './address.js';
 import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
 import { removeCriuLockRules } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
@@ -88,6 +89,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       checkpointRunning: processMentions(intent.localBase),
       guard: await guardFiles(),
       destinationStatus: env.dst ? await status(env.dst, env.dstRunc, intent.container) : undefined,
+      checkpointExit: (await readLazyExit(intent.holdDir, null)) ?? undefined,
     };
     decision = decideRecovery(facts);
     if (decision.action !== 'wait') break;
@@ -106,6 +108,19 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
         await env.dst.run(runc.deleteForce(env.dstRunc, intent.container), { allowFail: true });
       }
     }
+  }
+  if (decision.action === 'source' && decision.afterLazyWindow) {
+    // What the hold would have done on a rollback; its script had exited when the window opened.
+    if (intent.moveIp && existsSync(`${intent.holdDir}/address-released`)) {
+      const m = intent.moveIp;
+      await env.src.run(addr.giveBack(await arpingCommand(env.src), m, m.srcDev), { allowFail: true });
+    }
+    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? []);
+  }
+  if (decision.action === 'destination' && decision.removeSourceCopy) {
+    env.warn(`removing the source's copy of ${intent.container}: the destination has every page`);
+    await env.src.run(runc.killHard(env.srcRunc, intent.container), { allowFail: true });
+    await env.src.run(runc.deleteForce(env.srcRunc, intent.container), { allowFail: true });
   }
   if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
   // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).
@@ -173,4 +188,10 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
   }
   report.totalMs = performance.now() - t0;
   return report;
+}
+
+/** arping on HOST: iputils' where installed, else busybox's (both take the flags addr.garp gives). */
+async function arpingCommand(host: Host): Promise<string[]> {
+  const r = await host.run(['sh', '-c', 'command -v arping'], { allowFail: true });
+  return r.code === 0 ? ['arping'] : ['busybox', 'arping'];
 }

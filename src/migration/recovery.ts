@@ -11,6 +11,8 @@ export interface RecoveryFacts {
   guard?: { committed: boolean; removed: boolean; alive: boolean };
   /** runc state of the container on the destination ('missing' if none); undefined: unreachable. */
   destinationStatus?: string;
+  /** Post-copy: the checkpoint's exit status once it ended (0: every page was fetched; the source is gone). */
+  checkpointExit?: number;
 }
 
 export type RecoveryDecision =
@@ -18,10 +20,14 @@ export type RecoveryDecision =
   | { action: 'wait'; why: string }
   /** The destination cannot be reached and the source is in doubt: nothing may be decided. */
   | { action: 'in-doubt'; why: string }
-  /** The container ends on the source: the destination's copy (if any) goes, the source's hold is told rollback (if it still waits). */
-  | { action: 'source'; why: string; finalVerdict?: 'rollback'; removeDestinationCopy: boolean }
-  /** The container ends on the destination: the source's hold is told commit (if it still waits). */
-  | { action: 'destination'; why: string; finalVerdict?: 'commit' };
+  /**
+   * The container ends on the source: the destination's copy (if any) goes, the source's
+   * hold is told rollback (if it still waits). afterLazyWindow: CRIU resumed it at the end
+   * of a broken lazy window: the address goes back to it and CRIU's lock rules go.
+   */
+  | { action: 'source'; why: string; finalVerdict?: 'rollback'; removeDestinationCopy: boolean; afterLazyWindow?: boolean }
+  /** The container ends on the destination: the source's hold is told commit (if it still waits); removeSourceCopy: a source CRIU resumed must go. */
+  | { action: 'destination'; why: string; finalVerdict?: 'commit'; removeSourceCopy?: boolean };
 
 export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   const dstRuns = f.destinationStatus === 'running';
@@ -30,6 +36,23 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   if (f.hold.final !== undefined) {
     if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit' };
     return { action: 'source', why: `the final verdict was ${f.hold.final}`, removeDestinationCopy: !copyAbsent };
+  }
+  if (f.hold.verdict === 'lazy') {
+    // Post-copy's window: the transfer decided, or is still deciding.
+    if (f.checkpointRunning) return { action: 'wait', why: 'the lazy transfer is still under way' };
+    if (f.guard?.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still settling the lazy window" };
+    if (f.guard?.committed && dstRuns) {
+      return f.checkpointExit === 0
+        ? { action: 'destination', why: 'every page reached the destination (the source was destroyed)' }
+        : { action: 'destination', why: "every page reached the destination, but the source's checkpoint did not end cleanly", removeSourceCopy: true };
+    }
+    if (f.checkpointExit === 0) {
+      if (!f.guard || f.destinationStatus === undefined) return { action: 'destination', why: 'the lazy transfer completed (the source was destroyed); the destination cannot be reached to confirm its copy' };
+      return { action: 'destination', why: `the lazy transfer completed (the source was destroyed), but the destination's copy is ${f.destinationStatus}` };
+    }
+    // The transfer broke: CRIU resumed the source. The destination's copy can never be whole.
+    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: "the lazy transfer broke and the source resumed, but the destination cannot be reached to remove its incomplete copy" };
+    return { action: 'source', why: 'the lazy transfer broke: CRIU resumed the source', removeDestinationCopy: !copyAbsent && !f.guard.removed, afterLazyWindow: true };
   }
   if (f.hold.verdict === 'prepared') {
     // In doubt: only the destination's guard knows whether it committed.

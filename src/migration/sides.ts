@@ -2,8 +2,10 @@
 // this machine (the checkpoint, its hold, the intent record), the destination is reached
 // over the SSH connection (its guard, the page server, the image copy).
 import fs from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
-import { criuLogErrors } from '../criu.js';
+import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../criu.js';
 import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
 import type { Proc } from '../host.js';
@@ -16,7 +18,7 @@ import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
 import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
-import { decide, readHold, waitDumped, writeHold, type Verdict } from './hold.js';
+import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { criuLockRules, removeCriuLockRules } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
@@ -114,27 +116,41 @@ export class Source implements SourceSide {
       });
     }
     await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
+    const lazy = ctx.opts.postCopy;
     const argv = runc.checkpoint(ctx.srcRunc, ctx.opts.container, {
       imagePath: images.local,
       workPath: L.criuWork,
-      pageServer: ctx.pageServer?.endpoint,
+      pageServer: lazy ? `${ctx.sourceAddress}:${ctx.opts.pageServerPort}` : ctx.pageServer?.endpoint,
       tcpEstablished: ctx.opts.tcpEstablished,
       parentPath: images.parent,
+      lazyStatusFd: lazy ? 3 : undefined,
     });
     // Its own process group, and its output in files: it outlives the tool if the tool
     // dies (the hold then decides), and a closed pipe must not kill runc half-way.
     const out = path.join(L.holdDir, 'checkpoint.out');
     // Test fault: a wrapper that drops CRIU_CONFIG_FILE, so CRIU never runs the hold.
     const run = faultAt('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
+    // Post-copy: fd 3 gets the lazy page server's NUL; the exit status is kept in a file,
+    // for migrate recover (the checkpoint ends after the lazy window, maybe after the tool).
+    const wrapper = lazy ? 'out=$1; st=$2; rc=$3; shift 3; "$@" 3>"$st" > "$out" 2>&1; echo $? > "$rc"' : 'out=$1; shift; exec "$@" > "$out" 2>&1';
+    const wrapperArgs = lazy ? [out, this.lazyStatusFile, lazyExitFile(L.holdDir)] : [out];
     const start = async () => {
-      const checkpoint = await ctx.src.spawn(['sh', '-c', 'out=$1; shift; exec "$@" > "$out" 2>&1', 'sh', out, ...run], { env });
-      this.ended = checkpoint.done.then(async (r) => ({ code: r.code, signal: r.signal, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
-      return waitDumped(L, checkpoint.done);
+      const checkpoint = await ctx.src.spawn(['sh', '-c', wrapper, 'sh', ...wrapperArgs, ...run], { env });
+      this.ended = checkpoint.done.then(async (r) => ({ code: lazy ? await readLazyExit(L.holdDir, r.code) : r.code, signal: r.signal, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
+      // A lazy page server that starts without the hold (CRIU never ran it) counts as an end.
+      return waitDumped(L, checkpoint.done, lazy ? () => lazyServerReady(this.lazyStatusFile) : undefined);
     };
     let held = await start();
     // Killed at birth by the signal the tool received (interrupt.ts): nothing ran, nothing froze.
     for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.ended!).signal); i++) held = await start();
     if (held === 'dumped') return { held: true };
+    if (held === 'ready') {
+      // Post-copy without the hold: the lazy page server already serves, with no way to
+      // hold the source back. Ending it resumes the source.
+      await this.abortLazyServer();
+      const r = await this.ended!;
+      return { held: false, failure: new Error(`runc checkpoint started the lazy page server without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?); it was stopped and the source resumed (runc exited ${r.code})`) };
+    }
     const res = await this.ended!;
     const last = res.stderr.trim().split('\n').pop() ?? '';
     if (res.code === 0) {
@@ -186,6 +202,73 @@ export class Source implements SourceSide {
     await this.ended;
   }
 
+  /** Post-copy: the file fd 3 of the checkpoint writes to (a NUL once the lazy page server listens). */
+  private get lazyStatusFile(): string {
+    return path.join(this.L.holdDir, 'lazy-status');
+  }
+
+  /**
+   * Post-copy: the hold lets CRIU go on to its lazy page server (the tasks stay frozen).
+   * Resolves once it listens. From here the source's fate is the transfer's: see postcopy.ts.
+   */
+  async openWindow(): Promise<void> {
+    const v = await decide(this.L.holdDir, 'verdict', 'lazy');
+    if (v !== 'lazy') throw new Error(`the source's hold had already ended (${v})`);
+    const deadline = Date.now() + 30_000;
+    let ended = false;
+    void this.ended!.then(() => (ended = true));
+    while (!lazyServerReady(this.lazyStatusFile)) {
+      if (ended) throw new Error(`the checkpoint ended before its lazy page server listened: ${(await this.ended!).stderr.trim().split('\n').pop()}`);
+      if (Date.now() > deadline) throw new Error('the lazy page server on the source did not listen within 30 s');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Post-copy: how the checkpoint ended (0: every page was fetched and runc destroyed the source). */
+  async checkpointEnd(): Promise<number | null> {
+    return (await this.ended!).code;
+  }
+
+  /**
+   * Post-copy: ends a lazy page server nobody has reached yet (the restore failed before
+   * its daemon connected): a connection that closes before the TLS handshake is an error
+   * for it, and CRIU resumes the source. Harmless once a client is connected.
+   */
+  async abortLazyServer(): Promise<void> {
+    const port = this.ctx.opts.pageServerPort;
+    await new Promise<void>((resolve) => {
+      const sock = net.connect({ host: '127.0.0.1', port }, () => sock.destroy());
+      sock.on('close', () => resolve());
+      sock.on('error', () => resolve());
+      setTimeout(() => {
+        sock.destroy();
+        resolve();
+      }, 2000);
+    });
+  }
+
+  /**
+   * Post-copy, after CRIU resumed the source at the end of a failed window: what the hold
+   * would have done on a rollback, done here (its script has already exited): the address
+   * back, CRIU's lock rules off.
+   */
+  async afterWindowRollback(): Promise<void> {
+    const { ctx } = this;
+    if (ctx.opts.moveIp && ctx.moveIp && existsSync(path.join(this.L.holdDir, 'address-released'))) {
+      await ctx.src.run(addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev), { allowFail: true });
+    }
+    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore);
+  }
+
+  /** A source copy that must not run (the destination has it whole): killed and deleted. */
+  async removeResumedCopy(why: string): Promise<void> {
+    const st = await this.ctx.src.run(runc.state(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+    if (st.code !== 0) return;
+    this.ctx.progress.warn(`${why}; removing the resumed source copy`);
+    await this.ctx.src.run(runc.killHard(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+    await this.ctx.src.run(runc.deleteForce(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+  }
+
   async afterCommit(): Promise<void> {
     const { ctx } = this;
     // CRIU leaves its TCP lock rules on the source after a committed dump.
@@ -203,6 +286,10 @@ export class Source implements SourceSide {
 export class Destination implements DestinationSide {
   private guard?: Proc;
   private lines: string[] = [];
+  /** Post-copy: the lazy-pages daemon's exit status, once the guard said it ended. */
+  private lazyDone?: string;
+  /** The guard's last word about the copy, once said. */
+  private ended?: 'committed' | 'removed';
   private waiters: Array<() => void> = [];
   private closed = false;
 
@@ -233,7 +320,8 @@ export class Destination implements DestinationSide {
     const mv = ctx.opts.moveIp;
     const g = ctx.dstRunc;
     const pidFile = `${this.R.criuWork}/restored.pid`;
-    let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile });
+    const lazy = ctx.opts.postCopy;
+    let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile, lazy });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
     if (faultAt('restore-dies')) {
@@ -247,6 +335,19 @@ export class Destination implements DestinationSide {
       delete: runc.deleteForce(g, ctx.opts.container),
       deadlineS: this.deadlineS,
       verifyWindowMs: DEFAULTS.verifyWindowMs,
+      lazy: lazy
+        ? {
+            daemon: criu.lazyPages(ctx.opts.remoteCriu, {
+              imagesDir: images.remote,
+              workDir: this.R.criuWork,
+              address: ctx.sourceAddress!,
+              port: ctx.opts.pageServerPort,
+              logFile: this.lazyLog,
+              tls: ctx.certs!.destination,
+            }),
+            socket: path.join(this.R.criuWork, LAZY_SOCKET),
+          }
+        : undefined,
       moveIp:
         mv && ctx.moveIp
           ? {
@@ -262,6 +363,9 @@ export class Destination implements DestinationSide {
       buf += d.toString();
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
+        const l = parseGuardLine(buf.slice(0, i));
+        if (l.word === 'lazy-done') this.lazyDone = l.detail;
+        if (l.word === 'committed' || l.word === 'removed') this.ended ??= l.word;
         this.lines.push(buf.slice(0, i));
         buf = buf.slice(i + 1);
       }
@@ -342,6 +446,11 @@ export class Destination implements DestinationSide {
     if (w.word === 'verified') {
       if (faultAt('ssh-drop')) this.ctx.ssh.sever();
       failPoint('verify');
+      if (this.ctx.opts.postCopy) {
+        // The copy serves from here ([--move-ip] announced): the lazy window is open.
+        const s = await this.next(['serving', 'removed', 'committed'], 30_000);
+        if (s.word === 'removed') throw new Error(`the destination's guard removed the copy (${s.detail})`);
+      }
       return;
     }
     if (w.word === 'restore-failed') {
@@ -351,6 +460,54 @@ export class Destination implements DestinationSide {
     if (w.word === 'died') throw new Error(`the restored container is ${w.detail} on the destination right after the restore`);
     if (w.word === 'name-taken') throw new Error(`a container named ${this.ctx.opts.container} appeared on the destination during the migration; it was left alone`);
     throw new Error(`the restore did not finish: ${w.detail}`);
+  }
+
+  /** Post-copy: the lazy-pages daemon's log (its figures, and its errors). */
+  get lazyLog(): string {
+    return path.join(this.R.criuWork, 'lazy-pages.log');
+  }
+
+  /**
+   * Post-copy: resolves once the guard settled the lazy window: 'committed' (every page
+   * arrived), 'removed', or undefined when its channel closed first or LIMITMS passed.
+   */
+  async windowEnd(limitMs: number): Promise<{ outcome?: 'committed' | 'removed'; daemonExit?: string }> {
+    const deadline = Date.now() + limitMs;
+    while (!this.ended && !this.closed && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(1000, Math.max(1, deadline - Date.now())));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    return { outcome: this.ended, daemonExit: this.lazyDone };
+  }
+
+  /** Post-copy: cuts the lazy window short (the guard kills the daemon first, then settles). */
+  cutWindow(): void {
+    this.say('rollback');
+  }
+
+  /** Post-copy, after the window: what the guard decided, from its files when its channel is gone. */
+  async windowOutcome(): Promise<'committed' | 'removed' | undefined> {
+    if (this.ended) return this.ended;
+    for (let i = 0; i < 600; i++) {
+      const f = await this.guardFiles();
+      if (!f) return undefined;
+      if (f.committed) return 'committed';
+      if (f.removed) return 'removed';
+      if (!f.alive) return (await this.absent()) ? 'removed' : undefined;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return undefined;
+  }
+
+  /** Post-copy: the lazy-pages daemon's figures (criu.lazyFigures), best effort. */
+  async lazyFigures(): Promise<ReturnType<typeof lazyFigures> | undefined> {
+    const r = await this.ctx.dst.run(['cat', this.lazyLog], { allowFail: true }).catch(() => undefined);
+    return r && r.code === 0 ? lazyFigures(r.stdout) : undefined;
   }
 
   async commit(): Promise<void> {

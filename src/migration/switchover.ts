@@ -74,7 +74,7 @@ export interface DestinationSide {
 }
 
 /** The steps, in the order switchover() takes them (move-ip only with --move-ip; sync only when files are synced; rollback only on a failure). */
-export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'sync', 'restore', 'prepare', 'commit', 'finish', 'rollback'] as const;
+export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'sync', 'window', 'restore', 'pages', 'prepare', 'commit', 'finish', 'rollback'] as const;
 export type SwitchoverStep = (typeof SWITCHOVER_STEPS)[number];
 
 export interface SwitchoverHooks {
@@ -88,9 +88,23 @@ export interface SwitchoverHooks {
   syncFiles: boolean;
 }
 
+/** Post-copy's lazy window, as measured (postcopy.ts). */
+export interface LazyWindow {
+  /** From the restore until the last page arrived (or the window was cut). */
+  windowMs: number;
+  /** Faults the restored tasks took that were served from the source on demand. */
+  pagesOnDemand?: number;
+  /** Pages pushed in the background. */
+  pagesPushed?: number;
+  /** Every page the destination received lazily. */
+  pagesTotal?: number;
+  /** The daemon's exit status as the destination's guard saw it. */
+  daemonExit?: string;
+}
+
 export type SwitchoverResult =
-  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string }
-  | { runningOn: 'source'; error: Error; destinationClean: boolean }
+  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string; lazy?: LazyWindow }
+  | { runningOn: 'source'; error: Error; destinationClean: boolean; lazy?: LazyWindow }
   | { runningOn: 'in-doubt'; error: Error }
   /** The source was destroyed without a hold and the restore failed: only the images remain. */
   | { runningOn: 'nowhere'; error: Error };
@@ -165,7 +179,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
 }
 
 /** Before the prepare: the destination is cleaned first, then the source resumes. */
-async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, error: Error): Promise<SwitchoverResult> {
+export async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, error: Error): Promise<SwitchoverResult> {
   let clean = false;
   await h.step('rollback', 'roll back (resume the source)', async () => {
     clean = await dst.remove().catch(() => false);
@@ -179,7 +193,7 @@ async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHook
  * the only copy, so the destination restores them as it would have; there is no
  * rollback, and a failure leaves the images where they are.
  */
-async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
+export async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
   h.warn(`${why}: restoring on the destination without a way back`);
   try {
     await dst.startGuard();

@@ -34,7 +34,7 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     port: ctx.opts.pageServerPort,
     logFile: r.pageServerLog,
     prevImagesDir,
-    tls: ctx.transport === 'tls' ? ctx.certs!.server : undefined,
+    tls: ctx.transport === 'tls' ? ctx.certs!.destination : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when
   // it closes (the tool ended, died, or lost the connection) the page server is killed.

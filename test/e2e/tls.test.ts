@@ -80,7 +80,7 @@ describe('the TLS transport', () => {
   test("a dumper holding another migration's certificate is refused; that migration rolls back, the other goes on", async () => {
     const a = await counter('tlsa');
     const bb = await counter('tlsb');
-    const withKeys = () => fs.readdirSync('/dev/shm').filter((d) => d.startsWith('runc-migrate.') && fs.existsSync(`/dev/shm/${d}/tls/client.key`));
+    const withKeys = () => fs.readdirSync('/dev/shm').filter((d) => d.startsWith('runc-migrate.') && fs.existsSync(`/dev/shm/${d}/tls/source.key`));
     const pa = await pausedAtPageServer('tlsa', a, ['--transport', 'tls']);
     const mine = withKeys();
     const pb = await pausedAtPageServer('tlsb', bb, ['--transport', 'tls', '--page-server-port', '27028']);
@@ -93,7 +93,7 @@ describe('the TLS transport', () => {
     const img = fs.mkdtempSync(path.join(tmp, 'intruder-'));
     const conf = path.join(img, 'criu.conf');
     const bTls = `/dev/shm/${bDirs[0]}/tls`;
-    fs.writeFileSync(conf, `tls\ntls-cacert /dev/shm/${mine[0]}/tls/ca.crt\ntls-cert ${bTls}/client.crt\ntls-key ${bTls}/client.key\n`);
+    fs.writeFileSync(conf, `tls\ntls-cacert /dev/shm/${mine[0]}/tls/ca.crt\ntls-cert ${bTls}/source.crt\ntls-key ${bTls}/source.key\n`);
     // CRIU's dumper can hang after a failed TLS session (it sends on the session it just
     // freed): the intruder gets 20 s.
     const r = await sh(['sh', '-c', `CRIU_CONFIG_FILE=${conf} exec timeout -s KILL 20 ${ns('src').join(' ')} runc --root ${h.srcRoot} checkpoint --leave-running --image-path ${img}/i --work-path ${img}/w --page-server ${pa.endpoint} tlsc`], { reject: false });
@@ -126,7 +126,7 @@ describe('the TLS transport', () => {
   test('SIGKILL while the page server waits: keys and port rules go with the tool on both hosts', async () => {
     const b = await counter('tls3');
     const p = await pausedAtPageServer('tls3', b, ['--transport', 'tls']);
-    assert.ok(keyMaterial().some((f) => f.endsWith('client.key')) && keyMaterial().some((f) => f.endsWith('server.key')), 'keys were made');
+    assert.ok(keyMaterial().some((f) => f.endsWith('source.key')) && keyMaterial().some((f) => f.endsWith('destination.key')), 'keys were made');
     await sh(['pkill', '-KILL', '-f', 'bin/migrate tls3']);
     const r = await p.run;
     assert.equal(r.code, -1);

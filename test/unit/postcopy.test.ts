@@ -1,0 +1,94 @@
+// Post-copy's pure decisions: the transport it needs, the pipe limit, the guard's window,
+// what migrate recover does with a lazy window, and the daemon's figures.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { chooseMode, chooseTransport, pipeSizeAction } from '../../src/migration/policy.js';
+import { decideRecovery } from '../../src/migration/recovery.js';
+import { guardScript } from '../../src/migration/guard.js';
+import { holdScript } from '../../src/migration/hold.js';
+import { workPaths } from '../../src/migration/paths.js';
+import { criu, lazyFigures } from '../../src/criu.js';
+import { runc } from '../../src/runc.js';
+import { resolveOptions } from '../../src/options.js';
+import { UsageError } from '../../src/errors.js';
+
+const facts = { mode: 'one-shot' as const, memoryBytes: 1 << 30, directRoute: true, streamMaxBytes: 48 << 20, tls: { ok: true }, postCopy: true };
+
+test('post-copy goes over TLS only, and needs the destination to reach the source', () => {
+  assert.equal(chooseTransport('auto', facts).transport, 'tls');
+  assert.equal(chooseTransport('auto', { ...facts, memoryBytes: 1 << 20 }).transport, 'tls', 'no stream for a small container');
+  assert.match(chooseTransport('auto', { ...facts, tls: { ok: false, why: 'criu on the destination was built without TLS (gnutls)' } }).refuse!.message, /--post-copy cannot work here: criu on the destination/);
+  assert.match(chooseTransport('auto', { ...facts, directRoute: false, jumpHosts: ['bastion'] }).refuse!.message, /reach the source's address.*bastion/);
+  assert.equal(chooseMode('auto', true, 'auto', true).mode, 'one-shot', 'no pre-copy with post-copy');
+});
+
+test('--post-copy refuses the transports whose end reads as "every page fetched", and --iterative', () => {
+  for (const t of ['tunnel', 'direct', 'stream']) assert.throws(() => resolveOptions('c', 'h', { postCopy: true, transport: t }), (e: Error) => e instanceof UsageError && /--post-copy needs --transport tls/.test(e.message));
+  assert.throws(() => resolveOptions('c', 'h', { postCopy: true, iterative: true }), /contradict/);
+  assert.equal(resolveOptions('c', 'h', { postCopy: true, transport: 'tls' }).postCopy, true);
+});
+
+test('the pipe limit: enough, raised with --tune-sysctl, or refused with what to set', () => {
+  assert.deepEqual(pipeSizeAction(4194304, 4194304, false), { ok: true });
+  assert.deepEqual(pipeSizeAction(1048576, 4194304, true), { raise: true, from: 1048576 });
+  assert.match((pipeSizeAction(1048576, 4194304, false) as { refuse: string }).refuse, /1048576, below the 4194304/);
+  assert.ok('refuse' in pipeSizeAction(undefined, 4194304, true));
+});
+
+test('the checkpoint and the restore argv for post-copy', () => {
+  const g = { runc: 'runc', root: '/run/runc' };
+  const c = runc.checkpoint(g, 'web', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.1:27027', tcpEstablished: true, lazyStatusFd: 3 });
+  assert.ok(c.join(' ').includes('--lazy-pages --status-fd 3') && c.join(' ').includes('--page-server 10.0.0.1:27027'));
+  assert.ok(runc.restore(g, 'web', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true, lazy: true }).includes('--lazy-pages'));
+  const d = criu.lazyPages('criu', { imagesDir: '/i', workDir: '/w', address: '10.0.0.1', port: 27027, logFile: '/w/l', tls: { caCert: '/t/ca', cert: '/t/c', key: '/t/k' } });
+  assert.deepEqual(d.slice(0, 7), ['criu', 'lazy-pages', '--page-server', '--address', '10.0.0.1', '--port', '27027']);
+  assert.ok(d.includes('--tls') && d.includes('--tls-key'));
+});
+
+test("the hold lets CRIU go on to the lazy page server on the verdict lazy", () => {
+  const s = holdScript(workPaths('/tmp/x'), 1, 60);
+  assert.match(s, /\[ "\$v" = lazy \] && exit 0\n\[ "\$v" = prepared \] \|\| rollback/);
+});
+
+test('the guard in post-copy: daemon before the restore, serving after the verify, and the daemon killed before any removal', () => {
+  const spec = { dir: '/g', state: ['runc', 'state', 'c'], restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
+  const plain = guardScript(spec);
+  assert.ok(!plain.includes('lazy.out') && !plain.includes('say serving'));
+  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket' } });
+  assert.ok(s.indexOf('criu lazy-pages --port 1') < s.indexOf('runc restore c'), 'the daemon starts first');
+  assert.ok(s.indexOf('say verified') < s.indexOf('say serving'));
+  // remove() stops the daemon first and commits if it had already finished.
+  assert.match(s, /remove\(\) \{\n\tif stop_lazy; then commit every-page-arrived; fi/);
+  // In the window only "rollback" kills the daemon; EOF does not.
+  assert.match(s, /\[ "\$x" = rollback \] && kill -KILL \$lp/);
+  assert.match(s, /if \[ \$lrc = 0 \]; then mark committed; say committed every-page-arrived; exit 0; fi\nremove lazy-transfer-failed/);
+});
+
+test('migrate recover in a lazy window: wait for the transfer, then follow it', () => {
+  const hold = { verdict: 'lazy' };
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }>) => ({ committed: false, removed: false, alive: false, ...o });
+  assert.equal(decideRecovery({ hold, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+  assert.equal(decideRecovery({ hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+  const done = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ committed: true }), destinationStatus: 'running' });
+  assert.deepEqual([done.action, 'removeSourceCopy' in done && done.removeSourceCopy], ['destination', false]);
+  const missed = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ committed: true }), destinationStatus: 'running' });
+  assert.deepEqual([missed.action, 'removeSourceCopy' in missed && missed.removeSourceCopy], ['destination', true]);
+  const broke = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ removed: true }), destinationStatus: 'missing' });
+  assert.equal(broke.action, 'source');
+  assert.ok(broke.action === 'source' && broke.afterLazyWindow && !broke.removeDestinationCopy);
+  const stuck = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({}), destinationStatus: 'running' });
+  assert.ok(stuck.action === 'source' && stuck.removeDestinationCopy, 'a dead guard: the incomplete copy is removed');
+  assert.equal(decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1 }).action, 'in-doubt');
+});
+
+test("the lazy-pages daemon's figures from its log", () => {
+  const log = [
+    '(00.1) uffd: 1-12: #PF at 0x7f0000001000',
+    '(00.2) uffd: 1-12: #PF at 0x7f0000002000',
+    '(00.3) uffd: 7-13: #PF at 0x7f0000003000',
+    '(01.4) uffd: 1-12: UFFD transferred pages: (65544/65544)',
+    '(01.4) uffd: 7-13: UFFD transferred pages: (10/10)',
+  ].join('\n');
+  assert.deepEqual(lazyFigures(log), { onDemand: 3, transferred: 65554, total: 65554 });
+  assert.deepEqual(lazyFigures(''), { onDemand: 0, transferred: 0, total: 0 });
+});
