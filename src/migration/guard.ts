@@ -13,13 +13,14 @@
 //
 // Post-copy (lazy): before the restore the guard starts CRIU's lazy-pages daemon, which
 // fetches the memory from the source's lazy page server. Once verified, the copy serves
-// at once ([--move-ip] announced; prints "serving") and the lazy window begins. The
-// window ends with the daemon: exit 0 means every page arrived (the source's CRIU then
-// destroys the source), and the guard commits by itself; anything else means the copy
-// can never be whole, and the guard removes it. In the window the tool's "rollback"
-// kills the daemon first: a lazy page server whose TLS session breaks resumes the
-// source, while one told "done" (as the daemon says when its tasks are gone) destroys
-// it. EOF in the window changes nothing: the transfer decides (see postcopy.ts).
+// at once ([--move-ip] announced; prints "serving") and the lazy window begins. It ends
+// with the daemon (prints "lazy-done STATUS"): on its own once every page arrived (or
+// the transfer broke), or killed on the tool's "rollback" (a TLS session that breaks
+// makes the source's CRIU resume the source; the daemon's "done", which it also says
+// when its tasks are gone, makes it destroy the source). Then the tool, which knows how
+// the source's checkpoint ended, says "commit" or "remove". Without the tool (EOF), the
+// guard goes by the daemon: exit 0, or a last word the source may have heard, commits;
+// anything else removes. See postcopy.ts.
 //
 // No agent: the snippet is the whole of it, and it lives exactly as long as the
 // migration. It leaves its words in its directory too (log, and the files committed or
@@ -43,8 +44,8 @@ export interface GuardSpec {
   deadlineS: number;
   /** The restored copy must stay running this long before it counts as verified. */
   verifyWindowMs: number;
-  /** Post-copy: CRIU's lazy-pages daemon (foreground), and the socket it listens on once ready. */
-  lazy?: { daemon: string[]; socket: string };
+  /** Post-copy: CRIU's lazy-pages daemon (foreground), the socket it listens on once ready, and its log. */
+  lazy?: { daemon: string[]; socket: string; log: string };
   /** --move-ip, on the destination. */
   moveIp?: {
     /** Prints the old arp_ignore, then claims (address.ts claim). */
@@ -155,7 +156,8 @@ ${
     ? `${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
 announced=1
 say serving
-# The lazy window: only "rollback" cuts it short; the channel closing does not.
+# The lazy window: only "rollback" cuts it short (the daemon is killed); the channel
+# closing does not.
 exec 3<&0
 (IFS= read -r x <&3; [ "$x" = rollback ] && kill -KILL $lp 2>/dev/null) &
 wp=$!
@@ -165,7 +167,13 @@ lp=
 kill $wp 2>/dev/null
 echo "lazy-pages daemon ended $lrc" >> "$dir/log"
 say lazy-done $lrc
-if [ $lrc = 0 ]; then mark committed; say committed every-page-arrived; exit 0; fi
+# How it ends is the source's to say (the tool reads how its checkpoint ended): "commit"
+# (it was destroyed: every page had arrived) or "remove" (it resumed). Without the tool:
+# the daemon's own end, and whether the source can have heard its last word.
+w=$(timeout 120 sh -c 'IFS= read -r w && printf "%s" "$w"')
+[ "$w" = commit ] && commit every-page-arrived
+[ "$w" = remove ] && remove lazy-transfer-failed
+if [ $lrc = 0 ] || { grep -q 'Disconnect from the page server' ${quote(g.lazy.log)} && ! grep -q "page server doesn't answer" ${quote(g.lazy.log)}; }; then commit every-page-arrived; fi
 remove lazy-transfer-failed`
     : `word; [ "$w" = commit ] || remove
 commit`

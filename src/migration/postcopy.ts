@@ -39,10 +39,12 @@ export interface LazySourceSide extends SourceSide {
 }
 
 export interface LazyDestinationSide extends DestinationSide {
-  /** Resolves once the guard settled the window, or its channel closed, or LIMITMS passed. */
-  windowEnd(limitMs: number): Promise<{ outcome?: 'committed' | 'removed'; daemonExit?: string }>;
-  /** Asks the guard to cut the window (it kills the daemon, then settles). */
+  /** The lazy-pages daemon's exit status once the guard says it ended; undefined: its channel closed first, or LIMITMS passed. */
+  lazyEnded(limitMs: number): Promise<string | undefined>;
+  /** Asks the guard to cut the window (it kills the daemon). */
   cutWindow(): void;
+  /** Tells the guard how the source's checkpoint ended: commit (the source is gone) or remove (it resumed); resolves with what it did. */
+  settleWindow(verdict: 'commit' | 'remove'): Promise<'committed' | 'removed' | undefined>;
   /** The guard's decision, from its files if need be; undefined: unknown (unreachable). */
   windowOutcome(): Promise<'committed' | 'removed' | undefined>;
   lazyFigures(): Promise<{ onDemand: number; transferred: number; total: number } | undefined>;
@@ -101,22 +103,22 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
     await h.step('pages', 'move the memory while the container runs (lazy window)', async () => {
       await pausePoint('lazy-window');
       failPoint('pages');
-      const srcDone = srcEnd.then((code) => ({ code }));
-      const first = await Promise.race([srcDone, dst.windowEnd(h.windowLimitMs).then((w) => ({ w }))]);
+      const first = await Promise.race([srcEnd.then((code) => ({ code })), dst.lazyEnded(h.windowLimitMs).then((daemon) => ({ daemon }))]);
       if ('code' in first && first.code !== 0) cause = new Error(`the source's lazy page server failed (runc checkpoint exited ${first.code}): the transfer broke`);
-      if ('w' in first && first.w.outcome !== 'committed') {
-        cause = new Error(first.w.outcome === 'removed' ? `the destination's lazy-pages daemon failed (exit ${first.w.daemonExit ?? '?'}): the transfer broke` : `the lazy window did not end within ${Math.round(h.windowLimitMs / 1000)} s, or the destination's guard could not be heard`);
-      }
+      if ('daemon' in first && first.daemon === undefined) cause = new Error(`the lazy window did not end within ${Math.round(h.windowLimitMs / 1000)} s, or the destination's guard could not be heard`);
     }).catch((err: Error) => (cause ??= err));
   }
-  if (cause) {
-    // Cut: the daemon goes first (the source's CRIU then resumes the tasks), then the copy.
-    dst.cutWindow();
-    await waitOrAbort(src, srcEnd);
-  }
+  // Cut: the daemon goes first (its TLS session breaks: the source's CRIU resumes the tasks).
+  if (cause) dst.cutWindow();
+  await dst.lazyEnded(cause ? 30_000 : 60_000);
   const windowEnded = performance.now();
-  const code = await raceTimeout(srcEnd, 60_000);
-  const outcome = (await dst.windowEnd(60_000)).outcome ?? (await dst.windowOutcome());
+  // The source's checkpoint says how it ended; a lazy page server nobody reached is ended.
+  let code = await raceTimeout(srcEnd, cause ? 1000 : 10_000);
+  if (code === undefined) {
+    await src.abortLazyServer();
+    code = await raceTimeout(srcEnd, 30_000);
+  }
+  const outcome = code === undefined ? undefined : await dst.settleWindow(code === 0 ? 'commit' : 'remove');
   const figures = tRestored !== undefined ? await dst.lazyFigures().catch(() => undefined) : undefined;
   const lazy: LazyWindow | undefined =
     tRestored !== undefined
@@ -148,13 +150,6 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
     runningOn: 'in-doubt',
     error: new Error(`the lazy window could not be settled (source's checkpoint: ${code === undefined ? 'still running' : `exited ${code}`}; destination: ${outcome ?? 'unknown'})${cause ? `: ${cause.message}` : ''}`),
   };
-}
-
-/** Waits for the source's checkpoint to end; a lazy page server no daemon reached is ended. */
-async function waitOrAbort(src: LazySourceSide, srcEnd: Promise<number | null>): Promise<void> {
-  if ((await raceTimeout(srcEnd, 3000)) !== undefined) return;
-  await src.abortLazyServer();
-  await raceTimeout(srcEnd, 30_000);
 }
 
 async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

@@ -346,6 +346,7 @@ export class Destination implements DestinationSide {
               tls: ctx.certs!.destination,
             }),
             socket: path.join(this.R.criuWork, LAZY_SOCKET),
+            log: this.lazyLog,
           }
         : undefined,
       moveIp:
@@ -468,12 +469,12 @@ export class Destination implements DestinationSide {
   }
 
   /**
-   * Post-copy: resolves once the guard settled the lazy window: 'committed' (every page
-   * arrived), 'removed', or undefined when its channel closed first or LIMITMS passed.
+   * Post-copy: resolves with the lazy-pages daemon's exit status once the guard says it
+   * ended; undefined when the guard's channel closed first or LIMITMS passed.
    */
-  async windowEnd(limitMs: number): Promise<{ outcome?: 'committed' | 'removed'; daemonExit?: string }> {
+  async lazyEnded(limitMs: number): Promise<string | undefined> {
     const deadline = Date.now() + limitMs;
-    while (!this.ended && !this.closed && Date.now() < deadline) {
+    while (this.lazyDone === undefined && !this.ended && !this.closed && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(1000, Math.max(1, deadline - Date.now())));
         this.waiters.push(() => {
@@ -482,12 +483,19 @@ export class Destination implements DestinationSide {
         });
       });
     }
-    return { outcome: this.ended, daemonExit: this.lazyDone };
+    return this.lazyDone;
   }
 
-  /** Post-copy: cuts the lazy window short (the guard kills the daemon first, then settles). */
+  /** Post-copy: cuts the lazy window short (the guard kills the daemon). */
   cutWindow(): void {
     this.say('rollback');
+  }
+
+  /** Post-copy: the verdict once the daemon ended (commit: the source is gone; remove: it resumed); resolves with what the guard did. */
+  async settleWindow(verdict: 'commit' | 'remove'): Promise<'committed' | 'removed' | undefined> {
+    this.say(verdict);
+    await this.next(['committed', 'removed'], 60_000);
+    return this.windowOutcome();
   }
 
   /** Post-copy, after the window: what the guard decided, from its files when its channel is gone. */

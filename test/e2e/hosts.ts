@@ -158,7 +158,7 @@ export async function leftovers(): Promise<string[]> {
   for (const d of ['/dev/shm', '/var/tmp']) {
     for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) found.push(path.join(d, f));
   }
-  const ps = await sh(['pgrep', '-af', 'criu page-server|hold.sh|runc-migrate\\.|tls-keeper|port-guard'], { reject: false });
+  const ps = await sh(['pgrep', '-af', 'criu page-server|criu lazy-pages|hold.sh|runc-migrate\\.|tls-keeper|port-guard|sysctl-keeper'], { reject: false });
   for (const l of ps.stdout.split('\n')) if (l.trim() && !l.includes('pgrep')) found.push(`process: ${l.trim()}`);
   // The page server's port rules (portguard.ts), tagged with the work directory's name.
   for (const n of ['src', 'dst'] as const) {
