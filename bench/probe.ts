@@ -4,7 +4,8 @@
 // while it measures), or a line to the echo server. The longest time between two answers
 // is the downtime the client saw. If the connection breaks it reconnects at once and
 // counts it. Runs until SIGTERM, then prints one JSON line.
-//   node probe.js watch HOST PORT [--every MS] [--cmd ping|set|echo] [--keys N] [--bind ADDR]
+//   node probe.js watch HOST PORT [--every MS] [--cmd ping|set|echo] [--keys N] [--bind ADDR] [--samples]
+// --samples: the JSON line also holds every request as [sent at, ms from start; answered after, ms].
 // And one Redis command, its reply on stdout (to fill a Redis where no redis-cli is):
 //   node probe.js do HOST PORT ARG...
 import net from 'node:net';
@@ -43,6 +44,10 @@ if (verb === 'do') {
   const cmd = opt('cmd', 'ping');
   const keys = Number(opt('keys', '1000'));
   const bind = opt('bind', '');
+  const keepSamples = rest.includes('--samples');
+  // Requests in flight, oldest first: on one connection the answers come in order.
+  const inFlight: number[] = [];
+  const samples: Array<[number, number]> = [];
   const value = 'v'.repeat(100);
   const request = (n: number) =>
     cmd === 'echo' ? `${n}\n` : cmd === 'set' ? resp(['SET', `key:${Math.floor(Math.random() * keys)}`, value]) : 'PING\r\n';
@@ -77,6 +82,8 @@ if (verb === 'do') {
         buf = buf.slice(nl + 1);
         if (line.startsWith('-')) errors++;
         const now = performance.now();
+        const sentAt = inFlight.shift();
+        if (keepSamples && sentAt !== undefined) samples.push([Math.round(sentAt - t0), Math.round((now - sentAt) * 10) / 10]);
         if (now - lastAnswer > maxGapMs) {
           maxGapMs = now - lastAnswer;
           gapEndsAtMs = now - t0;
@@ -88,6 +95,7 @@ if (verb === 'do') {
     s.on('error', () => undefined);
     s.on('close', () => {
       up = false;
+      inFlight.length = 0;
       if (stopping) return;
       reconnects++;
       setTimeout(() => (sock = connect()), 10);
@@ -98,6 +106,7 @@ if (verb === 'do') {
   const timer = setInterval(() => {
     if (!up || !sock) return;
     sent++;
+    inFlight.push(performance.now());
     sock.write(request(sent));
   }, every);
 
@@ -108,7 +117,7 @@ if (verb === 'do') {
     // The last requests' answers have time to arrive.
     setTimeout(() => {
       process.stdout.write(
-        JSON.stringify({ sent, answered, reconnects, errors, maxGapMs: Math.round(maxGapMs), gapEndsAtMs: Math.round(gapEndsAtMs), ranMs: Math.round(performance.now() - t0) }) + '\n',
+        JSON.stringify({ sent, answered, reconnects, errors, maxGapMs: Math.round(maxGapMs), gapEndsAtMs: Math.round(gapEndsAtMs), ranMs: Math.round(performance.now() - t0), ...(keepSamples ? { samples } : {}) }) + '\n',
       );
       sock?.destroy();
       process.exit(0);

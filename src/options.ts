@@ -111,6 +111,8 @@ export interface Options {
   threshold?: { bytes: number } | { percent: number };
   maxIterations: number;
   preDumpMode: PreDumpMode;
+  /** --auto-converge: throttle the container's CPU while pre-copy does not converge. */
+  autoConverge: boolean;
   /** --post-copy: restore at once on the destination, which fetches memory from the frozen source afterwards (CRIU's lazy pages). */
   postCopy: boolean;
   /** --tune-sysctl: raise fs.pipe-max-size where post-copy needs it, and put it back after. */
@@ -159,6 +161,7 @@ export interface RawOptions {
   preDumpMode?: string;
   postCopy?: boolean;
   tuneSysctl?: boolean;
+  autoConverge?: boolean;
   pageServerPort?: string;
   tcpEstablished?: boolean;
   moveIp?: string;
@@ -203,6 +206,9 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   const mode: Mode = raw.iterative ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
   if (mode === 'iterative' && transport === 'stream') {
     throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).');
+  }
+  if (raw.autoConverge && (mode === 'one-shot' || raw.postCopy)) {
+    throw new UsageError('--auto-converge throttles the container during pre-copy: it has no use with --one-shot or --post-copy', 'Leave out --auto-converge, or migrate with pre-copy (--iterative, or the default where the kernel tracks dirty memory).');
   }
   if (raw.postCopy && mode === 'iterative') {
     throw new UsageError('--post-copy and --iterative contradict each other: post-copy restores at once and moves memory after the restore, without pre-copy', 'Give one of them.');
@@ -253,6 +259,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     maxIterations: positiveInt(raw.maxIterations, '--max-iterations', DEFAULTS.maxIterations),
     preDumpMode: preDumpMode(raw.preDumpMode),
     postCopy: raw.postCopy ?? false,
+    autoConverge: raw.autoConverge ?? false,
     tuneSysctl: raw.tuneSysctl ?? false,
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,

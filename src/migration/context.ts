@@ -36,6 +36,8 @@ export interface Context {
   transport?: ChosenTransport;
   /** Why preflight chose that transport (shown by preflight and --dry-run). */
   transportWhy?: string;
+  /** --auto-converge: the container's CPU throttle (throttle.ts). */
+  throttle?: import('./throttle.js').Throttle;
   /** --post-copy: the source's address as the destination reaches it (its lazy page server's). */
   sourceAddress?: string;
   /** The TLS transport's certificates for this migration (certs.ts). */

@@ -82,6 +82,8 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
         });
       }
     }
+    // Auto-converge: the throttle goes at the switchover (the final dump freezes the container anyway).
+    if (ctx.throttle) await ctx.throttle.lift();
     const r = await runSwitchover(ctx, plan, images, report);
     Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy });
     if (r.sourceLeft) {

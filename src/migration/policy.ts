@@ -254,3 +254,27 @@ export function pipeSizeAction(current: number | undefined, needed: number, tune
   if (tune) return { raise: true, from: current };
   return { refuse: `fs.pipe-max-size is ${current}, below the ${needed} CRIU's lazy pages need` };
 }
+
+/** Auto-converge's steps (QEMU's defaults): the first throttle, each later step, the most. */
+export const AUTO_CONVERGE = { startPct: 20, stepPct: 10, maxPct: 99, triggerShare: 0.5 } as const;
+
+/**
+ * Auto-converge after iteration ITS[-1] and the stop rule's DECISION, with CURRENT percent
+ * in force. The throttle rises (20 %, then 10 % more each iteration, at most 99 %) when
+ * memory is dirtied at half the transfer rate or more (QEMU: dirtied bytes above half of
+ * those sent), or when the stop rule gave up as not-converging; such a give-up is
+ * overridden while the throttle can still rise and iterations are left.
+ */
+export function convergeStep(its: Iteration[], d: Decision, current: number, maxIterations: number): { throttlePct: number; overrideStop: boolean; why?: string } {
+  const a = AUTO_CONVERGE;
+  const keepingUp = its.length >= 2 && d.dirtyRate !== undefined && d.bandwidth > 0 && d.dirtyRate >= a.triggerShare * d.bandwidth;
+  const gaveUp = d.stop && d.reason === 'not-converging';
+  if (!(keepingUp || gaveUp) || (d.stop && !gaveUp) || current >= a.maxPct) return { throttlePct: current, overrideStop: false };
+  const next = current === 0 ? a.startPct : Math.min(a.maxPct, current + a.stepPct);
+  const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB/s`;
+  return {
+    throttlePct: next,
+    overrideStop: gaveUp && its.length < maxIterations,
+    why: `dirtied at ${mib(d.dirtyRate ?? 0)} against ${mib(d.bandwidth)} sent: CPU throttled ${next} %`,
+  };
+}

@@ -10,12 +10,13 @@ import { decodeStatsImage } from '../criustats.js';
 import { formatBytes } from '../progress.js';
 import { runc } from '../runc.js';
 import type { Context } from './context.js';
-import { decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
+import { convergeStep, decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
 import { startPageServer, streamDir } from './transfer.js';
 import { watchTransfer } from './meter.js';
 
 export interface PrecopyResult {
-  iterations: Array<Iteration & { predictedDowntimeMs?: number; bandwidth: number; dirtyRate?: number }>;
+  /** throttlePct: auto-converge's CPU throttle in force during the iteration. */
+  iterations: Array<Iteration & { predictedDowntimeMs?: number; bandwidth: number; dirtyRate?: number; throttlePct?: number }>;
   decision: Decision;
   /** The last pre-dump's directory name, the final dump's parent. */
   last: string;
@@ -33,6 +34,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     ...MODEL,
   };
   let prevStart: number | undefined;
+  // Auto-converge: the container's CPU time at each iteration's start (its rate is the base of the throttle).
+  let prevUsage: { s: number; at: number } | undefined;
   const config = path.join(L.base, 'pre-dump.conf');
   await fs.writeFile(config, `pre-dump-mode ${opts.preDumpMode}\n${ctx.certs?.criuConfig ?? ''}`, { mode: 0o600 });
   for (let n = 1; ; n++) {
@@ -92,8 +95,22 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       return it;
     }, (it) => `(${formatBytes(it.pagesWritten * PAGE_SIZE)} written, ${formatBytes(it.pagesSkippedParent * PAGE_SIZE)} unchanged)`);
     prevStart = t0;
-    const d = decide([...its, figures], rule);
-    its.push({ ...figures, predictedDowntimeMs: d.predictedDowntimeMs, bandwidth: d.bandwidth, dirtyRate: d.dirtyRate });
+    let d = decide([...its, figures], rule);
+    const throttlePct = ctx.throttle?.pct;
+    its.push({ ...figures, predictedDowntimeMs: d.predictedDowntimeMs, bandwidth: d.bandwidth, dirtyRate: d.dirtyRate, throttlePct });
+    if (ctx.throttle) {
+      const t = ctx.throttle;
+      const usage = await t.usageS();
+      const at = performance.now();
+      const cpus = usage !== undefined && prevUsage ? (usage - prevUsage.s) / ((at - prevUsage.at) / 1000) : undefined;
+      prevUsage = usage !== undefined ? { s: usage, at } : undefined;
+      const c = convergeStep(its, d, t.pct, opts.maxIterations);
+      if (c.throttlePct !== t.pct) {
+        await t.set(c.throttlePct, cpus);
+        progress.info(`  auto-converge: ${c.why}`);
+      }
+      if (c.overrideStop) d = { ...d, stop: false, reason: undefined, why: `not converging: throttled to ${c.throttlePct} %` };
+    }
     const mbs = (d.bandwidth / 1e6).toFixed(1);
     progress.info(
       `  iteration ${n}: ${figures.pagesWritten} pages written, ${mbs} MB/s` +

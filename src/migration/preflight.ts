@@ -16,6 +16,7 @@ import type { Context } from './context.js';
 import { makeCertificates } from './certs.js';
 import { guardPort, sourceAddressSeen } from './portguard.js';
 import { localKeeper, remoteKeeper } from './keeper.js';
+import { Throttle } from './throttle.js';
 import { workPaths } from './paths.js';
 import { commandLine, quote } from '../shell.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
@@ -235,6 +236,20 @@ export const SOURCE_CHECKS: Check[] = [
       if (m.warning) ctx.progress.warn(m.warning);
       ctx.mode = m.mode;
       return m.note;
+    },
+  },
+  {
+    title: 'CPU throttle (auto-converge)',
+    run: async (ctx) => {
+      if (!ctx.opts.autoConverge) return 'not used';
+      if (ctx.mode !== 'iterative') {
+        throw new PreflightError('--auto-converge needs pre-copy, and this migration is one-shot (the source kernel does not track dirty memory)', 'Leave out --auto-converge, or migrate from a kernel with soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY).');
+      }
+      const t = await Throttle.locate(ctx.state!.pid);
+      if ('refuse' in t) throw new PreflightError(`--auto-converge cannot throttle ${ctx.opts.container}: ${t.refuse}`, 'Leave out --auto-converge, or enable the cpu controller for the container\'s cgroup.');
+      ctx.throttle = t;
+      ctx.cleanups.push({ what: "lift the container's CPU throttle", run: () => t.lift() });
+      return `${t.describe()}; raised only while pre-copy does not converge`;
     },
   },
   {

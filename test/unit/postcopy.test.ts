@@ -94,3 +94,43 @@ test("the lazy-pages daemon's figures from its log", () => {
   assert.deepEqual(lazyFigures(log), { onDemand: 3, transferred: 65554, total: 65554 });
   assert.deepEqual(lazyFigures(''), { onDemand: 0, transferred: 0, total: 0 });
 });
+
+test("auto-converge: the container's CPU controller, v1 and v2", async () => {
+  const { cpuControl, v1Mounts, throttledQuota } = await import('../../src/cgroup.js');
+  const mounts = 'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0\ncgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
+  assert.deepEqual(v1Mounts(mounts), { 'cpu,cpuacct': '/sys/fs/cgroup/cpu,cpuacct', freezer: '/sys/fs/cgroup/freezer' });
+  assert.deepEqual(cpuControl('4:cpu,cpuacct:/runc-migrate/web\n3:freezer:/runc-migrate/web\n', v1Mounts(mounts)), {
+    version: 1,
+    dir: '/sys/fs/cgroup/cpu,cpuacct/runc-migrate/web',
+    cpuacct: '/sys/fs/cgroup/cpu,cpuacct/runc-migrate/web',
+  });
+  assert.deepEqual(cpuControl('0::/rm/web\n', {}), { version: 2, dir: '/sys/fs/cgroup/rm/web' });
+  assert.equal(cpuControl('', {}), undefined);
+  // 1 CPU used, 20 % throttle: 80 ms of every 100 ms; never under 1 %.
+  assert.equal(throttledQuota(1, 20, 100000), 80000);
+  assert.equal(throttledQuota(2, 50, 100000), 100000);
+  assert.equal(throttledQuota(0.05, 99, 100000), 1000);
+});
+
+test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-converging stop is overridden while it can rise', async () => {
+  const { convergeStep } = await import('../../src/migration/policy.js');
+  const it = (n: number) => ({ n, pagesScanned: 1, pagesWritten: 1, pagesSkippedParent: 0, frozenMs: 1, memdumpMs: 1, memwriteMs: 1, wallMs: 1, copyMs: 1, dumpMs: 1 });
+  const keepingUp = { stop: false, why: '', bandwidth: 10e6, dirtyRate: 8e6 };
+  const gaveUp = { stop: true, reason: 'not-converging' as const, why: '', bandwidth: 10e6, dirtyRate: 12e6 };
+  assert.deepEqual(convergeStep([it(1)], keepingUp, 0, 8).throttlePct, 0, 'one iteration shows no rate');
+  assert.equal(convergeStep([it(1), it(2)], keepingUp, 0, 8).throttlePct, 20);
+  assert.equal(convergeStep([it(1), it(2), it(3)], keepingUp, 20, 8).throttlePct, 30);
+  assert.equal(convergeStep([it(1), it(2)], keepingUp, 95, 8).throttlePct, 99);
+  assert.equal(convergeStep([it(1), it(2)], { ...keepingUp, dirtyRate: 4e6 }, 30, 8).throttlePct, 30, 'under half the rate: no change');
+  const o = convergeStep([it(1), it(2), it(3)], gaveUp, 30, 8);
+  assert.deepEqual([o.throttlePct, o.overrideStop], [40, true]);
+  assert.equal(convergeStep([it(1), it(2), it(3)], gaveUp, 99, 8).overrideStop, false, 'at 99 % the give-up stands');
+  assert.equal(convergeStep([it(1), it(2), it(3)], gaveUp, 30, 3).overrideStop, false, 'no iterations left');
+  assert.equal(convergeStep([it(1), it(2), it(3)], { ...keepingUp, stop: true, reason: 'downtime' as const }, 30, 8).throttlePct, 30, 'a stop that fits is not throttled further');
+});
+
+test('--auto-converge only with pre-copy', () => {
+  assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, oneShot: true }), /--auto-converge throttles the container during pre-copy/);
+  assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, postCopy: true }), /--auto-converge/);
+  assert.equal(resolveOptions('c', 'h', { autoConverge: true }).autoConverge, true);
+});

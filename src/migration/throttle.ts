@@ -1,0 +1,74 @@
+// Auto-converge's lever (--auto-converge): the container's CPU quota on the source. A
+// throttle of P % lets the container use (100 - P) % of the CPU time it used before any
+// throttle, so it dirties memory more slowly and pre-copy can catch up (QEMU's idea).
+//
+// Contract: the original quota is put back by lift(), which the tool calls before the
+// final dump (the switchover) and the cleanups call on every exit path; if the tool
+// dies, a keeper (keeper.ts) puts it back. Nothing else of the container is touched.
+import fs from 'node:fs/promises';
+import { cpuControl, throttledQuota, v1Mounts, type CpuControl } from '../cgroup.js';
+import { localKeeper, type EndKeeper } from './keeper.js';
+
+export class Throttle {
+  /** The throttle in force, percent (0: none). */
+  pct = 0;
+  /** CPUs the container used before the first throttle (the base the quota is cut from). */
+  private baseCpus?: number;
+
+  private constructor(
+    private readonly ctl: CpuControl,
+    private readonly quotaFile: string,
+    private readonly original: string,
+    private readonly periodUs: number,
+    private readonly endKeeper: EndKeeper,
+  ) {}
+
+  /** Finds the controller of the container whose init is PID; the reason when it cannot be throttled. */
+  static async locate(pid: number): Promise<Throttle | { refuse: string }> {
+    const text = await fs.readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+    const mounts = await fs.readFile('/proc/self/mounts', 'utf8').catch(() => '');
+    const ctl = cpuControl(text, v1Mounts(mounts));
+    if (!ctl) return { refuse: `no CPU controller found for pid ${pid} (/proc/${pid}/cgroup)` };
+    const quotaFile = ctl.version === 2 ? `${ctl.dir}/cpu.max` : `${ctl.dir}/cpu.cfs_quota_us`;
+    const original = (await fs.readFile(quotaFile, 'utf8').catch(() => '')).trim();
+    if (!original) return { refuse: `${quotaFile} cannot be read (is the cpu controller enabled for the container's cgroup?)` };
+    const periodUs = ctl.version === 2 ? Number(original.split(/\s+/)[1] ?? 100000) : Number((await fs.readFile(`${ctl.dir}/cpu.cfs_period_us`, 'utf8').catch(() => '100000')).trim());
+    // Written back as it was, whatever happens to the tool.
+    const end = await localKeeper('throttle-keeper', ['sh', '-c', 'printf "%s\\n" "$1" > "$2"', 'sh', original, quotaFile]);
+    return new Throttle(ctl, quotaFile, original, periodUs, end);
+  }
+
+  describe(): string {
+    return `${this.quotaFile} (now ${this.original})`;
+  }
+
+  /** The container's CPU time so far, seconds. */
+  async usageS(): Promise<number | undefined> {
+    if (this.ctl.version === 2) {
+      const stat = await fs.readFile(`${this.ctl.dir}/cpu.stat`, 'utf8').catch(() => '');
+      const us = Number(stat.match(/^usage_usec (\d+)/m)?.[1]);
+      return Number.isFinite(us) ? us / 1e6 : undefined;
+    }
+    if (!this.ctl.cpuacct) return undefined;
+    const ns = Number((await fs.readFile(`${this.ctl.cpuacct}/cpuacct.usage`, 'utf8').catch(() => '')).trim());
+    return Number.isFinite(ns) ? ns / 1e9 : undefined;
+  }
+
+  /**
+   * Sets a throttle of PCT percent. CPUS: the CPUs the container used lately (taken as
+   * the base the first time; later steps cut the same base).
+   */
+  async set(pct: number, cpus: number | undefined): Promise<void> {
+    this.baseCpus ??= Math.max(0.05, cpus ?? 1);
+    const quota = throttledQuota(this.baseCpus, pct, this.periodUs);
+    await fs.writeFile(this.quotaFile, this.ctl.version === 2 ? `${quota} ${this.periodUs}\n` : `${quota}\n`);
+    this.pct = pct;
+  }
+
+  /** Puts the original quota back (the keeper does it, and ends). Idempotent. */
+  async lift(): Promise<void> {
+    await fs.writeFile(this.quotaFile, this.original + '\n').catch(() => undefined);
+    this.pct = 0;
+    await this.endKeeper();
+  }
+}
