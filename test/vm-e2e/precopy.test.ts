@@ -139,4 +139,52 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.ok(r.warnings.some((w: string) => /did not converge/.test(w)));
     await must('vm2', 'runc delete -f mwf');
   });
+
+  // --auto-converge: the container's CPU quota (cgroup v2 cpu.max in the VMs).
+  const cpuMax = (name: string) => `cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/cgroup)/cpu.max`;
+
+  test('auto-converge: a memwriter that does not converge does with the throttle; its pages check clean on the destination; the throttle is gone', async () => {
+    // 48 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
+    await startMemwriter('mwn', 48, 256 * 1024);
+    await startMemwriter('mwa', 48, 256 * 1024);
+    const plain = await migrateInVm('mwn', '--iterative --transport direct --max-downtime 300 --max-iterations 14');
+    const before = (await must('vm1', cpuMax('mwa'))).trim();
+    const ac = await migrateInVm('mwa', '--iterative --transport direct --max-downtime 300 --max-iterations 14 --auto-converge');
+    const its = ac.iterations as Array<{ pagesWritten: number; throttlePct?: number }>;
+    process.stderr.write(
+      `# without: ${plain.iterations.length} pre-dumps (${plain.iterations.map((i: { pagesWritten: number }) => i.pagesWritten).join(' ')}), ${plain.stopReason}, downtime ${plain.downtimeMs} ms\n` +
+        `# auto-converge: ${its.length} pre-dumps, pages ${its.map((i) => i.pagesWritten).join(' ')}, throttle ${its.map((i) => i.throttlePct ?? 0).join(' ')} %, ${ac.stopReason}: ${ac.stopWhy}; downtime ${ac.downtimeMs} ms\n`,
+    );
+    assert.equal(plain.stopReason, 'not-converging');
+    assert.notEqual(ac.stopReason, 'not-converging', ac.stopWhy);
+    assert.deepEqual(its.slice(0, 3).map((i) => i.throttlePct ?? 0), [0, 0, 20], 'the throttle starts at 20 % once a rate is measured');
+    for (let i = 3; i < its.length; i++) assert.ok((its[i].throttlePct ?? 0) >= (its[i - 1].throttlePct ?? 0), 'the throttle only rises');
+    assert.ok(ac.downtimeMs <= plain.downtimeMs / 2, `downtime ${ac.downtimeMs} ms, not half of ${plain.downtimeMs} ms`);
+    // Lifted before the final dump: the restored copy runs unthrottled (migrateInVm checked its pages).
+    assert.equal((await must('vm2', cpuMax('mwa'))).trim(), before);
+    await must('vm2', 'runc delete -f mwn; runc delete -f mwa');
+  });
+
+  test('auto-converge: the throttle is gone after a failed restore and after SIGINT', async () => {
+    await startMemwriter('mwt', 48, 256 * 1024);
+    const original = (await must('vm1', cpuMax('mwt'))).trim();
+    // A restore that fails: the source resumes, unthrottled.
+    const f = await vm('vm1', 'RUNC_MIGRATE_FAIL_AT=restore node /project/bin/migrate mwt root@10.77.2.2 --json --iterative --transport direct --max-downtime 300 --max-iterations 6 --auto-converge');
+    assert.equal(f.code, 4, f.stderr);
+    const its = JSON.parse(f.stdout).iterations as Array<{ throttlePct?: number }>;
+    assert.ok(its.some((i) => (i.throttlePct ?? 0) > 0), `it never throttled: ${JSON.stringify(its)}`);
+    assert.equal((await must('vm1', cpuMax('mwt'))).trim(), original, 'throttled after the rollback');
+    // SIGINT while throttled (the second pre-dump runs under the throttle set after the first measured rate).
+    const r = await must(
+      'vm1',
+      'node /project/bin/migrate mwt root@10.77.2.2 --iterative --transport direct --max-downtime 1 --max-iterations 12 --auto-converge 2>/tmp/mwt.err & pid=$!; ' +
+        'for i in $(seq 900); do grep -q "auto-converge:" /tmp/mwt.err && break; sleep 0.1; done; ' +
+        `t=$(${cpuMax('mwt')}); kill -INT $pid; wait $pid; echo "exit=$?"; echo "during=$t"; cat /tmp/mwt.err`,
+    );
+    assert.match(r, /exit=130/, r);
+    assert.doesNotMatch(r, new RegExp(`during=${original}\\n`), `not throttled while pre-copy ran: ${r}`);
+    assert.equal((await must('vm1', cpuMax('mwt'))).trim(), original, 'throttled after SIGINT');
+    assert.equal((await vm('vm1', 'pgrep -af "[t]hrottle-keeper"')).stdout.trim(), '');
+    await must('vm1', 'runc delete -f mwt');
+  });
 });
