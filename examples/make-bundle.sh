@@ -16,7 +16,8 @@
 #   redis    Debian's redis-server on port 6379 (no persistence), host network namespace.
 #   memwriter  keeps MEM_MIB (default 64) MiB and rewrites RATE_KIB (default 256) KiB of it
 #            per second; checks all of it every 0.1 s: /dev/shm/count ticks, /dev/shm/status
-#            says "ok" (the pre-copy workload).
+#            says "ok" (the pre-copy workload). WHOLE_PAGES=1: each rewrite writes the whole
+#            page (dirtying then costs CPU, as in an application: auto-converge's case).
 #   files    state in files of the rootfs (examples/filewriter.c): appends to /var/app.log,
 #            rewrites a file it created and holds under flock, writes through a shared
 #            mapping; checks each tick that no write was lost: /dev/shm/count ticks every
@@ -87,7 +88,7 @@ memwriter)
 	fi
 	cp "$bin" "$dir/rootfs/bin/memwriter"
 	chmod 0755 "$dir/rootfs/bin/memwriter"
-	args="[\"/bin/memwriter\", \"${MEM_MIB:-64}\", \"${RATE_KIB:-256}\"]"
+	args="[\"/bin/memwriter\", \"${MEM_MIB:-64}\", \"${RATE_KIB:-256}\"${WHOLE_PAGES:+, \"whole\"}]"
 	;;
 files)
 	bin=${FILEWRITER_BIN:-}

@@ -7,7 +7,11 @@
  * migration that lost or mixed memory shows. No forks, no sleeps in a child: only its
  * own pages get dirty.
  *
- *   memwriter SIZE_MIB RATE_KIB_PER_S
+ *   memwriter SIZE_MIB RATE_KIB_PER_S [whole]
+ *
+ * By default a rewrite touches one word of the page: dirtying costs almost no CPU. With
+ * "whole" it rewrites the whole page, as an application computing its data does: the
+ * dirty rate then follows the CPU the program gets (what auto-converge's throttle acts on).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -34,10 +38,11 @@ static void put(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: memwriter SIZE_MIB RATE_KIB_PER_S\n");
+	if (argc != 3 && !(argc == 4 && strcmp(argv[3], "whole") == 0)) {
+		fprintf(stderr, "usage: memwriter SIZE_MIB RATE_KIB_PER_S [whole]\n");
 		return 2;
 	}
+	int whole = argc == 4;
 	size_t pages = (size_t)atol(argv[1]) * 1024 * 1024 / PAGE;
 	size_t per_tick = (size_t)atol(argv[2]) / 4 / 10; /* pages per 100 ms */
 	uint8_t *buf = malloc(pages * PAGE);
@@ -60,6 +65,8 @@ int main(int argc, char **argv)
 			cursor = (cursor + 1) % pages;
 			version[i]++;
 			uint64_t word = (i ^ SEED) + ((uint64_t)version[i] << 40);
+			if (whole)
+				memset(buf + i * PAGE, (int)(i & 0xff), PAGE);
 			memcpy(buf + i * PAGE, &word, sizeof(word));
 		}
 		for (size_t i = 0; i < pages; i++) {

@@ -43,11 +43,19 @@ export function v1Mounts(mounts: string): Record<string, string> {
   return out;
 }
 
+/** The kernel's least quota, and longest period (microseconds). */
+export const MIN_QUOTA_US = 1000;
+export const MAX_PERIOD_US = 1_000_000;
+
 /**
  * The quota for a throttle of PCT percent: the CPU time the container used (CPUS, in
- * CPUs, measured before any throttle) less PCT, over PERIOD microseconds; never under
- * 1 % of one CPU (the kernel's floor is 1000 us).
+ * CPUs, measured before any throttle) less PCT, over PERIOD microseconds. A share too
+ * small for the kernel's 1000 us floor lengthens the period (up to 1 s) where the
+ * period may change (cgroup v2: one write sets both), else stops at the floor.
  */
-export function throttledQuota(cpus: number, pct: number, periodUs: number): number {
-  return Math.max(Math.round(periodUs / 100), Math.round(cpus * periodUs * (1 - pct / 100)));
+export function throttledQuota(cpus: number, pct: number, periodUs: number, periodMayGrow = false): { quotaUs: number; periodUs: number } {
+  const share = cpus * (1 - pct / 100);
+  let period = periodUs;
+  if (periodMayGrow && share * period < MIN_QUOTA_US) period = Math.min(MAX_PERIOD_US, Math.ceil(MIN_QUOTA_US / Math.max(share, 1e-6)));
+  return { quotaUs: Math.max(MIN_QUOTA_US, Math.round(share * period)), periodUs: period };
 }

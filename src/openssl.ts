@@ -39,13 +39,16 @@ export const openssl = {
  * and CRIU's page server checks the client's against the same address (it verifies the
  * peer's name on both ends, not only the server's).
  */
-export function caConfig(dir: string, address: string): string {
-  const san = /:/.test(address) ? `IP:${address}` : /^[\d.]+$/.test(address) ? `IP:${address}` : `DNS:${address}`;
+export function caConfig(dir: string, address: string | string[], bothWays = false): string {
+  const one = (a: string) => (/:/.test(a) ? `IP:${a}` : /^[\d.]+$/.test(a) ? `IP:${a}` : `DNS:${a}`);
+  const san = (Array.isArray(address) ? address : [address]).map(one).join(', ');
   // The page server's and the dumper's: the same but for what the key may be used for.
+  // bothWays (hybrid: pre-dumps to the destination, then lazy pages from the source):
+  // each end is a server once and a client once.
   const leaf = (section: string, purpose: string) => `[${section}]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = ${purpose}
+extendedKeyUsage = ${bothWays ? 'serverAuth, clientAuth' : purpose}
 subjectAltName = ${san}
 authorityKeyIdentifier = keyid
 `;

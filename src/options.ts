@@ -113,6 +113,8 @@ export interface Options {
   preDumpMode: PreDumpMode;
   /** --auto-converge: throttle the container's CPU while pre-copy does not converge. */
   autoConverge: boolean;
+  /** --hybrid: pre-copy under the stop rule, then post-copy for what is left (postCopy is set too). */
+  hybrid: boolean;
   /** --post-copy: restore at once on the destination, which fetches memory from the frozen source afterwards (CRIU's lazy pages). */
   postCopy: boolean;
   /** --tune-sysctl: raise fs.pipe-max-size where post-copy needs it, and put it back after. */
@@ -160,6 +162,7 @@ export interface RawOptions {
   maxIterations?: string;
   preDumpMode?: string;
   postCopy?: boolean;
+  hybrid?: boolean;
   tuneSysctl?: boolean;
   autoConverge?: boolean;
   pageServerPort?: string;
@@ -203,14 +206,20 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     throw new UsageError(`--transport "${raw.transport}" is not one of ${TRANSPORTS.join(', ')}`);
   }
   if (raw.iterative && raw.oneShot) throw new UsageError('--iterative and --one-shot contradict each other', 'Give one of them, or neither to let the tool choose.');
-  const mode: Mode = raw.iterative ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
+  const mode: Mode = raw.iterative || raw.hybrid ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
   if (mode === 'iterative' && transport === 'stream') {
     throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).');
   }
-  if (raw.autoConverge && (mode === 'one-shot' || raw.postCopy)) {
+  if (raw.hybrid && raw.oneShot) {
+    throw new UsageError('--hybrid pre-copies first: it contradicts --one-shot', 'Give --post-copy for post-copy without pre-copy.');
+  }
+  if (raw.hybrid && transport !== 'auto' && transport !== 'tls') {
+    throw new UsageError(`--hybrid needs --transport tls (or auto): its pre-dumps and its lazy pages go over CRIU's TLS`, 'Leave out --transport, or give --transport tls.');
+  }
+  if (raw.autoConverge && (mode === 'one-shot' || (raw.postCopy && !raw.hybrid))) {
     throw new UsageError('--auto-converge throttles the container during pre-copy: it has no use with --one-shot or --post-copy', 'Leave out --auto-converge, or migrate with pre-copy (--iterative, or the default where the kernel tracks dirty memory).');
   }
-  if (raw.postCopy && mode === 'iterative') {
+  if (raw.postCopy && !raw.hybrid && mode === 'iterative') {
     throw new UsageError('--post-copy and --iterative contradict each other: post-copy restores at once and moves memory after the restore, without pre-copy', 'Give one of them.');
   }
   if (raw.postCopy && transport !== 'auto' && transport !== 'tls') {
@@ -258,7 +267,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     threshold,
     maxIterations: positiveInt(raw.maxIterations, '--max-iterations', DEFAULTS.maxIterations),
     preDumpMode: preDumpMode(raw.preDumpMode),
-    postCopy: raw.postCopy ?? false,
+    postCopy: (raw.postCopy ?? false) || (raw.hybrid ?? false),
+    hybrid: raw.hybrid ?? false,
     autoConverge: raw.autoConverge ?? false,
     tuneSysctl: raw.tuneSysctl ?? false,
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,

@@ -24,7 +24,7 @@ export interface Report {
   container: string;
   source: string;
   destination: string;
-  mode?: 'one-shot' | 'iterative' | 'post-copy';
+  mode?: 'one-shot' | 'iterative' | 'post-copy' | 'hybrid';
   /**
    * Post-copy: the lazy window (from the restore until the last page arrived, or until it
    * was cut), and how the memory came: faults served on demand against pages pushed.

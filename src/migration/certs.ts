@@ -42,7 +42,7 @@ const TLS_DIR = 'tls';
  * paths. The page server is on the destination (pre-copy, one shot) or, with post-copy,
  * on the source (SERVER_ON). On failure nothing of it is left on either host.
  */
-export async function makeCertificates(ctx: Context, address: string, serverOn: 'destination' | 'source' = 'destination'): Promise<Certificates> {
+export async function makeCertificates(ctx: Context, address: string | string[], serverOn: 'destination' | 'source' | 'both' = 'destination'): Promise<Certificates> {
   const localDir = path.join(ctx.local!.base, TLS_DIR);
   const remoteDir = path.join(ctx.remote!.base, TLS_DIR);
   const keepers: Array<() => Promise<void>> = [];
@@ -60,7 +60,7 @@ export async function makeCertificates(ctx: Context, address: string, serverOn: 
     await fs.writeFile(path.join(make, 'index.txt'), '');
     await fs.writeFile(path.join(make, 'serial'), crypto.randomBytes(8).toString('hex').toUpperCase().replace(/^[89A-F]/, '1') + '\n');
     const config = path.join(make, 'ca.cnf');
-    await fs.writeFile(config, caConfig(make, address), { mode: 0o600 });
+    await fs.writeFile(config, caConfig(make, address, serverOn === 'both'), { mode: 0o600 });
     const id = crypto.randomBytes(6).toString('hex');
     const now = Date.now();
     const start = new Date(now - CERT_BACKDATE_S * 1000);

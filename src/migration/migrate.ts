@@ -54,7 +54,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source' });
       return report;
     }
-    report.mode = opts.postCopy ? 'post-copy' : plan.mode;
+    report.mode = opts.hybrid ? 'hybrid' : opts.postCopy ? 'post-copy' : plan.mode;
     const files = ctx.files?.trees.length ? ctx.files : undefined;
     if (ctx.files) report.files = ctx.files.report;
     if (files) {

@@ -171,7 +171,9 @@ export function chooseMode(
   dirtyTracking: boolean | undefined,
   transport: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct',
   postCopy = false,
+  hybrid = false,
 ): { mode: 'iterative' | 'one-shot'; warning?: string; refuse?: boolean; note: string } {
+  if (hybrid) return dirtyTracking ? { mode: 'iterative', note: 'available: pre-copy, then post-copy (--hybrid)' } : { mode: 'one-shot', refuse: true, note: 'not available' };
   if (postCopy) return { mode: 'one-shot', note: 'not needed (--post-copy moves memory after the restore)' };
   if (requested === 'one-shot') return { mode: 'one-shot', note: 'not needed (--one-shot)' };
   if (requested === 'auto' && transport === 'stream') return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };

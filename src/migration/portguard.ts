@@ -40,6 +40,14 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
   const tag = path.basename(ctx.local!.base);
   const dstRules: PortRule[] = [];
   const srcRules: PortRule[] = [];
+  if (ctx.opts.hybrid) {
+    // Pre-dumps to the destination's page server, then lazy pages from the source's.
+    const family = addressFamily(ctx.ssh.remoteAddress!);
+    const from = await sourceAddressSeen(ctx);
+    if (!from) return { skipped: "the source's address as the destination sees it is unknown" };
+    dstRules.push({ family, chain: 'INPUT', address: ctx.ssh.remoteAddress!, port, onlyFrom: from, tag });
+    srcRules.push({ family, chain: 'OUTPUT', address: ctx.ssh.remoteAddress!, port, onlyUid: 0, tag });
+  }
   if (ctx.opts.postCopy) {
     // The lazy page server listens on the source: only the destination's address may
     // connect from outside; on the source itself only root (the tool aborts a server
@@ -80,7 +88,9 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     await remove();
     throw err;
   }
-  const describe = ctx.opts.postCopy
+  const describe = ctx.opts.hybrid
+    ? `port ${port} on ${ctx.ssh.remoteAddress} (pre-dumps) and on the source (lazy pages): from the other host only, and root's processes only`
+    : ctx.opts.postCopy
     ? `port ${port} on the source: from ${ctx.ssh.remoteAddress} only (root's processes there), and root's on the source`
     : t === 'tunnel'
       ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`

@@ -11,7 +11,7 @@ import { formatBytes } from '../progress.js';
 import { runc } from '../runc.js';
 import type { Context } from './context.js';
 import { convergeStep, decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
-import { startPageServer, streamDir } from './transfer.js';
+import { fetchPagemaps, startPageServer, streamDir } from './transfer.js';
 import { watchTransfer } from './meter.js';
 
 export interface PrecopyResult {
@@ -56,13 +56,14 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
         const d0 = performance.now();
         const expected = n === 1 ? ctx.memoryBytes : its.length ? its[its.length - 1].pagesWritten * PAGE_SIZE : undefined;
         const stopMeter = await watchTransfer(ctx, 'dst', remote, expected);
-        const r = await src
-          .run(
+        const preDump = () =>
+          src.run(
             runc.checkpoint(ctx.srcRunc, opts.container, { imagePath: local, workPath, pageServer: ps.endpoint, tcpEstablished: false, preDump: true, parentPath: parent }),
             // CRIU reads the pre-dump mode and, with TLS, its certificates from this file (runc has no flags for them).
             { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
-          )
-          .finally(stopMeter);
+          );
+        // Auto-converge: no throttle while CRIU's parasite works inside the frozen tasks.
+        const r = await (ctx.throttle ? ctx.throttle.suspendedDuring(ctx.state!.pid, preDump) : preDump()).finally(stopMeter);
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
@@ -76,6 +77,8 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       }
       const c0 = performance.now();
       await streamDir(ctx, local, remote, ['./parent']);
+      // Hybrid: the lazy final dump is parented on this one, and looks for its pagemaps here.
+      if (opts.hybrid) await fetchPagemaps(ctx, remote, local);
       const copyMs = performance.now() - c0;
       // runc points CRIU's work directory at --work-path: the stats land there.
       const st = decodeStatsImage(await fs.readFile(path.join(L.criuWork, `pre-dump-${n}`, 'stats-dump')));

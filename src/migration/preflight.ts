@@ -113,7 +113,11 @@ async function settleTransport(ctx: Context): Promise<string> {
         : `${c.transport} to ${ctx.ssh.remoteAddress}:${ctx.opts.pageServerPort} (${c.why})`,
   ];
   if (c.transport === 'tls') {
-    const certs = ctx.opts.postCopy ? await makeCertificates(ctx, ctx.sourceAddress!, 'source') : await makeCertificates(ctx, ctx.ssh.remoteAddress!);
+    const certs = ctx.opts.hybrid
+      ? await makeCertificates(ctx, [ctx.ssh.remoteAddress!, ctx.sourceAddress!], 'both')
+      : ctx.opts.postCopy
+        ? await makeCertificates(ctx, ctx.sourceAddress!, 'source')
+        : await makeCertificates(ctx, ctx.ssh.remoteAddress!);
     ctx.certs = certs;
     ctx.cleanups.push({ what: 'remove the TLS keys on both hosts', run: () => certs.remove() });
     parts.push('certificates made for this migration');
@@ -224,9 +228,15 @@ export const SOURCE_CHECKS: Check[] = [
   {
     title: 'dirty-memory tracking on the source (pre-copy)',
     run: async (ctx) => {
-      const needsProbe = ctx.opts.mode !== 'one-shot' && !ctx.opts.postCopy && !(ctx.opts.mode === 'auto' && ctx.opts.transport === 'stream');
+      const needsProbe = ctx.opts.mode !== 'one-shot' && (!ctx.opts.postCopy || ctx.opts.hybrid) && !(ctx.opts.mode === 'auto' && ctx.opts.transport === 'stream');
       const tracking = needsProbe ? (await ctx.src.run(criu.checkFeature(ctx.opts.criu, 'mem_dirty_track'), { allowFail: true })).code === 0 : undefined;
-      const m = chooseMode(ctx.opts.mode, tracking, ctx.opts.transport, ctx.opts.postCopy);
+      const m = chooseMode(ctx.opts.mode, tracking, ctx.opts.transport, ctx.opts.postCopy, ctx.opts.hybrid);
+      if (m.refuse && ctx.opts.hybrid) {
+        throw new PreflightError(
+          'this kernel does not track dirty memory (criu check --feature mem_dirty_track fails): --hybrid cannot pre-copy here',
+          'Migrate with --post-copy (no pre-copy), or from a kernel built with CONFIG_MEM_SOFT_DIRTY.',
+        );
+      }
       if (m.refuse) {
         throw new PreflightError(
           'this kernel does not track dirty memory (criu check --feature mem_dirty_track fails): pre-copy cannot work here',

@@ -421,7 +421,10 @@ export class Destination implements DestinationSide {
     }
     failPoint('copy');
     // CRIU's own "parent" link stays behind: the page server made the destination's.
-    return streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
+    const bytes = await streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
+    // Hybrid: no page server took the lazy final dump; the restore finds the pre-dumps through this link.
+    if (ctx.opts.postCopy && images.parent) await ctx.dst.run(['ln', '-sfn', images.parent, path.join(images.remote, 'parent')]);
+    return bytes;
   }
 
   async syncFiles(): Promise<boolean> {

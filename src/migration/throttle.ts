@@ -60,9 +60,42 @@ export class Throttle {
    */
   async set(pct: number, cpus: number | undefined): Promise<void> {
     this.baseCpus ??= Math.max(0.05, cpus ?? 1);
-    const quota = throttledQuota(this.baseCpus, pct, this.periodUs);
-    await fs.writeFile(this.quotaFile, this.ctl.version === 2 ? `${quota} ${this.periodUs}\n` : `${quota}\n`);
+    const q = throttledQuota(this.baseCpus, pct, this.periodUs, this.ctl.version === 2);
+    await fs.writeFile(this.quotaFile, this.ctl.version === 2 ? `${q.quotaUs} ${q.periodUs}\n` : `${q.quotaUs}\n`);
     this.pct = pct;
+  }
+
+  /**
+   * Runs a pre-dump (RUN) with the throttle off while CRIU holds the tasks: CRIU's
+   * parasite code runs inside them, in their cgroup, and a throttled parasite makes the
+   * freeze as many times longer. CRIU holding the container's init shows as its
+   * TracerPid: the throttle goes when it appears and comes back when it is 0 again (the
+   * container runs throttled while CRIU starts and while the pages are sent); at the
+   * latest when RUN ends.
+   */
+  async suspendedDuring<T>(pid: number, run: () => Promise<T>): Promise<T> {
+    const pct = this.pct;
+    if (pct === 0) return run();
+    let done = false;
+    let lifted = false;
+    const tracer = async () => Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
+    const watch = (async () => {
+      while (!done) {
+        const t = await tracer();
+        if (t !== 0 && !lifted) {
+          await fs.writeFile(this.quotaFile, this.original + '\n');
+          lifted = true;
+        } else if (t === 0 && lifted) break;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      if (lifted) await this.set(pct, undefined);
+    })();
+    try {
+      return await run();
+    } finally {
+      done = true;
+      await watch;
+    }
   }
 
   /** Puts the original quota back (the keeper does it, and ends). Idempotent. */

@@ -1,5 +1,7 @@
 // Moving images: the page server on the destination (reached through the SSH connection
 // or directly), and a tar stream from one directory to another over an exec channel.
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { criu } from '../criu.js';
 import { MigrateError, EXIT } from '../errors.js';
 import type { Proc } from '../host.js';
@@ -119,4 +121,22 @@ export async function streamDir(ctx: Context, localDir: string, remoteDir: strin
     throw new Error(`copying images failed: tar on the source exited ${s.code} (${s.stderr.trim()}), on the destination ${rcv.code} (${rcv.stderr.trim()})`);
   }
   return bytes;
+}
+
+/**
+ * Hybrid: the pagemaps of a pre-dump that went to the destination's page server, copied
+ * back into its local directory, with an empty stand-in for each pages image. The lazy
+ * final dump reads its parent's pagemaps to send only what changed since (CRIU looks for
+ * the parent on the source); it never reads the parent's pages there.
+ */
+export async function fetchPagemaps(ctx: Context, remoteDir: string, localDir: string): Promise<void> {
+  const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
+  const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], { streamStdout: true });
+  sender.stdout.pipe(receiver.stdin);
+  const [s, r] = await Promise.all([sender.done, receiver.done]);
+  if (s.code !== 0 || r.code !== 0) throw new Error(`copying the pagemaps back failed: tar on the destination exited ${s.code} (${s.stderr.trim()}), on the source ${r.code} (${r.stderr.trim()})`);
+  const ls = await ctx.dst.run(['sh', '-c', 'cd "$1" && ls pages-*.img', 'sh', remoteDir], { allowFail: true });
+  for (const name of ls.stdout.split('\n').map((l) => l.trim()).filter((l) => /^pages-\d+\.img$/.test(l))) {
+    await fs.writeFile(path.join(localDir, name), '', { flag: 'a' });
+  }
 }

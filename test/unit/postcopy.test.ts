@@ -106,10 +106,13 @@ test("auto-converge: the container's CPU controller, v1 and v2", async () => {
   });
   assert.deepEqual(cpuControl('0::/rm/web\n', {}), { version: 2, dir: '/sys/fs/cgroup/rm/web' });
   assert.equal(cpuControl('', {}), undefined);
-  // 1 CPU used, 20 % throttle: 80 ms of every 100 ms; never under 1 %.
-  assert.equal(throttledQuota(1, 20, 100000), 80000);
-  assert.equal(throttledQuota(2, 50, 100000), 100000);
-  assert.equal(throttledQuota(0.05, 99, 100000), 1000);
+  // 1 CPU used, 20 % throttle: 80 ms of every 100 ms.
+  assert.deepEqual(throttledQuota(1, 20, 100000), { quotaUs: 80000, periodUs: 100000 });
+  assert.deepEqual(throttledQuota(2, 50, 100000), { quotaUs: 100000, periodUs: 100000 });
+  // Under the kernel's 1000 us floor: the floor (v1), or a longer period (v2), at most 1 s.
+  assert.deepEqual(throttledQuota(0.05, 99, 100000), { quotaUs: 1000, periodUs: 100000 });
+  assert.deepEqual(throttledQuota(0.5, 99, 100000, true), { quotaUs: 1000, periodUs: 200000 });
+  assert.deepEqual(throttledQuota(0.001, 99, 100000, true), { quotaUs: 1000, periodUs: 1000000 });
 });
 
 test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-converging stop is overridden while it can rise', async () => {
@@ -133,4 +136,22 @@ test('--auto-converge only with pre-copy', () => {
   assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, oneShot: true }), /--auto-converge throttles the container during pre-copy/);
   assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, postCopy: true }), /--auto-converge/);
   assert.equal(resolveOptions('c', 'h', { autoConverge: true }).autoConverge, true);
+});
+
+test('--hybrid: pre-copy then post-copy; refused without dirty tracking, with --one-shot, or another transport', () => {
+  const o = resolveOptions('c', 'h', { hybrid: true });
+  assert.deepEqual([o.hybrid, o.postCopy, o.mode], [true, true, 'iterative']);
+  assert.throws(() => resolveOptions('c', 'h', { hybrid: true, oneShot: true }), /contradicts --one-shot/);
+  assert.throws(() => resolveOptions('c', 'h', { hybrid: true, transport: 'tunnel' }), /--hybrid needs --transport tls/);
+  assert.equal(resolveOptions('c', 'h', { hybrid: true, autoConverge: true }).autoConverge, true, 'auto-converge helps its pre-copy');
+  assert.equal(chooseMode('iterative', true, 'auto', true, true).mode, 'iterative');
+  assert.equal(chooseMode('iterative', false, 'auto', true, true).refuse, true);
+});
+
+test('hybrid certificates name both hosts, and each end may be server and client', async () => {
+  const { caConfig } = await import('../../src/openssl.js');
+  const c = caConfig('/w', ['10.0.0.2', '10.0.0.1'], true);
+  assert.match(c, /subjectAltName = IP:10\.0\.0\.2, IP:10\.0\.0\.1/);
+  assert.equal((c.match(/extendedKeyUsage = serverAuth, clientAuth/g) ?? []).length, 2);
+  assert.match(caConfig('/w', '10.0.0.2'), /\[server_cert\][^[]*extendedKeyUsage = serverAuth\n/);
 });
