@@ -59,6 +59,17 @@ describe('post-copy', () => {
     await removeEverywhere(h, 'pc-refuse');
   });
 
+  test('--hybrid is refused where the kernel does not track dirty memory, with the reason, before anything is frozen', async () => {
+    const b = await startExample(h, 'counter', 'pc-hybrid');
+    const r = await migrate([...baseArgs(h, 'pc-hybrid', b.dst), '--hybrid', '--tune-sysctl', '--no-sync-rootfs']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /does not track dirty memory .*--hybrid cannot pre-copy here/);
+    assert.match(r.stderr, /Migrate with --post-copy/);
+    assert.equal(await status(h.srcRoot, 'pc-hybrid'), 'running');
+    assert.deepEqual(await postCopyLeftovers(), []);
+    await removeEverywhere(h, 'pc-hybrid');
+  });
+
   test('the counter continues on the destination; the report gives the lazy window; the limit is put back', async () => {
     const name = 'pc-counter';
     const b = await startExample(h, 'counter', name);

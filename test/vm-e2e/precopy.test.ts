@@ -189,4 +189,23 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.equal((await vm('vm1', 'pgrep -af "[t]hrottle-keeper"')).stdout.trim(), '');
     await must('vm1', 'runc delete -f mwt');
   });
+
+  test('hybrid: pre-copy, then post-copy for what is left; the lazy window moves only what changed since the last pre-dump', async () => {
+    await startMemwriter('mwh', 32, 256);
+    const r = await migrateInVm('mwh', '--hybrid');
+    const its = r.iterations as Array<{ pagesWritten: number }>;
+    process.stderr.write(
+      `# hybrid: ${its.length} pre-dumps (${its.map((i) => i.pagesWritten).join(' ')}), ${r.stopReason}; downtime ${r.downtimeMs} ms; lazy window ${r.postCopy.windowMs} ms, ` +
+        `${r.postCopy.pagesTotal} pages (${r.postCopy.pagesOnDemand} on demand); phases ${(r.phases as Array<{ name: string; ms: number }>).filter((p) => ['dump', 'copy', 'sync', 'window', 'restore', 'pages'].includes(p.name)).map((p) => `${p.name} ${Math.round(p.ms)}`).join(', ')}\n`,
+    );
+    assert.equal(r.mode, 'hybrid');
+    assert.equal(r.transport, 'tls');
+    assert.ok(its.length >= 2, `only ${its.length} pre-dump(s)`);
+    // The final dump moved no memory, and the lazy window only the last pre-dump's dirty set.
+    assert.ok(r.postCopy.pagesTotal * 4 < its[0].pagesWritten, `lazy pages ${r.postCopy.pagesTotal} against the first pre-dump's ${its[0].pagesWritten}`);
+    assert.ok(r.finalDump === undefined || r.finalDump.pagesWritten < 64, `the final dump wrote ${r.finalDump?.pagesWritten} pages`);
+    const left = await vm('vm2', 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[l]azy-pages"');
+    assert.equal(left.stdout.trim(), '', `vm2 keeps: ${left.stdout}`);
+    await must('vm2', 'runc delete -f mwh');
+  });
 });
