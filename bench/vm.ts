@@ -10,7 +10,11 @@
 //   predump  (only when named) memwriter (PREDUMP_MIB, default 64 MiB, 1 MiB/s rewritten),
 //            iterative, --pre-dump-mode splice against read, alternating: how long each
 //            pre-dump kept the tasks frozen (CRIU's frozen time), downtime, total.
-//   node dist/bench/vm.js [scaling] [sweep] [predump]     (as root; make build first)
+//   methods  (only when named) the four methods side by side: a memwriter (METHODS_SIZES
+//            MiB, default "32 64", 1 MiB/s rewritten) moved one-shot (cold), with
+//            pre-copy, post-copy and hybrid, alternating; freeze-to-running, the lazy
+//            window, lazy pages, total; and the counter one-shot as the baseline.
+//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods]     (as root; make build first)
 // Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
@@ -33,7 +37,10 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
-  bench: 'scaling' | 'sweep' | 'predump';
+  bench: 'scaling' | 'sweep' | 'predump' | 'methods';
+  /** Post-copy and hybrid: the lazy window, ms, and the pages it moved. */
+  windowMs?: number;
+  lazyPages?: number;
   point: string;
   x: number;
   rep: number;
@@ -108,6 +115,8 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     finalPages: j.finalDump?.pagesWritten,
     stopReason: j.stopReason,
     preFrozenMs: (j.iterations ?? []).map((i: { frozenMs: number }) => i.frozenMs),
+    windowMs: j.postCopy?.windowMs,
+    lazyPages: j.postCopy?.pagesTotal,
     transport: j.transport,
     phases: Object.fromEntries((j.phases ?? []).filter((p: { name: string }) => !p.name.startsWith('preflight:')).map((p: { name: string; ms: number }) => [p.name, p.ms])),
     ok: r.code === 0,
@@ -223,6 +232,35 @@ async function predump(runs: Run[]): Promise<void> {
   }
 }
 
+/** The four methods against one another, and the counter one-shot as the floor. */
+async function methodsBench(runs: Run[]): Promise<void> {
+  const sizes = (env.METHODS_SIZES ?? '32 64').split(/\s+/).filter(Boolean).map(Number);
+  const methods: Array<[string, string]> = [
+    ['cold', '--one-shot'],
+    ['pre-copy', '--iterative'],
+    ['post-copy', '--post-copy'],
+    ['hybrid', '--hybrid'],
+  ];
+  for (let rep = 0; rep < RUNS; rep++) {
+    const name = 'bcount';
+    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${name} /rm/${name} >/dev/null`);
+    await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+    await sleep(1500);
+    const c = await migrateBy('ours', name, '--one-shot', false);
+    record(runs, { bench: 'methods', point: 'counter', x: 0, rep, ...c });
+    log(`methods: counter one-shot #${rep + 1}: ${c.ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(c.downtimeMs)} ms`);
+    await vm('vm2', `runc delete -f ${name}`);
+    for (const mib of sizes) {
+      for (const [m, flags] of rotation(methods, rep)) {
+        const r = await migrateMemwriter('bme', mib, 1024, 'ours', flags);
+        record(runs, { bench: 'methods', point: m, x: mib, rep, ...r });
+        log(`methods ${mib} MiB ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, window ${Math.round(r.windowMs ?? NaN)} ms (${r.lazyPages ?? '-'} pages), total ${r.totalMs} ms, ${r.preDumps} pre-dumps (${r.transport})`);
+        write(runs);
+      }
+    }
+  }
+}
+
 let began = new Date();
 function record(runs: Run[], r: Run): void {
   runs.push({ ...r, at: new Date().toISOString() });
@@ -281,6 +319,22 @@ function write(runs: Run[]): void {
     }
     md += '\n';
   }
+  const me = good.filter((r) => r.bench === 'methods');
+  if (me.length) {
+    const base = summarize(me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs)).median;
+    md += `## The four methods: memwriter, 1 MiB/s rewritten (transport auto: CRIU's TLS)\n\n`;
+    md += `Baseline, the counter one-shot: freeze-to-running ${cell(me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs))} ms. *window*: the lazy window; *lazy pages*: pages it moved.\n\n`;
+    md += '| memory | method | freeze-to-running, ms | / baseline | window, ms | lazy pages | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|\n';
+    for (const x of [...new Set(me.filter((r) => r.point !== 'counter').map((r) => r.x))].sort((a, b) => a - b)) {
+      for (const m of ['cold', 'pre-copy', 'post-copy', 'hybrid']) {
+        const rs = me.filter((r) => r.point === m && r.x === x);
+        if (!rs.length) continue;
+        const d = summarize(rs.map((r) => r.downtimeMs)).median;
+        md += `| ${x} MiB | ${m} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
+      }
+    }
+    md += '\n';
+  }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
@@ -322,7 +376,7 @@ async function plots(runs: Run[]): Promise<void> {
 async function main(): Promise<void> {
   const which = process.argv.slice(2);
   // predump runs only when named.
-  const want = (b: string) => (which.length === 0 && b !== 'predump') || which.includes(b);
+  const want = (b: string) => (which.length === 0 && b !== 'predump' && b !== 'methods') || which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
@@ -332,6 +386,7 @@ async function main(): Promise<void> {
   await startVms();
   try {
     if (want('predump')) await predump(runs);
+    if (want('methods')) await methodsBench(runs);
     if (want('sweep')) await sweep(runs);
     if (want('scaling')) await baseline(runs);
     if (want('scaling')) await scaling(runs);

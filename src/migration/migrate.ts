@@ -82,9 +82,9 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
         });
       }
     }
-    // Auto-converge: the throttle goes at the switchover (the final dump freezes the container anyway).
-    if (ctx.throttle) await ctx.throttle.lift();
-    const r = await runSwitchover(ctx, plan, images, report);
+    // Auto-converge: the throttle goes at the switchover, once CRIU holds the tasks.
+    const unthrottled = ctx.throttle?.liftWhenSeized(ctx.state!.pid);
+    const r = await runSwitchover(ctx, plan, images, report).finally(() => unthrottled?.());
     Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy });
     if (r.sourceLeft) {
       // Migrated, but the source may still hold its frozen copy: exit 5 says so.

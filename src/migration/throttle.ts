@@ -98,6 +98,28 @@ export class Throttle {
     }
   }
 
+  /**
+   * The switchover: the throttle stays until CRIU holds the container's init for the
+   * final dump (lifted earlier, the container would dirty again, unthrottled, everything
+   * pre-copy had caught up with while runc and CRIU start), then goes for good. The
+   * returned function ends the watch and makes sure the throttle is gone.
+   */
+  liftWhenSeized(pid: number): () => Promise<void> {
+    let done = false;
+    const watch = (async () => {
+      while (!done && this.pct !== 0) {
+        const t = Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
+        if (t !== 0) break;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await this.lift();
+    })();
+    return async () => {
+      done = true;
+      await watch;
+    };
+  }
+
   /** Puts the original quota back (the keeper does it, and ends). Idempotent. */
   async lift(): Promise<void> {
     await fs.writeFile(this.quotaFile, this.original + '\n').catch(() => undefined);

@@ -158,8 +158,9 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
         `# auto-converge: ${its.length} pre-dumps, pages ${its.map((i) => i.pagesWritten).join(' ')}, throttle ${its.map((i) => i.throttlePct ?? 0).join(' ')} %, ${ac.stopReason}: ${ac.stopWhy}; final dump ${ac.finalDump.pagesWritten} pages, downtime ${ac.downtimeMs} ms\n`,
     );
     assert.equal(plain.stopReason, 'not-converging');
-    assert.deepEqual(its.slice(0, 3).map((i) => i.throttlePct ?? 0), [0, 0, 20], 'the throttle starts at 20 % once a rate is measured');
-    for (let i = 3; i < its.length; i++) assert.ok((its[i].throttlePct ?? 0) >= (its[i - 1].throttlePct ?? 0), 'the throttle only rises');
+    const t = its.map((i) => i.throttlePct ?? 0);
+    assert.equal(t.find((x) => x > 0), 20, `the throttle starts at 20 %: ${t.join(' ')}`);
+    for (let i = 1; i < t.length; i++) assert.ok(t[i] >= t[i - 1] && t[i] <= 99 && (t[i - 1] === 0 || t[i] - t[i - 1] <= 10), `steps of 10 %, at most 99 %: ${t.join(' ')}`);
     assert.ok(its[its.length - 1].pagesWritten * 2 < its[0].pagesWritten, `the dirty set did not shrink: ${its.map((i) => i.pagesWritten).join(' ')}`);
     assert.ok(ac.finalDump.pagesWritten * 2 < plain.finalDump.pagesWritten, `final dump ${ac.finalDump.pagesWritten} pages against ${plain.finalDump.pagesWritten} without`);
     // Lifted before the final dump: the restored copy runs unthrottled (migrateInVm checked its pages).
