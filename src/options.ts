@@ -71,6 +71,14 @@ export const DEFAULTS = {
    * (measured on the test hosts, whose default is 1 MiB).
    */
   lazyPipeMaxBytes: 4 * 1024 * 1024,
+  /**
+   * Post-copy: the lazy window is cut (the source resumes) once the transfer has made no
+   * progress for this long. No limit on the window itself: in the VMs a container that
+   * read all of its 32 MiB right after the restore took a fault round trip per page (about
+   * 50 ms under TCG: CRIU's lazy page server corks its answers) and a fixed 60 s limit cut
+   * a transfer that was moving.
+   */
+  lazyStallMs: 30_000,
   /** The container's root filesystem is synced to the destination (rootfs.ts); --no-sync-rootfs turns it off. */
   syncRootfs: true,
   /** Where the intent records of unfinished migrations live on the source (see intent.ts). */

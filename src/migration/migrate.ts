@@ -223,8 +223,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
     moveIp: !!opts.moveIp,
     syncFiles: !!ctx.files?.trees.length,
   };
-  // Post-copy: the window may last as long as the hold would wait for a whole copy.
-  const r = opts.postCopy ? await postCopySwitchover(src, dst, { ...hooks, windowLimitMs: plan.holdTimeoutS * 1000 }) : await switchover(src, dst, hooks);
+  const r = opts.postCopy ? await postCopySwitchover(src, dst, { ...hooks, windowStallMs: DEFAULTS.lazyStallMs }) : await switchover(src, dst, hooks);
   if ('lazy' in r && r.lazy) report.postCopy = { ...r.lazy, rolledBack: r.runningOn === 'source' ? true : undefined };
   if (r.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.

@@ -48,11 +48,13 @@ export interface LazyDestinationSide extends DestinationSide {
   /** The guard's decision, from its files if need be; undefined: unknown (unreachable). */
   windowOutcome(): Promise<'committed' | 'removed' | undefined>;
   lazyFigures(): Promise<{ onDemand: number; transferred: number; total: number } | undefined>;
+  /** How far the daemon has got (the size of its log, which grows with every page it handles); undefined: unknown. */
+  lazyProgress(): Promise<number | undefined>;
 }
 
 export interface PostCopyHooks extends SwitchoverHooks {
-  /** The longest the window may last before the tool cuts it (the transfer stalled). */
-  windowLimitMs: number;
+  /** The window is cut when the transfer made no progress for this long (a silent link, a stuck daemon). */
+  windowStallMs: number;
 }
 
 export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks): Promise<SwitchoverResult> {
@@ -103,9 +105,24 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
     await h.step('pages', 'move the memory while the container runs (lazy window)', async () => {
       await pausePoint('lazy-window');
       failPoint('pages');
-      const first = await Promise.race([srcEnd.then((code) => ({ code })), dst.lazyEnded(h.windowLimitMs).then((daemon) => ({ daemon }))]);
-      if ('code' in first && first.code !== 0) cause = new Error(`the source's lazy page server failed (runc checkpoint exited ${first.code}): the transfer broke`);
-      if ('daemon' in first && first.daemon === undefined) cause = new Error(`the lazy window did not end within ${Math.round(h.windowLimitMs / 1000)} s, or the destination's guard could not be heard`);
+      // As long as pages keep arriving, the window lasts (a container that touches its
+      // pages one by one pays a round trip each); a transfer stalled for windowStallMs is cut.
+      let progress = await dst.lazyProgress();
+      let movedAt = performance.now();
+      for (;;) {
+        const first = await Promise.race([srcEnd.then((code) => ({ code })), dst.lazyEnded(Math.min(5000, h.windowStallMs)).then((daemon) => ({ daemon }))]);
+        if ('code' in first) {
+          if (first.code !== 0) cause = new Error(`the source's lazy page server failed (runc checkpoint exited ${first.code}): the transfer broke`);
+          break;
+        }
+        if (first.daemon !== undefined) break;
+        const now = await dst.lazyProgress();
+        if (now !== undefined && now !== progress) (progress = now), (movedAt = performance.now());
+        if (performance.now() - movedAt > h.windowStallMs) {
+          cause = new Error(`the lazy transfer made no progress for ${Math.round(h.windowStallMs / 1000)} s (a silent link, or the destination's guard cannot be heard)`);
+          break;
+        }
+      }
     }).catch((err: Error) => (cause ??= err));
   }
   // Cut: the daemon goes first (its TLS session breaks: the source's CRIU resumes the tasks).

@@ -515,6 +515,13 @@ export class Destination implements DestinationSide {
     return undefined;
   }
 
+  /** Post-copy: the size of the daemon's log (it grows with every page handled); undefined when it cannot be read. */
+  async lazyProgress(): Promise<number | undefined> {
+    const r = await this.ctx.dst.run(['stat', '-c', '%s', this.lazyLog], { allowFail: true }).catch(() => undefined);
+    const n = r && r.code === 0 ? Number(r.stdout.trim()) : NaN;
+    return Number.isFinite(n) ? n : undefined;
+  }
+
   /** Post-copy: the lazy-pages daemon's figures (criu.lazyFigures), best effort. */
   async lazyFigures(): Promise<ReturnType<typeof lazyFigures> | undefined> {
     const r = await this.ctx.dst.run(['cat', this.lazyLog], { allowFail: true }).catch(() => undefined);

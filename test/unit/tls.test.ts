@@ -46,6 +46,8 @@ test('port rules: inserted first in their chain, removed by the same spec, v4 or
   const out = firewall.insert({ family: addressFamily('fd00::2'), chain: 'OUTPUT', address: 'fd00::2', port: 1, onlyUid: 0, tag: 't' });
   assert.equal(out[0], 'ip6tables');
   assert.ok(out.join(' ').includes('-m owner ! --uid-owner 0'));
+  // Connection attempts only: the kernel's resets (no owner) must pass, or a peer that died stays half-open.
+  assert.ok(ins.join(' ').includes('-p tcp --syn') && out.join(' ').includes('-p tcp --syn'));
 });
 
 test('the transfer line: bytes, rate and time left when the size is known', () => {
