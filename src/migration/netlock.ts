@@ -60,3 +60,17 @@ export async function removeCriuLockRules(run: Runner, keep: string[] = []): Pro
   }
   return removed;
 }
+
+/**
+ * Post-copy: after a broken lazy window CRIU resumes the tasks without unlocking the
+ * network, and a container with its own network namespace keeps CRIU's chain there
+ * (every packet but CRIU's dropped). Removes it when PID's namespace is not the host's
+ * (the host's rules are removeCriuLockRules' with the snapshot of other dumps' rules).
+ * Returns how many rules went.
+ */
+export async function unlockContainerNetns(pid: number, run: Runner): Promise<number> {
+  const own = await run(['readlink', `/proc/${pid}/ns/net`]);
+  const host = await run(['readlink', '/proc/self/ns/net']);
+  if (own.code !== 0 || host.code !== 0 || own.stdout.trim() === host.stdout.trim()) return 0;
+  return removeCriuLockRules((argv) => run(['nsenter', '-t', String(pid), '-n', ...argv]));
+}

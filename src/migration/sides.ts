@@ -20,7 +20,7 @@ import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
-import { criuLockRules, removeCriuLockRules } from './netlock.js';
+import { criuLockRules, removeCriuLockRules, unlockContainerNetns } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { quote } from '../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
@@ -258,6 +258,7 @@ export class Source implements SourceSide {
       await ctx.src.run(addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev), { allowFail: true });
     }
     if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore);
+    await unlockContainerNetns(ctx.state!.pid, (argv) => ctx.src.run(argv, { allowFail: true }));
   }
 
   /** A source copy that must not run (the destination has it whole): killed and deleted. */

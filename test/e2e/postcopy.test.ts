@@ -187,6 +187,23 @@ describe('post-copy', () => {
     await removeEverywhere(h, name);
   });
 
+  test("a container with its own network namespace, rolled back from the window: CRIU's lock inside it is gone", async () => {
+    // The counter runs in a network namespace of its own: CRIU locks it from inside, and
+    // does not unlock it when a lazy transfer fails.
+    const name = 'pc-netns';
+    const b = await startExample(h, 'counter', name);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const r = await migrate([...baseArgs(h, name, b.dst), ...pc, '--json'], { RUNC_MIGRATE_FAIL_AT: 'window' });
+    assert.equal(r.code, 4, r.stderr);
+    const st = await sh(['runc', '--root', h.srcRoot, 'state', name]);
+    const pid = JSON.parse(st.stdout).pid as number;
+    assert.notEqual(fs.readlinkSync(`/proc/${pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'the counter has its own network namespace');
+    const rules = await sh(['nsenter', '-t', String(pid), '-n', 'iptables', '-w', '-S']);
+    assert.doesNotMatch(rules.stdout, /CRIU|0xc114/, `CRIU's lock stayed in the container's namespace:\n${rules.stdout}`);
+    assert.deepEqual(await postCopyLeftovers(), []);
+    await removeEverywhere(h, name);
+  });
+
   test('SIGKILL in the lazy window: the transfer still decides; migrate recover finds it on the destination', async () => {
     const name = 'pc-kill';
     const b = await startExample(h, 'counter', name);

@@ -155,3 +155,21 @@ test('hybrid certificates name both hosts, and each end may be server and client
   assert.equal((c.match(/extendedKeyUsage = serverAuth, clientAuth/g) ?? []).length, 2);
   assert.match(caConfig('/w', '10.0.0.2'), /\[server_cert\][^[]*extendedKeyUsage = serverAuth\n/);
 });
+
+test("after a broken lazy window, CRIU's lock goes from the container's own network namespace, never from the host's", async () => {
+  const { unlockContainerNetns } = await import('../../src/migration/netlock.js');
+  const calls: string[][] = [];
+  const runner = (nsOf: Record<string, string>) => async (argv: string[]) => {
+    calls.push(argv);
+    if (argv[0] === 'readlink') return { code: 0, stdout: nsOf[argv[1]] + '\n' };
+    if (argv.includes('-S') && argv.includes('iptables')) return { code: 0, stdout: '-P INPUT ACCEPT\n-N CRIU\n-A INPUT -j CRIU\n-A OUTPUT -j CRIU\n-A CRIU -m mark --mark 0xc114 -j ACCEPT\n-A CRIU -j DROP\n' };
+    return { code: argv.includes('-S') || argv[0] === 'nft' ? 1 : 0, stdout: '' };
+  };
+  assert.equal(await unlockContainerNetns(42, runner({ '/proc/42/ns/net': 'net:[1]', '/proc/self/ns/net': 'net:[1]' })), 0, 'the host namespace is left alone');
+  assert.equal(calls.filter((c) => c[0] === 'nsenter').length, 0);
+  const removed = await unlockContainerNetns(42, runner({ '/proc/42/ns/net': 'net:[2]', '/proc/self/ns/net': 'net:[1]' }));
+  assert.equal(removed, 5, 'four rules and the chain');
+  const dels = calls.filter((c) => c[0] === 'nsenter' && c.includes('-D')).map((c) => c.slice(4).join(' '));
+  assert.ok(dels.includes('iptables -w -D INPUT -j CRIU') && dels.includes('iptables -w -D CRIU -j DROP'), dels.join('; '));
+  assert.ok(calls.some((c) => c.join(' ') === 'nsenter -t 42 -n iptables -w -X CRIU'));
+});
