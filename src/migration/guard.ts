@@ -77,12 +77,15 @@ restored=0
 old=
 lp=
 # Post-copy: the daemon goes first, and how it ended decides (see above).
-stop_lazy() {
-	[ -n "$lp" ] || return 1
-	kill -KILL $lp 2>/dev/null
+lazy_wait() {
 	wait $lp; lrc=$?
 	lp=
 	echo "lazy-pages daemon ended $lrc" >> "$dir/log"
+}
+stop_lazy() {
+	[ -n "$lp" ] || return 1
+	kill -KILL $lp 2>/dev/null
+	lazy_wait
 	[ $lrc = 0 ]
 }
 announced=0
@@ -162,10 +165,8 @@ exec 3<&0
 (IFS= read -r x <&3; [ "$x" = rollback ] && kill -KILL $lp 2>/dev/null) &
 wp=$!
 exec 3<&-
-wait $lp; lrc=$?
-lp=
+lazy_wait
 kill $wp 2>/dev/null
-echo "lazy-pages daemon ended $lrc" >> "$dir/log"
 say lazy-done $lrc
 # How it ends is the source's to say (the tool reads how its checkpoint ended): "commit"
 # (it was destroyed: every page had arrived) or "remove" (it resumed). Without the tool:

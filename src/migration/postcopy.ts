@@ -23,7 +23,7 @@
 // If the tool dies in the window, the transfer still decides, the guard settles by
 // itself, and `migrate recover` finishes the source's side (the address, the lock rules).
 import { failPoint, pausePoint } from './faults.js';
-import { rollBack, withoutSource, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
+import { freezeSource, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
 
 export interface LazySourceSide extends SourceSide {
   /** The hold lets CRIU start its lazy page server; resolves once it listens. */
@@ -45,8 +45,6 @@ export interface LazyDestinationSide extends DestinationSide {
   cutWindow(): void;
   /** Tells the guard how the source's checkpoint ended: commit (the source is gone) or remove (it resumed); resolves with what it did. */
   settleWindow(verdict: 'commit' | 'remove'): Promise<'committed' | 'removed' | undefined>;
-  /** The guard's decision, from its files if need be; undefined: unknown (unreachable). */
-  windowOutcome(): Promise<'committed' | 'removed' | undefined>;
   lazyFigures(): Promise<{ onDemand: number; transferred: number; total: number } | undefined>;
   /** How far the daemon has got (the size of its log, which grows with every page it handles); undefined: unknown. */
   lazyProgress(): Promise<number | undefined>;
@@ -58,11 +56,9 @@ export interface PostCopyHooks extends SwitchoverHooks {
 }
 
 export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks): Promise<SwitchoverResult> {
-  await src.record('frozen');
-  const t0 = performance.now();
-  const frozen = await h.step('dump', 'freeze and dump all but the memory', () => src.freeze());
-  if (!frozen.held && 'destroyed' in frozen) return withoutSource(src, dst, h, t0, frozen.why);
-  if (!frozen.held) return { runningOn: 'source', error: frozen.failure, destinationClean: true };
+  const f = await freezeSource(src, dst, h, 'freeze and dump all but the memory');
+  if ('result' in f) return f.result;
+  const { t0 } = f;
 
   // Until the window opens, a failure (or the tool's death) rolls back as without post-copy.
   try {

@@ -181,15 +181,8 @@ export class Source implements SourceSide {
     const inForce = await decide(this.L.holdDir, 'final', v);
     const res = await this.ended!;
     if (inForce !== v) throw new Error(`the final verdict was already ${inForce}`);
-    if (v === 'commit' && res.code !== 0) {
-      // CRIU failed after the verdict and resumed the source, which must not run now.
-      const st = await this.ctx.src.run(runc.state(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
-      if (st.code === 0) {
-        this.ctx.progress.warn(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()}); removing the resumed source copy`);
-        await this.ctx.src.run(runc.killHard(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
-        await this.ctx.src.run(runc.deleteForce(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
-      }
-    }
+    // CRIU failed after the verdict and resumed the source, which must not run now.
+    if (v === 'commit' && res.code !== 0) await this.removeResumedCopy(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()})`);
   }
 
   async resume(): Promise<void> {
@@ -503,7 +496,7 @@ export class Destination implements DestinationSide {
   }
 
   /** Post-copy, after the window: what the guard decided, from its files when its channel is gone. */
-  async windowOutcome(): Promise<'committed' | 'removed' | undefined> {
+  private async windowOutcome(): Promise<'committed' | 'removed' | undefined> {
     if (this.ended) return this.ended;
     for (let i = 0; i < 600; i++) {
       const f = await this.guardFiles();

@@ -109,12 +109,24 @@ export type SwitchoverResult =
   /** The source was destroyed without a hold and the restore failed: only the images remain. */
   | { runningOn: 'nowhere'; error: Error };
 
-export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
+/**
+ * The freeze that opens both switchovers (this one and postcopy.ts's): the record, then
+ * the dump under TITLE. Returns when the freeze began and the source is held, or the
+ * result when it is not (the dump failed, or the source is gone without a hold).
+ */
+export async function freezeSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, title: string): Promise<{ t0: number } | { result: SwitchoverResult }> {
   await src.record('frozen');
   const t0 = performance.now();
-  const frozen = await h.step('dump', 'freeze and dump', () => src.freeze());
-  if (!frozen.held && 'destroyed' in frozen) return withoutSource(src, dst, h, t0, frozen.why);
-  if (!frozen.held) return { runningOn: 'source', error: frozen.failure, destinationClean: true };
+  const frozen = await h.step('dump', title, () => src.freeze());
+  if (!frozen.held && 'destroyed' in frozen) return { result: await withoutSource(src, dst, h, t0, frozen.why) };
+  if (!frozen.held) return { result: { runningOn: 'source', error: frozen.failure, destinationClean: true } };
+  return { t0 };
+}
+
+export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
+  const f = await freezeSource(src, dst, h, 'freeze and dump');
+  if ('result' in f) return f.result;
+  const { t0 } = f;
 
   // Until the source is prepared, any failure (or the tool's death) rolls back.
   let bytesMoved: number | undefined;
@@ -193,7 +205,7 @@ export async function rollBack(src: SourceSide, dst: DestinationSide, h: Switcho
  * the only copy, so the destination restores them as it would have; there is no
  * rollback, and a failure leaves the images where they are.
  */
-export async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
+async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
   h.warn(`${why}: restoring on the destination without a way back`);
   try {
     await dst.startGuard();

@@ -2,12 +2,17 @@
 // throttle of P % lets the container use (100 - P) % of the CPU time it used before any
 // throttle, so it dirties memory more slowly and pre-copy can catch up (QEMU's idea).
 //
-// Contract: the original quota is put back by lift(), which the tool calls before the
-// final dump (the switchover) and the cleanups call on every exit path; if the tool
-// dies, a keeper (keeper.ts) puts it back. Nothing else of the container is touched.
+// Contract: the original quota is put back by lift(), which runs once CRIU holds the
+// tasks for the final dump (liftWhenSeized) and in the cleanups on every exit path; if
+// the tool dies, a keeper (keeper.ts) puts it back. Nothing else of the container is touched.
 import fs from 'node:fs/promises';
 import { cpuControl, throttledQuota, v1Mounts, type CpuControl } from '../cgroup.js';
 import { localKeeper, type EndKeeper } from './keeper.js';
+
+/** The process holding PID under ptrace (CRIU, while it holds the tasks); 0 when none. */
+async function tracerPid(pid: number): Promise<number> {
+  return Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
+}
 
 export class Throttle {
   /** The throttle in force, percent (0: none). */
@@ -78,10 +83,9 @@ export class Throttle {
     if (pct === 0) return run();
     let done = false;
     let lifted = false;
-    const tracer = async () => Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
     const watch = (async () => {
       while (!done) {
-        const t = await tracer();
+        const t = await tracerPid(pid);
         if (t !== 0 && !lifted) {
           await fs.writeFile(this.quotaFile, this.original + '\n');
           lifted = true;
@@ -108,8 +112,7 @@ export class Throttle {
     let done = false;
     const watch = (async () => {
       while (!done && this.pct !== 0) {
-        const t = Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
-        if (t !== 0) break;
+        if ((await tracerPid(pid)) !== 0) break;
         await new Promise((r) => setTimeout(r, 2));
       }
       await this.lift();
