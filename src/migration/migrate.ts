@@ -82,8 +82,8 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
         });
       }
     }
-    // Auto-converge: the throttle goes at the switchover, once CRIU holds the tasks.
-    const unthrottled = ctx.throttle?.liftWhenSeized(ctx.state!.pid);
+    // Auto-converge: the throttle goes at the switchover, once CRIU starts to stop the tasks.
+    const unthrottled = ctx.throttle?.liftWhenHeld(ctx.state!.pid);
     const r = await runSwitchover(ctx, plan, images, report).finally(() => unthrottled?.());
     Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy });
     if (r.sourceLeft) {
