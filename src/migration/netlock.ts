@@ -74,3 +74,68 @@ export async function unlockContainerNetns(pid: number, run: Runner): Promise<nu
   if (own.code !== 0 || host.code !== 0 || own.stdout.trim() === host.stdout.trim()) return 0;
   return removeCriuLockRules((argv) => run(['nsenter', '-t', String(pid), '-n', ...argv]));
 }
+
+/**
+ * `ss -Htnp state connected` (run in the container's network namespace) -> the
+ * connections a process of PIDS holds, as the addresses `ss -K` filters on. A scope
+ * ("%eth0") is left out: the filter does not take it.
+ */
+export function containerConnections(ssOut: string, pids: number[]): Array<{ local: string; peer: string }> {
+  const mine = new Set(pids);
+  const found: Array<{ local: string; peer: string }> = [];
+  for (const line of ssOut.split('\n')) {
+    const owners = [...line.matchAll(/\bpid=(\d+)/g)].map((m) => Number(m[1]));
+    if (!owners.some((p) => mine.has(p))) continue;
+    const addrs = line
+      .split(/\s+/)
+      .map((t) => t.replace(/%[^\]:\s]+/, ''))
+      .filter((t) => /^(\[[0-9a-fA-F:.]+\]|\d{1,3}(\.\d{1,3}){3}):\d+$/.test(t));
+    if (addrs.length >= 2) found.push({ local: addrs[0], peer: addrs[1] });
+  }
+  return found;
+}
+
+/**
+ * Post-copy: after a broken lazy window CRIU resumes the tasks with the TCP connections
+ * it dumped (--tcp-established) still in repair mode: they neither send nor fail, and
+ * the application waits on them for ever. Their peers have been talking to the
+ * destination's copy, so they cannot go on: each is destroyed (`ss -K`, the kernel's
+ * SOCK_DESTROY), the application gets an error and its peer a reset. PID: the
+ * container's init; PIDS: its processes (runc ps). Returns how many were found and how
+ * many went (a kernel without CONFIG_INET_DIAG_DESTROY refuses).
+ */
+export async function dropRepairedConnections(pid: number, pids: number[], run: Runner): Promise<{ found: number; dropped: number }> {
+  const inNs = (argv: string[]) => run(['nsenter', '-t', String(pid), '-n', ...argv]);
+  const list = await inNs(['ss', '-Htnp', 'state', 'connected']);
+  if (list.code !== 0) return { found: 0, dropped: 0 };
+  const found = containerConnections(list.stdout, pids);
+  let dropped = 0;
+  for (const c of found) {
+    if ((await inNs(['ss', '-K', '-Htn', 'state', 'connected', 'src', c.local, 'dst', c.peer])).code === 0) dropped++;
+  }
+  return { found: found.length, dropped };
+}
+
+/**
+ * Everything of CRIU's lock that a broken lazy window leaves on the resumed source, which
+ * the hold would have lifted on a rollback: the host's lock rules (but those in KEEP,
+ * another dump's), the chain inside a namespace of the container's own, and the
+ * connections still in repair mode. PID: the container's init, if it runs; PS: the argv
+ * that lists its processes as JSON (runc ps). Returns a warning when connections stay hung.
+ */
+export async function unlockAfterWindow(run: Runner, o: { pid?: number; ps: string[]; keep: string[] }): Promise<string | undefined> {
+  await removeCriuLockRules(run, o.keep);
+  if (!o.pid) return undefined;
+  await unlockContainerNetns(o.pid, run);
+  const ps = await run(o.ps);
+  let pids: number[] = [o.pid];
+  try {
+    if (ps.code === 0) pids = JSON.parse(ps.stdout) as number[];
+  } catch {
+    /* the init alone */
+  }
+  const c = await dropRepairedConnections(o.pid, pids, run);
+  return c.dropped < c.found
+    ? `${c.found - c.dropped} of the container's TCP connections could not be destroyed (ss -K: does the kernel have CONFIG_INET_DIAG_DESTROY?) and hang in repair mode: restart the application's connections`
+    : undefined;
+}

@@ -20,7 +20,7 @@ import { guardFilesCommand, parseGuardFiles } from './guard.js';
 import { decide, readHold, readLazyExit } from './hold.js';
 import { addr } from './address.js';
 import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
-import { removeCriuLockRules, unlockContainerNetns } from './netlock.js';
+import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 
 export interface RecoverResult {
@@ -115,10 +115,10 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       const m = intent.moveIp;
       await env.src.run(addr.giveBack(await arpingCommand(env.src), m, m.srcDev), { allowFail: true });
     }
-    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? []);
     const st = await env.src.run(runc.state(env.srcRunc, intent.container), { allowFail: true });
     const pid = st.code === 0 ? parseState(st.stdout).pid : undefined;
-    if (pid) await unlockContainerNetns(pid, (argv) => env.src.run(argv, { allowFail: true }));
+    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(env.srcRunc, intent.container), keep: intent.lockRulesBefore ?? [] });
+    if (hung) env.warn(hung);
   }
   if (decision.action === 'destination' && decision.removeSourceCopy) {
     env.warn(`removing the source's copy of ${intent.container}: the destination has every page`);

@@ -20,7 +20,7 @@ import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
-import { criuLockRules, removeCriuLockRules, unlockContainerNetns } from './netlock.js';
+import { criuLockRules, removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { quote } from '../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
@@ -93,10 +93,14 @@ export class Source implements SourceSide {
   /** CRIU lock rules present before this dump: another dump's, left alone after the commit. */
   private lockRulesBefore: string[] = [];
 
-  /** Before the freeze (it costs a few commands): the lock rules that are not this dump's. */
+  /**
+   * Before the freeze (it costs a few commands): the lock rules that are not this dump's.
+   * Taken without --tcp-established too: a broken lazy window's cleanup removes whatever
+   * lock rules are not in it.
+   */
   async snapshotLockRules(): Promise<void> {
     const { ctx } = this;
-    if (ctx.opts.tcpEstablished) this.lockRulesBefore = await criuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
+    this.lockRulesBefore = await criuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
   }
 
   async freeze(): Promise<FreezeResult> {
@@ -243,15 +247,15 @@ export class Source implements SourceSide {
   /**
    * Post-copy, after CRIU resumed the source at the end of a failed window: what the hold
    * would have done on a rollback, done here (its script has already exited): the address
-   * back, CRIU's lock rules off.
+   * back, CRIU's lock off (netlock.unlockAfterWindow).
    */
   async afterWindowRollback(): Promise<void> {
     const { ctx } = this;
     if (ctx.opts.moveIp && ctx.moveIp && existsSync(path.join(this.L.holdDir, 'address-released'))) {
       await ctx.src.run(addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev), { allowFail: true });
     }
-    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore);
-    await unlockContainerNetns(ctx.state!.pid, (argv) => ctx.src.run(argv, { allowFail: true }));
+    const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), { pid: ctx.state!.pid, ps: runc.ps(ctx.srcRunc, ctx.opts.container), keep: this.lockRulesBefore });
+    if (hung) ctx.progress.warn(hung);
   }
 
   /** A source copy that must not run (the destination has it whole): killed and deleted. */

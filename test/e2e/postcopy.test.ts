@@ -141,6 +141,11 @@ describe('post-copy', () => {
     const name = 'pc-cut';
     const b = await bigRedis(name);
     const cli = (where: 'src' | 'dst', args: string[]) => sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
+    // A client on one connection (redis-cli -r), which CRIU dumps with the server.
+    const client = sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, '-r', '-1', '-i', '0.02', 'incr', 'ticks'], { reject: false });
+    const clientAddr = async () => (await cli('src', ['client', 'list'])).stdout.match(/addr=(\S+) .*cmd=incr/)?.[1];
+    await waitFor('the client to connect', async () => (await clientAddr()) !== undefined);
+    const stale = (await clientAddr())!;
     const gate = `/tmp/pc-cut-gate-${process.pid}`;
     fs.rmSync(gate, { force: true });
     fs.rmSync(`${gate}.reached`, { force: true });
@@ -167,6 +172,11 @@ describe('post-copy', () => {
     assert.equal((await cli('src', ['dbsize'])).stdout.trim(), '128000');
     const far = await sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, 'strlen', 'k:127999'], { reject: false });
     assert.equal(far.stdout.trim(), '1000', far.stderr);
+    // The client's old connection, which CRIU left in repair mode on the source (its peer
+    // talked to the destination since), was destroyed: Redis saw the error and let it go.
+    await waitFor(`Redis on the source to drop the stale connection ${stale}`, async () => !(await cli('src', ['client', 'list'])).stdout.includes(`addr=${stale} `), 5_000);
+    await sh(['pkill', '-f', 'redis-cli -h 10.77'], { reject: false });
+    await client;
     assert.deepEqual(await postCopyLeftovers(), []);
     await removeEverywhere(h, name);
   });

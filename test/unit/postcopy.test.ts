@@ -115,6 +115,19 @@ test("auto-converge: the container's CPU controller, v1 and v2", async () => {
   assert.deepEqual(throttledQuota(0.001, 99, 100000, true), { quotaUs: 1000, periodUs: 1000000 });
 });
 
+test("auto-converge: the container's freezer, where CRIU's freeze shows first (v1 and v2)", async () => {
+  const { freezerControl, v1Mounts } = await import('../../src/cgroup.js');
+  const mounts = 'cgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
+  const v1 = freezerControl('4:cpu,cpuacct:/rm/web\n3:freezer:/rm/web\n', v1Mounts(mounts))!;
+  assert.equal(v1.file, '/sys/fs/cgroup/freezer/rm/web/freezer.state');
+  assert.deepEqual(['THAWED\n', 'FREEZING\n', 'FROZEN\n'].map(v1.asked), [false, true, true]);
+  const v2 = freezerControl('0::/rm/web\n', {})!;
+  assert.equal(v2.file, '/sys/fs/cgroup/rm/web/cgroup.freeze');
+  assert.deepEqual(['0\n', '1\n', ''].map(v2.asked), [false, true, false]);
+  // A v1 freezer hierarchy that is not mounted: no freezer to watch (the tracer still is).
+  assert.equal(freezerControl('3:freezer:/rm/web\n', {}), undefined);
+});
+
 test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-converging stop is overridden while it can rise', async () => {
   const { convergeStep } = await import('../../src/migration/policy.js');
   const it = (n: number) => ({ n, pagesScanned: 1, pagesWritten: 1, pagesSkippedParent: 0, frozenMs: 1, memdumpMs: 1, memwriteMs: 1, wallMs: 1, copyMs: 1, dumpMs: 1 });
@@ -172,4 +185,31 @@ test("after a broken lazy window, CRIU's lock goes from the container's own netw
   const dels = calls.filter((c) => c[0] === 'nsenter' && c.includes('-D')).map((c) => c.slice(4).join(' '));
   assert.ok(dels.includes('iptables -w -D INPUT -j CRIU') && dels.includes('iptables -w -D CRIU -j DROP'), dels.join('; '));
   assert.ok(calls.some((c) => c.join(' ') === 'nsenter -t 42 -n iptables -w -X CRIU'));
+});
+
+test("after a broken lazy window, the container's connections left in repair mode are destroyed, and nobody else's", async () => {
+  const { containerConnections, dropRepairedConnections } = await import('../../src/migration/netlock.js');
+  const ss = [
+    'ESTAB     0      0      10.77.0.10:6379 10.77.0.3:51234 users:(("redis-server",pid=4100,fd=9))',
+    'ESTAB     0      0      10.77.0.1:22 10.77.0.9:40000 users:(("sshd",pid=900,fd=4),("sshd",pid=901,fd=4))',
+    'TIME-WAIT 0      0      10.77.0.10:6379 10.77.0.3:50000',
+    'ESTAB     0      0      [fe80::1%eth0]:6379 [fe80::2]:41000 users:(("redis-server",pid=4100,fd=10))',
+    'CLOSE-WAIT 1     0      [::ffff:10.77.0.10]:7777 [::ffff:10.77.0.3]:5555 users:(("echo",pid=4101,fd=3))',
+  ].join('\n');
+  assert.deepEqual(containerConnections(ss, [4100, 4101]), [
+    { local: '10.77.0.10:6379', peer: '10.77.0.3:51234' },
+    { local: '[fe80::1]:6379', peer: '[fe80::2]:41000' },
+    { local: '[::ffff:10.77.0.10]:7777', peer: '[::ffff:10.77.0.3]:5555' },
+  ]);
+  const calls: string[] = [];
+  const n = await dropRepairedConnections(4100, [4100], async (argv) => {
+    calls.push(argv.join(' '));
+    return { code: 0, stdout: argv.includes('-K') ? '' : ss };
+  });
+  assert.deepEqual(n, { found: 2, dropped: 2 });
+  assert.deepEqual(calls, [
+    'nsenter -t 4100 -n ss -Htnp state connected',
+    'nsenter -t 4100 -n ss -K -Htn state connected src 10.77.0.10:6379 dst 10.77.0.3:51234',
+    'nsenter -t 4100 -n ss -K -Htn state connected src [fe80::1]:6379 dst [fe80::2]:41000',
+  ]);
 });
