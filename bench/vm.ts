@@ -10,10 +10,12 @@
 //   predump  (only when named) memwriter (PREDUMP_MIB, default 64 MiB, 1 MiB/s rewritten),
 //            iterative, --pre-dump-mode splice against read, alternating: how long each
 //            pre-dump kept the tasks frozen (CRIU's frozen time), downtime, total.
-//   methods  (only when named) the four methods side by side: a memwriter (METHODS_SIZES
-//            MiB, default "32 64", 1 MiB/s rewritten) moved one-shot (cold), with
-//            pre-copy, post-copy and hybrid, alternating; freeze-to-running, the lazy
-//            window, lazy pages, total; and the counter one-shot as the baseline.
+//   methods  (only when named) the four methods side by side: Redis (METHODS_SIZES MB of
+//            1000-byte values, default "32 128 256") with a client on vm2 SETting a random
+//            key every 10 ms on the moved address, moved one-shot (cold), with pre-copy,
+//            post-copy and hybrid, rotated; client gap, freeze-to-running, the lazy window
+//            and the client's latency in it, lazy pages, total; and the counter one-shot
+//            as the baseline.
 //   node dist/bench/vm.js [scaling] [sweep] [predump] [methods]     (as root; make build first)
 // Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
@@ -41,6 +43,11 @@ interface Run {
   /** Post-copy and hybrid: the lazy window, ms, and the pages it moved. */
   windowMs?: number;
   lazyPages?: number;
+  /** Methods: the client's request latency during the lazy window, ms. */
+  p50Ms?: number;
+  p99Ms?: number;
+  /** Ours: the container's memory as the report gives it. */
+  memoryBytes?: number;
   point: string;
   x: number;
   rep: number;
@@ -117,6 +124,7 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     preFrozenMs: (j.iterations ?? []).map((i: { frozenMs: number }) => i.frozenMs),
     windowMs: j.postCopy?.windowMs,
     lazyPages: j.postCopy?.pagesTotal,
+    memoryBytes: j.memoryBytes,
     transport: j.transport,
     phases: Object.fromEntries((j.phases ?? []).filter((p: { name: string }) => !p.name.startsWith('preflight:')).map((p: { name: string; ms: number }) => [p.name, p.ms])),
     ok: r.code === 0,
@@ -184,28 +192,52 @@ async function baseline(runs: Run[]): Promise<void> {
   }
 }
 
+/** Fresh Redis NAME on vm1 holding KEYS keys of VALUE bytes, on the service address; nothing of it on vm2. */
+async function startRedis(name: string, keys: number, value?: number): Promise<void> {
+  for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; ip addr del ${SVC} dev eth0 2>/dev/null; rm -rf /root/bundles/${name}; mkdir -p /root/bundles; cp -a /project/.bench/redis /root/bundles/${name}`);
+  await must('vm1', `ip addr add ${SVC} dev eth0 && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+  await must('vm2', 'ip neigh flush all');
+  let up = false;
+  for (let i = 0; i < 100 && !up; i++) up = (await vm('vm1', probe('do 127.0.0.1 6379 PING'))).stdout.includes('PONG') || (await sleep(300), false);
+  await must('vm1', probe(`do 127.0.0.1 6379 DEBUG POPULATE ${keys} key${value ? ` ${value}` : ''}`));
+}
+const probe = (args: string) => `node /project/dist/bench/probe.js ${args}`;
+
+/** The client on vm2, bound to vm2's own address (after the move the server is local there), SETting a random key every 10 ms. */
+async function startClient(keys: number, samples = false): Promise<void> {
+  await must('vm2', `rm -f /tmp/probe.*; (${probe(`watch 10.77.2.10 6379 --cmd set --keys ${keys} --every 10 --bind 10.77.2.2${samples ? ' --samples' : ''}`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
+}
+interface Seen {
+  maxGapMs?: number;
+  gapEndsAtMs?: number;
+  answered?: number;
+  sent?: number;
+  reconnects?: number;
+  samples?: Array<[number, number]>;
+}
+async function stopClient(): Promise<Seen> {
+  const r = await vm('vm2', 'kill -TERM $(cat /tmp/probe.pid); for i in $(seq 50); do [ -s /tmp/probe.out ] && break; sleep 0.1; done; cat /tmp/probe.out');
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+  } catch {
+    return {};
+  }
+}
+
 async function sweep(runs: Run[]): Promise<void> {
   const name = 'bredis';
   const points = [...THRESHOLDS.map((t) => ({ label: `threshold ${t}%`, x: t, flags: `--iterative --threshold ${t}%` })), { label: 'max-downtime (default rule)', x: 0, flags: '--iterative' }, { label: 'one-shot', x: -1, flags: '--one-shot' }];
   for (let rep = 0; rep < RUNS; rep++) {
     for (const p of rotation(points, rep)) {
-      for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; ip addr del ${SVC} dev eth0 2>/dev/null; rm -rf /root/bundles/${name}; mkdir -p /root/bundles; cp -a /project/.bench/redis /root/bundles/${name}`);
-      await must('vm1', `ip addr add ${SVC} dev eth0 && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
-      await must('vm2', 'ip neigh flush all');
-      const node = (args: string) => `node /project/dist/bench/probe.js ${args}`;
-      let up = false;
-      for (let i = 0; i < 100 && !up; i++) up = (await vm('vm1', node('do 127.0.0.1 6379 PING'))).stdout.includes('PONG') || (await sleep(300), false);
-      await must('vm1', node(`do 127.0.0.1 6379 DEBUG POPULATE ${KEYS} key`));
-      // The client on vm2, bound to vm2's own address (after the move the server is local there).
-      await must('vm2', `rm -f /tmp/probe.*; (${node(`watch 10.77.2.10 6379 --cmd set --keys ${KEYS} --every 10 --bind 10.77.2.2`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
+      await startRedis(name, KEYS);
+      await startClient(KEYS);
       await sleep(1000);
       const r = await migrateBy('ours', name, p.flags, true);
       await sleep(1500);
-      const probe = await vm('vm2', 'kill -TERM $(cat /tmp/probe.pid); for i in $(seq 50); do [ -s /tmp/probe.out ] && break; sleep 0.1; done; cat /tmp/probe.out');
-      const seen = JSON.parse(probe.stdout.trim().split('\n').pop() || '{}');
+      const seen = await stopClient();
       let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
       let note = r.note;
-      const dbsize = Number((await vm('vm2', node('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
+      const dbsize = Number((await vm('vm2', probe('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
       if (ok && dbsize !== KEYS) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${KEYS}`);
       if (ok && seen.reconnects) note = `client reconnected ${seen.reconnects} time(s)`;
       const run: Run = { bench: 'sweep', point: p.label, x: p.x, rep, clientGapMs: seen.maxGapMs, ...r, ok, note };
@@ -232,29 +264,62 @@ async function predump(runs: Run[]): Promise<void> {
   }
 }
 
-/** The four methods against one another, and the counter one-shot as the floor. */
+function percentile(v: number[], p: number): number | undefined {
+  if (!v.length) return undefined;
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+/**
+ * The four methods against one another on Redis (METHODS_SIZES MB of 1000-byte values)
+ * with a client SETting a random key every 10 ms from vm2 on the moved address; and the
+ * counter one-shot as the floor. Each run checks DBSIZE on the destination.
+ */
 async function methodsBench(runs: Run[]): Promise<void> {
-  const sizes = (env.METHODS_SIZES ?? '32 64').split(/\s+/).filter(Boolean).map(Number);
+  const sizes = (env.METHODS_SIZES ?? '32 128 256').split(/\s+/).filter(Boolean).map(Number);
   const methods: Array<[string, string]> = [
     ['cold', '--one-shot'],
     ['pre-copy', '--iterative'],
     ['post-copy', '--post-copy'],
     ['hybrid', '--hybrid'],
   ];
+  const name = 'bme';
   for (let rep = 0; rep < RUNS; rep++) {
-    const name = 'bcount';
-    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${name} /rm/${name} >/dev/null`);
-    await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+    const counter = 'bcount';
+    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${counter} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${counter} /rm/${counter} >/dev/null`);
+    await must('vm1', `runc run -d --bundle /root/bundles/${counter} ${counter} </dev/null >/dev/null 2>&1`);
     await sleep(1500);
-    const c = await migrateBy('ours', name, '--one-shot', false);
+    const c = await migrateBy('ours', counter, '--one-shot', false);
     record(runs, { bench: 'methods', point: 'counter', x: 0, rep, ...c });
     log(`methods: counter one-shot #${rep + 1}: ${c.ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(c.downtimeMs)} ms`);
-    await vm('vm2', `runc delete -f ${name}`);
-    for (const mib of sizes) {
+    await vm('vm2', `runc delete -f ${counter}`);
+    write(runs);
+    for (const mb of sizes) {
+      const keys = mb * 1000;
       for (const [m, flags] of rotation(methods, rep)) {
-        const r = await migrateMemwriter('bme', mib, 1024, 'ours', flags);
-        record(runs, { bench: 'methods', point: m, x: mib, rep, ...r });
-        log(`methods ${mib} MiB ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, window ${Math.round(r.windowMs ?? NaN)} ms (${r.lazyPages ?? '-'} pages), total ${r.totalMs} ms, ${r.preDumps} pre-dumps (${r.transport})`);
+        await startRedis(name, keys, 1000);
+        await startClient(keys, true);
+        await sleep(1000);
+        const r = await migrateBy('ours', name, flags, true);
+        await sleep(1500);
+        const seen = await stopClient();
+        let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+        let note = r.note;
+        const dbsize = Number((await vm('vm2', probe('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
+        if (ok && dbsize !== keys) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${keys}`);
+        if (ok && seen.reconnects) (ok = false), (note = `the client reconnected ${seen.reconnects} time(s)`);
+        const inWindow =
+          r.windowMs && seen.samples && seen.gapEndsAtMs !== undefined
+            ? seen.samples.filter(([at]) => at >= seen.gapEndsAtMs! && at <= seen.gapEndsAtMs! + r.windowMs!).map(([, rtt]) => rtt)
+            : [];
+        const run: Run = { bench: 'methods', point: m, x: mb, rep, clientGapMs: seen.maxGapMs, p50Ms: percentile(inWindow, 50), p99Ms: percentile(inWindow, 99), ...r, ok, note };
+        record(runs, run);
+        log(
+          `methods ${mb} MB ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, ` +
+            `window ${Math.round(r.windowMs ?? NaN)} ms (${r.lazyPages ?? '-'} pages, p50 ${run.p50Ms ?? '-'} p99 ${run.p99Ms ?? '-'} ms over ${inWindow.length} requests), ` +
+            `total ${r.totalMs} ms, ${r.preDumps} pre-dumps, final ${r.finalPages ?? '-'} pages (${r.transport}, ${Math.round((r.memoryBytes ?? NaN) / 1048576)} MiB)`,
+        );
+        await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
         write(runs);
       }
     }
@@ -321,16 +386,19 @@ function write(runs: Run[]): void {
   }
   const me = good.filter((r) => r.bench === 'methods');
   if (me.length) {
-    const base = summarize(me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs)).median;
-    md += `## The four methods: memwriter, 1 MiB/s rewritten (transport auto: CRIU's TLS)\n\n`;
-    md += `Baseline, the counter one-shot: freeze-to-running ${cell(me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs))} ms. *window*: the lazy window; *lazy pages*: pages it moved.\n\n`;
-    md += '| memory | method | freeze-to-running, ms | / baseline | window, ms | lazy pages | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|\n';
+    const counter = me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs);
+    const base = summarize(counter).median;
+    md += `## The four methods: Redis (1000-byte values) with a client SETting a random key every 10 ms from vm2 (transport auto: CRIU's TLS; --move-ip)\n\n`;
+    md += `Baseline, the counter one-shot: freeze-to-running ${cell(counter)} ms. *client gap*: the client's longest time between two answers. *window*: the lazy window; *lazy pages*: pages it moved; *p50/p99*: latency of the SETs sent during the window. Every run checked DBSIZE on vm2 and that the client kept its one connection.\n\n`;
+    md += '| Redis | memory, MiB | method | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(me.filter((r) => r.point !== 'counter').map((r) => r.x))].sort((a, b) => a - b)) {
       for (const m of ['cold', 'pre-copy', 'post-copy', 'hybrid']) {
         const rs = me.filter((r) => r.point === m && r.x === x);
         if (!rs.length) continue;
         const d = summarize(rs.map((r) => r.downtimeMs)).median;
-        md += `| ${x} MiB | ${m} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
+        const mem = summarize(rs.map((r) => (r.memoryBytes ?? NaN) / 1048576)).median;
+        const lat = rs.some((r) => r.p50Ms !== undefined) ? `${cell(rs.map((r) => r.p50Ms ?? NaN), 1)} / ${cell(rs.map((r) => r.p99Ms ?? NaN), 1)}` : '-';
+        md += `| ${x} MB | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${m} | ${cell(rs.map((r) => r.clientGapMs ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${lat} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
       }
     }
     md += '\n';

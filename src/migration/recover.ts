@@ -22,6 +22,7 @@ import { addr } from './address.js';
 import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
+import { removeContainer } from './sides.js';
 
 export interface RecoverResult {
   /** Where the container runs now; 'in-doubt' when nothing could be decided. */
@@ -104,8 +105,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       // Only a copy this migration's guard restored (its log says so) is ours to remove.
       const log = await env.dst.run(['cat', `${intent.guardDir}/log`], { allowFail: true });
       if (/^restored\b/m.test(log.stdout) && !/^removed\b/m.test(log.stdout)) {
-        await env.dst.run(runc.killHard(env.dstRunc, intent.container), { allowFail: true });
-        await env.dst.run(runc.deleteForce(env.dstRunc, intent.container), { allowFail: true });
+        await removeContainer(env.dst, env.dstRunc, intent.container);
       }
     }
   }
@@ -122,8 +122,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   }
   if (decision.action === 'destination' && decision.removeSourceCopy) {
     env.warn(`removing the source's copy of ${intent.container}: the destination has every page`);
-    await env.src.run(runc.killHard(env.srcRunc, intent.container), { allowFail: true });
-    await env.src.run(runc.deleteForce(env.srcRunc, intent.container), { allowFail: true });
+    await removeContainer(env.src, env.srcRunc, intent.container);
   }
   if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
   // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).

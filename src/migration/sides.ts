@@ -8,8 +8,8 @@ import path from 'node:path';
 import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../criu.js';
 import { decodeStatsImage, type DumpStats } from '../criustats.js';
 import { DEFAULTS } from '../options.js';
-import type { Proc } from '../host.js';
-import { isNotExist, runc } from '../runc.js';
+import type { Host, Proc } from '../host.js';
+import { isNotExist, runc, type RuncGlobal } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
 import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
@@ -263,8 +263,7 @@ export class Source implements SourceSide {
     const st = await this.ctx.src.run(runc.state(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
     if (st.code !== 0) return;
     this.ctx.progress.warn(`${why}; removing the resumed source copy`);
-    await this.ctx.src.run(runc.killHard(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
-    await this.ctx.src.run(runc.deleteForce(this.ctx.srcRunc, this.ctx.opts.container), { allowFail: true });
+    await removeContainer(this.ctx.src, this.ctx.srcRunc, this.ctx.opts.container);
   }
 
   async afterCommit(): Promise<void> {
@@ -279,6 +278,12 @@ export class Source implements SourceSide {
       ctx.progress.warn(`CRIU's stats of the final dump are unreadable (${(err as Error).message}): reported without them`);
     }
   }
+}
+
+/** Kills a container and deletes it (a copy that must not run); nothing when it is gone. Shared with migrate recover. */
+export async function removeContainer(host: Host, g: RuncGlobal, name: string): Promise<void> {
+  await host.run(runc.killHard(g, name), { allowFail: true });
+  await host.run(runc.deleteForce(g, name), { allowFail: true });
 }
 
 export class Destination implements DestinationSide {
