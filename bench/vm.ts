@@ -11,12 +11,16 @@
 //            iterative, --pre-dump-mode splice against read, alternating: how long each
 //            pre-dump kept the tasks frozen (CRIU's frozen time), downtime, total.
 //   methods  (only when named) the four methods side by side: Redis (METHODS_SIZES MB of
-//            1000-byte values, default "32 128 256") with a client on vm2 SETting a random
-//            key every 10 ms on the moved address, moved one-shot (cold), with pre-copy,
+//            1000-byte values, default "32 128 256") with a client on vm2 sending a PING
+//            (METHODS_CMD=set: a SET of a random key) every 10 ms on the moved address,
+//            moved one-shot (cold), with pre-copy,
 //            post-copy and hybrid, rotated; client gap, freeze-to-running, the lazy window
 //            and the client's latency in it, lazy pages, total; and the counter one-shot
 //            as the baseline.
-//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods]     (as root; make build first)
+//   converge (only when named) a memwriter that does not converge (CONVERGE_MIB, default 48
+//            MiB, a whole page at a time at 128 MiB/s), pre-copy against --auto-converge,
+//            alternating: pre-dumps, throttle, final dump, downtime and its parts.
+//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge]     (as root; make build first)
 // Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
@@ -39,7 +43,12 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
-  bench: 'scaling' | 'sweep' | 'predump' | 'methods';
+  bench: 'scaling' | 'sweep' | 'predump' | 'methods' | 'converge';
+  /** Ours: the final dump's freezing and memory-dump times (CRIU's stats), ms. */
+  finalFreezingMs?: number;
+  finalMemdumpMs?: number;
+  /** Ours: the throttle per pre-dump, % (auto-converge). */
+  throttlePct?: number[];
   /** Post-copy and hybrid: the lazy window, ms, and the pages it moved. */
   windowMs?: number;
   lazyPages?: number;
@@ -120,6 +129,9 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     totalMs: r.wallMs,
     preDumps: j.iterations?.length ?? 0,
     finalPages: j.finalDump?.pagesWritten,
+    finalFreezingMs: j.finalDump ? j.finalDump.freezingTimeUs / 1000 : undefined,
+    finalMemdumpMs: j.finalDump ? j.finalDump.memdumpTimeUs / 1000 : undefined,
+    throttlePct: (j.iterations ?? []).map((i: { throttlePct?: number }) => i.throttlePct ?? 0),
     stopReason: j.stopReason,
     preFrozenMs: (j.iterations ?? []).map((i: { frozenMs: number }) => i.frozenMs),
     windowMs: j.postCopy?.windowMs,
@@ -133,13 +145,14 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
 }
 
 /**
- * Migrates a fresh memwriter (MIB kept, RATE_KIB KiB/s rewritten) from vm1 to vm2 by
+ * Migrates a fresh memwriter (MIB kept, RATE_KIB KiB/s rewritten, one word or with
+ * WHOLE_PAGES a whole page at a time) from vm1 to vm2 by
  * METHOD with FLAGS, and checks what moved: it runs on vm2 only, counting on, its memory
  * check still "ok".
  */
-async function migrateMemwriter(name: string, mib: number, rateKib: number, method: string, flags: string): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
+async function migrateMemwriter(name: string, mib: number, rateKib: number, method: string, flags: string, wholePages = false): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
   for (const v of ['vm1', 'vm2'] as const) {
-    await must(v, `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+    await must(v, `runc delete -f ${name} >/dev/null 2>&1; ${wholePages ? 'WHOLE_PAGES=1 ' : ''}MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
   }
   await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
   for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
@@ -203,9 +216,9 @@ async function startRedis(name: string, keys: number, value?: number): Promise<v
 }
 const probe = (args: string) => `node /project/dist/bench/probe.js ${args}`;
 
-/** The client on vm2, bound to vm2's own address (after the move the server is local there), SETting a random key every 10 ms. */
-async function startClient(keys: number, samples = false): Promise<void> {
-  await must('vm2', `rm -f /tmp/probe.*; (${probe(`watch 10.77.2.10 6379 --cmd set --keys ${keys} --every 10 --bind 10.77.2.2${samples ? ' --samples' : ''}`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
+/** The client on vm2, bound to vm2's own address (after the move the server is local there): a SET of a random key (CMD set) or a PING every 10 ms. */
+async function startClient(keys: number, samples = false, cmd = 'set'): Promise<void> {
+  await must('vm2', `rm -f /tmp/probe.*; (${probe(`watch 10.77.2.10 6379 --cmd ${cmd} --keys ${keys} --every 10 --bind 10.77.2.2${samples ? ' --samples' : ''}`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
 }
 interface Seen {
   maxGapMs?: number;
@@ -272,9 +285,13 @@ function percentile(v: number[], p: number): number | undefined {
 
 /**
  * The four methods against one another on Redis (METHODS_SIZES MB of 1000-byte values)
- * with a client SETting a random key every 10 ms from vm2 on the moved address; and the
- * counter one-shot as the floor. Each run checks DBSIZE on the destination.
+ * with a client sending METHODS_CMD (ping, or set: a random key) every 10 ms from vm2 on
+ * the moved address; and the counter one-shot as the floor. Each run checks DBSIZE on
+ * the destination. PING by default: under TCG a SET every 10 ms faults a page about every
+ * 45 ms, and CRIU's daemon pushes in the background only while no fault waits (32 MB:
+ * 2695 single-page faults in 123 s of window, the push starved).
  */
+const METHODS_CMD = env.METHODS_CMD ?? 'ping';
 async function methodsBench(runs: Run[]): Promise<void> {
   const sizes = (env.METHODS_SIZES ?? '32 128 256').split(/\s+/).filter(Boolean).map(Number);
   const methods: Array<[string, string]> = [
@@ -298,7 +315,7 @@ async function methodsBench(runs: Run[]): Promise<void> {
       const keys = mb * 1000;
       for (const [m, flags] of rotation(methods, rep)) {
         await startRedis(name, keys, 1000);
-        await startClient(keys, true);
+        await startClient(keys, true, METHODS_CMD);
         await sleep(1000);
         const r = await migrateBy('ours', name, flags, true);
         await sleep(1500);
@@ -322,6 +339,31 @@ async function methodsBench(runs: Run[]): Promise<void> {
         await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
         write(runs);
       }
+    }
+  }
+}
+
+/**
+ * Auto-converge against plain pre-copy on a memwriter that does not converge
+ * (CONVERGE_MIB, default 48, rewritten a whole page at a time at 128 MiB/s: every page
+ * dirty again by the next pre-dump), alternating; the downtime and where it goes.
+ */
+async function converge(runs: Run[]): Promise<void> {
+  const mib = Number(env.CONVERGE_MIB ?? 48);
+  const flags = '--iterative --transport direct --max-downtime 300 --max-iterations 14';
+  const points: Array<[string, string]> = [
+    ['pre-copy', flags],
+    ['auto-converge', `${flags} --auto-converge`],
+  ];
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const [p, f] of rotation(points, rep)) {
+      const r = await migrateMemwriter('bcv', mib, 128 * 1024, 'ours', f, true);
+      record(runs, { bench: 'converge', point: p, x: mib, rep, ...r });
+      log(
+        `converge ${p} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; ${r.preDumps} pre-dumps (${r.stopReason}), throttle ${r.throttlePct?.join(' ')}, final ${r.finalPages} pages, ` +
+          `freeze-to-running ${Math.round(r.downtimeMs)} ms (dump ${Math.round(r.phases?.dump ?? NaN)}, freezing ${Math.round(r.finalFreezingMs ?? NaN)}, memdump ${Math.round(r.finalMemdumpMs ?? NaN)}, copy ${Math.round(r.phases?.copy ?? NaN)}, sync ${Math.round(r.phases?.sync ?? NaN)}, restore ${Math.round(r.phases?.restore ?? NaN)})`,
+      );
+      write(runs);
     }
   }
 }
@@ -388,7 +430,7 @@ function write(runs: Run[]): void {
   if (me.length) {
     const counter = me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs);
     const base = summarize(counter).median;
-    md += `## The four methods: Redis (1000-byte values) with a client SETting a random key every 10 ms from vm2 (transport auto: CRIU's TLS; --move-ip)\n\n`;
+    md += `## The four methods: Redis (1000-byte values) with a client sending ${METHODS_CMD === 'set' ? 'a SET of a random key' : 'a PING'} every 10 ms from vm2 on one connection (transport auto; --move-ip)\n\n`;
     md += `Baseline, the counter one-shot: freeze-to-running ${cell(counter)} ms. *client gap*: the client's longest time between two answers. *window*: the lazy window; *lazy pages*: pages it moved; *p50/p99*: latency of the SETs sent during the window. Every run checked DBSIZE on vm2 and that the client kept its one connection.\n\n`;
     md += '| Redis | memory, MiB | method | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(me.filter((r) => r.point !== 'counter').map((r) => r.x))].sort((a, b) => a - b)) {
@@ -401,6 +443,21 @@ function write(runs: Run[]): void {
         md += `| ${x} MB | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${m} | ${cell(rs.map((r) => r.clientGapMs ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${lat} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
       }
     }
+    md += '\n';
+  }
+  const cv = good.filter((r) => r.bench === 'converge');
+  if (cv.length) {
+    md += `## Auto-converge: memwriter ${cv[0].x} MiB rewritten a whole page at a time at 128 MiB/s (does not converge), --transport direct, --max-downtime 300, --max-iterations 14\n\n`;
+    md += '*dump*: the final dump (runc checkpoint to its end); *freezing*, *memdump*: CRIU\'s own figures of it. The rest of freeze-to-running is mostly the images\' copy, the rootfs\' final delta and the restore.\n\n';
+    md += '| method | freeze-to-running, ms | final dump, pages | pre-dumps | dump, ms | freezing, ms | memdump, ms | copy, ms | sync, ms | restore, ms | stop |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
+    for (const m of ['pre-copy', 'auto-converge']) {
+      const rs = cv.filter((r) => r.point === m);
+      if (!rs.length) continue;
+      const ph = (k: string) => cell(rs.map((r) => r.phases?.[k] ?? NaN));
+      md += `| ${m} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${ph('dump')} | ${cell(rs.map((r) => r.finalFreezingMs ?? NaN))} | ${cell(rs.map((r) => r.finalMemdumpMs ?? NaN))} | ${ph('copy')} | ${ph('sync')} | ${ph('restore')} | ${[...new Set(rs.map((r) => r.stopReason ?? '-'))].join(', ')} |\n`;
+    }
+    const ac = cv.filter((r) => r.point === 'auto-converge');
+    if (ac.length) md += `\nThrottle per pre-dump (%), each auto-converge run: ${ac.map((r) => (r.throttlePct ?? []).join(' ')).join('; ')}.\n`;
     md += '\n';
   }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
@@ -444,7 +501,7 @@ async function plots(runs: Run[]): Promise<void> {
 async function main(): Promise<void> {
   const which = process.argv.slice(2);
   // predump runs only when named.
-  const want = (b: string) => (which.length === 0 && b !== 'predump' && b !== 'methods') || which.includes(b);
+  const want = (b: string) => (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge') || which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
@@ -454,6 +511,7 @@ async function main(): Promise<void> {
   await startVms();
   try {
     if (want('predump')) await predump(runs);
+    if (want('converge')) await converge(runs);
     if (want('methods')) await methodsBench(runs);
     if (want('sweep')) await sweep(runs);
     if (want('scaling')) await baseline(runs);
