@@ -169,7 +169,7 @@ describe('post-copy', () => {
     assert.equal(await status(h.dstRoot, name), 'absent');
     assert.equal(await status(h.srcRoot, name), 'running');
     // Whole: every key, answering on the service address, which is back on the source.
-    assert.equal((await cli('src', ['dbsize'])).stdout.trim(), '128000');
+    assert.equal((await cli('src', ['dbsize'])).stdout.trim(), '128001', 'every key, and the client counter');
     const far = await sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, 'strlen', 'k:127999'], { reject: false });
     assert.equal(far.stdout.trim(), '1000', far.stderr);
     // The client's old connection, which CRIU left in repair mode on the source (its peer
