@@ -11,7 +11,8 @@
 // DBSIZE on the destination.
 //
 //   node dist/bench/postcopy.js            (as root; make build first)
-// Environment: SIZES (MB of Redis values, default "64 256 1024"), RUNS (default 5),
+// Environment: SIZES (MB of Redis values, default "64 256 1024"; the results file keeps
+// the runs of other sizes), RUNS (default 5),
 // SLOW=1: the hosts' link limited to 100 Mbit/s each way (tbf on both hosts' eth0; this
 // kernel has no netem, so no added delay), OUT (default bench/results), TAG (default
 // "postcopy", or "postcopy-slow" with SLOW=1).
@@ -39,6 +40,8 @@ interface Run {
   p99Ms?: number;
   totalMs: number;
   memoryBytes?: number;
+  /** When it ended (ISO). */
+  at?: string;
   ok: boolean;
   note?: string;
 }
@@ -112,6 +115,7 @@ async function oneRun(sizeMb: number, method: Method, rep: number): Promise<Run>
     p99Ms: percentile(inWindow, 99),
     totalMs,
     memoryBytes: rep0.memoryBytes,
+    at: new Date().toISOString(),
     ok,
     note,
   };
@@ -122,25 +126,26 @@ async function oneRun(sizeMb: number, method: Method, rep: number): Promise<Run>
 
 function write(runs: Run[], began: Date): void {
   const good = runs.filter((r) => r.ok);
+  const sizes = [...new Set(runs.map((r) => r.sizeMb))].sort((a, b) => a - b);
   const pick = (s: number, m: Method, f: (r: Run) => number | undefined) => good.filter((r) => r.sizeMb === s && r.method === m).map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
   let md = `# Cold against post-copy (namespace hosts${SLOW ? ', 100 Mbit/s link' : ''})\n\n`;
   md += `Hosts: the local test hosts (network namespaces on one machine, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, kernel ${os.release()}; runc and CRIU as installed by test/hosts). `;
-  md += `${SLOW ? 'Link: tbf at 100 Mbit/s on both hosts\' eth0 (this kernel has no netem: no delay added). ' : ''}Run ${began.toISOString().slice(0, 16)}Z, ${RUNS} runs per point, methods alternating.\n\n`;
+  md += `${SLOW ? 'Link: tbf at 100 Mbit/s on both hosts\' eth0 (this kernel has no netem: no delay added). ' : ''}${RUNS} runs per point, methods alternating. ${sizes.filter((x) => !SIZES.includes(x)).length ? `Sizes ${SIZES.join(', ')} MB run from ${began.toISOString().slice(0, 16)}Z; the others kept from an earlier run (each run's time, where recorded, is its \`at\` in the jsonl)` : `Run ${began.toISOString().slice(0, 16)}Z`}.\n\n`;
   md += 'Cells: median (min-max). *client gap*: longest time between two answers to a PING sent every 10 ms on one connection to the moved service address. *freeze-to-running*: the tool\'s downtime. ';
   md += '*window*: the lazy window (restore to last page). *p50/p99*: latency of the PINGs sent during the window. *total*: command start to exit. Every run checked DBSIZE on the destination.\n\n';
   const failed = runs.filter((r) => !r.ok);
   if (failed.length) md += `Failed runs (left out): ${failed.map((r) => `${r.sizeMb} MB ${r.method} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
   md += '| Redis | method | memory, MiB | client gap, ms | freeze-to-running, ms | window, ms | p50 in window, ms | p99 in window, ms | pages on demand | pages pushed | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
-  for (const s of SIZES) {
+  for (const s of sizes) {
     for (const m of METHODS) {
       const mem = summarize(pick(s, m, (r) => (r.memoryBytes ?? NaN) / 1048576)).median;
       md += `| ${s} MB | ${m} | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${cell(pick(s, m, (r) => r.clientGapMs))} | ${cell(pick(s, m, (r) => r.downtimeMs))} | ${cell(pick(s, m, (r) => r.windowMs))} | ${cell(pick(s, m, (r) => r.p50Ms), 1)} | ${cell(pick(s, m, (r) => r.p99Ms), 1)} | ${cell(pick(s, m, (r) => r.pagesOnDemand))} | ${cell(pick(s, m, (r) => r.pagesPushed))} | ${cell(pick(s, m, (r) => r.totalMs))} |\n`;
     }
   }
-  const smallest = Math.min(...SIZES);
-  const largest = Math.max(...SIZES);
+  const smallest = Math.min(...sizes);
+  const largest = Math.max(...sizes);
   md += `\nPost-copy's client gap at ${largest} MB against ${smallest} MB: ${ratio(pick(largest, 'post-copy', (r) => r.clientGapMs), pick(smallest, 'post-copy', (r) => r.clientGapMs))} (cold: ${ratio(pick(largest, 'cold', (r) => r.clientGapMs), pick(smallest, 'cold', (r) => r.clientGapMs))}).\n`;
-  md += `Post-copy against cold, client gap: ${SIZES.map((s) => `${s} MB ${ratio(pick(s, 'post-copy', (r) => r.clientGapMs), pick(s, 'cold', (r) => r.clientGapMs))}`).join(', ')}.\n`;
+  md += `Post-copy against cold, client gap: ${sizes.map((s) => `${s} MB ${ratio(pick(s, 'post-copy', (r) => r.clientGapMs), pick(s, 'cold', (r) => r.clientGapMs))}`).join(', ')}.\n`;
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
   fs.writeFileSync(path.join(OUT, `${TAG}.jsonl`), runs.map((r) => JSON.stringify(r)).join('\n') + '\n');
@@ -148,9 +153,13 @@ function write(runs: Run[], began: Date): void {
 
 async function main(): Promise<void> {
   const began = new Date();
+  // The runs of other sizes in the results file are kept (a size can be added later).
+  const file = path.join(OUT, `${TAG}.jsonl`);
+  const runs: Run[] = fs.existsSync(file)
+    ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run).filter((r) => !SIZES.includes(r.sizeMb))
+    : [];
   h = await setupHosts();
   await slowLink(SLOW);
-  const runs: Run[] = [];
   try {
     for (const s of SIZES) {
       for (let rep = 0; rep < RUNS; rep++) {
