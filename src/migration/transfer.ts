@@ -22,9 +22,10 @@ export interface PageServer {
 /**
  * Starts `criu page-server` in the foreground of its own exec channel; it listens
  * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
- * never comes. Contract: on failure nothing is left listening.
+ * never comes. DEDUP: punch what the dump sends again out of the parents' images
+ * (pre-dumps). Contract: on failure nothing is left listening.
  */
-export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
+export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string, o: { dedup?: boolean } = {}): Promise<PageServer> {
   const r = ctx.remote!;
   const tunnelled = ctx.transport === 'tunnel';
   // tls and direct only where preflight found a direct route (policy.chooseTransport).
@@ -36,6 +37,7 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     port: ctx.opts.pageServerPort,
     logFile: r.pageServerLog,
     prevImagesDir,
+    dedup: o.dedup,
     tls: ctx.transport === 'tls' ? ctx.certs!.destination : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when
