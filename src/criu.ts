@@ -14,16 +14,14 @@ export const criu = {
    */
   pageServer(
     bin: string,
-    o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string; dedup?: boolean; tls?: { caCert: string; cert: string; key: string } },
+    o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string; tls?: { caCert: string; cert: string; key: string } },
   ): string[] {
     const argv = [bin, 'page-server', '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--address', o.address, '--port', String(o.port), '--status-fd', '1', '--log-file', o.logFile, '-v4'];
-    if (o.prevImagesDir) argv.push('--prev-images-dir', o.prevImagesDir);
-    // --auto-dedup (pre-dumps): pages a later pre-dump sends again are punched out of the
-    // earlier images, so the destination holds about one copy of the memory however many
+    // --auto-dedup: pages a later pre-dump sends again are punched out of the earlier
+    // images, so the destination holds about one copy of the memory however many
     // iterations pre-copy takes (without it a working set rewritten each time filled a
-    // VM's tmpfs at the tenth pre-dump). Not for the final dump: it walks the whole parent
-    // chain for every range written, inside the downtime, to save one small delta's room.
-    if (o.prevImagesDir && o.dedup) argv.push('--auto-dedup');
+    // VM's tmpfs at the tenth pre-dump).
+    if (o.prevImagesDir) argv.push('--prev-images-dir', o.prevImagesDir, '--auto-dedup');
     // Mutual TLS: it accepts only a dumper whose certificate this migration's CA signed.
     if (o.tls) argv.push('--tls', '--tls-cacert', o.tls.caCert, '--tls-cert', o.tls.cert, '--tls-key', o.tls.key);
     return argv;

@@ -49,7 +49,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     const figures = await progress.phase(`pre-dump-${n}`, `pre-dump ${n}`, async () => {
       await fs.mkdir(local, { mode: 0o700 });
       await dst.run(['mkdir', '-m', '0700', remote]);
-      const ps = await startPageServer(ctx, remote, parent, { dedup: true });
+      const ps = await startPageServer(ctx, remote, parent);
       try {
         const workPath = path.join(L.criuWork, `pre-dump-${n}`);
         await fs.mkdir(workPath, { mode: 0o700 });

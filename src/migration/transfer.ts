@@ -22,10 +22,9 @@ export interface PageServer {
 /**
  * Starts `criu page-server` in the foreground of its own exec channel; it listens
  * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
- * never comes. DEDUP: punch what the dump sends again out of the parents' images
- * (pre-dumps). Contract: on failure nothing is left listening.
+ * never comes. Contract: on failure nothing is left listening.
  */
-export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string, o: { dedup?: boolean } = {}): Promise<PageServer> {
+export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
   const r = ctx.remote!;
   const tunnelled = ctx.transport === 'tunnel';
   // tls and direct only where preflight found a direct route (policy.chooseTransport).
@@ -37,7 +36,6 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     port: ctx.opts.pageServerPort,
     logFile: r.pageServerLog,
     prevImagesDir,
-    dedup: o.dedup,
     tls: ctx.transport === 'tls' ? ctx.certs!.destination : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when

@@ -30,10 +30,6 @@ test('criu page server argv reports readiness on stdout', () => {
   assert.ok(a.join(' ').includes('--address 127.0.0.1 --port 27027'));
   assert.ok(!a.includes('--prev-images-dir'));
   assert.ok(criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p' }).includes('--prev-images-dir'));
-  // Deduplication for pre-dumps only: the final dump's would walk the parent chain in the downtime.
-  assert.ok(!criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p' }).includes('--auto-dedup'));
-  assert.ok(criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p', dedup: true }).includes('--auto-dedup'));
-  assert.ok(!criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', dedup: true }).includes('--auto-dedup'));
 });
 
 test('parsers', () => {
