@@ -21,7 +21,7 @@
 //            MiB, a whole page at a time at 128 MiB/s), pre-copy against --auto-converge,
 //            alternating: pre-dumps, throttle, final dump, downtime and its parts.
 //   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge]     (as root; make build first)
-// Environment: RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
+// Environment: REPORT_ONLY=1 (no runs: the results file's tables again), RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
 import fs from 'node:fs';
@@ -506,8 +506,14 @@ async function main(): Promise<void> {
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
   const runs: Run[] = fs.existsSync(file)
-    ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run).filter((r) => !want(r.bench))
+    ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run).filter((r) => env.REPORT_ONLY === '1' || !want(r.bench))
     : [];
+  if (env.REPORT_ONLY === '1') {
+    // The tables and plots again from the runs file (after runs were joined or dropped by hand).
+    write(runs);
+    await plots(runs).catch((e) => log(`plot: ${e.message}`));
+    return;
+  }
   await startVms();
   try {
     if (want('predump')) await predump(runs);
