@@ -91,36 +91,46 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
 }
 
 /**
- * Copies the files of a local directory into a directory on the destination through one
- * exec channel (tar on both ends). Returns the bytes sent.
+ * Pipes SENDER's stdout into RECEIVER's stdin (tar to tar, through exec channels) until
+ * both have ended; WHAT names the copy in errors. Returns the bytes sent. A receiver
+ * that ends first must not leave the sender paused on a full pipe for ever: tar stops
+ * reading at the archive's end marker, and an SSH channel whose output is not read never
+ * closes (a hybrid run hung so, 1 in about 20, when the record's padding came late).
  */
-export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = [], timeoutMs = 600_000): Promise<number> {
-  const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
-  const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
+async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
   let bytes = 0;
   sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
+  // A local receiver that exited makes the pipe's writes fail with EPIPE: nothing to do.
+  receiver.stdin.on('error', () => undefined);
   sender.stdout.pipe(receiver.stdin);
-  // A receiver that ends first (the channel closed) or a copy past its limit must not
-  // leave the sender paused on a full pipe forever.
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
   void receiver.done.then(() => {
     sender.stdout.unpipe(receiver.stdin);
     sender.stdout.resume();
   });
-  const both = Promise.all([sender.done, receiver.done]);
-  const r = await Promise.race([both, limit]);
+  const r = await Promise.race([Promise.all([sender.done, receiver.done]), limit]);
   clearTimeout(timer);
   if (r === 'timeout') {
     sender.kill('SIGKILL');
     receiver.kill('SIGKILL');
-    throw new Error(`copying images did not finish within ${Math.round(timeoutMs / 1000)} s`);
+    throw new Error(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
   }
   const [s, rcv] = r;
   if (s.code !== 0 || rcv.code !== 0) {
-    throw new Error(`copying images failed: tar on the source exited ${s.code} (${s.stderr.trim()}), on the destination ${rcv.code} (${rcv.stderr.trim()})`);
+    throw new Error(`${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`);
   }
   return bytes;
+}
+
+/**
+ * Copies the files of a local directory into a directory on the destination through one
+ * exec channel (tar on both ends). Returns the bytes sent.
+ */
+export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = [], timeoutMs = 600_000): Promise<number> {
+  const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
+  const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
+  return pipeTar(sender, receiver, 'copying images', timeoutMs);
 }
 
 /**
@@ -132,9 +142,7 @@ export async function streamDir(ctx: Context, localDir: string, remoteDir: strin
 export async function fetchPagemaps(ctx: Context, remoteDir: string, localDir: string): Promise<void> {
   const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
   const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], { streamStdout: true });
-  sender.stdout.pipe(receiver.stdin);
-  const [s, r] = await Promise.all([sender.done, receiver.done]);
-  if (s.code !== 0 || r.code !== 0) throw new Error(`copying the pagemaps back failed: tar on the destination exited ${s.code} (${s.stderr.trim()}), on the source ${r.code} (${r.stderr.trim()})`);
+  await pipeTar(sender, receiver, 'copying the pagemaps back', 120_000);
   const ls = await ctx.dst.run(['sh', '-c', 'cd "$1" && ls pages-*.img', 'sh', remoteDir], { allowFail: true });
   for (const name of ls.stdout.split('\n').map((l) => l.trim()).filter((l) => /^pages-\d+\.img$/.test(l))) {
     await fs.writeFile(path.join(localDir, name), '', { flag: 'a' });
