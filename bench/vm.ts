@@ -431,8 +431,8 @@ function write(runs: Run[]): void {
     const counter = me.filter((r) => r.point === 'counter').map((r) => r.downtimeMs);
     const base = summarize(counter).median;
     md += `## The four methods: Redis (1000-byte values) with a client sending ${METHODS_CMD === 'set' ? 'a SET of a random key' : 'a PING'} every 10 ms from vm2 on one connection (transport auto; --move-ip)\n\n`;
-    md += `Baseline, the counter one-shot: freeze-to-running ${cell(counter)} ms. *client gap*: the client's longest time between two answers. *window*: the lazy window; *lazy pages*: pages it moved; *p50/p99*: latency of the SETs sent during the window. Every run checked DBSIZE on vm2 and that the client kept its one connection.\n\n`;
-    md += '| Redis | memory, MiB | method | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
+    md += `Baseline, the counter one-shot: freeze-to-running ${cell(counter)} ms. *client gap*: the client's longest time between two answers. *window*: the lazy window; *lazy pages*: pages it moved; *p50/p99*: latency of the requests sent during the window. *transport*: as \`auto\` chose it (below 48 MiB of images the stream through the tool's SSH connection, slow under TCG). Every run checked DBSIZE on vm2 and that the client kept its one connection.\n\n`;
+    md += '| Redis | memory, MiB | method | transport | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(me.filter((r) => r.point !== 'counter').map((r) => r.x))].sort((a, b) => a - b)) {
       for (const m of ['cold', 'pre-copy', 'post-copy', 'hybrid']) {
         const rs = me.filter((r) => r.point === m && r.x === x);
@@ -440,7 +440,7 @@ function write(runs: Run[]): void {
         const d = summarize(rs.map((r) => r.downtimeMs)).median;
         const mem = summarize(rs.map((r) => (r.memoryBytes ?? NaN) / 1048576)).median;
         const lat = rs.some((r) => r.p50Ms !== undefined) ? `${cell(rs.map((r) => r.p50Ms ?? NaN), 1)} / ${cell(rs.map((r) => r.p99Ms ?? NaN), 1)}` : '-';
-        md += `| ${x} MB | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${m} | ${cell(rs.map((r) => r.clientGapMs ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${lat} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
+        md += `| ${x} MB | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${m} | ${[...new Set(rs.map((r) => r.transport ?? '-'))].join(', ')} | ${cell(rs.map((r) => r.clientGapMs ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${lat} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
       }
     }
     md += '\n';
