@@ -89,6 +89,16 @@ async function oneRun(sizeMb: number, method: Method, rep: number): Promise<Run>
   const flags = method === 'cold' ? ['--one-shot'] : ['--post-copy', '--tune-sysctl'];
   const r = await migrate([...baseArgs(h, NAME, b.dst), ...flags, '--no-sync-rootfs', '--move-ip', `${h.serviceAddr}/32`, '--json'], {}, 900_000);
   const totalMs = performance.now() - t0;
+  // The client's connection resumes at its next retransmission: after a long blackout
+  // TCP's backoff puts that up to a minute past the restore (a 100 s cold move at 1 GB).
+  // Its gap is known only once it is answered again: wait for it on the destination.
+  if (r.code === 0) {
+    await waitFor(
+      'the client to be answered by the destination',
+      async () => /\bidle=0\b.*\bcmd=ping\b/.test(await redis('dst', 'client', 'list').catch(() => '')),
+      150_000,
+    ).catch(() => log('the client was not answered within 150 s of the end'));
+  }
   await sleep(1000);
   proc.kill('SIGTERM');
   const seen = JSON.parse(String((await proc).stdout).trim().split('\n').pop()!) as { maxGapMs: number; gapEndsAtMs: number; reconnects: number; samples: Array<[number, number]> };
