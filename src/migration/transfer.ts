@@ -93,9 +93,10 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
 /**
  * Pipes SENDER's stdout into RECEIVER's stdin (tar to tar, through exec channels) until
  * both have ended; WHAT names the copy in errors. Returns the bytes sent. A receiver
- * that ends first must not leave the sender paused on a full pipe for ever: tar stops
+ * that ends first must not leave the sender paused on a full pipe for ever: tar may stop
  * reading at the archive's end marker, and an SSH channel whose output is not read never
- * closes (a hybrid run hung so, 1 in about 20, when the record's padding came late).
+ * closes. A hybrid run hung once in about 20 with both tars gone and the channel open,
+ * most likely so. The limit ends any other way of hanging.
  */
 async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
   let bytes = 0;
