@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type Hosts, ROOT, baseArgs, clientProcess, migrate, ns, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor } from '../test/e2e/hosts.js';
-import { cell, ratio, rotation, summarize } from './lib/stats.js';
+import { cell, percentile, ratio, rotation, summarize, windowLatencies } from './lib/stats.js';
 
 const METHODS = ['cold', 'post-copy'] as const;
 type Method = (typeof METHODS)[number];
@@ -57,12 +57,6 @@ const PROBE = path.join(ROOT, 'dist/bench/probe.js');
 const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let h: Hosts;
-
-function percentile(v: number[], p: number): number | undefined {
-  if (!v.length) return undefined;
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-}
 
 async function redis(side: 'src' | 'dst', ...args: string[]): Promise<string> {
   return (await sh([...ns(side), 'redis-cli', '-h', '127.0.0.1', ...args])).stdout.trim();
@@ -110,7 +104,7 @@ async function oneRun(sizeMb: number, method: Method, rep: number): Promise<Run>
     if (n !== keys) (ok = false), (note = `destination DBSIZE ${n}, expected ${keys}`);
   }
   const windowMs: number | undefined = rep0.postCopy?.windowMs;
-  const inWindow = windowMs ? seen.samples.filter(([at]) => at >= seen.gapEndsAtMs && at <= seen.gapEndsAtMs + windowMs).map(([, rtt]) => rtt) : [];
+  const inWindow = windowLatencies(seen.samples, seen.gapEndsAtMs, windowMs);
   const run: Run = {
     sizeMb,
     method,

@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../test/e2e/hosts.js';
 import { plot } from './lib/plot.js';
-import { cell, rotation, summarize } from './lib/stats.js';
+import { cell, percentile, rotation, summarize, windowLatencies } from './lib/stats.js';
 
 const env = process.env;
 const RUNS = Number(env.RUNS ?? 5);
@@ -237,26 +237,37 @@ async function stopClient(): Promise<Seen> {
   }
 }
 
+/**
+ * Moves a fresh Redis NAME (KEYS keys, of VALUE bytes) from vm1 to vm2 with FLAGS and
+ * --move-ip, a client on vm2 (CMD, SAMPLES as startClient) talking to it all through;
+ * checks that it runs on vm2 only with every key, and removes it there.
+ */
+async function migrateRedis(name: string, keys: number, flags: string, o: { value?: number; cmd?: string; samples?: boolean } = {}) {
+  await startRedis(name, keys, o.value);
+  await startClient(keys, o.samples, o.cmd);
+  await sleep(1000);
+  const r = await migrateBy('ours', name, flags, true);
+  await sleep(1500);
+  const seen = await stopClient();
+  let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
+  let note = r.note;
+  const dbsize = Number((await vm('vm2', probe('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
+  if (ok && dbsize !== keys) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${keys}`);
+  await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
+  return { r, seen, ok, note };
+}
+
 async function sweep(runs: Run[]): Promise<void> {
   const name = 'bredis';
   const points = [...THRESHOLDS.map((t) => ({ label: `threshold ${t}%`, x: t, flags: `--iterative --threshold ${t}%` })), { label: 'max-downtime (default rule)', x: 0, flags: '--iterative' }, { label: 'one-shot', x: -1, flags: '--one-shot' }];
   for (let rep = 0; rep < RUNS; rep++) {
     for (const p of rotation(points, rep)) {
-      await startRedis(name, KEYS);
-      await startClient(KEYS);
-      await sleep(1000);
-      const r = await migrateBy('ours', name, p.flags, true);
-      await sleep(1500);
-      const seen = await stopClient();
-      let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
-      let note = r.note;
-      const dbsize = Number((await vm('vm2', probe('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
-      if (ok && dbsize !== KEYS) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${KEYS}`);
+      const { r, seen, ok, note: checked } = await migrateRedis(name, KEYS, p.flags);
+      let note = checked;
       if (ok && seen.reconnects) note = `client reconnected ${seen.reconnects} time(s)`;
       const run: Run = { bench: 'sweep', point: p.label, x: p.x, rep, clientGapMs: seen.maxGapMs, ...r, ok, note };
       record(runs, run);
       log(`sweep ${p.label} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms (answered ${seen.answered}/${seen.sent}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps} (${r.stopReason ?? '-'}), final ${r.finalPages} pages`);
-      await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
       write(runs);
     }
   }
@@ -275,12 +286,6 @@ async function predump(runs: Run[]): Promise<void> {
       write(runs);
     }
   }
-}
-
-function percentile(v: number[], p: number): number | undefined {
-  if (!v.length) return undefined;
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 }
 
 /**
@@ -314,21 +319,11 @@ async function methodsBench(runs: Run[]): Promise<void> {
     for (const mb of sizes) {
       const keys = mb * 1000;
       for (const [m, flags] of rotation(methods, rep)) {
-        await startRedis(name, keys, 1000);
-        await startClient(keys, true, METHODS_CMD);
-        await sleep(1000);
-        const r = await migrateBy('ours', name, flags, true);
-        await sleep(1500);
-        const seen = await stopClient();
-        let ok = r.ok && (await state('vm1', name)) === 'absent' && (await state('vm2', name)) === 'running';
-        let note = r.note;
-        const dbsize = Number((await vm('vm2', probe('do 127.0.0.1 6379 DBSIZE'))).stdout.trim());
-        if (ok && dbsize !== keys) (ok = false), (note = `DBSIZE ${dbsize} on the destination, expected ${keys}`);
+        const moved = await migrateRedis(name, keys, flags, { value: 1000, cmd: METHODS_CMD, samples: true });
+        const { r, seen } = moved;
+        let { ok, note } = moved;
         if (ok && seen.reconnects) (ok = false), (note = `the client reconnected ${seen.reconnects} time(s)`);
-        const inWindow =
-          r.windowMs && seen.samples && seen.gapEndsAtMs !== undefined
-            ? seen.samples.filter(([at]) => at >= seen.gapEndsAtMs! && at <= seen.gapEndsAtMs! + r.windowMs!).map(([, rtt]) => rtt)
-            : [];
+        const inWindow = windowLatencies(seen.samples, seen.gapEndsAtMs, r.windowMs);
         const run: Run = { bench: 'methods', point: m, x: mb, rep, clientGapMs: seen.maxGapMs, p50Ms: percentile(inWindow, 50), p99Ms: percentile(inWindow, 99), ...r, ok, note };
         record(runs, run);
         log(
@@ -336,7 +331,6 @@ async function methodsBench(runs: Run[]): Promise<void> {
             `window ${Math.round(r.windowMs ?? NaN)} ms (${r.lazyPages ?? '-'} pages, p50 ${run.p50Ms ?? '-'} p99 ${run.p99Ms ?? '-'} ms over ${inWindow.length} requests), ` +
             `total ${r.totalMs} ms, ${r.preDumps} pre-dumps, final ${r.finalPages ?? '-'} pages (${r.transport}, ${Math.round((r.memoryBytes ?? NaN) / 1048576)} MiB)`,
         );
-        await vm('vm2', `runc delete -f ${name}; ip addr del ${SVC} dev eth0 2>/dev/null`);
         write(runs);
       }
     }

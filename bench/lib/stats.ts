@@ -44,3 +44,20 @@ export function rotation<T>(methods: readonly T[], rep: number): T[] {
 export function mib(bytes: number | undefined): string {
   return bytes === undefined || !Number.isFinite(bytes) ? '-' : (bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 1 : 0);
 }
+
+/** The P-th percentile (nearest rank) of V; undefined when V is empty. */
+export function percentile(v: number[], p: number): number | undefined {
+  if (!v.length) return undefined;
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+/**
+ * The client's request latencies during a lazy window: of SAMPLES ([sent at, latency],
+ * ms), those sent from the end of its longest gap (when the destination first answered,
+ * GAP_ENDS_AT) for WINDOW ms. None without a window.
+ */
+export function windowLatencies(samples: Array<[number, number]> | undefined, gapEndsAtMs: number | undefined, windowMs: number | undefined): number[] {
+  if (!windowMs || !samples || gapEndsAtMs === undefined) return [];
+  return samples.filter(([at]) => at >= gapEndsAtMs && at <= gapEndsAtMs + windowMs).map(([, rtt]) => rtt);
+}
