@@ -29,19 +29,31 @@ export function cpuControl(procCgroup: string, v1Mounts: Record<string, string>,
 
 /**
  * The container's freezer, as CRIU uses it to stop the tasks (runc hands it the cgroup):
- * the file to read and whether its TEXT says a freeze was asked for. v2: DIR/cgroup.freeze
- * reads 1 from the moment the freeze is asked; v1: freezer.state reads FREEZING, then
- * FROZEN. Undefined where no freezer is found.
+ * the file to read and its cgroup version (freezeAsked reads it). Undefined where no
+ * freezer is found.
  */
-export function freezerControl(procCgroup: string, v1Mounts: Record<string, string>, v2Root = '/sys/fs/cgroup'): { file: string; asked: (text: string) => boolean } | undefined {
+export function freezerControl(procCgroup: string, v1Mounts: Record<string, string>, v2Root = '/sys/fs/cgroup'): FreezerControl | undefined {
   const lines = procCgroup.split('\n').map((l) => l.trim()).filter(Boolean);
   const v1 = lines.map((l) => l.split(':')).find(([, ctrl]) => ctrl && ctrl.split(',').includes('freezer'));
   if (v1) {
     const mount = v1Mounts[v1[1]];
-    return mount ? { file: join(join(mount, v1[2]), 'freezer.state'), asked: (t) => /^(FREEZING|FROZEN)/.test(t.trim()) } : undefined;
+    return mount ? { file: join(join(mount, v1[2]), 'freezer.state'), version: 1 } : undefined;
   }
   const unified = lines.find((l) => l.startsWith('0::'));
-  return unified ? { file: join(join(v2Root, unified.slice(3)), 'cgroup.freeze'), asked: (t) => t.trim() === '1' } : undefined;
+  return unified ? { file: join(join(v2Root, unified.slice(3)), 'cgroup.freeze'), version: 2 } : undefined;
+}
+
+export interface FreezerControl {
+  file: string;
+  version: 1 | 2;
+}
+
+/**
+ * Whether the freezer file's TEXT says a freeze was asked for. v2: cgroup.freeze reads 1
+ * from the moment the freeze is asked; v1: freezer.state reads FREEZING, then FROZEN.
+ */
+export function freezeAsked(version: 1 | 2, text: string): boolean {
+  return version === 1 ? /^(FREEZING|FROZEN)/.test(text.trim()) : text.trim() === '1';
 }
 
 function join(a: string, b: string): string {

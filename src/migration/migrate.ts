@@ -83,7 +83,7 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       }
     }
     // Auto-converge: the throttle goes at the switchover, once CRIU starts to stop the tasks.
-    const unthrottled = ctx.throttle?.liftWhenHeld(ctx.state!.pid);
+    const unthrottled = ctx.throttle?.liftWhenHeld();
     const r = await runSwitchover(ctx, plan, images, report).finally(() => unthrottled?.());
     Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy });
     if (r.sourceLeft) {

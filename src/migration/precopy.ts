@@ -63,7 +63,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
             { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
           );
         // Auto-converge: no throttle while CRIU's parasite works inside the frozen tasks.
-        const r = await (ctx.throttle ? ctx.throttle.suspendedDuring(ctx.state!.pid, preDump) : preDump()).finally(stopMeter);
+        const r = await (ctx.throttle ? ctx.throttle.suspendedDuring(preDump) : preDump()).finally(stopMeter);
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
@@ -108,11 +108,10 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       const cpus = usage !== undefined && prevUsage ? (usage - prevUsage.s) / ((at - prevUsage.at) / 1000) : undefined;
       prevUsage = usage !== undefined ? { s: usage, at } : undefined;
       const c = convergeStep(its, d, t.pct, opts.maxIterations);
-      if (c.throttlePct !== t.pct) {
-        await t.set(c.throttlePct, cpus);
-        progress.info(`  auto-converge: ${c.why}`);
-      }
-      if (c.overrideStop) d = { ...d, stop: false, reason: undefined, why: `not converging: throttled to ${c.throttlePct} %` };
+      const raised = c.throttlePct !== t.pct;
+      if (raised) await t.set(c.throttlePct, cpus);
+      if (c.why) progress.info(`  auto-converge: ${c.why}`);
+      if (c.overrideStop) d = { ...d, stop: false, reason: undefined, why: raised ? `not converging: throttled to ${c.throttlePct} %` : `not converging yet at ${c.throttlePct} %` };
     }
     const mbs = (d.bandwidth / 1e6).toFixed(1);
     progress.info(

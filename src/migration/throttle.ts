@@ -2,20 +2,15 @@
 // throttle of P % lets the container use (100 - P) % of the CPU time it used before any
 // throttle, so it dirties memory more slowly and pre-copy can catch up (QEMU's idea).
 //
-// Contract: the original quota is put back by lift(), which runs once CRIU starts to stop
-// the tasks for the final dump (liftWhenHeld) and in the cleanups on every exit path; if
-// the tool dies, a keeper (keeper.ts) puts it back. Nothing else of the container is touched.
+// Contract: the original quota is put back once CRIU starts to stop the tasks for the
+// final dump (liftWhenHeld, from the watch thread: throttle-watch.ts), and by lift() at
+// the switchover's end and in the cleanups on every exit path; if the tool dies, a keeper
+// (keeper.ts) puts it back. Nothing else of the container is touched.
 import fs from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { cpuControl, freezerControl, throttledQuota, v1Mounts, type CpuControl } from '../cgroup.js';
 import { localKeeper, type EndKeeper } from './keeper.js';
-
-/** The process holding PID under ptrace (CRIU, while it holds the tasks); 0 when none. */
-async function tracerPid(pid: number): Promise<number> {
-  return Number((await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^TracerPid:\s*(\d+)/m)?.[1] ?? 0);
-}
-
-/** Watches how far CRIU holds the container: frozen through its cgroup, or seized. */
-type Held = () => Promise<boolean>;
+import { RUN, STOP, type WatchData, type WatchDone, type WatchJob } from './throttle-watch.js';
 
 export class Throttle {
   /** The throttle in force, percent (0: none). */
@@ -23,27 +18,17 @@ export class Throttle {
   /** CPUs the container used before the first throttle (the base the quota is cut from). */
   private baseCpus?: number;
 
+  /** The quota text set() wrote last (what a pre-dump puts back when CRIU lets the tasks go). */
+  private throttled?: string;
+
   private constructor(
     private readonly ctl: CpuControl,
     private readonly quotaFile: string,
     private readonly original: string,
     private readonly periodUs: number,
     private readonly endKeeper: EndKeeper,
-    private readonly freezer?: { file: string; asked: (text: string) => boolean },
+    private readonly watch: { worker: Worker; ctrl: Int32Array },
   ) {}
-
-  /**
-   * Whether CRIU holds the container whose init is PID: its cgroup's freeze asked for
-   * (CRIU freezes through the cgroup runc hands it, before it seizes the tasks), or the
-   * init traced. A throttled cgroup freezes only as fast as its tasks get CPU to stop:
-   * 325 ms in the VMs at 99 %, against 9 ms unthrottled; so the freeze is the signal.
-   */
-  private held(pid: number): Held {
-    return async () => {
-      if (this.freezer && this.freezer.asked(await fs.readFile(this.freezer.file, 'utf8').catch(() => ''))) return true;
-      return (await tracerPid(pid)) !== 0;
-    };
-  }
 
   /** Finds the controller of the container whose init is PID; the reason when it cannot be throttled. */
   static async locate(pid: number): Promise<Throttle | { refuse: string }> {
@@ -57,7 +42,11 @@ export class Throttle {
     const periodUs = ctl.version === 2 ? Number(original.split(/\s+/)[1] ?? 100000) : Number((await fs.readFile(`${ctl.dir}/cpu.cfs_period_us`, 'utf8').catch(() => '100000')).trim());
     // Written back as it was, whatever happens to the tool.
     const end = await localKeeper('throttle-keeper', ['sh', '-c', 'printf "%s\\n" "$1" > "$2"', 'sh', original, quotaFile]);
-    return new Throttle(ctl, quotaFile, original, periodUs, end, freezerControl(text, v1Mounts(mounts)));
+    // The watch on CRIU (throttle-watch.ts) runs in its own thread: see there why.
+    const data: WatchData = { ctrl: new SharedArrayBuffer(4), pid, quotaFile, original, freezer: freezerControl(text, v1Mounts(mounts)) };
+    const worker = new Worker(new URL('./throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
+    worker.unref();
+    return new Throttle(ctl, quotaFile, original, periodUs, end, { worker, ctrl: new Int32Array(data.ctrl) });
   }
 
   describe(): string {
@@ -83,39 +72,54 @@ export class Throttle {
   async set(pct: number, cpus: number | undefined): Promise<void> {
     this.baseCpus ??= Math.max(0.05, cpus ?? 1);
     const q = throttledQuota(this.baseCpus, pct, this.periodUs, this.ctl.version === 2);
-    await fs.writeFile(this.quotaFile, this.ctl.version === 2 ? `${q.quotaUs} ${q.periodUs}\n` : `${q.quotaUs}\n`);
+    this.throttled = this.ctl.version === 2 ? `${q.quotaUs} ${q.periodUs}\n` : `${q.quotaUs}\n`;
+    await fs.writeFile(this.quotaFile, this.throttled);
     this.pct = pct;
+  }
+
+  /** Starts JOB on the watch thread; stop() ends it and returns how it ended. */
+  private job(job: WatchJob): { stop: () => Promise<WatchDone> } {
+    const { worker, ctrl } = this.watch;
+    const done = new Promise<WatchDone>((resolve) => {
+      const end = (r: WatchDone) => {
+        worker.off('message', end);
+        worker.off('error', failed);
+        worker.off('exit', exited);
+        resolve(r);
+      };
+      const failed = (err: Error) => end({ done: true, lifted: false, error: err.message });
+      const exited = () => end({ done: true, lifted: false, error: 'the watch thread ended' });
+      worker.on('message', end);
+      worker.on('error', failed);
+      worker.on('exit', exited);
+    });
+    Atomics.store(ctrl, 0, RUN);
+    worker.postMessage(job);
+    return {
+      stop: () => {
+        Atomics.store(ctrl, 0, STOP);
+        Atomics.notify(ctrl, 0);
+        return done;
+      },
+    };
   }
 
   /**
    * Runs a pre-dump (RUN) with the throttle off while CRIU holds the tasks: CRIU's
    * parasite code runs inside them, in their cgroup, and a throttled parasite makes the
-   * freeze as many times longer. The throttle goes when CRIU asks the freeze (held())
-   * and comes back when the tasks are thawed and free again (the container runs
-   * throttled while CRIU starts and while the pages are sent); at the latest when RUN ends.
+   * freeze as many times longer. The throttle goes when CRIU asks the freeze and comes
+   * back the moment the tasks are free again (the container runs throttled while CRIU
+   * starts and while the pages are sent); at the latest when RUN ends.
    */
-  async suspendedDuring<T>(pid: number, run: () => Promise<T>): Promise<T> {
-    const pct = this.pct;
-    if (pct === 0) return run();
-    const held = this.held(pid);
-    let done = false;
-    let lifted = false;
-    const watch = (async () => {
-      while (!done) {
-        const h = await held();
-        if (h && !lifted) {
-          await fs.writeFile(this.quotaFile, this.original + '\n');
-          lifted = true;
-        } else if (!h && lifted) break;
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      if (lifted) await this.set(pct, undefined);
-    })();
+  async suspendedDuring<T>(run: () => Promise<T>): Promise<T> {
+    if (this.pct === 0 || !this.throttled) return run();
+    const job = this.job({ op: 'suspend', throttled: this.throttled });
     try {
       return await run();
     } finally {
-      done = true;
-      await watch;
+      const r = await job.stop();
+      // Without its watch the quota may be the original one: set it again.
+      if (r.error) await this.set(this.pct, undefined);
     }
   }
 
@@ -125,24 +129,20 @@ export class Throttle {
    * pre-copy had caught up with while runc and CRIU start), then goes for good. The
    * returned function ends the watch and makes sure the throttle is gone.
    */
-  liftWhenHeld(pid: number): () => Promise<void> {
-    const held = this.held(pid);
-    let done = false;
-    const watch = (async () => {
-      while (!done && this.pct !== 0) {
-        if (await held()) break;
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      await this.lift();
-    })();
+  liftWhenHeld(): () => Promise<void> {
+    if (this.pct === 0) return () => this.lift();
+    const job = this.job({ op: 'lift' });
     return async () => {
-      done = true;
-      await watch;
+      await job.stop();
+      await this.lift();
     };
   }
 
-  /** Puts the original quota back (the keeper does it, and ends). Idempotent. */
+  /** Ends the watch thread (first: it could write a throttle), puts the original quota back (the keeper does it too, and ends). Idempotent. */
   async lift(): Promise<void> {
+    Atomics.store(this.watch.ctrl, 0, STOP);
+    Atomics.notify(this.watch.ctrl, 0);
+    await this.watch.worker.terminate().catch(() => undefined);
     await fs.writeFile(this.quotaFile, this.original + '\n').catch(() => undefined);
     this.pct = 0;
     await this.endKeeper();

@@ -116,14 +116,14 @@ test("auto-converge: the container's CPU controller, v1 and v2", async () => {
 });
 
 test("auto-converge: the container's freezer, where CRIU's freeze shows first (v1 and v2)", async () => {
-  const { freezerControl, v1Mounts } = await import('../../src/cgroup.js');
+  const { freezerControl, freezeAsked, v1Mounts } = await import('../../src/cgroup.js');
   const mounts = 'cgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
   const v1 = freezerControl('4:cpu,cpuacct:/rm/web\n3:freezer:/rm/web\n', v1Mounts(mounts))!;
   assert.equal(v1.file, '/sys/fs/cgroup/freezer/rm/web/freezer.state');
-  assert.deepEqual(['THAWED\n', 'FREEZING\n', 'FROZEN\n'].map(v1.asked), [false, true, true]);
+  assert.deepEqual(['THAWED\n', 'FREEZING\n', 'FROZEN\n'].map((t) => freezeAsked(v1.version, t)), [false, true, true]);
   const v2 = freezerControl('0::/rm/web\n', {})!;
   assert.equal(v2.file, '/sys/fs/cgroup/rm/web/cgroup.freeze');
-  assert.deepEqual(['0\n', '1\n', ''].map(v2.asked), [false, true, false]);
+  assert.deepEqual(['0\n', '1\n', ''].map((t) => freezeAsked(v2.version, t)), [false, true, false]);
   // A v1 freezer hierarchy that is not mounted: no freezer to watch (the tracer still is).
   assert.equal(freezerControl('3:freezer:/rm/web\n', {}), undefined);
 });
@@ -140,7 +140,12 @@ test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-con
   assert.equal(convergeStep([it(1), it(2)], { ...keepingUp, dirtyRate: 4e6 }, 30, 8).throttlePct, 30, 'under half the rate: no change');
   const o = convergeStep([it(1), it(2), it(3)], gaveUp, 30, 8);
   assert.deepEqual([o.throttlePct, o.overrideStop], [40, true]);
-  assert.equal(convergeStep([it(1), it(2), it(3)], gaveUp, 99, 8).overrideStop, false, 'at 99 % the give-up stands');
+  const at = (n: number, pct: number) => ({ ...it(n), throttlePct: pct });
+  assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99), at(4, 99)], gaveUp, 99, 8).overrideStop, false, 'at 99 % for a second iteration the give-up stands');
+  const first = convergeStep([at(1, 0), at(2, 90), at(3, 99)], gaveUp, 99, 8);
+  assert.deepEqual([first.throttlePct, first.overrideStop], [99, true], 'the first iteration at 99 % was dirtied mostly at 90 %: one more');
+  assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99)], gaveUp, 99, 3).overrideStop, false, 'no iterations left');
+  assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99)], keepingUp, 99, 8).overrideStop, false, 'no give-up to override');
   assert.equal(convergeStep([it(1), it(2), it(3)], gaveUp, 30, 3).overrideStop, false, 'no iterations left');
   assert.equal(convergeStep([it(1), it(2), it(3)], { ...keepingUp, stop: true, reason: 'downtime' as const }, 30, 8).throttlePct, 30, 'a stop that fits is not throttled further');
 });
@@ -212,4 +217,70 @@ test("after a broken lazy window, the container's connections left in repair mod
     'nsenter -t 4100 -n ss -K -Htn state connected src 10.77.0.10:6379 dst 10.77.0.3:51234',
     'nsenter -t 4100 -n ss -K -Htn state connected src [fe80::1]:6379 dst [fe80::2]:41000',
   ]);
+});
+
+test("auto-converge's watch thread: the quota goes while CRIU holds the tasks and comes back within milliseconds of their release", async () => {
+  const { Worker } = await import('node:worker_threads');
+  const fsp = await import('node:fs/promises');
+  const os = await import('node:os');
+  const pathm = await import('node:path');
+  const { RUN, STOP } = await import('../../src/migration/throttle-watch.js');
+  const dir = await fsp.mkdtemp(pathm.join(os.tmpdir(), 'rm-watch-'));
+  const quotaFile = pathm.join(dir, 'cpu.max');
+  const freezeFile = pathm.join(dir, 'cgroup.freeze');
+  await fsp.writeFile(quotaFile, '1000 1000000\n');
+  await fsp.writeFile(freezeFile, '0\n');
+  const ctrl = new SharedArrayBuffer(4);
+  // This process is the "container": nobody traces it, so only the freeze file says held.
+  const data = { ctrl, pid: process.pid, quotaFile, original: 'max 100000', freezer: { file: freezeFile, version: 2 as const } };
+  const worker = new Worker(new URL('../../src/migration/throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
+  const c = new Int32Array(ctrl);
+  const quota = () => fsp.readFile(quotaFile, 'utf8');
+  const until = async (want: string) => {
+    const t0 = performance.now();
+    while ((await quota()) !== want) {
+      assert.ok(performance.now() - t0 < 2000, `the quota stayed ${await quota()} (want ${want})`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    return performance.now() - t0;
+  };
+  try {
+    // A pre-dump: lifted at the freeze, back at the release, and the job reports it is not lifted.
+    Atomics.store(c, 0, RUN);
+    const done1 = new Promise((r) => worker.once('message', r));
+    worker.postMessage({ op: 'suspend', throttled: '1000 1000000\n' });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await quota(), '1000 1000000\n', 'lifted before the freeze');
+    await fsp.writeFile(freezeFile, '1\n');
+    await until('max 100000\n');
+    await fsp.writeFile(freezeFile, '0\n');
+    const back = await until('1000 1000000\n');
+    assert.ok(back < 200, `back after ${back} ms`);
+    Atomics.store(c, 0, STOP);
+    Atomics.notify(c, 0);
+    assert.deepEqual(await done1, { done: true, lifted: false });
+    // A pre-dump that ends while the tasks are held (CRIU failed): the throttle is put back.
+    Atomics.store(c, 0, RUN);
+    const done2 = new Promise((r) => worker.once('message', r));
+    worker.postMessage({ op: 'suspend', throttled: '1000 1000000\n' });
+    await fsp.writeFile(freezeFile, '1\n');
+    await until('max 100000\n');
+    Atomics.store(c, 0, STOP);
+    Atomics.notify(c, 0);
+    assert.deepEqual(await done2, { done: true, lifted: false });
+    assert.equal(await quota(), '1000 1000000\n');
+    // The switchover: lifted at the freeze, and the job ends by itself.
+    await fsp.writeFile(freezeFile, '0\n');
+    Atomics.store(c, 0, RUN);
+    const done3 = new Promise((r) => worker.once('message', r));
+    worker.postMessage({ op: 'lift' });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await quota(), '1000 1000000\n', 'lifted before the freeze');
+    await fsp.writeFile(freezeFile, '1\n');
+    assert.deepEqual(await done3, { done: true, lifted: true });
+    assert.equal(await quota(), 'max 100000\n');
+  } finally {
+    await worker.terminate();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 });
