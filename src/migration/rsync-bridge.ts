@@ -20,11 +20,18 @@ export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command
 # (NUL-separated, ended by an empty field) and then rsync's output go to the tool through
 # the FIFO $RUNC_MIGRATE_UP; the remote side's answer comes from the tool through
-# $RUNC_MIGRATE_DOWN.
-up=$RUNC_MIGRATE_UP down=$RUNC_MIGRATE_DOWN
+# $RUNC_MIGRATE_DOWN. The tool (pid $RUNC_MIGRATE_PID) opens its ends as it starts rsync;
+# should it die before, nobody ever would, and the opens would wait for ever (and rsync
+# on them): until both are open, a watchdog ends this script once the tool is gone.
+up=$RUNC_MIGRATE_UP down=$RUNC_MIGRATE_DOWN tool=$RUNC_MIGRATE_PID
 exec 5<&0
-{ printf '%s\\0' "$@"; printf '\\0'; exec cat <&5; } > "$up" &
-exec cat < "$down"
+( while kill -0 "$tool" 2>/dev/null; do sleep 0.2; done; kill $$ ) </dev/null >/dev/null 2>&1 5<&- &
+watchdog=$!
+exec 7>"$up" 6<"$down"
+kill "$watchdog" 2>/dev/null
+{ printf '%s\\0' "$@"; printf '\\0'; exec cat <&5; } >&7 6<&- &
+exec 7>&-
+exec cat <&6
 `;
 
 /** rsync's -e: runs the bridge script named in the environment, with rsync's arguments. */
@@ -89,7 +96,7 @@ async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: stri
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
   const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL });
-  const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down };
+  const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
   const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false, env });

@@ -2,6 +2,11 @@
 // and which files of the frozen tasks must be compared by content.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/syncplan.js';
 import { parseRsyncStats, parseRsyncVersion, rsyncCmd } from '../../src/rsync.js';
 import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/rsync-bridge.js';
@@ -87,7 +92,45 @@ Total bytes received: 200
 
 test('the bridge script hands the command, then the bytes, on its own descriptors', () => {
   assert.match(BRIDGE_SCRIPT, /printf '%s\\0' "\$@"/);
-  assert.match(BRIDGE_SCRIPT, /exec cat < "\$down"/);
+  assert.match(BRIDGE_SCRIPT, /exec cat <&6/);
   // No path in rsync's -e (rsync splits it with its own rules): the bridge's come by environment.
   assert.doesNotMatch(BRIDGE_SHELL, /\//);
+});
+
+// The script itself, run by sh with FIFOs and no host: what rsync sees of it.
+async function runBridge(toolPid: number, serve: boolean): Promise<{ code: number | null; ms: number; out: string; head: string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bridge-'));
+  const [script, up, down] = ['bridge.sh', 'up', 'down'].map((f) => path.join(dir, f));
+  fs.writeFileSync(script, BRIDGE_SCRIPT);
+  execFileSync('mkfifo', [up, down]);
+  const t0 = performance.now();
+  const child = spawn('sh', [script, 'destination', 'rsync', '--server'], { env: { ...process.env, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(toolPid) } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  let head = '';
+  if (serve) {
+    // The tool's side: read what comes up, answer down, close.
+    const [r, w] = await Promise.all([fsp.open(up, 'r'), fsp.open(down, 'w')]);
+    child.stdin.end('bytes from rsync');
+    const got = await r.readFile();
+    head = got.toString();
+    await w.write('answer');
+    await w.close();
+    await r.close();
+  } else child.stdin.end();
+  const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { code, ms: performance.now() - t0, out, head };
+}
+
+test('the bridge script relays both ways while the tool lives, and ends by itself when the tool died before opening its ends', async () => {
+  const ok = await runBridge(process.pid, true);
+  assert.equal(ok.head, 'destination\0rsync\0--server\0\0bytes from rsync');
+  assert.equal(ok.out, 'answer');
+  assert.equal(ok.code, 0);
+  // A pid that has exited: the tool was killed before it opened the FIFOs.
+  const dead = spawnSync('true').pid!;
+  const orphan = await runBridge(dead, false);
+  assert.notEqual(orphan.code, 0);
+  assert.ok(orphan.ms < 3000, `the orphaned bridge took ${Math.round(orphan.ms)} ms to end`);
 });
