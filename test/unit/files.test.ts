@@ -105,6 +105,7 @@ async function runBridge(toolPid: number, serve: boolean): Promise<{ code: numbe
   execFileSync('mkfifo', [up, down]);
   const t0 = performance.now();
   const child = spawn('sh', [script, 'destination', 'rsync', '--server'], { env: { ...process.env, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(toolPid) } });
+  const exited = new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   let head = '';
@@ -118,7 +119,7 @@ async function runBridge(toolPid: number, serve: boolean): Promise<{ code: numbe
     await w.close();
     await r.close();
   } else child.stdin.end();
-  const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+  const code = await exited;
   fs.rmSync(dir, { recursive: true, force: true });
   return { code, ms: performance.now() - t0, out, head };
 }
