@@ -97,11 +97,16 @@ export class Throttle {
     worker.postMessage(job);
     return {
       stop: () => {
-        Atomics.store(ctrl, 0, STOP);
-        Atomics.notify(ctrl, 0);
+        this.stopWatch();
         return done;
       },
     };
+  }
+
+  /** Tells the watch thread's running job, if any, to end (it checks between polls). */
+  private stopWatch(): void {
+    Atomics.store(this.watch.ctrl, 0, STOP);
+    Atomics.notify(this.watch.ctrl, 0);
   }
 
   /**
@@ -140,8 +145,7 @@ export class Throttle {
 
   /** Ends the watch thread (first: it could write a throttle), puts the original quota back (the keeper does it too, and ends). Idempotent. */
   async lift(): Promise<void> {
-    Atomics.store(this.watch.ctrl, 0, STOP);
-    Atomics.notify(this.watch.ctrl, 0);
+    this.stopWatch();
     await this.watch.worker.terminate().catch(() => undefined);
     await fs.writeFile(this.quotaFile, this.original + '\n').catch(() => undefined);
     this.pct = 0;
