@@ -100,6 +100,7 @@ export function buildProgram(): Command {
     .argument('<container>', 'the container, as named by runc on this host')
     .argument('<host>', 'the destination of the unfinished migration');
   for (const o of p.options) if (!['--version', '--dry-run'].includes(o.long ?? '')) rec.addOption(o);
+  rec.option('--resume-source', "the destination committed and its copy is lost (recover said so): resume the frozen source; what the copy did after its commit is lost", false);
   p.command('completion')
     .description('print a shell completion script: eval "$(migrate completion bash)"')
     .argument('<shell>', 'the shell (bash)')

@@ -22,6 +22,11 @@ export function addressFamily(address: string): 4 | 6 {
   return address.includes(':') ? 6 : 4;
 }
 
+/** ADDRESS:PORT as runc's --page-server and most tools take it: an IPv6 address in brackets. */
+export function hostPort(address: string, port: number): string {
+  return addressFamily(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 function spec(r: PortRule): string[] {
   const match = r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)];
   // Only connection attempts (SYN): the kernel's own resets and probes answers carry no

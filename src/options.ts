@@ -61,10 +61,19 @@ export const DEFAULTS = {
    */
   holdFloorS: 60,
   holdWorstBytesPerS: 20 * 1024 * 1024,
-  /** The destination's guard stops waiting for the tool's next word this much before the source's hold would resume. */
+  /**
+   * The destination's guard gives up this much before the source's hold would resume by
+   * itself: its copy is gone before the source can run again (protocol.ts MIN_MARGIN_S is
+   * the least of it that must be left once the guard has started).
+   */
   guardMarginS: 10,
-  /** A restored copy must keep running this long on the destination before it is committed. */
-  verifyWindowMs: 100,
+  /** The guard needs at least this long for the restore and the commit: --hold-timeout is at least guardMarginS more. */
+  guardMinS: 5,
+  /**
+   * Post-copy only: a restored copy must keep running this long before it serves. (Other
+   * methods restore the copy stopped and verify it from /proc: no window.)
+   */
+  lazyVerifyWindowMs: 100,
   /**
    * Post-copy: the least fs.pipe-max-size on both hosts. CRIU's lazy page server asks for
    * 4 MiB pipes; below that the transfer fails and the destination's restore hangs
@@ -134,6 +143,8 @@ export interface Options {
   quiet: boolean;
   verbose: boolean;
   dryRun: boolean;
+  /** recover only: the destination's committed copy is lost; resume the frozen source. */
+  resumeSource: boolean;
   /** Skip the preflight checks that can be skipped (CPU, open files, free space, criu check). */
   force: boolean;
   connectTimeoutMs: number;
@@ -180,6 +191,7 @@ export interface RawOptions {
   quiet?: boolean;
   verbose?: boolean;
   dryRun?: boolean;
+  resumeSource?: boolean;
   force?: boolean;
   connectTimeout?: string;
   holdTimeout?: string;
@@ -238,6 +250,16 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`${flag} "${text}" is not a positive whole number`);
     return Number(text);
   };
+  const holdTimeout = (s: number) => {
+    const least = DEFAULTS.guardMinS + DEFAULTS.guardMarginS;
+    if (s < least) {
+      throw new UsageError(
+        `--hold-timeout ${s} is too short: the destination's guard must give up ${DEFAULTS.guardMarginS} s before the source's hold resumes it, and needs ${DEFAULTS.guardMinS} s itself`,
+        `Give --hold-timeout ${least} or more.`,
+      );
+    }
+    return s;
+  };
   let threshold: Options['threshold'];
   if (raw.threshold !== undefined) {
     threshold = parseThreshold(raw.threshold);
@@ -286,9 +308,10 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     quiet: raw.quiet ?? false,
     verbose: raw.verbose ?? false,
     dryRun: raw.dryRun ?? false,
+    resumeSource: raw.resumeSource ?? false,
     force: raw.force ?? false,
     connectTimeoutMs,
-    holdTimeoutS: raw.holdTimeout !== undefined ? positiveInt(raw.holdTimeout, '--hold-timeout', 0) : undefined,
+    holdTimeoutS: raw.holdTimeout !== undefined ? holdTimeout(positiveInt(raw.holdTimeout, '--hold-timeout', 0)) : undefined,
     syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
     syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
   };

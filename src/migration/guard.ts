@@ -1,17 +1,23 @@
 // The destination's guard: one shell snippet, run in one exec channel of the tool's SSH
 // connection, that owns everything the migration changes on the destination. Its stdin
-// is the channel; it reads the tool's words one line at a time:
+// is the channel; it reads the tool's words one line at a time (protocol.ts has them):
 //
 //   start      [--move-ip] claim the address: arp_ignore 8, its output dropped, address
 //              added (the images are copied meanwhile); prints "claimed"
-//   "restore"  restore the container (bounded: its process group is killed at the limit),
-//              then verify it stays running for a window; prints "restored", "verified"
-//   "commit"   the copy stays; [--move-ip] unmuted, arp_ignore back, gratuitous ARP;
-//              prints "committed"
-//   anything else, EOF (the tool died, the link broke) or a deadline passing: the copy
-//              (if any) is killed and deleted, the claim undone; prints "removed"
+//   "restore"  restore the container STOPPED (CRIU's leave-stopped; bounded: its process
+//              group is killed at the deadline), then verify it is whole and stopped (at
+//              least one task, every task of its cgroup in state T); prints "restored",
+//              "verified". Nothing of the copy runs: no client, peer or shared volume
+//              can see it.
+//   "commit"   the marker "committed" (the commit point), then every task is continued;
+//              [--move-ip] unmuted, arp_ignore back, gratuitous ARP; prints "committed"
+//   "hb"       the tool's heartbeat, while the guard waits for its next word
+//   anything else, EOF (the tool died, the link broke), no word for heartbeatLossS (a
+//              silent partition) or the deadline passing: the copy (if any) is killed and
+//              deleted, the claim undone; prints "removed WHY"
 //
-// Post-copy (lazy): before the restore the guard starts CRIU's lazy-pages daemon, which
+// Post-copy (lazy): the copy must run during the lazy window, so it is not restored
+// stopped. Before the restore the guard starts CRIU's lazy-pages daemon, which
 // fetches the memory from the source's lazy page server. Once verified, the copy serves
 // at once ([--move-ip] announced; prints "serving") and the lazy window begins. It ends
 // with the daemon (prints "lazy-done STATUS"): on its own once every page arrived (or
@@ -28,11 +34,14 @@
 // of that name already present is reported ("name-taken") and left alone.
 // Pure: this module only builds the text and reads the words.
 import { commandLine, quote } from '../shell.js';
+import { GUARD_FILE, GUARD_WORD, REMOVED_BECAUSE, TOOL_WORD } from './protocol.js';
 
 export interface GuardSpec {
   /** The guard's directory on the destination (its pid, log and markers). */
   dir: string;
   state: string[];
+  /** The copy's tasks (runc ps --format json): verified stopped, continued on the commit. */
+  ps: string[];
   restore: string[];
   kill: string[];
   delete: string[];
@@ -42,8 +51,10 @@ export interface GuardSpec {
    * It ends before the source's hold would resume the source by itself.
    */
   deadlineS: number;
-  /** The restored copy must stay running this long before it counts as verified. */
-  verifyWindowMs: number;
+  /** No word from the tool (its heartbeat included) for this long: the copy goes. */
+  heartbeatLossS: number;
+  /** Post-copy: the restored (running) copy must still run this long before it serves. */
+  verifyWindowMs?: number;
   /** Post-copy: CRIU's lazy-pages daemon (foreground), the socket it listens on once ready, and its log. */
   lazy?: { daemon: string[]; socket: string; log: string };
   /** --move-ip, on the destination. */
@@ -57,22 +68,77 @@ export interface GuardSpec {
   };
 }
 
+/**
+ * Shell functions over the copy's tasks (PS prints them as runc ps --format json does):
+ * `stopped` succeeds when there is at least one and every one is stopped (else sets bad),
+ * `resume` continues them all and succeeds once none is left stopped. Shared by the guard
+ * and by migrate recover (a guard that marked its commit and died before continuing).
+ */
+export function taskFunctions(ps: string[]): string {
+  return `tasks() { ${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '; }
+task_state() { sed -n 's/^State:[[:space:]]*\\([A-Za-z]\\).*/\\1/p' "/proc/$1/status" 2>/dev/null; }
+stopped() {
+	n=0
+	for p in $(tasks); do
+		st=$(task_state "$p")
+		case "$st" in T|t) n=$((n + 1)) ;; *) bad="task-$p-\${st:-gone}"; return 1 ;; esac
+	done
+	[ "$n" -gt 0 ] || { bad=no-tasks; return 1; }
+}
+resume() {
+	for try in 1 2 3; do
+		left_stopped=
+		for p in $(tasks); do kill -CONT "$p" 2>/dev/null; done
+		for p in $(tasks); do case "$(task_state "$p")" in T|t) left_stopped="$left_stopped $p" ;; esac; done
+		[ -z "$left_stopped" ] && return 0
+		sleep 0.01
+	done
+	return 1
+}`;
+}
+
+/** A command that continues every stopped task of a committed copy (for migrate recover). */
+export function resumeCommand(ps: string[]): string[] {
+  return ['sh', '-c', `${taskFunctions(ps)}\nresume || { echo "still stopped:$left_stopped" >&2; exit 1; }`];
+}
+
 export function guardScript(g: GuardSpec): string {
   const mv = g.moveIp;
+  const W = GUARD_WORD;
+  const F = GUARD_FILE;
+  const T = TOOL_WORD;
+  const R = REMOVED_BECAUSE;
   // The old arp_ignore is only known at run time: it goes in as the last argument.
   const withOld = (argv: string[]) => `${commandLine(argv)} "$old"`;
+  const hb = Math.max(1, Math.floor(g.heartbeatLossS));
+  const announce = mv ? `${withOld(mv.announce)} >> "$dir/${F.log}" 2>&1 || say ${W.announceFailed} $?` : ':';
   return `trap '' PIPE HUP
 dir=${quote(g.dir)}
-mkdir -p "$dir" && echo $$ > "$dir/pid" && : > "$dir/.mark"
-say() { echo "$*" >> "$dir/log"; echo "$*" 2>/dev/null; }
+mkdir -p "$dir" && echo $$ > "$dir/${F.pid}" && : > "$dir/.mark"
+say() { echo "$*" >> "$dir/${F.log}"; echo "$*" 2>/dev/null; }
 # Markers are links of a file made at the start: they need no room when the disk is full.
 mark() { ln "$dir/.mark" "$dir/$1" 2>/dev/null || : > "$dir/$1"; }
 end=$(($(date +%s) + ${Math.max(1, Math.floor(g.deadlineS))}))
-left() { l=$((end - $(date +%s))); [ $l -gt 0 ] && echo $l || echo 1; }
-# One line from the tool into w, or nothing once the deadline passes or the channel closes.
-word() { w=$(timeout "$(left)" sh -c 'IFS= read -r w && printf "%s" "$w"'); }
+# Seconds left before the deadline, 0 once it has passed.
+left() { l=$((end - $(date +%s))); if [ "$l" -gt 0 ]; then echo "$l"; else echo 0; fi; }
+# The tool's next word into w, its heartbeats skipped. w is empty, and why says so, when
+# the channel closes, no word (heartbeat included) comes for ${hb} s, or the deadline passes.
+word() {
+	while :; do
+		t=$(left)
+		if [ "$t" -le 0 ]; then w=; why=${R.deadline}; return; fi
+		lim=${hb}; why_t=${R.heartbeatLost}
+		if [ "$t" -le ${hb} ]; then lim=$t; why_t=${R.deadline}; fi
+		w=$(timeout "$lim" sh -c 'IFS= read -r w && printf "%s" "$w"'); rc=$?
+		if [ $rc = 124 ]; then w=; why=$why_t; return; fi
+		if [ $rc != 0 ]; then w=; why=${R.eof}; return; fi
+		why="unexpected-word-$w"
+		[ "$w" = ${T.heartbeat} ] || return 0
+	done
+}
 # runc's view of the copy: sets s (its status).
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }
+${taskFunctions(g.ps)}
 restored=0
 old=
 lp=
@@ -80,7 +146,7 @@ lp=
 lazy_wait() {
 	wait $lp; lrc=$?
 	lp=
-	echo "lazy-pages daemon ended $lrc" >> "$dir/log"
+	echo "lazy-pages daemon ended $lrc" >> "$dir/${F.log}"
 }
 stop_lazy() {
 	[ -n "$lp" ] || return 1
@@ -89,10 +155,12 @@ stop_lazy() {
 	[ $lrc = 0 ]
 }
 announced=0
+# The commit point is the marker: from it on, the copy is never removed.
 commit() {
-	mark committed
-	${mv ? `[ $announced = 1 ] || ${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
-	say committed "$@"
+	mark ${F.committed}
+	${g.lazy ? ':' : `resume || say ${W.resumeFailed}"$left_stopped"`}
+	[ $announced = 1 ] || ${announce}
+	say ${W.committed} "$@"
 	exit 0
 }
 remove() {
@@ -101,21 +169,21 @@ remove() {
 		${commandLine(g.kill)} >/dev/null 2>&1
 		${commandLine(g.delete)} >/dev/null 2>&1
 	fi
-	${mv ? `[ -n "$old" ] && ${withOld(mv.unclaim)} >> "$dir/log" 2>&1` : ':'}
-	mark removed
-	say removed "$@"
+	${mv ? `[ -n "$old" ] && ${withOld(mv.unclaim)} >> "$dir/${F.log}" 2>&1` : ':'}
+	mark ${F.removed}
+	say ${W.removed} "$@"
 	exit 0
 }
 ${
   mv
     ? `out=$(${commandLine(mv.claim)} 2>&1); rc=$?
 old=$(echo "$out" | sed -n '1{/^[0-9][0-9]*$/p}')
-if [ $rc -ne 0 ]; then say claim-failed "$(echo "$out" | tail -n 1)"; remove; fi
-say claimed "$old"`
-    : 'say claimed'
+if [ $rc -ne 0 ]; then say ${W.claimFailed} "$(echo "$out" | tail -n 1)"; remove; fi
+say ${W.claimed} "$old"`
+    : `say ${W.claimed}`
 }
-word; [ "$w" = restore ] || remove before-restore
-if ${commandLine(g.state)} >/dev/null 2>&1; then say name-taken; remove; fi
+word; [ "$w" = ${T.restore} ] || remove before-restore "$why"
+if ${commandLine(g.state)} >/dev/null 2>&1; then say ${W.nameTaken}; remove; fi
 restored=1
 ${
   g.lazy
@@ -124,59 +192,63 @@ ${commandLine(g.lazy.daemon)} </dev/null > "$dir/lazy.out" 2>&1 &
 lp=$!
 i=0
 while [ ! -S ${quote(g.lazy.socket)} ]; do
-	if ! kill -0 $lp 2>/dev/null || [ $i -ge 500 ]; then say restore-failed lazy-pages-daemon "$(tail -n 1 "$dir/lazy.out")"; remove; fi
+	if ! kill -0 $lp 2>/dev/null || [ $i -ge 500 ]; then say ${W.restoreFailed} lazy-pages-daemon "$(tail -n 1 "$dir/lazy.out")"; remove; fi
 	i=$((i + 1)); sleep 0.02
 done`
-    : ''
+    : `# The copy is restored stopped (CRIU's leave-stopped): nothing of it runs before the commit.
+printf 'leave-stopped\\n' > "$dir/restore.conf"
+export CRIU_CONFIG_FILE="$dir/restore.conf"`
 }
-# The tool says nothing until "verified" unless it gives up: meanwhile a watcher blocked
-# on the channel sees it close (or any word) at once, kills the restore's process group
-# (timeout leads its own) and leaves the file eof. (A background job's stdin would be
-# /dev/null: fd 3 carries the channel to it.)
+# The tool says nothing until "verified" unless it gives up (it sends no heartbeat
+# meanwhile): a watcher blocked on the channel sees it close (or any word) at once, kills
+# the restore's process group (timeout leads its own) and leaves the file eof. (A
+# background job's stdin would be /dev/null: fd 3 carries the channel to it.)
+t=$(left); [ "$t" -gt 0 ] || remove ${R.deadline}
 exec 3<&0
-timeout -s KILL "$(left)" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1 &
+timeout -s KILL "$t" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1 &
 rp=$!
 (IFS= read -r x <&3; : > "$dir/eof"; kill -KILL -$rp $rp 2>/dev/null) &
 wp=$!
 wait $rp
 rc=$?
-[ -e "$dir/eof" ] && { kill $wp 2>/dev/null; say restore-failed channel-closed; remove; }
-if [ $rc -ne 0 ]; then kill $wp 2>/dev/null; say restore-failed $rc; remove; fi
-say restored
-# The copy must still run once the window has passed: a copy that dies within it (it
-# cannot come back) is not committed. runc's word on it, at the end.
-sleep ${(g.verifyWindowMs / 1000).toFixed(3)}
+unset CRIU_CONFIG_FILE
 # The watcher goes before the tool may speak again (it reads nothing until then).
 kill $wp 2>/dev/null
 wait $wp 2>/dev/null
 exec 3<&-
-[ -e "$dir/eof" ] && remove
-look
-if [ "$s" != running ]; then say died "\${s:-gone}"; remove; fi
-say verified
+[ -e "$dir/eof" ] && { say ${W.restoreFailed} ${R.eof}; remove; }
+[ $rc -eq 0 ] || { say ${W.restoreFailed} $rc; remove; }
+say ${W.restored}
 ${
   g.lazy
-    ? `${mv ? `${withOld(mv.announce)} >> "$dir/log" 2>&1 || say announce-failed $?` : ':'}
+    ? `sleep ${((g.verifyWindowMs ?? 0) / 1000).toFixed(3)}
+look
+if [ "$s" != running ]; then say ${W.died} "\${s:-gone}"; remove; fi
+say ${W.verified}
+${announce}
 announced=1
-say serving
+say ${W.serving}
 # The lazy window: only "rollback" cuts it short (the daemon is killed); the channel
 # closing does not.
 exec 3<&0
-(IFS= read -r x <&3; [ "$x" = rollback ] && kill -KILL $lp 2>/dev/null) &
+(IFS= read -r x <&3; [ "$x" = ${T.rollback} ] && kill -KILL $lp 2>/dev/null) &
 wp=$!
 exec 3<&-
 lazy_wait
 kill $wp 2>/dev/null
-say lazy-done $lrc
+say ${W.lazyDone} $lrc
 # How it ends is the source's to say (the tool reads how its checkpoint ended): "commit"
 # (it was destroyed: every page had arrived) or "remove" (it resumed). Without the tool:
 # the daemon's own end, and whether the source can have heard its last word.
 w=$(timeout 120 sh -c 'IFS= read -r w && printf "%s" "$w"')
-[ "$w" = commit ] && commit every-page-arrived
-[ "$w" = remove ] && remove lazy-transfer-failed
+[ "$w" = ${T.commit} ] && commit every-page-arrived
+[ "$w" = ${T.remove} ] && remove lazy-transfer-failed
 if [ $lrc = 0 ] || { grep -q 'Disconnect from the page server' ${quote(g.lazy.log)} && ! grep -q "page server doesn't answer" ${quote(g.lazy.log)}; }; then commit every-page-arrived; fi
 remove lazy-transfer-failed`
-    : `word; [ "$w" = commit ] || remove
+    : `# Whole and stopped: every task of the copy is there and none runs.
+stopped || { say ${W.died} "$bad"; remove; }
+say ${W.verified}
+word; [ "$w" = ${T.commit} ] || remove "$why"
 commit`
 }
 `;
@@ -188,20 +260,23 @@ export function parseGuardLine(line: string): { word: string; detail: string } {
   return { word: word ?? '', detail: rest.join(' ') };
 }
 
-/** What the guard's files say, once it ended or while it runs: committed, removed, still running. */
+/** What the guard's files say, once it ended or while it runs: committed, removed, still running, or no trace of it (a reboot wiped them). */
 export interface GuardFiles {
   committed: boolean;
   removed: boolean;
   alive: boolean;
+  /** Its directory holds its log: false when the guard never started there, or its files were wiped. */
+  present: boolean;
 }
 
 /** One command that reads the guard's files in DIR (for a later look, over any connection). */
 export function guardFilesCommand(dir: string): string[] {
   const d = quote(dir);
-  return ['sh', '-c', `[ -e ${d}/committed ] && echo committed; [ -e ${d}/removed ] && echo removed; [ -f ${d}/pid ] && kill -0 "$(cat ${d}/pid)" 2>/dev/null && echo alive; true`];
+  const F = GUARD_FILE;
+  return ['sh', '-c', `[ -e ${d}/${F.committed} ] && echo ${F.committed}; [ -e ${d}/${F.removed} ] && echo ${F.removed}; [ -f ${d}/${F.pid} ] && kill -0 "$(cat ${d}/${F.pid})" 2>/dev/null && echo alive; [ -e ${d}/${F.log} ] && echo present; true`];
 }
 
 export function parseGuardFiles(stdout: string): GuardFiles {
   const words = stdout.split('\n').map((l) => l.trim());
-  return { committed: words.includes('committed'), removed: words.includes('removed'), alive: words.includes('alive') };
+  return { committed: words.includes(GUARD_FILE.committed), removed: words.includes(GUARD_FILE.removed), alive: words.includes('alive'), present: words.includes('present') };
 }

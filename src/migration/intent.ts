@@ -4,24 +4,30 @@
 // runs on exactly one host and both hosts are clean. A record left behind means the tool
 // died: `migrate recover` (or the next `migrate` of that container) reads it, asks the
 // destination, and finishes or undoes the migration.
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { MoveIp } from '../options.js';
+import type { RuncGlobal } from '../runc.js';
 
 /**
  * The steps, in order. Up to 'restoring' a death rolls back by itself (the source's hold
  * resumes the source, the destination's guard removes its copy). From 'prepared' the
  * source waits, frozen, for a final verdict: the migration is in doubt until recovered.
  */
-export type IntentPhase = 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'destination-committed' | 'committed';
+export type IntentPhase = 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed';
+
+/** The record's format; a record of another version is refused, not guessed at. */
+export const INTENT_VERSION = 2;
 
 export interface Intent {
+  version: typeof INTENT_VERSION;
   container: string;
-  runcRoot: string;
-  /** The destination as given on the command line, and the remote runc root. */
+  /** runc on each side as this migration ran it (binary, root, criu): recover uses these, not its own flags. */
+  srcRunc: RuncGlobal;
+  dstRunc: RuncGlobal;
+  /** The destination as given on the command line. */
   destination: string;
-  remoteRuncRoot: string;
   /** The tool's pid: a record whose pid still runs is a migration in progress. */
   pid: number;
   startedAt: string;
@@ -37,10 +43,12 @@ export interface Intent {
   lockRulesBefore?: string[];
 }
 
-/** The record's file: one per runc root and container. */
-export function intentPath(dir: string, runcRoot: string, container: string): string {
-  const root = crypto.createHash('sha256').update(runcRoot).digest('hex').slice(0, 12);
-  return path.join(dir, `${root}-${container}.json`);
+/**
+ * The record's file: one per container name on this machine, whatever the runc root, so
+ * that recover finds it by the name alone (the command the tool prints works as printed).
+ */
+export function intentPath(dir: string, container: string): string {
+  return path.join(dir, `${container}.json`);
 }
 
 export async function writeIntent(file: string, intent: Intent): Promise<void> {
@@ -50,10 +58,42 @@ export async function writeIntent(file: string, intent: Intent): Promise<void> {
   await fs.rename(tmp, file);
 }
 
+const PHASES: IntentPhase[] = ['frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed'];
+
+/** Why TEXT is not a record this version can act on; undefined when it is one. */
+export function invalidIntent(x: unknown): string | undefined {
+  if (typeof x !== 'object' || x === null) return 'not a JSON object';
+  const r = x as Record<string, unknown>;
+  if (r.version !== INTENT_VERSION) return `format version ${JSON.stringify(r.version)}, this tool reads ${INTENT_VERSION}`;
+  const str = (k: string) => typeof r[k] === 'string' && (r[k] as string).length > 0;
+  for (const k of ['container', 'destination', 'startedAt', 'localBase', 'holdDir', 'remoteBase', 'guardDir']) if (!str(k)) return `${k} is missing`;
+  if (!PHASES.includes(r.phase as IntentPhase)) return `unknown phase ${JSON.stringify(r.phase)}`;
+  if (!Number.isInteger(r.pid)) return 'pid is missing';
+  for (const k of ['srcRunc', 'dstRunc']) {
+    const g = r[k] as Record<string, unknown> | undefined;
+    if (!g || typeof g.runc !== 'string' || typeof g.root !== 'string') return `${k} is missing`;
+  }
+  return undefined;
+}
+
+/** A record that cannot be read or is not valid: recover says so and touches nothing. */
+export class BadIntent extends Error {}
+
 export async function readIntent(file: string): Promise<Intent | undefined> {
-  const text = await fs.readFile(file, 'utf8').catch(() => undefined);
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw new BadIntent(`the record ${file} cannot be read: ${err.message}`);
+  });
   if (text === undefined) return undefined;
-  return JSON.parse(text) as Intent;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new BadIntent(`the record ${file} is not JSON (${(err as Error).message})`);
+  }
+  const bad = invalidIntent(parsed);
+  if (bad) throw new BadIntent(`the record ${file} cannot be used: ${bad}`);
+  return parsed as Intent;
 }
 
 export async function removeIntent(file: string): Promise<void> {
@@ -67,5 +107,46 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Whether PID is a live runc-migrate process (a pid may have been reused by another program). */
+export function liveMigration(pid: number): boolean {
+  if (!pidAlive(pid)) return false;
+  try {
+    return /migrate|node/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One migration of a container at a time on this machine: a lock file beside the record,
+ * made with O_EXCL and holding the tool's pid. Returns its release; throws RunningAlready
+ * when a live migration holds it (a dead one's is taken over).
+ */
+export async function lockContainer(dir: string, container: string): Promise<() => Promise<void>> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `${container}.lock`);
+  for (let i = 0; i < 3; i++) {
+    try {
+      await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return async () => {
+        const owner = await fs.readFile(file, 'utf8').catch(() => '');
+        if (owner.trim() === String(process.pid)) await fs.rm(file, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && liveMigration(pid)) throw new RunningAlready(pid);
+      await fs.rm(file, { force: true });
+    }
+  }
+  throw new Error(`could not take the lock ${file}`);
+}
+
+export class RunningAlready extends Error {
+  constructor(readonly pid: number) {
+    super(`a migration of this container is already running (pid ${pid})`);
   }
 }

@@ -13,7 +13,7 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { runcOf, type Context } from './context.js';
 import { faultAt, pausePoint, switchoverPoint } from './faults.js';
-import { intentPath, readIntent, removeIntent } from './intent.js';
+import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
 import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan.js';
 import { precopy } from './precopy.js';
@@ -37,6 +37,12 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     const endpoint = resolveEndpoint(opts);
     for (const w of [endpoint, ...(endpoint.jumps ?? [])].flatMap((e) => e.warnings ?? [])) progress.warn(w);
     const connect = () => progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint));
+    // Before anything else: a second run of the same container is refused, the first untouched.
+    const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
+      if (err instanceof RunningAlready) throw new MigrateError(`a migration of ${opts.container} is already running on this machine (pid ${err.pid})`, EXIT.PREFLIGHT, 'Wait for it to end. Nothing was changed.');
+      throw err;
+    });
+    ctx.cleanups.unshift({ what: 'release the lock on the container', run: unlock });
     if ((await settleEarlier(ctx, connect)) === 'destination') {
       Object.assign(report, { outcome: 'recovered', exitCode: EXIT.OK, runningOn: 'destination', recoveredWhy: 'an earlier migration had committed; it was finished' });
       return report;
@@ -90,6 +96,13 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
       // Migrated, but the source may still hold its frozen copy: exit 5 says so.
       report.exitCode = EXIT.UNSAFE;
       report.error = { message: r.sourceLeft, hint: `Run: migrate recover ${opts.container} ${opts.destination}` };
+    } else if (r.announceFailed) {
+      // It runs on the destination, but its clients may not find it there.
+      report.exitCode = EXIT.UNSAFE;
+      report.error = {
+        message: `migrated, but the service address was not announced on the destination (${r.announceFailed})`,
+        hint: `On the destination: remove the DROP rule for ${opts.moveIp?.address}, set net.ipv4.conf.<dev>.arp_ignore back (0 unless you had another value), and send a gratuitous ARP (arping -U -c1 -s ADDR ADDR).`,
+      };
     }
   } catch (err) {
     reportFailure(report, ctx, err);
@@ -116,7 +129,7 @@ function newContext(opts: Options, progress: Progress): Context {
     ssh: undefined as any,
     ...runcOf(opts),
     cleanups: [],
-    intentFile: intentPath(DEFAULTS.intentDir, opts.runcRoot, opts.container),
+    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
   };
 }
 
@@ -151,21 +164,26 @@ async function cleanup(ctx: Context): Promise<void> {
  */
 async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>): Promise<'source' | 'destination' | undefined> {
   const { opts, progress } = ctx;
-  const rec = await readIntent(ctx.intentFile);
+  const rec = await readIntent(ctx.intentFile).catch((err: Error) => {
+    throw new MigrateError(err.message, EXIT.PREFLIGHT, `Nothing was frozen. Look at the record: it describes a migration of ${opts.container} that did not finish; remove it only once that container runs on exactly one host.`);
+  });
   if (!rec) return undefined;
-  if (rec.destination !== opts.destination) {
+  if (rec.destination !== opts.destination || rec.srcRunc.root !== ctx.srcRunc.root) {
     throw new MigrateError(
-      `an unfinished migration of ${opts.container} to ${rec.destination} (started ${rec.startedAt}) must be settled first`,
+      `an unfinished migration of ${opts.container} (runc root ${rec.srcRunc.root}) to ${rec.destination} (started ${rec.startedAt}) must be settled first`,
       EXIT.PREFLIGHT,
       `Run: migrate recover ${opts.container} ${rec.destination}`,
     );
   }
   progress.warn(`an earlier migration of ${opts.container} did not finish (${rec.phase}): settling it first, as migrate recover would`);
   ctx.ssh = await connect();
-  const env = { src: ctx.src, dst: new RemoteHost(ctx.ssh, opts.sudo, ctx.log), srcRunc: ctx.srcRunc, dstRunc: ctx.dstRunc, warn: (m: string) => progress.warn(m), info: (m: string) => progress.info(m) };
+  const env = { src: ctx.src, dst: new RemoteHost(ctx.ssh, opts.sudo, ctx.log), warn: (m: string) => progress.warn(m), info: (m: string) => progress.info(m) };
   const r = await progress.phase('recover', 'settle the earlier migration', () => recover(ctx.intentFile, env));
   if (r?.runningOn === 'in-doubt') {
     throw new AfterFreezeError(`an earlier migration of ${opts.container} is in doubt: ${r.why}`, EXIT.UNSAFE, `Run migrate recover ${opts.container} ${opts.destination} once the destination can be reached.`, [], 'unknown', true);
+  }
+  if (r?.runningOn === 'kept') {
+    throw new AfterFreezeError(`an earlier migration of ${opts.container}: ${r.why}`, EXIT.UNSAFE, `Run migrate recover ${opts.container} ${opts.destination} and read what it says.`, [], 'unknown', true);
   }
   return r?.runningOn;
 }
@@ -175,7 +193,7 @@ async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>
  * report's terms. Returns after a commit; otherwise throws AfterFreezeError naming where
  * the container runs, or that the migration is in doubt.
  */
-async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, report: Report): Promise<{ downtimeMs: number; bytesMoved?: number; finalDump?: Source['finalDump']; sourceLeft?: string; lazy?: LazyWindow }> {
+async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, report: Report): Promise<{ downtimeMs: number; bytesMoved?: number; finalDump?: Source['finalDump']; sourceLeft?: string; lazy?: LazyWindow; announceFailed?: string }> {
   const { opts, progress } = ctx;
   const L = ctx.local!;
   const R = ctx.remote!;
@@ -192,10 +210,11 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
   checkInterrupt();
   const dst = new Destination(ctx, images, plan.guardDeadlineS);
   const record = {
+    version: INTENT_VERSION as typeof INTENT_VERSION,
     container: opts.container,
-    runcRoot: opts.runcRoot,
+    srcRunc: ctx.srcRunc,
+    dstRunc: ctx.dstRunc,
     destination: opts.destination,
-    remoteRuncRoot: opts.remoteRuncRoot,
     pid: process.pid,
     startedAt: new Date().toISOString(),
     localBase: L.base,
@@ -238,7 +257,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
     } catch (err) {
       progress.warn(`after the commit: ${(err as Error).message}`);
     }
-    return { downtimeMs: r.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: r.sourceLeft, lazy: r.lazy };
+    return { downtimeMs: r.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: r.sourceLeft, lazy: r.lazy, announceFailed: r.announceFailed };
   }
   if (r.runningOn === 'nowhere') {
     ctx.keepWorkDirs = true;

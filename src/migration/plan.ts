@@ -2,6 +2,7 @@
 // read-only after. The switchover reads its limits here, and --dry-run prints its steps:
 // the same names, in the same order, as switchover() takes them (a unit test holds them
 // together).
+import { hostPort } from '../firewall.js';
 import path from 'node:path';
 import { DEFAULTS } from '../options.js';
 import { runc } from '../runc.js';
@@ -43,11 +44,11 @@ export function makePlan(ctx: Context): Plan {
   const mode = ctx.mode!;
   const transport = ctx.transport!;
   const hold = holdTimeoutS(ctx.memoryBytes, { floorS: DEFAULTS.holdFloorS, worstBytesPerS: DEFAULTS.holdWorstBytesPerS, override: o.holdTimeoutS });
-  const guard = Math.max(5, hold - DEFAULTS.guardMarginS);
+  const guard = hold - DEFAULTS.guardMarginS;
   const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
   const mv = o.moveIp && ctx.moveIp ? { m: o.moveIp, ...ctx.moveIp } : undefined;
   const lazy = o.postCopy;
-  const lazyEndpoint = `${ctx.sourceAddress ?? 'SOURCE'}:${o.pageServerPort}`;
+  const lazyEndpoint = ctx.sourceAddress ? hostPort(ctx.sourceAddress, o.pageServerPort) : `SOURCE:${o.pageServerPort}`;
   const what: Record<SwitchoverStep, string | undefined> = {
     dump: lazy
       ? `[src] ${commandLine(runc.checkpoint(ctx.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: lazyEndpoint, tcpEstablished: o.tcpEstablished, lazyStatusFd: 3 }))}  (memory stays in the frozen tasks; held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`
@@ -62,8 +63,8 @@ export function makePlan(ctx: Context): Plan {
       : undefined,
     window: lazy ? `[src] verdict "lazy": CRIU starts its lazy page server on ${lazyEndpoint} (TLS); the tasks stay frozen until the destination has every page` : undefined,
     restore: lazy
-      ? `[dst] guard: criu lazy-pages --page-server --address ${lazyEndpoint.replace(/:\d+$/, '')} --port ${o.pageServerPort} --tls ...; ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished, lazy: true }))}; running for ${DEFAULTS.verifyWindowMs} ms; then it serves${mv ? ` (${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])})` : ''}`
-      : `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))}; running for ${DEFAULTS.verifyWindowMs} ms`,
+      ? `[dst] guard: criu lazy-pages --page-server --address ${ctx.sourceAddress ?? 'SOURCE'} --port ${o.pageServerPort} --tls ...; ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished, lazy: true }))}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${mv ? ` (${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])})` : ''}`
+      : `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))} with CRIU's leave-stopped (the copy stays stopped); every task stopped; continued on the commit`,
     pages: lazy ? '[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; it ends when every page arrived (the source is destroyed, the guard commits) or the transfer broke (the source resumes, the copy is removed)' : undefined,
     prepare: lazy ? undefined : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
     commit: lazy ? undefined : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,

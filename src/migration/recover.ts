@@ -13,20 +13,22 @@ import type { Progress } from '../progress.js';
 import type { Report } from '../report.js';
 import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
-import { runcOf } from './context.js';
 import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
-import { guardFilesCommand, parseGuardFiles } from './guard.js';
+import { guardFilesCommand, parseGuardFiles, resumeCommand } from './guard.js';
 import { decide, readHold, readLazyExit } from './hold.js';
 import { addr } from './address.js';
-import { intentPath, pidAlive, readIntent, removeIntent, type Intent } from './intent.js';
+import { intentPath, liveMigration, readIntent, removeIntent, type Intent } from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from './sides.js';
 
 export interface RecoverResult {
-  /** Where the container runs now; 'in-doubt' when nothing could be decided. */
-  runningOn: 'source' | 'destination' | 'in-doubt';
+  /**
+   * Where the container runs now; 'in-doubt' when nothing could be decided; 'kept' when the
+   * destination committed (or may have) and lost its copy: the frozen source is kept.
+   */
+  runningOn: 'source' | 'destination' | 'in-doubt' | 'kept';
   why: string;
   intent: Intent;
 }
@@ -61,17 +63,19 @@ export interface RecoverEnv {
   src: Host;
   /** The destination, or undefined when it could not be reached. */
   dst?: Host;
-  srcRunc: RuncGlobal;
-  dstRunc: RuncGlobal;
   warn(message: string): void;
   info(message: string): void;
+  /** recover --resume-source: the operator says the destination's committed copy is lost. */
+  resumeSource?: boolean;
 }
 
 /** Reads the record and settles the migration it describes. Throws MigrateError when there is nothing it may do. */
 export async function recover(intentFile: string, env: RecoverEnv): Promise<RecoverResult | undefined> {
   const intent = await readIntent(intentFile);
   if (!intent) return undefined;
-  if (intent.pid !== process.pid && pidAlive(intent.pid) && isMigrate(intent.pid)) {
+  // runc on each side as the migration ran it, whatever this command was given.
+  const { srcRunc, dstRunc } = intent;
+  if (intent.pid !== process.pid && liveMigration(intent.pid)) {
     throw new MigrateError(
       `a migration of ${intent.container} is still running (pid ${intent.pid}, since ${intent.startedAt})`,
       EXIT.PREFLIGHT,
@@ -89,8 +93,10 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       hold: await readHold(intent.holdDir),
       checkpointRunning: processMentions(intent.localBase),
       guard: await guardFiles(),
-      destinationStatus: env.dst ? await status(env.dst, env.dstRunc, intent.container) : undefined,
+      destinationStatus: env.dst ? await status(env.dst, dstRunc, intent.container) : undefined,
       checkpointExit: (await readLazyExit(intent.holdDir, null)) ?? undefined,
+      phase: intent.phase,
+      resumeSource: env.resumeSource,
     };
     decision = decideRecovery(facts);
     if (decision.action !== 'wait') break;
@@ -98,6 +104,8 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   }
   if (!decision || decision.action === 'wait') throw new MigrateError(`could not settle the migration of ${intent.container}: ${decision?.why ?? 'no decision'}`, EXIT.UNSAFE, 'Run migrate recover again in a minute.');
   if (decision.action === 'in-doubt') return { runningOn: 'in-doubt', why: decision.why, intent };
+  // Committed is final: nothing is changed, the record stays for the operator.
+  if (decision.action === 'kept') return { runningOn: 'kept', why: decision.why, intent };
   env.info(`recover: ${decision.why}: the container stays on the ${decision.action}`);
 
   if (decision.action === 'source') {
@@ -105,7 +113,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       // Only a copy this migration's guard restored (its log says so) is ours to remove.
       const log = await env.dst.run(['cat', `${intent.guardDir}/log`], { allowFail: true });
       if (/^restored\b/m.test(log.stdout) && !/^removed\b/m.test(log.stdout)) {
-        await removeContainer(env.dst, env.dstRunc, intent.container);
+        await removeContainer(env.dst, dstRunc, intent.container);
       }
     }
   }
@@ -115,21 +123,26 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
       const m = intent.moveIp;
       await env.src.run(addr.giveBack(await arpingCommand(env.src), m, m.srcDev), { allowFail: true });
     }
-    const st = await env.src.run(runc.state(env.srcRunc, intent.container), { allowFail: true });
+    const st = await env.src.run(runc.state(srcRunc, intent.container), { allowFail: true });
     const pid = st.code === 0 ? parseState(st.stdout).pid : undefined;
-    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(env.srcRunc, intent.container), keep: intent.lockRulesBefore ?? [] });
+    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(srcRunc, intent.container), keep: intent.lockRulesBefore ?? [] });
     if (hung) env.warn(hung);
   }
   if (decision.action === 'destination' && decision.removeSourceCopy) {
     env.warn(`removing the source's copy of ${intent.container}: the destination has every page`);
-    await removeContainer(env.src, env.srcRunc, intent.container);
+    await removeContainer(env.src, srcRunc, intent.container);
+  }
+  if (decision.action === 'destination' && decision.resumeCopy && env.dst) {
+    // The guard marked its commit; every task of its copy must run (continuing a running one changes nothing).
+    const r = await env.dst.run(resumeCommand(runc.ps(dstRunc, intent.container)), { allowFail: true });
+    if (r.code !== 0) throw new MigrateError(`the destination committed, but its copy's tasks could not all be continued: ${r.stderr.trim()}`, EXIT.UNSAFE, 'The source stays frozen. Look at the destination (runc ps), then run migrate recover again.');
   }
   if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
   // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).
   for (let i = 0; i < 600 && processMentions(intent.localBase); i++) await new Promise((r) => setTimeout(r, 100));
-  const srcStatus = await status(env.src, env.srcRunc, intent.container);
+  const srcStatus = await status(env.src, srcRunc, intent.container);
   if (decision.action === 'destination') {
-    if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${env.srcRunc.root} delete --force ${intent.container}`);
+    if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${srcRunc.root} delete --force ${intent.container}`);
     await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? []);
   } else if (srcStatus !== 'running') {
     env.warn(`the source's ${intent.container} is ${srcStatus} after the rollback`);
@@ -141,39 +154,41 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   return { runningOn: decision.action, why: decision.why, intent };
 }
 
-/** Whether PID is a runc-migrate process (a pid may have been reused). */
-function isMigrate(pid: number): boolean {
-  try {
-    return /migrate|node/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
 /** `migrate recover <container> <host>`: settles an unfinished migration (recover.ts). */
 export async function recoverCommand(opts: Options, progress: Progress): Promise<Report> {
   const t0 = performance.now();
   const log = (host: string, line: string) => progress.command(host, line);
   const src = new LocalHost(log);
   const report = newReport(opts, progress, 'nothing-to-recover', EXIT.OK);
-  const file = intentPath(DEFAULTS.intentDir, opts.runcRoot, opts.container);
+  const file = intentPath(DEFAULTS.intentDir, opts.container);
   let ssh: SshConnection | undefined;
   try {
-    const rec = await readIntent(file);
+    // The records, the hold and runc's state are root's: anyone else would see none of them.
+    if (process.getuid?.() !== 0) throw new MigrateError('migrate recover must run as root: the records of unfinished migrations, the hold files and runc state are readable by root only', EXIT.USAGE, 'Run it again as root (sudo migrate recover ...).');
+    const rec = await readIntent(file).catch((err: Error) => {
+      throw new MigrateError(err.message, EXIT.UNSAFE, 'Nothing was changed. Settle the container by hand (runc state on both hosts), then remove the record.');
+    });
     if (rec) {
+      if (rec.destination !== opts.destination) progress.warn(`the record names the destination ${rec.destination}; connecting to ${opts.destination} as given`);
       const endpoint = resolveEndpoint(opts);
       ssh = await progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint)).catch((err: Error) => {
         progress.warn(`the destination cannot be reached (${err.message}): deciding from the source alone where that is safe`);
         return undefined;
       });
-      const { srcRunc, dstRunc } = runcOf(opts);
       const r = await progress.phase('recover', `settle the migration of ${opts.container} (${rec.phase})`, () =>
-        recover(file, { src, dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined, srcRunc, dstRunc, warn: (m) => progress.warn(m), info: (m) => progress.info(m) }),
+        recover(file, { src, dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined, warn: (m) => progress.warn(m), info: (m) => progress.info(m), resumeSource: opts.resumeSource }),
       );
       if (r?.runningOn === 'in-doubt') {
         report.outcome = 'in-doubt';
         report.exitCode = EXIT.UNSAFE;
         report.error = { message: `still in doubt: ${r.why}`, hint: 'The source stays frozen; nothing was changed. Run migrate recover again once the destination can be reached.' };
+      } else if (r?.runningOn === 'kept') {
+        report.outcome = 'in-doubt';
+        report.exitCode = EXIT.UNSAFE;
+        report.error = {
+          message: r.why,
+          hint: `Nothing was changed. If the destination's copy is truly lost (look there: runc --root ${rec.dstRunc.root} state ${opts.container}), resume the source with: migrate recover ${opts.container} ${opts.destination} --resume-source (what the copy did after the commit is lost).`,
+        };
       } else if (r) {
         report.outcome = 'recovered';
         report.runningOn = r.runningOn;

@@ -1,6 +1,7 @@
 // What `migrate recover` decides for a migration the tool did not finish, from what the
 // two hosts say now. Pure: the facts in, the actions out (recover.ts gathers and acts).
 import type { HoldState } from './hold.js';
+import type { IntentPhase } from './intent.js';
 
 export interface RecoveryFacts {
   /** The source's hold files (verdict, final); undefined verdict: the hold never decided. */
@@ -8,7 +9,11 @@ export interface RecoveryFacts {
   /** Whether the source's checkpoint (runc checkpoint, holding) still runs. */
   checkpointRunning: boolean;
   /** The destination's guard, as its files say; undefined: the destination cannot be reached. */
-  guard?: { committed: boolean; removed: boolean; alive: boolean };
+  guard?: { committed: boolean; removed: boolean; alive: boolean; present: boolean };
+  /** The record's phase: from 'committing' on, the word commit may have reached the destination. */
+  phase: IntentPhase;
+  /** The operator says the destination's committed copy is lost and the frozen source may resume (recover --resume-source). */
+  resumeSource?: boolean;
   /** runc state of the container on the destination ('missing' if none); undefined: unreachable. */
   destinationStatus?: string;
   /** Post-copy: the checkpoint's exit status once it ended (0: every page was fetched; the source is gone). */
@@ -26,15 +31,27 @@ export type RecoveryDecision =
    * of a broken lazy window: the address goes back to it and CRIU's lock rules go.
    */
   | { action: 'source'; why: string; finalVerdict?: 'rollback'; removeDestinationCopy: boolean; afterLazyWindow?: boolean }
-  /** The container ends on the destination: the source's hold is told commit (if it still waits); removeSourceCopy: a source CRIU resumed must go. */
-  | { action: 'destination'; why: string; finalVerdict?: 'commit'; removeSourceCopy?: boolean };
+  /**
+   * The container ends on the destination: the source's hold is told commit (if it still
+   * waits); removeSourceCopy: a source CRIU resumed must go; resumeCopy: the guard marked its
+   * commit but may not have continued every task of its stopped copy.
+   */
+  | { action: 'destination'; why: string; finalVerdict?: 'commit'; removeSourceCopy?: boolean; resumeCopy?: boolean }
+  /**
+   * The destination committed (or may have) and its copy is gone: committed is final, so
+   * the frozen source is kept as it is for the operator (recover --resume-source resumes it).
+   */
+  | { action: 'kept'; why: string };
+
+/** The phases from which the word commit may have reached the destination. */
+const COMMIT_SENT: IntentPhase[] = ['committing', 'destination-committed', 'committed'];
 
 export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   const dstRuns = f.destinationStatus === 'running';
   const copyAbsent = f.destinationStatus === 'missing';
   // The final verdict was written: the source knows its fate; the destination must match.
   if (f.hold.final !== undefined) {
-    if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit' };
+    if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit', resumeCopy: f.guard?.committed && f.destinationStatus === 'running' };
     return { action: 'source', why: `the final verdict was ${f.hold.final}`, removeDestinationCopy: !copyAbsent };
   }
   if (f.hold.verdict === 'lazy') {
@@ -57,13 +74,25 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   if (f.hold.verdict === 'prepared') {
     // In doubt: only the destination's guard knows whether it committed.
     if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'the source is prepared and the destination cannot be reached' };
-    if (f.guard.committed && dstRuns) return { action: 'destination', why: 'the destination committed and runs the container', finalVerdict: 'commit' };
-    if (f.guard.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding" };
+    const rollback = (why: string): RecoveryDecision => ({ action: 'source', why, finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent });
+    const kept = (why: string): RecoveryDecision =>
+      f.resumeSource ? rollback(`${why}; the operator asked to resume the source (--resume-source)`) : { action: 'kept', why: `${why}: the frozen source is kept, never resumed once the destination may have committed` };
     if (f.guard.committed) {
-      // Committed, but the copy no longer runs there: the source's frozen state is the only whole one.
-      return { action: 'source', why: `the destination committed but its copy is ${f.destinationStatus}`, finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent };
+      // runc says "running" for a stopped copy too: the guard, or recover, continues it.
+      if (dstRuns) return { action: 'destination', why: 'the destination committed and has the container', finalVerdict: 'commit', resumeCopy: true };
+      return kept(`the destination committed but its copy is ${f.destinationStatus}`);
     }
-    return { action: 'source', why: 'the destination never committed', finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent };
+    if (f.guard.alive && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding" };
+    if (f.guard.removed) return rollback('the destination removed its copy without committing');
+    if (!f.guard.present) {
+      // No trace of the guard (a reboot wiped its files): whether it committed is unknown
+      // once the word commit may have been sent.
+      if (COMMIT_SENT.includes(f.phase)) return kept(`the destination shows no trace of its guard (rebooted?) and the commit may have reached it; its copy is ${f.destinationStatus}`);
+      return rollback('the destination never committed (the word commit was never sent)');
+    }
+    // The guard died without a last word and without its commit marker: it never
+    // continued its copy, which is still stopped if it is there.
+    return rollback('the destination never committed (its guard ended without a word)');
   }
   if (f.hold.verdict !== undefined) {
     // The hold rolled back on its own (the tool died before the prepare) or was told to.

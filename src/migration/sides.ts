@@ -2,7 +2,7 @@
 // this machine (the checkpoint, its hold, the intent record), the destination is reached
 // over the SSH connection (its guard, the page server, the image copy).
 import fs from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../criu.js';
@@ -13,6 +13,7 @@ import { isNotExist, runc, type RuncGlobal } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
 import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
+import { hostPort } from '../firewall.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
@@ -20,6 +21,7 @@ import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
+import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
 import { criuLockRules, removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { quote } from '../shell.js';
@@ -124,7 +126,7 @@ export class Source implements SourceSide {
     const argv = runc.checkpoint(ctx.srcRunc, ctx.opts.container, {
       imagePath: images.local,
       workPath: L.criuWork,
-      pageServer: lazy ? `${ctx.sourceAddress}:${ctx.opts.pageServerPort}` : ctx.pageServer?.endpoint,
+      pageServer: lazy ? hostPort(ctx.sourceAddress!, ctx.opts.pageServerPort) : ctx.pageServer?.endpoint,
       tcpEstablished: ctx.opts.tcpEstablished,
       parentPath: images.parent,
       lazyStatusFd: lazy ? 3 : undefined,
@@ -187,6 +189,20 @@ export class Source implements SourceSide {
     if (inForce !== v) throw new Error(`the final verdict was already ${inForce}`);
     // CRIU failed after the verdict and resumed the source, which must not run now.
     if (v === 'commit' && res.code !== 0) await this.removeResumedCopy(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()})`);
+  }
+
+  /** When the hold resumes the source by itself (its deadline, counted from its start: the marker it wrote). */
+  holdEndsAt(): number {
+    try {
+      return statSync(this.L.dumpedMarker).mtimeMs + this.holdTimeoutS * 1000;
+    } catch {
+      return -Infinity;
+    }
+  }
+
+  /** The destination is unconfirmed: the hold resumes the source at its own deadline; resolves once the checkpoint ended. */
+  async outlast(): Promise<void> {
+    if (this.ended) await this.ended;
   }
 
   async resume(): Promise<void> {
@@ -327,17 +343,20 @@ export class Destination implements DestinationSide {
     let restore = runc.restore(g, ctx.opts.container, { bundle: ctx.bundle!, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile, lazy });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (faultAt('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
+    // (before the guard looks at it: a stopped copy cannot die by itself afterwards).
     if (faultAt('restore-dies')) {
-      restore = ['sh', '-c', `"$@" || exit $?; (sleep 0.05; kill -KILL "$(cat ${quote(pidFile)})") & exit 0`, 'sh', ...restore];
+      restore = ['sh', '-c', `"$@" || exit $?; kill -KILL "$(cat ${quote(pidFile)})"; sleep 0.05; exit 0`, 'sh', ...restore];
     }
     const script = guardScript({
       dir: this.guardDir,
       state: runc.state(g, ctx.opts.container),
+      ps: runc.ps(g, ctx.opts.container),
       restore,
       kill: runc.killHard(g, ctx.opts.container),
       delete: runc.deleteForce(g, ctx.opts.container),
       deadlineS: this.deadlineS,
-      verifyWindowMs: DEFAULTS.verifyWindowMs,
+      heartbeatLossS: HEARTBEAT.lossS,
+      verifyWindowMs: lazy ? DEFAULTS.lazyVerifyWindowMs : undefined,
       lazy: lazy
         ? {
             daemon: criu.lazyPages(ctx.opts.remoteCriu, {
@@ -362,14 +381,16 @@ export class Destination implements DestinationSide {
           : undefined,
     });
     this.guard = await ctx.dst.spawn(['sh', '-c', script], { streamStdout: true });
+    this.beat(true);
     let buf = '';
     this.guard.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
         const l = parseGuardLine(buf.slice(0, i));
-        if (l.word === 'lazy-done') this.lazyDone = l.detail;
-        if (l.word === 'committed' || l.word === 'removed') this.ended ??= l.word;
+        if (l.word === GUARD_WORD.lazyDone) this.lazyDone = l.detail;
+        if (l.word === GUARD_WORD.committed || l.word === GUARD_WORD.removed) this.ended ??= l.word;
+        if (l.word === GUARD_WORD.resumeFailed || l.word === GUARD_WORD.announceFailed) this.afterCommitTrouble.push(buf.slice(0, i));
         this.lines.push(buf.slice(0, i));
         buf = buf.slice(i + 1);
       }
@@ -377,11 +398,40 @@ export class Destination implements DestinationSide {
     });
     void this.guard.done.then(() => {
       this.closed = true;
+      this.beat(false);
       this.wake();
     });
-    const w = await this.next(['claimed', 'claim-failed', 'removed'], 30_000);
-    if (w.word !== 'claimed') throw new Error(`the destination's guard could not claim ${mv?.address}: ${w.detail}`);
+    const w = await this.next([GUARD_WORD.claimed, GUARD_WORD.claimFailed, GUARD_WORD.removed], 30_000);
+    if (w.word !== GUARD_WORD.claimed) throw new Error(`the destination's guard could not claim ${mv?.address}: ${w.detail}`);
+    // The guard started at the latest now: it gives up by this time, whatever happens.
+    this.endsBy = Date.now() + this.deadlineS * 1000;
   }
+
+  /** The latest time (Date.now()) by which the guard has given up, once it said claimed. */
+  private endsBy?: number;
+
+  guardEndsBy(): number {
+    return this.endsBy ?? Infinity;
+  }
+
+  private beating?: NodeJS.Timeout;
+
+  /**
+   * The tool's heartbeat on the guard's channel, while the guard waits for its next word
+   * (not while it restores: any word then stops the restore). Without it for
+   * HEARTBEAT.lossS the guard removes its copy: a silent partition ends there.
+   */
+  private beat(on: boolean): void {
+    if (this.beating) clearInterval(this.beating);
+    this.beating = undefined;
+    if (on && !this.closed) {
+      this.beating = setInterval(() => this.say(TOOL_WORD.heartbeat), HEARTBEAT.intervalMs);
+      this.beating.unref();
+    }
+  }
+
+  /** Lines the guard printed about trouble after its commit (a task left stopped, a failed announce). */
+  private afterCommitTrouble: string[] = [];
 
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
@@ -446,11 +496,15 @@ export class Destination implements DestinationSide {
 
   async restore(): Promise<void> {
     failPoint('restore');
-    this.say('restore');
+    // No heartbeat while the guard restores: it stops the restore on any word.
+    this.beat(false);
+    this.say(TOOL_WORD.restore);
     // Tests: the tool dies, or loses the connection, while the guard restores.
     switchoverPoint('restoring', () => this.ctx.ssh.sever(), this.ctx.local!);
-    const w = await this.next(['verified', 'restore-failed', 'died', 'name-taken', 'removed'], this.deadlineS * 1000);
-    if (w.word === 'verified') {
+    const w = await this.next([GUARD_WORD.verified, GUARD_WORD.restoreFailed, GUARD_WORD.died, GUARD_WORD.nameTaken, GUARD_WORD.removed], this.deadlineS * 1000);
+    if (w.word === GUARD_WORD.verified) {
+      // The guard waits for the commit: it hears from the tool from now on.
+      if (!this.ctx.opts.postCopy) this.beat(true);
       if (faultAt('ssh-drop')) this.ctx.ssh.sever();
       failPoint('verify');
       if (this.ctx.opts.postCopy) {
@@ -531,10 +585,32 @@ export class Destination implements DestinationSide {
     return r && r.code === 0 ? lazyFigures(r.stdout) : undefined;
   }
 
-  async commit(): Promise<void> {
-    this.say('commit');
-    const w = await this.next(['committed', 'removed'], 60_000);
-    if (w.word !== 'committed') throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
+  async commit(): Promise<{ trouble: string[] }> {
+    this.beat(false);
+    this.say(TOOL_WORD.commit);
+    const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], 60_000);
+    if (w.word !== GUARD_WORD.committed) throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
+    return { trouble: this.afterCommitTrouble.splice(0) };
+  }
+
+  /**
+   * After a commit that was not acknowledged: the channel is closed (the guard has either
+   * read "commit" before the EOF, or removes its copy), then the guard's files are read,
+   * over a new connection if need be, until they say how it ended. undefined: the
+   * destination cannot be reached, or the guard has not ended by its deadline.
+   */
+  async settle(): Promise<'committed' | 'removed' | undefined> {
+    this.beat(false);
+    this.guard?.stdin.end();
+    for (let i = 0; i < 10 * (this.deadlineS + 30); i++) {
+      const f = await this.guardFiles();
+      if (!f) return undefined;
+      if (f.committed) return 'committed';
+      // No trace of the guard (its files wiped by a reboot): it may have committed.
+      if (!f.alive) return f.removed || (f.present && (await this.absent())) ? 'removed' : undefined;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return undefined;
   }
 
   /** The guard's files: committed, removed, or neither yet (its pid still running). */
@@ -552,9 +628,10 @@ export class Destination implements DestinationSide {
   async remove(): Promise<boolean> {
     // A guard still starting must be there before it can be told to remove what it made.
     await this.starting?.catch(() => undefined);
+    this.beat(false);
     if (this.guard && !this.closed) {
       // Anything but "commit" makes the guard remove what it made.
-      this.say('rollback');
+      this.say(TOOL_WORD.rollback);
       this.guard.stdin.end();
       await this.next(['removed'], 60_000);
     }

@@ -17,6 +17,7 @@
 import { failPoint } from './faults.js';
 import type { IntentPhase } from './intent.js';
 import type { Verdict } from './hold.js';
+import { GUARD_WORD, MIN_MARGIN_S } from './protocol.js';
 
 /** Which state the dump left the source in. */
 export type FreezeResult =
@@ -45,8 +46,16 @@ export interface SourceSide {
   prepare(): Promise<boolean>;
   /** Phase two: the final verdict; resolves once the checkpoint ended (commit: the source is gone). */
   finish(v: Verdict): Promise<void>;
-  /** Before prepare: roll back; resolves once the source runs again (address back). */
+  /** Before prepare, the destination confirmed clean: roll back; resolves once the source runs again (address back). */
   resume(): Promise<void>;
+  /** When (Date.now()) the hold resumes the source by itself if no verdict comes. */
+  holdEndsAt(): number;
+  /**
+   * Before prepare, the destination NOT confirmed clean: the tool does not resume the
+   * source; the hold does at its own deadline, which is later than the guard's. Resolves
+   * once it has.
+   */
+  outlast(): Promise<void>;
   /** After the commit: what CRIU leaves behind (its lock rules) and the figures. Best effort. */
   afterCommit(): Promise<void>;
 }
@@ -55,6 +64,8 @@ export interface SourceSide {
 export interface DestinationSide {
   /** Starts the guard: [--move-ip] the address is claimed, muted. Undo: remove(). */
   startGuard(): Promise<void>;
+  /** The latest time (Date.now()) by which the started guard gives up by itself. */
+  guardEndsBy(): number;
   /** Waits for the page server (if any), copies the remaining image files. Undo: remove() (the work directory goes with cleanup). */
   copyImages(): Promise<number>;
   /**
@@ -63,12 +74,18 @@ export interface DestinationSide {
    * untouched). false: nothing to sync.
    */
   syncFiles(): Promise<boolean>;
-  /** Restores and verifies under the guard. Undo: remove(). */
+  /** Restores the copy stopped and verifies it (whole, every task stopped) under the guard. Undo: remove(). */
   restore(): Promise<void>;
-  /** Phase two on the destination: resolves once the guard acknowledged the commit. */
-  commit(): Promise<void>;
-  /** After a commit that was not acknowledged: true/false if the guard's files say, undefined if the host cannot be reached. */
-  committed(): Promise<boolean | undefined>;
+  /**
+   * Phase two on the destination: resolves once the guard acknowledged the commit (the
+   * copy runs), with the lines it printed about trouble after its commit point.
+   */
+  commit(): Promise<{ trouble: string[] }>;
+  /**
+   * After a commit that was not acknowledged: how the guard ended, from its files, once it
+   * has; undefined if the destination cannot be reached or shows no trace of the guard.
+   */
+  settle(): Promise<'committed' | 'removed' | undefined>;
   /** Removes an uncommitted copy and the claim; resolves true once the destination is confirmed clean. */
   remove(): Promise<boolean>;
 }
@@ -103,7 +120,7 @@ export interface LazyWindow {
 }
 
 export type SwitchoverResult =
-  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string; lazy?: LazyWindow }
+  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string; lazy?: LazyWindow; announceFailed?: string }
   | { runningOn: 'source'; error: Error; destinationClean: boolean; lazy?: LazyWindow }
   | { runningOn: 'in-doubt'; error: Error }
   /** The source was destroyed without a hold and the restore failed: only the images remain. */
@@ -139,6 +156,11 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
     bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
     if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
     await guard;
+    // The guard must give up strictly before the hold resumes the source by itself.
+    const spare = src.holdEndsAt() - dst.guardEndsBy();
+    if (spare < MIN_MARGIN_S * 1000) {
+      throw new Error(`the destination's guard started too late: it would give up ${Math.round(spare / 1000)} s before the source's hold resumes, less than the ${MIN_MARGIN_S} s needed (give a longer --hold-timeout)`);
+    }
     h.killPoint('copy');
     await src.record('restoring');
     await h.step('restore', 'restore and verify on the destination', () => dst.restore());
@@ -156,24 +178,33 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   }
   h.killPoint('prepared');
 
-  // Phase two, destination first.
+  // Phase two, destination first. From the word "commit" on, the destination may have
+  // committed: the record says so before it is sent.
+  await src.record('committing');
+  let trouble: string[] = [];
   try {
-    await h.step('commit', 'commit on the destination', () => dst.commit());
+    trouble = (await h.step('commit', 'commit on the destination', () => dst.commit())).trouble;
   } catch (err) {
-    const c = await dst.committed().catch(() => undefined);
+    const c = await dst.settle().catch(() => undefined);
     if (c === undefined) {
       return {
         runningOn: 'in-doubt',
         error: new Error(`the destination did not confirm the commit (${(err as Error).message}), and cannot be asked now`),
       };
     }
-    if (!c) {
-      const clean = await dst.remove().catch(() => false);
+    if (c === 'removed') {
       await src.finish('rollback').catch((e) => h.warn(`the source's final verdict: ${(e as Error).message}`));
-      return { runningOn: 'source', error: err as Error, destinationClean: clean };
+      return { runningOn: 'source', error: err as Error, destinationClean: true };
     }
   }
   const downtimeMs = performance.now() - t0;
+  // Committed is final: a copy that could not be continued is the destination's to fix
+  // (migrate recover continues it); the source stays frozen meanwhile, never resumed.
+  const stuck = trouble.find((l) => l.startsWith(GUARD_WORD.resumeFailed));
+  if (stuck) {
+    return { runningOn: 'in-doubt', error: new Error(`the destination committed, but some of its copy's tasks could not be continued (${stuck}); the frozen source is kept`) };
+  }
+  const announceFailed = trouble.find((l) => l.startsWith(GUARD_WORD.announceFailed));
   // ---- POINT OF NO RETURN: the destination runs the committed copy. Nothing below can
   // fail the migration; what goes wrong is a warning, and the report says what remains.
   h.killPoint('destination-committed');
@@ -187,15 +218,23 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   }
   h.killPoint('committed');
   await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
-  return { runningOn: 'destination', downtimeMs, bytesMoved, sourceLeft };
+  return { runningOn: 'destination', downtimeMs, bytesMoved, sourceLeft, announceFailed };
 }
 
-/** Before the prepare: the destination is cleaned first, then the source resumes. */
+/**
+ * Before the prepare: the destination is cleaned first, then the source resumes. If the
+ * destination cannot be confirmed clean (a silent partition, a lost connection), the
+ * tool does not resume the source: the guard removes its copy at its deadline (sooner
+ * once the heartbeat stops), and the hold resumes the source at its own, later one.
+ */
 export async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, error: Error): Promise<SwitchoverResult> {
   let clean = false;
   await h.step('rollback', 'roll back (resume the source)', async () => {
     clean = await dst.remove().catch(() => false);
-    await src.resume();
+    if (clean) return src.resume();
+    const wait = Math.max(0, Math.round((src.holdEndsAt() - Date.now()) / 1000));
+    h.warn(`the destination could not be confirmed clean: the source resumes by itself at its hold's deadline (in about ${wait} s), after the destination's guard has removed its stopped copy`);
+    await src.outlast();
   });
   return { runningOn: 'source', error, destinationClean: clean };
 }

@@ -1,5 +1,6 @@
 // Moving images: the page server on the destination (reached through the SSH connection
 // or directly), and a tar stream from one directory to another over an exec channel.
+import { hostPort } from '../firewall.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { criu } from '../criu.js';
@@ -72,11 +73,11 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
       /Address already in use|bind/i.test(log.stdout) ? `Port ${ctx.opts.pageServerPort} is taken there: choose another with --page-server-port PORT.` : `Read ${r.pageServerLog} on the destination.`,
     );
   }
-  let endpoint = `${listen}:${ctx.opts.pageServerPort}`;
+  let endpoint = hostPort(listen, ctx.opts.pageServerPort);
   let closeForward = async () => {};
   if (tunnelled) {
     const fwd = await ctx.ssh.forwardLocal('127.0.0.1', ctx.opts.pageServerPort);
-    endpoint = `127.0.0.1:${fwd.port}`;
+    endpoint = hostPort('127.0.0.1', fwd.port);
     closeForward = fwd.close;
   }
   return {

@@ -115,7 +115,7 @@ describe("the source's hold", () => {
 });
 
 /** A guard with a stand-in runc that keeps its one container's state in a file. */
-function guard(o: { restoreExit?: number; dieAfterMs?: number; nameTaken?: boolean; deadlineS?: number; moveIp?: boolean } = {}) {
+function guard(o: { restoreExit?: number; diesAtRestore?: boolean; notStopped?: boolean; nameTaken?: boolean; deadlineS?: number; heartbeatLossS?: number; moveIp?: boolean } = {}) {
   const dir = path.join(tmp, `guard${++n}`);
   fs.mkdirSync(dir, { recursive: true });
   const st = path.join(dir, 'state');
@@ -123,21 +123,30 @@ function guard(o: { restoreExit?: number; dieAfterMs?: number; nameTaken?: boole
   if (o.nameTaken) fs.writeFileSync(st, String(process.pid));
   else inits.push(st);
   const fake = path.join(dir, 'runc');
-  // The container's init is a sleep: alive for dieAfterMs (or an hour), then gone.
-  const life = o.dieAfterMs !== undefined ? o.dieAfterMs / 1000 : 3600;
+  // The container's init is a sleep in a session of its own (as runc's init is: a stopped
+  // task in the restore's orphaned process group would get SIGHUP), stopped as CRIU's
+  // leave-stopped leaves it (the config it was given is logged), or killed at once (a copy
+  // gone before the guard looks).
   fs.writeFileSync(
     fake,
     `#!/bin/sh
 echo "$1" >> ${events}
+alive() { [ -f ${st} ] && kill -0 "$(cat ${st})" 2>/dev/null; }
 case "$1" in
 state) [ -f ${st} ] || { echo 'container does not exist' >&2; exit 1; }
 	p=$(cat ${st}); s=stopped
-	case "$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)" in ''|Z|X) ;; *) s=running ;; esac
-	printf '{\\n  "pid": %s,\\n  "status": "%s"\\n}\\n' "$p" "$s" ;;
+	alive && s=running
+	printf '{\n  "pid": %s,\n  "status": "%s"\n}\n' "$p" "$s" ;;
+ps) alive && printf '[%s]\n' "$(cat ${st})" ;;
 restore) [ ${o.restoreExit ?? 0} = 0 ] || exit ${o.restoreExit ?? 0}
-	sleep ${life} >/dev/null 2>&1 & echo $! > ${st} ;;
+	echo "config: $(cat "$CRIU_CONFIG_FILE" 2>/dev/null)" >> ${events}
+	rm -f ${st}
+	setsid sh -c 'echo $$ > ${st}.new; exec sleep 3600' >/dev/null 2>&1 &
+	while [ ! -s ${st}.new ]; do sleep 0.01; done; mv ${st}.new ${st}
+	${o.notStopped ? ':' : `kill -STOP "$(cat ${st})"`}
+	${o.diesAtRestore ? `kill -KILL "$(cat ${st})"; sleep 0.05` : ':'} ;;
 kill) ;;
-delete) [ -f ${st} ] && kill "$(cat ${st})" 2>/dev/null; rm -f ${st} ;;
+delete) [ -f ${st} ] && kill -KILL "$(cat ${st})" 2>/dev/null; rm -f ${st} ;;
 esac
 `,
     { mode: 0o755 },
@@ -145,26 +154,42 @@ esac
   const script = guardScript({
     dir: path.join(dir, 'g'),
     state: [fake, 'state'],
+    ps: [fake, 'ps'],
     restore: [fake, 'restore'],
     kill: [fake, 'kill'],
     delete: [fake, 'delete'],
     deadlineS: o.deadlineS ?? 30,
-    verifyWindowMs: 150,
+    heartbeatLossS: o.heartbeatLossS ?? 30,
     moveIp: o.moveIp
       ? { claim: ['sh', '-c', `echo 0; echo claim >> ${events}`], unclaim: ['sh', '-c', `echo unclaim-$1 >> ${events}`, 'sh'], announce: ['sh', '-c', `echo announce-$1 >> ${events}`, 'sh'] }
       : undefined,
   });
   const proc = execa('sh', ['-c', script], { reject: false, stdin: 'pipe', buffer: true });
   const ev = () => (fs.existsSync(events) ? fs.readFileSync(events, 'utf8').trim().split('\n') : []);
-  const copy = () => (fs.existsSync(st) ? 'running' : 'none');
-  return { proc, ev, copy, dir: path.join(dir, 'g') };
+  /** The copy: none, stopped (restored, invisible) or running. */
+  const copy = () => {
+    if (!fs.existsSync(st)) return 'none';
+    const status = fs.readFileSync(`/proc/${fs.readFileSync(st, 'utf8').trim()}/status`, 'utf8');
+    return /^State:\s*T/m.test(status) ? 'stopped' : 'running';
+  };
+  /** Resolves once the guard printed WORD. */
+  const said = async (word: string) => {
+    for (let i = 0; i < 200; i++) {
+      if (fs.existsSync(path.join(dir, 'g', 'log')) && fs.readFileSync(path.join(dir, 'g', 'log'), 'utf8').split('\n').some((l) => l.startsWith(word))) return;
+      await sleep(25);
+    }
+    throw new Error(`the guard never said ${word}: ${fs.existsSync(path.join(dir, "g", "log")) ? fs.readFileSync(path.join(dir, "g", "log"), "utf8") : "no log"} ${fs.existsSync(events) ? fs.readFileSync(events, "utf8") : ""}`);
+  };
+  return { proc, ev, copy, said, dir: path.join(dir, 'g') };
 }
 
 describe("the destination's guard", () => {
-  test('restore, verify, commit: the copy stays, announced', async () => {
+  test('restore stopped, verify, commit: the copy runs only after the commit, announced', async () => {
     const g = guard({ moveIp: true });
     g.proc.stdin!.write('restore\n');
-    await sleep(600);
+    await g.said('verified');
+    assert.equal(g.copy(), 'stopped', 'before the commit the copy must not run');
+    assert.ok(g.ev().includes('config: leave-stopped'), g.ev().join(','));
     g.proc.stdin!.write('commit\n');
     const r = await g.proc;
     assert.deepEqual(r.stdout.split('\n'), ['claimed 0', 'restored', 'verified', 'committed']);
@@ -173,13 +198,13 @@ describe("the destination's guard", () => {
     assert.ok(fs.existsSync(path.join(g.dir, 'committed')));
   });
 
-  test('the channel closes after the restore (the tool died): the copy and the claim go', async () => {
+  test('the channel closes after the restore (the tool died): the stopped copy and the claim go', async () => {
     const g = guard({ moveIp: true });
     g.proc.stdin!.write('restore\n');
-    await sleep(600);
+    await g.said('verified');
     g.proc.stdin!.end();
     const r = await g.proc;
-    assert.match(r.stdout, /verified\nremoved$/);
+    assert.match(r.stdout, /verified\nremoved channel-closed$/);
     assert.equal(g.copy(), 'none');
     assert.ok(g.ev().includes('unclaim-0'), g.ev().join(','));
   });
@@ -189,16 +214,24 @@ describe("the destination's guard", () => {
     await sleep(200);
     g.proc.stdin!.end();
     const r = await g.proc;
-    assert.match(r.stdout, /removed before-restore$/);
+    assert.match(r.stdout, /removed before-restore channel-closed$/);
     assert.ok(!g.ev().includes('restore'));
     assert.ok(g.ev().includes('unclaim-0'));
   });
 
-  test('a copy that dies right after the restore is not verified, and is removed', async () => {
-    const g = guard({ dieAfterMs: 60 });
+  test('a copy gone by the time the guard looks is not verified, and is removed', async () => {
+    const g = guard({ diesAtRestore: true });
     g.proc.stdin!.write('restore\n');
     const r = await g.proc;
-    assert.match(r.stdout, /restored\ndied stopped\nremoved$/);
+    assert.match(r.stdout, /restored\ndied (no-tasks|task-\d+-Z)\nremoved$/);
+    assert.equal(g.copy(), 'none');
+  });
+
+  test('a copy that runs after the restore (leave-stopped not honoured) is not verified, and is removed', async () => {
+    const g = guard({ notStopped: true });
+    g.proc.stdin!.write('restore\n');
+    const r = await g.proc;
+    assert.match(r.stdout, /restored\ndied task-\d+-S\nremoved$/);
     assert.equal(g.copy(), 'none');
   });
 
@@ -218,11 +251,39 @@ describe("the destination's guard", () => {
     assert.ok(!g.ev().includes('delete') && !g.ev().includes('kill'), g.ev().join(','));
   });
 
-  test('no word before the deadline: the copy goes', async () => {
-    const g = guard({ deadlineS: 2 });
+  test('no word before the deadline: the copy goes, heartbeats or not', async () => {
+    const g = guard({ deadlineS: 3, heartbeatLossS: 2 });
     g.proc.stdin!.write('restore\n');
+    await g.said('verified');
+    const t = setInterval(() => g.proc.stdin!.write('hb\n'), 300);
     const r = await g.proc;
-    assert.match(r.stdout, /verified\nremoved$/);
+    clearInterval(t);
+    assert.match(r.stdout, /verified\nremoved deadline$/);
     assert.equal(g.copy(), 'none');
+  });
+
+  test('a silent partition: no heartbeat for heartbeatLossS, the copy goes long before the deadline (no EOF needed)', async () => {
+    const g = guard({ deadlineS: 60, heartbeatLossS: 1 });
+    g.proc.stdin!.write('hb\nhb\nrestore\n');
+    await g.said('verified');
+    const t0 = Date.now();
+    const r = await g.proc;
+    assert.match(r.stdout, /verified\nremoved heartbeat-lost$/);
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    assert.equal(g.copy(), 'none');
+  });
+
+  test('heartbeats keep the guard waiting for the commit; the commit then stands', async () => {
+    const g = guard({ deadlineS: 60, heartbeatLossS: 1 });
+    g.proc.stdin!.write('restore\n');
+    await g.said('verified');
+    for (let i = 0; i < 6; i++) {
+      g.proc.stdin!.write('hb\n');
+      await sleep(400);
+    }
+    g.proc.stdin!.write('commit\n');
+    const r = await g.proc;
+    assert.match(r.stdout, /verified\ncommitted$/);
+    assert.equal(g.copy(), 'running');
   });
 });

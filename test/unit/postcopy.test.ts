@@ -51,7 +51,7 @@ test("the hold lets CRIU go on to the lazy page server on the verdict lazy", () 
 });
 
 test('the guard in post-copy: daemon before the restore, serving after the verify, and the daemon killed before any removal', () => {
-  const spec = { dir: '/g', state: ['runc', 'state', 'c'], restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
+  const spec = { dir: '/g', state: ['runc', 'state', 'c'], ps: ['runc', 'ps', 'c'], heartbeatLossS: 10, restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
   const plain = guardScript(spec);
   assert.ok(!plain.includes('lazy.out') && !plain.includes('say serving'));
   const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', log: '/w/lazy.log' } });
@@ -68,19 +68,20 @@ test('the guard in post-copy: daemon before the restore, serving after the verif
 
 test('migrate recover in a lazy window: wait for the transfer, then follow it', () => {
   const hold = { verdict: 'lazy' };
-  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }>) => ({ committed: false, removed: false, alive: false, ...o });
-  assert.equal(decideRecovery({ hold, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
-  assert.equal(decideRecovery({ hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
-  const done = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ committed: true }), destinationStatus: 'running' });
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }>) => ({ committed: false, removed: false, alive: false, present: true, ...o });
+  const phase = 'lazy-window' as const;
+  assert.equal(decideRecovery({ phase, hold, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+  assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+  const done = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ committed: true }), destinationStatus: 'running' });
   assert.deepEqual([done.action, 'removeSourceCopy' in done && done.removeSourceCopy], ['destination', false]);
-  const missed = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ committed: true }), destinationStatus: 'running' });
+  const missed = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ committed: true }), destinationStatus: 'running' });
   assert.deepEqual([missed.action, 'removeSourceCopy' in missed && missed.removeSourceCopy], ['destination', true]);
-  const broke = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ removed: true }), destinationStatus: 'missing' });
+  const broke = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ removed: true }), destinationStatus: 'missing' });
   assert.equal(broke.action, 'source');
   assert.ok(broke.action === 'source' && broke.afterLazyWindow && !broke.removeDestinationCopy);
-  const stuck = decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1, guard: guard({}), destinationStatus: 'running' });
+  const stuck = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({}), destinationStatus: 'running' });
   assert.ok(stuck.action === 'source' && stuck.removeDestinationCopy, 'a dead guard: the incomplete copy is removed');
-  assert.equal(decideRecovery({ hold, checkpointRunning: false, checkpointExit: 1 }).action, 'in-doubt');
+  assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1 }).action, 'in-doubt');
 });
 
 test("the lazy-pages daemon's figures from its log", () => {

@@ -17,6 +17,7 @@ interface World {
   /** The hold's files. */
   verdict?: string;
   final?: string;
+  /** restored: stopped, invisible until the commit continues it. */
   dst: 'none' | 'restored' | 'committed';
   guard: { alive: boolean; removed: boolean; committed: boolean };
   phase?: IntentPhase;
@@ -69,12 +70,22 @@ function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; ds
       w.src = 'running';
     },
     afterCommit: async () => step('after-commit'),
+    holdEndsAt: () => Date.now() + 60_000,
+    // The hold's own deadline: the guard has removed its copy by then (its deadline is earlier).
+    outlast: async () => {
+      step('outlast');
+      if (w.dst === 'restored') w.dst = 'none';
+      w.guard = { alive: false, removed: true, committed: false };
+      w.verdict ??= 'rollback-timeout';
+      w.src = 'running';
+    },
   };
   const dst: DestinationSide = {
     startGuard: async () => {
       step('guard');
       w.guard.alive = true;
     },
+    guardEndsBy: () => Date.now() + 50_000,
     copyImages: async () => {
       step('copy');
       return 1;
@@ -92,8 +103,15 @@ function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; ds
       w.dst = 'committed';
       w.guard = { alive: false, removed: false, committed: true };
       step('commit-ack');
+      return { trouble: [] };
     },
-    committed: async () => w.guard.committed,
+    // The channel is closed: a guard that did not commit removes its copy.
+    settle: async () => {
+      if (w.guard.committed) return 'committed';
+      if (w.dst === 'restored') w.dst = 'none';
+      w.guard = { alive: false, removed: true, committed: false };
+      return 'removed';
+    },
     remove: async () => {
       step('remove');
       if (w.dst !== 'committed') {
@@ -133,8 +151,9 @@ function recoverWorld(w: World): void {
   const d = decideRecovery({
     hold: { verdict: w.verdict, final: w.final },
     checkpointRunning: w.src === 'frozen' && w.verdict === undefined,
-    guard: { ...w.guard },
+    guard: { ...w.guard, present: true },
     destinationStatus: w.dst === 'none' ? 'missing' : 'running',
+    phase: w.phase ?? 'frozen',
   });
   if (d.action === 'destination') {
     w.final ??= 'commit';
@@ -148,7 +167,8 @@ function recoverWorld(w: World): void {
   }
 }
 
-const running = (w: World) => [w.src === 'running' ? 'source' : undefined, w.dst !== 'none' ? 'destination' : undefined].filter(Boolean);
+/** Where the container runs: a restored copy is stopped until the commit, invisible. */
+const running = (w: World) => [w.src === 'running' ? 'source' : undefined, w.dst === 'committed' ? 'destination' : undefined].filter(Boolean);
 
 /** Every step the coordinator takes on the way, in order (from a run without deaths). */
 async function steps(): Promise<string[]> {
@@ -223,6 +243,7 @@ describe('the switchover as a two-phase commit', () => {
     const r = await switchover(s.src, s.dst, s.hooks);
     assert.equal(r.runningOn, 'source');
     assert.equal(w.final, 'rollback');
+    assert.equal(w.dst, 'none');
     assert.deepEqual(running(w), ['source']);
   });
 
@@ -245,7 +266,42 @@ describe('the switchover as a two-phase commit', () => {
     s.dst.commit = async () => {
       throw new Error('connection lost');
     };
-    s.dst.committed = async () => undefined;
+    s.dst.settle = async () => undefined;
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'in-doubt');
+    assert.equal(w.src, 'frozen');
+    assert.equal(w.final, undefined);
+  });
+
+  test('the destination cannot be confirmed clean before the prepare: the tool leaves the source to its hold', async () => {
+    const w = world();
+    const s = sides(w, undefined, 'restore');
+    s.dst.remove = async () => {
+      w.log.push('remove');
+      return false;
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'source');
+    assert.ok(!w.log.includes('resume') && w.log.includes('outlast'), w.log.join(' '));
+  });
+
+  test("a guard that would give up too close to the hold's deadline: rolled back before the restore", async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.guardEndsBy = () => s.src.holdEndsAt() - 2000;
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'source');
+    assert.match((r as { error: Error }).error.message, /started too late/);
+    assert.ok(!w.log.includes('restore'), w.log.join(' '));
+  });
+
+  test('committed is final: a copy whose tasks could not all be continued keeps the source frozen, in doubt', async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.commit = async () => {
+      w.dst = 'committed';
+      return { trouble: ['resume-failed 1234'] };
+    };
     const r = await switchover(s.src, s.dst, s.hooks);
     assert.equal(r.runningOn, 'in-doubt');
     assert.equal(w.src, 'frozen');
@@ -264,32 +320,49 @@ describe('the switchover as a two-phase commit', () => {
 });
 
 describe('recovery decisions', () => {
-  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }> = {}) => ({ committed: false, removed: false, alive: false, ...o });
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean; present: boolean }> = {}) => ({ committed: false, removed: false, alive: false, present: true, ...o });
+  const phase = 'prepared' as const;
   test('in doubt with the destination unreachable: nothing is decided', () => {
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true }).action, 'in-doubt');
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, phase }).action, 'in-doubt');
+  });
+  test('committed is final: the copy gone after the commit keeps the source frozen, unless the operator says otherwise', () => {
+    const f = { hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'missing', phase: 'committing' as const };
+    assert.equal(decideRecovery(f).action, 'kept');
+    const d = decideRecovery({ ...f, resumeSource: true });
+    assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['source', 'rollback']);
+  });
+  test('a committed copy is continued by recover (the guard may have died before it continued every task)', () => {
+    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running', phase: 'committing' });
+    assert.equal((d as { resumeCopy?: boolean }).resumeCopy, true);
+  });
+  test("no trace of the guard (the destination rebooted): kept once the commit may have been sent, rolled back before", () => {
+    const f = { hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ present: false }), destinationStatus: 'missing' };
+    assert.equal(decideRecovery({ ...f, phase: 'committing' }).action, 'kept');
+    assert.equal(decideRecovery({ ...f, phase: 'destination-committed' }).action, 'kept');
+    assert.equal(decideRecovery({ ...f, phase: 'prepared' }).action, 'source');
   });
   test('in doubt, the guard committed and the copy runs: commit', () => {
-    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running' });
+    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running', phase });
     assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['destination', 'commit']);
   });
   test('in doubt, the guard removed its copy: rollback', () => {
-    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ removed: true }), destinationStatus: 'missing' });
+    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ removed: true }), destinationStatus: 'missing', phase });
     assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['source', 'rollback']);
   });
   test('in doubt, the guard still deciding: wait', () => {
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running', phase }).action, 'wait');
   });
   test('the hold rolled back by itself: the source, and a leftover copy goes', () => {
-    const d = decideRecovery({ hold: { verdict: 'rollback-orphaned' }, checkpointRunning: false, guard: guard(), destinationStatus: 'running' });
+    const d = decideRecovery({ hold: { verdict: 'rollback-orphaned' }, checkpointRunning: false, guard: guard(), destinationStatus: 'running', phase: 'restoring' });
     assert.equal(d.action, 'source');
     assert.equal((d as { removeDestinationCopy: boolean }).removeDestinationCopy, true);
   });
   test('a final verdict already written decides', () => {
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false }).action, 'destination');
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'rollback' }, checkpointRunning: false, guard: guard(), destinationStatus: 'missing' }).action, 'source');
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false, phase }).action, 'destination');
+    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'rollback' }, checkpointRunning: false, guard: guard(), destinationStatus: 'missing', phase }).action, 'source');
   });
   test('no verdict while the checkpoint still runs: wait for the hold', () => {
-    assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing' }).action, 'wait');
+    assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing', phase: 'frozen' }).action, 'wait');
   });
 });
 

@@ -1,0 +1,83 @@
+// The switchover's protocol, written once: the words the tool and the destination's guard
+// say to each other, the source's hold verdicts, and the marker files each leaves for a
+// later `migrate recover`. The shell the hosts run (guard.ts, hold.ts) is generated from
+// these names; sides.ts, recover.ts, recovery.ts and the tests read them from here.
+//
+// The rules the words serve (README "Safety", DESIGN "Under partitions"):
+//   - The destination's copy is restored stopped and runs only on COMMIT: before that it
+//     has no effect anyone can see, so removing it undoes everything.
+//   - The guard removes its copy on anything but COMMIT: EOF, a word it does not expect,
+//     HEARTBEAT missing for heartbeatLossS, its own deadline. Its deadline is strictly
+//     earlier than the hold's (plan.ts checks the margin, the tool re-checks it at CLAIMED).
+//   - The tool resumes the source itself only once the destination is confirmed clean;
+//     otherwise the hold's later deadline does.
+//   - Once the guard has marked COMMITTED, nothing resumes the source again.
+
+/** What the tool says to the guard, one line each. */
+export const TOOL_WORD = {
+  /** Restore the copy (stopped; running during post-copy's lazy window). */
+  restore: 'restore',
+  /** The commit: the copy runs, the address is announced. */
+  commit: 'commit',
+  /** Remove the copy (any word but commit does; this one says so). */
+  rollback: 'rollback',
+  /** Post-copy, after the window: the source resumed, remove the copy. */
+  remove: 'remove',
+  /** The tool is alive: sent while the guard waits for its next word. */
+  heartbeat: 'hb',
+} as const;
+
+/** What the guard says (the first word of each line it prints; it also logs them). */
+export const GUARD_WORD = {
+  claimed: 'claimed',
+  claimFailed: 'claim-failed',
+  restored: 'restored',
+  /** The copy is restored, whole and stopped (every task of it in state T). */
+  verified: 'verified',
+  restoreFailed: 'restore-failed',
+  /** The copy is gone or not stopped right after the restore. */
+  died: 'died',
+  nameTaken: 'name-taken',
+  /** Post-copy: the copy serves (the lazy window is open). */
+  serving: 'serving',
+  lazyDone: 'lazy-done',
+  /** After the commit: the copy's tasks could not all be continued (the detail says which). */
+  resumeFailed: 'resume-failed',
+  announceFailed: 'announce-failed',
+  committed: 'committed',
+  removed: 'removed',
+} as const;
+
+/** The marker files in the guard's directory (links of one file made at its start). */
+export const GUARD_FILE = {
+  pid: 'pid',
+  log: 'log',
+  /** Written before the copy is continued: the commit point. */
+  committed: 'committed',
+  removed: 'removed',
+} as const;
+
+/** Why the guard removed its copy (the detail of its "removed" line). */
+export const REMOVED_BECAUSE = {
+  eof: 'channel-closed',
+  heartbeatLost: 'heartbeat-lost',
+  deadline: 'deadline',
+} as const;
+
+/** The source's hold verdicts (hold.ts): `verdict`, then for a prepared hold `final`. */
+export const VERDICTS = ['prepared', 'lazy', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
+export type VerdictWord = (typeof VERDICTS)[number];
+
+/** The tool's heartbeat, and how long the guard waits without any word before it removes its copy. */
+export const HEARTBEAT = {
+  intervalMs: 1000,
+  lossS: 10,
+} as const;
+
+/**
+ * The least time between the guard's deadline and the hold's: the guard must have
+ * removed its copy (killed and deleted a stopped container) strictly before the source
+ * may resume by itself. plan.ts keeps guardMarginS above it; the tool checks, when the
+ * guard says CLAIMED, that the guard's start has not eaten into it.
+ */
+export const MIN_MARGIN_S = 5;
