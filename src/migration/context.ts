@@ -52,6 +52,10 @@ export interface Context {
   keepImages?: boolean;
   /** The work directories hold what `migrate recover` needs (in doubt), or the only images: cleanups leave them. */
   keepWorkDirs?: boolean;
+  /** The destination's work directory, when the clean-up could not remove it (the link is down). */
+  remoteLeft?: string;
+  /** Migrated with nothing left on the source: the record goes once the clean-up has run (or says what it left). */
+  recordDone?: boolean;
   /** The intent record of this migration (intent.ts). */
   intentFile: string;
   /** Undo actions, run last-in first-out on every exit path. */

@@ -13,6 +13,7 @@
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
 //   window       post-copy: the lazy page server listens, then an error before the restore
 //   pages        post-copy: an error as the lazy window begins (the tool cuts it)
+import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { WorkPaths } from './paths.js';
@@ -32,8 +33,8 @@ export function faultAt(point: FaultPoint): boolean {
 
 /**
  * The switchover's named points (in order: after-dump, syncing (30 ms into the final
- * delta's rsync), copy, restoring, restored,
- * before-prepare, prepared, destination-committed, committed), where a test can
+ * delta's rsync), copy, restoring, restored, before-prepare, prepared, commit-sent (the
+ * word commit written, its answer not read), destination-committed, committed), where a test can
  * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
  * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).
  */
@@ -41,6 +42,11 @@ export function switchoverPoint(point: string, sever: () => void, work: WorkPath
   const [kill, sig] = (process.env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
   if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
   if (process.env.RUNC_MIGRATE_DROP_AT === point) sever();
+  // RUNC_MIGRATE_RUN_AT=POINT:COMMAND: the tool runs COMMAND (sh -c) at POINT and waits for
+  // it; a test makes a silent partition there (iptables DROP on the destination).
+  const run = process.env.RUNC_MIGRATE_RUN_AT ?? '';
+  const colon = run.indexOf(':');
+  if (colon > 0 && run.slice(0, colon) === point) execFileSync('sh', ['-c', run.slice(colon + 1)], { stdio: 'ignore' });
   // RUNC_MIGRATE_EMPTY_VERDICT_AT=POINT: an empty verdict file appears in the source's hold
   // (as a writer that died between creating and writing it would leave).
   if (process.env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(path.join(work.holdDir, 'verdict'), 'w'));

@@ -13,7 +13,7 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { runcOf, type Context } from './context.js';
 import { faultAt, pausePoint, switchoverPoint } from './faults.js';
-import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready } from './intent.js';
+import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
 import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan.js';
 import { precopy } from './precopy.js';
@@ -108,9 +108,33 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     reportFailure(report, ctx, err);
   } finally {
     await cleanup(ctx);
+    await settleRecord(ctx, report);
     report.totalMs = performance.now() - t0;
   }
   return report;
+}
+
+/**
+ * After a migration that committed: the record goes, unless the destination's work
+ * directory (the images: the container's memory) could not be removed. Then the record
+ * stays, marked committed, so that migrate recover removes it once the destination can
+ * be reached, and the report says so (exit 5).
+ */
+async function settleRecord(ctx: Context, report: Report): Promise<void> {
+  if (!ctx.recordDone) return;
+  try {
+    if (!ctx.remoteLeft) return await removeIntent(ctx.intentFile);
+    const rec = await readIntent(ctx.intentFile);
+    if (rec) await writeIntent(ctx.intentFile, { ...rec, phase: 'committed' });
+    ctx.progress.warn(`the destination's work directory ${ctx.remoteLeft} (the images: the container's memory) could not be removed`);
+    report.exitCode = EXIT.UNSAFE;
+    report.error = {
+      message: `migrated, but the destination's work directory ${ctx.remoteLeft} could not be removed (the connection was lost after the commit)`,
+      hint: `Run: migrate recover ${ctx.opts.container} ${ctx.opts.destination} once the destination can be reached; it removes what is left on both hosts.`,
+    };
+  } catch (err) {
+    ctx.progress.warn(`the record ${ctx.intentFile}: ${(err as Error).message}`);
+  }
 }
 
 function syncDetail(p: SyncPass): string {
@@ -249,7 +273,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
     let bytesMoved = r.bytesMoved;
     try {
       if (r.sourceLeft) ctx.keepWorkDirs = true;
-      else await removeIntent(ctx.intentFile);
+      else ctx.recordDone = true;
       // The images that arrived (the page server's and the copied files).
       const du = await ctx.dst.run(['du', '-s', '-B1', '--apparent-size', R.images], { allowFail: true });
       const duBytes = Number(du.stdout.split(/\s/)[0]);
@@ -275,7 +299,10 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
       true,
     );
   }
-  await removeIntent(ctx.intentFile);
+  // A destination not confirmed clean keeps the record and the work directories: recover
+  // confirms that its guard removed the stopped copy, then cleans both hosts.
+  if (r.destinationClean) await removeIntent(ctx.intentFile);
+  else ctx.keepWorkDirs = true;
   if (ctx.keepImages) ctx.keepWorkDirs = true;
   if (ctx.files?.report.final) progress.warn(`the destination's copy of the container's files (${ctx.files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`);
   const criuInfo = r.error instanceof CriuFailure ? r.error.criu : undefined;

@@ -46,7 +46,7 @@ export async function afterFreeze(ctx: Context, message: string, o: { hint?: str
   return new AfterFreezeError(
     message + (dstClean ? '' : ', but the destination could not be confirmed clean'),
     running && dstClean ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
-    dstClean ? o.hint : `Check the destination by hand: runc --root ${ctx.opts.remoteRuncRoot} list; delete its copy of ${ctx.opts.container} if one runs there.`,
+    dstClean ? o.hint : `Its guard removes its stopped copy by itself. Once the destination can be reached, run: migrate recover ${ctx.opts.container} ${ctx.opts.destination} (it confirms that and cleans up both hosts).`,
     o.criuErrors ?? [],
     running ? 'source' : 'unknown',
   );

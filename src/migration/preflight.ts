@@ -381,7 +381,18 @@ export const DESTINATION_CHECKS: Check[] = [
       const base = await makeRemoteWorkDir(ctx);
       const p = workPaths(base);
       ctx.remote = p;
-      ctx.cleanups.push({ what: `remove ${base} on the destination`, run: async () => (ctx.keepWorkDirs ? undefined : ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true })) });
+      ctx.cleanups.push({
+        what: `remove ${base} on the destination`,
+        run: async () => {
+          if (ctx.keepWorkDirs) return;
+          try {
+            await ctx.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true });
+          } catch (err) {
+            ctx.remoteLeft = base;
+            throw err;
+          }
+        },
+      });
       await ctx.dst.run(['mkdir', '-m', '0700', p.images, p.criuWork]);
       await ctx.dst.run(['tee', path.join(base, OWNER_FILE)], { input: ownerLine() });
       const stale = await removeStale(ctx.dst, ctx.opts.remoteWorkDir, DEFAULTS.intentDir, [base]);

@@ -49,6 +49,8 @@ const COMMIT_SENT: IntentPhase[] = ['committing', 'destination-committed', 'comm
 export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   const dstRuns = f.destinationStatus === 'running';
   const copyAbsent = f.destinationStatus === 'missing';
+  // The migration had committed on both hosts; only the clean-up was left.
+  if (f.phase === 'committed') return { action: 'destination', why: 'the migration had committed; what the clean-up left is removed' };
   // The final verdict was written: the source knows its fate; the destination must match.
   if (f.hold.final !== undefined) {
     if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit', resumeCopy: f.guard?.committed && f.destinationStatus === 'running' };

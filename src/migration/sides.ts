@@ -588,6 +588,7 @@ export class Destination implements DestinationSide {
   async commit(): Promise<{ trouble: string[] }> {
     this.beat(false);
     this.say(TOOL_WORD.commit);
+    switchoverPoint('commit-sent', () => this.ctx.ssh.sever(), this.ctx.local!);
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], 60_000);
     if (w.word !== GUARD_WORD.committed) throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
     return { trouble: this.afterCommitTrouble.splice(0) };

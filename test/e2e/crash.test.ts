@@ -6,41 +6,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { baseArgs, echoClient, keyMaterial, leftovers, stopClient, migrate, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, echoClient, hostState, INTENT_DIR, keyMaterial, leftovers, stopClient, migrate, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
 
 let h: Hosts;
 before(async () => {
   h = await setupHosts();
 });
-
-const INTENT_DIR = '/run/runc-migrate';
-
-async function hostState(): Promise<string[]> {
-  const found: string[] = [];
-  for (const ns of ['rm-src', 'rm-dst']) {
-    const rules = await sh(['nsenter', `--net=/run/netns/${ns}`, 'iptables', '-w', '-S'], { reject: false });
-    for (const l of rules.stdout.split('\n')) if (/0xc114|CRIU|-j DROP/.test(l)) found.push(`${ns} iptables: ${l}`);
-    const nft = await sh(['nsenter', `--net=/run/netns/${ns}`, 'nft', 'list', 'tables'], { reject: false });
-    for (const l of nft.stdout.split('\n')) if (/CRIU/.test(l)) found.push(`${ns} nft: ${l}`);
-  }
-  const arp = fs.readFileSync('/proc/sys/net/ipv4/conf/all/arp_ignore', 'utf8').trim();
-  const dstArp = await sh(['nsenter', '--net=/run/netns/rm-dst', 'cat', '/proc/sys/net/ipv4/conf/eth0/arp_ignore'], { reject: false });
-  if (dstArp.stdout.trim() !== '0') found.push(`rm-dst eth0 arp_ignore ${dstArp.stdout.trim()} (all: ${arp})`);
-  if (fs.existsSync(INTENT_DIR)) for (const f of fs.readdirSync(INTENT_DIR)) found.push(`intent record ${f}`);
-  return [...found, ...(await leftovers())];
-}
-
-/** Where the container runs, by the counter moving: a frozen copy does not count. */
-async function whereRunning(name: string, b: { src: string; dst: string }): Promise<string[]> {
-  const a = [await readCounter(b.src), await readCounter(b.dst)];
-  await new Promise((r) => setTimeout(r, 700));
-  const z = [await readCounter(b.src), await readCounter(b.dst)];
-  const on: string[] = [];
-  if (z[0] > a[0]) on.push('source');
-  if (z[1] > a[1]) on.push('destination');
-  void name;
-  return on;
-}
 
 describe('the tool killed during the switchover', () => {
   const points: Array<[string, string]> = [
