@@ -71,22 +71,23 @@ export interface GuardSpec {
 /**
  * Shell functions over the copy's tasks (PS prints them as runc ps --format json does):
  * `stopped` succeeds when there is at least one and every one is stopped (else sets bad),
- * `resume` continues them all and succeeds once none is left stopped. Shared by the guard
- * and by migrate recover (a guard that marked its commit and died before continuing).
+ * `resume` continues them all and succeeds once none is left stopped (else sets
+ * left_stopped). The guard has both; migrate recover runs resume (a guard that marked its
+ * commit and died before it continued every task).
  */
-export function taskFunctions(ps: string[]): string {
-  return `tasks() { ${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '; }
-task_state() { sed -n 's/^State:[[:space:]]*\\([A-Za-z]\\).*/\\1/p' "/proc/$1/status" 2>/dev/null; }
-stopped() {
+function taskFunctions(ps: string[], o: { stopped: boolean }): string {
+  const tasks = `tasks() { ${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '; }
+task_state() { sed -n 's/^State:[[:space:]]*\\([A-Za-z]\\).*/\\1/p' "/proc/$1/status" 2>/dev/null; }`;
+  const stopped = `stopped() {
 	n=0
 	for p in $(tasks); do
 		st=$(task_state "$p")
 		case "$st" in T|t) n=$((n + 1)) ;; *) bad="task-$p-\${st:-gone}"; return 1 ;; esac
 	done
 	[ "$n" -gt 0 ] || { bad=no-tasks; return 1; }
-}
-resume() {
-	for try in 1 2 3; do
+}`;
+  const resume = `resume() {
+	for _ in 1 2 3; do
 		left_stopped=
 		for p in $(tasks); do kill -CONT "$p" 2>/dev/null; done
 		for p in $(tasks); do case "$(task_state "$p")" in T|t) left_stopped="$left_stopped $p" ;; esac; done
@@ -95,11 +96,12 @@ resume() {
 	done
 	return 1
 }`;
+  return [tasks, o.stopped ? stopped : '', resume].filter(Boolean).join('\n');
 }
 
 /** A command that continues every stopped task of a committed copy (for migrate recover). */
 export function resumeCommand(ps: string[]): string[] {
-  return ['sh', '-c', `${taskFunctions(ps)}\nresume || { echo "still stopped:$left_stopped" >&2; exit 1; }`];
+  return ['sh', '-c', `${taskFunctions(ps, { stopped: false })}\nresume || { echo "still stopped:$left_stopped" >&2; exit 1; }`];
 }
 
 export function guardScript(g: GuardSpec): string {
@@ -136,21 +138,23 @@ word() {
 		[ "$w" = ${T.heartbeat} ] || return 0
 	done
 }
-# runc's view of the copy: sets s (its status).
-look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }
-${taskFunctions(g.ps)}
+${
+  g.lazy
+    ? `# runc's view of the copy: sets s (its status).
+look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }`
+    : taskFunctions(g.ps, { stopped: true })
+}
 restored=0
-old=
-lp=
+${mv ? 'old=\n' : ''}lp=
 # Post-copy: the daemon goes first, and how it ended decides (see above).
 lazy_wait() {
-	wait $lp; lrc=$?
+	wait "$lp"; lrc=$?
 	lp=
 	echo "lazy-pages daemon ended $lrc" >> "$dir/${F.log}"
 }
 stop_lazy() {
 	[ -n "$lp" ] || return 1
-	kill -KILL $lp 2>/dev/null
+	kill -KILL "$lp" 2>/dev/null
 	lazy_wait
 	[ $lrc = 0 ]
 }
@@ -207,7 +211,7 @@ t=$(left); [ "$t" -gt 0 ] || remove ${R.deadline}
 exec 3<&0
 timeout -s KILL "$t" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1 &
 rp=$!
-(IFS= read -r x <&3; : > "$dir/eof"; kill -KILL -$rp $rp 2>/dev/null) &
+(IFS= read -r _ <&3; : > "$dir/eof"; kill -KILL -$rp $rp 2>/dev/null) &
 wp=$!
 wait $rp
 rc=$?

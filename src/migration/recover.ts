@@ -18,7 +18,7 @@ import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
 import { guardFilesCommand, parseGuardFiles, resumeCommand } from './guard.js';
 import { decide, readHold, readLazyExit } from './hold.js';
 import { addr } from './address.js';
-import { intentPath, liveMigration, readIntent, removeIntent, type Intent } from './intent.js';
+import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, RunningAlready, type Intent } from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from './sides.js';
@@ -162,9 +162,17 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
   const report = newReport(opts, progress, 'nothing-to-recover', EXIT.OK);
   const file = intentPath(DEFAULTS.intentDir, opts.container);
   let ssh: SshConnection | undefined;
+  let release: (() => Promise<void>) | undefined;
   try {
     // The records, the hold and runc's state are root's: anyone else would see none of them.
     if (process.getuid?.() !== 0) throw new MigrateError('migrate recover must run as root: the records of unfinished migrations, the hold files and runc state are readable by root only', EXIT.USAGE, 'Run it again as root (sudo migrate recover ...).');
+    // One at a time with migrate: a running migration of this container is not touched;
+    // a dead one's lock goes with this run.
+    const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
+      if (err instanceof RunningAlready) throw new MigrateError(`a migration of ${opts.container} is still running (pid ${err.pid})`, EXIT.PREFLIGHT, 'Wait for it to end; if it hangs, stop it with kill -TERM and run migrate recover again.');
+      throw err;
+    });
+    release = unlock;
     const rec = await readIntent(file).catch((err: Error) => {
       throw new MigrateError(err.message, EXIT.UNSAFE, 'Nothing was changed. Settle the container by hand (runc state on both hosts), then remove the record.');
     });
@@ -202,6 +210,7 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
     report.error = { message: e.message, hint: e instanceof MigrateError ? e.hint : undefined };
   } finally {
     ssh?.close();
+    await release?.().catch(() => undefined);
   }
   report.totalMs = performance.now() - t0;
   return report;

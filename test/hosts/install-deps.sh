@@ -9,7 +9,8 @@ top=$(cd "$here/../.." && pwd)
 . "$here/apt.sh"
 
 # gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
-PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox)
+# shellcheck checks the shell the hosts run (the guard and the hold, generated: test/unit/shell.test.ts).
+PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox shellcheck)
 apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"
