@@ -180,7 +180,7 @@ describe('the connection or the destination fails during the switchover', () => 
     const name = 'hang';
     const { b, atStart } = await counter(name);
     const t0 = Date.now();
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '12', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-hang' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '15', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-hang' });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
     assert.match(JSON.parse(r.stdout).error.message, /restore/);
