@@ -76,21 +76,29 @@ export interface GuardSpec {
  * commit and died before it continued every task).
  */
 function taskFunctions(ps: string[], o: { stopped: boolean }): string {
-  const tasks = `tasks() { ${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '; }
-task_state() { sed -n 's/^State:[[:space:]]*\\([A-Za-z]\\).*/\\1/p' "/proc/$1/status" 2>/dev/null; }`;
+  // No fork per task: the copy's pids are read once (runc ps), each state with read.
+  const tasks = `tasks() { pids=$(${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '); }
+task_state() {
+	st=
+	while read -r k v _; do
+		if [ "$k" = State: ]; then st=$v; return; fi
+	done < "/proc/$1/status"
+} 2>/dev/null`;
   const stopped = `stopped() {
+	tasks
 	n=0
-	for p in $(tasks); do
-		st=$(task_state "$p")
+	for p in $pids; do
+		task_state "$p"
 		case "$st" in T|t) n=$((n + 1)) ;; *) bad="task-$p-\${st:-gone}"; return 1 ;; esac
 	done
 	[ "$n" -gt 0 ] || { bad=no-tasks; return 1; }
 }`;
   const resume = `resume() {
+	[ -n "\${pids:-}" ] || tasks
 	for _ in 1 2 3; do
 		left_stopped=
-		for p in $(tasks); do kill -CONT "$p" 2>/dev/null; done
-		for p in $(tasks); do case "$(task_state "$p")" in T|t) left_stopped="$left_stopped $p" ;; esac; done
+		for p in $pids; do kill -CONT "$p" 2>/dev/null; done
+		for p in $pids; do task_state "$p"; case "$st" in T|t) left_stopped="$left_stopped $p" ;; esac; done
 		[ -z "$left_stopped" ] && return 0
 		sleep 0.01
 	done
