@@ -30,7 +30,10 @@ export function readEnv(): Record<string, string> {
   for (const line of text.split('\n')) {
     const m = line.match(/^(RM_\w+)=(.*)$/);
     if (!m) continue;
-    env[m[1]] = m[2].replace(/\$\{(\w+):-([^}]*)\}/, (_, k, d) => process.env[k] ?? d).replace(/\$(\w+)/g, (_, k) => env[k] ?? '');
+    env[m[1]] = m[2]
+      .replace(/\$\{(\w+):-([^}]*)\}/, (_, k, d) => process.env[k] ?? d)
+      .replace(/\$\{(\w+)\}/g, (_, k) => env[k] ?? '')
+      .replace(/\$(\w+)/g, (_, k) => env[k] ?? '');
   }
   return env;
 }

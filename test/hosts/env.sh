@@ -13,6 +13,11 @@ RM_SRC_ADDR=$RM_NET_PREFIX.1
 RM_DST_ADDR=$RM_NET_PREFIX.2
 RM_CLIENT_ADDR=$RM_NET_PREFIX.3
 RM_JUMP_ADDR=$RM_NET_PREFIX.4
+# IPv6 on the same link (unique local addresses; no DAD delay: added nodad).
+RM_NET6_PREFIX=fd77::
+RM_SRC_ADDR6=${RM_NET6_PREFIX}1
+RM_DST_ADDR6=${RM_NET6_PREFIX}2
+RM_CLIENT_ADDR6=${RM_NET6_PREFIX}3
 # An address no host answers on: the "host unreachable" case.
 RM_DEAD_ADDR=$RM_NET_PREFIX.99
 # The service address a TCP container's peers use; it starts on the source.

@@ -30,8 +30,8 @@ ns "$RM_NS_LAN"; ns "$RM_NS_SRC"; ns "$RM_NS_DST"; ns "$RM_NS_CLIENT"; ns "$RM_N
 ip -n "$RM_NS_LAN" link show "$RM_BRIDGE" >/dev/null 2>&1 || ip -n "$RM_NS_LAN" link add "$RM_BRIDGE" type bridge
 ip -n "$RM_NS_LAN" link set "$RM_BRIDGE" up
 
-plug() { # plug NS ADDR: a veth from NS (eth0) to the bridge
-	local n=$1 addr=$2 peer="v-$1"
+plug() { # plug NS ADDR [ADDR6]: a veth from NS (eth0) to the bridge
+	local n=$1 addr=$2 addr6=${3:-} peer="v-$1"
 	if ! ip -n "$n" link show eth0 >/dev/null 2>&1; then
 		ip -n "$RM_NS_LAN" link del "$peer" >/dev/null 2>&1 || true
 		ip link add "$peer" netns "$RM_NS_LAN" type veth peer name eth0 netns "$n"
@@ -39,10 +39,11 @@ plug() { # plug NS ADDR: a veth from NS (eth0) to the bridge
 	ip -n "$RM_NS_LAN" link set "$peer" master "$RM_BRIDGE" up
 	ip -n "$n" link set eth0 up
 	ip -n "$n" addr replace "$addr/24" dev eth0
+	[ -z "$addr6" ] || ip -n "$n" addr replace "$addr6/64" dev eth0 nodad
 }
-plug "$RM_NS_SRC" "$RM_SRC_ADDR"
-plug "$RM_NS_DST" "$RM_DST_ADDR"
-plug "$RM_NS_CLIENT" "$RM_CLIENT_ADDR"
+plug "$RM_NS_SRC" "$RM_SRC_ADDR" "$RM_SRC_ADDR6"
+plug "$RM_NS_DST" "$RM_DST_ADDR" "$RM_DST_ADDR6"
+plug "$RM_NS_CLIENT" "$RM_CLIENT_ADDR" "$RM_CLIENT_ADDR6"
 plug "$RM_NS_JUMP" "$RM_JUMP_ADDR"
 # The service address lives on whichever host runs the service; peers find it by ARP.
 for n in "$RM_NS_SRC" "$RM_NS_DST" "$RM_NS_CLIENT"; do
@@ -72,6 +73,7 @@ done
 install -m 0644 "$D/keys/id_ed25519.pub" "$D/dst/etc/authorized_keys"
 echo "$RM_DST_ADDR $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" > "$D/keys/known_hosts"
 echo "[$RM_DST_ADDR]:$RM_SSH_RSA_PORT $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_rsa_key.pub")" >> "$D/keys/known_hosts"
+echo "$RM_DST_ADDR6 $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
 [ -f "$D/jump/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-jump -f "$D/jump/ssh_host_ed25519_key"
 echo "$RM_JUMP_ADDR $(cut -d' ' -f1,2 "$D/jump/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
 # A quiet HOME for remote commands: no rc files that slow every command down.
@@ -79,6 +81,7 @@ echo "$RM_JUMP_ADDR $(cut -d' ' -f1,2 "$D/jump/ssh_host_ed25519_key.pub")" >> "$
 
 cat > "$D/dst/etc/sshd_config" <<CFG
 ListenAddress $RM_DST_ADDR:$RM_SSH_PORT
+ListenAddress [$RM_DST_ADDR6]:$RM_SSH_PORT
 HostKey $D/dst/etc/ssh_host_ed25519_key
 PidFile $D/dst/run/sshd.pid
 PermitRootLogin prohibit-password
@@ -94,12 +97,12 @@ MaxStartups 64:30:128
 Subsystem sftp internal-sftp
 CFG
 
-sed -e "s/^ListenAddress .*/ListenAddress $RM_DST_ADDR:$RM_SSH_RSA_PORT/" \
+sed -e "s/^ListenAddress .*/ListenAddress $RM_DST_ADDR:$RM_SSH_RSA_PORT/" -e '/^ListenAddress \[/d' \
 	-e "s|^HostKey .*|HostKey $D/dst/etc/ssh_host_rsa_key|" \
 	-e "s|^PidFile .*|PidFile $D/dst/run/sshd-rsa.pid|" "$D/dst/etc/sshd_config" > "$D/dst/etc/sshd_rsa_config"
 
 # The bastion: forwards connections only (root's key, no shell needed).
-sed -e "s/^ListenAddress .*/ListenAddress $RM_JUMP_ADDR:$RM_SSH_PORT/" \
+sed -e "s/^ListenAddress .*/ListenAddress $RM_JUMP_ADDR:$RM_SSH_PORT/" -e '/^ListenAddress \[/d' \
 	-e "s|^HostKey .*|HostKey $D/jump/ssh_host_ed25519_key|" \
 	-e "s|^PidFile .*|PidFile $D/jump/sshd.pid|" "$D/dst/etc/sshd_config" > "$D/jump/sshd_config"
 echo "AllowTcpForwarding yes" >> "$D/jump/sshd_config"
@@ -114,8 +117,10 @@ echo "$RM_SUDO_USER ALL=(root) NOPASSWD: ALL" > "/etc/sudoers.d/$RM_SUDO_USER"
 chmod 0440 "/etc/sudoers.d/$RM_SUDO_USER"
 
 # --- sshd on the destination, in its own mount namespace -----------------------------
-sshd_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_PORT" 2>/dev/null; }
+sshd_up() { nsenter --net="/run/netns/$RM_NS_DST" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_DST_ADDR/$RM_SSH_PORT 4<>/dev/tcp/$RM_DST_ADDR6/$RM_SSH_PORT" 2>/dev/null; }
 if ! sshd_up; then
+	# One listening on IPv4 only (set up before IPv6 was added) is replaced.
+	[ -f "$D/dst/run/sshd.pid" ] && kill "$(cat "$D/dst/run/sshd.pid")" 2>/dev/null && sleep 0.3
 	rm -f "$D/dst/run/sshd.pid"
 	nsenter --net="/run/netns/$RM_NS_DST" unshare --mount --propagation slave sh -c "
 		mount --bind '$D/dst/run' /run && mkdir -p -m0755 /run/sshd &&
