@@ -7,8 +7,10 @@
 // (no runc flags: it reads them from its record), the container runs on exactly one host
 // with nothing left on either.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { hostState, migrate, readCounter, readEnv, removeEverywhere, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
+import { hostState, migrate, ns, readCounter, readEnv, removeEverywhere, ROOT, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
 
 let h: Hosts;
 let srcAddr: string;
@@ -141,4 +143,35 @@ describe('a silent partition during the switchover', () => {
       await removeEverywhere(h, name);
     });
   }
+});
+
+describe('a volume both hosts see', () => {
+  test('a rollback after the restore: the discarded copy wrote nothing to it (the sequence has no number twice)', async () => {
+    const name = 'shared';
+    const shared = fs.mkdtempSync('/var/tmp/rm-shared-');
+    await removeEverywhere(h, name);
+    const b = { src: path.join(h.srcBundles, name), dst: path.join(h.dstBundles, name) };
+    for (const [dir, cg] of [[b.src, `/rm-src/${name}`], [b.dst, `/rm-dst/${name}`]]) {
+      await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), 'counter', dir, cg]);
+      // The counter also appends each number to a file on a bind mount both hosts share.
+      fs.writeFileSync(path.join(dir, 'rootfs/writer.sh'), 'i=0\nwhile :; do\n\ti=$((i + 1))\n\techo "$i" > /dev/shm/count\n\techo "$i" >> /shared/seq\n\tread -t 0.1 _ <> /tmp/tick\ndone\n');
+      fs.mkdirSync(path.join(dir, 'rootfs/shared'));
+      const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+      config.process.args = ['/bin/sh', '/writer.sh'];
+      config.mounts.push({ destination: '/shared', type: 'bind', source: shared, options: ['rbind', 'rw'] });
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+    }
+    await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+    await waitFor('the writer to write', async () => (await readCounter(b.src)) >= 5);
+    // The step after the restore fails: the copy is removed, the source resumes.
+    const r = await migrate([name, ...sshOnly(), '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'verify' });
+    assert.equal(r.code, 4, r.stderr + r.stdout);
+    await waitFor('the source to write on', async () => (await readCounter(b.src)) >= 20, 10_000);
+    assert.deepEqual(await whereRunning(name, b), ['source']);
+    const seq = fs.readFileSync(path.join(shared, 'seq'), 'utf8').trimEnd().split('\n').map(Number);
+    seq.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} of the shared file reads ${n}: the discarded copy wrote to it`));
+    assert.deepEqual(await hostState(), []);
+    await removeEverywhere(h, name);
+    fs.rmSync(shared, { recursive: true, force: true });
+  });
 });
