@@ -109,20 +109,26 @@ test('remote command lines: sudo and env prefixes', () => {
   assert.equal(h2.line(['criu', 'check'], { A: 'b c' }), "env 'A=b c' criu check");
 });
 
-test('stale work directories: ours, gone, and needed by no unfinished migration', async () => {
+test('stale work directories: this machine\'s, gone, and needed by no unfinished migration; never another machine\'s, whatever its host name', async () => {
   const { staleDirs } = await import('../../src/migration/stale.js');
   const rec = (dir: string, owner: string) => `${dir}\0${owner}\n\0`;
   const listing = [
-    rec('/dev/shm/runc-migrate.a', 'me 100'),
-    rec('/dev/shm/runc-migrate.b', 'me 200'),
-    rec('/dev/shm/runc-migrate.c', 'other 100'),
-    rec('/dev/shm/runc-migrate.d', 'me 300'),
-    rec('/dev/shm/runc-migrate.e', 'me 400'),
-    rec('/w d\nir/runc-migrate.f', 'me 500'),
+    rec('/dev/shm/runc-migrate.a', 'me 100 M1 B1'),
+    rec('/dev/shm/runc-migrate.b', 'me 200 M1 B1'),
+    rec('/dev/shm/runc-migrate.c', 'other 100 M2 B9'),
+    rec('/dev/shm/runc-migrate.d', 'me 300 M1 B1'),
+    rec('/dev/shm/runc-migrate.e', 'me 400 M1 B1'),
+    rec('/w d\nir/runc-migrate.f', 'me 500 M1 B1'),
     rec('/dev/shm/runc-migrate.g', 'garbage'),
+    // Another source with the same host name, whose pid 600 happens to be free here.
+    rec('/dev/shm/runc-migrate.h', 'me 600 M2 B7'),
+    // This machine before its last boot: gone, though pid 200 lives now.
+    rec('/dev/shm/runc-migrate.i', 'me 200 M1 B0'),
+    // The old owner format (no machine): left alone.
+    rec('/dev/shm/runc-migrate.j', 'me 700'),
   ].join('');
-  const stale = staleDirs(listing, { host: 'me', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
-  assert.deepEqual(stale, ['/dev/shm/runc-migrate.a', '/w d\nir/runc-migrate.f']);
+  const stale = staleDirs(listing, { machine: 'M1', boot: 'B1', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
+  assert.deepEqual(stale, ['/dev/shm/runc-migrate.a', '/w d\nir/runc-migrate.f', '/dev/shm/runc-migrate.i']);
 });
 
 test("diagnose names TLS failures: a clock off by more than the certificates' margin, a page server the dump cannot talk to", () => {
