@@ -11,11 +11,12 @@ import type { MoveIp } from '../options.js';
 import type { RuncGlobal } from '../runc.js';
 
 /**
- * The steps, in order. Up to 'restoring' a death rolls back by itself (the source's hold
+ * The steps, in order. 'precopy': pre-dumps while the container runs (a death leaves only
+ * their images on both hosts, for recover to remove). Up to 'restoring' a death rolls back by itself (the source's hold
  * resumes the source, the destination's guard removes its copy). From 'prepared' the
  * source waits, frozen, for a final verdict: the migration is in doubt until recovered.
  */
-export type IntentPhase = 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed';
+export type IntentPhase = 'precopy' | 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed';
 
 /** The record's format; a record of another version is refused, not guessed at. */
 export const INTENT_VERSION = 2;
@@ -58,7 +59,7 @@ export async function writeIntent(file: string, intent: Intent): Promise<void> {
   await fs.rename(tmp, file);
 }
 
-const PHASES: IntentPhase[] = ['frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed'];
+const PHASES: IntentPhase[] = ['precopy', 'frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed'];
 
 /** Why TEXT is not a record this version can act on; undefined when it is one. */
 export function invalidIntent(x: unknown): string | undefined {

@@ -13,13 +13,13 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { runcOf, type Context } from './context.js';
 import { faultAt, pausePoint, switchoverPoint } from './faults.js';
-import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './intent.js';
+import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent, type Intent } from './intent.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
 import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan.js';
 import { precopy } from './precopy.js';
 import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
 import { recover } from './recover.js';
-import { CriuFailure, Destination, reconnect, Source, type FinalImages } from './sides.js';
+import { CriuFailure, Destination, guardDirOf, reconnect, Source, type FinalImages } from './sides.js';
 import { switchover, type LazyWindow, type SwitchoverHooks } from './switchover.js';
 import { postCopySwitchover } from './postcopy.js';
 import type { SyncPass } from './rootfs.js';
@@ -73,11 +73,16 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     }
     let images = finalImages(ctx);
     if (plan.mode === 'iterative') {
-      const pc = await precopy(ctx, checkInterrupt).catch(async (err: Error) => {
-        if (err instanceof MigrateError) throw err;
-        // Pre-dumps resume the container themselves: it should run on the source.
-        throw await afterFreeze(ctx, `pre-copy failed: ${err.message}`);
-      });
+      // The pre-dumps' images (the container's memory) are on both hosts from here: if the
+      // tool dies, the record lets recover (or the next run) remove them.
+      await writeIntent(ctx.intentFile, { ...intentRecord(ctx), phase: 'precopy', updatedAt: '' });
+      const pc = await precopy(ctx, checkInterrupt)
+        .catch(async (err: Error) => {
+          if (err instanceof MigrateError) throw err;
+          // Pre-dumps resume the container themselves: it should run on the source.
+          throw await afterFreeze(ctx, `pre-copy failed: ${err.message}`);
+        })
+        .finally(() => removeIntent(ctx.intentFile));
       Object.assign(report, { iterations: pc.iterations.map((it) => ({ ...it })), stopReason: pc.decision.reason, stopWhy: pc.decision.why, predictedDowntimeMs: pc.decision.predictedDowntimeMs });
       images = finalImages(ctx, pc.last);
       // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
@@ -135,6 +140,27 @@ async function settleRecord(ctx: Context, report: Report): Promise<void> {
   } catch (err) {
     ctx.progress.warn(`the record ${ctx.intentFile}: ${(err as Error).message}`);
   }
+}
+
+/** The record of this migration (intent.ts), but for its phase: what recover needs, from this run's context. */
+function intentRecord(ctx: Context): Omit<Intent, 'phase' | 'updatedAt'> {
+  const { opts } = ctx;
+  const L = ctx.local!;
+  const R = ctx.remote!;
+  return {
+    version: INTENT_VERSION,
+    container: opts.container,
+    srcRunc: ctx.srcRunc,
+    dstRunc: ctx.dstRunc,
+    destination: opts.destination,
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    localBase: L.base,
+    holdDir: L.holdDir,
+    remoteBase: R.base,
+    guardDir: guardDirOf(R.base),
+    moveIp: opts.moveIp && ctx.moveIp ? { ...opts.moveIp, srcDev: ctx.moveIp.srcDev, dstDev: ctx.moveIp.dstDev } : undefined,
+  };
 }
 
 function syncDetail(p: SyncPass): string {
@@ -233,20 +259,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
   // The last moment to stop without freezing anything.
   checkInterrupt();
   const dst = new Destination(ctx, images, plan.guardDeadlineS);
-  const record = {
-    version: INTENT_VERSION as typeof INTENT_VERSION,
-    container: opts.container,
-    srcRunc: ctx.srcRunc,
-    dstRunc: ctx.dstRunc,
-    destination: opts.destination,
-    pid: process.pid,
-    startedAt: new Date().toISOString(),
-    localBase: L.base,
-    holdDir: L.holdDir,
-    remoteBase: R.base,
-    guardDir: dst.guardDir,
-    moveIp: opts.moveIp && ctx.moveIp ? { ...opts.moveIp, srcDev: ctx.moveIp.srcDev, dstDev: ctx.moveIp.dstDev } : undefined,
-  };
+  const record = intentRecord(ctx);
   const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS);
   await src.snapshotLockRules();
   const hooks: SwitchoverHooks = {

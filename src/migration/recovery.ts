@@ -49,6 +49,12 @@ const COMMIT_SENT: IntentPhase[] = ['committing', 'destination-committed', 'comm
 export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   const dstRuns = f.destinationStatus === 'running';
   const copyAbsent = f.destinationStatus === 'missing';
+  // Pre-copy: the container never stopped running on the source; only the pre-dumps'
+  // images are left (once a pre-dump still under way has ended).
+  if (f.phase === 'precopy') {
+    if (f.checkpointRunning) return { action: 'wait', why: 'a pre-dump is still under way' };
+    return { action: 'source', why: 'the tool died during pre-copy: the container kept running on the source', removeDestinationCopy: false };
+  }
   // The migration had committed on both hosts; only the clean-up was left.
   if (f.phase === 'committed') return { action: 'destination', why: 'the migration had committed; what the clean-up left is removed' };
   // The final verdict was written: the source knows its fate; the destination must match.

@@ -296,6 +296,11 @@ export class Source implements SourceSide {
   }
 }
 
+/** The guard's directory in the destination's work directory BASE. */
+export function guardDirOf(base: string): string {
+  return path.join(base, 'guard');
+}
+
 /** Kills a container and deletes it (a copy that must not run); nothing when it is gone. Shared with migrate recover. */
 export async function removeContainer(host: Host, g: RuncGlobal, name: string): Promise<void> {
   await host.run(runc.killHard(g, name), { allowFail: true });
@@ -323,7 +328,7 @@ export class Destination implements DestinationSide {
   }
 
   get guardDir(): string {
-    return path.join(this.R.base, 'guard');
+    return guardDirOf(this.R.base);
   }
 
   /** The guard's start, while it is under way: a removal waits for it (it runs beside the copy). */

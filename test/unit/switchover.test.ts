@@ -361,6 +361,14 @@ describe('recovery decisions', () => {
     assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false, phase }).action, 'destination');
     assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'rollback' }, checkpointRunning: false, guard: guard(), destinationStatus: 'missing', phase }).action, 'source');
   });
+  test('the tool died during pre-copy: the source ran all along; only the images go, once the pre-dump under way ended', () => {
+    assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, phase: 'precopy' }).action, 'wait');
+    const d = decideRecovery({ hold: {}, checkpointRunning: false, guard: guard({ present: false }), destinationStatus: 'missing', phase: 'precopy' });
+    assert.deepEqual([d.action, (d as { removeDestinationCopy: boolean }).removeDestinationCopy], ['source', false]);
+  });
+  test('only the clean-up of a committed migration was left: the destination', () => {
+    assert.equal(decideRecovery({ hold: {}, checkpointRunning: false, phase: 'committed' }).action, 'destination');
+  });
   test('no verdict while the checkpoint still runs: wait for the hold', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing', phase: 'frozen' }).action, 'wait');
   });
