@@ -11,7 +11,7 @@ import { LocalHost } from '../../src/host.js';
 import { guardFilesCommand } from '../../src/migration/guard.js';
 import { criuSafePath, holdScript, writeHold } from '../../src/migration/hold.js';
 import { workPaths } from '../../src/migration/paths.js';
-import { OWNER_FILE, removeStale } from '../../src/migration/stale.js';
+import { OWNER_FILE, ownerLine, removeStale } from '../../src/migration/stale.js';
 import { commandLine, quote } from '../../src/shell.js';
 
 const HOSTILE = `a b'c"d$(touch pwned)e\`touch pwned2\`\nf`;
@@ -63,7 +63,7 @@ test('stale work directories under a hostile parent are found and removed', asyn
   const stale = path.join(dir, 'runc-migrate.dead');
   fs.mkdirSync(stale);
   // A pid that cannot be running (above pid_max).
-  fs.writeFileSync(path.join(stale, OWNER_FILE), `${os.hostname()} 2147483647\n`);
+  fs.writeFileSync(path.join(stale, OWNER_FILE), ownerLine().replace(` ${process.pid} `, ' 2147483647 '));
   const removed = await removeStale(new LocalHost(() => undefined), dir, path.join(cwd, 'intents'), []);
   assert.deepEqual(removed, [stale]);
   assert.equal(fs.existsSync(stale), false);
