@@ -4,7 +4,11 @@
 export interface PortRule {
   /** iptables or ip6tables, by the address family. */
   family: 4 | 6;
-  chain: 'INPUT' | 'OUTPUT';
+  /**
+   * FORWARD: on a host whose own containers or VMs reach the peer through it (NAT makes
+   * their traffic look like the host's), every forwarded connection to the port is reset.
+   */
+  chain: 'INPUT' | 'OUTPUT' | 'FORWARD';
   /** The page server's address (undefined: any of the host's, as a lazy page server listens) and port. */
   address?: string;
   port: number;
@@ -28,7 +32,8 @@ export function hostPort(address: string, port: number): string {
 }
 
 function spec(r: PortRule): string[] {
-  const match = r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)];
+  const match =
+    r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : r.chain === 'OUTPUT' ? ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)] : [];
   // Only connection attempts (SYN): the kernel's own resets and probes answers carry no
   // owner, and an OUTPUT rule that caught them left a lazy page server blocked on a dead
   // peer's zero window (its send never failed) after the daemon was killed.

@@ -4,7 +4,10 @@
 //
 //   tls, direct   on the destination, connections to the page server's address and port
 //                 from any address but the source's are reset; on the source, only
-//                 root's processes (CRIU) may open one.
+//                 root's processes (CRIU) may open one, and none is forwarded (a
+//                 container or VM there, NATed to the source's address, would pass the
+//                 destination's rule).
+//   post-copy     the same, the other way: the lazy page server listens on the source.
 //   tunnel        on the destination, only the SSH session's own user may connect to the
 //                 page server on 127.0.0.1 (the forwarded channel comes from its sshd);
 //                 the source's forwarded port already serves only the tool's own user.
@@ -47,6 +50,7 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     if (!from) return { skipped: "the source's address as the destination sees it is unknown" };
     dstRules.push({ family, chain: 'INPUT', address: ctx.ssh.remoteAddress!, port, onlyFrom: from, tag });
     srcRules.push({ family, chain: 'OUTPUT', address: ctx.ssh.remoteAddress!, port, onlyUid: 0, tag });
+    srcRules.push({ family, chain: 'FORWARD', address: ctx.ssh.remoteAddress!, port, tag });
   }
   if (ctx.opts.postCopy) {
     // The lazy page server listens on the source: only the destination's address may
@@ -58,6 +62,7 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     srcRules.push({ family, chain: 'INPUT', port, onlyFrom: from, exceptLoopback: true, tag });
     srcRules.push({ family, chain: 'OUTPUT', port, onlyUid: 0, tag });
     dstRules.push({ family, chain: 'OUTPUT', address, port, onlyUid: 0, tag });
+    dstRules.push({ family, chain: 'FORWARD', address, port, tag });
   } else if (t === 'tunnel') {
     const uid = Number((await ctx.ssh.exec('id -u')).stdout.trim());
     dstRules.push({ family: 4, chain: 'OUTPUT', address: '127.0.0.1', port, onlyUid: uid, tag });
@@ -68,6 +73,7 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     const family = addressFamily(address);
     dstRules.push({ family, chain: 'INPUT', address, port, onlyFrom: from, tag });
     srcRules.push({ family, chain: 'OUTPUT', address, port, onlyUid: 0, tag });
+    srcRules.push({ family, chain: 'FORWARD', address, port, tag });
   }
   const keepers: EndKeeper[] = [];
   const remove = async () => {
@@ -94,6 +100,6 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     ? `port ${port} on the source: from ${ctx.ssh.remoteAddress} only (root's processes there), and root's on the source`
     : t === 'tunnel'
       ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
-      : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only`;
+      : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only, nothing forwarded through the source`;
   return { describe, remove };
 }

@@ -38,11 +38,37 @@ async function pausedAtPageServer(name: string, b: { dst: string }, extra: strin
 }
 
 /** A TCP connection attempt from a namespace (as a user): 'refused', 'timeout' or 'connected'. */
-async function tryConnect(where: 'src' | 'dst' | 'client', endpoint: string, user?: string): Promise<string> {
+async function tryConnect(where: 'src' | 'dst' | 'client' | 'tenant', endpoint: string, user?: string): Promise<string> {
   const [host, port] = endpoint.split(':');
   const as = user ? ['setpriv', `--reuid=${user}`, `--regid=${user}`, '--clear-groups'] : [];
-  const r = await sh([...ns(where), ...as, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port} && echo connected`], { reject: false });
+  const enter = where === 'tenant' ? ['nsenter', `--net=/run/netns/${TENANT}`] : ns(where);
+  const r = await sh([...enter, ...as, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port} && echo connected`], { reject: false });
   return r.stdout.includes('connected') ? 'connected' : r.exitCode === 124 ? 'timeout' : 'refused';
+}
+
+/**
+ * A co-tenant of the source: a namespace routed through it and masqueraded to its
+ * address (a container or VM on the source host), so the destination sees its
+ * connections coming from the source. Removed by the returned function.
+ */
+const TENANT = 'rm-tenant';
+async function tenantBehindSource(): Promise<() => Promise<void>> {
+  const run = (argv: string[]) => sh(argv, { reject: false });
+  await run(['ip', 'netns', 'add', TENANT]);
+  await run(['ip', 'link', 'add', 'v-tenant', 'netns', 'rm-src', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', TENANT]);
+  await run(['ip', '-n', 'rm-src', 'addr', 'replace', '10.88.0.1/24', 'dev', 'v-tenant']);
+  await run(['ip', '-n', 'rm-src', 'link', 'set', 'v-tenant', 'up']);
+  await run(['ip', '-n', TENANT, 'addr', 'replace', '10.88.0.2/24', 'dev', 'eth0']);
+  await run(['ip', '-n', TENANT, 'link', 'set', 'eth0', 'up']);
+  await run(['ip', '-n', TENANT, 'link', 'set', 'lo', 'up']);
+  await run(['ip', '-n', TENANT, 'route', 'replace', 'default', 'via', '10.88.0.1']);
+  await run([...ns('src'), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  await run([...ns('src'), 'iptables', '-w', '-t', 'nat', '-A', 'POSTROUTING', '-s', '10.88.0.0/24', '-j', 'MASQUERADE']);
+  return async () => {
+    await run([...ns('src'), 'iptables', '-w', '-t', 'nat', '-D', 'POSTROUTING', '-s', '10.88.0.0/24', '-j', 'MASQUERADE']);
+    await run([...ns('src'), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
+    await run(['ip', 'netns', 'del', TENANT]);
+  };
 }
 
 describe('the TLS transport', () => {
@@ -55,6 +81,12 @@ describe('the TLS transport', () => {
     assert.equal(await tryConnect('dst', p.endpoint, '65534'), 'refused', 'a local user on the destination reached it');
     assert.equal(await tryConnect('dst', p.endpoint), 'refused', 'the destination itself reached it');
     assert.equal(await tryConnect('src', p.endpoint, '65534'), 'refused', 'another user on the source reached it');
+    const untenant = await tenantBehindSource();
+    try {
+      assert.equal(await tryConnect('tenant', p.endpoint), 'refused', "a container on the source, NATed to the source's address, reached it");
+    } finally {
+      await untenant();
+    }
     p.release();
     const r = await p.run;
     assert.equal(r.code, 0, r.stderr + r.stdout);

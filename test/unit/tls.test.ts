@@ -48,6 +48,9 @@ test('port rules: inserted first in their chain, removed by the same spec, v4 or
   assert.ok(out.join(' ').includes('-m owner ! --uid-owner 0'));
   // Connection attempts only: the kernel's resets (no owner) must pass, or a peer that died stays half-open.
   assert.ok(ins.join(' ').includes('-p tcp --syn') && out.join(' ').includes('-p tcp --syn'));
+  // Forwarded (NATed co-tenants of the host): every connection attempt to the port is reset.
+  const fwd = firewall.insert({ family: 4, chain: 'FORWARD', address: '10.0.0.2', port: 27027, tag: 't' });
+  assert.equal(fwd.join(' '), 'iptables -w 5 -I FORWARD 1 -p tcp --syn -d 10.0.0.2 --dport 27027 -m comment --comment t -j REJECT --reject-with tcp-reset');
 });
 
 test('the transfer line: bytes, rate and time left when the size is known', () => {
