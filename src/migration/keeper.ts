@@ -6,11 +6,27 @@
 import { spawn } from 'node:child_process';
 import { commandLine } from '../shell.js';
 import type { Context } from './context.js';
+import type { Proc } from '../host.js';
+import { KEEPALIVE, untilQuiet } from './protocol.js';
 
 /** Ends the keeper now (the undo runs) and waits for it. */
 export type EndKeeper = () => Promise<void>;
 
 const WAIT_THEN = (undo: readonly string[]) => `cat >/dev/null; ${commandLine(undo)}`;
+
+/**
+ * Keeps a destination's channel alive for its watcher (protocol.ts KEEPALIVE): a line every
+ * interval until the process ends. Returns the stop.
+ */
+export function keepAlive(proc: Proc): () => void {
+  const t = setInterval(() => {
+    if (proc.stdin.writable) proc.stdin.write('\n');
+  }, KEEPALIVE.intervalMs);
+  t.unref();
+  const stop = () => clearInterval(t);
+  void proc.done.then(stop, stop);
+  return stop;
+}
 
 /**
  * On the source: a process in its own session (a signal to the tool's group does not
@@ -34,10 +50,15 @@ export async function localKeeper(name: string, undo: readonly string[]): Promis
   };
 }
 
-/** On the destination: an exec channel that runs UNDO when it closes. */
+/**
+ * On the destination: an exec channel that runs UNDO when it closes, or goes quiet for
+ * KEEPALIVE.lossS (a silent partition, which sshd does not notice).
+ */
 export async function remoteKeeper(ctx: Context, name: string, undo: readonly string[]): Promise<EndKeeper> {
-  const proc = await ctx.dst.spawn(['sh', '-c', WAIT_THEN(undo), name]);
+  const proc = await ctx.dst.spawn(['sh', '-c', `${untilQuiet()}; ${commandLine(undo)}`, name]);
+  const stop = keepAlive(proc);
   return async () => {
+    stop();
     proc.stdin.end();
     await proc.done;
   };

@@ -75,6 +75,22 @@ export const HEARTBEAT = {
 } as const;
 
 /**
+ * What else the tool leaves on the destination for the length of a migration (the page
+ * server, the keepers of TLS keys, port rules and sysctls) ends when its channel closes
+ * or goes quiet this long: sshd does not see a silent partition, so a closed channel is
+ * not enough. The tool writes a line to each of those channels every intervalMs.
+ */
+export const KEEPALIVE = {
+  intervalMs: 5000,
+  lossS: 30,
+} as const;
+
+/** Shell: returns once its stdin (FD) closes or stays quiet for KEEPALIVE.lossS seconds. */
+export function untilQuiet(fd = 0): string {
+  return `while timeout ${KEEPALIVE.lossS} sh -c 'IFS= read -r _' <&${fd}; do :; done`;
+}
+
+/**
  * The least time between the guard's deadline and the hold's: the guard must have
  * removed its copy (killed and deleted a stopped container) strictly before the source
  * may resume by itself. plan.ts keeps guardMarginS above it; the tool checks, when the

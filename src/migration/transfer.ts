@@ -1,5 +1,7 @@
 // Moving images: the page server on the destination (reached through the SSH connection
 // or directly), and a tar stream from one directory to another over an exec channel.
+import { keepAlive } from './keeper.js';
+import { untilQuiet } from './protocol.js';
 import { hostPort } from '../firewall.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -40,13 +42,16 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     tls: ctx.transport === 'tls' ? ctx.certs!.destination : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when
-  // it closes (the tool ended, died, or lost the connection) the page server is killed.
+  // it closes (the tool ended, died, or lost the connection) or goes quiet (a silent
+  // partition: protocol.ts KEEPALIVE) the page server is killed. The watcher's output is
+  // not the channel's, so the channel ends with the page server.
   const pidFile = quote(r.pageServerPid);
   const proc: Proc = await ctx.dst.spawn([
     'sh',
     '-c',
-    `exec 3<&0; ${commandLine(argv)} 3<&- & p=$!; echo $p > ${pidFile}; (cat <&3 >/dev/null; kill $p 2>/dev/null) & w=$!; wait $p; s=$?; kill $w 2>/dev/null; exit $s`,
+    `exec 3<&0; ${commandLine(argv)} 3<&- & p=$!; echo $p > ${pidFile}; (${untilQuiet(3)}; kill $p 2>/dev/null) >/dev/null 2>&1 & w=$!; wait $p; s=$?; kill $w 2>/dev/null; exit $s`,
   ]);
+  keepAlive(proc);
   const kill = async () => {
     await ctx.dst.run(['sh', '-c', `[ -f ${pidFile} ] && kill $(cat ${pidFile}) 2>/dev/null; rm -f ${pidFile}`], { allowFail: true });
   };

@@ -14,6 +14,7 @@ import { guardFilesCommand, guardScript, resumeCommand, type GuardSpec } from '.
 import { holdScript } from '../../src/migration/hold.js';
 import { workPaths } from '../../src/migration/paths.js';
 import { BRIDGE_SCRIPT } from '../../src/migration/rsync-bridge.js';
+import { untilQuiet } from '../../src/migration/protocol.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-shell-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -41,6 +42,7 @@ const scripts: Record<string, string> = {
   'rsync-bridge.sh': BRIDGE_SCRIPT,
   'resume.sh': resumeCommand(base.ps)[2],
   'guard-files.sh': guardFilesCommand(base.dir)[2],
+  'keeper.sh': `${untilQuiet()}; rm -rf /dev/shm/runc-migrate.x/tls`,
 };
 
 test('the shell the hosts run passes shellcheck (POSIX sh)', () => {
