@@ -42,6 +42,8 @@ export interface Intent {
   moveIp?: MoveIp & { srcDev: string; dstDev: string };
   /** CRIU lock rules on the source before this dump (netlock.ts): not this migration's to remove. */
   lockRulesBefore?: string[];
+  /** The container's TCP connections before this dump: only their lock rules are this migration's to remove. */
+  connections?: Array<{ local: string; peer: string }>;
 }
 
 /**

@@ -48,17 +48,58 @@ export async function criuLockRules(run: Runner): Promise<string[]> {
   return found;
 }
 
+/** A TCP connection as CRIU's per-connection rule names it: both addresses and ports. */
+export interface Connection {
+  local: string;
+  peer: string;
+}
+
+/** "10.0.0.1:80" / "[fd00::1]:80" -> address and port. */
+function endpoint(s: string): { addr: string; port: string } {
+  const i = s.lastIndexOf(':');
+  return { addr: s.slice(0, i).replace(/^\[|\]$/g, ''), port: s.slice(i + 1) };
+}
+
+/**
+ * Whether a lock rule ITEM (criuLockRules' form) is CRIU's lock of one of CONNS: its
+ * source and destination addresses and ports are those of a connection, either way
+ * round (CRIU locks both directions). Rules that name no connection (CRIU's chain, the
+ * jump to it, an nftables table) are nobody's in particular: undefined.
+ */
+export function lockRuleOf(item: string, conns: Connection[]): boolean | undefined {
+  const argv = JSON.parse(item) as string[];
+  const at = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const [s, d, sport, dport] = [at('-s')?.replace(/\/\d+$/, ''), at('-d')?.replace(/\/\d+$/, ''), at('--sport'), at('--dport')];
+  if (!s || !d || !sport || !dport) return undefined;
+  return conns.some((c) => {
+    const [l, p] = [endpoint(c.local), endpoint(c.peer)];
+    return (s === l.addr && sport === l.port && d === p.addr && dport === p.port) || (s === p.addr && sport === p.port && d === l.addr && dport === l.port);
+  });
+}
+
 /**
  * Removes the lock rules (and CRIU's chain or nftables table) CRIU left, except those in
- * `keep` (present before this dump: another dump's, which are not ours); returns how many.
+ * `keep` (present before this dump: another dump's, which are not ours) and, when MINE is
+ * given (this container's connections, taken before its dump), the per-connection rules
+ * of other connections (a dump of another container that began meanwhile). Returns how many.
  */
-export async function removeCriuLockRules(run: Runner, keep: string[] = []): Promise<number> {
+export async function removeCriuLockRules(run: Runner, keep: string[] = [], mine?: Connection[]): Promise<number> {
   let removed = 0;
   for (const item of await criuLockRules(run)) {
     if (keep.includes(item)) continue;
+    if (mine && lockRuleOf(item, mine) === false) continue;
     if ((await run(JSON.parse(item) as string[])).code === 0) removed++;
   }
   return removed;
+}
+
+/** The TCP connections of the container whose init is PID (its processes PIDS), as `ss` sees them in its network namespace. */
+export async function connectionsOf(pid: number, pids: number[], run: Runner): Promise<Connection[]> {
+  const list = await run(['nsenter', '-t', String(pid), '-n', 'ss', '-Htnp', 'state', 'connected']);
+  return list.code === 0 ? containerConnections(list.stdout, pids) : [];
 }
 
 /**
@@ -123,8 +164,8 @@ export async function dropRepairedConnections(pid: number, pids: number[], run: 
  * connections still in repair mode. PID: the container's init, if it runs; PS: the argv
  * that lists its processes as JSON (runc ps). Returns a warning when connections stay hung.
  */
-export async function unlockAfterWindow(run: Runner, o: { pid?: number; ps: string[]; keep: string[] }): Promise<string | undefined> {
-  await removeCriuLockRules(run, o.keep);
+export async function unlockAfterWindow(run: Runner, o: { pid?: number; ps: string[]; keep: string[]; mine?: Connection[] }): Promise<string | undefined> {
+  await removeCriuLockRules(run, o.keep, o.mine);
   if (!o.pid) return undefined;
   await unlockContainerNetns(o.pid, run);
   const ps = await run(o.ps);

@@ -125,7 +125,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
     }
     const st = await env.src.run(runc.state(srcRunc, intent.container), { allowFail: true });
     const pid = st.code === 0 ? parseState(st.stdout).pid : undefined;
-    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(srcRunc, intent.container), keep: intent.lockRulesBefore ?? [] });
+    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(srcRunc, intent.container), keep: intent.lockRulesBefore ?? [], mine: intent.connections });
     if (hung) env.warn(hung);
   }
   if (decision.action === 'destination' && decision.removeSourceCopy) {
@@ -143,7 +143,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   const srcStatus = await status(env.src, srcRunc, intent.container);
   if (decision.action === 'destination') {
     if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${srcRunc.root} delete --force ${intent.container}`);
-    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? []);
+    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? [], intent.connections);
   } else if (srcStatus !== 'running') {
     env.warn(`the source's ${intent.container} is ${srcStatus} after the rollback`);
   }

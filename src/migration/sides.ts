@@ -22,7 +22,7 @@ import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type G
 import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
-import { criuLockRules, removeCriuLockRules, unlockAfterWindow } from './netlock.js';
+import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, type Connection } from './netlock.js';
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { quote } from '../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
@@ -89,7 +89,7 @@ export class Source implements SourceSide {
   }
 
   async record(phase: IntentPhase): Promise<void> {
-    await writeIntent(this.intent.file, { ...this.intent.record, lockRulesBefore: this.lockRulesBefore, phase, updatedAt: '' });
+    await writeIntent(this.intent.file, { ...this.intent.record, lockRulesBefore: this.lockRulesBefore, connections: this.connections, phase, updatedAt: '' });
   }
 
   /** CRIU lock rules present before this dump: another dump's, left alone after the commit. */
@@ -102,8 +102,23 @@ export class Source implements SourceSide {
    */
   async snapshotLockRules(): Promise<void> {
     const { ctx } = this;
-    this.lockRulesBefore = await criuLockRules((argv) => ctx.src.run(argv, { allowFail: true }));
+    const run = (argv: string[]) => ctx.src.run(argv, { allowFail: true });
+    this.lockRulesBefore = await criuLockRules(run);
+    // The container's connections: the lock rules of this dump name them (and only them).
+    if (ctx.opts.tcpEstablished && ctx.state?.pid) {
+      const ps = await run(runc.ps(ctx.srcRunc, ctx.opts.container));
+      let pids = [ctx.state.pid];
+      try {
+        if (ps.code === 0) pids = JSON.parse(ps.stdout) as number[];
+      } catch {
+        /* the init alone */
+      }
+      this.connections = await connectionsOf(ctx.state.pid, pids, run);
+    }
   }
+
+  /** The container's TCP connections before the dump (--tcp-established). */
+  private connections?: Connection[];
 
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
@@ -270,7 +285,7 @@ export class Source implements SourceSide {
     if (ctx.opts.moveIp && ctx.moveIp && existsSync(path.join(this.L.holdDir, 'address-released'))) {
       await ctx.src.run(addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev), { allowFail: true });
     }
-    const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), { pid: ctx.state!.pid, ps: runc.ps(ctx.srcRunc, ctx.opts.container), keep: this.lockRulesBefore });
+    const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), { pid: ctx.state!.pid, ps: runc.ps(ctx.srcRunc, ctx.opts.container), keep: this.lockRulesBefore, mine: this.connections });
     if (hung) ctx.progress.warn(hung);
   }
 
@@ -285,7 +300,7 @@ export class Source implements SourceSide {
   async afterCommit(): Promise<void> {
     const { ctx } = this;
     // CRIU leaves its TCP lock rules on the source after a committed dump.
-    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore);
+    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore, this.connections);
     const stats = await fs.readFile(path.join(this.L.criuWork, 'stats-dump')).catch(() => undefined);
     try {
       this.finalDump = stats ? decodeStatsImage(stats) : undefined;

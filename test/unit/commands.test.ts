@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { compareVersions, criu, criuLogErrors, parseCriuVersion } from '../../src/criu.js';
 import { isNotExist, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../../src/runc.js';
 import { addr, parseAddrDev, parseClaimedArpIgnore, parseRouteDev } from '../../src/migration/address.js';
-import { criuIptablesDeletes, criuNftTables } from '../../src/migration/netlock.js';
+import { criuIptablesDeletes, criuNftTables, lockRuleOf, removeCriuLockRules } from '../../src/migration/netlock.js';
 import { diagnose } from '../../src/migration/diagnose.js';
 import { commandLine, quote } from '../../src/shell.js';
 import { RemoteHost } from '../../src/host.js';
@@ -80,6 +80,30 @@ test('CRIU lock rules are found and turned into deletions', () => {
   assert.equal(d.length, 2);
   assert.deepEqual(d[0].slice(0, 5), ['iptables', '-w', '-D', 'INPUT', '-s']);
   assert.deepEqual(criuNftTables('table inet filter\ntable inet CRIU-1234\n'), ['inet CRIU-1234']);
+});
+
+test("only this container's connections' lock rules are removed: another dump that began meanwhile keeps its own", async () => {
+  const ours = '-A INPUT -s 10.0.0.3/32 -d 10.0.0.10/32 -p tcp -m tcp --sport 4000 --dport 7777 -m mark ! --mark 0xc114 -j DROP';
+  const oursOut = '-A OUTPUT -s 10.0.0.10/32 -d 10.0.0.3/32 -p tcp -m tcp --sport 7777 --dport 4000 -m mark ! --mark 0xc114 -j DROP';
+  const theirs = '-A INPUT -s 10.0.0.3/32 -d 10.0.0.11/32 -p tcp -m tcp --sport 4001 --dport 6379 -m mark ! --mark 0xc114 -j DROP';
+  const v6 = '-A INPUT -s fd77::3/128 -d fd77::1/128 -p tcp -m tcp --sport 5000 --dport 80 -m mark ! --mark 0xc114 -j DROP';
+  const mine = [
+    { local: '10.0.0.10:7777', peer: '10.0.0.3:4000' },
+    { local: '[fd77::1]:80', peer: '[fd77::3]:5000' },
+  ];
+  const item = (l: string) => JSON.stringify(criuIptablesDeletes(l, 'iptables')[0]);
+  assert.equal(lockRuleOf(item(ours), mine), true);
+  assert.equal(lockRuleOf(item(oursOut), mine), true);
+  assert.equal(lockRuleOf(item(theirs), mine), false);
+  assert.equal(lockRuleOf(item(v6), mine), true);
+  assert.equal(lockRuleOf(JSON.stringify(['iptables', '-w', '-X', 'CRIU']), mine), undefined);
+  const ran: string[] = [];
+  const run = async (argv: string[]) => {
+    ran.push(argv.join(' '));
+    return argv.includes('-S') && argv[0] === 'iptables' ? { code: 0, stdout: ['-P INPUT ACCEPT', ours, theirs, oursOut].join('\n') } : { code: argv.includes('-S') || argv[0] === 'nft' ? 1 : 0, stdout: '' };
+  };
+  assert.equal(await removeCriuLockRules(run, [], mine), 2);
+  assert.ok(!ran.some((r) => r.includes('--dport 6379')), ran.join('\n'));
 });
 
 test('diagnose picks the first CRIU errors and a known cause', () => {
