@@ -28,6 +28,9 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { commandLine, quote as shellQuote } from '../shell.js';
 import type { WorkPaths } from './paths.js';
+import { VERDICT, VERDICTS, type VerdictWord } from './protocol.js';
+
+export { VERDICTS };
 
 export type Verdict = 'commit' | 'rollback';
 
@@ -38,7 +41,8 @@ export type Verdict = 'commit' | 'rollback';
  */
 export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): string {
   const q = shellQuote;
-  const ticks = Math.ceil(timeoutS * 50); // 20 ms each
+  const ticks = Math.ceil(timeoutS * 50); // 20 ms each (at least: a late tick only makes the deadline later)
+  const V = VERDICT;
   return `#!/bin/sh
 # runc-migrate: holds the frozen source at CRIU's post-dump until the verdict.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
@@ -49,9 +53,9 @@ dir=${q(p.holdDir)}
 decide() { ln "$dir/.v-$1" "$dir/verdict" 2>/dev/null; }
 i=0
 while [ ! -e "$dir/verdict" ]; do
-	if ! kill -0 ${cliPid} 2>/dev/null; then decide rollback-orphaned; continue; fi
+	if ! kill -0 ${cliPid} 2>/dev/null; then decide ${V.orphaned}; continue; fi
 	i=$((i + 1))
-	if [ "$i" -gt ${ticks} ]; then decide rollback-timeout; continue; fi
+	if [ "$i" -gt ${ticks} ]; then decide ${V.timeout}; continue; fi
 	sleep 0.02
 done
 rollback() {
@@ -59,11 +63,11 @@ rollback() {
 	exit 1
 }
 v=$(cat "$dir/verdict" 2>/dev/null)
-[ "$v" = lazy ] && exit 0
-[ "$v" = prepared ] || rollback
+[ "$v" = ${V.lazy} ] && exit 0
+[ "$v" = ${V.prepared} ] || rollback
 # In doubt: the destination may have committed. Only a final verdict ends this.
 while [ ! -e "$dir/final" ]; do sleep 0.05; done
-[ "$(cat "$dir/final" 2>/dev/null)" = commit ] || rollback
+[ "$(cat "$dir/final" 2>/dev/null)" = ${V.commit} ] || rollback
 `;
 }
 
@@ -81,8 +85,6 @@ export function criuSafePath(p: string): boolean {
   return /^[A-Za-z0-9_.\/+=:@%,-]+$/.test(p);
 }
 
-/** Every verdict the tool, the hold or migrate recover can give, made ready beforehand. */
-export const VERDICTS = ['prepared', 'lazy', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
 
 /**
  * Sets the hold up in its directory. Returns CRIU's environment, and a link to remove
@@ -128,7 +130,7 @@ export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>,
  * Writes FILE (verdict or final) in the hold directory whole and only if it does not
  * exist yet. Returns the content in force: ours, or whoever wrote it first.
  */
-export async function decide(holdDir: string, file: 'verdict' | 'final', content: (typeof VERDICTS)[number]): Promise<string> {
+export async function decide(holdDir: string, file: 'verdict' | 'final', content: VerdictWord): Promise<string> {
   const target = path.join(holdDir, file);
   try {
     await fs.link(path.join(holdDir, `.v-${content}`), target);

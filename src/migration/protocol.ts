@@ -64,9 +64,23 @@ export const REMOVED_BECAUSE = {
   deadline: 'deadline',
 } as const;
 
-/** The source's hold verdicts (hold.ts): `verdict`, then for a prepared hold `final`. */
-export const VERDICTS = ['prepared', 'lazy', 'commit', 'rollback', 'rollback-orphaned', 'rollback-timeout'] as const;
-export type VerdictWord = (typeof VERDICTS)[number];
+/**
+ * The source's hold verdicts (hold.ts): the file `verdict` (prepared, lazy, or a
+ * rollback), then for a prepared hold the file `final` (commit or rollback). Each is
+ * written beforehand as .v-WORD and decided by a hard link.
+ */
+export const VERDICT = {
+  prepared: 'prepared',
+  lazy: 'lazy',
+  commit: 'commit',
+  rollback: 'rollback',
+  /** The hold saw the tool's process gone before any verdict. */
+  orphaned: 'rollback-orphaned',
+  /** The hold's own deadline passed before any verdict. */
+  timeout: 'rollback-timeout',
+} as const;
+export const VERDICTS = Object.values(VERDICT);
+export type VerdictWord = (typeof VERDICT)[keyof typeof VERDICT];
 
 /** The tool's heartbeat, and how long the guard waits without any word before it removes its copy. */
 export const HEARTBEAT = {

@@ -72,15 +72,19 @@ interface Case {
   /** Where the container must run once recovered ('either': the word in flight may or may not have got through before the rule). */
   ends: 'source' | 'destination' | 'either';
   why: string;
+  /** The page transport (default stream); tls leaves the destination a page server, TLS keys and port rules whose keepers must go by themselves. */
+  transport?: string;
 }
 
 const CASES: Case[] = [
+  { point: 'after-dump', way: 'both', ends: 'source', why: 'before the guard starts: nothing on the destination; the source resumes once the tool is sure of that' },
   { point: 'copy', way: 'both', ends: 'source', why: 'before the word restore: the guard never restores; the hold resumes the source at its deadline' },
   { point: 'restoring', way: 'both', ends: 'source', why: 'the stopped copy is removed by its guard (no heartbeat); the source resumes at its deadline' },
   { point: 'restored', way: 'out', ends: 'destination', why: "the words still reach the guard, its answers do not: it commits on the word commit; the tool is in doubt, the source stays frozen until recover commits" },
-  { point: 'prepared', way: 'both', ends: 'source', why: 'prepared: in doubt for the tool; the guard removes its stopped copy; recover rolls back' },
+  { point: 'prepared', way: 'both', ends: 'source', transport: 'tls', why: "prepared: in doubt for the tool; the guard removes its stopped copy (and the TLS keys' and port rules' keepers end once their channels go quiet); recover rolls back" },
   { point: 'commit-sent', way: 'in', ends: 'either', why: 'the word commit is lost (the guard removes its copy; recover rolls back) or got out just before the rule (the guard commits; recover commits)' },
   { point: 'commit-sent', way: 'out', ends: 'destination', why: 'the word commit arrives, its answer is lost: the guard commits; the source stays frozen until recover commits it' },
+  { point: 'destination-committed', way: 'both', ends: 'destination', why: "the commit was acknowledged: migrated; the destination's work directory waits for recover" },
   { point: 'restoring', way: 'both', healAfterMs: 3000, ends: 'destination', why: 'a short partition heals before anyone gives up: the migration completes' },
 ];
 
@@ -95,7 +99,7 @@ describe('a silent partition during the switchover', () => {
       const drop = dropRules(c.way)
         .map((r) => ipt('-I', r).join(' '))
         .join('; ');
-      const run = migrate([name, ...sshOnly(), '--json', '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', 'stream', '--hold-timeout', '20', '--connect-timeout', '2'], { RUNC_MIGRATE_RUN_AT: `${c.point}:${drop}` });
+      const run = migrate([name, ...sshOnly(), '--json', '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', c.transport ?? 'stream', '--hold-timeout', '20', '--connect-timeout', '2'], { RUNC_MIGRATE_RUN_AT: `${c.point}:${drop}` });
       let healed: Promise<void> | undefined;
       if (c.healAfterMs !== undefined) {
         healed = (async () => {
@@ -114,6 +118,11 @@ describe('a silent partition during the switchover', () => {
       const report = JSON.parse(r.stdout || '{}');
       if (c.healAfterMs !== undefined) {
         assert.equal(r.code, 0, r.stderr);
+      } else if (c.point === 'destination-committed') {
+        // Committed: the tool reports it, and that the destination still holds its work directory.
+        assert.equal(r.code, 5, r.stderr);
+        assert.equal(report.runningOn, 'destination', r.stdout);
+        assert.match(report.error.message, /could not be removed/);
       } else if (c.ends === 'either' && report.runningOn === 'destination') {
         // The word and its answer got through before the rule: migrated, but the clean-up
         // of the destination could not run (exit 5, recover finishes it).
