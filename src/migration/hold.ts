@@ -50,7 +50,13 @@ export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveB
 [ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
 dir=${q(p.holdDir)}
 : > ${q(p.dumpedMarker)}
-decide() { ln "$dir/.v-$1" "$dir/verdict" 2>/dev/null; }
+rollback() {
+	${giveBack ? `[ -e "$dir/address-released" ] && ${commandLine(giveBack)}` : ':'}
+	exit 1
+}
+# Deciding alone (before any verdict) is a rollback: when even the link cannot be made
+# (the directory is gone), the hold rolls back all the same rather than spin.
+decide() { ln "$dir/.v-$1" "$dir/verdict" 2>/dev/null || [ -e "$dir/verdict" ] || rollback; }
 i=0
 while [ ! -e "$dir/verdict" ]; do
 	if ! kill -0 ${cliPid} 2>/dev/null; then decide ${V.orphaned}; continue; fi
@@ -58,10 +64,6 @@ while [ ! -e "$dir/verdict" ]; do
 	if [ "$i" -gt ${ticks} ]; then decide ${V.timeout}; continue; fi
 	sleep 0.02
 done
-rollback() {
-	${giveBack ? `[ -e "$dir/address-released" ] && ${commandLine(giveBack)}` : ':'}
-	exit 1
-}
 v=$(cat "$dir/verdict" 2>/dev/null)
 [ "$v" = ${V.lazy} ] && exit 0
 [ "$v" = ${V.prepared} ] || rollback
