@@ -1,19 +1,26 @@
 // The switchover as a two-phase commit, with the tool as coordinator and the two hosts
-// as participants that never decide alone once the decision may have been made.
+// as participants that never decide alone once the decision may have been made
+// (protocol.ts has the words; test/model/protocol.ts checks the rules over every
+// interleaving of crashes, losses, partitions, deadlines and reboots).
 //
 // Contract: when switchover() returns, the container runs on exactly one host and the
 // result says which, or the result is 'in-doubt' and names what `migrate recover` will
-// settle; it never throws. If the tool dies at any point, the participants end in one
-// defined state by themselves:
-//   - before the source is prepared: the source's hold resumes the source (the tool's pid
-//     is gone), the destination's guard removes its copy (its channel closed);
+// settle; it never throws. The destination's copy is restored stopped and runs only on
+// the word commit, so before the commit it has no effect anyone can see. If the tool
+// dies, or loses the destination without a word (a silent partition), at any point, the
+// participants end in one defined state by themselves:
+//   - before the source is prepared: the destination's guard removes its stopped copy
+//     (channel closed, heartbeat missing, or its deadline); the source's hold resumes the
+//     source (the tool's pid gone, or its own deadline, later than the guard's). The tool
+//     itself resumes the source only once the destination confirmed it is clean;
 //   - after the source is prepared and before the destination acknowledged its commit:
 //     the source stays frozen (in doubt); the guard has either committed or removed its
 //     copy; `migrate recover` reads which and tells the source;
 //   - after the destination's commit: the destination runs; the source stays frozen until
-//     the final verdict (written next, or by `migrate recover`) destroys it.
+//     the final verdict (written next, or by `migrate recover`) destroys it. Nothing
+//     resumes it any more, even if the copy is lost afterwards.
 // Commit order: the destination first, then the source. Each step is written to the
-// intent record before it is taken.
+// intent record before it is taken ('committing' before the word commit is sent).
 import { failPoint } from './faults.js';
 import type { IntentPhase } from './intent.js';
 import type { Verdict } from './hold.js';

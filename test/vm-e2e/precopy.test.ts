@@ -150,7 +150,7 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     // final dump's window: the buffer is large enough for that to stay under half of it.
     await startMemwriter('mwn', 96, 128 * 1024, true);
     await startMemwriter('mwa', 96, 128 * 1024, true);
-    const flags = '--iterative --transport direct --max-downtime 300 --max-iterations 14';
+    const flags = '--iterative --transport direct --max-downtime 300 --max-iterations 16';
     const plain = await migrateInVm('mwn', flags);
     const before = (await must('vm1', cpuMax('mwa'))).trim();
     const ac = await migrateInVm('mwa', `${flags} --auto-converge`);
