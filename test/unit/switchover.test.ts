@@ -308,6 +308,18 @@ describe('the switchover as a two-phase commit', () => {
     assert.equal(w.final, undefined);
   });
 
+  test('an address the destination could not announce after its commit: migrated, and the result says so', async () => {
+    const w = world();
+    const s = sides(w);
+    s.dst.commit = async () => {
+      w.dst = 'committed';
+      return { trouble: ['announce-failed 2'] };
+    };
+    const r = await switchover(s.src, s.dst, s.hooks);
+    assert.equal(r.runningOn, 'destination');
+    assert.equal((r as { announceFailed?: string }).announceFailed, 'announce-failed 2');
+  });
+
   test('a failure after the commit is a warning, not a failed migration', async () => {
     const w = world();
     const s = sides(w);
