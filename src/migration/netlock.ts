@@ -54,10 +54,15 @@ export interface Connection {
   peer: string;
 }
 
-/** "10.0.0.1:80" / "[fd00::1]:80" -> address and port. */
+/**
+ * "10.0.0.1:80" / "[fd00::1]:80" -> address and port. An IPv4-mapped address (a socket
+ * of a dual-stack listener: ss shows "[::ffff:10.0.0.1]:80") is the IPv4 address CRIU's
+ * rule names.
+ */
 function endpoint(s: string): { addr: string; port: string } {
   const i = s.lastIndexOf(':');
-  return { addr: s.slice(0, i).replace(/^\[|\]$/g, ''), port: s.slice(i + 1) };
+  const addr = s.slice(0, i).replace(/^\[|\]$/g, '');
+  return { addr: addr.replace(/^::ffff:(\d{1,3}(\.\d{1,3}){3})$/i, '$1'), port: s.slice(i + 1) };
 }
 
 /**

@@ -87,8 +87,9 @@ test("only this container's connections' lock rules are removed: another dump th
   const oursOut = '-A OUTPUT -s 10.0.0.10/32 -d 10.0.0.3/32 -p tcp -m tcp --sport 7777 --dport 4000 -m mark ! --mark 0xc114 -j DROP';
   const theirs = '-A INPUT -s 10.0.0.3/32 -d 10.0.0.11/32 -p tcp -m tcp --sport 4001 --dport 6379 -m mark ! --mark 0xc114 -j DROP';
   const v6 = '-A INPUT -s fd77::3/128 -d fd77::1/128 -p tcp -m tcp --sport 5000 --dport 80 -m mark ! --mark 0xc114 -j DROP';
+  // As ss shows a dual-stack listener's connection: IPv4-mapped (CRIU's rule names the IPv4 address).
   const mine = [
-    { local: '10.0.0.10:7777', peer: '10.0.0.3:4000' },
+    { local: '[::ffff:10.0.0.10]:7777', peer: '[::ffff:10.0.0.3]:4000' },
     { local: '[fd77::1]:80', peer: '[fd77::3]:5000' },
   ];
   const item = (l: string) => JSON.stringify(criuIptablesDeletes(l, 'iptables')[0]);
