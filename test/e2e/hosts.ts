@@ -145,7 +145,15 @@ export async function migrate(args: string[], env: Record<string, string> = {}, 
 export function keyMaterial(): string[] {
   const found: string[] = [];
   const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    // A directory a keeper removes meanwhile holds nothing any more.
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const e of entries) {
       const p = path.join(dir, e.name);
       if (e.isDirectory() && !e.isSymbolicLink()) walk(p);
       if (/\.(key|crt)$/.test(e.name) || e.name === 'tls') found.push(p);

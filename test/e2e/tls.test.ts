@@ -83,6 +83,8 @@ describe('the TLS transport', () => {
     assert.equal(await tryConnect('src', p.endpoint, '65534'), 'refused', 'another user on the source reached it');
     const untenant = await tenantBehindSource();
     try {
+      // The co-tenant's way out works (the destination's sshd answers it), but not to the page server.
+      assert.equal(await tryConnect('tenant', `${h.dstAddr}:22`), 'connected', 'the co-tenant cannot reach the destination at all: the test proves nothing');
       assert.equal(await tryConnect('tenant', p.endpoint), 'refused', "a container on the source, NATed to the source's address, reached it");
     } finally {
       await untenant();
