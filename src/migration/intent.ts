@@ -16,7 +16,7 @@ import type { RuncGlobal } from '../runc.js';
  * resumes the source, the destination's guard removes its copy). From 'prepared' the
  * source waits, frozen, for a final verdict: the migration is in doubt until recovered.
  */
-export type IntentPhase = 'precopy' | 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed';
+export type IntentPhase = 'precopy' | 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed' | 'rolled-back';
 
 /** The record's format; a record of another version is refused, not guessed at. */
 export const INTENT_VERSION = 2;
@@ -61,7 +61,7 @@ export async function writeIntent(file: string, intent: Intent): Promise<void> {
   await fs.rename(tmp, file);
 }
 
-const PHASES: IntentPhase[] = ['precopy', 'frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed'];
+const PHASES: IntentPhase[] = ['precopy', 'frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed', 'rolled-back'];
 
 /** Why TEXT is not a record this version can act on; undefined when it is one. */
 export function invalidIntent(x: unknown): string | undefined {

@@ -120,23 +120,27 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
 }
 
 /**
- * After a migration that committed: the record goes, unless the destination's work
- * directory (the images: the container's memory) could not be removed. Then the record
- * stays, marked committed, so that migrate recover removes it once the destination can
- * be reached, and the report says so (exit 5).
+ * After a migration that ended on one host with the other confirmed clean (committed, or
+ * rolled back): the record goes, unless the destination's work directory (the images:
+ * the container's memory) could not be removed. Then the record stays, marked committed
+ * or rolled-back, so that migrate recover removes it once the destination can be
+ * reached, and the report says so (exit 5 after a commit; a rollback stays exit 4).
  */
 async function settleRecord(ctx: Context, report: Report): Promise<void> {
   if (!ctx.recordDone) return;
   try {
     if (!ctx.remoteLeft) return await removeIntent(ctx.intentFile);
+    const committed = report.runningOn === 'destination';
     const rec = await readIntent(ctx.intentFile);
-    if (rec) await writeIntent(ctx.intentFile, { ...rec, phase: 'committed' });
+    if (rec) await writeIntent(ctx.intentFile, { ...rec, phase: committed ? 'committed' : 'rolled-back' });
     ctx.progress.warn(`the destination's work directory ${ctx.remoteLeft} (the images: the container's memory) could not be removed`);
-    report.exitCode = EXIT.UNSAFE;
-    report.error = {
-      message: `migrated, but the destination's work directory ${ctx.remoteLeft} could not be removed (the connection was lost after the commit)`,
-      hint: `Run: migrate recover ${ctx.opts.container} ${ctx.opts.destination} once the destination can be reached; it removes what is left on both hosts.`,
-    };
+    const hint = `Run: migrate recover ${ctx.opts.container} ${ctx.opts.destination} once the destination can be reached; it removes what is left on both hosts.`;
+    if (committed) {
+      report.exitCode = EXIT.UNSAFE;
+      report.error = { message: `migrated, but the destination's work directory ${ctx.remoteLeft} could not be removed (the connection was lost after the commit)`, hint };
+    } else if (report.error) {
+      report.error = { ...report.error, message: `${report.error.message}; the destination's work directory ${ctx.remoteLeft} could not be removed`, hint: [report.error.hint, hint].filter(Boolean).join(' ') };
+    }
   } catch (err) {
     ctx.progress.warn(`the record ${ctx.intentFile}: ${(err as Error).message}`);
   }
@@ -314,7 +318,9 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
   }
   // A destination not confirmed clean keeps the record and the work directories: recover
   // confirms that its guard removed the stopped copy, then cleans both hosts.
-  if (r.destinationClean) await removeIntent(ctx.intentFile);
+  // A clean one: the record goes once the clean-up has run (settleRecord), or stays for
+  // what it could not remove there.
+  if (r.destinationClean) ctx.recordDone = true;
   else ctx.keepWorkDirs = true;
   if (ctx.keepImages) ctx.keepWorkDirs = true;
   if (ctx.files?.report.final) progress.warn(`the destination's copy of the container's files (${ctx.files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`);

@@ -55,6 +55,8 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
     if (f.checkpointRunning) return { action: 'wait', why: 'a pre-dump is still under way' };
     return { action: 'source', why: 'the tool died during pre-copy: the container kept running on the source', removeDestinationCopy: false };
   }
+  // The migration had rolled back, the destination confirmed clean; only its work directory was left.
+  if (f.phase === 'rolled-back') return { action: 'source', why: 'the migration had rolled back; what the clean-up left on the destination is removed', removeDestinationCopy: false };
   // The migration had committed on both hosts; only the clean-up was left.
   if (f.phase === 'committed') return { action: 'destination', why: 'the migration had committed; what the clean-up left is removed' };
   // The final verdict was written: the source knows its fate; the destination must match.

@@ -378,8 +378,10 @@ describe('recovery decisions', () => {
     const d = decideRecovery({ hold: {}, checkpointRunning: false, guard: guard({ present: false }), destinationStatus: 'missing', phase: 'precopy' });
     assert.deepEqual([d.action, (d as { removeDestinationCopy: boolean }).removeDestinationCopy], ['source', false]);
   });
-  test('only the clean-up of a committed migration was left: the destination', () => {
+  test('only the clean-up of a committed migration was left: the destination; of a rolled-back one: the source', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: false, phase: 'committed' }).action, 'destination');
+    const d = decideRecovery({ hold: {}, checkpointRunning: false, guard: guard({ present: false }), destinationStatus: 'missing', phase: 'rolled-back' });
+    assert.deepEqual([d.action, (d as { removeDestinationCopy: boolean }).removeDestinationCopy], ['source', false]);
   });
   test('no verdict while the checkpoint still runs: wait for the hold', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing', phase: 'frozen' }).action, 'wait');
