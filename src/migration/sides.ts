@@ -26,6 +26,7 @@ import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, t
 import { DUMP_LOG, RESTORE_LOG } from './paths.js';
 import { quote } from '../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
+import { containerPids } from './tasks.js';
 import { startPageServer, streamDir, type PageServer } from './transfer.js';
 
 /** Where the final dump's files go on each side. */
@@ -105,16 +106,7 @@ export class Source implements SourceSide {
     const run = (argv: string[]) => ctx.src.run(argv, { allowFail: true });
     this.lockRulesBefore = await criuLockRules(run);
     // The container's connections: the lock rules of this dump name them (and only them).
-    if (ctx.opts.tcpEstablished && ctx.state?.pid) {
-      const ps = await run(runc.ps(ctx.srcRunc, ctx.opts.container));
-      let pids = [ctx.state.pid];
-      try {
-        if (ps.code === 0) pids = JSON.parse(ps.stdout) as number[];
-      } catch {
-        /* the init alone */
-      }
-      this.connections = await connectionsOf(ctx.state.pid, pids, run);
-    }
+    if (ctx.opts.tcpEstablished && ctx.state?.pid) this.connections = await connectionsOf(ctx.state.pid, await containerPids(ctx), run);
   }
 
   /** The container's TCP connections before the dump (--tcp-established). */
