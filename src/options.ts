@@ -81,13 +81,25 @@ export const DEFAULTS = {
    */
   lazyPipeMaxBytes: 4 * 1024 * 1024,
   /**
-   * Post-copy: the lazy window is cut (the source resumes) once the transfer has made no
-   * progress for this long. No limit on the window itself: in the VMs a container that
-   * read all of its 32 MiB right after the restore took a fault round trip per page (about
-   * 50 ms under TCG: CRIU's lazy page server corks its answers) and a fixed 60 s limit cut
-   * a transfer that was moving.
+   * Post-copy: the lazy window is cut (the source resumes) once the destination's daemon
+   * has read nothing for this long (a silent link, a stuck daemon). A transfer that moves
+   * slowly is not cut: in the VMs a container that read all of its 32 MiB right after the
+   * restore took a fault round trip per page (about 50 ms under TCG: CRIU's lazy page
+   * server corks its answers), and a fixed 60 s limit cut a transfer that was moving.
    */
-  lazyStallMs: 30_000,
+  lazyStallS: 30,
+  /**
+   * Post-copy: the window's own limit, from the daemon's start: the memory at this rate
+   * (a transfer no slower than one page per 4 ms round trip), never less than the floor.
+   */
+  lazyWindowFloorS: 300,
+  lazyWorstBytesPerS: 1024 * 1024,
+  /**
+   * Post-copy: the source's watchdog cuts this much later than the destination's guard
+   * (its stall limit and its window limit): the guard's daemon is gone first, so the copy
+   * it removes is never one that could have been whole.
+   */
+  lazySourceMarginS: 15,
   /** The container's root filesystem is synced to the destination (rootfs.ts); --no-sync-rootfs turns it off. */
   syncRootfs: true,
   /** Where the intent records of unfinished migrations live on the source (see intent.ts). */

@@ -80,3 +80,6 @@ export async function pausePoint(point: string, info = ''): Promise<void> {
   const end = Date.now() + 60_000;
   while (!existsSync(file) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
+
+/** The test-only variables above: a command the tool leaves to run after it (the watchdog's recover) runs without them. */
+export const FAULT_ENV = ['RUNC_MIGRATE_FAIL_AT', 'RUNC_MIGRATE_KILL_AT', 'RUNC_MIGRATE_DROP_AT', 'RUNC_MIGRATE_RUN_AT', 'RUNC_MIGRATE_EMPTY_VERDICT_AT', 'RUNC_MIGRATE_FILL_AT', 'RUNC_MIGRATE_PAUSE_AT'];

@@ -20,13 +20,13 @@
 // stopped. Before the restore the guard starts CRIU's lazy-pages daemon, which
 // fetches the memory from the source's lazy page server. Once verified, the copy serves
 // at once ([--move-ip] announced; prints "serving") and the lazy window begins. It ends
-// with the daemon (prints "lazy-done STATUS"): on its own once every page arrived (or
-// the transfer broke), or killed on the tool's "rollback" (a TLS session that breaks
-// makes the source's CRIU resume the source; the daemon's "done", which it also says
-// when its tasks are gone, makes it destroy the source). Then the tool, which knows how
-// the source's checkpoint ended, says "commit" or "remove". Without the tool (EOF), the
-// guard goes by the daemon: exit 0, or a last word the source may have heard, commits;
-// anything else removes. See postcopy.ts.
+// with the daemon (prints "lazy-done STATUS"), and the guard decides alone, once: the
+// daemon exited 0 by itself (it holds every page its tasks can ask for) and the copy
+// runs: committed; anything else (it failed, or the guard killed it): removed. The guard
+// kills the daemon on the tool's "rollback", when it read no byte for stallS (a silent
+// link), and windowS after it started. Those limits are shorter than the source's
+// watchdog's (hold.ts): a daemon the guard kills takes the source's CRIU down with it
+// (its TLS session breaks, and CRIU resumes the source). See postcopy.ts.
 //
 // No agent: the snippet is the whole of it, and it lives exactly as long as the
 // migration. It leaves its words in its directory too (log, and the files committed or
@@ -55,8 +55,12 @@ export interface GuardSpec {
   heartbeatLossS: number;
   /** Post-copy: the restored (running) copy must still run this long before it serves. */
   verifyWindowMs?: number;
-  /** Post-copy: CRIU's lazy-pages daemon (foreground), the socket it listens on once ready, and its log. */
-  lazy?: { daemon: string[]; socket: string; log: string };
+  /**
+   * Post-copy: CRIU's lazy-pages daemon (foreground), the socket it listens on once ready;
+   * stallS: it is killed once it read no byte for this long in the window; windowS: once
+   * it has run this long.
+   */
+  lazy?: { daemon: string[]; socket: string; stallS: number; windowS: number };
   /** --move-ip, on the destination. */
   moveIp?: {
     /** Prints the old arp_ignore, then claims (address.ts claim). */
@@ -154,29 +158,43 @@ look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([
 }
 restored=0
 ${mv ? 'old=\n' : ''}lp=
+mon=
 # Post-copy: the daemon goes first, and how it ended decides (see above).
 lazy_wait() {
 	wait "$lp"; lrc=$?
 	lp=
+	[ -z "$mon" ] || kill "$mon" 2>/dev/null
 	echo "lazy-pages daemon ended $lrc" >> "$dir/${F.log}"
 }
 stop_lazy() {
 	[ -n "$lp" ] || return 1
 	kill -KILL "$lp" 2>/dev/null
 	lazy_wait
-	[ $lrc = 0 ]
+	[ "$lrc" = 0 ]
 }
 announced=0
+${
+  g.lazy
+    ? `# The lazy window's end: complete only when the daemon exited 0 by itself and the copy runs.
+lazy_end() {
+	look
+	if [ "$lrc" = 0 ] && [ "$s" = running ]; then commit every-page-arrived; fi
+	[ "$lrc" = 0 ] && say ${W.died} "\${s:-gone}"
+	lp=
+	remove lazy-transfer-failed "$lrc"
+}`
+    : ''
+}
 # The commit point is the marker: from it on, the copy is never removed.
 commit() {
 	mark ${F.committed}
 	${g.lazy ? ':' : `resume || say ${W.resumeFailed}"$left_stopped"`}
 	[ $announced = 1 ] || ${announce}
-	say ${W.committed} "$@"
+	say ${W.committed}${g.lazy ? ' "$@"' : ''}
 	exit 0
 }
 remove() {
-	if stop_lazy; then commit every-page-arrived; fi
+	${g.lazy ? '# A daemon that had ended by itself with every page (before the kill) decides.\n\tif stop_lazy; then lazy_end; fi' : ':'}
 	if [ $restored = 1 ]; then
 		${commandLine(g.kill)} >/dev/null 2>&1
 		${commandLine(g.delete)} >/dev/null 2>&1
@@ -202,6 +220,21 @@ ${
     ? `rm -f ${quote(g.lazy.socket)}
 ${commandLine(g.lazy.daemon)} </dev/null > "$dir/lazy.out" 2>&1 &
 lp=$!
+# The window's limits: windowS from the daemon's start; once serving, stallS without a byte read.
+(
+	n=0; idle=0; last=
+	while kill -0 $lp 2>/dev/null; do
+		sleep 0.5
+		n=$((n + 1))
+		if [ -e "$dir/serving" ]; then
+			r=$(sed -n 's/^rchar: //p' /proc/$lp/io 2>/dev/null)
+			if [ "$r" = "$last" ]; then idle=$((idle + 1)); else idle=0; last=$r; fi
+		fi
+		if [ $idle -ge ${g.lazy.stallS * 2} ]; then echo "lazy window cut: no byte for ${g.lazy.stallS} s" >> "$dir/${F.log}"; kill -KILL $lp; break; fi
+		if [ $n -ge ${g.lazy.windowS * 2} ]; then echo "lazy window cut: open for ${g.lazy.windowS} s" >> "$dir/${F.log}"; kill -KILL $lp; break; fi
+	done
+) &
+mon=$!
 i=0
 while [ ! -S ${quote(g.lazy.socket)} ]; do
 	if ! kill -0 $lp 2>/dev/null || [ $i -ge 500 ]; then say ${W.restoreFailed} lazy-pages-daemon "$(tail -n 1 "$dir/lazy.out")"; remove; fi
@@ -240,23 +273,17 @@ say ${W.verified}
 ${announce}
 announced=1
 say ${W.serving}
-# The lazy window: only "rollback" cuts it short (the daemon is killed); the channel
-# closing does not.
+: > "$dir/serving"
+# The lazy window: the tool's "rollback" cuts it short (the daemon is killed); the
+# channel closing does not (the transfer goes on without the tool).
 exec 3<&0
-(IFS= read -r x <&3; [ "$x" = ${T.rollback} ] && kill -KILL $lp 2>/dev/null) &
+(IFS= read -r x <&3; [ "$x" = ${T.rollback} ] && { echo "lazy window cut by the tool" >> "$dir/${F.log}"; kill -KILL $lp 2>/dev/null; }) &
 wp=$!
 exec 3<&-
 lazy_wait
 kill $wp 2>/dev/null
 say ${W.lazyDone} $lrc
-# How it ends is the source's to say (the tool reads how its checkpoint ended): "commit"
-# (it was destroyed: every page had arrived) or "remove" (it resumed). Without the tool:
-# the daemon's own end, and whether the source can have heard its last word.
-w=$(timeout 120 sh -c 'IFS= read -r w && printf "%s" "$w"')
-[ "$w" = ${T.commit} ] && commit every-page-arrived
-[ "$w" = ${T.remove} ] && remove lazy-transfer-failed
-if [ $lrc = 0 ] || { grep -q 'Disconnect from the page server' ${quote(g.lazy.log)} && ! grep -q "page server doesn't answer" ${quote(g.lazy.log)}; }; then commit every-page-arrived; fi
-remove lazy-transfer-failed`
+lazy_end`
     : `# Whole and stopped: every task of the copy is there and none runs.
 stopped || { say ${W.died} "$bad"; remove; }
 say ${W.verified}

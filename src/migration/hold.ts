@@ -4,10 +4,11 @@
 // checkpoint` waits. The hold then ends on a verdict file in its directory:
 //
 //   verdict = rollback...  the script exits 1: the dump "fails", the source resumes.
-//   verdict = lazy         post-copy: the script exits 0 and CRIU starts its lazy page
-//                          server; the tasks stay frozen until the destination has fetched
-//                          every page (then CRIU destroys them) or the transfer breaks
-//                          (then CRIU resumes them). See postcopy.ts.
+//   verdict = lazy         post-copy: the script starts the window's watchdog (below) and
+//                          exits 0; CRIU starts its lazy page server; the tasks stay frozen
+//                          until the destination has fetched every page (then CRIU
+//                          destroys them) or the transfer breaks (then CRIU resumes them).
+//                          See postcopy.ts.
 //   verdict = prepared     the tool is committing the destination. From here the hold is
 //                          in doubt and never decides alone: it waits for the file
 //                          `final` (commit: exit 0, CRIU finishes and runc destroys the
@@ -39,7 +40,7 @@ export type Verdict = 'commit' | 'rollback';
  * on every rollback once the tool has marked the address released (the file
  * address-released), before CRIU resumes the tasks.
  */
-export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[]): string {
+export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[], lazy?: boolean): string {
   const q = shellQuote;
   const ticks = Math.ceil(timeoutS * 50); // 20 ms each (at least: a late tick only makes the deadline later)
   const V = VERDICT;
@@ -65,11 +66,113 @@ while [ ! -e "$dir/verdict" ]; do
 	sleep 0.02
 done
 v=$(cat "$dir/verdict" 2>/dev/null)
-[ "$v" = ${V.lazy} ] && exit 0
+${lazy ? `# Post-copy: the watchdog bounds the lazy page server (it outlives this script and CRIU's
+# wait for it); it is given the seconds left of the hold's limit.
+if [ "$v" = ${V.lazy} ]; then
+	setsid sh "$dir/${WATCHDOG_FILE}" $(((${ticks} - i) / 50)) </dev/null >/dev/null 2>&1 &
+	exit 0
+fi` : `[ "$v" = ${V.lazy} ] && exit 0`}
 [ "$v" = ${V.prepared} ] || rollback
 # In doubt: the destination may have committed. Only a final verdict ends this.
 while [ ! -e "$dir/final" ]; do sleep 0.05; done
 [ "$(cat "$dir/final" 2>/dev/null)" = ${V.commit} ] || rollback
+`;
+}
+
+/** The watchdog's script in the hold directory (post-copy). */
+export const WATCHDOG_FILE = 'watchdog.sh';
+/** What the watchdog writes when it cut the lazy page server (its reason), and its log. */
+export const WINDOW_CUT_FILE = 'window-cut';
+export const WATCHDOG_LOG = 'watchdog.log';
+
+export interface WatchdogSpec {
+  /** The lazy page server's port on the source. */
+  port: number;
+  /** The tool's pid. */
+  cliPid: number;
+  /** No byte moved on the lazy connection for this long: the page server is cut. */
+  stallS: number;
+  /** The window's limit, from the destination's connection: the page server is cut. */
+  windowS: number;
+  /** The checkpoint's exit status file (lazyExitFile). */
+  rcFile: string;
+  /** The migration's record: while it is there once the tool is gone, the migration is unfinished. */
+  record: string;
+  /** migrate recover, as the tool was run (its options), for when the tool is gone. */
+  recover: string[];
+}
+
+/**
+ * Post-copy's watchdog on the source, started by the hold on the verdict lazy. CRIU's
+ * lazy page server waits for its client without a limit and serves it without one; this
+ * bounds both, and outlives the tool:
+ *   - no destination connected by the hold's deadline (its first argument: seconds
+ *     left), or the tool gone before one connected: the listening socket is destroyed;
+ *   - no byte moved on the connection for stallS, or the window open for windowS:
+ *     the connection is destroyed.
+ * CRIU then fails the lazy dump and resumes the tasks. Both limits are later than the
+ * destination guard's own (its daemon is killed first, so a copy it removes can never
+ * be whole): see postcopy.ts. Once the checkpoint ended and the tool is gone, a record
+ * left behind means nobody settled the window: it runs migrate recover, once.
+ */
+/**
+ * Destroys the lazy page server's sockets on PORT (the kernel's SOCK_DESTROY): a listening
+ * one fails CRIU's accept, a connected one its transfer; either way CRIU resumes the tasks.
+ */
+export function cutLazyServer(port: number): string[] {
+  return ['ss', '-K', '-atn', 'sport', '=', `:${port}`];
+}
+
+export function watchdogScript(p: WorkPaths, w: WatchdogSpec): string {
+  const q = shellQuote;
+  const sport = `sport = :${w.port}`;
+  return `#!/bin/sh
+# runc-migrate: bounds post-copy's lazy page server on the source (see hold.ts).
+dir=${q(p.holdDir)}
+left=\${1:-0}
+log() { echo "$(date +%s) $*" >> "$dir/${WATCHDOG_LOG}"; }
+cutat=0
+cut() {
+	now=$(date +%s)
+	[ $((now - cutat)) -ge 5 ] || return 0
+	[ "$cutat" -gt 0 ] || { log "cut: $1"; echo "$1" > "$dir/${WINDOW_CUT_FILE}"; }
+	cutat=$now
+	${commandLine(cutLazyServer(w.port))} >/dev/null 2>&1
+}
+start=$(date +%s)
+since=
+gone=
+last=
+idle=0
+while [ ! -s ${q(w.rcFile)} ]; do
+	now=$(date +%s)
+	c=$(ss -Htni state established ${sport} 2>/dev/null)
+	if [ -n "$c" ]; then
+		[ -n "$since" ] || { since=$now; log connected; }
+		gone=
+		b=$(printf '%s\n' "$c" | grep -o 'bytes_[a-z]*:[0-9]*' | tr '\n' ' ')
+		if [ "$b" = "$last" ]; then idle=$((idle + 1)); else idle=0; last=$b; fi
+		[ "$idle" -ge ${w.stallS * 2} ] && cut "no byte moved for ${w.stallS} s"
+		[ $((now - since)) -ge ${w.windowS} ] && cut "the window outlasted its ${w.windowS} s"
+	elif [ -z "$since" ]; then
+		kill -0 ${w.cliPid} 2>/dev/null || cut "the tool is gone and no destination connected"
+		[ $((now - start)) -ge "$left" ] && cut "no destination connected by the hold's deadline"
+	else
+		# The connection ended: CRIU is finishing. It has no reason to linger.
+		[ -n "$gone" ] || gone=$now
+		[ $((now - gone)) -ge ${w.stallS} ] && cut "CRIU lingered ${w.stallS} s after its connection ended"
+	fi
+	# The status file comes from the tool's wrapper: without it, a last bound.
+	[ $((now - start)) -ge $((left + ${w.windowS + 2 * w.stallS})) ] && { log "no exit status by the last bound"; break; }
+	sleep 0.5
+done
+log "checkpoint ended: $(cat ${q(w.rcFile)} 2>/dev/null)"
+# The tool settles the window. If it is gone and its record is still there, nobody did.
+while kill -0 ${w.cliPid} 2>/dev/null; do sleep 1; done
+[ -e ${q(w.record)} ] || exit 0
+log "the tool is gone and its record remains: migrate recover"
+timeout 900 ${commandLine(w.recover)} >> "$dir/${WATCHDOG_LOG}" 2>&1
+log "migrate recover exited $?"
 `;
 }
 
@@ -93,10 +196,11 @@ export function criuSafePath(p: string): boolean {
  * after the checkpoint when the script's own path is not one CRIU's config can name
  * (the link, in LINKDIR, is).
  */
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = ''): Promise<{ env: Record<string, string>; link?: string }> {
+export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = '', watchdog?: WatchdogSpec): Promise<{ env: Record<string, string>; link?: string }> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
   for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
-  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack), { mode: 0o700 });
+  if (watchdog) await fs.writeFile(path.join(p.holdDir, WATCHDOG_FILE), watchdogScript(p, watchdog), { mode: 0o700 });
+  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack, !!watchdog), { mode: 0o700 });
   let script = p.holdScript;
   let link: string | undefined;
   if (!criuSafePath(script)) {
@@ -160,6 +264,11 @@ export function holdTimeoutS(memoryBytes: number | undefined, o: { floorS: numbe
   const transfer = (memoryBytes ?? 0) / o.worstBytesPerS;
   // Copy and restore each read or write every byte once.
   return Math.max(o.floorS, Math.ceil(2 * transfer + o.floorS / 2));
+}
+
+/** Post-copy: the lazy window's limit on the destination (see DEFAULTS.lazyWindowFloorS). */
+export function lazyWindowS(memoryBytes: number | undefined, o: { floorS: number; worstBytesPerS: number }): number {
+  return Math.max(o.floorS, Math.ceil((memoryBytes ?? 0) / o.worstBytesPerS));
 }
 
 /** Post-copy: the checkpoint's exit status, kept in the hold directory (it may end after the tool). */

@@ -236,7 +236,7 @@ async function settleEarlier(ctx: Context, connect: () => Promise<SshConnection>
   if (r?.runningOn === 'in-doubt') {
     throw new AfterFreezeError(`an earlier migration of ${opts.container} is in doubt: ${r.why}`, EXIT.UNSAFE, `Run migrate recover ${opts.container} ${opts.destination} once the destination can be reached.`, [], 'unknown', true);
   }
-  if (r?.runningOn === 'kept') {
+  if (r?.runningOn === 'kept' || r?.runningOn === 'nowhere') {
     throw new AfterFreezeError(`an earlier migration of ${opts.container}: ${r.why}`, EXIT.UNSAFE, `Run migrate recover ${opts.container} ${opts.destination} and read what it says.`, [], 'unknown', true);
   }
   return r?.runningOn;
@@ -262,9 +262,9 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
   }
   // The last moment to stop without freezing anything.
   checkInterrupt();
-  const dst = new Destination(ctx, images, plan.guardDeadlineS);
+  const dst = new Destination(ctx, images, plan.guardDeadlineS, plan.lazy);
   const record = intentRecord(ctx);
-  const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS);
+  const src = new Source(ctx, images, { file: ctx.intentFile, record }, plan.holdTimeoutS, plan.lazy);
   await src.snapshotLockRules();
   const hooks: SwitchoverHooks = {
     step: (name, title, run) =>
@@ -283,7 +283,7 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
     moveIp: !!opts.moveIp,
     syncFiles: !!ctx.files?.trees.length,
   };
-  const r = opts.postCopy ? await postCopySwitchover(src, dst, { ...hooks, windowStallMs: DEFAULTS.lazyStallMs }) : await switchover(src, dst, hooks);
+  const r = opts.postCopy ? await postCopySwitchover(src, dst, { ...hooks, stallS: plan.lazy!.stallS, windowS: plan.lazy!.windowS }) : await switchover(src, dst, hooks);
   if ('lazy' in r && r.lazy) report.postCopy = { ...r.lazy, rolledBack: r.runningOn === 'source' ? true : undefined };
   if (r.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.
@@ -303,14 +303,19 @@ async function runSwitchover(ctx: Context, plan: Plan, images: FinalImages, repo
   if (r.runningOn === 'nowhere') {
     ctx.keepWorkDirs = true;
     await removeIntent(ctx.intentFile);
-    throw new AfterFreezeError(r.error.message, EXIT.UNSAFE, `Restore it by hand from ${images.local} on the source (runc restore --image-path ...), or copy the images to the destination.`, [], 'none');
+    const hint = opts.postCopy
+      ? `The container's memory was only in the source's tasks and is lost; its files are on both hosts (work directories kept: ${ctx.local!.base} here).`
+      : `Restore it by hand from ${images.local} on the source (runc restore --image-path ...), or copy the images to the destination.`;
+    throw new AfterFreezeError(r.error.message, EXIT.UNSAFE, hint, [], 'none');
   }
   if (r.runningOn === 'in-doubt') {
     ctx.keepWorkDirs = true;
     throw new AfterFreezeError(
       `${r.error.message}; the migration is in doubt`,
       EXIT.UNSAFE,
-      `The source stays frozen until this is settled. Run: migrate recover ${opts.container} ${opts.destination} (with the same SSH options). It asks the destination whether it committed, then removes the source or resumes it.`,
+      opts.postCopy
+        ? `A source CRIU resumed stays cut off by CRIU's network lock until this is settled. Run: migrate recover ${opts.container} ${opts.destination} (with the same SSH options) once the destination can be reached. It asks the destination whether it kept its copy, then removes the source or unlocks it.`
+        : `The source stays frozen until this is settled. Run: migrate recover ${opts.container} ${opts.destination} (with the same SSH options). It asks the destination whether it committed, then removes the source or resumes it.`,
       [],
       'unknown',
       true,

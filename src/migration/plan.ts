@@ -9,7 +9,7 @@ import { runc } from '../runc.js';
 import { commandLine } from '../shell.js';
 import { addr } from './address.js';
 import type { ChosenTransport, Context } from './context.js';
-import { holdTimeoutS } from './hold.js';
+import { holdTimeoutS, lazyWindowS } from './hold.js';
 import type { FinalImages } from './sides.js';
 import { SWITCHOVER_STEPS, type SwitchoverStep } from './switchover.js';
 
@@ -25,6 +25,8 @@ export interface Plan {
   readonly transport: ChosenTransport;
   /** How long the frozen source waits for the verdict before it resumes by itself. */
   readonly holdTimeoutS: number;
+  /** Post-copy: the lazy window's limits on the destination (the source's watchdog adds DEFAULTS.lazySourceMarginS to each). */
+  readonly lazy?: { stallS: number; windowS: number };
   /** The destination's guard gives up this long after it starts (before the hold would). */
   readonly guardDeadlineS: number;
   readonly steps: readonly PlanStep[];
@@ -48,6 +50,7 @@ export function makePlan(ctx: Context): Plan {
   const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
   const mv = o.moveIp && ctx.moveIp ? { m: o.moveIp, ...ctx.moveIp } : undefined;
   const lazy = o.postCopy;
+  const limits = lazy ? { stallS: DEFAULTS.lazyStallS, windowS: lazyWindowS(ctx.memoryBytes, { floorS: DEFAULTS.lazyWindowFloorS, worstBytesPerS: DEFAULTS.lazyWorstBytesPerS }) } : undefined;
   const lazyEndpoint = ctx.sourceAddress ? hostPort(ctx.sourceAddress, o.pageServerPort) : `SOURCE:${o.pageServerPort}`;
   const what: Record<SwitchoverStep, string | undefined> = {
     dump: lazy
@@ -61,11 +64,15 @@ export function makePlan(ctx: Context): Plan {
     sync: ctx.files?.trees.length
       ? `[src->dst] rsync (final delta, frozen): ${ctx.files.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}; files mapped shared or open for writing compared by content`
       : undefined,
-    window: lazy ? `[src] verdict "lazy": CRIU starts its lazy page server on ${lazyEndpoint} (TLS); the tasks stay frozen until the destination has every page` : undefined,
+    window: limits
+      ? `[src] verdict "lazy": CRIU starts its lazy page server on ${lazyEndpoint} (TLS); the tasks stay frozen until the destination has every page; a watchdog cuts it (the source resumes) if no destination connects within ${hold} s, no byte moves for ${limits.stallS + DEFAULTS.lazySourceMarginS} s, or the window lasts ${limits.windowS + DEFAULTS.lazySourceMarginS} s`
+      : undefined,
     restore: lazy
       ? `[dst] guard: criu lazy-pages --page-server --address ${ctx.sourceAddress ?? 'SOURCE'} --port ${o.pageServerPort} --tls ...; ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished, lazy: true }))}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${mv ? ` (${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])})` : ''}`
       : `[dst] guard: ${commandLine(runc.restore(ctx.dstRunc, o.container, { bundle: ctx.bundle!, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))} with CRIU's leave-stopped (the copy stays stopped); every task stopped; continued on the commit`,
-    pages: lazy ? '[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; it ends when every page arrived (the source is destroyed, the guard commits) or the transfer broke (the source resumes, the copy is removed)' : undefined,
+    pages: limits
+      ? `[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; the guard decides alone: its daemon exited 0 with every page (it commits; the source is destroyed, or removed if CRIU resumed it) or anything else (it removes the copy; the source resumes); it kills the daemon after ${limits.stallS} s without a byte or ${limits.windowS} s in all`
+      : undefined,
     prepare: lazy ? undefined : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
     commit: lazy ? undefined : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv.m, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
     finish: lazy ? undefined : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
@@ -79,7 +86,7 @@ export function makePlan(ctx: Context): Plan {
     const w = what[s];
     if (w !== undefined) steps.push({ step: s, what: w });
   }
-  return { mode, transport, holdTimeoutS: hold, guardDeadlineS: guard, steps };
+  return { mode, transport, holdTimeoutS: hold, guardDeadlineS: guard, lazy: limits, steps };
 }
 
 /** How pages reach the page server, in a few words. */

@@ -4,24 +4,36 @@
 // that CRIU runs on the source (CRIU's TLS), on demand and pushed in the background.
 //
 // The lazy window, from the restore until the last page arrived, is a state of its own:
-// the container runs on the destination, but its memory is split between the hosts.
-// CRIU decides how it ends, on the source:
-//   - the daemon says "done" (every page arrived): CRIU destroys the frozen tasks and
-//     runc the container. The destination's guard commits by itself (its daemon exited 0).
-//   - the TLS session breaks (the link, the daemon or the destination died, or the tool
-//     cut the window): CRIU resumes the tasks, which were whole all along. The guard
-//     removes its copy, which can never be whole. What the copy did in the window is
-//     lost, and its TCP peers are reset; the tool gives the address back and lifts CRIU's
-//     lock rules (the hold would have, but its script has exited).
+// the container runs on the destination, but its memory is split between the hosts. Two
+// processes end it, each deciding for its host alone:
+//   - the destination's lazy-pages daemon exits 0 once it holds every page its tasks can
+//     ask for; anything else (its link broke, it failed, the guard killed it) is non-zero;
+//   - the source's CRIU destroys the frozen tasks (the checkpoint exits 0) once the daemon
+//     said it is done and closed its TLS session cleanly; any other end of the session
+//     (a reset, a daemon killed, the watchdog's cut) makes it resume them (non-zero).
+// The rule, decided once, by the destination's guard alone (guard.ts): the copy is kept
+// (committed) when its daemon exited 0 by itself and the copy runs; otherwise it is
+// removed. The source follows the guard:
+//   guard committed, checkpoint 0         the container moved (the normal end)
+//   guard committed, checkpoint not 0     CRIU resumed the source, but the destination has
+//                                         every page: the resumed source is removed
+//   guard removed,   checkpoint not 0     the source keeps it: the address back, CRIU's
+//                                         lock lifted; what the copy did is lost and its
+//                                         TCP peers are reset
+//   guard removed,   checkpoint 0         CRIU destroyed the source although the copy was
+//                                         incomplete (its daemon tells the source "done"
+//                                         even after an error of its own): lost, and said so
+//   guard unknown (unreachable)           in doubt: a source CRIU resumed keeps CRIU's lock
+//                                         (nothing reaches it) until migrate recover asks
+//                                         the guard; recover removes it or unlocks it.
+// Nothing waits without a limit: the guard kills its daemon after lazyStallS without a
+// byte or the window's limit (memory-sized); the source's watchdog (hold.ts) cuts CRIU's
+// lazy page server (the source resumes) after longer limits, and at the hold's deadline
+// if no daemon ever connected. So a copy the guard removes never had every page, and a
+// source the watchdog resumes was never destroyed. When the tool dies, the guard and the
+// watchdog end the window alone, and the watchdog runs migrate recover for the rest.
 // Only TLS: a plain connection that closes reads as "done" to the lazy page server, so a
 // dying daemon would destroy the source (policy.chooseTransport refuses anything else).
-// A daemon also says "done" when its tasks are gone: a copy that dies by itself in the
-// window takes the source with it. The tool therefore never removes the copy first: the
-// guard kills the daemon, then settles.
-//
-// Before the window opens this is switchover.ts's rollback: the hold resumes the source.
-// If the tool dies in the window, the transfer still decides, the guard settles by
-// itself, and `migrate recover` finishes the source's side (the address, the lock rules).
 import { failPoint, pausePoint } from './faults.js';
 import { freezeSource, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
 
@@ -30,7 +42,7 @@ export interface LazySourceSide extends SourceSide {
   openWindow(): Promise<void>;
   /** How the checkpoint ended: 0 once every page was fetched (the source is gone). */
   checkpointEnd(): Promise<number | null>;
-  /** Ends a lazy page server no daemon has reached (CRIU then resumes the source). */
+  /** Cuts the lazy page server (CRIU then resumes the source). */
   abortLazyServer(): Promise<void>;
   /** After CRIU resumed the source: the address back, CRIU's lock rules off. */
   afterWindowRollback(): Promise<void>;
@@ -39,20 +51,41 @@ export interface LazySourceSide extends SourceSide {
 }
 
 export interface LazyDestinationSide extends DestinationSide {
-  /** The lazy-pages daemon's exit status once the guard says it ended; undefined: its channel closed first, or LIMITMS passed. */
-  lazyEnded(limitMs: number): Promise<string | undefined>;
-  /** Asks the guard to cut the window (it kills the daemon). */
+  /** Resolves once the guard said how the window ended, or its channel closed. */
+  guardEnded(): Promise<void>;
+  /** How the guard ended the window, waiting at most LIMITMS (over a new connection if need be); undefined: unknown. */
+  windowEnd(limitMs: number): Promise<'committed' | 'removed' | undefined>;
+  /** Asks the guard to cut the window (it kills the daemon, then removes its copy). */
   cutWindow(): void;
-  /** Tells the guard how the source's checkpoint ended: commit (the source is gone) or remove (it resumed); resolves with what it did. */
-  settleWindow(verdict: 'commit' | 'remove'): Promise<'committed' | 'removed' | undefined>;
+  /** The daemon's exit status as the guard said it. */
+  readonly daemonExit: string | undefined;
   lazyFigures(): Promise<{ onDemand: number; transferred: number; total: number } | undefined>;
-  /** How far the daemon has got (the size of its log, which grows with every page it handles); undefined: unknown. */
-  lazyProgress(): Promise<number | undefined>;
 }
 
 export interface PostCopyHooks extends SwitchoverHooks {
-  /** The window is cut when the transfer made no progress for this long (a silent link, a stuck daemon). */
-  windowStallMs: number;
+  /** The guard's window limits (seconds): its daemon is killed after stallS without a byte, or windowS in all. */
+  stallS: number;
+  windowS: number;
+}
+
+/** What follows from how each side ended the window (see the table above). Pure. */
+export type WindowOutcome =
+  | { runningOn: 'destination'; removeSource: boolean }
+  | { runningOn: 'source' }
+  | { runningOn: 'nowhere' }
+  | { runningOn: 'in-doubt'; why: string };
+
+/** GUARD: the guard's end (undefined: unknown); CHECKPOINT: the source's exit status (undefined: still running, null: killed). */
+export function windowOutcome(guard: 'committed' | 'removed' | undefined, checkpoint: number | null | undefined): WindowOutcome {
+  if (guard === 'committed') return { runningOn: 'destination', removeSource: checkpoint !== 0 };
+  if (guard === 'removed') {
+    if (checkpoint === 0) return { runningOn: 'nowhere' };
+    if (checkpoint === undefined) return { runningOn: 'in-doubt', why: "the destination removed its copy, but the source's checkpoint has not ended" };
+    return { runningOn: 'source' };
+  }
+  if (checkpoint === 0) return { runningOn: 'in-doubt', why: "the source was destroyed (every page was sent), but the destination cannot be asked whether its copy was kept" };
+  if (checkpoint === undefined) return { runningOn: 'in-doubt', why: "neither the source's checkpoint nor the destination's guard has ended" };
+  return { runningOn: 'in-doubt', why: "CRIU resumed the source (its network stays locked), but the destination cannot be asked whether it kept its copy" };
 }
 
 export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks): Promise<SwitchoverResult> {
@@ -80,6 +113,7 @@ export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinati
   let tRestored: number | undefined;
   try {
     await h.step('window', 'start the lazy page server on the source (the tasks stay frozen)', () => src.openWindow());
+    h.killPoint('window-open');
     failPoint('window');
     await h.step('restore', 'restore on the destination (the memory follows)', () => dst.restore());
     tRestored = performance.now();
@@ -91,47 +125,38 @@ export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinati
 }
 
 /**
- * The window's end: waits for the transfer (or cuts it, on ERROR or when it outlasts its
- * limit), then reads both hosts' outcomes and makes them agree.
+ * The window's end: waits for either side to end it (or cuts it, on ERROR), then for the
+ * guard's decision and the source's checkpoint, and makes the source follow the guard.
  */
 async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks, t0: number, tRestored: number | undefined, error?: Error): Promise<SwitchoverResult> {
   let cause = error;
   const srcEnd = src.checkpointEnd();
+  let srcEnded = false;
+  void srcEnd.then(() => (srcEnded = true));
   if (!cause) {
-    await h.step('pages', 'move the memory while the container runs (lazy window)', async () => {
-      await pausePoint('lazy-window');
-      failPoint('pages');
-      // As long as pages keep arriving, the window lasts (a container that touches its
-      // pages one by one pays a round trip each); a transfer stalled for windowStallMs is cut.
-      let progress = await dst.lazyProgress();
-      let movedAt = performance.now();
-      for (;;) {
-        const first = await Promise.race([srcEnd.then((code) => ({ code })), dst.lazyEnded(Math.min(5000, h.windowStallMs)).then((daemon) => ({ daemon }))]);
-        if ('code' in first) {
-          if (first.code !== 0) cause = new Error(`the source's lazy page server failed (runc checkpoint exited ${first.code}): the transfer broke`);
-          break;
-        }
-        if (first.daemon !== undefined) break;
-        const now = await dst.lazyProgress();
-        if (now !== undefined && now !== progress) (progress = now), (movedAt = performance.now());
-        if (performance.now() - movedAt > h.windowStallMs) {
-          cause = new Error(`the lazy transfer made no progress for ${Math.round(h.windowStallMs / 1000)} s (a silent link, or the destination's guard cannot be heard)`);
-          break;
-        }
-      }
-    }).catch((err: Error) => (cause ??= err));
+    await h
+      .step('pages', 'move the memory while the container runs (lazy window)', async () => {
+        await pausePoint('lazy-window');
+        failPoint('pages');
+        await Promise.race([srcEnd, dst.guardEnded()]);
+      })
+      .catch((err: Error) => (cause ??= err));
   }
-  // Cut: the daemon goes first (its TLS session breaks: the source's CRIU resumes the tasks).
+  // Cut: the guard kills its daemon (its TLS session breaks: the source's CRIU resumes
+  // the tasks) and removes its copy.
   if (cause) dst.cutWindow();
-  await dst.lazyEnded(cause ? 30_000 : 60_000);
+  h.killPoint('window-ended');
+  // The guard decides within its limits; once the source has ended, the guard's daemon
+  // has lost its peer and ends within the stall limit.
+  const guardLimitS = cause ? 60 : srcEnded ? h.stallS + 30 : h.windowS + h.stallS + 30;
+  const guard = await dst.windowEnd(guardLimitS * 1000);
   const windowEnded = performance.now();
-  // The source's checkpoint says how it ended; a lazy page server nobody reached is ended.
-  let code = await raceTimeout(srcEnd, cause ? 1000 : 10_000);
-  if (code === undefined) {
+  let code = await raceTimeout(srcEnd, 30_000);
+  if (code === undefined && guard !== undefined) {
+    // The guard has decided and its daemon is gone: CRIU's lazy page server has no reason to wait.
     await src.abortLazyServer();
     code = await raceTimeout(srcEnd, 30_000);
   }
-  const outcome = code === undefined ? undefined : await dst.settleWindow(code === 0 ? 'commit' : 'remove');
   const figures = tRestored !== undefined ? await dst.lazyFigures().catch(() => undefined) : undefined;
   const lazy: LazyWindow | undefined =
     tRestored !== undefined
@@ -140,29 +165,33 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
           pagesOnDemand: figures?.onDemand,
           pagesPushed: figures ? figures.transferred - figures.onDemand : undefined,
           pagesTotal: figures?.transferred,
+          daemonExit: dst.daemonExit,
         }
       : undefined;
-
-  if (outcome === 'committed') {
-    // Every page arrived: the destination's copy is whole. The source is gone, or was
-    // resumed by a CRIU that missed the daemon's last word: then it must not run.
-    if (code !== 0) await src.removeResumedCopy(`the destination has every page but the source's checkpoint exited ${code}`);
+  const end = windowOutcome(guard, code);
+  const ckpt = code === undefined ? 'still running' : `exited ${code}`;
+  if (end.runningOn === 'destination') {
+    // Every page arrived: the destination's copy is whole. A source CRIU resumed must not run.
+    if (end.removeSource) {
+      if (code === undefined) await src.abortLazyServer();
+      await src.removeResumedCopy(`the destination has every page but the source's checkpoint ${ckpt}`);
+    }
     await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
     return { runningOn: 'destination', downtimeMs: (tRestored ?? performance.now()) - t0, lazy };
   }
-  if (outcome === 'removed' && code !== 0 && code !== undefined) {
+  if (end.runningOn === 'source') {
     await h.step('rollback', 'roll back (the source resumed; address back, lock rules off)', () => src.afterWindowRollback());
-    const why = cause ?? new Error('the lazy transfer broke');
-    const lost = tRestored !== undefined ? "; what the container did on the destination in the lazy window is lost, and its TCP peers were reset" : '';
+    const why = cause ?? new Error(`the lazy transfer broke (the destination's daemon exited ${dst.daemonExit ?? 'unknown'}, the source's checkpoint ${ckpt})`);
+    const lost = tRestored !== undefined ? '; what the container did on the destination in the lazy window is lost, and its TCP peers were reset' : '';
     return { runningOn: 'source', error: new Error(`${why.message}${lost}`), destinationClean: true, lazy };
   }
-  if (outcome === 'removed' && code === 0) {
-    return { runningOn: 'nowhere', error: new Error("the lazy transfer ended as complete on the source (CRIU destroyed it) but the destination's copy was removed: the container runs nowhere") };
+  if (end.runningOn === 'nowhere') {
+    return {
+      runningOn: 'nowhere',
+      error: new Error(`the source's CRIU destroyed the source as if every page had been sent, but the destination's daemon exited ${dst.daemonExit ?? 'unknown'} without them and its incomplete copy was removed: the container runs nowhere`),
+    };
   }
-  return {
-    runningOn: 'in-doubt',
-    error: new Error(`the lazy window could not be settled (source's checkpoint: ${code === undefined ? 'still running' : `exited ${code}`}; destination: ${outcome ?? 'unknown'})${cause ? `: ${cause.message}` : ''}`),
-  };
+  return { runningOn: 'in-doubt', error: new Error(`the lazy window could not be settled: ${end.why} (source's checkpoint ${ckpt}; destination: ${guard ?? 'unknown'})${cause ? `: ${cause.message}` : ''}`) };
 }
 
 async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

@@ -12,6 +12,9 @@
 //   - The tool resumes the source itself only once the destination is confirmed clean;
 //     otherwise the hold's later deadline does.
 //   - Once the guard has marked COMMITTED, nothing resumes the source again.
+//   - Post-copy's lazy window is decided by the guard alone, from its daemon's exit: 0 by
+//     itself (every page) commits, anything else removes. The tool and the source's
+//     watchdog follow it (postcopy.ts, hold.ts); their limits are longer than the guard's.
 
 /** What the tool says to the guard, one line each. */
 export const TOOL_WORD = {
@@ -21,8 +24,6 @@ export const TOOL_WORD = {
   commit: 'commit',
   /** Remove the copy (any word but commit does; this one says so). */
   rollback: 'rollback',
-  /** Post-copy, after the window: the source resumed, remove the copy. */
-  remove: 'remove',
   /** The tool is alive: sent while the guard waits for its next word. */
   heartbeat: 'hb',
 } as const;

@@ -22,13 +22,14 @@ import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, Run
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from './sides.js';
+import { FAULT_ENV } from './faults.js';
 
 export interface RecoverResult {
   /**
    * Where the container runs now; 'in-doubt' when nothing could be decided; 'kept' when the
    * destination committed (or may have) and lost its copy: the frozen source is kept.
    */
-  runningOn: 'source' | 'destination' | 'in-doubt' | 'kept';
+  runningOn: 'source' | 'destination' | 'in-doubt' | 'kept' | 'nowhere';
   why: string;
   intent: Intent;
 }
@@ -106,6 +107,8 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   if (decision.action === 'in-doubt') return { runningOn: 'in-doubt', why: decision.why, intent };
   // Committed is final: nothing is changed, the record stays for the operator.
   if (decision.action === 'kept') return { runningOn: 'kept', why: decision.why, intent };
+  // Nothing to run on either host: the record and the work directories stay for the operator.
+  if (decision.action === 'nowhere') return { runningOn: 'nowhere', why: decision.why, intent };
   env.info(`recover: ${decision.why}: the container stays on the ${decision.action}`);
 
   if (decision.action === 'source') {
@@ -154,6 +157,15 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   return { runningOn: decision.action, why: decision.why, intent };
 }
 
+/**
+ * migrate recover as this migration was run (NODE and ARGV: process.execPath and
+ * process.argv): recover takes the migration's options. For the source's watchdog, which
+ * runs it when the tool is gone and its record is left; without the tests' fault variables.
+ */
+export function recoverArgv(node: string, argv: string[]): string[] {
+  return ['env', ...FAULT_ENV.flatMap((v) => ['-u', v]), node, argv[1], 'recover', ...argv.slice(2).filter((a) => a !== 'recover')];
+}
+
 /** `migrate recover <container> <host>`: settles an unfinished migration (recover.ts). */
 export async function recoverCommand(opts: Options, progress: Progress): Promise<Report> {
   const t0 = performance.now();
@@ -190,6 +202,11 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
         report.outcome = 'in-doubt';
         report.exitCode = EXIT.UNSAFE;
         report.error = { message: `still in doubt: ${r.why}`, hint: 'The source stays frozen; nothing was changed. Run migrate recover again once the destination can be reached.' };
+      } else if (r?.runningOn === 'nowhere') {
+        report.outcome = 'unsafe';
+        report.exitCode = EXIT.UNSAFE;
+        report.runningOn = 'none';
+        report.error = { message: r.why, hint: `Nothing was changed. The container's memory was only in the source's tasks; its files are on both hosts (the record ${file} and the work directories stay).` };
       } else if (r?.runningOn === 'kept') {
         report.outcome = 'in-doubt';
         report.exitCode = EXIT.UNSAFE;

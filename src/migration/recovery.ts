@@ -41,7 +41,9 @@ export type RecoveryDecision =
    * The destination committed (or may have) and its copy is gone: committed is final, so
    * the frozen source is kept as it is for the operator (recover --resume-source resumes it).
    */
-  | { action: 'kept'; why: string };
+  | { action: 'kept'; why: string }
+  /** Post-copy: CRIU destroyed the source and the destination removed its incomplete copy: nothing is left to run. */
+  | { action: 'nowhere'; why: string };
 
 /** The phases from which the word commit may have reached the destination. */
 const COMMIT_SENT: IntentPhase[] = ['committing', 'destination-committed', 'committed'];
@@ -65,20 +67,23 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
     return { action: 'source', why: `the final verdict was ${f.hold.final}`, removeDestinationCopy: !copyAbsent };
   }
   if (f.hold.verdict === 'lazy') {
-    // Post-copy's window: the transfer decided, or is still deciding.
-    if (f.checkpointRunning) return { action: 'wait', why: 'the lazy transfer is still under way' };
-    if (f.guard?.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still settling the lazy window" };
+    // Post-copy's window: the destination's guard decides alone (postcopy.ts); the source
+    // follows it. The source's watchdog ends the checkpoint within its limits.
+    if (f.checkpointRunning) return { action: 'wait', why: "the lazy transfer is still under way (the source's watchdog ends it within its limits)" };
+    if (f.guard?.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding the lazy window" };
     if (f.guard?.committed && dstRuns) {
       return f.checkpointExit === 0
         ? { action: 'destination', why: 'every page reached the destination (the source was destroyed)' }
-        : { action: 'destination', why: "every page reached the destination, but the source's checkpoint did not end cleanly", removeSourceCopy: true };
+        : { action: 'destination', why: "every page reached the destination, but CRIU resumed the source", removeSourceCopy: true };
     }
     if (f.checkpointExit === 0) {
-      if (!f.guard || f.destinationStatus === undefined) return { action: 'destination', why: 'the lazy transfer completed (the source was destroyed); the destination cannot be reached to confirm its copy' };
-      return { action: 'destination', why: `the lazy transfer completed (the source was destroyed), but the destination's copy is ${f.destinationStatus}` };
+      if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'the source was destroyed (every page sent); the destination cannot be reached to confirm its copy' };
+      if (dstRuns && !f.guard.removed) return { action: 'destination', why: 'the source was destroyed (every page sent) and the destination runs the copy' };
+      return { action: 'nowhere', why: `CRIU destroyed the source as if every page had been sent, but the destination's copy is ${f.guard.removed ? 'removed' : f.destinationStatus}` };
     }
-    // The transfer broke: CRIU resumed the source. The destination's copy can never be whole.
-    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: "the lazy transfer broke and the source resumed, but the destination cannot be reached to remove its incomplete copy" };
+    // CRIU resumed the source (its network still locked). Unless the guard committed,
+    // the copy can never be whole.
+    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'CRIU resumed the source (its network stays locked), but the destination cannot be reached to learn whether it kept its copy' };
     return { action: 'source', why: 'the lazy transfer broke: CRIU resumed the source', removeDestinationCopy: !copyAbsent && !f.guard.removed, afterLazyWindow: true };
   }
   if (f.hold.verdict === 'prepared') {

@@ -3,7 +3,6 @@
 // over the SSH connection (its guard, the page server, the image copy).
 import fs from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../criu.js';
 import { decodeStatsImage, type DumpStats } from '../criustats.js';
@@ -19,7 +18,8 @@ import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
 import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
-import { decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
+import { cutLazyServer, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
+import { recoverArgv } from './recover.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
 import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, type Connection } from './netlock.js';
@@ -83,6 +83,8 @@ export class Source implements SourceSide {
     private readonly images: FinalImages,
     private readonly intent: { file: string; record: Omit<Intent, 'phase' | 'updatedAt'> },
     private readonly holdTimeoutS: number,
+    /** Post-copy: the destination guard's window limits (the watchdog's are longer). */
+    private readonly lazyLimits?: { stallS: number; windowS: number },
   ) {}
 
   private get L() {
@@ -115,7 +117,19 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const mv = ctx.opts.moveIp && ctx.moveIp ? addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev) : undefined;
-    const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'), ctx.certs?.criuConfig);
+    const lim = ctx.opts.postCopy ? this.lazyLimits : undefined;
+    const watchdog = lim
+      ? {
+          port: ctx.opts.pageServerPort,
+          cliPid: process.pid,
+          stallS: lim.stallS + DEFAULTS.lazySourceMarginS,
+          windowS: lim.windowS + DEFAULTS.lazySourceMarginS,
+          rcFile: lazyExitFile(L.holdDir),
+          record: this.intent.file,
+          recover: recoverArgv(process.execPath, process.argv),
+        }
+      : undefined;
+    const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'), ctx.certs?.criuConfig, watchdog);
     const env = hold.env;
     // The link CRIU names the hold by (a work directory CRIU's config cannot name): gone with the run.
     if (hold.link) {
@@ -250,21 +264,11 @@ export class Source implements SourceSide {
   }
 
   /**
-   * Post-copy: ends a lazy page server nobody has reached yet (the restore failed before
-   * its daemon connected): a connection that closes before the TLS handshake is an error
-   * for it, and CRIU resumes the source. Harmless once a client is connected.
+   * Post-copy: ends the lazy page server (hold.cutLazyServer): CRIU resumes the source.
+   * For a server nobody reached yet (the restore failed before its daemon connected).
    */
   async abortLazyServer(): Promise<void> {
-    const port = this.ctx.opts.pageServerPort;
-    await new Promise<void>((resolve) => {
-      const sock = net.connect({ host: '127.0.0.1', port }, () => sock.destroy());
-      sock.on('close', () => resolve());
-      sock.on('error', () => resolve());
-      setTimeout(() => {
-        sock.destroy();
-        resolve();
-      }, 2000);
-    });
+    await this.ctx.src.run(cutLazyServer(this.ctx.opts.pageServerPort), { allowFail: true });
   }
 
   /**
@@ -328,6 +332,8 @@ export class Destination implements DestinationSide {
     private readonly ctx: Context,
     private readonly images: FinalImages,
     private readonly deadlineS: number,
+    /** Post-copy: the guard's window limits. */
+    private readonly lazyLimits?: { stallS: number; windowS: number },
   ) {}
 
   private get R() {
@@ -380,7 +386,8 @@ export class Destination implements DestinationSide {
               tls: ctx.certs!.destination,
             }),
             socket: path.join(this.R.criuWork, LAZY_SOCKET),
-            log: this.lazyLog,
+            stallS: this.lazyLimits?.stallS ?? DEFAULTS.lazyStallS,
+            windowS: this.lazyLimits?.windowS ?? DEFAULTS.lazyWindowFloorS,
           }
         : undefined,
       moveIp:
@@ -540,55 +547,39 @@ export class Destination implements DestinationSide {
     return path.join(this.R.criuWork, 'lazy-pages.log');
   }
 
-  /**
-   * Post-copy: resolves with the lazy-pages daemon's exit status once the guard says it
-   * ended; undefined when the guard's channel closed first or LIMITMS passed.
-   */
-  async lazyEnded(limitMs: number): Promise<string | undefined> {
-    const deadline = Date.now() + limitMs;
-    while (this.lazyDone === undefined && !this.ended && !this.closed && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(1000, Math.max(1, deadline - Date.now())));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  /** Post-copy: resolves once the guard said how the window ended (committed or removed), or its channel closed. */
+  async guardEnded(): Promise<void> {
+    while (!this.ended && !this.closed) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Post-copy: the lazy-pages daemon's exit status, once the guard said it ended. */
+  get daemonExit(): string | undefined {
     return this.lazyDone;
   }
 
-  /** Post-copy: cuts the lazy window short (the guard kills the daemon). */
+  /** Post-copy: cuts the lazy window short (the guard kills the daemon, then removes its copy). */
   cutWindow(): void {
-    this.say('rollback');
+    this.say(TOOL_WORD.rollback);
   }
 
-  /** Post-copy: the verdict once the daemon ended (commit: the source is gone; remove: it resumed); resolves with what the guard did. */
-  async settleWindow(verdict: 'commit' | 'remove'): Promise<'committed' | 'removed' | undefined> {
-    this.say(verdict);
-    await this.next(['committed', 'removed'], 60_000);
-    return this.windowOutcome();
-  }
-
-  /** Post-copy, after the window: what the guard decided, from its files when its channel is gone. */
-  private async windowOutcome(): Promise<'committed' | 'removed' | undefined> {
+  /**
+   * Post-copy: how the guard ended the window (it decides alone), from its word, or from
+   * its files once its channel is gone (over a new connection if need be). Waits at most
+   * LIMITMS; undefined: the destination cannot be reached, or the guard has not ended.
+   */
+  async windowEnd(limitMs: number): Promise<'committed' | 'removed' | undefined> {
+    const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], limitMs);
+    if (w.word === GUARD_WORD.committed || w.word === GUARD_WORD.removed) return w.word;
     if (this.ended) return this.ended;
-    for (let i = 0; i < 600; i++) {
+    const deadline = Date.now() + limitMs;
+    while (Date.now() < deadline) {
       const f = await this.guardFiles();
-      if (!f) return undefined;
-      if (f.committed) return 'committed';
-      if (f.removed) return 'removed';
-      if (!f.alive) return (await this.absent()) ? 'removed' : undefined;
-      await new Promise((r) => setTimeout(r, 100));
+      if (f?.committed) return 'committed';
+      if (f?.removed) return 'removed';
+      if (f && !f.alive) return (await this.absent()) ? 'removed' : undefined;
+      await new Promise((r) => setTimeout(r, f ? 200 : 2000));
     }
     return undefined;
-  }
-
-  /** Post-copy: the size of the daemon's log (it grows with every page handled); undefined when it cannot be read. */
-  async lazyProgress(): Promise<number | undefined> {
-    const r = await this.ctx.dst.run(['stat', '-c', '%s', this.lazyLog], { allowFail: true }).catch(() => undefined);
-    const n = r && r.code === 0 ? Number(r.stdout.trim()) : NaN;
-    return Number.isFinite(n) ? n : undefined;
   }
 
   /** Post-copy: the lazy-pages daemon's figures (criu.lazyFigures), best effort. */

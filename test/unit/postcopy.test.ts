@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import { chooseMode, chooseTransport, pipeSizeAction } from '../../src/migration/policy.js';
 import { decideRecovery } from '../../src/migration/recovery.js';
 import { guardScript } from '../../src/migration/guard.js';
-import { holdScript } from '../../src/migration/hold.js';
+import { holdScript, watchdogScript } from '../../src/migration/hold.js';
+import { recoverArgv } from '../../src/migration/recover.js';
+import { windowOutcome } from '../../src/migration/postcopy.js';
 import { workPaths } from '../../src/migration/paths.js';
 import { criu, lazyFigures } from '../../src/criu.js';
 import { runc } from '../../src/runc.js';
@@ -45,25 +47,55 @@ test('the checkpoint and the restore argv for post-copy', () => {
   assert.ok(d.includes('--tls') && d.includes('--tls-key'));
 });
 
-test("the hold lets CRIU go on to the lazy page server on the verdict lazy", () => {
-  const s = holdScript(workPaths('/tmp/x'), 1, 60);
-  assert.match(s, /\[ "\$v" = lazy \] && exit 0\n\[ "\$v" = prepared \] \|\| rollback/);
+test('the hold lets CRIU go on to the lazy page server on the verdict lazy, starting the watchdog first', () => {
+  const s = holdScript(workPaths('/tmp/x'), 1, 60, undefined, true);
+  assert.match(s, /if \[ "\$v" = lazy \]; then\n\tsetsid sh "\$dir\/watchdog.sh" \$\(\(\(3000 - i\) \/ 50\)\) <\/dev\/null >\/dev\/null 2>&1 &\n\texit 0\nfi\n\[ "\$v" = prepared \] \|\| rollback/);
 });
 
-test('the guard in post-copy: daemon before the restore, serving after the verify, and the daemon killed before any removal', () => {
+test("the source's watchdog: cuts the lazy page server on each limit, then runs recover only when the tool left its record", () => {
+  const p = workPaths('/tmp/x');
+  const s = watchdogScript(p, { port: 27027, cliPid: 77, stallS: 45, windowS: 315, rcFile: '/tmp/x/hold/checkpoint.rc', record: '/run/runc-migrate/web.json', recover: ['migrate', 'recover', 'web', 'h'] });
+  assert.match(s, /ss -K -atn sport = :27027/);
+  assert.match(s, /\[ "\$idle" -ge 90 \] && cut/);
+  assert.match(s, /\[ \$\(\(now - since\)\) -ge 315 \] && cut/);
+  assert.match(s, /kill -0 77 2>\/dev\/null \|\| cut "the tool is gone and no destination connected"/);
+  assert.match(s, /\[ \$\(\(now - start\)\) -ge "\$left" \] && cut "no destination connected/);
+  assert.ok(s.indexOf('while kill -0 77') < s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0'));
+  assert.ok(s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0') < s.indexOf('timeout 900 migrate recover web h'));
+});
+
+test("recover, as the watchdog runs it: the migration's own options, without the tests' fault variables", () => {
+  const a = recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/bin/migrate', '--post-copy', '--json', 'web', 'root@h']);
+  assert.deepEqual(a.slice(-7), ['/usr/bin/node', '/opt/bin/migrate', 'recover', '--post-copy', '--json', 'web', 'root@h']);
+  assert.ok(a.includes('RUNC_MIGRATE_KILL_AT') && a[0] === 'env');
+});
+
+test('the guard in post-copy: daemon before the restore, serving after the verify; it decides the window alone from its daemon\'s exit', () => {
   const spec = { dir: '/g', state: ['runc', 'state', 'c'], ps: ['runc', 'ps', 'c'], heartbeatLossS: 10, restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
   const plain = guardScript(spec);
   assert.ok(!plain.includes('lazy.out') && !plain.includes('say serving'));
-  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', log: '/w/lazy.log' } });
+  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300 } });
   assert.ok(s.indexOf('criu lazy-pages --port 1') < s.indexOf('runc restore c'), 'the daemon starts first');
   assert.ok(s.indexOf('say verified') < s.indexOf('say serving'));
-  // remove() stops the daemon first and commits if it had already finished.
-  assert.match(s, /remove\(\) \{\n\tif stop_lazy; then commit every-page-arrived; fi/);
-  // In the window only "rollback" kills the daemon; EOF does not.
-  assert.match(s, /\[ "\$x" = rollback \] && kill -KILL \$lp/);
-  // Then the tool's word decides; without it, the daemon's end and whether its last word went out.
-  assert.match(s, /\[ "\$w" = commit \] && commit every-page-arrived\n\[ "\$w" = remove \] && remove lazy-transfer-failed/);
-  assert.match(s, /if \[ \$lrc = 0 \] \|\| \{ grep -q 'Disconnect from the page server' \/w\/lazy.log && ! grep -q "page server doesn't answer" \/w\/lazy.log; \}; then commit every-page-arrived; fi\nremove lazy-transfer-failed`?/);
+  // remove() stops the daemon first; one that had ended by itself decides.
+  assert.match(s, /remove\(\) \{\n[^\n]*\n\tif stop_lazy; then lazy_end; fi/);
+  // Complete: exit 0 by itself and the copy runs. No log text decides.
+  assert.match(s, /if \[ "\$lrc" = 0 \] && \[ "\$s" = running \]; then commit every-page-arrived; fi/);
+  assert.doesNotMatch(s, /grep -q/);
+  // In the window the tool's "rollback", 30 s without a byte read, or 300 s kill the daemon; EOF does not.
+  assert.match(s, /\[ "\$x" = rollback \] && \{ [^}]*kill -KILL \$lp/);
+  assert.match(s, /if \[ \$idle -ge 60 \]; then .*kill -KILL \$lp/);
+  assert.match(s, /if \[ \$n -ge 600 \]; then .*kill -KILL \$lp/);
+  assert.match(s, /say lazy-done \$lrc\nlazy_end/);
+});
+
+test('the end of a lazy window: the source follows the guard', () => {
+  assert.deepEqual(windowOutcome('committed', 0), { runningOn: 'destination', removeSource: false });
+  assert.deepEqual(windowOutcome('committed', 1), { runningOn: 'destination', removeSource: true });
+  assert.deepEqual(windowOutcome('committed', null), { runningOn: 'destination', removeSource: true });
+  assert.deepEqual(windowOutcome('removed', 1), { runningOn: 'source' });
+  assert.deepEqual(windowOutcome('removed', 0), { runningOn: 'nowhere' });
+  for (const [g, c] of [['removed', undefined], [undefined, 0], [undefined, 1], [undefined, undefined]] as const) assert.equal(windowOutcome(g, c).runningOn, 'in-doubt', `${g} ${c}`);
 });
 
 test('migrate recover in a lazy window: wait for the transfer, then follow it', () => {
@@ -79,6 +111,9 @@ test('migrate recover in a lazy window: wait for the transfer, then follow it', 
   const broke = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ removed: true }), destinationStatus: 'missing' });
   assert.equal(broke.action, 'source');
   assert.ok(broke.action === 'source' && broke.afterLazyWindow && !broke.removeDestinationCopy);
+  const lost = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ removed: true }), destinationStatus: 'missing' });
+  assert.equal(lost.action, 'nowhere');
+  assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0 }).action, 'in-doubt');
   const stuck = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({}), destinationStatus: 'running' });
   assert.ok(stuck.action === 'source' && stuck.removeDestinationCopy, 'a dead guard: the incomplete copy is removed');
   assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1 }).action, 'in-doubt');

@@ -1,5 +1,5 @@
 // The shell the hosts run, as the tool generates it, checked by a shell linter: the
-// destination's guard (every variant), the source's hold, the rsync bridge, and the
+// destination's guard (every variant), the source's hold and its post-copy watchdog, the rsync bridge, and the
 // one-line commands recover runs on the destination. Errors and warnings fail; so do
 // the info-level findings but for two that are intended here: SC2016 (single quotes
 // around an inner `sh -c` script, expanded by that shell) and SC2317 (functions that end
@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { guardFilesCommand, guardScript, resumeCommand, type GuardSpec } from '../../src/migration/guard.js';
-import { holdScript } from '../../src/migration/hold.js';
+import { holdScript, lazyExitFile, watchdogScript } from '../../src/migration/hold.js';
+import { recoverArgv } from '../../src/migration/recover.js';
 import { workPaths } from '../../src/migration/paths.js';
 import { BRIDGE_SCRIPT } from '../../src/migration/rsync-bridge.js';
 import { untilQuiet } from '../../src/migration/protocol.js';
@@ -30,7 +31,9 @@ const base: GuardSpec = {
   heartbeatLossS: 10,
 };
 const moveIp = { claim: ['claim', '10.0.0.9/32'], unclaim: ['unclaim', '10.0.0.9/32'], announce: ['announce', '10.0.0.9/32'] };
-const lazy = { daemon: ['criu', 'lazy-pages', '--port', '27027'], socket: '/w/lazy-pages.socket', log: '/w/lazy-pages.log' };
+const lazy = { daemon: ['criu', 'lazy-pages', '--port', '27027'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300 };
+const wp = workPaths('/dev/shm/runc-migrate.y');
+const watchdog = { port: 27027, cliPid: 4242, stallS: 45, windowS: 315, rcFile: lazyExitFile(wp.holdDir), record: '/run/runc-migrate/web.json', recover: recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/migrate', '--post-copy', 'web', 'root@h']) };
 
 const scripts: Record<string, string> = {
   'guard.sh': guardScript(base),
@@ -39,6 +42,8 @@ const scripts: Record<string, string> = {
   'guard-lazy-move-ip.sh': guardScript({ ...base, lazy, verifyWindowMs: 100, moveIp }),
   'hold.sh': holdScript(workPaths('/dev/shm/runc-migrate.y'), 4242, 60),
   'hold-give-back.sh': holdScript(workPaths('/dev/shm/runc-migrate.y'), 4242, 60, ['ip', 'addr', 'add', '10.0.0.9/32', 'dev', 'eth0']),
+  'hold-lazy.sh': holdScript(wp, 4242, 60, undefined, true),
+  'watchdog.sh': watchdogScript(wp, watchdog),
   'rsync-bridge.sh': BRIDGE_SCRIPT,
   'resume.sh': resumeCommand(base.ps)[2],
   'guard-files.sh': guardFilesCommand(base.dir)[2],
