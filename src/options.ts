@@ -148,6 +148,8 @@ export interface Options {
   postCopy: boolean;
   /** --tune-sysctl: raise fs.pipe-max-size where post-copy needs it, and put it back after. */
   tuneSysctl: boolean;
+  /** --post-copy-shared-ok: post-copy with storage both hosts share (a broken window resumes a source older than those files). */
+  postCopySharedOk: boolean;
   pageServerPort: number;
   tcpEstablished: boolean;
   moveIp?: MoveIp;
@@ -195,6 +197,7 @@ export interface RawOptions {
   postCopy?: boolean;
   hybrid?: boolean;
   tuneSysctl?: boolean;
+  postCopySharedOk?: boolean;
   autoConverge?: boolean;
   pageServerPort?: string;
   tcpEstablished?: boolean;
@@ -313,6 +316,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     hybrid: raw.hybrid ?? false,
     autoConverge: raw.autoConverge ?? false,
     tuneSysctl: raw.tuneSysctl ?? false,
+    postCopySharedOk: raw.postCopySharedOk ?? false,
     pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
     moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,

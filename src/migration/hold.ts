@@ -84,6 +84,7 @@ export const WATCHDOG_FILE = 'watchdog.sh';
 /** What the watchdog writes when it cut the lazy page server (its reason), and its log. */
 export const WINDOW_CUT_FILE = 'window-cut';
 export const WATCHDOG_LOG = 'watchdog.log';
+export const WATCHDOG_PID = 'watchdog.pid';
 
 export interface WatchdogSpec {
   /** The lazy page server's port on the source. */
@@ -130,6 +131,7 @@ export function watchdogScript(p: WorkPaths, w: WatchdogSpec): string {
 # runc-migrate: bounds post-copy's lazy page server on the source (see hold.ts).
 dir=${q(p.holdDir)}
 left=\${1:-0}
+echo $$ > "$dir/${WATCHDOG_PID}"
 log() { echo "$(date +%s) $*" >> "$dir/${WATCHDOG_LOG}"; }
 cutat=0
 cut() {
@@ -145,6 +147,8 @@ gone=
 last=
 idle=0
 while [ ! -s ${q(w.rcFile)} ]; do
+	# The tool settled the window and removed its work directory.
+	[ -d "$dir" ] || exit 0
 	now=$(date +%s)
 	c=$(ss -Htni state established ${sport} 2>/dev/null)
 	if [ -n "$c" ]; then
@@ -168,7 +172,7 @@ while [ ! -s ${q(w.rcFile)} ]; do
 done
 log "checkpoint ended: $(cat ${q(w.rcFile)} 2>/dev/null)"
 # The tool settles the window. If it is gone and its record is still there, nobody did.
-while kill -0 ${w.cliPid} 2>/dev/null; do sleep 1; done
+while kill -0 ${w.cliPid} 2>/dev/null; do [ -d "$dir" ] || exit 0; sleep 0.2; done
 [ -e ${q(w.record)} ] || exit 0
 log "the tool is gone and its record remains: migrate recover"
 timeout 900 ${commandLine(w.recover)} >> "$dir/${WATCHDOG_LOG}" 2>&1

@@ -48,6 +48,8 @@ export interface LazySourceSide extends SourceSide {
   afterWindowRollback(): Promise<void>;
   /** Kills a source copy CRIU resumed although the destination has every page. */
   removeResumedCopy(why: string): Promise<void>;
+  /** The window is settled by the tool: the source's watchdog has nothing left to do. */
+  endWatchdog(): Promise<void>;
 }
 
 export interface LazyDestinationSide extends DestinationSide {
@@ -169,6 +171,8 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
         }
       : undefined;
   const end = windowOutcome(guard, code);
+  // Settled here, unless in doubt: then the watchdog runs migrate recover after the tool.
+  if (end.runningOn !== 'in-doubt') await src.endWatchdog();
   const ckpt = code === undefined ? 'still running' : `exited ${code}`;
   if (end.runningOn === 'destination') {
     // Every page arrived: the destination's copy is whole. A source CRIU resumed must not run.

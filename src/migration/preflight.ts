@@ -412,6 +412,10 @@ export const DESTINATION_CHECKS: Check[] = [
     run: async (ctx) => prepareFilesSync(ctx),
   },
   {
+    title: 'storage both hosts share (post-copy)',
+    run: async (ctx) => (ctx.opts.postCopy ? checkSharedForPostCopy(ctx) : 'not used'),
+  },
+  {
     title: 'CPU compatible (criu cpuinfo)',
     skippable: true,
     run: async (ctx) => {
@@ -556,6 +560,41 @@ export const DESTINATION_CHECKS: Check[] = [
     },
   },
 ];
+
+/**
+ * Post-copy: during the lazy window the destination's copy runs while the source can still
+ * be resumed. What the copy writes to storage both hosts see stays when a broken window
+ * resumes the source, which is then older than its files. Such directories (the rootfs and
+ * the writable bind mounts, found as the file sync finds shared storage) are refused
+ * unless --post-copy-shared-ok accepts it.
+ */
+async function checkSharedForPostCopy(ctx: Context): Promise<string> {
+  const config = ctx.srcBundleConfig ?? (await fs.readFile(path.join(ctx.state!.bundle, 'config.json'), 'utf8').catch(() => undefined));
+  if (!config) return "the source bundle's config.json cannot be read: not checked";
+  const src = bundleLayout(config, ctx.state!.bundle);
+  const dst = bundleLayout(ctx.dstBundleConfig ?? config, ctx.bundle!);
+  const c = JSON.parse(config);
+  const readOnly = (dest: string) => (c?.mounts ?? []).some((m: any) => m.destination === dest && (m.options ?? []).includes('ro'));
+  const dirs = [{ what: 'rootfs', src: src.rootfs, dst: dst.rootfs, ro: !!c?.root?.readonly }];
+  for (const m of src.mounts) dirs.push({ what: `bind mount ${m.destination} (${m.source})`, src: m.source, dst: dst.mounts.find((b) => b.destination === m.destination)?.source ?? m.source, ro: readOnly(m.destination) });
+  const shared: string[] = [];
+  for (const d of dirs) {
+    if (d.ro) continue;
+    const st = await fs.stat(d.src).catch(() => undefined);
+    if (!st?.isDirectory()) continue; // a single file (resolv.conf...) cannot be told this way
+    if (await sameDirectory(ctx, d.src, d.dst)) shared.push(d.what);
+  }
+  if (!shared.length) return 'none';
+  const list = shared.join(', ');
+  if (!ctx.opts.postCopySharedOk) {
+    throw new PreflightError(
+      `post-copy with storage both hosts share: ${list}`,
+      "In the lazy window the destination's copy writes there while the source can still be resumed: a broken window resumes a source older than those files. Migrate without --post-copy, or give --post-copy-shared-ok to accept that.",
+    );
+  }
+  ctx.progress.warn(`post-copy with storage both hosts share (${list}): if the lazy window breaks, the source resumes older than what the copy wrote there (--post-copy-shared-ok)`);
+  return `shared, accepted: ${list}`;
+}
 
 /**
  * The files check: which trees are synced and where they land, rsync on both hosts, and

@@ -18,7 +18,7 @@ import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
 import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
-import { cutLazyServer, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
+import { cutLazyServer, WATCHDOG_PID, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { recoverArgv } from './recover.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
@@ -283,6 +283,18 @@ export class Source implements SourceSide {
     }
     const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), { pid: ctx.state!.pid, ps: runc.ps(ctx.srcRunc, ctx.opts.container), keep: this.lockRulesBefore, mine: this.connections });
     if (hung) ctx.progress.warn(hung);
+  }
+
+  /** Post-copy: stops the source's watchdog (hold.ts): the tool settles the window itself. */
+  async endWatchdog(): Promise<void> {
+    const pid = Number((await fs.readFile(path.join(this.L.holdDir, WATCHDOG_PID), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 1) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // gone already
+      }
+    }
   }
 
   /** A source copy that must not run (the destination has it whole): killed and deleted. */
