@@ -28,10 +28,11 @@ export interface Report {
   /**
    * Post-copy: the lazy window (from the restore until the last page arrived, or until it
    * was cut), and how the memory came: faults served on demand against pages pushed.
+   * daemonExit: the destination's lazy-pages daemon's exit status (0: it had every page).
    * rolledBack: the window broke and the source resumed; what the container did on the
    * destination in the window is lost and its TCP peers were reset.
    */
-  postCopy?: { windowMs: number; pagesOnDemand?: number; pagesPushed?: number; pagesTotal?: number; rolledBack?: boolean };
+  postCopy?: { windowMs: number; pagesOnDemand?: number; pagesPushed?: number; pagesTotal?: number; daemonExit?: string; rolledBack?: boolean };
   /** Pre-copy: each iteration's figures, and why the loop stopped. */
   iterations?: Array<Record<string, number | undefined>>;
   stopReason?: string;

@@ -16,7 +16,7 @@ import { resolveEndpoint } from '../ssh/endpoint.js';
 import { newReport } from './outcome.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
 import { guardFilesCommand, parseGuardFiles, resumeCommand } from './guard.js';
-import { decide, readHold, readLazyExit } from './hold.js';
+import { decide, readHold, readLazyExit, WATCHDOG_FILE } from './hold.js';
 import { addr } from './address.js';
 import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, RunningAlready, type Intent } from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
@@ -34,12 +34,17 @@ export interface RecoverResult {
   intent: Intent;
 }
 
-/** Whether a process still runs whose command line names DIR (the checkpoint and its CRIU). */
+/**
+ * Whether a process still runs whose command line names DIR (the checkpoint and its
+ * CRIU), but for the source's post-copy watchdog (it waits for the checkpoint, and may be
+ * what runs this recover).
+ */
 function processMentions(dir: string): boolean {
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return true;
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(dir) && !cmd.includes(`/hold/${WATCHDOG_FILE}`)) return true;
     } catch {
       // gone meanwhile
     }

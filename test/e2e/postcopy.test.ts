@@ -2,9 +2,9 @@
 // real runc, CRIU, userfaultfd and sshd. What moved is checked: the counter continues,
 // Redis has every key with a live client, the echo client keeps its connection through
 // the lazy window. Then the window's failures: the destination's daemon dies (the
-// "link" breaks) and the source resumes whole; the tool dies in the window and the
-// transfer still decides, migrate recover finishing the rest; the pipe limit refused
-// without --tune-sysctl and put back with it.
+// "link" breaks) and the source resumes whole; the pipe limit refused without
+// --tune-sysctl and put back with it. Resets, silent drops and the tool's death at each
+// step are postcopy-faults.test.ts's.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
@@ -24,7 +24,7 @@ after(() => fs.writeFileSync(PIPE, pipeMax));
 /** Nothing of a post-copy run left: the daemon, keepers, rules, work directories, and the pipe limit back. */
 async function postCopyLeftovers(): Promise<string[]> {
   const found = await leftovers();
-  const ps = await sh(['pgrep', '-af', 'criu lazy-pages|sysctl-keeper'], { reject: false });
+  const ps = await sh(['pgrep', '-af', 'criu lazy-pages|sysctl-keeper|watchdog.sh'], { reject: false });
   for (const l of ps.stdout.split('\n')) if (l.trim() && !l.includes('pgrep')) found.push(`process: ${l.trim()}`);
   const now = fs.readFileSync(PIPE, 'utf8').trim();
   if (now !== '1048576') found.push(`fs.pipe-max-size left at ${now}`);
@@ -210,23 +210,6 @@ describe('post-copy', () => {
     assert.notEqual(fs.readlinkSync(`/proc/${pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'the counter has its own network namespace');
     const rules = await sh(['nsenter', '-t', String(pid), '-n', 'iptables', '-w', '-S']);
     assert.doesNotMatch(rules.stdout, /CRIU|0xc114/, `CRIU's lock stayed in the container's namespace:\n${rules.stdout}`);
-    assert.deepEqual(await postCopyLeftovers(), []);
-    await removeEverywhere(h, name);
-  });
-
-  test('SIGKILL in the lazy window: the transfer still decides; migrate recover finds it on the destination', async () => {
-    const name = 'pc-kill';
-    const b = await startExample(h, 'counter', name);
-    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const r = await migrate([...baseArgs(h, name, b.dst), ...pc], { RUNC_MIGRATE_KILL_AT: 'window:SIGKILL' });
-    assert.equal(r.code, -1, r.stderr);
-    await waitFor('the transfer to end', async () => (await status(h.srcRoot, name)) === 'absent', 30_000);
-    const rec = await migrate(['recover', ...baseArgs(h, name, b.dst), '--json']);
-    assert.equal(rec.code, 0, rec.stderr + rec.stdout);
-    assert.equal(JSON.parse(rec.stdout).runningOn, 'destination');
-    const a = await readCounter(b.dst);
-    await waitFor('the counter to go on', async () => (await readCounter(b.dst)) > a + 1);
-    // The keeper put the pipe limit back when the tool died.
     assert.deepEqual(await postCopyLeftovers(), []);
     await removeEverywhere(h, name);
   });

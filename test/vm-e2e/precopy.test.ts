@@ -211,4 +211,45 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.equal(left.stdout.trim(), '', `vm2 keeps: ${left.stdout}`);
     await must('vm2', 'runc delete -f mwh');
   });
+
+  // Hybrid's post-copy under the tool's death, after the pre-dumps: the guard and the
+  // source's watchdog end the window alone, and the watchdog runs migrate recover for the
+  // source's side. The container ends on exactly one VM, its memory checked whole there.
+  const kills = [
+    { point: 'restoring', endsOn: 'vm1' },
+    { point: 'window-open', endsOn: 'vm1' },
+    { point: 'window', endsOn: 'vm2' },
+    { point: 'window-ended', endsOn: 'vm2' },
+  ] as const;
+  kills.forEach((k, n) => {
+    test(`hybrid, SIGKILL at ${k.point} after the pre-dumps: the container ends on ${k.endsOn} alone, its memory whole; recover then finds nothing`, async () => {
+      const name = `mwk${n}`;
+      await startMemwriter(name, 32, 256);
+      const r = await vm('vm1', `RUNC_MIGRATE_KILL_AT=${k.point}:SIGKILL node /project/bin/migrate ${name} root@10.77.2.2 --json --hybrid`, 600_000);
+      assert.notEqual(r.code, 0, `the tool died at ${k.point}`);
+      const recorded = async () => (await vm('vm1', `test -e /run/runc-migrate/${name}.json`)).code === 0;
+      for (let i = 0; i < 240 && (await recorded()); i++) await new Promise((res) => setTimeout(res, 500));
+      assert.equal(await recorded(), false, 'settled without migrate recover (the record is gone)');
+      const other = k.endsOn === 'vm1' ? 'vm2' : 'vm1';
+      assert.match(await must(k.endsOn, `runc state ${name}`), /"status": "running"/);
+      assert.match((await vm(other, `runc state ${name} 2>&1`)).stdout, /does not exist/);
+      // Whole: it ticks on, checking every page each tick.
+      const count = async () => Number((await vm(k.endsOn, shm(name, 'count'))).stdout.trim());
+      const c0 = await count();
+      let c1 = c0;
+      for (let i = 0; i < 100 && c1 <= c0 + 1; i++) {
+        await new Promise((res) => setTimeout(res, 300));
+        c1 = await count();
+      }
+      assert.ok(c1 > c0 + 1, `the counter does not tick on ${k.endsOn}`);
+      assert.equal((await vm(k.endsOn, shm(name, 'status'))).stdout.trim(), 'ok', `memory check on ${k.endsOn}`);
+      const rec = await vm('vm1', `node /project/bin/migrate recover ${name} root@10.77.2.2 --json`);
+      assert.equal(JSON.parse(rec.stdout).outcome, 'nothing-to-recover', rec.stderr);
+      for (const v of ['vm1', 'vm2'] as const) {
+        const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* /var/tmp/runc-migrate.* 2>/dev/null; pgrep -af "[l]azy-pages|[w]atchdog.sh"');
+        assert.equal(left.stdout.trim(), '', `${v} keeps: ${left.stdout}`);
+      }
+      await must(k.endsOn, `runc delete -f ${name}`);
+    });
+  });
 });
