@@ -31,6 +31,11 @@ export function hostPort(address: string, port: number): string {
   return addressFamily(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+/** An address as ss's filters take it (dst ADDR): IPv6 in brackets. */
+export function ssAddress(address: string): string {
+  return addressFamily(address) === 6 ? `[${address}]` : address;
+}
+
 function spec(r: PortRule): string[] {
   const match =
     r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : r.chain === 'OUTPUT' ? ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)] : [];

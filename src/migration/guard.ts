@@ -58,9 +58,10 @@ export interface GuardSpec {
   /**
    * Post-copy: CRIU's lazy-pages daemon (foreground), the socket it listens on once ready;
    * stallS: it is killed once it read no byte for this long in the window; windowS: once
-   * it has run this long.
+   * it has run this long. session: the ss filter that names the daemon's connection to the
+   * source ("dst ADDR dport = :PORT").
    */
-  lazy?: { daemon: string[]; socket: string; stallS: number; windowS: number };
+  lazy?: { daemon: string[]; socket: string; stallS: number; windowS: number; session: string[] };
   /** --move-ip, on the destination. */
   moveIp?: {
     /** Prints the old arp_ignore, then claims (address.ts claim). */
@@ -166,9 +167,24 @@ lazy_wait() {
 	[ -z "$mon" ] || kill "$mon" 2>/dev/null
 	echo "lazy-pages daemon ended $lrc" >> "$dir/${F.log}"
 }
+${
+  g.lazy
+    ? `# The daemon's session ends with a reset before the daemon goes: killed with its socket
+# open, it would close it cleanly, and CRIU reads a clean close after its answer to the
+# daemon's last word as a complete transfer (it destroys the source). A daemon whose
+# socket is already gone is past its close: it is given 5 s to end by itself.
+kill_lazy() {
+	k=0
+	while [ -z "$(ss -K -Htn ${commandLine(g.lazy.session)} 2>/dev/null)" ] && kill -0 "$lp" 2>/dev/null && [ $k -lt 250 ]; do
+		k=$((k + 1)); sleep 0.02
+	done
+	kill -KILL "$lp" 2>/dev/null
+}`
+    : ''
+}
 stop_lazy() {
 	[ -n "$lp" ] || return 1
-	kill -KILL "$lp" 2>/dev/null
+	kill_lazy
 	lazy_wait
 	[ "$lrc" = 0 ]
 }
@@ -230,8 +246,8 @@ lp=$!
 			r=$(sed -n 's/^rchar: //p' /proc/$lp/io 2>/dev/null)
 			if [ "$r" = "$last" ]; then idle=$((idle + 1)); else idle=0; last=$r; fi
 		fi
-		if [ $idle -ge ${g.lazy.stallS * 2} ]; then echo "lazy window cut: no byte for ${g.lazy.stallS} s" >> "$dir/${F.log}"; kill -KILL $lp; break; fi
-		if [ $n -ge ${g.lazy.windowS * 2} ]; then echo "lazy window cut: open for ${g.lazy.windowS} s" >> "$dir/${F.log}"; kill -KILL $lp; break; fi
+		if [ $idle -ge ${g.lazy.stallS * 2} ]; then echo "lazy window cut: no byte for ${g.lazy.stallS} s" >> "$dir/${F.log}"; kill_lazy; break; fi
+		if [ $n -ge ${g.lazy.windowS * 2} ]; then echo "lazy window cut: open for ${g.lazy.windowS} s" >> "$dir/${F.log}"; kill_lazy; break; fi
 	done
 ) &
 mon=$!
@@ -277,7 +293,7 @@ say ${W.serving}
 # The lazy window: the tool's "rollback" cuts it short (the daemon is killed); the
 # channel closing does not (the transfer goes on without the tool).
 exec 3<&0
-(IFS= read -r x <&3; [ "$x" = ${T.rollback} ] && { echo "lazy window cut by the tool" >> "$dir/${F.log}"; kill -KILL $lp 2>/dev/null; }) &
+(IFS= read -r x <&3; [ "$x" = ${T.rollback} ] && { echo "lazy window cut by the tool" >> "$dir/${F.log}"; kill_lazy; }) &
 wp=$!
 exec 3<&-
 lazy_wait

@@ -12,7 +12,7 @@ import { isNotExist, runc, type RuncGlobal } from '../runc.js';
 import { SshConnection } from '../ssh/connection.js';
 import type { RemoteHost } from '../host.js';
 import { addr } from './address.js';
-import { hostPort } from '../firewall.js';
+import { hostPort, ssAddress } from '../firewall.js';
 import type { Context } from './context.js';
 import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
@@ -398,6 +398,7 @@ export class Destination implements DestinationSide {
               tls: ctx.certs!.destination,
             }),
             socket: path.join(this.R.criuWork, LAZY_SOCKET),
+            session: ['dst', ssAddress(ctx.sourceAddress!), 'dport', '=', `:${ctx.opts.pageServerPort}`],
             stallS: this.lazyLimits?.stallS ?? DEFAULTS.lazyStallS,
             windowS: this.lazyLimits?.windowS ?? DEFAULTS.lazyWindowFloorS,
           }

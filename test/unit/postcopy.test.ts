@@ -74,7 +74,7 @@ test('the guard in post-copy: daemon before the restore, serving after the verif
   const spec = { dir: '/g', state: ['runc', 'state', 'c'], ps: ['runc', 'ps', 'c'], heartbeatLossS: 10, restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
   const plain = guardScript(spec);
   assert.ok(!plain.includes('lazy.out') && !plain.includes('say serving'));
-  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300 } });
+  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300, session: ['dst', '10.0.0.1', 'dport', '=', ':1'] } });
   assert.ok(s.indexOf('criu lazy-pages --port 1') < s.indexOf('runc restore c'), 'the daemon starts first');
   assert.ok(s.indexOf('say verified') < s.indexOf('say serving'));
   // remove() stops the daemon first; one that had ended by itself decides.
@@ -83,9 +83,12 @@ test('the guard in post-copy: daemon before the restore, serving after the verif
   assert.match(s, /if \[ "\$lrc" = 0 \] && \[ "\$s" = running \]; then commit every-page-arrived; fi/);
   assert.doesNotMatch(s, /grep -q/);
   // In the window the tool's "rollback", 30 s without a byte read, or 300 s kill the daemon; EOF does not.
-  assert.match(s, /\[ "\$x" = rollback \] && \{ [^}]*kill -KILL \$lp/);
-  assert.match(s, /if \[ \$idle -ge 60 \]; then .*kill -KILL \$lp/);
-  assert.match(s, /if \[ \$n -ge 600 \]; then .*kill -KILL \$lp/);
+  assert.match(s, /\[ "\$x" = rollback \] && \{ [^}]*kill_lazy; \}/);
+  assert.match(s, /if \[ \$idle -ge 60 \]; then .*kill_lazy; break; fi/);
+  assert.match(s, /if \[ \$n -ge 600 \]; then .*kill_lazy; break; fi/);
+  // The daemon's session is reset before the daemon is killed (a clean close would read as complete to CRIU).
+  const k = s.slice(s.indexOf('kill_lazy() {'));
+  assert.ok(k.indexOf('ss -K -Htn dst 10.0.0.1 dport = :1') < k.indexOf('kill -KILL "$lp"'));
   assert.match(s, /say lazy-done \$lrc\nlazy_end/);
 });
 
