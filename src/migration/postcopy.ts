@@ -153,9 +153,11 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
   const guardLimitS = cause ? 60 : srcEnded ? h.stallS + 30 : h.windowS + h.stallS + 30;
   const guard = await dst.windowEnd(guardLimitS * 1000);
   const windowEnded = performance.now();
-  let code = await raceTimeout(srcEnd, 30_000);
+  // Once the guard has decided its daemon is gone: CRIU has nothing left to wait for (a
+  // clean close reaches it within a round trip). A cut now is safe whatever CRIU was
+  // doing: the source then resumes behind its lock and follows the guard like any other.
+  let code = await raceTimeout(srcEnd, guard !== undefined ? 3000 : 30_000);
   if (code === undefined && guard !== undefined) {
-    // The guard has decided and its daemon is gone: CRIU's lazy page server has no reason to wait.
     await src.abortLazyServer();
     code = await raceTimeout(srcEnd, 30_000);
   }
