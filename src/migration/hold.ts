@@ -101,6 +101,8 @@ export interface WatchdogSpec {
   record: string;
   /** migrate recover, as the tool was run (its options), for when the tool is gone. */
   recover: string[];
+  /** The tool's working directory (its options may name relative paths). */
+  cwd: string;
 }
 
 /**
@@ -175,7 +177,7 @@ log "checkpoint ended: $(cat ${q(w.rcFile)} 2>/dev/null)"
 while kill -0 ${w.cliPid} 2>/dev/null; do [ -d "$dir" ] || exit 0; sleep 0.2; done
 [ -e ${q(w.record)} ] || exit 0
 log "the tool is gone and its record remains: migrate recover"
-timeout 900 ${commandLine(w.recover)} >> "$dir/${WATCHDOG_LOG}" 2>&1
+(cd ${q(w.cwd)} && exec timeout 900 ${commandLine(w.recover)}) >> "$dir/${WATCHDOG_LOG}" 2>&1
 log "migrate recover exited $?"
 `;
 }

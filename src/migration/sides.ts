@@ -127,6 +127,7 @@ export class Source implements SourceSide {
           rcFile: lazyExitFile(L.holdDir),
           record: this.intent.file,
           recover: recoverArgv(process.execPath, process.argv),
+          cwd: process.cwd(),
         }
       : undefined;
     const hold = await writeHold(L, process.pid, this.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'), ctx.certs?.criuConfig, watchdog);

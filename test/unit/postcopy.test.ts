@@ -54,14 +54,14 @@ test('the hold lets CRIU go on to the lazy page server on the verdict lazy, star
 
 test("the source's watchdog: cuts the lazy page server on each limit, then runs recover only when the tool left its record", () => {
   const p = workPaths('/tmp/x');
-  const s = watchdogScript(p, { port: 27027, cliPid: 77, stallS: 45, windowS: 315, rcFile: '/tmp/x/hold/checkpoint.rc', record: '/run/runc-migrate/web.json', recover: ['migrate', 'recover', 'web', 'h'] });
+  const s = watchdogScript(p, { port: 27027, cliPid: 77, stallS: 45, windowS: 315, rcFile: '/tmp/x/hold/checkpoint.rc', record: '/run/runc-migrate/web.json', recover: ['migrate', 'recover', 'web', 'h'], cwd: '/root' });
   assert.match(s, /ss -K -atn sport = :27027/);
   assert.match(s, /\[ "\$idle" -ge 90 \] && cut/);
   assert.match(s, /\[ \$\(\(now - since\)\) -ge 315 \] && cut/);
   assert.match(s, /kill -0 77 2>\/dev\/null \|\| cut "the tool is gone and no destination connected"/);
   assert.match(s, /\[ \$\(\(now - start\)\) -ge "\$left" \] && cut "no destination connected/);
   assert.ok(s.indexOf('while kill -0 77') < s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0'));
-  assert.ok(s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0') < s.indexOf('timeout 900 migrate recover web h'));
+  assert.ok(s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0') < s.indexOf('(cd /root && exec timeout 900 migrate recover web h)'));
 });
 
 test("recover, as the watchdog runs it: the migration's own options, without the tests' fault variables", () => {

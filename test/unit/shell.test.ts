@@ -33,7 +33,7 @@ const base: GuardSpec = {
 const moveIp = { claim: ['claim', '10.0.0.9/32'], unclaim: ['unclaim', '10.0.0.9/32'], announce: ['announce', '10.0.0.9/32'] };
 const lazy = { daemon: ['criu', 'lazy-pages', '--port', '27027'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300, session: ['dst', '[fd00::1]', 'dport', '=', ':27027'] };
 const wp = workPaths('/dev/shm/runc-migrate.y');
-const watchdog = { port: 27027, cliPid: 4242, stallS: 45, windowS: 315, rcFile: lazyExitFile(wp.holdDir), record: '/run/runc-migrate/web.json', recover: recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/migrate', '--post-copy', 'web', 'root@h']) };
+const watchdog = { port: 27027, cliPid: 4242, stallS: 45, windowS: 315, rcFile: lazyExitFile(wp.holdDir), record: '/run/runc-migrate/web.json', recover: recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/migrate', '--post-copy', 'web', 'root@h']), cwd: '/home/op/my dir' };
 
 const scripts: Record<string, string> = {
   'guard.sh': guardScript(base),
