@@ -10,10 +10,24 @@ export const RSYNC_REMOTE_HOST = 'destination';
 /**
  * Archive mode with hard links, ACLs and extended attributes (file capabilities live in
  * security.capability), numeric owners (the container's ids, not names looked up on
- * either host), one file system only (never into a mount below the tree), and removal of
- * what no longer exists on the source.
+ * either host), one file system only (never into a mount below the tree), removal of
+ * what no longer exists on the source, and holes kept (--sparse: runs of zeros are not
+ * written, so a sparse file takes no more room on the destination than on the source).
  */
-const ARCHIVE = ['-aHAX', '--numeric-ids', '--one-file-system', '--delete', '--stats'];
+const ARCHIVE = ['-aHAX', '--sparse', '--numeric-ids', '--one-file-system', '--delete', '--stats'];
+
+/**
+ * The environment rsync runs with: the tool's, without any RSYNC_* variable of the user's.
+ * rsync reads several: RSYNC_OLD_ARGS stops it escaping the remote side's arguments (the
+ * bridge runs them through sh -c as root on the destination: a path with a space would
+ * split, a $(...) in one would run), RSYNC_RSH, RSYNC_PROTECT_ARGS and others change how
+ * it reaches the destination.
+ */
+export function rsyncEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && !k.startsWith('RSYNC_')) out[k] = v;
+  return out;
+}
 
 export const rsyncCmd = {
   version: () => ['rsync', '--version'],

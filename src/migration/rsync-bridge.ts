@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { rsyncCmd } from '../rsync.js';
+import { rsyncCmd, rsyncEnv } from '../rsync.js';
 import { commandLine } from '../shell.js';
 import type { Context } from './context.js';
 import { diedAtBirth, interruption } from '../interrupt.js';
@@ -99,7 +99,7 @@ async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: stri
   const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
-  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false, env });
+  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false, env: { ...rsyncEnv(process.env), ...env }, extendEnv: false });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Context['dst']['spawn']>> | undefined;
   let failure: string | undefined;

@@ -206,6 +206,29 @@ describe('rootfs sync', () => {
 });
 
 describe('hostile paths', () => {
+  test('a 1 GiB sparse file keeps its holes: it takes no more room on the destination than on the source, and reads the same', async () => {
+    const name = 'files8';
+    const b = await startExample(h, 'counter', name, { dstRootfs: false });
+    const file = path.join(b.src, 'rootfs/var/disk.img');
+    const fd = fs.openSync(file, 'w');
+    fs.ftruncateSync(fd, 1 << 30);
+    fs.writeSync(fd, Buffer.from('tail'), 0, 4, (1 << 30) - 4);
+    fs.closeSync(fd);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const there = path.join(b.dst, 'rootfs/var/disk.img');
+    const [s0, s1] = [fs.statSync(file), fs.statSync(there)];
+    assert.equal(s1.size, s0.size);
+    assert.ok(s1.blocks * 512 <= s0.blocks * 512 + 4096, `allocated ${s1.blocks * 512} bytes on the destination against ${s0.blocks * 512} on the source`);
+    const tail = Buffer.alloc(4);
+    const fd1 = fs.openSync(there, 'r');
+    fs.readSync(fd1, tail, 0, 4, (1 << 30) - 4);
+    fs.closeSync(fd1);
+    assert.equal(tail.toString(), 'tail');
+    await removeEverywhere(h, name);
+  });
+
   test("work directories and the destination's bundle with a space, quotes and $(...): the migration goes through, nothing runs", async () => {
     const name = 'files7';
     const b = await startExample(h, 'counter', name, { dstRootfs: false });
@@ -221,7 +244,9 @@ describe('hostile paths', () => {
     const refused = await migrate([...baseArgs(h, name, dstBundle), '--work-dir', `${work}\nx`]);
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /must not contain a line break/);
-    const r = await migrate([...baseArgs(h, name, dstBundle), '--json', '--work-dir', work, '--remote-work-dir', `${work}`]);
+    // RSYNC_OLD_ARGS in the user's environment would stop rsync escaping the remote side's
+    // arguments: the tool runs rsync without the user's RSYNC_* variables.
+    const r = await migrate([...baseArgs(h, name, dstBundle), '--json', '--work-dir', work, '--remote-work-dir', `${work}`], { RSYNC_OLD_ARGS: '1' });
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.ok(fs.existsSync(path.join(dstBundle, 'rootfs/counter.sh')), 'the rootfs was synced into the bundle with the odd name');
     const pid = await sh(['runc', '--root', h.dstRoot, 'state', name]).then((x) => JSON.parse(x.stdout).pid as number);

@@ -8,7 +8,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/syncplan.js';
-import { parseRsyncStats, parseRsyncVersion, rsyncCmd } from '../../src/rsync.js';
+import { parseRsyncStats, parseRsyncVersion, rsyncCmd, rsyncEnv } from '../../src/rsync.js';
 import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/rsync-bridge.js';
 
 const config = (root: string, mounts: Array<{ destination: string; source: string; type?: string; options?: string[] }>) =>
@@ -71,6 +71,12 @@ test("rsync's command line: archive, contents of one directory into the other ov
   assert.deepEqual(a.slice(-4), ['-e', BRIDGE_SHELL, '/b/rootfs/', 'destination:/d/root fs/']);
   assert.ok(a.includes('--delete') && a.includes('--numeric-ids') && a.includes('--one-file-system'));
   assert.ok(a.includes('--blocking-io'), 'the bridge needs a blocking stdout');
+  assert.ok(a.includes('--sparse'), 'holes stay holes');
+});
+
+test("rsync runs without the user's RSYNC_* variables (RSYNC_OLD_ARGS would stop it escaping the remote side's arguments)", () => {
+  const e = rsyncEnv({ PATH: '/bin', RSYNC_OLD_ARGS: '1', RSYNC_RSH: 'ssh -x', HOME: '/root', XRSYNC: 'kept' });
+  assert.deepEqual(e, { PATH: '/bin', HOME: '/root', XRSYNC: 'kept' });
 });
 
 test("rsync's --stats figures are read, with thousands separators", () => {
