@@ -30,6 +30,7 @@ import path from 'node:path';
 import { commandLine, quote as shellQuote } from '../shell.js';
 import type { WorkPaths } from './paths.js';
 import { VERDICT, VERDICTS, type VerdictWord } from './protocol.js';
+import { FAULT_ENV } from './faults.js';
 
 export { VERDICTS };
 
@@ -81,8 +82,7 @@ while [ ! -e "$dir/final" ]; do sleep 0.05; done
 
 /** The watchdog's script in the hold directory (post-copy). */
 export const WATCHDOG_FILE = 'watchdog.sh';
-/** What the watchdog writes when it cut the lazy page server (its reason), and its log. */
-export const WINDOW_CUT_FILE = 'window-cut';
+/** The watchdog's log (its cuts and their reasons, the recover it ran), and its pid. */
 export const WATCHDOG_LOG = 'watchdog.log';
 export const WATCHDOG_PID = 'watchdog.pid';
 
@@ -126,6 +126,15 @@ export function cutLazyServer(port: number): string[] {
   return ['ss', '-K', '-atn', 'sport', '=', `:${port}`];
 }
 
+/**
+ * migrate recover as this migration was run (NODE and ARGV: process.execPath and
+ * process.argv): recover takes the migration's options. For the source's watchdog, which
+ * runs it when the tool is gone and its record is left; without the tests' fault variables.
+ */
+export function recoverArgv(node: string, argv: string[]): string[] {
+  return ['env', ...FAULT_ENV.flatMap((v) => ['-u', v]), node, argv[1], 'recover', ...argv.slice(2).filter((a) => a !== 'recover')];
+}
+
 export function watchdogScript(p: WorkPaths, w: WatchdogSpec): string {
   const q = shellQuote;
   const sport = `sport = :${w.port}`;
@@ -139,7 +148,7 @@ cutat=0
 cut() {
 	now=$(date +%s)
 	[ $((now - cutat)) -ge 5 ] || return 0
-	[ "$cutat" -gt 0 ] || { log "cut: $1"; echo "$1" > "$dir/${WINDOW_CUT_FILE}"; }
+	[ "$cutat" -gt 0 ] || log "cut: $1"
 	cutat=$now
 	${commandLine(cutLazyServer(w.port))} >/dev/null 2>&1
 }

@@ -22,7 +22,6 @@ import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, Run
 import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from './sides.js';
-import { FAULT_ENV } from './faults.js';
 
 export interface RecoverResult {
   /**
@@ -160,15 +159,6 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   if (env.dst) await env.dst.run(['rm', '-rf', '--one-file-system', intent.remoteBase], { allowFail: true }).catch(() => undefined);
   await removeIntent(intentFile);
   return { runningOn: decision.action, why: decision.why, intent };
-}
-
-/**
- * migrate recover as this migration was run (NODE and ARGV: process.execPath and
- * process.argv): recover takes the migration's options. For the source's watchdog, which
- * runs it when the tool is gone and its record is left; without the tests' fault variables.
- */
-export function recoverArgv(node: string, argv: string[]): string[] {
-  return ['env', ...FAULT_ENV.flatMap((v) => ['-u', v]), node, argv[1], 'recover', ...argv.slice(2).filter((a) => a !== 'recover')];
 }
 
 /** `migrate recover <container> <host>`: settles an unfinished migration (recover.ts). */

@@ -18,8 +18,7 @@ import { diagnose } from './diagnose.js';
 import { failPoint, faultAt, switchoverPoint } from './faults.js';
 import { diedAtBirth } from '../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
-import { cutLazyServer, WATCHDOG_PID, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
-import { recoverArgv } from './recover.js';
+import { cutLazyServer, recoverArgv, WATCHDOG_PID, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
 import { writeIntent, type Intent, type IntentPhase } from './intent.js';
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
 import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, type Connection } from './netlock.js';
@@ -117,7 +116,7 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const mv = ctx.opts.moveIp && ctx.moveIp ? addr.giveBack(ctx.moveIp.arping, ctx.opts.moveIp, ctx.moveIp.srcDev) : undefined;
-    const lim = ctx.opts.postCopy ? this.lazyLimits : undefined;
+    const lim = ctx.opts.postCopy ? windowLimits(this.lazyLimits) : undefined;
     const watchdog = lim
       ? {
           port: ctx.opts.pageServerPort,
@@ -320,6 +319,12 @@ export class Source implements SourceSide {
   }
 }
 
+/** Post-copy's window limits, which the plan sets (plan.ts makePlan): never guessed here. */
+function windowLimits(l: { stallS: number; windowS: number } | undefined): { stallS: number; windowS: number } {
+  if (!l) throw new Error('post-copy without the window limits of the plan');
+  return l;
+}
+
 /** The guard's directory in the destination's work directory BASE. */
 export function guardDirOf(base: string): string {
   return path.join(base, 'guard');
@@ -400,8 +405,7 @@ export class Destination implements DestinationSide {
             }),
             socket: path.join(this.R.criuWork, LAZY_SOCKET),
             session: ['dst', ssAddress(ctx.sourceAddress!), 'dport', '=', `:${ctx.opts.pageServerPort}`],
-            stallS: this.lazyLimits?.stallS ?? DEFAULTS.lazyStallS,
-            windowS: this.lazyLimits?.windowS ?? DEFAULTS.lazyWindowFloorS,
+            ...windowLimits(this.lazyLimits),
           }
         : undefined,
       moveIp:
@@ -582,10 +586,10 @@ export class Destination implements DestinationSide {
    * LIMITMS; undefined: the destination cannot be reached, or the guard has not ended.
    */
   async windowEnd(limitMs: number): Promise<'committed' | 'removed' | undefined> {
+    const deadline = Date.now() + limitMs;
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], limitMs);
     if (w.word === GUARD_WORD.committed || w.word === GUARD_WORD.removed) return w.word;
     if (this.ended) return this.ended;
-    const deadline = Date.now() + limitMs;
     while (Date.now() < deadline) {
       const f = await this.guardFiles();
       if (f?.committed) return 'committed';
