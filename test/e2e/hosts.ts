@@ -76,6 +76,13 @@ export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis' 
   return { src, dst };
 }
 
+/** The lazy-pages daemon's pid on the destination (CRIU itself, not the guard's shell that names it). */
+export async function lazyDaemonPid(): Promise<string | undefined> {
+  const ps = await sh(['ps', '-eo', 'pid=,comm=,args='], { reject: false });
+  const line = ps.stdout.split('\n').find((l) => l.includes('lazy-pages --page-server') && l.trim().split(/\s+/)[1] !== 'sh');
+  return line?.trim().split(/\s+/)[0];
+}
+
 export async function removeEverywhere(h: Hosts, name: string): Promise<void> {
   for (const root of [h.srcRoot, h.dstRoot]) {
     await sh(['runc', '--root', root, 'delete', '--force', name], { reject: false });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, leftovers, migrate, ns, readCounter, readEnv, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, lazyDaemonPid, leftovers, migrate, ns, readCounter, readEnv, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 const SRC_ADDR = readEnv().RM_SRC_ADDR;
 
@@ -48,13 +48,6 @@ async function bigRedis(name: string): Promise<{ b: { src: string; dst: string }
 async function slowLink(on: boolean): Promise<void> {
   await sh([...ns('src'), 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root'], { reject: false });
   if (on) await sh([...ns('src'), 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', '80mbit', 'burst', '64kb', 'latency', '400ms']);
-}
-
-/** The lazy-pages daemon's pid on the destination (CRIU itself, not the guard's shell that names it). */
-async function lazyDaemonPid(): Promise<string | undefined> {
-  const ps = await sh(['ps', '-eo', 'pid=,comm=,args='], { reject: false });
-  const line = ps.stdout.split('\n').find((l) => l.includes('lazy-pages --page-server') && l.trim().split(/\s+/)[1] !== 'sh');
-  return line?.trim().split(/\s+/)[0];
 }
 
 /** Runs a migration paused in the lazy window (RUNC_MIGRATE_PAUSE_AT), does FAULT there, lets it go on. */

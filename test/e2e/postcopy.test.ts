@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, stopClient, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, lazyDaemonPid, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, stopClient, waitFor, type Hosts } from './hosts.js';
 
 let h: Hosts;
 let pipeMax: string;
@@ -32,13 +32,6 @@ async function postCopyLeftovers(): Promise<string[]> {
 }
 
 const pc = ['--post-copy', '--tune-sysctl', '--no-sync-rootfs'];
-
-/** The lazy-pages daemon's pid (CRIU itself, not the guard's shell that names it). */
-async function lazyDaemonPid(): Promise<string | undefined> {
-  const ps = await sh(['ps', '-eo', 'pid=,comm=,args='], { reject: false });
-  const line = ps.stdout.split('\n').find((l) => l.includes('lazy-pages --page-server') && l.trim().split(/\s+/)[1] !== 'sh');
-  return line?.trim().split(/\s+/)[0];
-}
 
 /** A Redis of about 140 MiB on the source: a lazy window long enough to act in. */
 async function bigRedis(name: string): Promise<{ src: string; dst: string }> {
