@@ -80,6 +80,7 @@ export function buildProgram(): Command {
     .option('--sync-rootfs', "sync the container's root filesystem to the destination: while it runs, then what changed, while it is frozen (default)")
     .option('--no-sync-rootfs', "do not sync the root filesystem (shared storage, or a copy you keep identical yourself)")
     .option('--sync-volume <path>', 'also sync this bind mount (its path in the container or on the host; repeatable)', collect)
+    .option('--verify-files', "after the final delta, compare the synced trees (contents and metadata) while frozen; a difference rolls back (costs a read of every file on both hosts)")
     .option('--hold-timeout <seconds>', `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`)
     .option('--json', 'print one JSON report on stdout and nothing else', false)
     .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)

@@ -168,6 +168,8 @@ export interface Options {
   syncRootfs: boolean;
   /** --sync-volume: bind mounts (path in the container or on the host) synced like the rootfs. */
   syncVolumes: string[];
+  /** --verify-files: compare the trees after the final delta, while frozen; a difference rolls back. */
+  verifyFiles: boolean;
 }
 
 /** What commander hands over: strings and booleans as typed. */
@@ -211,6 +213,7 @@ export interface RawOptions {
   connectTimeout?: string;
   holdTimeout?: string;
   syncRootfs?: boolean;
+  verifyFiles?: boolean;
   syncVolume?: string[];
 }
 
@@ -330,6 +333,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     holdTimeoutS: raw.holdTimeout !== undefined ? holdTimeout(positiveInt(raw.holdTimeout, '--hold-timeout', 0)) : undefined,
     syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
     syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
+    verifyFiles: raw.verifyFiles ?? false,
   };
 }
 

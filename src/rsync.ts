@@ -17,6 +17,31 @@ export const RSYNC_REMOTE_HOST = 'destination';
 const ARCHIVE = ['-aHAX', '--sparse', '--numeric-ids', '--one-file-system', '--delete', '--stats'];
 
 /**
+ * Only the paths in the file LIST (NUL-separated, relative to the tree; changes.ts), not
+ * the tree: no recursion (-a does not recurse with --files-from), a directory's contents
+ * only when listed as DIR/. (then what the source no longer has there is deleted); a
+ * listed path the source no longer has is deleted (--delete-missing-args), a directory
+ * replaced by a file too (--force); every listed file compared by content, whatever its
+ * size and time stamp (--ignore-times).
+ */
+const LISTED = (list: string) => ['--dirs', '--ignore-times', '--delete-missing-args', '--force', `--files-from=${list}`, '--from0'];
+
+/**
+ * A comparison, not a transfer: every difference in contents (checksums), metadata or
+ * names is itemized, one line each; nothing is written.
+ */
+const COMPARE = ['--dry-run', '--checksum', '--itemize-changes'];
+
+/** The differences a comparison itemized (its output lines; --stats lines left out). */
+export function comparedDifferences(out: string): string[] {
+  const lines: string[] = [];
+  for (const l of out.split('\n')) {
+    if (/^[<>ch.][fdLDS]/.test(l) || l.startsWith('*deleting')) lines.push(l);
+  }
+  return lines;
+}
+
+/**
  * The environment rsync runs with: the tool's, without any RSYNC_* variable of the user's.
  * rsync reads several: RSYNC_OLD_ARGS stops it escaping the remote side's arguments (the
  * bridge runs them through sh -c as root on the destination: a path with a space would
@@ -37,10 +62,15 @@ export const rsyncCmd = {
    * are synced, not the directories themselves). shell: the remote-shell program line
    * for rsync's -e, which reaches the destination.
    */
-  sync(o: { src: string; dst: string; shell: string }): string[] {
+  sync(o: { src: string; dst: string; shell: string; list?: string; compare?: boolean }): string[] {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
     // bridge's cat does not: EAGAIN mid-transfer).
-    return ['rsync', ...ARCHIVE, '--blocking-io', '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
+    return ['rsync', ...ARCHIVE, ...(o.list ? LISTED(o.list) : []), ...(o.compare ? COMPARE : []), '--blocking-io', '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
+  },
+
+  /** The same comparison, of two directories on one host (the tests'). */
+  compareLocal(o: { a: string; b: string }): string[] {
+    return ['rsync', ...ARCHIVE.filter((a) => a !== '--stats'), ...COMPARE, `${o.a.replace(/\/+$/, '')}/`, `${o.b.replace(/\/+$/, '')}/`];
   },
 };
 

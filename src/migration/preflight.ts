@@ -637,7 +637,7 @@ async function prepareFilesSync(ctx: Context): Promise<string> {
     else trees.push(t);
   }
   plan.trees = trees;
-  ctx.files = await FilesSync.create(ctx, plan, { shared, srcConfig: ctx.dstBundleConfig ? undefined : ctx.srcBundleConfig });
+  ctx.files = await FilesSync.create(ctx, plan, { shared, srcConfig: ctx.dstBundleConfig ? undefined : ctx.srcBundleConfig, verify: ctx.opts.verifyFiles });
   const parts = trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`);
   if (shared.length) parts.push(`shared storage, left alone: ${shared.join(', ')}`);
   if (plan.notSynced.length) parts.push(`not synced: ${plan.notSynced.map((m) => m.containerPath).join(', ')}`);

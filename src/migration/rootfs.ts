@@ -2,29 +2,45 @@
 // are brought to the source's state with rsync through the tool's SSH connection,
 //   1. while it runs (the pre-sync: everything, or what changed since an earlier copy),
 //   2. once more while it is frozen, after the final dump and before the restore (the
-//      final delta: only what changed since; nothing can change during it).
-// rsync's size-and-time check misses a change that leaves both alone: a write in the
-// same clock tick as the pre-sync read the file, or a page of a shared file mapping
-// written in memory. So the destination's copies of such files are marked stale (their
-// time set to the epoch) and the final delta compares their contents: files modified
-// around the pre-sync (found after it), files mapped shared-writable or open for
-// writing by the frozen tasks (found after the freeze).
+//      final delta): only the paths the change log (changelog.ts) saw change since the
+//      pre-sync began, and the files the frozen tasks map shared-writable or hold open
+//      for writing; all compared by content. Its cost grows with what changed, not with
+//      the trees. Why that misses nothing: changes.ts.
+// Without a change log that holds (no perl, too many directories to watch, a queue
+// overflow), the final delta walks the trees instead: rsync's size-and-time check, and
+// the contents of every file whose inode changed (ctime) since the pre-sync began, as
+// found by a walk while frozen. ctime cannot be set back by a writer, only by a clock
+// that steps backwards.
 // A rollback leaves the destination's files synced; the source's are never written.
 import fs from 'node:fs/promises';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { parseRsyncStats, type RsyncFigures } from '../rsync.js';
+import fsSync from 'node:fs';
+import { comparedDifferences, parseRsyncStats, type RsyncFigures } from '../rsync.js';
+import { ChangeLog } from './changelog.js';
+import { deltaList, type PathFacts } from './changes.js';
 import type { Context } from './context.js';
 import { runRsync, writeBridge } from './rsync-bridge.js';
-import { destinationOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
+import { destinationOf, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 
 export interface SyncPass {
   ms: number;
   /** rsync's figures, summed over the trees. */
   figures: RsyncFigures;
-  /** Destination files marked stale before this pass (their contents compared). */
+  /** Destination files marked stale before this pass (their contents compared): the walk's. */
   marked: number;
+}
+
+/** The final delta: from the change log (the paths it lists), or a walk of the trees. */
+export interface FinalPass extends SyncPass {
+  how: 'log' | 'walk';
+  /** Why the change log was not used. */
+  why?: string;
+  /** Entries sent from the log (paths, and directories sent with their contents). */
+  listed?: number;
+  /** --verify-files: the trees compared after the delta. */
+  verify?: { ms: number; differences: number };
 }
 
 /** What the report carries about the files. */
@@ -37,7 +53,9 @@ export interface FilesReport {
   createdConfig: boolean;
   presync: SyncPass[];
   /** While frozen; its time is part of the downtime. */
-  final?: SyncPass;
+  final?: FinalPass;
+  /** The change log: directories watched, or why there is none. */
+  changeLog?: { watched?: number; lost?: string };
 }
 
 const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
@@ -50,21 +68,27 @@ const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
 const ZERO: RsyncFigures = { filesTransferred: 0, filesDeleted: 0, transferredFileBytes: 0, wireBytes: 0, totalFileBytes: 0 };
 
 /**
- * How long before a presync began a file's last change must lie for its time stamp to
- * prove it unchanged since rsync looked: more than one time-stamp tick (jiffies on older
- * kernels; a second on file systems with whole-second times). A file changed later was
- * changed either after rsync looked (its stamp moved: the quick check sees it) or maybe
- * in the same tick as rsync's look: those are compared by content.
+ * How long before the pre-sync began an inode's last change (ctime) must lie for the walk
+ * to leave it to rsync's size-and-time check: more than one time-stamp tick (a jiffy, or a
+ * second on file systems with whole-second times). Later ones are compared by content.
  */
 const STAMP_MARGIN_S = 1;
 
+/** How long the change log may take to watch every directory (a walk of the trees, while the container runs). */
+const LOG_START_MS = 600_000;
+/** How long the freeze waits for the log to read its mark back. */
+const LOG_DRAIN_MS = 2_000;
+
 export class FilesSync {
   readonly report: FilesReport;
+  private log?: ChangeLog;
+  /** When the first pre-sync began (seconds since the epoch, this host's clock). */
+  private startS?: number;
 
   constructor(
     private readonly ctx: Context,
     private readonly plan: SyncPlan,
-    private readonly o: { shared: string[]; srcConfig?: string; bridge: string },
+    private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean },
   ) {
     this.report = { trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })), shared: o.shared, notSynced: plan.notSynced, createdConfig: !!o.srcConfig, presync: [] };
   }
@@ -73,21 +97,25 @@ export class FilesSync {
     return this.plan.trees;
   }
 
-  static async create(ctx: Context, plan: SyncPlan, o: { shared: string[]; srcConfig?: string }): Promise<FilesSync> {
+  static async create(ctx: Context, plan: SyncPlan, o: { shared: string[]; srcConfig?: string; verify: boolean }): Promise<FilesSync> {
     const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
     await writeBridge(bridge);
-    return new FilesSync(ctx, plan, { ...o, bridge });
+    const f = new FilesSync(ctx, plan, { ...o, bridge });
+    ctx.cleanups.push({ what: 'stop the change log', run: async () => f.log?.stop() });
+    return f;
   }
 
   /**
    * One rsync per tree; throws with rsync's words on a failure. running: the container
    * runs (the presync): the destination's directories are made first, and a signal stops it.
+   * lists: per tree, the file of paths to send (only those trees).
    */
-  private async rsyncAll(timeoutMs: number, running: boolean): Promise<RsyncFigures> {
+  private async rsyncAll(timeoutMs: number, running: boolean, lists?: Map<SyncTree, string>): Promise<RsyncFigures> {
     let total = ZERO;
     for (const t of this.plan.trees) {
+      if (lists && !lists.has(t)) continue;
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
-      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running });
+      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running, list: lists?.get(t) });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
         throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
@@ -105,46 +133,117 @@ export class FilesSync {
     return paths.length;
   }
 
-  /** Files of the source's trees modified since START (seconds since the epoch), as destination paths. */
-  private async modifiedSince(startS: number): Promise<string[]> {
+  /** Files of the source's trees whose inode changed (ctime) since START (seconds since the epoch), as destination paths. */
+  private async changedSince(startS: number): Promise<string[]> {
     const out: string[] = [];
     for (const t of this.plan.trees) {
-      const r = await this.ctx.src.run(['find', t.src, '-xdev', '-type', 'f', '-newermt', `@${Math.floor(startS)}`, '-print0'], { allowFail: true });
+      const r = await this.ctx.src.run(['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'], { allowFail: true });
       for (const p of r.stdout.split('\0')) if (p) out.push(path.join(t.dst, path.relative(t.src, p)));
     }
     return out;
+  }
+
+  /** Starts the change log before the first pre-sync; without one, the final delta walks. */
+  private async startLog(): Promise<void> {
+    try {
+      this.log = await ChangeLog.start({ roots: this.plan.trees.map((t) => t.src), markDir: path.join(this.ctx.local!.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
+      this.report.changeLog = { watched: this.log.watched };
+    } catch (err) {
+      const why = (err as Error).message;
+      this.report.changeLog = { lost: why };
+      this.ctx.progress.warn(`no change log of the container's files (${why}): the final delta walks the trees while the container is frozen`);
+    }
   }
 
   /** The pre-sync: the container runs. The first pass also writes the destination's config.json when it has none. */
   async presync(): Promise<SyncPass> {
     const { ctx } = this;
     const t0 = performance.now();
-    const startS = Date.now() / 1000;
+    if (this.report.presync.length === 0) {
+      // Before rsync looks at anything: from here on, a change is seen by rsync or logged.
+      this.startS = Date.now() / 1000;
+      await this.startLog();
+    }
     if (this.o.srcConfig && this.report.presync.length === 0) {
       const b = ctx.bundle!;
       await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
       await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
     }
     const figures = await this.rsyncAll(24 * 3600_000, true);
-    // Modified from shortly before this pass began: a change within the same tick as
-    // rsync's look at the file leaves its time stamp as rsync saw it.
-    const marked = await this.markStale(await this.modifiedSince(startS - STAMP_MARGIN_S));
-    const pass = { ms: performance.now() - t0, figures, marked };
+    const pass = { ms: performance.now() - t0, figures, marked: 0 };
     this.report.presync.push(pass);
     return pass;
   }
 
-  /** The final delta, while the tasks are frozen: what changed since the pre-sync. */
-  async finalDelta(timeoutMs: number): Promise<SyncPass> {
+  /** The final delta, while the tasks are frozen: what changed since the pre-sync began. */
+  async finalDelta(timeoutMs: number): Promise<FinalPass> {
     const t0 = performance.now();
-    const marked = await this.markStale(await this.heldForWriting());
-    const figures = await this.rsyncAll(timeoutMs, false);
-    const pass = { ms: performance.now() - t0, figures, marked };
+    const held = await this.heldForWriting();
+    if (this.log) await this.log.drain(LOG_DRAIN_MS);
+    let pass: FinalPass;
+    if (this.log && !this.log.lost) {
+      const lists = new Map<SyncTree, string>();
+      let listed = 0;
+      for (const t of this.plan.trees) {
+        const entries = this.listFor(t, held);
+        if (entries.length === 0) continue;
+        const file = path.join(this.ctx.local!.base, `delta-${lists.size}.list`);
+        await fs.writeFile(file, entries.map((e) => e + '\0').join(''), { mode: 0o600 });
+        lists.set(t, file);
+        listed += entries.length;
+      }
+      const figures = lists.size ? await this.rsyncAll(timeoutMs, false, lists) : ZERO;
+      pass = { how: 'log', ms: performance.now() - t0, figures, marked: 0, listed };
+    } else {
+      const why = this.log?.lost ?? this.report.changeLog?.lost ?? 'no change log';
+      if (this.log?.lost) this.report.changeLog = { ...this.report.changeLog, lost: this.log.lost };
+      // Compared by content: what the frozen tasks hold, and every inode changed since the pre-sync began.
+      const since = await this.changedSince((this.startS ?? 0) - STAMP_MARGIN_S);
+      const stale = [...new Set([...held.map((p) => this.destinationOfSource(p)).filter((d): d is string => !!d), ...since])];
+      const marked = await this.markStale(stale);
+      const figures = await this.rsyncAll(timeoutMs, false);
+      pass = { how: 'walk', why, ms: performance.now() - t0, figures, marked };
+    }
+    if (this.o.verify) pass.verify = await this.verify(timeoutMs);
+    pass.ms = performance.now() - t0;
     this.report.final = pass;
     return pass;
   }
 
-  /** Destination paths of files the container's tasks map shared-writable or hold open for writing. */
+  /** The final delta's entries for tree T: the log's changes in it, and the held files. */
+  private listFor(t: SyncTree, held: string[]): string[] {
+    const log = this.log!;
+    const facts = (p: string): PathFacts | undefined => {
+      try {
+        const st = fsSync.lstatSync(p);
+        return { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory() };
+      } catch {
+        return undefined;
+      }
+    };
+    const wholeDirs: string[] = [];
+    for (const d of log.changes.whole) if (facts(d)?.dir) wholeDirs.push(...dirsUnder(d));
+    return deltaList({ root: t.src, touched: [...log.changes.touched, ...held], wholeDirs, links: log.links, facts }).entries;
+  }
+
+  /** --verify-files: the trees compared (contents and metadata); throws on a difference. */
+  private async verify(timeoutMs: number): Promise<{ ms: number; differences: number }> {
+    const t0 = performance.now();
+    const diffs: string[] = [];
+    for (const t of this.plan.trees) {
+      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, compare: true });
+      if (r.code !== 0) throw new Error(`the comparison of the ${t.what} (${t.src} -> ${t.dst}) failed: rsync exited ${r.code}: ${lastLines(r.stderr)}`);
+      diffs.push(...comparedDifferences(r.stdout).map((l) => `${t.what}: ${l}`));
+    }
+    const ms = performance.now() - t0;
+    if (diffs.length) {
+      const e = new Error(`--verify-files: the destination's files differ from the source's after the final delta (${diffs.length}: ${diffs.slice(0, 5).join('; ')})`);
+      throw e;
+    }
+    return { ms, differences: 0 };
+  }
+
+  /** Source paths of files the container's tasks map shared-writable or hold open for writing (in the synced trees). */
   private async heldForWriting(): Promise<string[]> {
     const found = new Set<string>();
     for (const pid of await containerPids(this.ctx)) {
@@ -153,13 +252,51 @@ export class FilesSync {
       for (const p of sharedWritableMappings(held.maps)) found.add(p);
       for (const f of held.open) if (f.writing) found.add(f.path);
     }
-    return [...found].map((p) => this.destinationOf(p)).filter((d): d is string => d !== undefined);
+    return [...found].map((p) => sourceOf(this.plan, p)).filter((d): d is string => d !== undefined);
+  }
+
+  /** A source path of a synced tree, on the destination. */
+  private destinationOfSource(p: string): string | undefined {
+    const t = this.plan.trees.find((x) => p === x.src || p.startsWith(x.src.replace(/\/+$/, '') + '/'));
+    return t ? path.join(t.dst, path.relative(t.src, p)) : undefined;
   }
 
   /** Where a path inside the container lands on the destination, if it is in a synced tree. */
   destinationOf(containerPath: string): string | undefined {
     return destinationOf(this.plan, containerPath);
   }
+}
+
+/** DIR and every directory below it on its file system (a directory that appeared: sent whole). */
+function dirsUnder(dir: string): string[] {
+  const out: string[] = [];
+  let dev: number;
+  try {
+    dev = fsSync.lstatSync(dir).dev;
+  } catch {
+    return out;
+  }
+  const todo = [dir];
+  while (todo.length) {
+    const d = todo.pop()!;
+    out.push(d);
+    let names: fsSync.Dirent[];
+    try {
+      names = fsSync.readdirSync(d, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      if (!n.isDirectory()) continue;
+      const p = path.join(d, n.name);
+      try {
+        if (fsSync.lstatSync(p).dev === dev) todo.push(p);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return out;
 }
 
 function lastLines(s: string): string {

@@ -41,6 +41,17 @@ export async function writeBridge(file: string): Promise<void> {
   await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
 }
 
+/** One rsync: SRC's contents into DST; list: only the paths in this file (rsync.ts LISTED); compare: itemize the differences, change nothing. */
+export interface RsyncJob {
+  src: string;
+  dst: string;
+  bridge: string;
+  timeoutMs: number;
+  interruptible?: boolean;
+  list?: string;
+  compare?: boolean;
+}
+
 export interface RsyncRun {
   code: number | null;
   stdout: string;
@@ -80,14 +91,14 @@ function fifoStreams(up: string, down: string) {
  * remote side run over the tool's connection. Killed after timeoutMs; with interruptible,
  * also by SIGINT/SIGTERM (before the freeze).
  */
-export async function runRsync(ctx: Context, o: { src: string; dst: string; bridge: string; timeoutMs: number; interruptible?: boolean }): Promise<RsyncRun> {
+export async function runRsync(ctx: Context, o: RsyncJob): Promise<RsyncRun> {
   for (let attempt = 1; ; attempt++) {
     const r = await runOnce(ctx, o);
     if (!r.diedAtBirth || attempt === 3) return r;
   }
 }
 
-async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: string; timeoutMs: number; interruptible?: boolean }): Promise<RsyncRun & { diedAtBirth?: boolean }> {
+async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBirth?: boolean }> {
   const dir = path.dirname(o.bridge);
   const id = crypto.randomBytes(6).toString('hex');
   const up = path.join(dir, `rsync-${id}.up`);
@@ -95,7 +106,7 @@ async function runOnce(ctx: Context, o: { src: string; dst: string; bridge: stri
   await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL });
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.list, compare: o.compare });
   const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);

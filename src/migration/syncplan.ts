@@ -78,6 +78,15 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
  * under the deepest bind mount that holds it (synced or not), else in the rootfs.
  */
 export function destinationOf(plan: SyncPlan, containerPath: string): string | undefined {
+  return treePathOf(plan, containerPath, 'dst');
+}
+
+/** Where a path inside the container is on the source host, if it is in a synced tree. */
+export function sourceOf(plan: SyncPlan, containerPath: string): string | undefined {
+  return treePathOf(plan, containerPath, 'src');
+}
+
+function treePathOf(plan: SyncPlan, containerPath: string, side: 'src' | 'dst'): string | undefined {
   const inside = (p: string, d: string) => {
     const dd = d.replace(/\/+$/, '') || '/';
     return dd === '/' || p === dd || p.startsWith(dd + '/');
@@ -86,7 +95,7 @@ export function destinationOf(plan: SyncPlan, containerPath: string): string | u
   const root = mount ? mount.destination : '/';
   const tree = plan.trees.find((t) => path.normalize(t.containerPath) === path.normalize(root));
   if (!tree) return undefined;
-  return path.join(tree.dst, path.relative(root, containerPath));
+  return path.join(tree[side], path.relative(root, containerPath));
 }
 
 /**

@@ -54,7 +54,8 @@ describe('rootfs sync', () => {
     assert.equal(j.outcome, 'migrated');
     assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs']);
     assert.ok(j.files.presync[0].figures.filesTransferred >= 5, JSON.stringify(j.files));
-    assert.ok(j.files.final.marked >= 2, `the lock file and the mapping are compared by content: ${JSON.stringify(j.files.final)}`);
+    assert.equal(j.files.final.how, 'log', `the final delta sends what the change log saw: ${JSON.stringify(j.files)}`);
+    assert.ok(j.files.final.listed >= 3, `the log, the lock file and the mapping are listed and compared by content: ${JSON.stringify(j.files.final)}`);
     assert.ok(j.phases.some((p: { name: string }) => p.name === 'sync'), 'the final delta is its own phase');
     const pid = await pidOf(h.dstRoot, name);
     const at = await readCounter(b.dst);
@@ -80,23 +81,33 @@ describe('rootfs sync', () => {
     // rsync's look at the file would leave it.
     const stamp = new Date(Date.now() + 5000);
     fs.utimesSync(path.join(etc, 'same.txt'), stamp, stamp);
+    // What cp -p, tar x and package managers leave: an old time stamp, kept through a rewrite.
+    const old = new Date('2020-01-01T00:00:00Z');
+    fs.writeFileSync(path.join(etc, 'old.txt'), 'cccc');
+    fs.utimesSync(path.join(etc, 'old.txt'), old, old);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json']);
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json', '--verify-files']);
     const dEtc = path.join(b.dst, 'rootfs/etc');
     assert.equal(fs.readFileSync(path.join(dEtc, 'same.txt'), 'utf8'), 'aaaa\n', 'pre-synced');
     assert.ok(fs.existsSync(path.join(dEtc, 'gone.txt')), 'pre-synced');
     fs.rmSync(path.join(etc, 'gone.txt'));
     fs.writeFileSync(path.join(etc, 'same.txt'), 'bbbb\n');
     fs.utimesSync(path.join(etc, 'same.txt'), stamp, stamp);
+    fs.writeFileSync(path.join(etc, 'old.txt'), 'dddd');
+    fs.utimesSync(path.join(etc, 'old.txt'), old, old);
     fs.writeFileSync(path.join(etc, 'late.bin'), crypto.randomBytes(5 << 20));
     release();
     const r = await run;
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.ok(!fs.existsSync(path.join(dEtc, 'gone.txt')), 'the deleted file is gone on the destination');
     assert.equal(fs.readFileSync(path.join(dEtc, 'same.txt'), 'utf8'), 'bbbb\n', 'the same-size rewrite arrived');
+    assert.equal(fs.readFileSync(path.join(dEtc, 'old.txt'), 'utf8'), 'dddd', 'the same-size rewrite with its old time stamp set back arrived');
+    assert.equal(fs.statSync(path.join(dEtc, 'old.txt')).mtime.toISOString(), old.toISOString());
     assert.equal(sha(path.join(dEtc, 'late.bin')), sha(path.join(etc, 'late.bin')));
     const j = JSON.parse(r.stdout);
-    assert.ok(j.files.final.figures.filesTransferred >= 2, JSON.stringify(j.files.final));
+    assert.ok(j.files.final.figures.filesTransferred >= 3, JSON.stringify(j.files.final));
+    assert.equal(j.files.final.how, 'log');
+    assert.equal(j.files.final.verify?.differences, 0, 'the trees compared equal after the delta');
     const at = await readCounter(b.dst);
     await waitFor('the counter to go on', async () => (await readCounter(b.dst)) > at);
     await removeEverywhere(h, name);
