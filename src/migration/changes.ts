@@ -99,16 +99,35 @@ const inside = (root: string, p: string) => p === root || p.startsWith(root.ends
 /**
  * The final delta's list for the tree at ROOT (absolute, on the source):
  *   touched: changed paths (from the log, and the files the frozen tasks hold for writing),
- *   wholeDirs: every directory under a directory that appeared (found at the freeze),
+ *   appeared: directories that appeared (the log's whole set),
+ *   dirsUnder: every directory below one of those, on its file system (found at the freeze),
  *   links: the trees' multiply-linked files by inode,
- *   facts: lstat of each touched path (and of the names links adds).
+ *   facts: lstat of a path at the freeze (undefined: it does not exist).
+ * A path below something that is no longer a directory (a file, a symlink, nothing) is
+ * left out: that ancestor changed kind since the pre-sync, so it is listed itself (or
+ * sits in a directory sent whole), and replacing or deleting it on the destination
+ * takes what was below it. Listing the path would make rsync follow a symlink, or fail.
  */
-export function deltaList(o: { root: string; touched: Iterable<string>; wholeDirs: Iterable<string>; links: Map<number, Linked>; facts: (p: string) => PathFacts | undefined }): DeltaList {
+export function deltaList(o: {
+  root: string;
+  touched: Iterable<string>;
+  appeared: Iterable<string>;
+  dirsUnder: (dir: string) => string[];
+  links: Map<number, Linked>;
+  facts: (p: string) => PathFacts | undefined;
+}): DeltaList {
   const root = path.normalize(o.root).replace(/(.)\/+$/, '$1');
   const rel = (p: string) => path.relative(root, p) || '.';
+  /** Every directory between the root and P (both excluded) is a real directory. */
+  const reachable = (p: string) => {
+    for (let a = path.dirname(p); a !== root && inside(root, a); a = path.dirname(a)) {
+      if (!o.facts(a)?.dir) return false;
+    }
+    return true;
+  };
   const paths = new Set<string>();
   const add = (p: string) => {
-    if (inside(root, p)) paths.add(p);
+    if (inside(root, p) && reachable(p)) paths.add(p);
   };
   for (const p of o.touched) add(p);
   // Every name of a listed multiply-linked file; and files linked from outside the trees.
@@ -122,13 +141,13 @@ export function deltaList(o: { root: string; touched: Iterable<string>; wholeDir
   }
   const entries = new Set<string>();
   const whole: string[] = [];
-  for (const d of o.wholeDirs) {
-    if (!inside(root, d)) continue;
-    entries.add(`${rel(d)}/.`);
+  for (const d of o.appeared) {
+    if (!inside(root, d) || !reachable(d) || !o.facts(d)?.dir) continue;
     whole.push(rel(d));
+    for (const sub of o.dirsUnder(d)) entries.add(`${rel(sub)}/.`);
   }
   for (const p of paths) if (p !== root) entries.add(rel(p));
-  // The root's own metadata: listed as "." (without its contents).
+  // The root's own metadata: listed as "." (with its first level: rsync has no other way).
   if (paths.has(root)) entries.add('.');
   return { entries: [...entries].sort(), whole };
 }

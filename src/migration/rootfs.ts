@@ -213,17 +213,20 @@ export class FilesSync {
   /** The final delta's entries for tree T: the log's changes in it, and the held files. */
   private listFor(t: SyncTree, held: string[]): string[] {
     const log = this.log!;
+    const cache = new Map<string, PathFacts | undefined>();
     const facts = (p: string): PathFacts | undefined => {
+      if (cache.has(p)) return cache.get(p);
+      let f: PathFacts | undefined;
       try {
         const st = fsSync.lstatSync(p);
-        return { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory() };
+        f = { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory() };
       } catch {
-        return undefined;
+        f = undefined;
       }
+      cache.set(p, f);
+      return f;
     };
-    const wholeDirs: string[] = [];
-    for (const d of log.changes.whole) if (facts(d)?.dir) wholeDirs.push(...dirsUnder(d));
-    return deltaList({ root: t.src, touched: [...log.changes.touched, ...held], wholeDirs, links: log.links, facts }).entries;
+    return deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder, links: log.links, facts }).entries;
   }
 
   /** --verify-files: the trees compared (contents and metadata); throws on a difference. */

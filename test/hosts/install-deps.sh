@@ -10,7 +10,8 @@ top=$(cd "$here/../.." && pwd)
 
 # gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
 # shellcheck checks the shell the hosts run (the guard and the hold, generated: test/unit/shell.test.ts).
-PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox shellcheck)
+# attr and acl: the file tests set xattrs and ACLs (test/e2e/files-random.test.ts); perl runs the change log (changelog.ts).
+PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox shellcheck attr acl perl-base)
 apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"
