@@ -10,6 +10,9 @@
 //   node dist/bench/files.js                (as root; make build first)
 // Environment: CHANGES (MiB changed after the presync, default "0 10 100"), RUNS (default
 // 5), ROOTFS_MB (default 1024), OUT (default bench/results), TAG (default "files").
+// TREES="1000 10000 100000": instead, rootfs of that many 1 KiB files (100 per
+// directory), nothing changed after the presync: the final delta against the tree's size.
+// RM_MIGRATE_BIN: another build's bin/migrate (before-and-after runs; LABEL names it).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,6 +26,8 @@ const ROOTFS_MB = Number(process.env.ROOTFS_MB ?? 1024);
 const CHANGES = (process.env.CHANGES ?? '0 10 100').split(/\s+/).filter(Boolean).map(Number);
 const OUT = process.env.OUT ?? path.resolve('bench/results');
 const TAG = process.env.TAG ?? 'files';
+const TREES = (process.env.TREES ?? '').split(/\s+/).filter(Boolean).map(Number);
+const LABEL = process.env.LABEL ?? 'this build';
 
 interface Run {
   method: string;
@@ -34,6 +39,9 @@ interface Run {
   finalFiles?: number;
   finalBytes?: number;
   marked?: number;
+  /** The final delta's way: the change log's list, or a walk of the trees (builds before the log: walk). */
+  how?: string;
+  treeFiles?: number;
   downtimeMs: number;
   totalMs: number;
   ok: boolean;
@@ -42,8 +50,17 @@ interface Run {
 
 const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
-/** The bulk of the rootfs: ROOTFS_MB MiB in FILE-sized files under /payload. */
-function fillRootfs(rootfs: string): string[] {
+/** The bulk of the rootfs: ROOTFS_MB MiB in FILE-sized files under /payload; or TREE files of 1 KiB, 100 per directory. */
+function fillRootfs(rootfs: string, tree?: number): string[] {
+  if (tree) {
+    const blob = crypto.randomBytes(1024);
+    for (let i = 0; i < tree; i++) {
+      const d = path.join(rootfs, 'tree', `d${Math.floor(i / 100)}`);
+      if (i % 100 === 0) fs.mkdirSync(d, { recursive: true });
+      fs.writeFileSync(path.join(d, `f${i % 100}`), blob);
+    }
+    return [];
+  }
   const dir = path.join(rootfs, 'payload');
   fs.mkdirSync(dir, { recursive: true });
   const files: string[] = [];
@@ -56,11 +73,11 @@ function fillRootfs(rootfs: string): string[] {
   return files;
 }
 
-async function once(h: Hosts, method: string, changeMb: number, rep: number): Promise<Run> {
+async function once(h: Hosts, method: string, changeMb: number, rep: number, tree?: number): Promise<Run> {
   const name = 'filesbench';
   const b = await startExample(h, 'counter', name);
   await removeEverywhere(h, name);
-  const files = fillRootfs(path.join(b.src, 'rootfs'));
+  const files = fillRootfs(path.join(b.src, 'rootfs'), tree);
   const sync = method === 'sync';
   if (sync) fs.rmSync(path.join(b.dst, 'rootfs'), { recursive: true, force: true });
   else await sh(['rsync', '-a', '--delete', `${b.src}/rootfs/`, `${b.dst}/rootfs/`]);
@@ -84,7 +101,7 @@ async function once(h: Hosts, method: string, changeMb: number, rep: number): Pr
     fs.writeFileSync(gate, '');
   }
   const r = await run;
-  const rec: Run = { method, changeMb, rep, downtimeMs: NaN, totalMs: NaN, ok: false };
+  const rec: Run = { method, changeMb, rep, treeFiles: tree, downtimeMs: NaN, totalMs: NaN, ok: false };
   try {
     const j = JSON.parse(r.stdout);
     rec.downtimeMs = j.downtimeMs;
@@ -98,6 +115,7 @@ async function once(h: Hosts, method: string, changeMb: number, rep: number): Pr
       rec.finalFiles = j.files.final.figures.filesTransferred;
       rec.finalBytes = j.files.final.figures.transferredFileBytes;
       rec.marked = j.files.final.marked;
+      rec.how = j.files.final.how ?? 'walk';
     }
     const at = await readCounter(b.dst);
     await waitFor('the counter on the destination', async () => (await readCounter(b.dst)) > at);
@@ -115,6 +133,7 @@ async function once(h: Hosts, method: string, changeMb: number, rep: number): Pr
 
 async function main(): Promise<void> {
   const h = await setupHosts();
+  if (TREES.length) return trees(h);
   const runs: Run[] = [];
   const points: Array<[string, number]> = [...CHANGES.map((c) => ['sync', c] as [string, number]), ['no-sync', 0]];
   for (let rep = 1; rep <= RUNS; rep++) {
@@ -140,6 +159,33 @@ async function main(): Promise<void> {
     );
   }
   const notes = runs.filter((r) => r.note).map((r) => `- ${r.method} ${r.changeMb} MiB #${r.rep}: ${r.note}`);
+  if (notes.length) lines.push('', 'Failures:', '', ...notes);
+  fs.writeFileSync(path.join(OUT, `${TAG}.md`), lines.join('\n') + '\n');
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** The final delta against the tree's size, nothing changed after the presync. */
+async function trees(h: Hosts): Promise<void> {
+  const runs: Run[] = [];
+  for (let rep = 1; rep <= RUNS; rep++) {
+    for (const n of rotation(TREES, rep)) runs.push(await once(h, 'sync', 0, rep, n));
+  }
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(path.join(OUT, `${TAG}.jsonl`), runs.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const lines = [
+    `# The final delta against the tree's size (${LABEL})`,
+    '',
+    `Generated by \`TREES="${TREES.join(' ')}" node dist/bench/files.js\` on ${new Date().toISOString().slice(0, 10)}; ${RUNS} runs per row, rows rotated each run; tool: ${process.env.RM_MIGRATE_BIN ?? 'this build'}. Local test hosts. The rootfs: the counter's busybox and N files of 1 KiB, 100 per directory; nothing changes after the presync. Cells: median (min-max), ms.`,
+    '',
+    '| files in the tree | final delta (frozen) | how | downtime | presync | ok |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const n of TREES) {
+    const all = runs.filter((r) => r.treeFiles === n);
+    const rs = all.filter((r) => r.ok);
+    lines.push(`| ${n} | ${cell(rs.map((r) => r.finalMs!))} | ${[...new Set(rs.map((r) => r.how))].join(', ')} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.presyncMs!))} | ${rs.length}/${all.length} |`);
+  }
+  const notes = runs.filter((r) => r.note).map((r) => `- ${r.treeFiles} files #${r.rep}: ${r.note}`);
   if (notes.length) lines.push('', 'Failures:', '', ...notes);
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), lines.join('\n') + '\n');
   process.stdout.write(lines.join('\n') + '\n');

@@ -20,7 +20,7 @@ import { comparedDifferences, parseRsyncStats, type RsyncFigures } from '../rsyn
 import { ChangeLog } from './changelog.js';
 import { deltaList, type PathFacts } from './changes.js';
 import type { Context } from './context.js';
-import { runRsync, writeBridge } from './rsync-bridge.js';
+import { runRsync, writeBridge, type RsyncJob, type RsyncRun } from './rsync-bridge.js';
 import { destinationOf, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 
@@ -84,6 +84,10 @@ export class FilesSync {
   private log?: ChangeLog;
   /** When the first pre-sync began (seconds since the epoch, this host's clock). */
   private startS?: number;
+  /** The final delta's rsyncs, one per tree, started after the pre-sync and waiting for their lists. */
+  private pending: Array<{ t: SyncTree; job: RsyncJob; give: (list: string) => void; cancel: () => void; run: Promise<RsyncRun> }> = [];
+  /** Started rsyncs that were cancelled: awaited after the freeze. */
+  private ending: Array<Promise<unknown>> = [];
 
   constructor(
     private readonly ctx: Context,
@@ -101,7 +105,14 @@ export class FilesSync {
     const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
     await writeBridge(bridge);
     const f = new FilesSync(ctx, plan, { ...o, bridge });
-    ctx.cleanups.push({ what: 'stop the change log', run: async () => f.log?.stop() });
+    ctx.cleanups.push({
+      what: 'stop the change log and the waiting rsyncs',
+      run: async () => {
+        f.cancelPending();
+        await Promise.allSettled(f.ending);
+        f.log?.stop();
+      },
+    });
     return f;
   }
 
@@ -169,10 +180,41 @@ export class FilesSync {
       await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
       await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
     }
+    this.cancelPending();
     const figures = await this.rsyncAll(24 * 3600_000, true);
+    this.prestart();
     const pass = { ms: performance.now() - t0, figures, marked: 0 };
     this.report.presync.push(pass);
     return pass;
+  }
+
+  /**
+   * Starts the final delta's rsyncs (rsync and its remote side, connected, waiting for
+   * the list on stdin): their start-up, tens of milliseconds, is paid now and not in the
+   * freeze.
+   */
+  private prestart(): void {
+    if (!this.log || this.log.lost) return;
+    this.pending = this.plan.trees.map((t) => {
+      let give!: (list: string) => void;
+      let cancel!: () => void;
+      const feed = new Promise<string>((resolve, reject) => {
+        give = resolve;
+        cancel = () => reject(new Error('cancelled'));
+      });
+      feed.catch(() => undefined);
+      const job: RsyncJob = { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs: 24 * 3600_000, feed };
+      return { t, job, give, cancel, run: runRsync(this.ctx, job) };
+    });
+  }
+
+  /** Ends the waiting rsyncs without a list: they are killed before they read one, nothing is written. */
+  cancelPending(): void {
+    for (const p of this.pending) {
+      p.cancel();
+      this.ending.push(p.run.catch(() => undefined));
+    }
+    this.pending = [];
   }
 
   /** The final delta, while the tasks are frozen: what changed since the pre-sync began. */
@@ -183,18 +225,41 @@ export class FilesSync {
     let pass: FinalPass;
     if (this.log && !this.log.lost) {
       const lists = new Map<SyncTree, string>();
+      const started = new Map(this.pending.map((p) => [p.t, p]));
+      this.pending = [];
+      const runs: Array<Promise<RsyncRun & { t: SyncTree }>> = [];
       let listed = 0;
       for (const t of this.plan.trees) {
         const entries = this.listFor(t, held);
-        if (entries.length === 0) continue;
-        const file = path.join(this.ctx.local!.base, `delta-${lists.size}.list`);
-        await fs.writeFile(file, entries.map((e) => e + '\0').join(''), { mode: 0o600 });
-        lists.set(t, file);
+        const p = started.get(t);
+        if (entries.length === 0) {
+          if (p) {
+            p.cancel();
+            this.ending.push(p.run.catch(() => undefined));
+          }
+          continue;
+        }
+        this.ctx.log('source', `final delta of the ${t.what}: ${entries.length} paths (${entries.slice(0, 10).join(', ')}${entries.length > 10 ? ', ...' : ''})`);
         listed += entries.length;
+        const list = entries.map((e) => e + '\0').join('');
+        if (p) {
+          p.job.timeoutMs = timeoutMs;
+          p.give(list);
+          runs.push(p.run.then((r) => ({ ...r, t })));
+        } else {
+          const file = path.join(this.ctx.local!.base, `delta-${lists.size}.list`);
+          await fs.writeFile(file, list, { mode: 0o600 });
+          lists.set(t, file);
+        }
       }
-      const figures = lists.size ? await this.rsyncAll(timeoutMs, false, lists) : ZERO;
+      let figures = lists.size ? await this.rsyncAll(timeoutMs, false, lists) : ZERO;
+      for (const r of await Promise.all(runs)) {
+        if (r.code !== 0) throw new Error(`rsync of the ${r.t.what} (${r.t.src} -> ${r.t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
+        figures = sum(figures, parseRsyncStats(r.stdout));
+      }
       pass = { how: 'log', ms: performance.now() - t0, figures, marked: 0, listed };
     } else {
+      this.cancelPending();
       const why = this.log?.lost ?? this.report.changeLog?.lost ?? 'no change log';
       if (this.log?.lost) this.report.changeLog = { ...this.report.changeLog, lost: this.log.lost };
       // Compared by content: what the frozen tasks hold, and every inode changed since the pre-sync began.
@@ -255,7 +320,17 @@ export class FilesSync {
       for (const p of sharedWritableMappings(held.maps)) found.add(p);
       for (const f of held.open) if (f.writing) found.add(f.path);
     }
-    return [...found].map((p) => sourceOf(this.plan, p)).filter((d): d is string => d !== undefined);
+    // Only regular files have contents to compare (a FIFO held open for writing has none).
+    return [...found]
+      .map((p) => sourceOf(this.plan, p))
+      .filter((d): d is string => d !== undefined)
+      .filter((d) => {
+        try {
+          return fsSync.lstatSync(d).isFile();
+        } catch {
+          return false;
+        }
+      });
   }
 
   /** A source path of a synced tree, on the destination. */

@@ -49,6 +49,12 @@ export interface RsyncJob {
   timeoutMs: number;
   interruptible?: boolean;
   list?: string;
+  /**
+   * The list comes later, from this promise (NUL-separated paths; rsync reads it on its
+   * stdin): rsync and its remote side start now, the list and the transfer follow. The
+   * time limit counts from the list.
+   */
+  feed?: Promise<string>;
   compare?: boolean;
 }
 
@@ -106,11 +112,11 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.list, compare: o.compare });
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : o.list, compare: o.compare });
   const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
-  const child = execa(argv[0], argv.slice(1), { stdin: 'ignore', detached: true, reject: false, stripFinalNewline: false, env: { ...rsyncEnv(process.env), ...env }, extendEnv: false });
+  const child = execa(argv[0], argv.slice(1), { stdin: o.feed ? 'pipe' : 'ignore', detached: true, reject: false, stripFinalNewline: false, env: { ...rsyncEnv(process.env), ...env }, extendEnv: false });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Context['dst']['spawn']>> | undefined;
   let failure: string | undefined;
@@ -157,7 +163,17 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   let timer: NodeJS.Timeout | undefined;
   let stop: (() => void) | undefined;
   const limit = new Promise<'timeout' | 'interrupted'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), o.timeoutMs);
+    const arm = () => (timer = setTimeout(() => resolve('timeout'), o.timeoutMs));
+    if (o.feed) {
+      void o.feed.then(
+        (list) => {
+          child.stdin?.on('error', () => undefined);
+          child.stdin?.end(list);
+          arm();
+        },
+        () => resolve('interrupted'),
+      );
+    } else arm();
     // Before the freeze a signal stops it at once (after the freeze the switchover finishes).
     if (o.interruptible) {
       stop = () => resolve('interrupted');

@@ -139,7 +139,9 @@ export function baseArgs(h: Hosts, name: string, bundle: string): string[] {
 }
 
 export async function migrate(args: string[], env: Record<string, string> = {}, timeoutMs = 180_000): Promise<CliResult> {
-  const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
+  // RM_MIGRATE_BIN: another build's bin/migrate (the benchmarks' before-and-after runs).
+  const bin = process.env.RM_MIGRATE_BIN ?? path.join(ROOT, 'bin/migrate');
+  const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', bin, ...args], {
     reject: false,
     stdin: 'ignore',
     env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home', ...env },
