@@ -2,10 +2,11 @@
 // pre-sync to the freeze, from the kernel's inotify events (why that finds every change:
 // changes.ts). The watcher is a short Perl program (perl-base is Essential on Debian and
 // its derivatives; Node cannot read inotify itself, and inotifywait drops a queue
-// overflow without a word). It watches every directory of the trees, reports the names
-// of multiply-linked files it meets on the way, and then one record per event:
+// overflow without a word). It watches every directory of the trees, reports the regular
+// files it meets on the way (their inodes: the names of a hard-linked file), and then one
+// record per event:
 //   W <wd> <dir>            a watch
-//   L <ino> <nlink> <path>  a file with more than one name
+//   L <ino> <nlink> <path>  a regular file
 //   R <watches>             every directory is watched
 //   E <wd> <mask> <name>    an event
 //   O                       the kernel's queue overflowed: events were lost
@@ -64,7 +65,7 @@ for my $root (@roots) {
       my $p = "$d/$e";
       my @s = lstat($p) or next;
       if (-d _) { push @dirs, $p if $s[0] == $dev; }
-      elsif (-f _ && $s[3] > 1) { out('L', $s[1], $s[3], $p); }
+      elsif (-f _) { out('L', $s[1], $s[3], $p); }
     }
     closedir $dh;
   }
@@ -92,7 +93,11 @@ while (1) {
 export class ChangeLog {
   private readonly dirs = new Map<number, string>();
   private readonly set: ChangeSet = emptyChanges();
+  /** The trees' regular files when the watches were placed: by inode (names, link count), and each name's inode. */
   readonly links = new Map<number, Linked>();
+  readonly inodeOf = new Map<string, number>();
+  /** Files with names outside the trees (more links than names in them): always compared. */
+  readonly linkedOutside: string[] = [];
   /** Directories watched once it started. */
   watched = 0;
   /** Why the log cannot be trusted (events may be lost); undefined while it holds. */
@@ -174,9 +179,11 @@ export class ChangeLog {
         const l = this.links.get(Number(ino)) ?? { nlink: Number(nlink), names: new Set<string>() };
         l.names.add(p);
         this.links.set(Number(ino), l);
+        this.inodeOf.set(p, Number(ino));
         break;
       }
       case 'R':
+        for (const l of this.links.values()) if (l.nlink > l.names.size) this.linkedOutside.push(...l.names);
         this.ready?.(Number(rec.slice(2)));
         break;
       case 'E': {

@@ -23,11 +23,15 @@
 //   - A lost event is known: a queue overflow is an event itself, a watcher that died or
 //     could not watch every directory says so. Then the final delta walks the trees
 //     (rootfs.ts), as it did before the log.
-//   - Hard links: rsync rewrites a changed file by renaming a new one into place, which
-//     would cut its other names on the destination; every name of a listed file the trees
-//     hold is listed with it (the names come from the watcher's walk, and from the events
-//     that made new ones). A file with names outside the synced trees can change through
-//     them with no event here: such files are always listed.
+//   - Hard links: a change made through one name (contents, owner, mode) shows under the
+//     others, with no event in their directories; and rsync or tar rewrite a changed file
+//     as a new inode, which would cut its other names on the destination. So every name of
+//     the inode a listed path has now, or had when the watches were placed, is listed with
+//     it. The names come from the watcher's walk (every regular file's inode) and from the
+//     events (a name made later is itself listed, and its inode read at the freeze): a
+//     name that exists at the freeze existed at the walk or was made after it. A file with
+//     names outside the synced trees can change through them with no event here: such
+//     files are always listed.
 //   - Listed files are compared by content (rsync --ignore-times): a rewrite of the same
 //     size with its time stamp set back is not skipped.
 // What the log cannot see, and nothing here tries to: a writer outside the container
@@ -90,7 +94,9 @@ export interface PathFacts {
 export interface DeltaList {
   /** Entries for rsync --files-from, relative to the tree: a path, or DIR/. for a directory sent with its contents. */
   entries: string[];
-  /** Directories sent whole (relative), for the report. */
+  /** The changed paths (relative, sorted; "." for the tree's root), whether they exist or not. */
+  paths: string[];
+  /** Directories that appeared (relative): sent whole. */
   whole: string[];
 }
 
@@ -113,7 +119,11 @@ export function deltaList(o: {
   touched: Iterable<string>;
   appeared: Iterable<string>;
   dirsUnder: (dir: string) => string[];
+  /** The walk's regular files by inode, and each name's inode then. */
   links: Map<number, Linked>;
+  inodeOf: (p: string) => number | undefined;
+  /** Files with names outside the trees. */
+  linkedOutside: Iterable<string>;
   facts: (p: string) => PathFacts | undefined;
 }): DeltaList {
   const root = path.normalize(o.root).replace(/(.)\/+$/, '$1');
@@ -130,14 +140,23 @@ export function deltaList(o: {
     if (inside(root, p) && reachable(p)) paths.add(p);
   };
   for (const p of o.touched) add(p);
-  // Every name of a listed multiply-linked file; and files linked from outside the trees.
+  for (const p of o.linkedOutside) add(p);
+  // Every name of an inode a listed path has now or had at the walk.
+  const byInode = new Map<number, string[]>();
+  for (const p of paths) {
+    const f = o.facts(p);
+    if (f?.file) byInode.set(f.ino, [...(byInode.get(f.ino) ?? []), p]);
+  }
+  const inodes = new Set<number>();
   for (const p of [...paths]) {
     const f = o.facts(p);
-    if (!f?.file || f.nlink < 2) continue;
-    for (const n of o.links.get(f.ino)?.names ?? []) add(n);
+    if (f?.file && f.nlink > 1) inodes.add(f.ino);
+    const then = o.inodeOf(p);
+    if (then !== undefined && (o.links.get(then)?.nlink ?? 1) > 1) inodes.add(then);
   }
-  for (const l of o.links.values()) {
-    if (l.nlink > l.names.size) for (const n of l.names) add(n);
+  for (const ino of inodes) {
+    for (const n of o.links.get(ino)?.names ?? []) add(n);
+    for (const n of byInode.get(ino) ?? []) add(n);
   }
   const entries = new Set<string>();
   const whole: string[] = [];
@@ -149,5 +168,5 @@ export function deltaList(o: {
   for (const p of paths) if (p !== root) entries.add(rel(p));
   // The root's own metadata: listed as "." (with its first level: rsync has no other way).
   if (paths.has(root)) entries.add('.');
-  return { entries: [...entries].sort(), whole };
+  return { entries: [...entries].sort(), paths: [...paths].map(rel).sort(), whole };
 }

@@ -18,9 +18,12 @@ import path from 'node:path';
 import fsSync from 'node:fs';
 import { comparedDifferences, parseRsyncStats, type RsyncFigures } from '../rsync.js';
 import { ChangeLog } from './changelog.js';
-import { deltaList, type PathFacts } from './changes.js';
+import { deltaList, type DeltaList, type PathFacts } from './changes.js';
 import type { Context } from './context.js';
 import { runRsync, writeBridge, type RsyncJob, type RsyncRun } from './rsync-bridge.js';
+import { deltaHead, deltaTar } from '../filetar.js';
+import type { Proc } from '../host.js';
+import { pipeTar } from './transfer.js';
 import { destinationOf, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 
@@ -35,6 +38,8 @@ export interface SyncPass {
 /** The final delta: from the change log (the paths it lists), or a walk of the trees. */
 export interface FinalPass extends SyncPass {
   how: 'log' | 'walk';
+  /** How the log's paths went: one tar archive (small), or rsync (its delta algorithm, for large files). */
+  engine?: 'tar' | 'rsync' | 'none';
   /** Why the change log was not used. */
   why?: string;
   /** Entries sent from the log (paths, and directories sent with their contents). */
@@ -78,6 +83,12 @@ const STAMP_MARGIN_S = 1;
 const LOG_START_MS = 600_000;
 /** How long the freeze waits for the log to read its mark back. */
 const LOG_DRAIN_MS = 2_000;
+/**
+ * Up to this many bytes of changed files, the final delta goes as one tar archive; above,
+ * through rsync, whose delta algorithm sends only the parts of a file that differ (a
+ * database file with a few pages written).
+ */
+const DELTA_TAR_MAX_BYTES = 64 << 20;
 
 export class FilesSync {
   readonly report: FilesReport;
@@ -86,7 +97,9 @@ export class FilesSync {
   private startS?: number;
   /** The final delta's rsyncs, one per tree, started after the pre-sync and waiting for their lists. */
   private pending: Array<{ t: SyncTree; job: RsyncJob; give: (list: string) => void; cancel: () => void; run: Promise<RsyncRun> }> = [];
-  /** Started rsyncs that were cancelled: awaited after the freeze. */
+  /** The tar pairs, one per tree, started after the pre-sync: the archiver here (waiting for its list), the receiver there. */
+  private receivers = new Map<SyncTree, { sender: Proc; receiver: Proc }>();
+  /** Started rsyncs and receivers that were cancelled: awaited after the freeze. */
   private ending: Array<Promise<unknown>> = [];
 
   constructor(
@@ -182,7 +195,7 @@ export class FilesSync {
     }
     this.cancelPending();
     const figures = await this.rsyncAll(24 * 3600_000, true);
-    this.prestart();
+    await this.prestart();
     const pass = { ms: performance.now() - t0, figures, marked: 0 };
     this.report.presync.push(pass);
     return pass;
@@ -193,8 +206,15 @@ export class FilesSync {
    * the list on stdin): their start-up, tens of milliseconds, is paid now and not in the
    * freeze.
    */
-  private prestart(): void {
+  private async prestart(): Promise<void> {
     if (!this.log || this.log.lost) return;
+    for (const t of this.plan.trees) {
+      const receiver = await this.ctx.dst.spawn(deltaTar.receiver(t.dst));
+      receiver.stdin.on('error', () => undefined);
+      const sender = await this.ctx.src.spawn(deltaTar.create(t.src), { streamStdout: true });
+      sender.stdin.on('error', () => undefined);
+      this.receivers.set(t, { sender, receiver });
+    }
     this.pending = this.plan.trees.map((t) => {
       let give!: (list: string) => void;
       let cancel!: () => void;
@@ -210,54 +230,77 @@ export class FilesSync {
 
   /** Ends the waiting rsyncs without a list: they are killed before they read one, nothing is written. */
   cancelPending(): void {
-    for (const p of this.pending) {
-      p.cancel();
-      this.ending.push(p.run.catch(() => undefined));
-    }
+    for (const p of this.pending) this.cancelRsync(p);
     this.pending = [];
+    for (const t of [...this.receivers.keys()]) this.cancelReceiver(t);
+  }
+
+  private cancelRsync(p: { cancel: () => void; run: Promise<unknown> }): void {
+    p.cancel();
+    this.ending.push(p.run.catch(() => undefined));
+  }
+
+  /** A receiver whose input ends before its header exits and changes nothing; the archiver's empty archive goes nowhere. */
+  private cancelReceiver(t: SyncTree): void {
+    const r = this.receivers.get(t);
+    if (!r) return;
+    this.receivers.delete(t);
+    r.receiver.stdin.end();
+    r.sender.stdout.resume();
+    r.sender.stdin.end();
+    this.ending.push(r.receiver.done.catch(() => undefined), r.sender.done.catch(() => undefined));
   }
 
   /** The final delta, while the tasks are frozen: what changed since the pre-sync began. */
   async finalDelta(timeoutMs: number): Promise<FinalPass> {
     const t0 = performance.now();
-    const held = await this.heldForWriting();
-    if (this.log) await this.log.drain(LOG_DRAIN_MS);
+    // The log read to its end, while /proc is read for what the tasks hold.
+    const [held] = await Promise.all([this.heldForWriting(), this.log?.drain(LOG_DRAIN_MS)]);
     let pass: FinalPass;
     if (this.log && !this.log.lost) {
-      const lists = new Map<SyncTree, string>();
       const started = new Map(this.pending.map((p) => [p.t, p]));
       this.pending = [];
-      const runs: Array<Promise<RsyncRun & { t: SyncTree }>> = [];
+      let figures = ZERO;
       let listed = 0;
+      const engines = new Set<'tar' | 'rsync'>();
       for (const t of this.plan.trees) {
-        const entries = this.listFor(t, held);
+        const d = this.deltaFor(t, held);
         const p = started.get(t);
-        if (entries.length === 0) {
-          if (p) {
-            p.cancel();
-            this.ending.push(p.run.catch(() => undefined));
-          }
+        const receiver = this.receivers.get(t);
+        if (d.list.entries.length === 0) {
+          if (p) this.cancelRsync(p);
+          this.cancelReceiver(t);
           continue;
         }
-        this.ctx.log('source', `final delta of the ${t.what}: ${entries.length} paths (${entries.slice(0, 10).join(', ')}${entries.length > 10 ? ', ...' : ''})`);
-        listed += entries.length;
-        const list = entries.map((e) => e + '\0').join('');
+        listed += d.list.entries.length;
+        this.ctx.log('source', `final delta of the ${t.what}: ${d.list.paths.length} paths, ${d.list.whole.length} directories whole, ${d.bytes} bytes of files (${d.list.paths.slice(0, 10).join(', ')}${d.list.paths.length > 10 ? ', ...' : ''})`);
+        if (receiver && d.bytes <= DELTA_TAR_MAX_BYTES) {
+          const f = await this.sendTar(t, d, receiver, timeoutMs);
+          if (f) {
+            if (p) this.cancelRsync(p);
+            figures = sum(figures, f);
+            engines.add('tar');
+            continue;
+          }
+        }
+        this.cancelReceiver(t);
+        const list = d.list.entries.map((e) => e + '\0').join('');
+        let r: RsyncRun;
         if (p) {
           p.job.timeoutMs = timeoutMs;
           p.give(list);
-          runs.push(p.run.then((r) => ({ ...r, t })));
+          r = await p.run;
         } else {
-          const file = path.join(this.ctx.local!.base, `delta-${lists.size}.list`);
+          const file = path.join(this.ctx.local!.base, 'delta.list');
           await fs.writeFile(file, list, { mode: 0o600 });
-          lists.set(t, file);
+          r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, list: file });
         }
-      }
-      let figures = lists.size ? await this.rsyncAll(timeoutMs, false, lists) : ZERO;
-      for (const r of await Promise.all(runs)) {
-        if (r.code !== 0) throw new Error(`rsync of the ${r.t.what} (${r.t.src} -> ${r.t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
+        if (r.code !== 0) throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
         figures = sum(figures, parseRsyncStats(r.stdout));
+        engines.add('rsync');
       }
-      pass = { how: 'log', ms: performance.now() - t0, figures, marked: 0, listed };
+      const engine = engines.size === 0 ? 'none' : engines.has('rsync') ? 'rsync' : 'tar';
+      pass = { how: 'log', engine, ms: performance.now() - t0, figures, marked: 0, listed };
     } else {
       this.cancelPending();
       const why = this.log?.lost ?? this.report.changeLog?.lost ?? 'no change log';
@@ -276,22 +319,78 @@ export class FilesSync {
   }
 
   /** The final delta's entries for tree T: the log's changes in it, and the held files. */
-  private listFor(t: SyncTree, held: string[]): string[] {
+  /** The final delta of tree T: the log's changes in it and the held files, and what the changed files weigh. */
+  private deltaFor(t: SyncTree, held: string[]): { list: DeltaList; facts: (p: string) => PathFacts | undefined; bytes: number } {
     const log = this.log!;
-    const cache = new Map<string, PathFacts | undefined>();
-    const facts = (p: string): PathFacts | undefined => {
+    const cache = new Map<string, (PathFacts & { size: number; socket: boolean }) | undefined>();
+    const facts = (p: string): (PathFacts & { size: number; socket: boolean }) | undefined => {
       if (cache.has(p)) return cache.get(p);
-      let f: PathFacts | undefined;
+      let f: (PathFacts & { size: number; socket: boolean }) | undefined;
       try {
         const st = fsSync.lstatSync(p);
-        f = { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory() };
+        f = { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory(), size: st.size, socket: st.isSocket() };
       } catch {
         f = undefined;
       }
       cache.set(p, f);
       return f;
     };
-    return deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder, links: log.links, facts }).entries;
+    const list = deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder: (d) => entriesUnder(d, true), links: log.links, inodeOf: (p) => log.inodeOf.get(p), linkedOutside: log.linkedOutside, facts });
+    let bytes = 0;
+    for (const p of list.paths) bytes += facts(path.join(t.src, p))?.size ?? 0;
+    for (const w of list.whole) for (const e of entriesUnder(path.join(t.src, w), false)) bytes += facts(e)?.size ?? 0;
+    return { list, facts, bytes };
+  }
+
+  /**
+   * The delta of tree T as one tar archive into its waiting receiver: first removed on the
+   * destination, what the source no longer has, what is not a directory there (replaced
+   * whole: a file, a link, a FIFO; every name of a linked file comes again), and the
+   * directories that appeared (sent whole); then extracted, the paths that exist, and every
+   * entry below a directory that appeared.
+   */
+  private async sendTar(t: SyncTree, d: { list: DeltaList; facts: (p: string) => PathFacts | undefined }, pair: { sender: Proc; receiver: Proc }, timeoutMs: number): Promise<RsyncFigures | undefined> {
+    const abs = (p: string) => path.join(t.src, p);
+    const removals = new Set<string>(d.list.whole);
+    const members = new Set<string>();
+    let files = 0;
+    let bytes = 0;
+    for (const p of d.list.paths) {
+      const f = d.facts(abs(p));
+      if (p !== '.' && !f?.dir) removals.add(p);
+      if (f) members.add(p);
+    }
+    for (const w of d.list.whole) for (const e of entriesUnder(abs(w), false)) members.add(path.relative(t.src, e));
+    // Every directory above what changes is sent too (its metadata only): a removal or a
+    // new name there moves its time stamps on the destination, and tar sets them back from
+    // the source's after the rest, as rsync does with its implied directories.
+    for (const p of [...members, ...removals]) {
+      for (let a = path.dirname(p); ; a = path.dirname(a)) {
+        if (members.has(a) || !d.facts(abs(a))?.dir) break;
+        members.add(a);
+        if (a === '.') break;
+      }
+    }
+    for (const m of members) {
+      const f = d.facts(abs(m)) as (PathFacts & { size?: number; socket?: boolean }) | undefined;
+      // tar leaves sockets out; rsync makes them (-D): the delta goes by rsync then.
+      if (f?.socket) return undefined;
+      if (f?.file) {
+        files++;
+        bytes += f.size ?? 0;
+      }
+    }
+    removals.delete('.');
+    // The removal list is one path a line: a name with a newline goes by rsync.
+    if ([...removals].some((p) => p.includes('\n'))) return undefined;
+    // Directories removed whole first; a parent before what is below it.
+    const order = [...removals].sort();
+    const { sender, receiver } = pair;
+    this.receivers.delete(t);
+    receiver.stdin.write(deltaHead(order));
+    sender.stdin.end([...members].sort().map((m) => m + '\0').join(''));
+    const wire = await pipeTar(sender, receiver, `the final delta of the ${t.what}`, timeoutMs);
+    return { filesTransferred: files, filesDeleted: removals.size, transferredFileBytes: bytes, wireBytes: wire, totalFileBytes: bytes };
   }
 
   /** --verify-files: the trees compared (contents and metadata); throws on a difference. */
@@ -345,8 +444,8 @@ export class FilesSync {
   }
 }
 
-/** DIR and every directory below it on its file system (a directory that appeared: sent whole). */
-function dirsUnder(dir: string): string[] {
+/** DIR and everything below it on its file system (directories only: dirsOnly), parents first. */
+function entriesUnder(dir: string, dirsOnly: boolean): string[] {
   const out: string[] = [];
   let dev: number;
   try {
@@ -365,10 +464,15 @@ function dirsUnder(dir: string): string[] {
       continue;
     }
     for (const n of names) {
-      if (!n.isDirectory()) continue;
       const p = path.join(d, n.name);
+      if (!n.isDirectory()) {
+        if (!dirsOnly) out.push(p);
+        continue;
+      }
       try {
+        // A mount below is not entered (as rsync --one-file-system); its mount point is sent.
         if (fsSync.lstatSync(p).dev === dev) todo.push(p);
+        else if (!dirsOnly) out.push(p);
       } catch {
         /* gone */
       }

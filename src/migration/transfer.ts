@@ -104,7 +104,7 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
  * closes. A hybrid run hung once in about 20 with both tars gone and the channel open,
  * most likely so. The limit ends any other way of hanging.
  */
-async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
+export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
   let bytes = 0;
   sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
   // A local receiver that exited makes the pipe's writes fail with EPIPE: nothing to do.

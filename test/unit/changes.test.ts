@@ -27,7 +27,6 @@ test('an event names its path; a name event also lists its directory; a director
 test('the list: changed paths, appeared directories with their contents, every name of a linked file, the root as "."', () => {
   const links = new Map<number, Linked>([
     [7, { nlink: 2, names: new Set(['/r/a/f', '/r/b/g']) }],
-    // Linked from outside the tree: always listed.
     [9, { nlink: 3, names: new Set(['/r/o']) }],
   ]);
   const l = deltaList({
@@ -36,10 +35,36 @@ test('the list: changed paths, appeared directories with their contents, every n
     appeared: ['/r/n'],
     dirsUnder: (d) => [d, `${d}/m`],
     links,
+    inodeOf: () => undefined,
+    // Linked from outside the tree: always listed.
+    linkedOutside: ['/r/o'],
     facts: facts({ '/r/a': { dir: true }, '/r/b': { dir: true }, '/r/a/f': { ino: 7, nlink: 2, file: true }, '/r/n': { dir: true }, '/r/n/m': { dir: true } }),
   });
   assert.deepEqual(l.entries, ['.', 'a/f', 'b/g', 'gone', 'n/.', 'n/m/.', 'o']);
+  assert.deepEqual(l.paths, ['.', 'a/f', 'b/g', 'gone', 'o']);
   assert.deepEqual(l.whole, ['n']);
+});
+
+test('hard links: a name changed then replaced still brings the inode\'s other names; a new name brings the old one', () => {
+  // Seed 99 of the randomized test: f0 and g1 one inode (7); chown through g1, then g1
+  // replaced by a directory. f0 has nlink 1 now and no event of its own.
+  const links = new Map<number, Linked>([
+    [7, { nlink: 2, names: new Set(['/r/f0', '/r/g1']) }],
+    [8, { nlink: 1, names: new Set(['/r/a']) }],
+  ]);
+  const inodes: Record<string, number> = { '/r/f0': 7, '/r/g1': 7, '/r/a': 8 };
+  const l = deltaList({
+    root: R,
+    touched: ['/r/g1', '/r/b'],
+    appeared: [],
+    dirsUnder: (d) => [d],
+    links,
+    inodeOf: (p) => inodes[p],
+    linkedOutside: [],
+    // b: a new name of a's inode (ln a b after the walk).
+    facts: facts({ '/r/f0': { ino: 7, file: true }, '/r/g1': { dir: true }, '/r/b': { ino: 8, nlink: 2, file: true }, '/r/a': { ino: 8, nlink: 2, file: true } }),
+  });
+  assert.deepEqual(l.paths, ['a', 'b', 'f0', 'g1']);
 });
 
 test('a path below what is no longer a directory is left out (its ancestor is listed, and rsync would follow a symlink)', () => {
@@ -49,6 +74,8 @@ test('a path below what is no longer a directory is left out (its ancestor is li
     appeared: ['/r/s/new'],
     dirsUnder: (d) => [d],
     links: new Map(),
+    inodeOf: () => undefined,
+    linkedOutside: [],
     facts: facts({ '/r/d': { file: true }, '/r/s': {}, '/r/ok': { dir: true } }),
   });
   assert.deepEqual(l.entries, ['d', 'ok/y']);
@@ -75,7 +102,8 @@ test('the watcher sees every kind of change, from any writer, and its mark drain
   const log = await ChangeLog.start({ roots: [root], markDir: path.join(dir, 'mark'), timeoutMs: 10_000, log: () => undefined });
   try {
     assert.equal(log.watched, 4, 'the mark directory and the three of the tree');
-    assert.deepEqual([...(log.links.values())].map((l) => [...l.names].sort()), [[path.join(root, 'a/f'), path.join(root, 'l')]]);
+    assert.deepEqual([...log.links.values()].filter((l) => l.nlink > 1).map((l) => [...l.names].sort()), [[path.join(root, 'a/f'), path.join(root, 'l')]]);
+    assert.equal(log.inodeOf.get(path.join(root, 'same')), fs.statSync(path.join(root, 'same')).ino);
     fs.writeFileSync(path.join(root, 'same'), 'bbbb');
     fs.utimesSync(path.join(root, 'same'), 1577836800, 1577836800);
     fs.renameSync(path.join(root, 'a/b'), path.join(root, 'c'));
