@@ -36,10 +36,10 @@ function checkLog(file: string): number {
 const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
 /** Starts a migration that pauses after the pre-sync; returns it and a release function. */
-async function pausedMigration(args: string[], env: Record<string, string> = {}) {
+async function pausedMigration(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000) {
   const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
   const run = migrate(args, { RUNC_MIGRATE_PAUSE_AT: `presynced:${gate}`, ...env });
-  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), 60_000);
+  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), timeoutMs);
   return { run, release: () => fs.writeFileSync(gate, '') };
 }
 
@@ -213,6 +213,65 @@ describe('rootfs sync', () => {
     assert.equal(sha(path.join(vol.dst, 'state.db')), sha(path.join(vol.src, 'state.db')));
     await removeEverywhere(h, name);
     for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
+  });
+});
+
+describe('the final delta without a walk', () => {
+  test('a tree of 100,000 files: the final delta sends what changed, its frozen time does not grow with the tree', async (t) => {
+    const name = 'files100k';
+    const b = await startExample(h, 'counter', name, { dstRootfs: false });
+    const tree = path.join(b.src, 'rootfs/tree');
+    for (let d = 0; d < 1000; d++) {
+      fs.mkdirSync(path.join(tree, `d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(tree, `d${d}`, `f${f}`), '');
+    }
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json'], {}, 180_000);
+    // One change among the 100,000, made after the pre-sync, with its old time stamp kept.
+    const one = path.join(tree, 'd517/f42');
+    fs.writeFileSync(one, 'x');
+    fs.utimesSync(one, 0, 0);
+    release();
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    const f = j.files.final;
+    t.diagnostic(`final delta of a 100,000-file tree, one file changed: ${f.ms.toFixed(1)} ms frozen (${f.engine}, ${f.listed} entries); presync ${j.files.presync[0].ms.toFixed(0)} ms; ${j.files.changeLog.watched} directories watched`);
+    assert.equal(f.how, 'log');
+    assert.ok(f.listed < 20, `the list holds what changed, not the tree: ${f.listed}`);
+    assert.equal(fs.readFileSync(path.join(b.dst, 'rootfs/tree/d517/f42'), 'utf8'), 'x');
+    // The target is 20 ms on an idle machine; this bound only catches a walk coming back.
+    assert.ok(f.ms < 150, `the final delta took ${f.ms} ms frozen`);
+    await removeEverywhere(h, name);
+    fs.rmSync(b.src, { recursive: true, force: true });
+    fs.rmSync(b.dst, { recursive: true, force: true });
+  });
+
+  test('without a change log (no perl) the final delta walks, and still finds a same-size rewrite whose time stamp was set back', async () => {
+    const name = 'fileswalk';
+    const b = await startExample(h, 'counter', name);
+    // A perl that cannot run: the watcher never starts.
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-noperl-'));
+    fs.writeFileSync(path.join(bin, 'perl'), '#!/bin/sh\nexit 127\n', { mode: 0o755 });
+    const file = path.join(b.src, 'rootfs/etc/old.txt');
+    const old = new Date('2020-01-01T00:00:00Z');
+    fs.writeFileSync(file, 'cccc');
+    fs.utimesSync(file, old, old);
+    await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json', '--verify-files'], { PATH: `${bin}:${process.env.PATH}` });
+    fs.writeFileSync(file, 'dddd');
+    fs.utimesSync(file, old, old);
+    release();
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.files.final.how, 'walk');
+    assert.match(j.files.changeLog.lost, /watcher exited/);
+    assert.ok(j.warnings.some((w: string) => /no change log/.test(w)), j.warnings.join('\n'));
+    assert.equal(fs.readFileSync(path.join(b.dst, 'rootfs/etc/old.txt'), 'utf8'), 'dddd', 'found by its ctime');
+    assert.equal(j.files.final.verify.differences, 0);
+    await removeEverywhere(h, name);
+    fs.rmSync(bin, { recursive: true, force: true });
   });
 });
 
