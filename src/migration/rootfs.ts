@@ -485,13 +485,17 @@ function lastLines(s: string): string {
   return s.trim().split('\n').slice(-3).join(' | ');
 }
 
+/** The shared-storage marker's name: the tool's pid in it, so that one left by a killed run is known. */
+const MARKER = /^\.runc-migrate-shared-(\d+)-[0-9a-f]+$/;
+
 /**
  * Whether SRC on the source and DST on the destination are one directory (shared
  * storage): a marker made in SRC is looked for in DST. undefined: SRC cannot be written
- * (read-only), so it cannot be told.
+ * (read-only), so it cannot be told. A marker a killed run left in SRC is removed first.
  */
 export async function sameDirectory(ctx: Context, src: string, dst: string): Promise<boolean | undefined> {
-  const name = `.runc-migrate-shared-${crypto.randomBytes(8).toString('hex')}`;
+  await removeStaleMarkers(src);
+  const name = `.runc-migrate-shared-${process.pid}-${crypto.randomBytes(8).toString('hex')}`;
   try {
     await fs.writeFile(path.join(src, name), '', { flag: 'wx', mode: 0o600 });
   } catch {
@@ -502,5 +506,26 @@ export async function sameDirectory(ctx: Context, src: string, dst: string): Pro
     return r.code === 0;
   } finally {
     await fs.rm(path.join(src, name), { force: true });
+  }
+}
+
+/** Markers in DIR whose run is gone (the tool was killed in the milliseconds one exists). */
+export async function removeStaleMarkers(dir: string): Promise<string[]> {
+  const gone: string[] = [];
+  for (const e of await fs.readdir(dir).catch(() => [] as string[])) {
+    const m = e.match(MARKER);
+    if (!m || alive(Number(m[1]))) continue;
+    await fs.rm(path.join(dir, e), { force: true });
+    gone.push(e);
+  }
+  return gone;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

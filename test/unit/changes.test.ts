@@ -150,3 +150,15 @@ test('a queue overflow is known: the log says it lost events', { skip: process.g
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a shared-storage marker left by a killed run is removed; a live run\'s is kept', async () => {
+  const { removeStaleMarkers } = await import('../../src/migration/rootfs.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-marker-'));
+  // A pid above the kernel's limit (pid_max is at most 2^22) is never alive.
+  const dead = `.runc-migrate-shared-${(1 << 22) + 7}-00ff`;
+  const live = `.runc-migrate-shared-${process.pid}-00ff`;
+  for (const n of [dead, live, 'keep-me']) fs.writeFileSync(path.join(dir, n), '');
+  assert.deepEqual(await removeStaleMarkers(dir), [dead]);
+  assert.deepEqual(fs.readdirSync(dir).sort(), [live, 'keep-me'].sort());
+  fs.rmSync(dir, { recursive: true, force: true });
+});
