@@ -112,3 +112,19 @@ export const MIN_RSYNC_VERSION = '3.2.4';
 export function parseRsyncVersion(out: string): string | undefined {
   return out.match(/rsync\s+version\s+v?(\d+\.\d+(?:\.\d+)?)/)?.[1];
 }
+
+/**
+ * What rsync's error output says the destination cannot keep, with what to do: extended
+ * attributes or ACLs on a file system without them (rsync only says "Operation not
+ * supported" for each file). undefined for any other failure.
+ */
+export function unsupportedMetadata(stderr: string): { what: string; hint: string } | undefined {
+  const acl = /(set_acl|sys_acl_set_file|default_perms_for_dir).*(Operation not supported|\(95\))/.test(stderr);
+  const xattr = /(rsync_xal_set|lsetxattr|set_xattr).*(Operation not supported|\(95\))/.test(stderr);
+  if (!acl && !xattr) return undefined;
+  const what = acl && xattr ? 'ACLs and extended attributes' : acl ? 'ACLs' : 'extended attributes';
+  return {
+    what,
+    hint: `The container's files carry ${what} and the destination's file system does not keep them. Put the destination's bundle on a file system that does (ext4, xfs, btrfs, tmpfs), or remove them on the source (setfacl -b, setfattr -x) if the container does not need them.`,
+  };
+}

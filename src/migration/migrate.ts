@@ -66,7 +66,8 @@ export async function migrate(opts: Options, progress: Progress): Promise<Report
     if (files) {
       await progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
         checkInterrupt();
-        throw new MigrateError(`the pre-sync of the container's files failed: ${err.message}`, EXIT.PREFLIGHT, 'Nothing was frozen. Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.');
+        const hint = (err as Error & { hint?: string }).hint;
+        throw new MigrateError(`the pre-sync of the container's files failed: ${err.message}`, EXIT.PREFLIGHT, `Nothing was frozen. ${hint ?? 'Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.'}`);
       });
       await pausePoint('presynced');
       checkInterrupt();

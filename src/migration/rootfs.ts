@@ -16,7 +16,7 @@ import fs from 'node:fs/promises';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import fsSync from 'node:fs';
-import { comparedDifferences, parseRsyncStats, type RsyncFigures } from '../rsync.js';
+import { comparedDifferences, parseRsyncStats, unsupportedMetadata, type RsyncFigures } from '../rsync.js';
 import { ChangeLog } from './changelog.js';
 import { deltaList, type DeltaList, type PathFacts } from './changes.js';
 import type { Context } from './context.js';
@@ -142,7 +142,13 @@ export class FilesSync {
       const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running, list: lists?.get(t) });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
-        throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
+        const lacking = unsupportedMetadata(r.stderr);
+        const err = new Error(
+          lacking
+            ? `the destination's file system at ${t.dst} does not support the ${lacking.what} the ${t.what}'s files carry (rsync: ${lastLines(r.stderr)})`
+            : `rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`,
+        );
+        throw Object.assign(err, { hint: lacking?.hint });
       }
       total = sum(total, parseRsyncStats(r.stdout));
     }

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { deltaList, emptyChanges, IN, recordEvent, type Linked, type PathFacts } from '../../src/migration/changes.js';
 import { ChangeLog, inotifySyscalls, WATCHER } from '../../src/migration/changelog.js';
-import { comparedDifferences } from '../../src/rsync.js';
+import { comparedDifferences, unsupportedMetadata } from '../../src/rsync.js';
 
 const R = '/r';
 const facts = (m: Record<string, Partial<PathFacts>>) => (p: string) => (p in m ? { ino: 0, nlink: 1, file: false, dir: false, ...m[p] } : undefined);
@@ -161,4 +161,14 @@ test('a shared-storage marker left by a killed run is removed; a live run\'s is 
   assert.deepEqual(await removeStaleMarkers(dir), [dead]);
   assert.deepEqual(fs.readdirSync(dir).sort(), [live, 'keep-me'].sort());
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a destination without ACL or xattr support is named, with the fix; other rsync failures are not', () => {
+  const acl = 'rsync: [receiver] set_acl: sys_acl_set_file(etc/f, ACL_TYPE_ACCESS): Operation not supported (95)\nrsync error: some files/attrs were not transferred (see previous errors) (code 23)';
+  const xattr = 'rsync: [generator] rsync_xal_set: lsetxattr(""/d/rootfs/bin/ping"",""security.capability"") failed: Operation not supported (95)';
+  assert.equal(unsupportedMetadata(acl)?.what, 'ACLs');
+  assert.equal(unsupportedMetadata(xattr)?.what, 'extended attributes');
+  assert.equal(unsupportedMetadata(`${acl}\n${xattr}`)?.what, 'ACLs and extended attributes');
+  assert.match(unsupportedMetadata(acl)!.hint, /setfacl -b/);
+  assert.equal(unsupportedMetadata('rsync: connection unexpectedly closed (0 bytes received so far) [sender]'), undefined);
 });
