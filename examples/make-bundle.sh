@@ -51,6 +51,8 @@ counter)
 # writes is a fork-free 0.2 s pause. The FIFO is part of the bundle, so the destination's
 # copy has it.
 i=0
+# A tmpfs on /tmp (a bundle may mount one) hides the bundle's FIFO: make it there.
+[ -p /tmp/tick ] || mkfifo /tmp/tick
 while :; do
 	i=$((i + 1))
 	echo "$i" > /dev/shm/count

@@ -62,10 +62,22 @@ export const rsyncCmd = {
    * are synced, not the directories themselves). shell: the remote-shell program line
    * for rsync's -e, which reaches the destination.
    */
-  sync(o: { src: string; dst: string; shell: string; list?: string; compare?: boolean }): string[] {
+  sync(o: { src: string; dst: string; shell: string; list?: string; compare?: boolean; file?: boolean; ignoreTimes?: boolean }): string[] {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
-    // bridge's cat does not: EAGAIN mid-transfer).
-    return ['rsync', ...ARCHIVE, ...(o.list ? LISTED(o.list) : []), ...(o.compare ? COMPARE : []), '--blocking-io', '-e', o.shell, `${o.src.replace(/\/+$/, '')}/`, `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}/`];
+    // bridge's cat does not: EAGAIN mid-transfer). file: SRC and DST are files, not directories.
+    const slash = o.file ? '' : '/';
+    return [
+      'rsync',
+      ...ARCHIVE,
+      ...(o.list ? LISTED(o.list) : []),
+      ...(o.compare ? COMPARE : []),
+      ...(o.ignoreTimes && !o.list ? ['--ignore-times'] : []),
+      '--blocking-io',
+      '-e',
+      o.shell,
+      `${o.src.replace(/\/+$/, '')}${slash}`,
+      `${RSYNC_REMOTE_HOST}:${o.dst.replace(/\/+$/, '')}${slash}`,
+    ];
   },
 
   /** The same comparison, of two directories on one host (the tests'). */

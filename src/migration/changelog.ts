@@ -44,7 +44,7 @@ my ($init1, $addw, $mask, $tool, @roots) = @ARGV;
 $| = 1;
 sub out { print STDOUT join("\t", @_), "\0" or exit 1; }
 my $fd = syscall($init1 + 0, 0x80000);
-if ($fd < 0) { out('X', "inotify_init1: $!"); exit 1; }
+if ($fd < 0) { out('X', $!{EMFILE} ? "inotify_init1: $! (fs.inotify.max_user_instances)" : "inotify_init1: $!"); exit 1; }
 open(my $in, '<&=', $fd) or do { out('X', "fdopen: $!"); exit 1; };
 my $n = 0;
 for my $root (@roots) {
@@ -56,6 +56,7 @@ for my $root (@roots) {
     my $wd = syscall($addw + 0, $fd + 0, "$d", $mask + 0);
     if ($wd < 0) {
       next if $!{ENOENT} || $!{ENOTDIR};
+      if ($!{ENOSPC}) { out('X', "more directories than fs.inotify.max_user_watches allows ($n watched): raise it (sysctl -w fs.inotify.max_user_watches=N)"); exit 1; }
       out('X', "inotify_add_watch $d: $!"); exit 1;
     }
     out('W', $wd, $d); $n++;

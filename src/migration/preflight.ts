@@ -630,10 +630,14 @@ async function prepareFilesSync(ctx: Context): Promise<string> {
   const trees = [];
   for (const t of plan.trees) {
     const st = await fs.stat(t.src).catch(() => undefined);
-    if (!st?.isDirectory()) {
-      throw new PreflightError(`the ${t.what} at ${t.src} on the source is not a directory the tool can read`, t.what === 'rootfs' ? 'Give --no-sync-rootfs and copy it yourself.' : `Leave out --sync-volume ${t.containerPath}.`);
+    // A volume may be a single file (a bind-mounted configuration file, a socket's directory is not).
+    const file = t.containerPath !== '/' && !!st?.isFile();
+    if (!st?.isDirectory() && !file) {
+      throw new PreflightError(`the ${t.what} at ${t.src} on the source is not a directory or a regular file the tool can read`, t.what === 'rootfs' ? 'Give --no-sync-rootfs and copy it yourself.' : `Leave out --sync-volume ${t.containerPath}.`);
     }
-    if (await sameDirectory(ctx, t.src, t.dst)) shared.push(t.what);
+    if (file) t.file = true;
+    // A file is shared when its directory is.
+    if (await sameDirectory(ctx, file ? path.dirname(t.src) : t.src, file ? path.dirname(t.dst) : t.dst)) shared.push(t.what);
     else trees.push(t);
   }
   plan.trees = trees;

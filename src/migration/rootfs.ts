@@ -114,6 +114,11 @@ export class FilesSync {
     return this.plan.trees;
   }
 
+  /** The directory trees (the change log watches them); single files are compared whole. */
+  private get dirTrees(): SyncTree[] {
+    return this.plan.trees.filter((t) => !t.file);
+  }
+
   static async create(ctx: Context, plan: SyncPlan, o: { shared: string[]; srcConfig?: string; verify: boolean }): Promise<FilesSync> {
     const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
     await writeBridge(bridge);
@@ -134,12 +139,12 @@ export class FilesSync {
    * runs (the presync): the destination's directories are made first, and a signal stops it.
    * lists: per tree, the file of paths to send (only those trees).
    */
-  private async rsyncAll(timeoutMs: number, running: boolean, lists?: Map<SyncTree, string>): Promise<RsyncFigures> {
+  private async rsyncAll(timeoutMs: number, running: boolean, trees = this.plan.trees): Promise<RsyncFigures> {
     let total = ZERO;
-    for (const t of this.plan.trees) {
-      if (lists && !lists.has(t)) continue;
-      if (running) await this.ctx.dst.run(['mkdir', '-p', t.dst]);
-      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running, list: lists?.get(t) });
+    for (const t of trees) {
+      if (running) await this.ctx.dst.run(['mkdir', '-p', t.file ? path.dirname(t.dst) : t.dst]);
+      // A single file is compared by content in the freeze: nothing watches it.
+      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running, file: t.file, ignoreTimes: t.file && !running });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
         const lacking = unsupportedMetadata(r.stderr);
@@ -166,7 +171,7 @@ export class FilesSync {
   /** Files of the source's trees whose inode changed (ctime) since START (seconds since the epoch), as destination paths. */
   private async changedSince(startS: number): Promise<string[]> {
     const out: string[] = [];
-    for (const t of this.plan.trees) {
+    for (const t of this.dirTrees) {
       const r = await this.ctx.src.run(['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'], { allowFail: true });
       for (const p of r.stdout.split('\0')) if (p) out.push(path.join(t.dst, path.relative(t.src, p)));
     }
@@ -175,8 +180,9 @@ export class FilesSync {
 
   /** Starts the change log before the first pre-sync; without one, the final delta walks. */
   private async startLog(): Promise<void> {
+    if (this.dirTrees.length === 0) return;
     try {
-      this.log = await ChangeLog.start({ roots: this.plan.trees.map((t) => t.src), markDir: path.join(this.ctx.local!.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
+      this.log = await ChangeLog.start({ roots: this.dirTrees.map((t) => t.src), markDir: path.join(this.ctx.local!.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
       this.report.changeLog = { watched: this.log.watched };
     } catch (err) {
       const why = (err as Error).message;
@@ -214,14 +220,14 @@ export class FilesSync {
    */
   private async prestart(): Promise<void> {
     if (!this.log || this.log.lost) return;
-    for (const t of this.plan.trees) {
+    for (const t of this.dirTrees) {
       const receiver = await this.ctx.dst.spawn(deltaTar.receiver(t.dst));
       receiver.stdin.on('error', () => undefined);
       const sender = await this.ctx.src.spawn(deltaTar.create(t.src), { streamStdout: true });
       sender.stdin.on('error', () => undefined);
       this.receivers.set(t, { sender, receiver });
     }
-    this.pending = this.plan.trees.map((t) => {
+    this.pending = this.dirTrees.map((t) => {
       let give!: (list: string) => void;
       let cancel!: () => void;
       const feed = new Promise<string>((resolve, reject) => {
@@ -263,14 +269,16 @@ export class FilesSync {
     // The log read to its end, while /proc is read for what the tasks hold.
     const [held] = await Promise.all([this.heldForWriting(), this.log?.drain(LOG_DRAIN_MS)]);
     let pass: FinalPass;
-    if (this.log && !this.log.lost) {
+    const log = this.log;
+    if (!log?.lost && (log || this.dirTrees.length === 0)) {
       const started = new Map(this.pending.map((p) => [p.t, p]));
       this.pending = [];
       let figures = ZERO;
       let listed = 0;
       const engines = new Set<'tar' | 'rsync'>();
-      for (const t of this.plan.trees) {
-        const d = this.deltaFor(t, held);
+      // (No log only when there is no directory tree: single files alone.)
+      for (const [t, lg] of log ? this.dirTrees.map((x) => [x, log] as const) : []) {
+        const d = this.deltaFor(t, held, lg);
         const p = started.get(t);
         const receiver = this.receivers.get(t);
         if (d.list.entries.length === 0) {
@@ -305,6 +313,12 @@ export class FilesSync {
         figures = sum(figures, parseRsyncStats(r.stdout));
         engines.add('rsync');
       }
+      // Single files: compared whole.
+      const files = this.plan.trees.filter((t) => t.file);
+      if (files.length) {
+        figures = sum(figures, await this.rsyncAll(timeoutMs, false, files));
+        engines.add('rsync');
+      }
       const engine = engines.size === 0 ? 'none' : engines.has('rsync') ? 'rsync' : 'tar';
       pass = { how: 'log', engine, ms: performance.now() - t0, figures, marked: 0, listed };
     } else {
@@ -324,10 +338,8 @@ export class FilesSync {
     return pass;
   }
 
-  /** The final delta's entries for tree T: the log's changes in it, and the held files. */
   /** The final delta of tree T: the log's changes in it and the held files, and what the changed files weigh. */
-  private deltaFor(t: SyncTree, held: string[]): { list: DeltaList; facts: (p: string) => PathFacts | undefined; bytes: number } {
-    const log = this.log!;
+  private deltaFor(t: SyncTree, held: string[], log: ChangeLog): { list: DeltaList; facts: (p: string) => PathFacts | undefined; bytes: number } {
     const cache = new Map<string, (PathFacts & { size: number; socket: boolean }) | undefined>();
     const facts = (p: string): (PathFacts & { size: number; socket: boolean }) | undefined => {
       if (cache.has(p)) return cache.get(p);
@@ -404,7 +416,7 @@ export class FilesSync {
     const t0 = performance.now();
     const diffs: string[] = [];
     for (const t of this.plan.trees) {
-      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, compare: true });
+      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, compare: true, file: t.file });
       if (r.code !== 0) throw new Error(`the comparison of the ${t.what} (${t.src} -> ${t.dst}) failed: rsync exited ${r.code}: ${lastLines(r.stderr)}`);
       diffs.push(...comparedDifferences(r.stdout).map((l) => `${t.what}: ${l}`));
     }
@@ -440,7 +452,7 @@ export class FilesSync {
 
   /** A source path of a synced tree, on the destination. */
   private destinationOfSource(p: string): string | undefined {
-    const t = this.plan.trees.find((x) => p === x.src || p.startsWith(x.src.replace(/\/+$/, '') + '/'));
+    const t = this.dirTrees.find((x) => p === x.src || p.startsWith(x.src.replace(/\/+$/, '') + '/'));
     return t ? path.join(t.dst, path.relative(t.src, p)) : undefined;
   }
 

@@ -56,6 +56,10 @@ export interface RsyncJob {
    */
   feed?: Promise<string>;
   compare?: boolean;
+  /** SRC and DST are files (a single-file bind mount). */
+  file?: boolean;
+  /** Every file compared by content, whatever its size and time stamp. */
+  ignoreTimes?: boolean;
 }
 
 export interface RsyncRun {
@@ -112,7 +116,7 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : o.list, compare: o.compare });
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : o.list, compare: o.compare, file: o.file, ignoreTimes: o.ignoreTimes });
   const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);

@@ -9,9 +9,14 @@ export interface SyncTree {
   what: string;
   /** The tree's path inside the container ("/" for the rootfs). */
   containerPath: string;
-  /** Its directory on the source host, and on the destination host. */
+  /** Its directory on the source host, and on the destination host (or the file: file). */
   src: string;
   dst: string;
+  /**
+   * A single-file bind mount (set by preflight, which looks at the source): the file is
+   * synced, and compared by content in every final delta (no change log watches it).
+   */
+  file?: boolean;
 }
 
 export interface SyncPlan {

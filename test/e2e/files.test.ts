@@ -182,22 +182,29 @@ describe('rootfs sync', () => {
     await removeEverywhere(h, `${name}b`);
   });
 
-  test('--sync-volume syncs a bind mount; the others are listed; an unknown one is refused before the freeze', async () => {
+  test('--sync-volume syncs a bind mount, and a single-file one; the others are listed; an unknown one is refused before the freeze', async () => {
     const name = 'files6';
     const b = await startExample(h, 'counter', name);
     await removeEverywhere(h, name);
     const vol = { src: path.join(h.srcBundles, `${name}-data`), dst: path.join(h.dstBundles, `${name}-data`), other: path.join(h.srcBundles, `${name}-other`) };
-    for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
+    const conf = { src: path.join(h.srcBundles, `${name}-app.conf`), dst: path.join(h.dstBundles, `${name}-conf`, 'app.conf') };
+    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)]) fs.rmSync(d, { recursive: true, force: true });
     fs.mkdirSync(vol.src);
     fs.mkdirSync(vol.other);
     fs.writeFileSync(path.join(vol.src, 'state.db'), crypto.randomBytes(1 << 20));
-    for (const [bundle, data] of [[b.src, vol.src], [b.dst, vol.dst]]) {
+    fs.writeFileSync(conf.src, 'listen 8080\n', { mode: 0o640 });
+    for (const [bundle, data, file] of [[b.src, vol.src, conf.src], [b.dst, vol.dst, conf.dst]]) {
       const f = path.join(bundle, 'config.json');
       const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.mounts.push({ destination: '/data', type: 'bind', source: data, options: ['rbind', 'rw'] }, { destination: '/other', type: 'bind', source: vol.other, options: ['rbind', 'ro'] });
+      c.mounts.push(
+        { destination: '/data', type: 'bind', source: data, options: ['rbind', 'rw'] },
+        { destination: '/other', type: 'bind', source: vol.other, options: ['rbind', 'ro'] },
+        { destination: '/etc/app.conf', type: 'bind', source: file, options: ['bind', 'ro'] },
+      );
       fs.writeFileSync(f, JSON.stringify(c));
       fs.mkdirSync(path.join(bundle, 'rootfs/data'), { recursive: true });
       fs.mkdirSync(path.join(bundle, 'rootfs/other'), { recursive: true });
+      fs.writeFileSync(path.join(bundle, 'rootfs/etc/app.conf'), '');
     }
     await sh(['sh', '-c', `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
@@ -205,14 +212,17 @@ describe('rootfs sync', () => {
     assert.equal(bad.code, 3, bad.stderr);
     assert.match(bad.stderr, /--sync-volume \/nope is not a bind mount of the container/);
     assert.match(bad.stderr, /\/data \(from /);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--json', '--sync-volume', '/data']);
+    const r = await migrate([...baseArgs(h, name, b.dst), '--json', '--sync-volume', '/data', '--sync-volume', '/etc/app.conf', '--verify-files']);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const j = JSON.parse(r.stdout);
-    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs', 'volume /data']);
+    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs', 'volume /data', 'volume /etc/app.conf']);
     assert.deepEqual(j.files.notSynced.map((m: { containerPath: string }) => m.containerPath), ['/other']);
     assert.equal(sha(path.join(vol.dst, 'state.db')), sha(path.join(vol.src, 'state.db')));
+    assert.equal(fs.readFileSync(conf.dst, 'utf8'), 'listen 8080\n', 'the single-file bind mount arrived');
+    assert.equal(fs.statSync(conf.dst).mode & 0o777, 0o640);
+    assert.equal(j.files.final.verify.differences, 0);
     await removeEverywhere(h, name);
-    for (const d of Object.values(vol)) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)]) fs.rmSync(d, { recursive: true, force: true });
   });
 });
 
