@@ -143,14 +143,13 @@ export function deltaList(o: {
   for (const p of o.linkedOutside) add(p);
   // Every name of an inode a listed path has now or had at the walk.
   const byInode = new Map<number, string[]>();
+  const inodes = new Set<number>();
   for (const p of paths) {
     const f = o.facts(p);
-    if (f?.file) byInode.set(f.ino, [...(byInode.get(f.ino) ?? []), p]);
-  }
-  const inodes = new Set<number>();
-  for (const p of [...paths]) {
-    const f = o.facts(p);
-    if (f?.file && f.nlink > 1) inodes.add(f.ino);
+    if (f?.file) {
+      byInode.set(f.ino, [...(byInode.get(f.ino) ?? []), p]);
+      if (f.nlink > 1) inodes.add(f.ino);
+    }
     const then = o.inodeOf(p);
     if (then !== undefined && (o.links.get(then)?.nlink ?? 1) > 1) inodes.add(then);
   }

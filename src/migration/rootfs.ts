@@ -95,11 +95,9 @@ export class FilesSync {
   private log?: ChangeLog;
   /** When the first pre-sync began (seconds since the epoch, this host's clock). */
   private startS?: number;
-  /** The final delta's rsyncs, one per tree, started after the pre-sync and waiting for their lists. */
-  private pending: Array<{ t: SyncTree; job: RsyncJob; give: (list: string) => void; cancel: () => void; run: Promise<RsyncRun> }> = [];
-  /** The tar pairs, one per tree, started after the pre-sync: the archiver here (waiting for its list), the receiver there. */
-  private receivers = new Map<SyncTree, { sender: Proc; receiver: Proc }>();
-  /** Started rsyncs and receivers that were cancelled: awaited after the freeze. */
+  /** The final delta's two ways per directory tree, started after the pre-sync and waiting for their lists. */
+  private waiting = new Map<SyncTree, Waiting>();
+  /** Started rsyncs and tars that were let go: awaited after the freeze. */
   private ending: Array<Promise<unknown>> = [];
 
   constructor(
@@ -135,9 +133,9 @@ export class FilesSync {
   }
 
   /**
-   * One rsync per tree; throws with rsync's words on a failure. running: the container
-   * runs (the presync): the destination's directories are made first, and a signal stops it.
-   * lists: per tree, the file of paths to send (only those trees).
+   * One rsync per tree (of TREES); throws with rsync's words on a failure. running: the
+   * container runs (the presync): the destination's directories are made first, and a
+   * signal stops it.
    */
   private async rsyncAll(timeoutMs: number, running: boolean, trees = this.plan.trees): Promise<RsyncFigures> {
     let total = ZERO;
@@ -214,9 +212,9 @@ export class FilesSync {
   }
 
   /**
-   * Starts the final delta's rsyncs (rsync and its remote side, connected, waiting for
-   * the list on stdin): their start-up, tens of milliseconds, is paid now and not in the
-   * freeze.
+   * Starts the final delta's two ways for each directory tree, waiting for their lists: a
+   * tar archiver here and its receiver on the destination, and an rsync connected to its
+   * remote side. Their start-up, tens of milliseconds, is paid now and not in the freeze.
    */
   private async prestart(): Promise<void> {
     if (!this.log || this.log.lost) return;
@@ -225,9 +223,6 @@ export class FilesSync {
       receiver.stdin.on('error', () => undefined);
       const sender = await this.ctx.src.spawn(deltaTar.create(t.src), { streamStdout: true });
       sender.stdin.on('error', () => undefined);
-      this.receivers.set(t, { sender, receiver });
-    }
-    this.pending = this.dirTrees.map((t) => {
       let give!: (list: string) => void;
       let cancel!: () => void;
       const feed = new Promise<string>((resolve, reject) => {
@@ -236,31 +231,32 @@ export class FilesSync {
       });
       feed.catch(() => undefined);
       const job: RsyncJob = { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs: 24 * 3600_000, feed };
-      return { t, job, give, cancel, run: runRsync(this.ctx, job) };
-    });
+      this.waiting.set(t, { tar: { sender, receiver }, rsync: { job, give, cancel, run: runRsync(this.ctx, job) } });
+    }
   }
 
-  /** Ends the waiting rsyncs without a list: they are killed before they read one, nothing is written. */
+  /** Lets every waiting way go: nothing is written (see letGo). */
   cancelPending(): void {
-    for (const p of this.pending) this.cancelRsync(p);
-    this.pending = [];
-    for (const t of [...this.receivers.keys()]) this.cancelReceiver(t);
+    for (const w of this.waiting.values()) this.letGo(w);
+    this.waiting.clear();
   }
 
-  private cancelRsync(p: { cancel: () => void; run: Promise<unknown> }): void {
-    p.cancel();
-    this.ending.push(p.run.catch(() => undefined));
-  }
-
-  /** A receiver whose input ends before its header exits and changes nothing; the archiver's empty archive goes nowhere. */
-  private cancelReceiver(t: SyncTree): void {
-    const r = this.receivers.get(t);
-    if (!r) return;
-    this.receivers.delete(t);
-    r.receiver.stdin.end();
-    r.sender.stdout.resume();
-    r.sender.stdin.end();
-    this.ending.push(r.receiver.done.catch(() => undefined), r.sender.done.catch(() => undefined));
+  /**
+   * Lets the ways of W go but KEEP: an rsync is killed before it reads a list; a receiver
+   * whose input ends before its header exits and changes nothing (the archiver's empty
+   * archive goes nowhere).
+   */
+  private letGo(w: Waiting, keep?: 'tar' | 'rsync'): void {
+    if (keep !== 'rsync') {
+      w.rsync.cancel();
+      this.ending.push(w.rsync.run.catch(() => undefined));
+    }
+    if (keep !== 'tar') {
+      w.tar.receiver.stdin.end();
+      w.tar.sender.stdout.resume();
+      w.tar.sender.stdin.end();
+      this.ending.push(w.tar.receiver.done.catch(() => undefined), w.tar.sender.done.catch(() => undefined));
+    }
   }
 
   /** The final delta, while the tasks are frozen: what changed since the pre-sync began. */
@@ -269,46 +265,36 @@ export class FilesSync {
     // The log read to its end, while /proc is read for what the tasks hold.
     const [held] = await Promise.all([this.heldForWriting(), this.log?.drain(LOG_DRAIN_MS)]);
     let pass: FinalPass;
-    const log = this.log;
-    if (!log?.lost && (log || this.dirTrees.length === 0)) {
-      const started = new Map(this.pending.map((p) => [p.t, p]));
-      this.pending = [];
+    // From the log: it holds, and each directory tree has its ways waiting (the pre-sync
+    // started them); with single files alone there is no log and nothing waits.
+    const log = this.log && !this.log.lost && this.dirTrees.every((t) => this.waiting.has(t)) ? this.log : undefined;
+    if (log || this.dirTrees.length === 0) {
       let figures = ZERO;
       let listed = 0;
       const engines = new Set<'tar' | 'rsync'>();
-      // (No log only when there is no directory tree: single files alone.)
-      for (const [t, lg] of log ? this.dirTrees.map((x) => [x, log] as const) : []) {
-        const d = this.deltaFor(t, held, lg);
-        const p = started.get(t);
-        const receiver = this.receivers.get(t);
+      for (const t of log ? this.dirTrees : []) {
+        const w = this.waiting.get(t);
+        if (!w || !log) continue;
+        // Out of the map as it is used: a failure leaves the trees not reached to the cleanup.
+        this.waiting.delete(t);
+        const d = this.deltaFor(t, held, log);
         if (d.list.entries.length === 0) {
-          if (p) this.cancelRsync(p);
-          this.cancelReceiver(t);
+          this.letGo(w);
           continue;
         }
         listed += d.list.entries.length;
         this.ctx.log('source', `final delta of the ${t.what}: ${d.list.paths.length} paths, ${d.list.whole.length} directories whole, ${d.bytes} bytes of files (${d.list.paths.slice(0, 10).join(', ')}${d.list.paths.length > 10 ? ', ...' : ''})`);
-        if (receiver && d.bytes <= DELTA_TAR_MAX_BYTES) {
-          const f = await this.sendTar(t, d, receiver, timeoutMs);
-          if (f) {
-            if (p) this.cancelRsync(p);
-            figures = sum(figures, f);
-            engines.add('tar');
-            continue;
-          }
+        // One way is chosen before either starts, and the other let go.
+        const tar = d.bytes <= DELTA_TAR_MAX_BYTES ? this.tarPlan(t, d) : undefined;
+        this.letGo(w, tar ? 'tar' : 'rsync');
+        if (tar) {
+          figures = sum(figures, await this.sendTar(t, tar, w.tar, timeoutMs));
+          engines.add('tar');
+          continue;
         }
-        this.cancelReceiver(t);
-        const list = d.list.entries.map((e) => e + '\0').join('');
-        let r: RsyncRun;
-        if (p) {
-          p.job.timeoutMs = timeoutMs;
-          p.give(list);
-          r = await p.run;
-        } else {
-          const file = path.join(this.ctx.local!.base, 'delta.list');
-          await fs.writeFile(file, list, { mode: 0o600 });
-          r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, list: file });
-        }
+        w.rsync.job.timeoutMs = timeoutMs;
+        w.rsync.give(d.list.entries.map((e) => e + '\0').join(''));
+        const r = await w.rsync.run;
         if (r.code !== 0) throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
         figures = sum(figures, parseRsyncStats(r.stdout));
         engines.add('rsync');
@@ -338,12 +324,15 @@ export class FilesSync {
     return pass;
   }
 
-  /** The final delta of tree T: the log's changes in it and the held files, and what the changed files weigh. */
-  private deltaFor(t: SyncTree, held: string[], log: ChangeLog): { list: DeltaList; facts: (p: string) => PathFacts | undefined; bytes: number } {
-    const cache = new Map<string, (PathFacts & { size: number; socket: boolean }) | undefined>();
-    const facts = (p: string): (PathFacts & { size: number; socket: boolean }) | undefined => {
+  /**
+   * The final delta of tree T: the log's changes in it and the held files, what the changed
+   * files weigh, and the walks below the directories that appeared (each walked once).
+   */
+  private deltaFor(t: SyncTree, held: string[], log: ChangeLog): Delta {
+    const cache = new Map<string, Facts | undefined>();
+    const facts = (p: string): Facts | undefined => {
       if (cache.has(p)) return cache.get(p);
-      let f: (PathFacts & { size: number; socket: boolean }) | undefined;
+      let f: Facts | undefined;
       try {
         const st = fsSync.lstatSync(p);
         f = { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory(), size: st.size, socket: st.isSocket() };
@@ -353,21 +342,28 @@ export class FilesSync {
       cache.set(p, f);
       return f;
     };
-    const list = deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder: (d) => entriesUnder(d, true), links: log.links, inodeOf: (p) => log.inodeOf.get(p), linkedOutside: log.linkedOutside, facts });
+    const walks = new Map<string, Walk>();
+    const under = (dir: string): Walk => {
+      let w = walks.get(dir);
+      if (!w) walks.set(dir, (w = walkBelow(dir)));
+      return w;
+    };
+    const list = deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder: (d) => under(d).dirs, links: log.links, inodeOf: (p) => log.inodeOf.get(p), linkedOutside: log.linkedOutside, facts });
     let bytes = 0;
     for (const p of list.paths) bytes += facts(path.join(t.src, p))?.size ?? 0;
-    for (const w of list.whole) for (const e of entriesUnder(path.join(t.src, w), false)) bytes += facts(e)?.size ?? 0;
-    return { list, facts, bytes };
+    for (const w of list.whole) for (const e of under(path.join(t.src, w)).all) bytes += facts(e)?.size ?? 0;
+    return { list, facts, under, bytes };
   }
 
   /**
-   * The delta of tree T as one tar archive into its waiting receiver: first removed on the
-   * destination, what the source no longer has, what is not a directory there (replaced
-   * whole: a file, a link, a FIFO; every name of a linked file comes again), and the
-   * directories that appeared (sent whole); then extracted, the paths that exist, and every
-   * entry below a directory that appeared.
+   * The delta of tree T as one tar archive, or undefined when tar cannot carry it (a
+   * socket; a name with a newline). First removed on the destination: what the source no
+   * longer has, what is not a directory there (replaced whole: a file, a link, a FIFO;
+   * every name of a linked file comes again), and the directories that appeared (sent
+   * whole); then extracted: the paths that exist, and every entry below a directory that
+   * appeared.
    */
-  private async sendTar(t: SyncTree, d: { list: DeltaList; facts: (p: string) => PathFacts | undefined }, pair: { sender: Proc; receiver: Proc }, timeoutMs: number): Promise<RsyncFigures | undefined> {
+  private tarPlan(t: SyncTree, d: Delta): TarPlan | undefined {
     const abs = (p: string) => path.join(t.src, p);
     const removals = new Set<string>(d.list.whole);
     const members = new Set<string>();
@@ -378,7 +374,7 @@ export class FilesSync {
       if (p !== '.' && !f?.dir) removals.add(p);
       if (f) members.add(p);
     }
-    for (const w of d.list.whole) for (const e of entriesUnder(abs(w), false)) members.add(path.relative(t.src, e));
+    for (const w of d.list.whole) for (const e of d.under(abs(w)).all) members.add(path.relative(t.src, e));
     // Every directory above what changes is sent too (its metadata only): a removal or a
     // new name there moves its time stamps on the destination, and tar sets them back from
     // the source's after the rest, as rsync does with its implied directories.
@@ -390,25 +386,28 @@ export class FilesSync {
       }
     }
     for (const m of members) {
-      const f = d.facts(abs(m)) as (PathFacts & { size?: number; socket?: boolean }) | undefined;
+      const f = d.facts(abs(m));
       // tar leaves sockets out; rsync makes them (-D): the delta goes by rsync then.
       if (f?.socket) return undefined;
       if (f?.file) {
         files++;
-        bytes += f.size ?? 0;
+        bytes += f.size;
       }
     }
     removals.delete('.');
     // The removal list is one path a line: a name with a newline goes by rsync.
     if ([...removals].some((p) => p.includes('\n'))) return undefined;
     // Directories removed whole first; a parent before what is below it.
-    const order = [...removals].sort();
+    return { removals: [...removals].sort(), members: [...members].sort(), files, bytes };
+  }
+
+  /** Sends PLAN through tree T's waiting tar pair. */
+  private async sendTar(t: SyncTree, plan: TarPlan, pair: Waiting['tar'], timeoutMs: number): Promise<RsyncFigures> {
     const { sender, receiver } = pair;
-    this.receivers.delete(t);
-    receiver.stdin.write(deltaHead(order));
-    sender.stdin.end([...members].sort().map((m) => m + '\0').join(''));
+    receiver.stdin.write(deltaHead(plan.removals));
+    sender.stdin.end(plan.members.map((m) => m + '\0').join(''));
     const wire = await pipeTar(sender, receiver, `the final delta of the ${t.what}`, timeoutMs);
-    return { filesTransferred: files, filesDeleted: removals.size, transferredFileBytes: bytes, wireBytes: wire, totalFileBytes: bytes };
+    return { filesTransferred: plan.files, filesDeleted: plan.removals.length, transferredFileBytes: plan.bytes, wireBytes: wire, totalFileBytes: plan.bytes };
   }
 
   /** --verify-files: the trees compared (contents and metadata); throws on a difference. */
@@ -420,12 +419,8 @@ export class FilesSync {
       if (r.code !== 0) throw new Error(`the comparison of the ${t.what} (${t.src} -> ${t.dst}) failed: rsync exited ${r.code}: ${lastLines(r.stderr)}`);
       diffs.push(...comparedDifferences(r.stdout).map((l) => `${t.what}: ${l}`));
     }
-    const ms = performance.now() - t0;
-    if (diffs.length) {
-      const e = new Error(`--verify-files: the destination's files differ from the source's after the final delta (${diffs.length}: ${diffs.slice(0, 5).join('; ')})`);
-      throw e;
-    }
-    return { ms, differences: 0 };
+    if (diffs.length) throw new Error(`--verify-files: the destination's files differ from the source's after the final delta (${diffs.length}: ${diffs.slice(0, 5).join('; ')})`);
+    return { ms: performance.now() - t0, differences: 0 };
   }
 
   /** Source paths of files the container's tasks map shared-writable or hold open for writing (in the synced trees). */
@@ -462,19 +457,53 @@ export class FilesSync {
   }
 }
 
-/** DIR and everything below it on its file system (directories only: dirsOnly), parents first. */
-function entriesUnder(dir: string, dirsOnly: boolean): string[] {
-  const out: string[] = [];
+/** What is below a directory that appeared: every entry, and the directories entered; parents first. */
+interface Walk {
+  all: string[];
+  dirs: string[];
+}
+
+/** lstat facts of a path at the freeze. */
+type Facts = PathFacts & { size: number; socket: boolean };
+
+/** One directory tree's final delta, as deltaFor found it. */
+interface Delta {
+  list: DeltaList;
+  facts: (p: string) => Facts | undefined;
+  under: (dir: string) => Walk;
+  bytes: number;
+}
+
+interface TarPlan {
+  removals: string[];
+  members: string[];
+  files: number;
+  bytes: number;
+}
+
+/** The two ways a directory tree's final delta can go, started before the freeze. */
+interface Waiting {
+  tar: { sender: Proc; receiver: Proc };
+  rsync: { job: RsyncJob; give: (list: string) => void; cancel: () => void; run: Promise<RsyncRun> };
+}
+
+/**
+ * DIR and everything below it on its file system, parents first. A mount below is not
+ * entered (as rsync --one-file-system): its mount point is an entry, not a directory entered.
+ */
+function walkBelow(dir: string): Walk {
+  const w: Walk = { all: [], dirs: [] };
   let dev: number;
   try {
     dev = fsSync.lstatSync(dir).dev;
   } catch {
-    return out;
+    return w;
   }
   const todo = [dir];
   while (todo.length) {
     const d = todo.pop()!;
-    out.push(d);
+    w.all.push(d);
+    w.dirs.push(d);
     let names: fsSync.Dirent[];
     try {
       names = fsSync.readdirSync(d, { withFileTypes: true });
@@ -484,19 +513,18 @@ function entriesUnder(dir: string, dirsOnly: boolean): string[] {
     for (const n of names) {
       const p = path.join(d, n.name);
       if (!n.isDirectory()) {
-        if (!dirsOnly) out.push(p);
+        w.all.push(p);
         continue;
       }
       try {
-        // A mount below is not entered (as rsync --one-file-system); its mount point is sent.
         if (fsSync.lstatSync(p).dev === dev) todo.push(p);
-        else if (!dirsOnly) out.push(p);
+        else w.all.push(p);
       } catch {
         /* gone */
       }
     }
   }
-  return out;
+  return w;
 }
 
 function lastLines(s: string): string {

@@ -41,18 +41,17 @@ export async function writeBridge(file: string): Promise<void> {
   await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
 }
 
-/** One rsync: SRC's contents into DST; list: only the paths in this file (rsync.ts LISTED); compare: itemize the differences, change nothing. */
+/** One rsync: SRC's contents into DST; compare: itemize the differences, change nothing. */
 export interface RsyncJob {
   src: string;
   dst: string;
   bridge: string;
   timeoutMs: number;
   interruptible?: boolean;
-  list?: string;
   /**
-   * The list comes later, from this promise (NUL-separated paths; rsync reads it on its
-   * stdin): rsync and its remote side start now, the list and the transfer follow. The
-   * time limit counts from the list.
+   * Only the paths of a list (rsync.ts LISTED), which comes later, from this promise
+   * (NUL-separated paths; rsync reads it on its stdin): rsync and its remote side start
+   * now, the list and the transfer follow. The time limit counts from the list.
    */
   feed?: Promise<string>;
   compare?: boolean;
@@ -116,7 +115,7 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : o.list, compare: o.compare, file: o.file, ignoreTimes: o.ignoreTimes });
+  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : undefined, compare: o.compare, file: o.file, ignoreTimes: o.ignoreTimes });
   const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { rsyncCmd, comparedDifferences } from '../../src/rsync.js';
-import { baseArgs, migrate, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, migrate, pausedMigration, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 const SEEDS = process.env.RM_FILES_SEED ? [Number(process.env.RM_FILES_SEED)] : [7, 1213];
 const OPS = 60;
@@ -198,13 +198,6 @@ async function differences(a: string, b: string): Promise<string[]> {
   return comparedDifferences(r.stdout);
 }
 
-async function pausedAt(args: string[], env: Record<string, string> = {}) {
-  const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
-  const run = migrate(args, { RUNC_MIGRATE_PAUSE_AT: `presynced:${gate}`, ...env });
-  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), 60_000);
-  return { run, release: () => fs.writeFileSync(gate, '') };
-}
-
 /** The random sequence, applied while the tool waits; returns the operations, for the failure message. */
 async function applyOps(name: string, play: string, seed: number): Promise<string[]> {
   const r = generator(seed);
@@ -236,7 +229,7 @@ describe('rootfs sync: a random sequence of file operations between the pre-sync
       const play = path.join(b.src, 'rootfs/play');
       seedTree(play);
       await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-      const { run, release } = await pausedAt([...baseArgs(h, name, b.dst), '--json', '--verify-files']);
+      const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json', '--verify-files']);
       const ops = await applyOps(name, play, seed);
       release();
       const res = await run;
@@ -268,7 +261,7 @@ describe('rootfs sync: a random sequence of file operations between the pre-sync
     const play = path.join(b.src, 'rootfs/play');
     seedTree(play);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const { run, release } = await pausedAt([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore' });
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore' });
     const ops = await applyOps(name, play, seed);
     // The tree as it is at the freeze: nothing writes to it after the operations.
     const snap = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-snap-'));

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { baseArgs, leftovers, migrate, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import { baseArgs, leftovers, migrate, pausedMigration, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -34,14 +34,6 @@ function checkLog(file: string): number {
 }
 
 const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
-
-/** Starts a migration that pauses after the pre-sync; returns it and a release function. */
-async function pausedMigration(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000) {
-  const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
-  const run = migrate(args, { RUNC_MIGRATE_PAUSE_AT: `presynced:${gate}`, ...env });
-  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), timeoutMs);
-  return { run, release: () => fs.writeFileSync(gate, '') };
-}
 
 describe('rootfs sync', () => {
   test('an appending log, a file locked at run time and a shared mapping move whole; the rootfs is made on the destination', async () => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { execa, type ResultPromise } from 'execa';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -108,6 +109,14 @@ export async function readCounter(bundle: string): Promise<number> {
   } catch {
     return NaN;
   }
+}
+
+/** Starts a migration that pauses after the pre-sync; returns it and a release function. */
+export async function pausedMigration(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000) {
+  const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
+  const run = migrate(args, { RUNC_MIGRATE_PAUSE_AT: `presynced:${gate}`, ...env });
+  await waitFor('the pre-sync to finish', () => fs.existsSync(`${gate}.reached`), timeoutMs);
+  return { run, release: () => fs.writeFileSync(gate, '') };
 }
 
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
