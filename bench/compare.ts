@@ -27,7 +27,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { removeCriuLockRules } from '../src/migration/netlock.js';
+import { removeCriuLockRules } from '../src/migration/network/netlock.js';
 import { type Hosts, ROOT, baseArgs, clientProcess, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor } from '../test/e2e/hosts.js';
 import { plot } from './lib/plot.js';
 import { cell, mib, ratio, rotation, summarize } from './lib/stats.js';

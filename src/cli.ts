@@ -8,7 +8,7 @@ import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
 import { interruption, migrate } from './migration/migrate.js';
-import { recoverCommand } from './migration/recover.js';
+import { recoverCommand } from './migration/recover/recover.js';
 
 const EXIT_HELP = `
 Exit codes:

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.js';
 import { parsePort } from './ssh/target.js';
-import { parseThreshold } from './migration/policy.js';
+import { parseThreshold } from './migration/plan/policy.js';
 
 export type Transport = 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct';
 /** auto: iterative when the source kernel tracks dirty memory, else one-shot with a warning. */

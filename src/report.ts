@@ -5,7 +5,7 @@ import chalk from 'chalk';
 import { formatBytes, formatMs, type PhaseTiming } from './progress.js';
 import type { ExitCode } from './errors.js';
 import type { DumpStats } from './criustats.js';
-import type { FilesReport } from './migration/rootfs.js';
+import type { FilesReport } from './migration/files/rootfs.js';
 
 export type Outcome =
   | 'migrated'

@@ -4,7 +4,7 @@ import type { Options } from '../options.js';
 import type { Progress } from '../progress.js';
 import type { ContainerState, RuncGlobal } from '../runc.js';
 import type { SshConnection } from '../ssh/connection.js';
-import type { WorkPaths } from './paths.js';
+import type { WorkPaths } from './prepare/paths.js';
 
 export type ChosenTransport = 'tls' | 'tunnel' | 'stream' | 'direct';
 
@@ -32,22 +32,22 @@ export interface Context {
   /** The source bundle's config.json. */
   srcBundleConfig?: string;
   /** The rootfs and volumes to sync (rootfs.ts); undefined when nothing is synced. */
-  files?: import('./rootfs.js').FilesSync;
+  files?: import('./files/rootfs.js').FilesSync;
   transport?: ChosenTransport;
   /** Why preflight chose that transport (shown by preflight and --dry-run). */
   transportWhy?: string;
   /** --auto-converge: the container's CPU throttle (throttle.ts). */
-  throttle?: import('./throttle.js').Throttle;
+  throttle?: import('./pages/throttle.js').Throttle;
   /** --post-copy: the source's address as the destination reaches it (its lazy page server's). */
   sourceAddress?: string;
   /** The TLS transport's certificates for this migration (certs.ts). */
-  certs?: import('./certs.js').Certificates;
+  certs?: import('./pages/certs.js').Certificates;
   /** iterative or one-shot, as decided by the preflight (dirty-memory tracking). */
   mode?: 'iterative' | 'one-shot';
   local?: WorkPaths;
   remote?: WorkPaths;
   /** The final dump's page server on the destination (not with --transport stream). */
-  pageServer?: import('./transfer.js').PageServer;
+  pageServer?: import('./pages/transfer.js').PageServer;
   /** The source was destroyed without a hold: its images are the only copy and must stay. */
   keepImages?: boolean;
   /** The work directories hold what `migrate recover` needs (in doubt), or the only images: cleanups leave them. */

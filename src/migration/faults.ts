@@ -16,7 +16,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import type { WorkPaths } from './paths.js';
+import type { WorkPaths } from './prepare/paths.js';
 
 export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold', 'window', 'pages'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];

@@ -13,21 +13,21 @@ import { SshConnection } from '../ssh/connection.js';
 import { resolveEndpoint } from '../ssh/endpoint.js';
 import { runcOf, type Context } from './context.js';
 import { faultAt, pausePoint, switchoverPoint } from './faults.js';
-import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent, type Intent } from './intent.js';
-import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './outcome.js';
-import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan.js';
-import { precopy } from './precopy.js';
-import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight.js';
-import { recover } from './recover.js';
-import { CriuFailure, Destination, guardDirOf, reconnect, Source, type FinalImages } from './sides.js';
-import { switchover, type LazyWindow, type SwitchoverHooks } from './switchover.js';
-import { postCopySwitchover } from './postcopy.js';
-import type { SyncPass } from './rootfs.js';
+import { INTENT_VERSION, intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent, type Intent } from './recover/intent.js';
+import { AfterFreezeError, afterFreeze, checkInterrupt, newReport, reportFailure } from './report/outcome.js';
+import { describePlan, describeTransport, finalImages, makePlan, type Plan } from './plan/plan.js';
+import { precopy } from './pages/precopy.js';
+import { DESTINATION_CHECKS, SOURCE_CHECKS, type Check } from './preflight/checks.js';
+import { recover } from './recover/recover.js';
+import { CriuFailure, Destination, guardDirOf, reconnect, Source, type FinalImages } from './switchover/sides.js';
+import { switchover, type LazyWindow, type SwitchoverHooks } from './switchover/switchover.js';
+import { postCopySwitchover } from './switchover/postcopy.js';
+import type { SyncPass } from './files/rootfs.js';
 import { formatBytes } from '../progress.js';
-import { startPageServer } from './transfer.js';
-import { watchTransfer } from './meter.js';
+import { startPageServer } from './pages/transfer.js';
+import { watchTransfer } from './pages/meter.js';
 
-export { interruption } from './outcome.js';
+export { interruption } from './report/outcome.js';
 
 export async function migrate(opts: Options, progress: Progress): Promise<Report> {
   const t0 = performance.now();

@@ -1,4 +1,4 @@
-// An exhaustive model checker of post-copy's lazy window (src/migration/postcopy.ts): the
+// An exhaustive model checker of post-copy's lazy window (src/migration/switchover/postcopy.ts): the
 // destination's lazy-pages daemon and its guard, the source's CRIU (its lazy page server)
 // and its watchdog, the link between them, the tool, and `migrate recover`. Every
 // interleaving of their steps and of the faults is explored breadth-first over a visited

@@ -7,8 +7,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { deltaList, emptyChanges, IN, recordEvent, type Linked, type PathFacts } from '../../src/migration/changes.js';
-import { ChangeLog, inotifySyscalls, WATCHER } from '../../src/migration/changelog.js';
+import { deltaList, emptyChanges, IN, recordEvent, type Linked, type PathFacts } from '../../src/migration/files/changes.js';
+import { ChangeLog, inotifySyscalls, WATCHER } from '../../src/migration/files/changelog.js';
 import { comparedDifferences, unsupportedMetadata } from '../../src/rsync.js';
 
 const R = '/r';
@@ -152,7 +152,7 @@ test('a queue overflow is known: the log says it lost events', { skip: process.g
 });
 
 test('a shared-storage marker left by a killed run is removed; a live run\'s is kept', async () => {
-  const { removeStaleMarkers } = await import('../../src/migration/rootfs.js');
+  const { removeStaleMarkers } = await import('../../src/migration/files/rootfs.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-marker-'));
   // A pid above the kernel's limit (pid_max is at most 2^22) is never alive.
   const dead = `.runc-migrate-shared-${(1 << 22) + 7}-00ff`;

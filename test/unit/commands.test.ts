@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compareVersions, criu, criuLogErrors, parseCriuVersion } from '../../src/criu.js';
 import { isNotExist, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../../src/runc.js';
-import { addr, parseAddrDev, parseClaimedArpIgnore, parseRouteDev } from '../../src/migration/address.js';
-import { criuIptablesDeletes, criuNftTables, lockRuleOf, removeCriuLockRules } from '../../src/migration/netlock.js';
-import { diagnose } from '../../src/migration/diagnose.js';
+import { addr, parseAddrDev, parseClaimedArpIgnore, parseRouteDev } from '../../src/migration/network/address.js';
+import { criuIptablesDeletes, criuNftTables, lockRuleOf, removeCriuLockRules } from '../../src/migration/network/netlock.js';
+import { diagnose } from '../../src/migration/switchover/diagnose.js';
 import { commandLine, quote } from '../../src/shell.js';
 import { RemoteHost } from '../../src/host.js';
 
@@ -135,7 +135,7 @@ test('remote command lines: sudo and env prefixes', () => {
 });
 
 test('stale work directories: this machine\'s, gone, and needed by no unfinished migration; never another machine\'s, whatever its host name', async () => {
-  const { staleDirs } = await import('../../src/migration/stale.js');
+  const { staleDirs } = await import('../../src/migration/prepare/stale.js');
   const rec = (dir: string, owner: string) => `${dir}\0${owner}\n\0`;
   const listing = [
     rec('/dev/shm/runc-migrate.a', 'me 100 M1 B1'),

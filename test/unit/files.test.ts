@@ -7,9 +7,9 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/syncplan.js';
+import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/files/syncplan.js';
 import { parseRsyncStats, parseRsyncVersion, rsyncCmd, rsyncEnv } from '../../src/rsync.js';
-import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/rsync-bridge.js';
+import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/files/rsync-bridge.js';
 
 const config = (root: string, mounts: Array<{ destination: string; source: string; type?: string; options?: string[] }>) =>
   JSON.stringify({ root: { path: root }, mounts: mounts.map((m) => ({ type: m.type ?? 'bind', options: m.options ?? ['rbind'], ...m })) });

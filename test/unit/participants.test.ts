@@ -7,9 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { decide, holdScript, holdTimeoutS, readHold, writeHold } from '../../src/migration/hold.js';
-import { guardScript } from '../../src/migration/guard.js';
-import { workPaths } from '../../src/migration/paths.js';
+import { decide, holdScript, holdTimeoutS, readHold, writeHold } from '../../src/migration/switchover/hold.js';
+import { guardScript } from '../../src/migration/switchover/guard.js';
+import { workPaths } from '../../src/migration/prepare/paths.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-participants-'));
 /** The stand-in containers' inits (sleeps), ended with the tests. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseMode, chooseTransport, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/policy.js';
+import { chooseMode, chooseTransport, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/plan/policy.js';
 import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
 
 const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5, steadyShare: 0.1 };

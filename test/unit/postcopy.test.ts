@@ -2,12 +2,12 @@
 // what migrate recover does with a lazy window, and the daemon's figures.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseMode, chooseTransport, pipeSizeAction } from '../../src/migration/policy.js';
-import { decideRecovery } from '../../src/migration/recovery.js';
-import { guardScript } from '../../src/migration/guard.js';
-import { holdScript, recoverArgv, watchdogScript } from '../../src/migration/hold.js';
-import { windowOutcome } from '../../src/migration/postcopy.js';
-import { workPaths } from '../../src/migration/paths.js';
+import { chooseMode, chooseTransport, pipeSizeAction } from '../../src/migration/plan/policy.js';
+import { decideRecovery } from '../../src/migration/recover/recovery.js';
+import { guardScript } from '../../src/migration/switchover/guard.js';
+import { holdScript, recoverArgv, watchdogScript } from '../../src/migration/switchover/hold.js';
+import { windowOutcome } from '../../src/migration/switchover/postcopy.js';
+import { workPaths } from '../../src/migration/prepare/paths.js';
 import { criu, lazyFigures } from '../../src/criu.js';
 import { runc } from '../../src/runc.js';
 import { resolveOptions } from '../../src/options.js';
@@ -167,7 +167,7 @@ test("auto-converge: the container's freezer, where CRIU's freeze shows first (v
 });
 
 test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-converging stop is overridden while it can rise', async () => {
-  const { convergeStep } = await import('../../src/migration/policy.js');
+  const { convergeStep } = await import('../../src/migration/plan/policy.js');
   const it = (n: number) => ({ n, pagesScanned: 1, pagesWritten: 1, pagesSkippedParent: 0, frozenMs: 1, memdumpMs: 1, memwriteMs: 1, wallMs: 1, copyMs: 1, dumpMs: 1 });
   const keepingUp = { stop: false, why: '', bandwidth: 10e6, dirtyRate: 8e6 };
   const gaveUp = { stop: true, reason: 'not-converging' as const, why: '', bandwidth: 10e6, dirtyRate: 12e6 };
@@ -213,7 +213,7 @@ test('hybrid certificates name both hosts, and each end may be server and client
 });
 
 test("after a broken lazy window, CRIU's lock goes from the container's own network namespace, never from the host's", async () => {
-  const { unlockContainerNetns } = await import('../../src/migration/netlock.js');
+  const { unlockContainerNetns } = await import('../../src/migration/network/netlock.js');
   const calls: string[][] = [];
   const runner = (nsOf: Record<string, string>) => async (argv: string[]) => {
     calls.push(argv);
@@ -231,7 +231,7 @@ test("after a broken lazy window, CRIU's lock goes from the container's own netw
 });
 
 test("after a broken lazy window, the container's connections left in repair mode are destroyed, and nobody else's", async () => {
-  const { containerConnections, dropRepairedConnections } = await import('../../src/migration/netlock.js');
+  const { containerConnections, dropRepairedConnections } = await import('../../src/migration/network/netlock.js');
   const ss = [
     'ESTAB     0      0      10.77.0.10:6379 10.77.0.3:51234 users:(("redis-server",pid=4100,fd=9))',
     'ESTAB     0      0      10.77.0.1:22 10.77.0.9:40000 users:(("sshd",pid=900,fd=4),("sshd",pid=901,fd=4))',
@@ -262,7 +262,7 @@ test("auto-converge's watch thread: the quota goes while CRIU holds the tasks an
   const fsp = await import('node:fs/promises');
   const os = await import('node:os');
   const pathm = await import('node:path');
-  const { RUN, STOP } = await import('../../src/migration/throttle-watch.js');
+  const { RUN, STOP } = await import('../../src/migration/pages/throttle-watch.js');
   const dir = await fsp.mkdtemp(pathm.join(os.tmpdir(), 'rm-watch-'));
   const quotaFile = pathm.join(dir, 'cpu.max');
   const freezeFile = pathm.join(dir, 'cgroup.freeze');
@@ -271,7 +271,7 @@ test("auto-converge's watch thread: the quota goes while CRIU holds the tasks an
   const ctrl = new SharedArrayBuffer(4);
   // This process is the "container": nobody traces it, so only the freeze file says held.
   const data = { ctrl, pid: process.pid, quotaFile, original: 'max 100000', freezer: { file: freezeFile, version: 2 as const } };
-  const worker = new Worker(new URL('../../src/migration/throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
+  const worker = new Worker(new URL('../../src/migration/pages/throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
   const c = new Int32Array(ctrl);
   const quota = () => fsp.readFile(quotaFile, 'utf8');
   const until = async (want: string) => {

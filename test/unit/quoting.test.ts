@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
-import { guardFilesCommand } from '../../src/migration/guard.js';
-import { criuSafePath, holdScript, writeHold } from '../../src/migration/hold.js';
-import { workPaths } from '../../src/migration/paths.js';
-import { OWNER_FILE, ownerLine, removeStale } from '../../src/migration/stale.js';
+import { guardFilesCommand } from '../../src/migration/switchover/guard.js';
+import { criuSafePath, holdScript, writeHold } from '../../src/migration/switchover/hold.js';
+import { workPaths } from '../../src/migration/prepare/paths.js';
+import { OWNER_FILE, ownerLine, removeStale } from '../../src/migration/prepare/stale.js';
 import { commandLine, quote } from '../../src/shell.js';
 
 const HOSTILE = `a b'c"d$(touch pwned)e\`touch pwned2\`\nf`;
@@ -75,7 +75,7 @@ test('a keeper, undoing in a hostile directory, removes that directory when its 
   const victim = path.join(dir, 'tls');
   fs.mkdirSync(victim);
   fs.writeFileSync(path.join(victim, 'client.key'), 'k');
-  const { localKeeper } = await import('../../src/migration/keeper.js');
+  const { localKeeper } = await import('../../src/migration/prepare/keeper.js');
   const end = await localKeeper('tls-keeper', ['rm', '-rf', victim]);
   assert.ok(fs.existsSync(victim), 'removed before its pipe closed');
   await end();

@@ -10,11 +10,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { guardFilesCommand, guardScript, resumeCommand, type GuardSpec } from '../../src/migration/guard.js';
-import { holdScript, lazyExitFile, recoverArgv, watchdogScript } from '../../src/migration/hold.js';
-import { workPaths } from '../../src/migration/paths.js';
-import { BRIDGE_SCRIPT } from '../../src/migration/rsync-bridge.js';
-import { untilQuiet } from '../../src/migration/protocol.js';
+import { guardFilesCommand, guardScript, resumeCommand, type GuardSpec } from '../../src/migration/switchover/guard.js';
+import { holdScript, lazyExitFile, recoverArgv, watchdogScript } from '../../src/migration/switchover/hold.js';
+import { workPaths } from '../../src/migration/prepare/paths.js';
+import { BRIDGE_SCRIPT } from '../../src/migration/files/rsync-bridge.js';
+import { untilQuiet } from '../../src/migration/switchover/protocol.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-shell-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

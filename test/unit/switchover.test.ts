@@ -5,9 +5,9 @@
 // must end with the container on exactly one host.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { decideRecovery } from '../../src/migration/recovery.js';
-import { switchover, type DestinationSide, type SourceSide, type SwitchoverHooks } from '../../src/migration/switchover.js';
-import type { IntentPhase } from '../../src/migration/intent.js';
+import { decideRecovery } from '../../src/migration/recover/recovery.js';
+import { switchover, type DestinationSide, type SourceSide, type SwitchoverHooks } from '../../src/migration/switchover/switchover.js';
+import type { IntentPhase } from '../../src/migration/recover/intent.js';
 
 class Death extends Error {}
 
@@ -390,9 +390,9 @@ describe('recovery decisions', () => {
 
 describe('the plan', () => {
   test('--dry-run shows the steps the switchover takes, in its order', async () => {
-    const { makePlan } = await import('../../src/migration/plan.js');
+    const { makePlan } = await import('../../src/migration/plan/plan.js');
     const { resolveOptions } = await import('../../src/options.js');
-    const { workPaths } = await import('../../src/migration/paths.js');
+    const { workPaths } = await import('../../src/migration/prepare/paths.js');
     const opts = resolveOptions('web', 'host', { moveIp: '10.0.0.9/32' });
     const ctx = {
       opts,

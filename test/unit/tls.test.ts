@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { caConfig, criuTlsConfig, openssl, opensslDate } from '../../src/openssl.js';
 import { criu, criuHasTls } from '../../src/criu.js';
 import { addressFamily, firewall } from '../../src/firewall.js';
-import { transferLine } from '../../src/migration/meter.js';
+import { transferLine } from '../../src/migration/pages/meter.js';
 
 test('openssl: backdated validity in openssl ca\'s form, the CA self-signed, leaves signed by it', () => {
   assert.equal(opensslDate(new Date('2026-11-23T15:44:00.123Z')), '20261123154400Z');

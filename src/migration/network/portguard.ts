@@ -15,9 +15,9 @@
 // The rules go when the migration ends, and with the tool if it dies or loses the
 // connection (keepers on both hosts).
 import path from 'node:path';
-import { addressFamily, firewall, type PortRule } from '../firewall.js';
-import type { Context } from './context.js';
-import { localKeeper, remoteKeeper, type EndKeeper } from './keeper.js';
+import { addressFamily, firewall, type PortRule } from '../../firewall.js';
+import type { Context } from '../context.js';
+import { localKeeper, remoteKeeper, type EndKeeper } from '../prepare/keeper.js';
 
 export interface PortGuard {
   /** The rules in force, in words (preflight's line). */

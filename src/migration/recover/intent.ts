@@ -7,8 +7,8 @@
 import fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { MoveIp } from '../options.js';
-import type { RuncGlobal } from '../runc.js';
+import type { MoveIp } from '../../options.js';
+import type { RuncGlobal } from '../../runc.js';
 
 /**
  * The steps, in order. 'precopy': pre-dumps while the container runs (a death leaves only

@@ -34,7 +34,7 @@
 // watchdog end the window alone, and the watchdog runs migrate recover for the rest.
 // Only TLS: a plain connection that closes reads as "done" to the lazy page server, so a
 // dying daemon would destroy the source (policy.chooseTransport refuses anything else).
-import { failPoint, pausePoint } from './faults.js';
+import { failPoint, pausePoint } from '../faults.js';
 import { freezeSource, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
 
 export interface LazySourceSide extends SourceSide {

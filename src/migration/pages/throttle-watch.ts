@@ -11,7 +11,7 @@
 // Jobs arrive as messages; a job runs until it is done or the control word says stop.
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { freezeAsked, type FreezerControl } from '../cgroup.js';
+import { freezeAsked, type FreezerControl } from '../../cgroup.js';
 
 /** What the worker is started with. ctrl: an Int32Array over a SharedArrayBuffer; [0] is RUN or STOP. */
 export interface WatchData {

@@ -2,9 +2,9 @@
 // the images directory that fills (the page server's on the destination, or the local
 // one when CRIU dumps for the tar stream). One line, updated in place; nothing of it in
 // --json or --quiet mode, and no remote command at all then.
-import type { Proc } from '../host.js';
-import { formatBytes } from '../progress.js';
-import type { Context } from './context.js';
+import type { Proc } from '../../host.js';
+import { formatBytes } from '../../progress.js';
+import type { Context } from '../context.js';
 
 const EVERY_S = 0.5;
 

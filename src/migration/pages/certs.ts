@@ -9,12 +9,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { DEFAULTS } from '../options.js';
-import { caConfig, CERT_BACKDATE_S, CERT_LIFETIME_S, criuTlsConfig, openssl } from '../openssl.js';
-import { commandLine } from '../shell.js';
-import type { Context } from './context.js';
-import { criuSafePath } from './hold.js';
-import { localKeeper, remoteKeeper } from './keeper.js';
+import { DEFAULTS } from '../../options.js';
+import { caConfig, CERT_BACKDATE_S, CERT_LIFETIME_S, criuTlsConfig, openssl } from '../../openssl.js';
+import { commandLine } from '../../shell.js';
+import type { Context } from '../context.js';
+import { criuSafePath } from '../switchover/hold.js';
+import { localKeeper, remoteKeeper } from '../prepare/keeper.js';
 import { streamDir } from './transfer.js';
 
 export interface TlsFiles {

@@ -8,9 +8,9 @@ import fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Host } from '../host.js';
-import { quote } from '../shell.js';
-import { pidAlive } from './intent.js';
+import type { Host } from '../../host.js';
+import { quote } from '../../shell.js';
+import { pidAlive } from '../recover/intent.js';
 
 export const OWNER_FILE = 'owner';
 export const WORK_PREFIX = 'runc-migrate.';

@@ -2,8 +2,8 @@
 // files each holds open or maps. Read by preflight (which files must be equal on the
 // destination) and by the final delta (which files may have changed without a write()).
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { runc } from '../runc.js';
-import type { Context } from './context.js';
+import { runc } from '../../runc.js';
+import type { Context } from '../context.js';
 import { interestingPath } from './openfiles.js';
 import { openForWriting } from './syncplan.js';
 

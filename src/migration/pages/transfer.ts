@@ -1,15 +1,15 @@
 // Moving images: the page server on the destination (reached through the SSH connection
 // or directly), and a tar stream from one directory to another over an exec channel.
-import { keepAlive } from './keeper.js';
-import { untilQuiet } from './protocol.js';
-import { hostPort } from '../firewall.js';
+import { keepAlive } from '../prepare/keeper.js';
+import { untilQuiet } from '../switchover/protocol.js';
+import { hostPort } from '../../firewall.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { criu } from '../criu.js';
-import { MigrateError, EXIT } from '../errors.js';
-import type { Proc } from '../host.js';
-import { commandLine, quote } from '../shell.js';
-import type { Context } from './context.js';
+import { criu } from '../../criu.js';
+import { MigrateError, EXIT } from '../../errors.js';
+import type { Proc } from '../../host.js';
+import { commandLine, quote } from '../../shell.js';
+import type { Context } from '../context.js';
 
 export interface PageServer {
   /** host:port for `runc checkpoint --page-server`. */

@@ -27,10 +27,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { commandLine, quote as shellQuote } from '../shell.js';
-import type { WorkPaths } from './paths.js';
+import { commandLine, quote as shellQuote } from '../../shell.js';
+import type { WorkPaths } from '../prepare/paths.js';
 import { VERDICT, VERDICTS, type VerdictWord } from './protocol.js';
-import { FAULT_ENV } from './faults.js';
+import { FAULT_ENV } from '../faults.js';
 
 export { VERDICTS };
 

@@ -5,12 +5,12 @@
 // and the cleanups registered in the context remove what it made on both hosts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { criuLogErrors } from '../criu.js';
-import { decodeStatsImage } from '../criustats.js';
-import { formatBytes } from '../progress.js';
-import { runc } from '../runc.js';
-import type { Context } from './context.js';
-import { convergeStep, decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from './policy.js';
+import { criuLogErrors } from '../../criu.js';
+import { decodeStatsImage } from '../../criustats.js';
+import { formatBytes } from '../../progress.js';
+import { runc } from '../../runc.js';
+import type { Context } from '../context.js';
+import { convergeStep, decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from '../plan/policy.js';
 import { fetchPagemaps, startPageServer, streamDir } from './transfer.js';
 import { watchTransfer } from './meter.js';
 

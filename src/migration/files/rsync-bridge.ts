@@ -11,10 +11,10 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { rsyncCmd, rsyncEnv } from '../rsync.js';
-import { commandLine } from '../shell.js';
-import type { Context } from './context.js';
-import { diedAtBirth, interruption } from '../interrupt.js';
+import { rsyncCmd, rsyncEnv } from '../../rsync.js';
+import { commandLine } from '../../shell.js';
+import type { Context } from '../context.js';
+import { diedAtBirth, interruption } from '../../interrupt.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command

@@ -4,10 +4,10 @@
 // loses the connection. Used for what must not outlive a migration: its TLS keys, its
 // firewall rules.
 import { spawn } from 'node:child_process';
-import { commandLine } from '../shell.js';
-import type { Context } from './context.js';
-import type { Proc } from '../host.js';
-import { KEEPALIVE, untilQuiet } from './protocol.js';
+import { commandLine } from '../../shell.js';
+import type { Context } from '../context.js';
+import type { Proc } from '../../host.js';
+import { KEEPALIVE, untilQuiet } from '../switchover/protocol.js';
 
 /** Ends the keeper now (the undo runs) and waits for it. */
 export type EndKeeper = () => Promise<void>;

@@ -2,16 +2,16 @@
 // read-only after. The switchover reads its limits here, and --dry-run prints its steps:
 // the same names, in the same order, as switchover() takes them (a unit test holds them
 // together).
-import { hostPort } from '../firewall.js';
+import { hostPort } from '../../firewall.js';
 import path from 'node:path';
-import { DEFAULTS } from '../options.js';
-import { runc } from '../runc.js';
-import { commandLine } from '../shell.js';
-import { addr } from './address.js';
-import type { ChosenTransport, Context } from './context.js';
-import { holdTimeoutS, lazyWindowS } from './hold.js';
-import type { FinalImages } from './sides.js';
-import { SWITCHOVER_STEPS, type SwitchoverStep } from './switchover.js';
+import { DEFAULTS } from '../../options.js';
+import { runc } from '../../runc.js';
+import { commandLine } from '../../shell.js';
+import { addr } from '../network/address.js';
+import type { ChosenTransport, Context } from '../context.js';
+import { holdTimeoutS, lazyWindowS } from '../switchover/hold.js';
+import type { FinalImages } from '../switchover/sides.js';
+import { SWITCHOVER_STEPS, type SwitchoverStep } from '../switchover/switchover.js';
 
 export interface PlanStep {
   /** A switchover step's name (switchover.ts), or 'page-server' / 'pre-copy' before it. */

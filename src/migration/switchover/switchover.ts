@@ -21,8 +21,8 @@
 //     resumes it any more, even if the copy is lost afterwards.
 // Commit order: the destination first, then the source. Each step is written to the
 // intent record before it is taken ('committing' before the word commit is sent).
-import { failPoint } from './faults.js';
-import type { IntentPhase } from './intent.js';
+import { failPoint } from '../faults.js';
+import type { IntentPhase } from '../recover/intent.js';
 import type { Verdict } from './hold.js';
 import { GUARD_WORD, MIN_MARGIN_S } from './protocol.js';
 

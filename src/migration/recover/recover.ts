@@ -6,22 +6,22 @@
 // the source is in doubt, it changes nothing and says so (run it again later).
 import fs from 'node:fs/promises';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { EXIT, MigrateError } from '../errors.js';
-import { LocalHost, RemoteHost, type Host, type RunResult } from '../host.js';
-import { DEFAULTS, type Options } from '../options.js';
-import type { Progress } from '../progress.js';
-import type { Report } from '../report.js';
-import { SshConnection } from '../ssh/connection.js';
-import { resolveEndpoint } from '../ssh/endpoint.js';
-import { newReport } from './outcome.js';
-import { isNotExist, parseState, runc, type RuncGlobal } from '../runc.js';
-import { guardFilesCommand, parseGuardFiles, resumeCommand } from './guard.js';
-import { decide, readHold, readLazyExit, WATCHDOG_FILE } from './hold.js';
-import { addr } from './address.js';
+import { EXIT, MigrateError } from '../../errors.js';
+import { LocalHost, RemoteHost, type Host, type RunResult } from '../../host.js';
+import { DEFAULTS, type Options } from '../../options.js';
+import type { Progress } from '../../progress.js';
+import type { Report } from '../../report.js';
+import { SshConnection } from '../../ssh/connection.js';
+import { resolveEndpoint } from '../../ssh/endpoint.js';
+import { newReport } from '../report/outcome.js';
+import { isNotExist, parseState, runc, type RuncGlobal } from '../../runc.js';
+import { guardFilesCommand, parseGuardFiles, resumeCommand } from '../switchover/guard.js';
+import { decide, readHold, readLazyExit, WATCHDOG_FILE } from '../switchover/hold.js';
+import { addr } from '../network/address.js';
 import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, RunningAlready, type Intent } from './intent.js';
-import { removeCriuLockRules, unlockAfterWindow } from './netlock.js';
+import { removeCriuLockRules, unlockAfterWindow } from '../network/netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
-import { removeContainer } from './sides.js';
+import { removeContainer } from '../switchover/sides.js';
 
 export interface RecoverResult {
   /**

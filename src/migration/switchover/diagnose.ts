@@ -1,5 +1,5 @@
 // When CRIU fails, the first `Error (` lines of its log, and the known cause they match.
-import { criuLogErrors } from '../criu.js';
+import { criuLogErrors } from '../../criu.js';
 
 interface KnownCause {
   pattern: RegExp;

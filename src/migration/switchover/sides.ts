@@ -4,29 +4,29 @@
 import fs from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../criu.js';
-import { decodeStatsImage, type DumpStats } from '../criustats.js';
-import { DEFAULTS } from '../options.js';
-import type { Host, Proc } from '../host.js';
-import { isNotExist, runc, type RuncGlobal } from '../runc.js';
-import { SshConnection } from '../ssh/connection.js';
-import type { RemoteHost } from '../host.js';
-import { addr } from './address.js';
-import { hostPort, ssAddress } from '../firewall.js';
-import type { Context } from './context.js';
+import { criu, criuLogErrors, LAZY_SOCKET, lazyFigures } from '../../criu.js';
+import { decodeStatsImage, type DumpStats } from '../../criustats.js';
+import { DEFAULTS } from '../../options.js';
+import type { Host, Proc } from '../../host.js';
+import { isNotExist, runc, type RuncGlobal } from '../../runc.js';
+import { SshConnection } from '../../ssh/connection.js';
+import type { RemoteHost } from '../../host.js';
+import { addr } from '../network/address.js';
+import { hostPort, ssAddress } from '../../firewall.js';
+import type { Context } from '../context.js';
 import { diagnose } from './diagnose.js';
-import { failPoint, faultAt, switchoverPoint } from './faults.js';
-import { diedAtBirth } from '../interrupt.js';
+import { failPoint, faultAt, switchoverPoint } from '../faults.js';
+import { diedAtBirth } from '../../interrupt.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
 import { cutLazyServer, recoverArgv, WATCHDOG_PID, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, waitDumped, writeHold, type Verdict } from './hold.js';
-import { writeIntent, type Intent, type IntentPhase } from './intent.js';
+import { writeIntent, type Intent, type IntentPhase } from '../recover/intent.js';
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
-import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, type Connection } from './netlock.js';
-import { DUMP_LOG, RESTORE_LOG } from './paths.js';
-import { quote } from '../shell.js';
+import { connectionsOf, criuLockRules, removeCriuLockRules, unlockAfterWindow, type Connection } from '../network/netlock.js';
+import { DUMP_LOG, RESTORE_LOG } from '../prepare/paths.js';
+import { quote } from '../../shell.js';
 import type { DestinationSide, FreezeResult, SourceSide } from './switchover.js';
-import { containerPids } from './tasks.js';
-import { startPageServer, streamDir, type PageServer } from './transfer.js';
+import { containerPids } from '../files/tasks.js';
+import { startPageServer, streamDir, type PageServer } from '../pages/transfer.js';
 
 /** Where the final dump's files go on each side. */
 export interface FinalImages {

@@ -3,8 +3,8 @@
 // copied, with arp_ignore=8 and its output dropped until the restored copy is verified (no
 // peer reaches it, and it answers none, before then); then announced by a gratuitous ARP.
 // Rolled back in reverse. argv builders are pure.
-import type { MoveIp } from '../options.js';
-import { commandLine, quote } from '../shell.js';
+import type { MoveIp } from '../../options.js';
+import { commandLine, quote } from '../../shell.js';
 
 export const addr = {
   showTo: (address: string) => ['ip', '-o', '-4', 'addr', 'show', 'to', address],

@@ -1,13 +1,13 @@
 // How a run ends, in the report's terms: the outcome, the exit code, and where the
 // container runs, always as the tool knows it and no more.
 import os from 'node:os';
-import { CommandError, EXIT, MigrateError, type ExitCode } from '../errors.js';
-import type { Options } from '../options.js';
-import type { Progress } from '../progress.js';
-import type { Report } from '../report.js';
-import { parseState, runc } from '../runc.js';
-import type { Context } from './context.js';
-import { interruption } from '../interrupt.js';
+import { CommandError, EXIT, MigrateError, type ExitCode } from '../../errors.js';
+import type { Options } from '../../options.js';
+import type { Progress } from '../../progress.js';
+import type { Report } from '../../report.js';
+import { parseState, runc } from '../../runc.js';
+import type { Context } from '../context.js';
+import { interruption } from '../../interrupt.js';
 
 export { interruption };
 

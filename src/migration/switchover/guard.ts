@@ -33,7 +33,7 @@
 // removed), for a later `migrate recover`. It removes only what it restored: a container
 // of that name already present is reported ("name-taken") and left alone.
 // Pure: this module only builds the text and reads the words.
-import { commandLine, quote } from '../shell.js';
+import { commandLine, quote } from '../../shell.js';
 import { GUARD_FILE, GUARD_WORD, REMOVED_BECAUSE, TOOL_WORD } from './protocol.js';
 
 export interface GuardSpec {

@@ -8,8 +8,8 @@
 // (keeper.ts) puts it back. Nothing else of the container is touched.
 import fs from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { cpuControl, freezerControl, throttledQuota, v1Mounts, type CpuControl } from '../cgroup.js';
-import { localKeeper, type EndKeeper } from './keeper.js';
+import { cpuControl, freezerControl, throttledQuota, v1Mounts, type CpuControl } from '../../cgroup.js';
+import { localKeeper, type EndKeeper } from '../prepare/keeper.js';
 import { RUN, STOP, type WatchData, type WatchDone, type WatchJob } from './throttle-watch.js';
 
 export class Throttle {

@@ -1,6 +1,6 @@
 // What `migrate recover` decides for a migration the tool did not finish, from what the
 // two hosts say now. Pure: the facts in, the actions out (recover.ts gathers and acts).
-import type { HoldState } from './hold.js';
+import type { HoldState } from '../switchover/hold.js';
 import type { IntentPhase } from './intent.js';
 
 export interface RecoveryFacts {
