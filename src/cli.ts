@@ -8,6 +8,7 @@ import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
 import { interruption, migrate } from './migration/migrate.js';
+import { faultsFrom } from './migration/faults.js';
 import { recoverCommand } from './migration/recover/recover.js';
 
 const EXIT_HELP = `
@@ -184,7 +185,7 @@ export async function main(argv: string[]): Promise<number> {
   const mode = opts.json || opts.quiet ? 'silent' : interactive ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
-  const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress);
+  const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress, faultsFrom(process.env));
   if (opts.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {

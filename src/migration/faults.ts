@@ -21,64 +21,82 @@ import type { WorkPaths } from './prepare/paths.js';
 export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold', 'window', 'pages'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
-export function failPoint(point: FaultPoint): void {
-  if (process.env.RUNC_MIGRATE_FAIL_AT === point) {
-    throw new Error(`injected fault at ${point} (RUNC_MIGRATE_FAIL_AT)`);
+/** The faults a test asked for; production runs with NO_FAULTS (cli.ts reads the environment). */
+export interface Faults {
+  /** Throws at POINT, as a real failure there would. */
+  fail(point: FaultPoint): void;
+  /** Whether a fault was asked for at POINT (the caller makes it happen). */
+  at(point: FaultPoint): boolean;
+  /**
+   * The switchover's named points (in order: after-dump, syncing (30 ms into the final
+   * delta's rsync), copy, restoring, restored, before-prepare, prepared, commit-sent (the
+   * word commit written, its answer not read), destination-committed, committed), where a
+   * test can make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default),
+   * cut its SSH connection (RUNC_MIGRATE_DROP_AT=POINT), run a command and wait for it
+   * (RUNC_MIGRATE_RUN_AT=POINT:COMMAND, a silent partition by iptables DROP), leave an
+   * empty verdict file in the source's hold (RUNC_MIGRATE_EMPTY_VERDICT_AT=POINT) or fill
+   * the source's work directory's file system (RUNC_MIGRATE_FILL_AT=POINT).
+   */
+  point(point: string, sever: () => void, work: WorkPaths): void;
+  /**
+   * RUNC_MIGRATE_PAUSE_AT=POINT:FILE makes the tool, at POINT (presynced: after the
+   * pre-sync; page-server: once the page server listens, FILE.reached holding the address
+   * the dump will use; both before anything is frozen; lazy-window: post-copy, once the
+   * copy serves and its memory is still moving), write FILE.reached and wait until FILE
+   * exists (at most 60 s), so a test can act at a known moment.
+   */
+  pause(point: string, info?: string): Promise<void>;
+}
+
+export const NO_FAULTS: Faults = {
+  fail: () => undefined,
+  at: () => false,
+  point: () => undefined,
+  pause: async () => undefined,
+};
+
+/** The faults the test variables ask for (only cli.ts and tests call this). */
+export function faultsFrom(env: Record<string, string | undefined>): Faults {
+  if (!FAULT_ENV.some((v) => env[v])) return NO_FAULTS;
+  const failAt = env.RUNC_MIGRATE_FAIL_AT;
+  return {
+    fail(point) {
+      if (failAt === point) throw new Error(`injected fault at ${point} (RUNC_MIGRATE_FAIL_AT)`);
+    },
+    at: (point) => failAt === point,
+    point(point, sever, work) {
+      const [kill, sig] = (env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
+      if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
+      if (env.RUNC_MIGRATE_DROP_AT === point) sever();
+      const run = env.RUNC_MIGRATE_RUN_AT ?? '';
+      const colon = run.indexOf(':');
+      if (colon > 0 && run.slice(0, colon) === point) execFileSync('sh', ['-c', run.slice(colon + 1)], { stdio: 'ignore' });
+      if (env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(path.join(work.holdDir, 'verdict'), 'w'));
+      if (env.RUNC_MIGRATE_FILL_AT === point) fill(path.join(work.base, 'fill'));
+    },
+    async pause(point, info = '') {
+      const spec = env.RUNC_MIGRATE_PAUSE_AT ?? '';
+      const i = spec.indexOf(':');
+      if (i < 0 || spec.slice(0, i) !== point) return;
+      const file = spec.slice(i + 1);
+      writeFileSync(`${file}.reached`, info);
+      const end = Date.now() + 60_000;
+      while (!existsSync(file) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    },
+  };
+}
+
+/** Writes FILE until its file system is full (ENOSPC). */
+function fill(file: string): void {
+  const fd = openSync(file, 'w');
+  try {
+    const block = Buffer.alloc(65536, 1);
+    for (;;) writeSync(fd, block);
+  } catch {
+    // ENOSPC: full
+  } finally {
+    closeSync(fd);
   }
-}
-
-export function faultAt(point: FaultPoint): boolean {
-  return process.env.RUNC_MIGRATE_FAIL_AT === point;
-}
-
-/**
- * The switchover's named points (in order: after-dump, syncing (30 ms into the final
- * delta's rsync), copy, restoring, restored, before-prepare, prepared, commit-sent (the
- * word commit written, its answer not read), destination-committed, committed), where a test can
- * make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default) or cut its
- * SSH connection (RUNC_MIGRATE_DROP_AT=POINT).
- */
-export function switchoverPoint(point: string, sever: () => void, work: WorkPaths): void {
-  const [kill, sig] = (process.env.RUNC_MIGRATE_KILL_AT ?? '').split(':');
-  if (kill === point) process.kill(process.pid, (sig as NodeJS.Signals) || 'SIGKILL');
-  if (process.env.RUNC_MIGRATE_DROP_AT === point) sever();
-  // RUNC_MIGRATE_RUN_AT=POINT:COMMAND: the tool runs COMMAND (sh -c) at POINT and waits for
-  // it; a test makes a silent partition there (iptables DROP on the destination).
-  const run = process.env.RUNC_MIGRATE_RUN_AT ?? '';
-  const colon = run.indexOf(':');
-  if (colon > 0 && run.slice(0, colon) === point) execFileSync('sh', ['-c', run.slice(colon + 1)], { stdio: 'ignore' });
-  // RUNC_MIGRATE_EMPTY_VERDICT_AT=POINT: an empty verdict file appears in the source's hold
-  // (as a writer that died between creating and writing it would leave).
-  if (process.env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(path.join(work.holdDir, 'verdict'), 'w'));
-  // RUNC_MIGRATE_FILL_AT=POINT: the source's work directory's file system fills up.
-  if (process.env.RUNC_MIGRATE_FILL_AT === point) {
-    const fd = openSync(path.join(work.base, 'fill'), 'w');
-    try {
-      const block = Buffer.alloc(65536, 1);
-      for (;;) writeSync(fd, block);
-    } catch {
-      // ENOSPC: full
-    } finally {
-      closeSync(fd);
-    }
-  }
-}
-
-/**
- * Tests: RUNC_MIGRATE_PAUSE_AT=POINT:FILE makes the tool, at POINT (presynced: after the
- * pre-sync; page-server: once the page server listens, FILE.reached holding the address
- * the dump will use; both before anything is frozen; lazy-window: post-copy, once the
- * copy serves and its memory is still moving), write FILE.reached and wait until
- * FILE exists (at most 60 s), so a test can act at a known moment.
- */
-export async function pausePoint(point: string, info = ''): Promise<void> {
-  const spec = process.env.RUNC_MIGRATE_PAUSE_AT ?? '';
-  const i = spec.indexOf(':');
-  if (i < 0 || spec.slice(0, i) !== point) return;
-  const file = spec.slice(i + 1);
-  writeFileSync(`${file}.reached`, info);
-  const end = Date.now() + 60_000;
-  while (!existsSync(file) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
 
 /** The test-only variables above: a command the tool leaves to run after it (the watchdog's recover) runs without them. */

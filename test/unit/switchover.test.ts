@@ -125,6 +125,7 @@ function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; ds
     step: (_name, _title, run) => run(),
     warn: (m) => w.log.push(`warn: ${m}`),
     killPoint: (p) => step(`kill-${p}`),
+    fail: () => undefined,
     moveIp: true,
     syncFiles: true,
   };
@@ -392,22 +393,20 @@ describe('the plan', () => {
   test('--dry-run shows the steps the switchover takes, in its order', async () => {
     const { makePlan } = await import('../../src/migration/plan/plan.js');
     const { resolveOptions } = await import('../../src/options.js');
-    const { workPaths } = await import('../../src/migration/prepare/paths.js');
     const opts = resolveOptions('web', 'host', { moveIp: '10.0.0.9/32' });
-    const ctx = {
-      opts,
-      local: workPaths('/dev/shm/runc-migrate.a'),
-      remote: workPaths('/dev/shm/runc-migrate.b'),
-      mode: 'one-shot',
-      transport: 'stream',
-      bundle: '/b',
-      memoryBytes: 1 << 20,
-      moveIp: { srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
-      srcRunc: { runc: 'runc', root: '/run/runc' },
-      dstRunc: { runc: 'runc', root: '/run/runc' },
-      files: { trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }], report: { createdConfig: false } },
-    } as unknown as Parameters<typeof makePlan>[0];
-    const plan = makePlan(ctx);
+    const session = { opts, srcRunc: { runc: 'runc', root: '/run/runc' }, dstRunc: { runc: 'runc', root: '/run/runc' } } as unknown as Parameters<typeof makePlan>[0];
+    const facts = {
+      source: { state: { pid: 1, bundle: '/b', status: 'running' }, bundle: '/b', memoryBytes: 1 << 20, criuVersion: '4.2', mode: 'one-shot' },
+      destination: {
+        criuVersion: '4.2',
+        transport: 'stream',
+        transportWhy: 'test',
+        pipeSizes: [],
+        moveIp: { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
+        files: { plan: { trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }], mounts: [], notSynced: [] }, shared: [] },
+      },
+    } as unknown as Parameters<typeof makePlan>[1];
+    const plan = makePlan(session, facts);
     // The steps a run takes, as the progress hook sees them.
     const w = world();
     const s = sides(w);

@@ -128,7 +128,7 @@ export class ChangeLog {
     const child = spawn('perl', argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const log = new ChangeLog(child, o.markDir);
     let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
+    child.stderr.on('data', (d) => (stderr += d));
     const started = new Promise<number>((resolve, reject) => {
       log.ready = resolve;
       child.once('error', (err) => reject(new Error(`perl: ${err.message}`)));
@@ -139,7 +139,7 @@ export class ChangeLog {
         for (const done of log.marks.values()) done();
       });
     });
-    child.stdout!.on('data', (d: Buffer) => log.take(d));
+    child.stdout.on('data', (d: Buffer) => log.take(d));
     const t = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs);
     try {
       log.watched = await started;

@@ -39,11 +39,11 @@ export function hostPath(containerPath: string, rootfs: string, mounts: BundleMo
 
 /** The rootfs and bind mounts of a bundle's config.json, rootfs made absolute. */
 export function bundleLayout(configJson: string, bundle: string): { rootfs: string; mounts: BundleMount[] } {
-  const c = JSON.parse(configJson);
+  const c = JSON.parse(configJson) as { root?: { path?: string }; mounts?: Array<{ type?: string; options?: string[]; destination: string; source: string }> } | null;
   const root: string = c?.root?.path ?? 'rootfs';
   const mounts: BundleMount[] = (c?.mounts ?? [])
-    .filter((m: any) => m.type === 'bind' || (m.options ?? []).includes('bind') || (m.options ?? []).includes('rbind'))
-    .map((m: any) => ({ destination: m.destination, source: m.source }));
+    .filter((m) => m.type === 'bind' || (m.options ?? []).includes('bind') || (m.options ?? []).includes('rbind'))
+    .map((m) => ({ destination: m.destination, source: m.source }));
   return { rootfs: path.isAbsolute(root) ? root : path.join(bundle, root), mounts };
 }
 

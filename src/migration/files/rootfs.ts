@@ -19,11 +19,14 @@ import fsSync from 'node:fs';
 import { comparedDifferences, parseRsyncStats, unsupportedMetadata, type RsyncFigures } from '../../rsync.js';
 import { ChangeLog } from './changelog.js';
 import { deltaList, type DeltaList, type PathFacts } from './changes.js';
-import type { Context } from '../context.js';
+import type { WorkPaths } from '../prepare/paths.js';
+import type { Undo } from '../prepare/undo.js';
+import type { Session } from '../session.js';
+import type { Host } from '../../host.js';
 import { runRsync, writeBridge, type RsyncJob, type RsyncRun } from './rsync-bridge.js';
 import { deltaHead, deltaTar } from '../../filetar.js';
 import type { Proc } from '../../host.js';
-import { pipeTar } from '../pages/transfer.js';
+import { pipeTar } from '../pages/stream.js';
 import { destinationOf, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 
@@ -101,7 +104,9 @@ export class FilesSync {
   private ending: Array<Promise<unknown>> = [];
 
   constructor(
-    private readonly ctx: Context,
+    private readonly ctx: Session,
+    /** This host's work directory, the bundle's path on the destination, the container's init. */
+    private readonly at: { work: WorkPaths; bundle: string; pid: number },
     private readonly plan: SyncPlan,
     private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean },
   ) {
@@ -117,17 +122,14 @@ export class FilesSync {
     return this.plan.trees.filter((t) => !t.file);
   }
 
-  static async create(ctx: Context, plan: SyncPlan, o: { shared: string[]; srcConfig?: string; verify: boolean }): Promise<FilesSync> {
-    const bridge = path.join(ctx.local!.base, 'rsync-shell.sh');
+  static async create(ctx: Session, at: { work: WorkPaths; bundle: string; pid: number }, plan: SyncPlan, undo: Undo, o: { shared: string[]; srcConfig?: string; verify: boolean }): Promise<FilesSync> {
+    const bridge = path.join(at.work.base, 'rsync-shell.sh');
     await writeBridge(bridge);
-    const f = new FilesSync(ctx, plan, { ...o, bridge });
-    ctx.cleanups.push({
-      what: 'stop the change log and the waiting rsyncs',
-      run: async () => {
-        f.cancelPending();
-        await Promise.allSettled(f.ending);
-        f.log?.stop();
-      },
+    const f = new FilesSync(ctx, at, plan, { ...o, bridge });
+    undo.add('stop the change log and the waiting rsyncs', async () => {
+      f.cancelPending();
+      await Promise.allSettled(f.ending);
+      f.log?.stop();
     });
     return f;
   }
@@ -180,7 +182,7 @@ export class FilesSync {
   private async startLog(): Promise<void> {
     if (this.dirTrees.length === 0) return;
     try {
-      this.log = await ChangeLog.start({ roots: this.dirTrees.map((t) => t.src), markDir: path.join(this.ctx.local!.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
+      this.log = await ChangeLog.start({ roots: this.dirTrees.map((t) => t.src), markDir: path.join(this.at.work.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
       this.report.changeLog = { watched: this.log.watched };
     } catch (err) {
       const why = (err as Error).message;
@@ -199,7 +201,7 @@ export class FilesSync {
       await this.startLog();
     }
     if (this.o.srcConfig && this.report.presync.length === 0) {
-      const b = ctx.bundle!;
+      const b = this.at.bundle;
       await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
       await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
     }
@@ -426,7 +428,7 @@ export class FilesSync {
   /** Source paths of files the container's tasks map shared-writable or hold open for writing (in the synced trees). */
   private async heldForWriting(): Promise<string[]> {
     const found = new Set<string>();
-    for (const pid of await containerPids(this.ctx)) {
+    for (const pid of await containerPids(this.ctx, this.at.pid)) {
       const held = taskFiles(pid, { writing: true });
       if (!held) continue; // the task is gone
       for (const p of sharedWritableMappings(held.maps)) found.add(p);
@@ -500,8 +502,7 @@ function walkBelow(dir: string): Walk {
     return w;
   }
   const todo = [dir];
-  while (todo.length) {
-    const d = todo.pop()!;
+  for (let d = todo.pop(); d !== undefined; d = todo.pop()) {
     w.all.push(d);
     w.dirs.push(d);
     let names: fsSync.Dirent[];
@@ -539,7 +540,7 @@ const MARKER = /^\.runc-migrate-shared-(\d+)-[0-9a-f]+$/;
  * storage): a marker made in SRC is looked for in DST. undefined: SRC cannot be written
  * (read-only), so it cannot be told. A marker a killed run left in SRC is removed first.
  */
-export async function sameDirectory(ctx: Context, src: string, dst: string): Promise<boolean | undefined> {
+export async function sameDirectory(dst: Host, src: string, dstDir: string): Promise<boolean | undefined> {
   await removeStaleMarkers(src);
   const name = `.runc-migrate-shared-${process.pid}-${crypto.randomBytes(8).toString('hex')}`;
   try {
@@ -548,7 +549,7 @@ export async function sameDirectory(ctx: Context, src: string, dst: string): Pro
     return undefined;
   }
   try {
-    const r = await ctx.dst.run(['test', '-e', path.join(dst, name)], { allowFail: true });
+    const r = await dst.run(['test', '-e', path.join(dstDir, name)], { allowFail: true });
     return r.code === 0;
   } finally {
     await fs.rm(path.join(src, name), { force: true });

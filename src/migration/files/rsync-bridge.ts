@@ -13,7 +13,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { rsyncCmd, rsyncEnv } from '../../rsync.js';
 import { commandLine } from '../../shell.js';
-import type { Context } from '../context.js';
+import type { Session } from '../session.js';
 import { diedAtBirth, interruption } from '../../interrupt.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
@@ -100,14 +100,14 @@ function fifoStreams(up: string, down: string) {
  * remote side run over the tool's connection. Killed after timeoutMs; with interruptible,
  * also by SIGINT/SIGTERM (before the freeze).
  */
-export async function runRsync(ctx: Context, o: RsyncJob): Promise<RsyncRun> {
+export async function runRsync(ctx: Session, o: RsyncJob): Promise<RsyncRun> {
   for (let attempt = 1; ; attempt++) {
     const r = await runOnce(ctx, o);
     if (!r.diedAtBirth || attempt === 3) return r;
   }
 }
 
-async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBirth?: boolean }> {
+async function runOnce(ctx: Session, o: RsyncJob): Promise<RsyncRun & { diedAtBirth?: boolean }> {
   const dir = path.dirname(o.bridge);
   const id = crypto.randomBytes(6).toString('hex');
   const up = path.join(dir, `rsync-${id}.up`);
@@ -121,7 +121,7 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
   const child = execa(argv[0], argv.slice(1), { stdin: o.feed ? 'pipe' : 'ignore', detached: true, reject: false, stripFinalNewline: false, env: { ...rsyncEnv(process.env), ...env }, extendEnv: false });
   let remoteErr = '';
-  let remote: Awaited<ReturnType<Context['dst']['spawn']>> | undefined;
+  let remote: Awaited<ReturnType<Session['dst']['spawn']>> | undefined;
   let failure: string | undefined;
 
   const bridged = new Promise<void>((resolve) => {
@@ -188,7 +188,7 @@ async function runOnce(ctx: Context, o: RsyncJob): Promise<RsyncRun & { diedAtBi
     const r = await Promise.race([child, limit]);
     if (r === 'timeout' || r === 'interrupted') {
       try {
-        process.kill(-child.pid!, 'SIGKILL');
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
       } catch {
         /* gone */
       }

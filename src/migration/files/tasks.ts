@@ -3,7 +3,7 @@
 // destination) and by the final delta (which files may have changed without a write()).
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { runc } from '../../runc.js';
-import type { Context } from '../context.js';
+import type { LocalSession } from '../session.js';
 import { interestingPath } from './openfiles.js';
 import { openForWriting } from './syncplan.js';
 
@@ -13,8 +13,7 @@ import { openForWriting } from './syncplan.js';
  * namespace, what runc ps says (its init's alone when runc ps cannot tell). A pid
  * namespace nested in the container's is not looked into.
  */
-export async function containerPids(ctx: Context): Promise<number[]> {
-  const init = ctx.state?.pid;
+export async function containerPids(ctx: LocalSession, init: number): Promise<number[]> {
   const inNamespace = init ? pidsInNamespaceOf(init) : undefined;
   if (inNamespace?.length) return inNamespace;
   const ps = await ctx.src.run(runc.ps(ctx.srcRunc, ctx.opts.container), { allowFail: true });

@@ -14,9 +14,11 @@
 //
 // The rules go when the migration ends, and with the tool if it dies or loses the
 // connection (keepers on both hosts).
-import path from 'node:path';
 import { addressFamily, firewall, type PortRule } from '../../firewall.js';
-import type { Context } from '../context.js';
+import type { SshConnection } from '../../ssh/connection.js';
+import type { MethodKind } from '../plan/method.js';
+import type { ChosenTransport } from '../preflight/facts.js';
+import type { Session } from '../session.js';
 import { localKeeper, remoteKeeper, type EndKeeper } from '../prepare/keeper.js';
 
 export interface PortGuard {
@@ -26,38 +28,45 @@ export interface PortGuard {
 }
 
 /** The source's address as the destination sees it (SSH_CONNECTION), else the connection's local address. */
-export async function sourceAddressSeen(ctx: Context): Promise<string | undefined> {
-  const r = await ctx.ssh.exec('printf %s "$SSH_CONNECTION"').catch(() => undefined);
+export async function sourceAddressSeen(ssh: SshConnection): Promise<string | undefined> {
+  const r = await ssh.exec('printf %s "$SSH_CONNECTION"').catch(() => undefined);
   const seen = r?.stdout.trim().split(/\s+/)[0];
-  return seen || ctx.ssh.localAddress;
+  return seen || ssh.localAddress;
 }
 
 /**
  * Sets the rules for the chosen transport. Returns undefined (and a reason) where a host
  * has no iptables: the migration goes on, mutual TLS still refuses strangers' pages.
  */
-export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: string }> {
-  const t = ctx.transport!;
+export async function guardPort(
+  ctx: Session,
+  o: { method: MethodKind; transport: ChosenTransport; tag: string; address?: string; sourceAddress?: string },
+): Promise<PortGuard | { skipped: string }> {
+  const t = o.transport;
   if (t === 'stream') return { skipped: 'no page server (stream)' };
   const port = ctx.opts.pageServerPort;
-  const tag = path.basename(ctx.local!.base);
+  const tag = o.tag;
+  const dstAddress = o.address;
+  if (t !== 'tunnel' && !dstAddress) return { skipped: "the destination's address is unknown (a jump host or a proxy)" };
   const dstRules: PortRule[] = [];
   const srcRules: PortRule[] = [];
-  if (ctx.opts.hybrid) {
+  if (o.method === 'hybrid') {
     // Pre-dumps to the destination's page server, then lazy pages from the source's.
-    const family = addressFamily(ctx.ssh.remoteAddress!);
-    const from = await sourceAddressSeen(ctx);
+    if (!dstAddress) return { skipped: "the destination's address is unknown (a jump host or a proxy)" };
+    const family = addressFamily(dstAddress);
+    const from = await sourceAddressSeen(ctx.ssh);
     if (!from) return { skipped: "the source's address as the destination sees it is unknown" };
-    dstRules.push({ family, chain: 'INPUT', address: ctx.ssh.remoteAddress!, port, onlyFrom: from, tag });
-    srcRules.push({ family, chain: 'OUTPUT', address: ctx.ssh.remoteAddress!, port, onlyUid: 0, tag });
-    srcRules.push({ family, chain: 'FORWARD', address: ctx.ssh.remoteAddress!, port, tag });
+    dstRules.push({ family, chain: 'INPUT', address: dstAddress, port, onlyFrom: from, tag });
+    srcRules.push({ family, chain: 'OUTPUT', address: dstAddress, port, onlyUid: 0, tag });
+    srcRules.push({ family, chain: 'FORWARD', address: dstAddress, port, tag });
   }
-  if (ctx.opts.postCopy) {
+  if (o.method === 'post-copy' || o.method === 'hybrid') {
     // The lazy page server listens on the source: only the destination's address may
     // connect from outside; on the source itself only root (the tool aborts a server
     // nobody reached over the loopback); on the destination only root (its lazy-pages daemon).
-    const address = ctx.sourceAddress!;
-    const from = ctx.ssh.remoteAddress!;
+    const address = o.sourceAddress;
+    const from = dstAddress;
+    if (!address || !from) return { skipped: 'the two hosts\' addresses are not both known' };
     const family = addressFamily(address);
     srcRules.push({ family, chain: 'INPUT', port, onlyFrom: from, exceptLoopback: true, tag });
     srcRules.push({ family, chain: 'OUTPUT', port, onlyUid: 0, tag });
@@ -67,8 +76,9 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
     const uid = Number((await ctx.ssh.exec('id -u')).stdout.trim());
     dstRules.push({ family: 4, chain: 'OUTPUT', address: '127.0.0.1', port, onlyUid: uid, tag });
   } else {
-    const address = ctx.ssh.remoteAddress!;
-    const from = await sourceAddressSeen(ctx);
+    const address = dstAddress;
+    const from = await sourceAddressSeen(ctx.ssh);
+    if (!address) return { skipped: "the destination's address is unknown" };
     if (!from) return { skipped: "the source's address as the destination sees it is unknown" };
     const family = addressFamily(address);
     dstRules.push({ family, chain: 'INPUT', address, port, onlyFrom: from, tag });
@@ -87,17 +97,17 @@ export async function guardPort(ctx: Context): Promise<PortGuard | { skipped: st
           await remove();
           return { skipped: `${firewall.insert(r)[0]} failed on the ${host.name}: ${add.stderr.trim().split('\n').pop()}` };
         }
-        keepers.push(host === ctx.dst ? await remoteKeeper(ctx, 'port-guard', firewall.remove(r)) : await localKeeper('port-guard', firewall.remove(r)));
+        keepers.push(host === ctx.dst ? await remoteKeeper(ctx.dst, 'port-guard', firewall.remove(r)) : await localKeeper('port-guard', firewall.remove(r)));
       }
     }
   } catch (err) {
     await remove();
     throw err;
   }
-  const describe = ctx.opts.hybrid
-    ? `port ${port} on ${ctx.ssh.remoteAddress} (pre-dumps) and on the source (lazy pages): from the other host only, and root's processes only`
-    : ctx.opts.postCopy
-    ? `port ${port} on the source: from ${ctx.ssh.remoteAddress} only (root's processes there), and root's on the source`
+  const describe = o.method === 'hybrid'
+    ? `port ${port} on ${dstAddress} (pre-dumps) and on the source (lazy pages): from the other host only, and root's processes only`
+    : o.method === 'post-copy'
+    ? `port ${port} on the source: from ${dstAddress} only (root's processes there), and root's on the source`
     : t === 'tunnel'
       ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
       : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only, nothing forwarded through the source`;

@@ -12,10 +12,12 @@ import path from 'node:path';
 import { DEFAULTS } from '../../options.js';
 import { caConfig, CERT_BACKDATE_S, CERT_LIFETIME_S, criuTlsConfig, openssl } from '../../openssl.js';
 import { commandLine } from '../../shell.js';
-import type { Context } from '../context.js';
+import type { Undo } from '../prepare/undo.js';
+import type { WorkDirs } from '../prepare/paths.js';
+import type { Session } from '../session.js';
 import { criuSafePath } from '../switchover/hold.js';
 import { localKeeper, remoteKeeper } from '../prepare/keeper.js';
-import { streamDir } from './transfer.js';
+import { streamDir } from './stream.js';
 
 export interface TlsFiles {
   caCert: string;
@@ -42,9 +44,9 @@ const TLS_DIR = 'tls';
  * paths. The page server is on the destination (pre-copy, one shot) or, with post-copy,
  * on the source (SERVER_ON). On failure nothing of it is left on either host.
  */
-export async function makeCertificates(ctx: Context, address: string | string[], serverOn: 'destination' | 'source' | 'both' = 'destination'): Promise<Certificates> {
-  const localDir = path.join(ctx.local!.base, TLS_DIR);
-  const remoteDir = path.join(ctx.remote!.base, TLS_DIR);
+export async function makeCertificates(ctx: Session, work: WorkDirs, undo: Undo, address: string | string[], serverOn: 'destination' | 'source' | 'both' = 'destination'): Promise<Certificates> {
+  const localDir = path.join(work.local.base, TLS_DIR);
+  const remoteDir = path.join(work.remote.base, TLS_DIR);
   const keepers: Array<() => Promise<void>> = [];
   const remove = async () => {
     for (const k of keepers.splice(0)) await k().catch(() => undefined);
@@ -83,11 +85,11 @@ export async function makeCertificates(ctx: Context, address: string | string[],
     // The CA's key goes at once: no other certificate can ever be made for this migration.
     await fs.rm(caKey, { force: true });
     await ctx.dst.run(['mkdir', '-m', '0700', remoteDir]);
-    keepers.push(await remoteKeeper(ctx, 'tls-keeper', ['rm', '-rf', remoteDir]));
+    keepers.push(await remoteKeeper(ctx.dst, 'tls-keeper', ['rm', '-rf', remoteDir]));
     await streamDir(ctx, peer, remoteDir, [], 60_000);
     await fs.rm(make, { recursive: true, force: true });
     const destination: TlsFiles = { caCert: path.join(remoteDir, 'ca.crt'), cert: path.join(remoteDir, 'destination.crt'), key: path.join(remoteDir, 'destination.key') };
-    const named = await criuNames(ctx, localDir, source);
+    const named = await criuNames(undo, localDir, source);
     return { source, destination, criuConfig: criuTlsConfig(named), remove };
   } catch (err) {
     await remove();
@@ -100,18 +102,15 @@ export async function makeCertificates(ctx: Context, address: string | string[],
  * parser takes them whole, else a link to the directory under /run (removed by the
  * cleanups; the directory it points to goes anyway).
  */
-async function criuNames(ctx: Context, dir: string, f: TlsFiles): Promise<TlsFiles> {
+async function criuNames(undo: Undo, dir: string, f: TlsFiles): Promise<TlsFiles> {
   if (criuSafePath(dir)) return f;
   const linkDir = path.join(DEFAULTS.intentDir, 'hold');
   await fs.mkdir(linkDir, { recursive: true, mode: 0o700 });
   const link = path.join(linkDir, `tls-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   await fs.symlink(dir, link);
-  ctx.cleanups.push({
-    what: `remove ${link}`,
-    run: async () => {
-      await fs.rm(link, { force: true });
-      await fs.rmdir(linkDir).catch(() => undefined); // when no other run's link is there
-    },
+  undo.add(`remove ${link}`, async () => {
+    await fs.rm(link, { force: true });
+    await fs.rmdir(linkDir).catch(() => undefined); // when no other run's link is there
   });
   const via = (p: string) => path.join(link, path.basename(p));
   return { caCert: via(f.caCert), cert: via(f.cert), key: via(f.key) };

@@ -4,7 +4,7 @@
 // --json or --quiet mode, and no remote command at all then.
 import type { Proc } from '../../host.js';
 import { formatBytes } from '../../progress.js';
-import type { Context } from '../context.js';
+import type { Session } from '../session.js';
 
 const EVERY_S = 0.5;
 
@@ -26,7 +26,7 @@ export function transferLine(bytes: number, elapsedMs: number, expectedBytes?: n
  * Starts watching DIR on HOST ('dst': through one exec channel that prints its size
  * every half second; 'src': local). Returns a function that stops it.
  */
-export async function watchTransfer(ctx: Context, where: 'src' | 'dst', dir: string, expectedBytes?: number): Promise<() => Promise<void>> {
+export async function watchTransfer(ctx: Pick<Session, 'src' | 'dst' | 'progress'>, where: 'src' | 'dst', dir: string, expectedBytes?: number): Promise<() => Promise<void>> {
   const { progress } = ctx;
   if (!progress.live) return async () => {};
   const t0 = performance.now();
@@ -45,7 +45,7 @@ export async function watchTransfer(ctx: Context, where: 'src' | 'dst', dir: str
   proc.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     const lines = buf.split('\n');
-    buf = lines.pop()!;
+    buf = lines.pop() ?? '';
     const last = lines.filter((l) => /^\d+$/.test(l.trim())).pop();
     if (last === undefined) return;
     base ??= Number(last);

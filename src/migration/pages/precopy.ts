@@ -9,9 +9,14 @@ import { criuLogErrors } from '../../criu.js';
 import { decodeStatsImage } from '../../criustats.js';
 import { formatBytes } from '../../progress.js';
 import { runc } from '../../runc.js';
-import type { Context } from '../context.js';
+import type { StopRule } from '../plan/method.js';
+import type { WorkDirs } from '../prepare/paths.js';
+import type { Session } from '../session.js';
+import type { Throttle } from './throttle.js';
+import type { PageRoute } from './transfer.js';
 import { convergeStep, decide, MODEL, PAGE_SIZE, type Decision, type Iteration } from '../plan/policy.js';
-import { fetchPagemaps, startPageServer, streamDir } from './transfer.js';
+import { fetchPagemaps, streamDir } from './stream.js';
+import { startPageServer } from './transfer.js';
 import { watchTransfer } from './meter.js';
 
 export interface PrecopyResult {
@@ -22,22 +27,30 @@ export interface PrecopyResult {
   last: string;
 }
 
-export async function precopy(ctx: Context, checkInterrupt: () => void): Promise<PrecopyResult> {
+export interface PrecopyRun {
+  readonly work: WorkDirs;
+  readonly route: PageRoute;
+  readonly rule: StopRule;
+  /** TLS lines for CRIU's config (certs.ts), or nothing. */
+  readonly criuConfig: string;
+  readonly memoryBytes?: number;
+  /** --auto-converge. */
+  readonly throttle?: Throttle;
+  /** Hybrid: the lazy final dump needs each pre-dump's pagemaps on the source. */
+  readonly fetchPagemaps: boolean;
+}
+
+export async function precopy(ctx: Session, run: PrecopyRun, checkInterrupt: () => void): Promise<PrecopyResult> {
   const { opts, progress, src, dst } = ctx;
-  const L = ctx.local!;
-  const R = ctx.remote!;
+  const L = run.work.local;
+  const R = run.work.remote;
   const its: PrecopyResult['iterations'] = [];
-  const rule = {
-    maxDowntimeMs: opts.maxDowntimeMs,
-    threshold: opts.threshold,
-    maxIterations: opts.maxIterations,
-    ...MODEL,
-  };
+  const rule = { ...run.rule, ...MODEL };
   let prevStart: number | undefined;
   // Auto-converge: the container's CPU time at each iteration's start (its rate is the base of the throttle).
   let prevUsage: { s: number; at: number } | undefined;
   const config = path.join(L.base, 'pre-dump.conf');
-  await fs.writeFile(config, `pre-dump-mode ${opts.preDumpMode}\n${ctx.certs?.criuConfig ?? ''}`, { mode: 0o600 });
+  await fs.writeFile(config, `pre-dump-mode ${opts.preDumpMode}\n${run.criuConfig}`, { mode: 0o600 });
   for (let n = 1; ; n++) {
     checkInterrupt();
     const dir = String(n);
@@ -49,12 +62,12 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     const figures = await progress.phase(`pre-dump-${n}`, `pre-dump ${n}`, async () => {
       await fs.mkdir(local, { mode: 0o700 });
       await dst.run(['mkdir', '-m', '0700', remote]);
-      const ps = await startPageServer(ctx, remote, parent);
+      const ps = await startPageServer(ctx, run.route, remote, parent);
       try {
         const workPath = path.join(L.criuWork, `pre-dump-${n}`);
         await fs.mkdir(workPath, { mode: 0o700 });
         const d0 = performance.now();
-        const expected = n === 1 ? ctx.memoryBytes : its.length ? its[its.length - 1].pagesWritten * PAGE_SIZE : undefined;
+        const expected = n === 1 ? run.memoryBytes : its.length ? its[its.length - 1].pagesWritten * PAGE_SIZE : undefined;
         const stopMeter = await watchTransfer(ctx, 'dst', remote, expected);
         const preDump = () =>
           src.run(
@@ -63,7 +76,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
             { allowFail: true, timeoutMs: 600_000, env: { CRIU_CONFIG_FILE: config } },
           );
         // Auto-converge: no throttle while CRIU's parasite works inside the frozen tasks.
-        const r = await (ctx.throttle ? ctx.throttle.suspendedDuring(preDump) : preDump()).finally(stopMeter);
+        const r = await (run.throttle ? run.throttle.suspendedDuring(preDump) : preDump()).finally(stopMeter);
         dumpMs = performance.now() - d0;
         if (r.code !== 0) {
           const log = await fs.readFile(path.join(workPath, 'dump.log'), 'utf8').catch(() => '');
@@ -78,7 +91,7 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
       const c0 = performance.now();
       await streamDir(ctx, local, remote, ['./parent']);
       // Hybrid: the lazy final dump is parented on this one, and looks for its pagemaps here.
-      if (opts.hybrid) await fetchPagemaps(ctx, remote, local);
+      if (run.fetchPagemaps) await fetchPagemaps(ctx, remote, local);
       const copyMs = performance.now() - c0;
       // runc points CRIU's work directory at --work-path: the stats land there.
       const st = decodeStatsImage(await fs.readFile(path.join(L.criuWork, `pre-dump-${n}`, 'stats-dump')));
@@ -99,15 +112,15 @@ export async function precopy(ctx: Context, checkInterrupt: () => void): Promise
     }, (it) => `(${formatBytes(it.pagesWritten * PAGE_SIZE)} written, ${formatBytes(it.pagesSkippedParent * PAGE_SIZE)} unchanged)`);
     prevStart = t0;
     let d = decide([...its, figures], rule);
-    const throttlePct = ctx.throttle?.pct;
+    const throttlePct = run.throttle?.pct;
     its.push({ ...figures, predictedDowntimeMs: d.predictedDowntimeMs, bandwidth: d.bandwidth, dirtyRate: d.dirtyRate, throttlePct });
-    if (ctx.throttle) {
-      const t = ctx.throttle;
+    if (run.throttle) {
+      const t = run.throttle;
       const usage = await t.usageS();
       const at = performance.now();
       const cpus = usage !== undefined && prevUsage ? (usage - prevUsage.s) / ((at - prevUsage.at) / 1000) : undefined;
       prevUsage = usage !== undefined ? { s: usage, at } : undefined;
-      const c = convergeStep(its, d, t.pct, opts.maxIterations);
+      const c = convergeStep(its, d, t.pct, run.rule.maxIterations);
       const raised = c.throttlePct !== t.pct;
       if (raised) await t.set(c.throttlePct, cpus);
       if (c.why) progress.info(`  auto-converge: ${c.why}`);

@@ -30,8 +30,13 @@ export class Throttle {
     private readonly watch: { worker: Worker; ctrl: Int32Array },
   ) {}
 
-  /** Finds the controller of the container whose init is PID; the reason when it cannot be throttled. */
-  static async locate(pid: number): Promise<Throttle | { refuse: string }> {
+  /** Whether the container whose init is PID can be throttled (reads only): its quota file, or why not. */
+  static async check(pid: number): Promise<{ describe: string } | { refuse: string }> {
+    const f = await Throttle.find(pid);
+    return 'refuse' in f ? f : { describe: `${f.quotaFile} (now ${f.original})` };
+  }
+
+  private static async find(pid: number): Promise<{ refuse: string } | { ctl: CpuControl; quotaFile: string; original: string; text: string; mounts: string }> {
     const text = await fs.readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
     const mounts = await fs.readFile('/proc/self/mounts', 'utf8').catch(() => '');
     const ctl = cpuControl(text, v1Mounts(mounts));
@@ -39,6 +44,14 @@ export class Throttle {
     const quotaFile = ctl.version === 2 ? `${ctl.dir}/cpu.max` : `${ctl.dir}/cpu.cfs_quota_us`;
     const original = (await fs.readFile(quotaFile, 'utf8').catch(() => '')).trim();
     if (!original) return { refuse: `${quotaFile} cannot be read (is the cpu controller enabled for the container's cgroup?)` };
+    return { ctl, quotaFile, original, text, mounts };
+  }
+
+  /** Takes the container's CPU quota in hand: its original is written back whatever happens to the tool. */
+  static async locate(pid: number): Promise<Throttle | { refuse: string }> {
+    const f = await Throttle.find(pid);
+    if ('refuse' in f) return f;
+    const { ctl, quotaFile, original, text, mounts } = f;
     const periodUs = ctl.version === 2 ? Number(original.split(/\s+/)[1] ?? 100000) : Number((await fs.readFile(`${ctl.dir}/cpu.cfs_period_us`, 'utf8').catch(() => '100000')).trim());
     // Written back as it was, whatever happens to the tool.
     const end = await localKeeper('throttle-keeper', ['sh', '-c', 'printf "%s\\n" "$1" > "$2"', 'sh', original, quotaFile]);

@@ -1,15 +1,22 @@
 // Moving images: the page server on the destination (reached through the SSH connection
-// or directly), and a tar stream from one directory to another over an exec channel.
+// or directly).
 import { keepAlive } from '../prepare/keeper.js';
 import { untilQuiet } from '../switchover/protocol.js';
 import { hostPort } from '../../firewall.js';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { criu } from '../../criu.js';
 import { MigrateError, EXIT } from '../../errors.js';
 import type { Proc } from '../../host.js';
 import { commandLine, quote } from '../../shell.js';
-import type { Context } from '../context.js';
+import type { WorkPaths } from '../prepare/paths.js';
+import type { Session } from '../session.js';
+import type { TlsFiles } from './certs.js';
+
+/** Where a page server on the destination listens, and how pages reach it (made once from the plan: runners.ts pageRoute). */
+export type PageRoute = { readonly remote: WorkPaths } & (
+  | { readonly kind: 'tunnel' }
+  | { readonly kind: 'direct'; readonly address: string }
+  | { readonly kind: 'tls'; readonly address: string; readonly tls: TlsFiles }
+);
 
 export interface PageServer {
   /** host:port for `runc checkpoint --page-server`. */
@@ -27,11 +34,11 @@ export interface PageServer {
  * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
  * never comes. Contract: on failure nothing is left listening.
  */
-export async function startPageServer(ctx: Context, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
-  const r = ctx.remote!;
-  const tunnelled = ctx.transport === 'tunnel';
+export async function startPageServer(ctx: Session, route: PageRoute, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
+  const r = route.remote;
+  const tunnelled = route.kind === 'tunnel';
   // tls and direct only where preflight found a direct route (policy.chooseTransport).
-  const listen = tunnelled ? '127.0.0.1' : ctx.ssh.remoteAddress!;
+  const listen = route.kind === 'tunnel' ? '127.0.0.1' : route.address;
   const argv = criu.pageServer(ctx.opts.remoteCriu, {
     imagesDir,
     workDir: r.criuWork,
@@ -39,7 +46,7 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
     port: ctx.opts.pageServerPort,
     logFile: r.pageServerLog,
     prevImagesDir,
-    tls: ctx.transport === 'tls' ? ctx.certs!.destination : undefined,
+    tls: route.kind === 'tls' ? route.tls : undefined,
   });
   // The page server cannot outlive the migration: a watcher reads the channel, and when
   // it closes (the tool ended, died, or lost the connection) or goes quiet (a silent
@@ -94,64 +101,4 @@ export async function startPageServer(ctx: Context, imagesDir: string, prevImage
       await kill();
     },
   };
-}
-
-/**
- * Pipes SENDER's stdout into RECEIVER's stdin (tar to tar, through exec channels) until
- * both have ended; WHAT names the copy in errors. Returns the bytes sent. A receiver
- * that ends first must not leave the sender paused on a full pipe for ever: tar may stop
- * reading at the archive's end marker, and an SSH channel whose output is not read never
- * closes. A hybrid run hung once in about 20 with both tars gone and the channel open,
- * most likely so. The limit ends any other way of hanging.
- */
-export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
-  let bytes = 0;
-  sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
-  // A local receiver that exited makes the pipe's writes fail with EPIPE: nothing to do.
-  receiver.stdin.on('error', () => undefined);
-  sender.stdout.pipe(receiver.stdin);
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
-  void receiver.done.then(() => {
-    sender.stdout.unpipe(receiver.stdin);
-    sender.stdout.resume();
-  });
-  const r = await Promise.race([Promise.all([sender.done, receiver.done]), limit]);
-  clearTimeout(timer);
-  if (r === 'timeout') {
-    sender.kill('SIGKILL');
-    receiver.kill('SIGKILL');
-    throw new Error(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
-  }
-  const [s, rcv] = r;
-  if (s.code !== 0 || rcv.code !== 0) {
-    throw new Error(`${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`);
-  }
-  return bytes;
-}
-
-/**
- * Copies the files of a local directory into a directory on the destination through one
- * exec channel (tar on both ends). Returns the bytes sent.
- */
-export async function streamDir(ctx: Context, localDir: string, remoteDir: string, exclude: string[] = [], timeoutMs = 600_000): Promise<number> {
-  const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
-  const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
-  return pipeTar(sender, receiver, 'copying images', timeoutMs);
-}
-
-/**
- * Hybrid: the pagemaps of a pre-dump that went to the destination's page server, copied
- * back into its local directory, with an empty stand-in for each pages image. The lazy
- * final dump reads its parent's pagemaps to send only what changed since (CRIU looks for
- * the parent on the source); it never reads the parent's pages there.
- */
-export async function fetchPagemaps(ctx: Context, remoteDir: string, localDir: string): Promise<void> {
-  const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
-  const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], { streamStdout: true });
-  await pipeTar(sender, receiver, 'copying the pagemaps back', 120_000);
-  const ls = await ctx.dst.run(['sh', '-c', 'cd "$1" && ls pages-*.img', 'sh', remoteDir], { allowFail: true });
-  for (const name of ls.stdout.split('\n').map((l) => l.trim()).filter((l) => /^pages-\d+\.img$/.test(l))) {
-    await fs.writeFile(path.join(localDir, name), '', { flag: 'a' });
-  }
 }

@@ -157,7 +157,7 @@ export function parseThreshold(text: string): { bytes: number } | { percent: num
   }
   const m = text.match(/^(\d+(?:\.\d+)?)([kKmMgG]?)(i?B)?$/);
   if (!m) return undefined;
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]!;
+  const mult = ({ '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[m[2].toLowerCase()] ?? 1;
   const v = Number(m[1]) * mult;
   return v > 0 ? { bytes: Math.round(v) } : undefined;
 }

@@ -5,8 +5,7 @@
 // firewall rules.
 import { spawn } from 'node:child_process';
 import { commandLine } from '../../shell.js';
-import type { Context } from '../context.js';
-import type { Proc } from '../../host.js';
+import type { Host, Proc } from '../../host.js';
 import { KEEPALIVE, untilQuiet } from '../switchover/protocol.js';
 
 /** Ends the keeper now (the undo runs) and waits for it. */
@@ -45,7 +44,7 @@ export async function localKeeper(name: string, undo: readonly string[]): Promis
   return async () => {
     // Waited for: the tool must not end (its event loop empty) before the undo has run.
     child.ref();
-    child.stdin!.end();
+    child.stdin.end();
     await exited;
   };
 }
@@ -54,8 +53,8 @@ export async function localKeeper(name: string, undo: readonly string[]): Promis
  * On the destination: an exec channel that runs UNDO when it closes, or goes quiet for
  * KEEPALIVE.lossS (a silent partition, which sshd does not notice).
  */
-export async function remoteKeeper(ctx: Context, name: string, undo: readonly string[]): Promise<EndKeeper> {
-  const proc = await ctx.dst.spawn(['sh', '-c', `${untilQuiet()}; ${commandLine(undo)}`, name]);
+export async function remoteKeeper(dst: Host, name: string, undo: readonly string[]): Promise<EndKeeper> {
+  const proc = await dst.spawn(['sh', '-c', `${untilQuiet()}; ${commandLine(undo)}`, name]);
   const stop = keepAlive(proc);
   return async () => {
     stop();

@@ -34,3 +34,9 @@ export function workPaths(base: string): WorkPaths {
 /** The name runc gives the dump log inside --work-path. */
 export const DUMP_LOG = 'dump.log';
 export const RESTORE_LOG = 'restore.log';
+
+/** This migration's private work directories, one on each host. */
+export interface WorkDirs {
+  readonly local: WorkPaths;
+  readonly remote: WorkPaths;
+}

@@ -153,3 +153,6 @@ export class RunningAlready extends Error {
     super(`a migration of this container is already running (pid ${pid})`);
   }
 }
+
+/** The record as a migration writes it, but for its phase and time (added at each write). */
+export type IntentRecord = Omit<Intent, 'phase' | 'updatedAt'>;

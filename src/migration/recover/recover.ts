@@ -21,7 +21,7 @@ import { addr } from '../network/address.js';
 import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, RunningAlready, type Intent } from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from '../network/netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
-import { removeContainer } from '../switchover/sides.js';
+import { removeContainer } from '../switchover/shared.js';
 
 export interface RecoverResult {
   /**

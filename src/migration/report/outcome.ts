@@ -6,7 +6,7 @@ import type { Options } from '../../options.js';
 import type { Progress } from '../../progress.js';
 import type { Report } from '../../report.js';
 import { parseState, runc } from '../../runc.js';
-import type { Context } from '../context.js';
+import type { LocalSession } from '../session.js';
 import { interruption } from '../../interrupt.js';
 
 export { interruption };
@@ -39,7 +39,7 @@ export class AfterFreezeError extends MigrateError {
  * The error for a failure after a freeze, once the source has had its chance to resume:
  * rolled back only if the source runs and the destination holds no copy (dstClean).
  */
-export async function afterFreeze(ctx: Context, message: string, o: { hint?: string; criuErrors?: string[]; dstClean?: boolean } = {}): Promise<AfterFreezeError> {
+export async function afterFreeze(ctx: LocalSession, message: string, o: { hint?: string; criuErrors?: string[]; dstClean?: boolean } = {}): Promise<AfterFreezeError> {
   const r = await ctx.src.run(runc.state(ctx.srcRunc, ctx.opts.container), { allowFail: true });
   const running = r.code === 0 && parseState(r.stdout).status === 'running';
   const dstClean = o.dstClean ?? true;
@@ -68,14 +68,16 @@ export function newReport(opts: Options, progress: Progress, outcome: Report['ou
   };
 }
 
+/** What the preflight saw of the container on the source before a refusal. */
+export type SeenBeforeFreeze = 'not-looked' | 'running' | 'not-running';
+
 /** Where the container is after a refusal before the freeze: as the preflight last saw it. */
-function beforeFreeze(ctx: Context): Report['runningOn'] {
-  if (ctx.sourceStatus === undefined) return 'unknown';
-  return ctx.sourceStatus === 'running' ? 'source' : 'none';
+function beforeFreeze(seen: SeenBeforeFreeze): Report['runningOn'] {
+  return seen === 'not-looked' ? 'unknown' : seen === 'running' ? 'source' : 'none';
 }
 
 /** Puts a failure into the report: after the freeze, before it, or a bug. */
-export function reportFailure(report: Report, ctx: Context, err: unknown): void {
+export function reportFailure(report: Report, seen: SeenBeforeFreeze, err: unknown): void {
   const e = err as Error;
   if (e instanceof AfterFreezeError) {
     report.outcome = e.inDoubt ? 'in-doubt' : e.exitCode === EXIT.ROLLED_BACK ? 'rolled-back' : 'unsafe';
@@ -83,13 +85,13 @@ export function reportFailure(report: Report, ctx: Context, err: unknown): void 
     report.runningOn = e.runningOn;
     report.error = { message: e.message, hint: e.hint, criuErrors: e.criuErrors.length ? e.criuErrors : undefined };
   } else if (e instanceof MigrateError) {
-    report.runningOn = beforeFreeze(ctx);
+    report.runningOn = beforeFreeze(seen);
     report.outcome = e.exitCode === EXIT.INTERRUPTED ? 'interrupted' : 'refused';
     report.exitCode = e.exitCode;
     report.error = { message: e.message, hint: e.hint };
   } else if (e instanceof CommandError) {
     // A command failed before the freeze: nothing was changed on the source.
-    report.runningOn = beforeFreeze(ctx);
+    report.runningOn = beforeFreeze(seen);
     report.outcome = 'refused';
     report.exitCode = EXIT.PREFLIGHT;
     report.error = { message: e.message };

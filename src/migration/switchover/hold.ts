@@ -41,16 +41,14 @@ export type Verdict = 'commit' | 'rollback';
  * on every rollback once the tool has marked the address released (the file
  * address-released), before CRIU resumes the tasks.
  */
-export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[], lazy?: boolean): string {
+export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[], lazy?: boolean, failDump = false): string {
   const q = shellQuote;
   const ticks = Math.ceil(timeoutS * 50); // 20 ms each (at least: a late tick only makes the deadline later)
   const V = VERDICT;
   return `#!/bin/sh
 # runc-migrate: holds the frozen source at CRIU's post-dump until the verdict.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
-# Fault injection for the tests: the dump fails after every image is written.
-[ "$RUNC_MIGRATE_FAIL_AT" = dump ] && exit 1
-dir=${q(p.holdDir)}
+${failDump ? '# Fault injected by a test (faults.ts): the dump fails after every image is written.\nexit 1\n' : ''}dir=${q(p.holdDir)}
 : > ${q(p.dumpedMarker)}
 rollback() {
 	${giveBack ? `[ -e "$dir/address-released" ] && ${commandLine(giveBack)}` : ':'}
@@ -211,11 +209,11 @@ export function criuSafePath(p: string): boolean {
  * after the checkpoint when the script's own path is not one CRIU's config can name
  * (the link, in LINKDIR, is).
  */
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = '', watchdog?: WatchdogSpec): Promise<{ env: Record<string, string>; link?: string }> {
+export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = '', watchdog?: WatchdogSpec, failDump = false): Promise<{ env: Record<string, string>; link?: string }> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
   for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
   if (watchdog) await fs.writeFile(path.join(p.holdDir, WATCHDOG_FILE), watchdogScript(p, watchdog), { mode: 0o700 });
-  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack, !!watchdog), { mode: 0o700 });
+  await fs.writeFile(p.holdScript, holdScript(p, cliPid, timeoutS, giveBack, !!watchdog, failDump), { mode: 0o700 });
   let script = p.holdScript;
   let link: string | undefined;
   if (!criuSafePath(script)) {

@@ -34,8 +34,7 @@
 // watchdog end the window alone, and the watchdog runs migrate recover for the rest.
 // Only TLS: a plain connection that closes reads as "done" to the lazy page server, so a
 // dying daemon would destroy the source (policy.chooseTransport refuses anything else).
-import { failPoint, pausePoint } from '../faults.js';
-import { freezeSource, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
+import { freezeSource, handOver, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
 
 export interface LazySourceSide extends SourceSide {
   /** The hold lets CRIU start its lazy page server; resolves once it listens. */
@@ -68,6 +67,8 @@ export interface PostCopyHooks extends SwitchoverHooks {
   /** The guard's window limits (seconds): its daemon is killed after stallS without a byte, or windowS in all. */
   stallS: number;
   windowS: number;
+  /** Tests only: waits at a named point for a test to act (faults.ts); nothing in production. */
+  pause(point: string): Promise<void>;
 }
 
 /** What follows from how each side ended the window (see the table above). Pure. */
@@ -97,14 +98,7 @@ export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinati
 
   // Until the window opens, a failure (or the tool's death) rolls back as without post-copy.
   try {
-    h.killPoint('after-dump');
-    failPoint('after-dump');
-    const guard = dst.startGuard();
-    guard.catch(() => undefined);
-    if (h.moveIp) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
-    await h.step('copy', 'copy images (all but the memory)', () => dst.copyImages());
-    if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
-    await guard;
+    await handOver(src, dst, h, 'copy images (all but the memory)');
     h.killPoint('copy');
   } catch (err) {
     return rollBack(src, dst, h, err as Error);
@@ -116,7 +110,7 @@ export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinati
   try {
     await h.step('window', 'start the lazy page server on the source (the tasks stay frozen)', () => src.openWindow());
     h.killPoint('window-open');
-    failPoint('window');
+    h.fail('window');
     await h.step('restore', 'restore on the destination (the memory follows)', () => dst.restore());
     tRestored = performance.now();
   } catch (err) {
@@ -138,8 +132,8 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
   if (!cause) {
     await h
       .step('pages', 'move the memory while the container runs (lazy window)', async () => {
-        await pausePoint('lazy-window');
-        failPoint('pages');
+        await h.pause('lazy-window');
+        h.fail('pages');
         await Promise.race([srcEnd, dst.guardEnded()]);
       })
       .catch((err: Error) => (cause ??= err));

@@ -21,7 +21,7 @@
 //     resumes it any more, even if the copy is lost afterwards.
 // Commit order: the destination first, then the source. Each step is written to the
 // intent record before it is taken ('committing' before the word commit is sent).
-import { failPoint } from '../faults.js';
+import type { FaultPoint } from '../faults.js';
 import type { IntentPhase } from '../recover/intent.js';
 import type { Verdict } from './hold.js';
 import { GUARD_WORD, MIN_MARGIN_S } from './protocol.js';
@@ -107,6 +107,8 @@ export interface SwitchoverHooks {
   warn(message: string): void;
   /** Tests only: the tool dies, or loses its connection, at a named point (faults.ts switchoverPoint). */
   killPoint(point: string): void;
+  /** Tests only: a failure injected at a named point (faults.ts); nothing in production. */
+  fail(point: FaultPoint): void;
   moveIp: boolean;
   /** Files are synced (the sync step runs). */
   syncFiles: boolean;
@@ -147,6 +149,26 @@ export async function freezeSource(src: SourceSide, dst: DestinationSide, h: Swi
   return { t0 };
 }
 
+/**
+ * What follows the freeze on every path: the destination's guard starts (it claims the
+ * address) while the source gives the address up, the images are copied and the files'
+ * final delta is sent; returns once the guard is up. A failure throws (the caller rolls
+ * back, or, without a source, reports it).
+ */
+export async function handOver(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, copyTitle: string, o: { withSource: boolean } = { withSource: true }): Promise<number> {
+  if (o.withSource) {
+    h.killPoint('after-dump');
+    h.fail('after-dump');
+  }
+  const guard = dst.startGuard();
+  guard.catch(() => undefined); // awaited below, or by remove() in the rollback
+  if (h.moveIp && o.withSource) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
+  const bytes = await h.step('copy', copyTitle, () => dst.copyImages());
+  if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
+  await guard;
+  return bytes;
+}
+
 export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
   const f = await freezeSource(src, dst, h, 'freeze and dump');
   if ('result' in f) return f.result;
@@ -155,14 +177,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   // Until the source is prepared, any failure (or the tool's death) rolls back.
   let bytesMoved: number | undefined;
   try {
-    h.killPoint('after-dump');
-    failPoint('after-dump');
-    const guard = dst.startGuard();
-    guard.catch(() => undefined); // awaited below, or by remove() in the rollback
-    if (h.moveIp) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
-    bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
-    if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
-    await guard;
+    bytesMoved = await handOver(src, dst, h, 'copy images');
     // The guard must give up strictly before the hold resumes the source by itself.
     const spare = src.holdEndsAt() - dst.guardEndsBy();
     if (spare < MIN_MARGIN_S * 1000) {
@@ -254,9 +269,7 @@ export async function rollBack(src: SourceSide, dst: DestinationSide, h: Switcho
 async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
   h.warn(`${why}: restoring on the destination without a way back`);
   try {
-    await dst.startGuard();
-    const bytesMoved = await h.step('copy', 'copy images', () => dst.copyImages());
-    if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
+    const bytesMoved = await handOver(src, dst, h, 'copy images', { withSource: false });
     await h.step('restore', 'restore and verify on the destination', () => dst.restore());
     await h.step('commit', 'commit on the destination', () => dst.commit());
     const downtimeMs = performance.now() - t0;

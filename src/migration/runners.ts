@@ -1,0 +1,296 @@
+// One runner per method (plan/method.ts): what runs between prepare and the report.
+// Each syncs the files while the container runs, pre-dumps if its method does, and hands
+// over through the switchover (stop-and-copy, or post-copy's lazy window). A runner
+// returns after a commit with what the report needs; otherwise it throws an
+// AfterFreezeError naming where the container runs, or that the migration is in doubt.
+import fs from 'node:fs/promises';
+import { EXIT, MigrateError } from '../errors.js';
+import { hostPort } from '../firewall.js';
+import { formatBytes } from '../progress.js';
+import type { Report } from '../report.js';
+import type { SyncPass } from './files/rootfs.js';
+import { watchTransfer } from './pages/meter.js';
+import { precopy } from './pages/precopy.js';
+import { startPageServer, type PageRoute, type PageServer } from './pages/transfer.js';
+import { isLazy, modeOf, type MethodKind } from './plan/method.js';
+import { describeTransport, finalImages, type Plan } from './plan/plan.js';
+import { required, type Facts } from './preflight/facts.js';
+import type { Resources } from './prepare/prepare.js';
+import type { Undo } from './prepare/undo.js';
+import { INTENT_VERSION, removeIntent, writeIntent, type IntentRecord } from './recover/intent.js';
+import { AfterFreezeError, afterFreeze, checkInterrupt } from './report/outcome.js';
+import type { Session } from './session.js';
+import { Destination } from './switchover/destination.js';
+import { LazyDestination, LazySource } from './switchover/lazy.js';
+import { postCopySwitchover } from './switchover/postcopy.js';
+import { CriuFailure, guardDirOf, type FinalImages } from './switchover/shared.js';
+import { Source } from './switchover/source.js';
+import { switchover, type LazyWindow, type SwitchoverHooks, type SwitchoverResult } from './switchover/switchover.js';
+
+/** What a runner works with: every stage's output so far. */
+export interface Run {
+  readonly s: Session;
+  readonly facts: Facts;
+  readonly plan: Plan;
+  readonly res: Resources;
+  readonly undo: Undo;
+  readonly report: Report;
+  /** Set once the container ended on one host with the other confirmed clean: the record may go. */
+  readonly record: { done: boolean };
+}
+
+/** After a commit: what the report says of it. */
+export interface Migrated {
+  downtimeMs: number;
+  bytesMoved?: number;
+  finalDump?: Source['finalDump'];
+  /** Migrated, but the source may still hold its frozen copy: why. */
+  sourceLeft?: string;
+  lazy?: LazyWindow;
+  announceFailed?: string;
+}
+
+type Runner = (r: Run) => Promise<Migrated>;
+
+export const RUNNERS: Record<MethodKind, Runner> = {
+  'one-shot': async (r) => {
+    await presync(r);
+    return stopAndCopy(r, finalImages(r.res.work));
+  },
+  'pre-copy': async (r) => {
+    await presync(r);
+    const last = await preCopy(r);
+    return stopAndCopy(r, finalImages(r.res.work, last));
+  },
+  'post-copy': async (r) => {
+    await presync(r);
+    return stopAndCopy(r, finalImages(r.res.work));
+  },
+  hybrid: async (r) => {
+    await presync(r);
+    const last = await preCopy(r);
+    return stopAndCopy(r, finalImages(r.res.work, last));
+  },
+};
+
+/** The record of this migration (intent.ts), but for its phase: what recover needs. */
+export function intentRecord(r: Pick<Run, 's' | 'facts' | 'res'>): IntentRecord {
+  const { s } = r;
+  const mv = r.facts.destination.moveIp;
+  return {
+    version: INTENT_VERSION,
+    container: s.opts.container,
+    srcRunc: s.srcRunc,
+    dstRunc: s.dstRunc,
+    destination: s.opts.destination,
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    localBase: r.res.work.local.base,
+    holdDir: r.res.work.local.holdDir,
+    remoteBase: r.res.work.remote.base,
+    guardDir: guardDirOf(r.res.work.remote.base),
+    moveIp: mv ? { address: mv.address, prefix: mv.prefix, dev: mv.dev, srcDev: mv.srcDev, dstDev: mv.dstDev } : undefined,
+  };
+}
+
+function syncDetail(p: SyncPass): string {
+  const f = p.figures;
+  return `(${f.filesTransferred} files, ${formatBytes(f.transferredFileBytes)} changed of ${formatBytes(f.totalFileBytes)}${f.filesDeleted ? `, ${f.filesDeleted} deleted` : ''})`;
+}
+
+/** The files' pre-sync while the container runs: a failure refuses (nothing frozen). */
+async function presync(r: Run): Promise<void> {
+  const files = r.res.files?.trees.length ? r.res.files : undefined;
+  if (!files) return;
+  await r.s.progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
+    checkInterrupt();
+    const hint = (err as Error & { hint?: string }).hint;
+    throw new MigrateError(
+      `the pre-sync of the container's files failed: ${err.message}`,
+      EXIT.PREFLIGHT,
+      `Nothing was frozen. ${hint ?? 'Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.'}`,
+    );
+  });
+  await r.s.faults.pause('presynced');
+  checkInterrupt();
+}
+
+/** How a page server on the destination is reached (tunnel, direct, tls), from the plan and what prepare made. */
+function pageRoute(r: Run): PageRoute {
+  const remote = r.res.work.remote;
+  const t = r.plan.transport;
+  if (t === 'tunnel') return { kind: 'tunnel', remote };
+  const address = required(r.facts.destination.address, "the destination's address");
+  if (t === 'direct') return { kind: 'direct', address, remote };
+  if (t === 'tls') return { kind: 'tls', address, remote, tls: required(r.res.certs, 'the TLS certificates').destination };
+  throw new Error('internal: no page server with the stream transport');
+}
+
+/** Pre-dumps until the stop rule says switch over; returns the last one's directory name. */
+async function preCopy(r: Run): Promise<string> {
+  const { s, plan, report } = r;
+  const m = plan.method;
+  if (m.kind !== 'pre-copy' && m.kind !== 'hybrid') throw new Error(`internal: no pre-copy in ${m.kind}`);
+  // The pre-dumps' images (the container's memory) are on both hosts from here: if the
+  // tool dies, the record lets recover (or the next run) remove them.
+  await writeIntent(s.intentFile, { ...intentRecord(r), phase: 'precopy', updatedAt: '' });
+  const run = {
+    work: r.res.work,
+    route: pageRoute(r),
+    rule: m.rule,
+    criuConfig: r.res.certs?.criuConfig ?? '',
+    memoryBytes: r.facts.source.memoryBytes,
+    throttle: r.res.throttle,
+    fetchPagemaps: m.kind === 'hybrid',
+  };
+  const pc = await precopy(s, run, checkInterrupt)
+    .catch(async (err: Error) => {
+      if (err instanceof MigrateError) throw err;
+      // Pre-dumps resume the container themselves: it should run on the source.
+      throw await afterFreeze(s, `pre-copy failed: ${err.message}`);
+    })
+    .finally(() => removeIntent(s.intentFile));
+  Object.assign(report, { iterations: pc.iterations.map((it) => ({ ...it })), stopReason: pc.decision.reason, stopWhy: pc.decision.why, predictedDowntimeMs: pc.decision.predictedDowntimeMs });
+  // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
+  const files = r.res.files?.trees.length ? r.res.files : undefined;
+  if (files) {
+    await s.progress.phase('presync', 'sync the files again after pre-copy', () => files.presync(), syncDetail).catch(async (err: Error) => {
+      checkInterrupt();
+      throw await afterFreeze(s, `the second pre-sync of the container's files failed: ${err.message}`);
+    });
+  }
+  return pc.last;
+}
+
+/**
+ * The switchover (switchover.ts, or postcopy.ts for a lazy method) between this machine
+ * and the destination, in the report's terms.
+ */
+async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
+  const { s, plan, facts, res, undo } = r;
+  const { opts, progress } = s;
+  const L = res.work.local;
+  const R = res.work.remote;
+  const m = plan.method;
+  await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
+  if (images.remote !== R.images) await s.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
+  let pageServer: PageServer | undefined;
+  if (plan.transport !== 'stream' && !isLazy(m)) {
+    const ps = await progress.phase('page-server', `page server on the destination (${describeTransport(plan.transport)})`, () => startPageServer(s, pageRoute(r), images.remote, images.parent));
+    pageServer = ps;
+    undo.add('stop the page server', () => ps.stop());
+    if (s.faults.at('page-server')) await ps.kill();
+    await s.faults.pause('page-server', ps.endpoint);
+  }
+  // The last moment to stop without freezing anything.
+  checkInterrupt();
+  const files = res.files?.trees.length ? res.files : undefined;
+  const dstSetup = { s, work: res.work, images, deadlineS: plan.guardDeadlineS, bundle: facts.source.bundle, moveIp: facts.destination.moveIp, pageServer, files };
+  const srcSetup = {
+    s,
+    work: L,
+    images,
+    intent: { file: s.intentFile, record: intentRecord(r) },
+    holdTimeoutS: plan.holdTimeoutS,
+    undo,
+    pid: facts.source.state.pid,
+    moveIp: facts.destination.moveIp,
+    criuConfig: res.certs?.criuConfig ?? '',
+  };
+  const hooks: SwitchoverHooks = {
+    step: (name, title, run) =>
+      progress.phase(name, title, async () => {
+        if (name !== 'dump') return run();
+        // On a terminal: the final dump's bytes as they arrive.
+        const stream = plan.transport === 'stream';
+        const stop = await watchTransfer(s, stream ? 'src' : 'dst', stream ? images.local : images.remote, modeOf(m) === 'one-shot' ? facts.source.memoryBytes : undefined);
+        try {
+          return await run();
+        } finally {
+          await stop();
+        }
+      }),
+    warn: (w) => progress.warn(w),
+    killPoint: (point) => s.faults.point(point, () => s.ssh.sever(), L),
+    fail: (point) => s.faults.fail(point),
+    moveIp: facts.destination.moveIp !== undefined,
+    syncFiles: files !== undefined,
+  };
+  // Auto-converge: the throttle goes at the switchover, once CRIU starts to stop the tasks.
+  const unthrottled = res.throttle?.liftWhenHeld();
+  let result: SwitchoverResult;
+  let source: Source;
+  try {
+    if (isLazy(m)) {
+      const tls = required(res.certs, 'the TLS certificates');
+      const dst = new LazyDestination({ ...dstSetup, lazy: { limits: m.lazy, sourceAddress: m.sourceAddress, tls: tls.destination } });
+      const src = new LazySource({ ...srcSetup, lazy: m.lazy, pagesTo: hostPort(m.sourceAddress, opts.pageServerPort), pageServerLog: () => dst.pageServerLog() });
+      source = src;
+      await src.snapshotLockRules();
+      result = await postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) });
+    } else {
+      const dst = new Destination(dstSetup);
+      const src = new Source({ ...srcSetup, pagesTo: pageServer?.endpoint, pageServerLog: () => dst.pageServerLog() });
+      source = src;
+      await src.snapshotLockRules();
+      result = await switchover(src, dst, hooks);
+    }
+  } finally {
+    unthrottled?.();
+  }
+  return switchoverOutcome(r, images, source, result);
+}
+
+/** The switchover's result in the report's terms: the figures after a commit; otherwise the error that says where the container runs. */
+async function switchoverOutcome(r: Run, images: FinalImages, src: Source, result: SwitchoverResult): Promise<Migrated> {
+  const { s, res, undo, report } = r;
+  const { opts, progress } = s;
+  const lazy = isLazy(r.plan.method);
+  if ('lazy' in result && result.lazy) report.postCopy = { ...result.lazy, rolledBack: result.runningOn === 'source' ? true : undefined };
+  if (result.runningOn === 'destination') {
+    // After the commit: figures and tidying only, never a failure.
+    let bytesMoved = result.bytesMoved;
+    try {
+      if (result.sourceLeft) undo.keepWorkDirs();
+      else r.record.done = true;
+      // The images that arrived (the page server's and the copied files).
+      const du = await s.dst.run(['du', '-s', '-B1', '--apparent-size', res.work.remote.images], { allowFail: true });
+      const duBytes = Number(du.stdout.split(/\s/)[0]);
+      if (Number.isFinite(duBytes) && duBytes > 0) bytesMoved = duBytes;
+    } catch (err) {
+      progress.warn(`after the commit: ${(err as Error).message}`);
+    }
+    return { downtimeMs: result.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: result.sourceLeft, lazy: result.lazy, announceFailed: result.announceFailed };
+  }
+  if (result.runningOn === 'nowhere') {
+    undo.keepWorkDirs();
+    await removeIntent(s.intentFile);
+    const hint = lazy
+      ? `The container's memory was only in the source's tasks and is lost; its files are on both hosts (work directories kept: ${res.work.local.base} here).`
+      : `Restore it by hand from ${images.local} on the source (runc restore --image-path ...), or copy the images to the destination.`;
+    throw new AfterFreezeError(result.error.message, EXIT.UNSAFE, hint, [], 'none');
+  }
+  if (result.runningOn === 'in-doubt') {
+    undo.keepWorkDirs();
+    throw new AfterFreezeError(
+      `${result.error.message}; the migration is in doubt`,
+      EXIT.UNSAFE,
+      lazy
+        ? `A source CRIU resumed stays cut off by CRIU's network lock until this is settled. Run: migrate recover ${opts.container} ${opts.destination} (with the same SSH options) once the destination can be reached. It asks the destination whether it kept its copy, then removes the source or unlocks it.`
+        : `The source stays frozen until this is settled. Run: migrate recover ${opts.container} ${opts.destination} (with the same SSH options). It asks the destination whether it committed, then removes the source or resumes it.`,
+      [],
+      'unknown',
+      true,
+    );
+  }
+  // A destination not confirmed clean keeps the record and the work directories: recover
+  // confirms that its guard removed the stopped copy, then cleans both hosts.
+  // A clean one: the record goes once the clean-up has run (settleRecord), or stays for
+  // what it could not remove there.
+  if (result.destinationClean) r.record.done = true;
+  else undo.keepWorkDirs();
+  const files = res.files;
+  if (files?.report.final) progress.warn(`the destination's copy of the container's files (${files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`);
+  const criuInfo = result.error instanceof CriuFailure ? result.error.criu : undefined;
+  throw await afterFreeze(s, `${result.error.message}; rolled back`, { hint: criuInfo?.cause, criuErrors: criuInfo?.errors, dstClean: result.destinationClean });
+}
