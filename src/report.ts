@@ -64,7 +64,8 @@ export interface Report {
   warnings: string[];
   /** migrate recover: why the unfinished migration ended where it did. */
   recoveredWhy?: string;
-  error?: { message: string; hint?: string; criuErrors?: string[] };
+  /** What went wrong: the stage it happened in (migrate only), what to do, CRIU's own error lines. */
+  error?: { stage?: string; message: string; hint?: string; criuErrors?: string[] };
 }
 
 export function toJson(r: Report): string {

@@ -24,7 +24,8 @@ import { prepare } from './prepare/prepare.js';
 import { Undo } from './prepare/undo.js';
 import { intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
 import { recover } from './recover/recover.js';
-import { AfterFreezeError, checkInterrupt, newReport, reportFailure, type SeenBeforeFreeze } from './report/outcome.js';
+import { buildReport, failureOf, type Failure, type Results, type SeenBeforeFreeze, type Stage } from './report/build.js';
+import { AfterFreezeError, checkInterrupt } from './report/outcome.js';
 import { RUNNERS } from './runners.js';
 import { runcOf, type LocalSession, type Session } from './session.js';
 import { reconnect } from './switchover/shared.js';
@@ -33,14 +34,17 @@ export { interruption } from './report/outcome.js';
 
 export async function migrate(opts: Options, progress: Progress, faults: Faults = NO_FAULTS): Promise<Report> {
   const t0 = performance.now();
-  const report = newReport(opts, progress);
   const log = (host: string, line: string) => progress.command(host, line);
   const local: LocalSession = { opts, progress, log, src: new LocalHost(log), ...runcOf(opts), intentFile: intentPath(DEFAULTS.intentDir, opts.container), faults };
   const undo = new Undo();
   const record = { done: false };
+  const results: Results = {};
+  let failure: Failure | undefined;
   let session: Session | undefined;
+  let stage: Stage = 'start';
   let seen: SeenBeforeFreeze = 'not-looked';
-  try {
+  // The stages, in order; each hands its result to the next.
+  const stages = async (): Promise<void> => {
     const endpoint = resolveEndpoint(opts);
     for (const w of [endpoint, ...(endpoint.jumps ?? [])].flatMap((e) => e.warnings ?? [])) progress.warn(w);
     const connect = () => progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint));
@@ -50,60 +54,55 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
       throw err;
     });
     undo.add('release the lock on the container', unlock);
+    stage = 'earlier-run';
     const earlier = await settleEarlier(local, connect);
     if (earlier?.ssh) session = sessionOver(local, earlier.ssh);
     if (earlier?.where === 'destination') {
-      Object.assign(report, { outcome: 'recovered', exitCode: EXIT.OK, runningOn: 'destination', recoveredWhy: 'an earlier migration had committed; it was finished' });
-      return report;
+      results.recoveredWhy = 'an earlier migration had committed; it was finished';
+      return;
     }
+    stage = 'preflight';
     const checks = checksOn(progress, opts.force);
     const source = await checkSource(local, checks).catch((err: unknown) => {
       if (err instanceof NotRunning) seen = 'not-running';
       throw err;
     });
     seen = 'running';
-    report.memoryBytes = source.memoryBytes;
+    results.memoryBytes = source.memoryBytes;
     session ??= sessionOver(local, await connect());
     const s = session;
     const destination = await checkDestination(s, source, checks);
     const facts = { source, destination };
-    Object.assign(report, { transport: destination.transport, transportWhy: destination.transportWhy });
+    results.transport = { name: destination.transport, why: destination.transportWhy };
     checkInterrupt();
+    stage = 'plan';
     const plan = makePlan(s, facts);
     if (opts.dryRun) {
       for (const line of describePlan(plan, facts)) progress.info(`  ${line}`);
-      Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source' });
-      return report;
+      results.dryRun = true;
+      return;
     }
     const kind = plan.method.kind;
-    report.mode = kind === 'pre-copy' ? modeOf(plan.method) : kind;
+    results.mode = kind === 'pre-copy' ? modeOf(plan.method) : kind;
+    stage = 'prepare';
     const res = await prepare(s, facts, plan, undo);
-    if (res.files) report.files = res.files.report;
-    const r = await RUNNERS[kind]({ s, facts, plan, res, undo, report, record });
-    Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: r.downtimeMs, bytesMoved: r.bytesMoved, finalDump: r.finalDump, postCopy: r.lazy ?? report.postCopy });
-    if (r.sourceLeft) {
-      // Migrated, but the source may still hold its frozen copy: exit 5 says so.
-      report.exitCode = EXIT.UNSAFE;
-      report.error = { message: r.sourceLeft, hint: `Run: migrate recover ${opts.container} ${opts.destination}` };
-    } else if (r.announceFailed) {
-      // It runs on the destination, but its clients may not find it there.
-      report.exitCode = EXIT.UNSAFE;
-      report.error = {
-        message: `migrated, but the service address was not announced on the destination (${r.announceFailed})`,
-        hint: `On the destination: remove the DROP rule for ${opts.moveIp?.address}, set net.ipv4.conf.<dev>.arp_ignore back (0 unless you had another value), and send a gratuitous ARP (arping -U -c1 -s ADDR ADDR).`,
-      };
-    }
+    results.files = res.files?.report;
+    stage = 'run';
+    results.migrated = await RUNNERS[kind]({ s, facts, plan, res, undo, results, record });
+    if (results.migrated.lazy) results.lazy = results.migrated.lazy;
+  };
+  try {
+    await stages();
   } catch (err) {
-    reportFailure(report, seen, err);
+    failure = failureOf(err, stage, seen);
   } finally {
     // Every exit path: the undo stack, over a new connection if the old one dropped.
     if (session && !session.ssh.alive) await reconnect(session);
     await undo.release((m) => progress.warn(m));
     session?.ssh.close();
-    if (record.done) await settleRecord(local, report, undo.left[0]);
-    report.totalMs = performance.now() - t0;
+    if (record.done) results.remoteLeft = await settleRecord(local, !failure, undo.left[0]);
   }
-  return report;
+  return buildReport(opts, progress, results, failure, performance.now() - t0);
 }
 
 function sessionOver(local: LocalSession, ssh: SshConnection): Session {
@@ -115,26 +114,22 @@ function sessionOver(local: LocalSession, ssh: SshConnection): Session {
  * rolled back): the record goes, unless the destination's work directory (the images:
  * the container's memory) could not be removed (REMOTELEFT). Then the record stays,
  * marked committed or rolled-back, so that migrate recover removes it once the
- * destination can be reached, and the report says so (exit 5 after a commit; a rollback
- * stays exit 4).
+ * destination can be reached; returned for the report (exit 5 after a commit; a
+ * rollback stays exit 4).
  */
-async function settleRecord(s: LocalSession, report: Report, remoteLeft: string | undefined): Promise<void> {
+async function settleRecord(s: LocalSession, committed: boolean, remoteLeft: string | undefined): Promise<string | undefined> {
   try {
-    if (!remoteLeft) return await removeIntent(s.intentFile);
-    const committed = report.runningOn === 'destination';
+    if (!remoteLeft) {
+      await removeIntent(s.intentFile);
+      return undefined;
+    }
     const rec = await readIntent(s.intentFile);
     if (rec) await writeIntent(s.intentFile, { ...rec, phase: committed ? 'committed' : 'rolled-back' });
     s.progress.warn(`the destination's work directory ${remoteLeft} (the images: the container's memory) could not be removed`);
-    const hint = `Run: migrate recover ${s.opts.container} ${s.opts.destination} once the destination can be reached; it removes what is left on both hosts.`;
-    if (committed) {
-      report.exitCode = EXIT.UNSAFE;
-      report.error = { message: `migrated, but the destination's work directory ${remoteLeft} could not be removed (the connection was lost after the commit)`, hint };
-    } else if (report.error) {
-      report.error = { ...report.error, message: `${report.error.message}; the destination's work directory ${remoteLeft} could not be removed`, hint: [report.error.hint, hint].filter(Boolean).join(' ') };
-    }
   } catch (err) {
     s.progress.warn(`the record ${s.intentFile}: ${(err as Error).message}`);
   }
+  return remoteLeft;
 }
 
 /**

@@ -7,7 +7,6 @@ import fs from 'node:fs/promises';
 import { EXIT, MigrateError } from '../errors.js';
 import { hostPort } from '../firewall.js';
 import { formatBytes } from '../progress.js';
-import type { Report } from '../report.js';
 import type { SyncPass } from './files/rootfs.js';
 import { watchTransfer } from './pages/meter.js';
 import { precopy } from './pages/precopy.js';
@@ -18,6 +17,7 @@ import { required, type Facts } from './preflight/facts.js';
 import type { Resources } from './prepare/prepare.js';
 import type { Undo } from './prepare/undo.js';
 import { INTENT_VERSION, removeIntent, writeIntent, type IntentRecord } from './recover/intent.js';
+import type { Migrated, Results } from './report/build.js';
 import { AfterFreezeError, afterFreeze, checkInterrupt } from './report/outcome.js';
 import type { Session } from './session.js';
 import { Destination } from './switchover/destination.js';
@@ -25,7 +25,7 @@ import { LazyDestination, LazySource } from './switchover/lazy.js';
 import { postCopySwitchover } from './switchover/postcopy.js';
 import { CriuFailure, guardDirOf, type FinalImages } from './switchover/shared.js';
 import { Source } from './switchover/source.js';
-import { switchover, type LazyWindow, type SwitchoverHooks, type SwitchoverResult } from './switchover/switchover.js';
+import { switchover, type SwitchoverHooks, type SwitchoverResult } from './switchover/switchover.js';
 
 /** What a runner works with: every stage's output so far. */
 export interface Run {
@@ -34,20 +34,10 @@ export interface Run {
   readonly plan: Plan;
   readonly res: Resources;
   readonly undo: Undo;
-  readonly report: Report;
+  /** What the report will say: each step sets what it knows, as it happens. */
+  readonly results: Results;
   /** Set once the container ended on one host with the other confirmed clean: the record may go. */
   readonly record: { done: boolean };
-}
-
-/** After a commit: what the report says of it. */
-export interface Migrated {
-  downtimeMs: number;
-  bytesMoved?: number;
-  finalDump?: Source['finalDump'];
-  /** Migrated, but the source may still hold its frozen copy: why. */
-  sourceLeft?: string;
-  lazy?: LazyWindow;
-  announceFailed?: string;
 }
 
 type Runner = (r: Run) => Promise<Migrated>;
@@ -128,7 +118,7 @@ function pageRoute(r: Run): PageRoute {
 
 /** Pre-dumps until the stop rule says switch over; returns the last one's directory name. */
 async function preCopy(r: Run): Promise<string> {
-  const { s, plan, report } = r;
+  const { s, plan } = r;
   const m = plan.method;
   if (m.kind !== 'pre-copy' && m.kind !== 'hybrid') throw new Error(`internal: no pre-copy in ${m.kind}`);
   // The pre-dumps' images (the container's memory) are on both hosts from here: if the
@@ -150,7 +140,7 @@ async function preCopy(r: Run): Promise<string> {
       throw await afterFreeze(s, `pre-copy failed: ${err.message}`);
     })
     .finally(() => removeIntent(s.intentFile));
-  Object.assign(report, { iterations: pc.iterations.map((it) => ({ ...it })), stopReason: pc.decision.reason, stopWhy: pc.decision.why, predictedDowntimeMs: pc.decision.predictedDowntimeMs });
+  r.results.precopy = pc;
   // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
   const files = r.res.files?.trees.length ? r.res.files : undefined;
   if (files) {
@@ -243,10 +233,10 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
 
 /** The switchover's result in the report's terms: the figures after a commit; otherwise the error that says where the container runs. */
 async function switchoverOutcome(r: Run, images: FinalImages, src: Source, result: SwitchoverResult): Promise<Migrated> {
-  const { s, res, undo, report } = r;
+  const { s, res, undo, results } = r;
   const { opts, progress } = s;
   const lazy = isLazy(r.plan.method);
-  if ('lazy' in result && result.lazy) report.postCopy = { ...result.lazy, rolledBack: result.runningOn === 'source' ? true : undefined };
+  if ('lazy' in result && result.lazy) results.lazy = { ...result.lazy, rolledBack: result.runningOn === 'source' ? true : undefined };
   if (result.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.
     let bytesMoved = result.bytesMoved;

@@ -27,7 +27,7 @@ import { runRsync, writeBridge, type RsyncJob, type RsyncRun } from './rsync-bri
 import { deltaHead, deltaTar } from '../../filetar.js';
 import type { Proc } from '../../host.js';
 import { pipeTar } from '../pages/stream.js';
-import { destinationOf, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
+import { destinationOfHostPath, sourceOf, sharedWritableMappings, type SyncPlan, type SyncTree } from './syncplan.js';
 import { containerPids, taskFiles } from './tasks.js';
 
 export interface SyncPass {
@@ -315,7 +315,7 @@ export class FilesSync {
       if (this.log?.lost) this.report.changeLog = { ...this.report.changeLog, lost: this.log.lost };
       // Compared by content: what the frozen tasks hold, and every inode changed since the pre-sync began.
       const since = await this.changedSince((this.startS ?? 0) - STAMP_MARGIN_S);
-      const stale = [...new Set([...held.map((p) => this.destinationOfSource(p)).filter((d): d is string => !!d), ...since])];
+      const stale = [...new Set([...held.map((p) => destinationOfHostPath(this.dirTrees, p)).filter((d): d is string => !!d), ...since])];
       const marked = await this.markStale(stale);
       const figures = await this.rsyncAll(timeoutMs, false);
       pass = { how: 'walk', why, ms: performance.now() - t0, figures, marked };
@@ -448,15 +448,7 @@ export class FilesSync {
   }
 
   /** A source path of a synced tree, on the destination. */
-  private destinationOfSource(p: string): string | undefined {
-    const t = this.dirTrees.find((x) => p === x.src || p.startsWith(x.src.replace(/\/+$/, '') + '/'));
-    return t ? path.join(t.dst, path.relative(t.src, p)) : undefined;
-  }
 
-  /** Where a path inside the container lands on the destination, if it is in a synced tree. */
-  destinationOf(containerPath: string): string | undefined {
-    return destinationOf(this.plan, containerPath);
-  }
 }
 
 /** What is below a directory that appeared: every entry, and the directories entered; parents first. */

@@ -36,22 +36,54 @@ export class SyncPlanError extends Error {
   }
 }
 
+/** A tree of the container with its place on both hosts, and whether the container mounts it read-only. */
+export interface PairedTree {
+  containerPath: string;
+  src: string;
+  dst: string;
+  readOnly: boolean;
+}
+
+/**
+ * The container's rootfs and each bind mount, each paired with where it is on the
+ * destination (a bind mount by its path in the container; the source's path when the
+ * destination's config has no such mount). dstConfig undefined: the destination gets the
+ * source's config. Pure.
+ */
+export function pairTrees(o: { srcConfig: string; srcBundle: string; dstConfig?: string; dstBundle: string }): { rootfs: PairedTree; mounts: Array<PairedTree & { mount: BundleMount }> } {
+  const src = bundleLayout(o.srcConfig, o.srcBundle);
+  const dst = bundleLayout(o.dstConfig ?? o.srcConfig, o.dstBundle);
+  const c = JSON.parse(o.srcConfig) as { root?: { readonly?: boolean }; mounts?: Array<{ destination?: string; options?: string[] }> } | null;
+  const readOnly = (dest: string) => (c?.mounts ?? []).some((m) => m.destination === dest && (m.options ?? []).includes('ro'));
+  return {
+    rootfs: { containerPath: '/', src: src.rootfs, dst: dst.rootfs, readOnly: !!c?.root?.readonly },
+    mounts: src.mounts.map((m) => ({
+      containerPath: m.destination,
+      src: m.source,
+      dst: dst.mounts.find((b) => norm(b.destination) === norm(m.destination))?.source ?? m.source,
+      readOnly: readOnly(m.destination),
+      mount: m,
+    })),
+  };
+}
+
+const norm = (p: string) => path.normalize(p).replace(/(.)\/+$/, '$1');
+
 /**
  * srcConfig / dstConfig: the bundles' config.json texts (dstConfig undefined when the
  * destination has none yet: it gets the source's). volumes: --sync-volume values, each a
  * bind mount's path in the container or its source directory on the source host.
  */
 export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: string; dstBundle: string; rootfs: boolean; volumes: string[] }): SyncPlan {
-  const src = bundleLayout(o.srcConfig, o.srcBundle);
-  const dst = bundleLayout(o.dstConfig ?? o.srcConfig, o.dstBundle);
+  const pairs = pairTrees(o);
+  const mounts = pairs.mounts.map((p) => p.mount);
   const trees: SyncTree[] = [];
-  if (o.rootfs) trees.push({ what: 'rootfs', containerPath: '/', src: src.rootfs, dst: dst.rootfs });
-  const norm = (p: string) => path.normalize(p).replace(/(.)\/+$/, '$1');
+  if (o.rootfs) trees.push({ what: 'rootfs', containerPath: '/', src: pairs.rootfs.src, dst: pairs.rootfs.dst });
   const wanted = new Set<BundleMount>();
   for (const v of o.volumes) {
-    const m = src.mounts.find((b) => norm(b.destination) === norm(v)) ?? src.mounts.find((b) => norm(b.source) === norm(v));
+    const m = mounts.find((b) => norm(b.destination) === norm(v)) ?? mounts.find((b) => norm(b.source) === norm(v));
     if (!m) {
-      const list = src.mounts.map((b) => `${b.destination} (from ${b.source})`).join(', ');
+      const list = mounts.map((b) => `${b.destination} (from ${b.source})`).join(', ');
       throw new SyncPlanError(
         `--sync-volume ${v} is not a bind mount of the container`,
         list ? `Its bind mounts: ${list}. Name one by its path in the container or on the host.` : 'The container has no bind mounts (config.json "mounts").',
@@ -60,13 +92,13 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
     wanted.add(m);
   }
   const notSynced: SyncPlan['notSynced'] = [];
-  for (const m of src.mounts) {
+  for (const p of pairs.mounts) {
+    const m = p.mount;
     if (!wanted.has(m)) {
       notSynced.push({ containerPath: m.destination, source: m.source, why: 'not asked for (--sync-volume PATH)' });
       continue;
     }
-    const there = dst.mounts.find((b) => norm(b.destination) === norm(m.destination));
-    trees.push({ what: `volume ${m.destination}`, containerPath: m.destination, src: m.source, dst: there?.source ?? m.source });
+    trees.push({ what: `volume ${m.destination}`, containerPath: m.destination, src: p.src, dst: p.dst });
   }
   for (const t of trees) {
     for (const p of [t.src, t.dst]) {
@@ -75,7 +107,7 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
       }
     }
   }
-  return { trees, mounts: src.mounts, notSynced };
+  return { trees, mounts, notSynced };
 }
 
 /**
@@ -84,6 +116,12 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
  */
 export function destinationOf(plan: SyncPlan, containerPath: string): string | undefined {
   return treePathOf(plan, containerPath, 'dst');
+}
+
+/** Where a path on the source host lands on the destination, if it is in one of TREES. */
+export function destinationOfHostPath(trees: readonly SyncTree[], p: string): string | undefined {
+  const t = trees.find((x) => p === x.src || p.startsWith(x.src.replace(/\/+$/, '') + '/'));
+  return t ? path.join(t.dst, path.relative(t.src, p)) : undefined;
 }
 
 /** Where a path inside the container is on the source host, if it is in a synced tree. */

@@ -6,9 +6,8 @@ import path from 'node:path';
 import { compareVersions } from '../../criu.js';
 import { PreflightError } from '../../errors.js';
 import { MIN_RSYNC_VERSION, parseRsyncVersion, rsyncCmd } from '../../rsync.js';
-import { bundleLayout } from '../files/openfiles.js';
 import { sameDirectory } from '../files/rootfs.js';
-import { planSync, SyncPlanError, type SyncTree } from '../files/syncplan.js';
+import { pairTrees, planSync, SyncPlanError, type SyncTree } from '../files/syncplan.js';
 import type { Session } from '../session.js';
 import type { FilesFacts, SourceFacts } from './facts.js';
 
@@ -75,15 +74,11 @@ export async function checkFiles(s: Session, source: SourceFacts, bundle: Bundle
 export async function checkSharedForPostCopy(s: Session, source: SourceFacts, bundle: BundleConfigs): Promise<string> {
   const config = bundle.srcConfig;
   if (!config) return "the source bundle's config.json cannot be read: not checked";
-  const src = bundleLayout(config, source.state.bundle);
-  const dst = bundleLayout(bundle.config ?? config, source.bundle);
-  const c = JSON.parse(config) as { root?: { readonly?: boolean }; mounts?: Array<{ destination?: string; options?: string[] }> };
-  const readOnly = (dest: string) => (c?.mounts ?? []).some((m) => m.destination === dest && (m.options ?? []).includes('ro'));
-  const dirs = [{ what: 'rootfs', src: src.rootfs, dst: dst.rootfs, ro: !!c?.root?.readonly }];
-  for (const m of src.mounts) dirs.push({ what: `bind mount ${m.destination} (${m.source})`, src: m.source, dst: dst.mounts.find((b) => b.destination === m.destination)?.source ?? m.source, ro: readOnly(m.destination) });
+  const pairs = pairTrees({ srcConfig: config, srcBundle: source.state.bundle, dstConfig: bundle.config, dstBundle: source.bundle });
+  const dirs = [{ what: 'rootfs', ...pairs.rootfs }, ...pairs.mounts.map((m) => ({ what: `bind mount ${m.containerPath} (${m.src})`, ...m }))];
   const shared: string[] = [];
   for (const d of dirs) {
-    if (d.ro) continue;
+    if (d.readOnly) continue;
     const st = await fs.stat(d.src).catch(() => undefined);
     if (!st?.isDirectory()) continue; // a single file (resolv.conf...) cannot be told this way
     if (await sameDirectory(s.dst, d.src, d.dst)) shared.push(d.what);

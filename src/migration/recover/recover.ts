@@ -13,7 +13,7 @@ import type { Progress } from '../../progress.js';
 import type { Report } from '../../report.js';
 import { SshConnection } from '../../ssh/connection.js';
 import { resolveEndpoint } from '../../ssh/endpoint.js';
-import { newReport } from '../report/outcome.js';
+import { newReport } from '../report/build.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../../runc.js';
 import { guardFilesCommand, parseGuardFiles, resumeCommand } from '../switchover/guard.js';
 import { decide, readHold, readLazyExit, WATCHDOG_FILE } from '../switchover/hold.js';

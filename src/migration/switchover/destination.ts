@@ -303,15 +303,27 @@ export class Destination implements DestinationSide {
   async settle(): Promise<'committed' | 'removed' | undefined> {
     this.beat(false);
     this.guard?.stdin.end();
-    for (let i = 0; i < 10 * (this.deadlineS + 30); i++) {
+    const f = await this.watchGuard(1000 * (this.deadlineS + 30), (g) => g.committed || !g.alive);
+    if (!f || f.alive) return undefined;
+    if (f.committed) return 'committed';
+    // No trace of the guard (its files wiped by a reboot): it may have committed.
+    return f.removed || (f.present && (await this.absent())) ? 'removed' : undefined;
+  }
+
+  /**
+   * Reads the guard's files (over a new connection if need be) until DONE holds, for at
+   * most LIMITMS. undefined: the destination cannot be reached (at once, unless
+   * keepTrying) or the limit passed; the last files read otherwise.
+   */
+  protected async watchGuard(limitMs: number, done: (f: GuardFiles) => boolean, o: { keepTrying?: boolean; pollMs?: number } = {}): Promise<GuardFiles | undefined> {
+    const deadline = Date.now() + limitMs;
+    for (;;) {
       const f = await this.guardFiles();
-      if (!f) return undefined;
-      if (f.committed) return 'committed';
-      // No trace of the guard (its files wiped by a reboot): it may have committed.
-      if (!f.alive) return f.removed || (f.present && (await this.absent())) ? 'removed' : undefined;
-      await new Promise((r) => setTimeout(r, 100));
+      if (f && done(f)) return f;
+      if (!f && !o.keepTrying) return undefined;
+      if (Date.now() >= deadline) return undefined;
+      await new Promise((r) => setTimeout(r, f ? (o.pollMs ?? 100) : 2000));
     }
-    return undefined;
   }
 
   /** The guard's files: committed, removed, or neither yet (its pid still running). */
@@ -339,14 +351,10 @@ export class Destination implements DestinationSide {
     if (!this.guard) return true;
     // Over a new connection if the old one dropped: wait until the guard has finished,
     // then confirm no copy runs.
-    for (let i = 0; i < 10 * (this.deadlineS + 30); i++) {
-      const f = await this.guardFiles();
-      if (!f || f.committed) return false;
-      // The guard removes only what it restored: its word is the confirmation.
-      if (!f.alive) return f.removed || (await this.absent());
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return false;
+    const f = await this.watchGuard(1000 * (this.deadlineS + 30), (g) => g.committed || !g.alive);
+    if (!f || f.committed || f.alive) return false;
+    // The guard removes only what it restored: its word is the confirmation.
+    return f.removed || (await this.absent());
   }
 
   protected async absent(): Promise<boolean> {

@@ -100,14 +100,11 @@ export class LazyDestination extends Destination implements LazyDestinationSide 
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], limitMs);
     if (w.word === GUARD_WORD.committed || w.word === GUARD_WORD.removed) return w.word;
     if (this.ended) return this.ended;
-    while (Date.now() < deadline) {
-      const f = await this.guardFiles();
-      if (f?.committed) return 'committed';
-      if (f?.removed) return 'removed';
-      if (f && !f.alive) return (await this.absent()) ? 'removed' : undefined;
-      await new Promise((r) => setTimeout(r, f ? 200 : 2000));
-    }
-    return undefined;
+    const f = await this.watchGuard(deadline - Date.now(), (g) => g.committed || g.removed || !g.alive, { keepTrying: true, pollMs: 200 });
+    if (!f) return undefined;
+    if (f.committed) return 'committed';
+    if (f.removed) return 'removed';
+    return (await this.absent()) ? 'removed' : undefined;
   }
 
   /** Post-copy: the lazy-pages daemon's figures (criu.lazyFigures), best effort. */
