@@ -28,11 +28,36 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { removeCriuLockRules } from '../src/migration/network/netlock.js';
-import { type Hosts, ROOT, baseArgs, clientProcess, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor } from '../test/e2e/hosts.js';
+import {
+  type Hosts,
+  ROOT,
+  baseArgs,
+  clientProcess,
+  migrate,
+  ns,
+  readCounter,
+  removeEverywhere,
+  serviceAddressOnSource,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+} from '../test/e2e/hosts.js';
 import { plot } from './lib/plot.js';
 import { cell, mib, ratio, rotation, summarize } from './lib/stats.js';
 
-const METHODS = ['naive', 'raw-stream', 'raw-direct', 'raw-tls', 'ours-tls', 'ours-tunnel', 'ours-direct', 'ours-stream', 'ours-auto'] as const;
+const METHODS = [
+  'naive',
+  'raw-stream',
+  'raw-direct',
+  'raw-tls',
+  'ours-tls',
+  'ours-tunnel',
+  'ours-direct',
+  'ours-stream',
+  'ours-auto',
+] as const;
 type Method = (typeof METHODS)[number];
 const DEFAULT_METHODS: Method[] = ['naive', 'raw-direct', 'raw-tls', 'ours-tls', 'ours-tunnel', 'ours-direct'];
 
@@ -113,7 +138,9 @@ async function prepare(workload: 'redis' | 'counter', sizeMb: number): Promise<{
     await waitFor('the counter', async () => (await readCounter(b.src)) > 1);
     return { dstBundle: b.dst, keys: 0 };
   }
-  await waitFor('redis', async () => (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'));
+  await waitFor('redis', async () =>
+    (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'),
+  );
   const keys = sizeMb * 1000;
   await redisCli('src', 'debug', 'populate', String(keys), 'k', '1000');
   return { dstBundle: b.dst, keys };
@@ -133,17 +160,44 @@ function scriptEnv(dstBundle: string, tcp: boolean): Record<string, string> {
   };
 }
 
-async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promise<Pick<Run, 'downtimeMs' | 'dumpMs' | 'phases' | 'finalDump' | 'transport' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'>> {
+async function runMethod(
+  method: Method,
+  dstBundle: string,
+  tcp: boolean,
+): Promise<
+  Pick<
+    Run,
+    'downtimeMs' | 'dumpMs' | 'phases' | 'finalDump' | 'transport' | 'totalMs' | 'bytes' | 'memoryBytes' | 'ok' | 'note'
+  >
+> {
   const t0 = performance.now();
   if (method.startsWith('ours-')) {
-    const args = [...baseArgs(h, NAME, dstBundle), '--one-shot', '--transport', method.slice(5), '--no-sync-rootfs', '--json'];
+    const args = [
+      ...baseArgs(h, NAME, dstBundle),
+      '--one-shot',
+      '--transport',
+      method.slice(5),
+      '--no-sync-rootfs',
+      '--json',
+    ];
     if (tcp) args.push('--move-ip', svc());
     const r = await migrate(args, {}, 600_000);
     const totalMs = performance.now() - t0;
     const rep = r.stdout ? JSON.parse(r.stdout) : {};
     const phases: Record<string, number> = {};
     for (const p of rep.phases ?? []) if (!p.name.startsWith('preflight:')) phases[p.name] = p.ms;
-    return { downtimeMs: rep.downtimeMs, dumpMs: phases.dump, phases, finalDump: rep.finalDump, transport: rep.transport, totalMs, bytes: rep.bytesMoved, memoryBytes: rep.memoryBytes, ok: r.code === 0, note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined };
+    return {
+      downtimeMs: rep.downtimeMs,
+      dumpMs: phases.dump,
+      phases,
+      finalDump: rep.finalDump,
+      transport: rep.transport,
+      totalMs,
+      bytes: rep.bytesMoved,
+      memoryBytes: rep.memoryBytes,
+      ok: r.code === 0,
+      note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined,
+    };
   }
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'bash', path.join(SCRIPTS, `${method}.sh`)], {
     reject: false,
@@ -154,7 +208,14 @@ async function runMethod(method: Method, dstBundle: string, tcp: boolean): Promi
   const totalMs = performance.now() - t0;
   const mark = (k: string) => Number(String(r.stdout).match(new RegExp(`^${k} (\\d+)`, 'm'))?.[1]) / 1e6;
   const bytes = Number(String(r.stdout).match(/^BYTES (\d+)/m)?.[1]);
-  return { downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'), dumpMs: mark('T_DUMPED') - mark('T_FREEZE'), totalMs, bytes: Number.isFinite(bytes) ? bytes : undefined, ok: r.exitCode === 0, note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined };
+  return {
+    downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'),
+    dumpMs: mark('T_DUMPED') - mark('T_FREEZE'),
+    totalMs,
+    bytes: Number.isFinite(bytes) ? bytes : undefined,
+    ok: r.exitCode === 0,
+    note: r.exitCode ? `exit ${r.exitCode}: ${String(r.stderr).slice(-300)}` : undefined,
+  };
 }
 
 async function oneRun(workload: 'redis' | 'counter', sizeMb: number, method: Method, rep: number): Promise<Run> {
@@ -177,7 +238,17 @@ async function oneRun(workload: 'redis' | 'counter', sizeMb: number, method: Met
     const c = await readCounter(dstBundle);
     if (!(c >= before)) (ok = false), (note = `counter ${before} -> ${c}`);
   }
-  const run: Run = { workload, sizeMb, method, rep, clientGapMs: seen?.maxGapMs, clientReconnects: seen?.reconnects, ...r, ok, note };
+  const run: Run = {
+    workload,
+    sizeMb,
+    method,
+    rep,
+    clientGapMs: seen?.maxGapMs,
+    clientReconnects: seen?.reconnects,
+    ...r,
+    ok,
+    note,
+  };
   log(
     `${workload} ${sizeMb} MB ${method} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note} client gap ${seen?.maxGapMs ?? '-'} ms` +
       ` (reconnects ${seen?.reconnects ?? '-'}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${Math.round(r.totalMs)} ms, ${mib(r.bytes)} MiB`,
@@ -190,11 +261,23 @@ async function startup(dstBundle: string): Promise<{ firstRemote: number[]; node
   const out = { firstRemote: [] as number[], nodeBare: [] as number[], ssh: [] as number[] };
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
-    const p = execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...baseArgs(h, NAME, dstBundle), '--dry-run', '--verbose', '--one-shot'], {
-      reject: false,
-      stdin: 'ignore',
-      env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' },
-    });
+    const p = execa(
+      ns('src')[0],
+      [
+        ...ns('src').slice(1),
+        'node',
+        path.join(ROOT, 'bin/migrate'),
+        ...baseArgs(h, NAME, dstBundle),
+        '--dry-run',
+        '--verbose',
+        '--one-shot',
+      ],
+      {
+        reject: false,
+        stdin: 'ignore',
+        env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' },
+      },
+    );
     let first = NaN;
     let buf = '';
     p.stderr!.on('data', (d: Buffer) => {
@@ -207,30 +290,55 @@ async function startup(dstBundle: string): Promise<{ firstRemote: number[]; node
     await sh([...ns('src'), 'node', '-e', '0']);
     out.nodeBare.push(performance.now() - t1);
     const t2 = performance.now();
-    await sh([...ns('src'), 'ssh', '-i', h.key, '-o', `UserKnownHostsFile=${h.knownHosts}`, '-o', 'BatchMode=yes', `root@${h.dstAddr}`, 'true']);
+    await sh([
+      ...ns('src'),
+      'ssh',
+      '-i',
+      h.key,
+      '-o',
+      `UserKnownHostsFile=${h.knownHosts}`,
+      '-o',
+      'BatchMode=yes',
+      `root@${h.dstAddr}`,
+      'true',
+    ]);
     out.ssh.push(performance.now() - t2);
   }
   return out;
 }
 
-function writeResults(runs: Run[], start: { firstRemote: number[]; nodeBare: number[]; ssh: number[] } | undefined, began: Date): void {
+function writeResults(
+  runs: Run[],
+  start: { firstRemote: number[]; nodeBare: number[]; ssh: number[] } | undefined,
+  began: Date,
+): void {
   const good = runs.filter((r) => r.ok);
   const pick = (w: string, s: number, m: Method, f: (r: Run) => number | undefined) =>
-    good.filter((r) => r.workload === w && r.sizeMb === s && r.method === m).map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    good
+      .filter((r) => r.workload === w && r.sizeMb === s && r.method === m)
+      .map(f)
+      .filter((x): x is number => x !== undefined && Number.isFinite(x));
   const hostLine =
     `Hosts: the local test hosts (network namespaces on one machine, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, kernel ${os.release()}; ` +
     `runc and CRIU as installed by test/hosts; this kernel has no soft-dirty tracking, so one-shot only). Run ${began.toISOString().slice(0, 16)}Z, ${RUNS} runs per point, methods alternating (rotated each run).`;
   let md = `# Downtime against the alternatives (namespace hosts)\n\n${hostLine}\n\n`;
-  md += 'Cells: median (min-max) over the runs. *client gap*: the longest time between two answers seen by a client sending a Redis PING every 10 ms from a third namespace. ';
-  md += '*freeze-to-running*: ours as the tool reports it (freeze to the restored container running); the scripts: `runc checkpoint` started to `runc restore` returned. ';
-  md += '*total*: command start to exit. Every run checked the state that moved (DBSIZE on the destination; the counter continuing).\n\n';
+  md +=
+    'Cells: median (min-max) over the runs. *client gap*: the longest time between two answers seen by a client sending a Redis PING every 10 ms from a third namespace. ';
+  md +=
+    '*freeze-to-running*: ours as the tool reports it (freeze to the restored container running); the scripts: `runc checkpoint` started to `runc restore` returned. ';
+  md +=
+    '*total*: command start to exit. Every run checked the state that moved (DBSIZE on the destination; the counter continuing).\n\n';
   const failed = runs.filter((r) => !r.ok);
-  if (failed.length) md += `Failed runs (left out of the figures): ${failed.map((r) => `${r.workload} ${r.sizeMb} MB ${r.method} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
+  if (failed.length)
+    md += `Failed runs (left out of the figures): ${failed.map((r) => `${r.workload} ${r.sizeMb} MB ${r.method} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
   const sizes = [...new Set(good.filter((r) => r.workload === 'redis').map((r) => r.sizeMb))].sort((a, b) => a - b);
   for (const s of sizes) {
-    const mem = summarize(pick('redis', s, 'ours-tls', (r) => r.memoryBytes).concat(pick('redis', s, 'ours-direct', (r) => r.memoryBytes))).median;
+    const mem = summarize(
+      pick('redis', s, 'ours-tls', (r) => r.memoryBytes).concat(pick('redis', s, 'ours-direct', (r) => r.memoryBytes)),
+    ).median;
     md += `## Redis, DEBUG POPULATE ${s * 1000} keys x 1000 B (${s} MB of values; container memory ${mib(mem)} MiB)\n\n`;
-    md += '| method | client gap, ms | freeze-to-running, ms | of which dump, ms | total, ms | moved, MiB |\n|---|---|---|---|---|---|\n';
+    md +=
+      '| method | client gap, ms | freeze-to-running, ms | of which dump, ms | total, ms | moved, MiB |\n|---|---|---|---|---|---|\n';
     for (const m of methods) {
       md += `| ${m} | ${cell(pick('redis', s, m, (r) => r.clientGapMs))} | ${cell(pick('redis', s, m, (r) => r.downtimeMs))} | ${cell(pick('redis', s, m, (r) => r.dumpMs))} | ${cell(pick('redis', s, m, (r) => r.totalMs))} | ${cell(pick('redis', s, m, (r) => (r.bytes ?? NaN) / 1048576))} |\n`;
     }
@@ -238,28 +346,43 @@ function writeResults(runs: Run[], start: { firstRemote: number[]; nodeBare: num
   }
   if (sizes.length) {
     md += '## Ratios of medians, against the targets (below 1: ours is faster)\n\n';
-    md += 'Page throughput: bytes moved / freeze-to-dumped (ours: the dump phase, until every image is written and the hold holds; the scripts: until `runc checkpoint` returned).\n\n';
-    md += '| size | client gap: ours-tls / raw-direct (target 1.1 or less) | ours-tls / naive (0.6 or less from 256 MB) | ours-tls / raw-tls (1.05 or less) | freeze-to-running: ours-tls / raw-tls | page throughput: ours-tls / raw-direct (0.8 or more) | client gap: ours-tunnel / ours-tls | ours-direct / raw-direct |\n|---|---|---|---|---|---|---|---|\n';
+    md +=
+      'Page throughput: bytes moved / freeze-to-dumped (ours: the dump phase, until every image is written and the hold holds; the scripts: until `runc checkpoint` returned).\n\n';
+    md +=
+      '| size | client gap: ours-tls / raw-direct (target 1.1 or less) | ours-tls / naive (0.6 or less from 256 MB) | ours-tls / raw-tls (1.05 or less) | freeze-to-running: ours-tls / raw-tls | page throughput: ours-tls / raw-direct (0.8 or more) | client gap: ours-tunnel / ours-tls | ours-direct / raw-direct |\n|---|---|---|---|---|---|---|---|\n';
     for (const s of sizes) {
       const g = (m: Method) => pick('redis', s, m, (r) => r.clientGapMs);
       const d = (m: Method) => pick('redis', s, m, (r) => r.downtimeMs);
-      const tp = (m: Method) => pick('redis', s, m, (r) => (r.bytes !== undefined && r.dumpMs ? r.bytes / r.dumpMs : undefined));
+      const tp = (m: Method) =>
+        pick('redis', s, m, (r) => (r.bytes !== undefined && r.dumpMs ? r.bytes / r.dumpMs : undefined));
       md += `| ${s} MB | ${ratio(g('ours-tls'), g('raw-direct'))} | ${ratio(g('ours-tls'), g('naive'))} | ${ratio(g('ours-tls'), g('raw-tls'))} | ${ratio(d('ours-tls'), d('raw-tls'))} | ${ratio(tp('ours-tls'), tp('raw-direct'))} | ${ratio(g('ours-tunnel'), g('ours-tls'))} | ${ratio(g('ours-direct'), g('raw-direct'))} |\n`;
     }
     md += '\n## Where the time went (ours-tls, medians)\n\n';
-    md += "The tool's switchover phases, and CRIU's own figures for the final dump (stats-dump): *frozen* is the time the tasks were frozen inside CRIU, *memdump* collecting the pages, *memwrite* sending them to the page server.\n\n";
-    md += '| size | dump | move-ip | copy | restore | prepare + commit + finish | CRIU frozen | memdump | memwrite | pages written |\n|---|---|---|---|---|---|---|---|---|---|\n';
+    md +=
+      "The tool's switchover phases, and CRIU's own figures for the final dump (stats-dump): *frozen* is the time the tasks were frozen inside CRIU, *memdump* collecting the pages, *memwrite* sending them to the page server.\n\n";
+    md +=
+      '| size | dump | move-ip | copy | restore | prepare + commit + finish | CRIU frozen | memdump | memwrite | pages written |\n|---|---|---|---|---|---|---|---|---|---|\n';
     for (const s of sizes) {
       const ph = (n: string) => cell(pick('redis', s, 'ours-tls', (r) => r.phases?.[n]));
-      const ph3 = cell(pick('redis', s, 'ours-tls', (r) => (r.phases ? (r.phases.prepare ?? 0) + (r.phases.commit ?? 0) + (r.phases.finish ?? 0) : undefined)));
-      const fd = (k: 'frozenTimeUs' | 'memdumpTimeUs' | 'memwriteTimeUs') => cell(pick('redis', s, 'ours-tls', (r) => (r.finalDump ? r.finalDump[k] / 1000 : undefined)));
+      const ph3 = cell(
+        pick('redis', s, 'ours-tls', (r) =>
+          r.phases ? (r.phases.prepare ?? 0) + (r.phases.commit ?? 0) + (r.phases.finish ?? 0) : undefined,
+        ),
+      );
+      const fd = (k: 'frozenTimeUs' | 'memdumpTimeUs' | 'memwriteTimeUs') =>
+        cell(pick('redis', s, 'ours-tls', (r) => (r.finalDump ? r.finalDump[k] / 1000 : undefined)));
       md += `| ${s} MB | ${ph('dump')} | ${ph('move-ip')} | ${ph('copy')} | ${ph('restore')} | ${ph3} | ${fd('frozenTimeUs')} | ${fd('memdumpTimeUs')} | ${fd('memwriteTimeUs')} | ${cell(pick('redis', s, 'ours-tls', (r) => r.finalDump?.pagesWritten))} |\n`;
     }
     md += '\n![client-observed downtime against size](' + `${TAG}-scaling.png)\n\n`;
   }
   if (good.some((r) => r.workload === 'counter')) {
-    md += '## Counter (busybox shell loop, no network: no client)\n\n| method | freeze-to-running, ms | total, ms | moved, MiB |\n|---|---|---|---|\n';
-    for (const m of methods) md += `| ${m} | ${cell(pick('counter', 0, m, (r) => r.downtimeMs))} | ${cell(pick('counter', 0, m, (r) => r.totalMs))} | ${cell(pick('counter', 0, m, (r) => (r.bytes ?? NaN) / 1048576), 2)} |\n`;
+    md +=
+      '## Counter (busybox shell loop, no network: no client)\n\n| method | freeze-to-running, ms | total, ms | moved, MiB |\n|---|---|---|---|\n';
+    for (const m of methods)
+      md += `| ${m} | ${cell(pick('counter', 0, m, (r) => r.downtimeMs))} | ${cell(pick('counter', 0, m, (r) => r.totalMs))} | ${cell(
+        pick('counter', 0, m, (r) => (r.bytes ?? NaN) / 1048576),
+        2,
+      )} |\n`;
     md += '\n';
   }
   if (start) {
@@ -281,26 +404,36 @@ async function main(): Promise<void> {
   let start;
   try {
     if (env.COUNTER !== '0') {
-      for (let rep = 0; rep < RUNS; rep++) for (const m of rotation(methods, rep)) runs.push(await oneRun('counter', 0, m, rep));
+      for (let rep = 0; rep < RUNS; rep++)
+        for (const m of rotation(methods, rep)) runs.push(await oneRun('counter', 0, m, rep));
     }
     if (env.STARTUP !== '0') {
       const { dstBundle } = await prepare('counter', 0);
       start = await startup(dstBundle);
-      log(`start-up: first remote command ${cell(start.firstRemote)} ms; node -e 0 ${cell(start.nodeBare)} ms; ssh true ${cell(start.ssh)} ms`);
+      log(
+        `start-up: first remote command ${cell(start.firstRemote)} ms; node -e 0 ${cell(start.nodeBare)} ms; ssh true ${cell(start.ssh)} ms`,
+      );
     }
     for (const s of SIZES) {
-      for (let rep = 0; rep < RUNS; rep++) for (const m of rotation(methods, rep)) runs.push(await oneRun('redis', s, m, rep));
+      for (let rep = 0; rep < RUNS; rep++)
+        for (const m of rotation(methods, rep)) runs.push(await oneRun('redis', s, m, rep));
       writeResults(runs, start, began);
     }
   } finally {
     await removeEverywhere(h, NAME);
     await clearLockRules();
-    for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
+    for (const n of ['rm-src', 'rm-dst'])
+      await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
   }
   writeResults(runs, start, began);
   const series = methods.map((m) => ({
     title: m,
-    points: SIZES.map((s) => ({ x: s, values: runs.filter((r) => r.ok && r.workload === 'redis' && r.sizeMb === s && r.method === m).map((r) => r.clientGapMs ?? NaN) })),
+    points: SIZES.map((s) => ({
+      x: s,
+      values: runs
+        .filter((r) => r.ok && r.workload === 'redis' && r.sizeMb === s && r.method === m)
+        .map((r) => r.clientGapMs ?? NaN),
+    })),
   }));
   if (SIZES.length > 1) {
     await plot({

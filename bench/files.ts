@@ -19,7 +19,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { type Hosts, baseArgs, migrate, readCounter, removeEverywhere, setupHosts, sh, startExample, waitFor } from '../test/e2e/hosts.js';
+import {
+  type Hosts,
+  baseArgs,
+  migrate,
+  readCounter,
+  removeEverywhere,
+  setupHosts,
+  sh,
+  startExample,
+  waitFor,
+} from '../test/e2e/hosts.js';
 import { cell, ratio, rotation } from './lib/stats.js';
 
 const FILE = 256 << 10;
@@ -95,7 +105,11 @@ async function once(h: Hosts, method: string, changeMb: number, rep: number, tre
   // A rootfs written within a second before the presync would be compared by content in
   // the freeze (its time stamps cannot prove it unchanged): a real rootfs is older.
   await new Promise((r) => setTimeout(r, 2000));
-  await sh(['sh', '-c', `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+  await sh([
+    'sh',
+    '-c',
+    `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`,
+  ]);
   await waitFor('the counter', async () => (await readCounter(b.src)) >= 3);
   const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-bench-')), 'go');
   const args = [...baseArgs(h, name, b.dst), '--json', ...(sync ? [] : ['--no-sync-rootfs'])];
@@ -166,7 +180,10 @@ async function main(): Promise<void> {
     const rs = of(m, c);
     const all = runs.filter((r) => r.method === m && r.changeMb === c);
     lines.push(
-      `| ${m} | ${m === 'sync' ? `${c} MiB` : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.presyncMs!)) : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.finalMs!)) : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.finalFiles!)) : '-'} | ${cell(rs.map((r) => r.downtimeMs))} | ${ratio(rs.map((r) => r.downtimeMs), base)} | ${cell(rs.map((r) => r.totalMs))} | ${rs.length}/${all.length} |`,
+      `| ${m} | ${m === 'sync' ? `${c} MiB` : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.presyncMs!)) : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.finalMs!)) : '-'} | ${m === 'sync' ? cell(rs.map((r) => r.finalFiles!)) : '-'} | ${cell(rs.map((r) => r.downtimeMs))} | ${ratio(
+        rs.map((r) => r.downtimeMs),
+        base,
+      )} | ${cell(rs.map((r) => r.totalMs))} | ${rs.length}/${all.length} |`,
     );
   }
   const notes = runs.filter((r) => r.note).map((r) => `- ${r.method} ${r.changeMb} MiB #${r.rep}: ${r.note}`);
@@ -194,7 +211,9 @@ async function trees(h: Hosts): Promise<void> {
   for (const n of TREES) {
     const all = runs.filter((r) => r.treeFiles === n);
     const rs = all.filter((r) => r.ok);
-    lines.push(`| ${n} | ${cell(rs.map((r) => r.finalMs!))} | ${[...new Set(rs.map((r) => r.how))].join(', ')} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.presyncMs!))} | ${rs.length}/${all.length} |`);
+    lines.push(
+      `| ${n} | ${cell(rs.map((r) => r.finalMs!))} | ${[...new Set(rs.map((r) => r.how))].join(', ')} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.presyncMs!))} | ${rs.length}/${all.length} |`,
+    );
   }
   const notes = runs.filter((r) => r.note).map((r) => `- ${r.treeFiles} files #${r.rep}: ${r.note}`);
   if (notes.length) lines.push('', 'Failures:', '', ...notes);

@@ -13,11 +13,14 @@ import net from 'node:net';
 const [verb, host, portText, ...rest] = process.argv.slice(2);
 const port = Number(portText);
 if (!host || !port || (verb !== 'watch' && verb !== 'do')) {
-  process.stderr.write('usage: probe.js watch HOST PORT [--every MS] [--cmd ping|set|echo] [--keys N] [--bind ADDR] | probe.js do HOST PORT ARG...\n');
+  process.stderr.write(
+    'usage: probe.js watch HOST PORT [--every MS] [--cmd ping|set|echo] [--keys N] [--bind ADDR] | probe.js do HOST PORT ARG...\n',
+  );
   process.exit(2);
 }
 
-const resp = (args: string[]) => `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('');
+const resp = (args: string[]) =>
+  `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('');
 
 if (verb === 'do') {
   const sock = net.connect({ host, port }, () => sock.write(resp(rest)));
@@ -50,7 +53,11 @@ if (verb === 'do') {
   const samples: Array<[number, number]> = [];
   const value = 'v'.repeat(100);
   const request = (n: number) =>
-    cmd === 'echo' ? `${n}\n` : cmd === 'set' ? resp(['SET', `key:${Math.floor(Math.random() * keys)}`, value]) : 'PING\r\n';
+    cmd === 'echo'
+      ? `${n}\n`
+      : cmd === 'set'
+        ? resp(['SET', `key:${Math.floor(Math.random() * keys)}`, value])
+        : 'PING\r\n';
 
   const t0 = performance.now();
   let sent = 0;
@@ -83,7 +90,8 @@ if (verb === 'do') {
         if (line.startsWith('-')) errors++;
         const now = performance.now();
         const sentAt = inFlight.shift();
-        if (keepSamples && sentAt !== undefined) samples.push([Math.round(sentAt - t0), Math.round((now - sentAt) * 10) / 10]);
+        if (keepSamples && sentAt !== undefined)
+          samples.push([Math.round(sentAt - t0), Math.round((now - sentAt) * 10) / 10]);
         if (now - lastAnswer > maxGapMs) {
           maxGapMs = now - lastAnswer;
           gapEndsAtMs = now - t0;
@@ -117,7 +125,16 @@ if (verb === 'do') {
     // The last requests' answers have time to arrive.
     setTimeout(() => {
       process.stdout.write(
-        JSON.stringify({ sent, answered, reconnects, errors, maxGapMs: Math.round(maxGapMs), gapEndsAtMs: Math.round(gapEndsAtMs), ranMs: Math.round(performance.now() - t0), ...(keepSamples ? { samples } : {}) }) + '\n',
+        JSON.stringify({
+          sent,
+          answered,
+          reconnects,
+          errors,
+          maxGapMs: Math.round(maxGapMs),
+          gapEndsAtMs: Math.round(gapEndsAtMs),
+          ranMs: Math.round(performance.now() - t0),
+          ...(keepSamples ? { samples } : {}),
+        }) + '\n',
       );
       sock?.destroy();
       process.exit(0);

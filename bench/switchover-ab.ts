@@ -12,7 +12,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { baseArgs, ns, readCounter, removeEverywhere, ROOT, setupHosts, startExample, waitFor } from '../test/e2e/hosts.js';
+import {
+  baseArgs,
+  ns,
+  readCounter,
+  removeEverywhere,
+  ROOT,
+  setupHosts,
+  startExample,
+  waitFor,
+} from '../test/e2e/hosts.js';
 import { cell } from './lib/stats.js';
 
 const RUNS = Number(process.env.RUNS ?? 6);
@@ -46,16 +55,37 @@ for (let rep = 0; rep < RUNS; rep++) {
     const b = await startExample(h, 'counter', name);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
     const counterBefore = await readCounter(b.src);
-    const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(builds[build], 'bin/migrate'), ...baseArgs(h, name, b.dst), '--transport', 'stream', '--one-shot', '--json'], {
-      reject: false,
-      stdin: 'ignore',
-      env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' },
-    });
+    const r = await execa(
+      ns('src')[0],
+      [
+        ...ns('src').slice(1),
+        'node',
+        path.join(builds[build], 'bin/migrate'),
+        ...baseArgs(h, name, b.dst),
+        '--transport',
+        'stream',
+        '--one-shot',
+        '--json',
+      ],
+      {
+        reject: false,
+        stdin: 'ignore',
+        env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' },
+      },
+    );
     const j = JSON.parse(String(r.stdout));
     if (r.exitCode !== 0) throw new Error(`${build} run ${rep}: exit ${r.exitCode}: ${r.stderr}`);
     await waitFor('the counter to go on on the destination', async () => (await readCounter(b.dst)) >= counterBefore);
     const phase = (n: string) => j.phases?.find((p: { name: string }) => p.name === n)?.ms as number | undefined;
-    const run: Run = { build, rep, downtimeMs: j.downtimeMs, restoreMs: phase('restore'), commitMs: phase('commit'), counterBefore, counterAfter: await readCounter(b.dst) };
+    const run: Run = {
+      build,
+      rep,
+      downtimeMs: j.downtimeMs,
+      restoreMs: phase('restore'),
+      commitMs: phase('commit'),
+      counterBefore,
+      counterAfter: await readCounter(b.dst),
+    };
     runs.push(run);
     console.log(JSON.stringify(run));
     await removeEverywhere(h, name);
@@ -64,7 +94,8 @@ for (let rep = 0; rep < RUNS; rep++) {
 
 fs.mkdirSync(OUT, { recursive: true });
 fs.writeFileSync(path.join(OUT, `${TAG}.jsonl`), runs.map((r) => JSON.stringify(r)).join('\n') + '\n');
-const col = (b: Build, k: 'downtimeMs' | 'restoreMs' | 'commitMs') => cell(runs.filter((r) => r.build === b).map((r) => r[k] ?? NaN));
+const col = (b: Build, k: 'downtimeMs' | 'restoreMs' | 'commitMs') =>
+  cell(runs.filter((r) => r.build === b).map((r) => r[k] ?? NaN));
 const md = `# The switchover's cost: ${path.basename(builds.before)} (before) against this build (after)
 
 Counter, \`--transport stream --one-shot\`, namespace hosts, ${RUNS} runs of each build,

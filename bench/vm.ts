@@ -80,7 +80,11 @@ interface Run {
 }
 
 async function vm(which: 'vm1' | 'vm2', command: string, timeoutMs = 900_000) {
-  const r = await execa('bash', [path.join(VM, 'ssh.sh'), which, command], { reject: false, stdin: 'ignore', timeout: timeoutMs });
+  const r = await execa('bash', [path.join(VM, 'ssh.sh'), which, command], {
+    reject: false,
+    stdin: 'ignore',
+    timeout: timeoutMs,
+  });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 async function must(which: 'vm1' | 'vm2', command: string): Promise<string> {
@@ -88,21 +92,37 @@ async function must(which: 'vm1' | 'vm2', command: string): Promise<string> {
   if (r.code !== 0) throw new Error(`${which}: ${command}: exit ${r.code}\n${r.stderr}`);
   return r.stdout;
 }
-const shm = (name: string, file: string) => `cat /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/root/dev/shm/${file} 2>/dev/null`;
-const state = async (which: 'vm1' | 'vm2', name: string) => ((await vm(which, `runc state ${name}`)).stdout.match(/"status": "(\w+)"/)?.[1] ?? 'absent');
+const shm = (name: string, file: string) =>
+  `cat /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/root/dev/shm/${file} 2>/dev/null`;
+const state = async (which: 'vm1' | 'vm2', name: string) =>
+  (await vm(which, `runc state ${name}`)).stdout.match(/"status": "(\w+)"/)?.[1] ?? 'absent';
 
 async function startVms(): Promise<void> {
   await execa('bash', [path.join(VM, 'install-deps.sh')], { stdin: 'ignore' });
   await execa('bash', [path.join(VM, 'build-image.sh')], { stdin: 'ignore', timeout: 1_200_000 });
-  await execa('gcc', ['-static', '-O2', '-o', path.join(ROOT, 'dist/memwriter'), path.join(ROOT, 'examples/memwriter.c')]);
+  await execa('gcc', [
+    '-static',
+    '-O2',
+    '-o',
+    path.join(ROOT, 'dist/memwriter'),
+    path.join(ROOT, 'examples/memwriter.c'),
+  ]);
   // The Redis bundle is built here (Debian's redis-server and its libraries) and copied in.
-  await execa('bash', [path.join(ROOT, 'examples/make-bundle.sh'), 'redis', path.join(ROOT, '.bench/redis'), '/rm/bredis']);
+  await execa('bash', [
+    path.join(ROOT, 'examples/make-bundle.sh'),
+    'redis',
+    path.join(ROOT, '.bench/redis'),
+    '/rm/bredis',
+  ]);
   await execa('bash', [path.join(VM, 'start.sh')], { stdin: 'ignore', timeout: 600_000 });
 }
 
 /** Runs a command in vm1 and its wall time there (ns clock of the VM). */
 async function timed(command: string): Promise<{ code: number; stdout: string; stderr: string; wallMs: number }> {
-  const r = await vm('vm1', `s=$(date +%s%N); ${command}; c=$?; echo "WALL $(( ($(date +%s%N) - s) / 1000000 ))"; exit $c`);
+  const r = await vm(
+    'vm1',
+    `s=$(date +%s%N); ${command}; c=$?; echo "WALL $(( ($(date +%s%N) - s) / 1000000 ))"; exit $c`,
+  );
   const wallMs = Number(r.stdout.match(/^WALL (\d+)/m)?.[1]);
   return { ...r, stdout: r.stdout.replace(/^WALL \d+\n?/m, ''), wallMs };
 }
@@ -110,13 +130,25 @@ async function timed(command: string): Promise<{ code: number; stdout: string; s
 const naiveEnv = (name: string, tcp: boolean) =>
   `NAME=${name} DST=10.77.2.2 KEY=/root/.ssh/id_ed25519 KNOWN_HOSTS=/root/.ssh/known_hosts SRC_ROOT=/run/runc DST_ROOT=/run/runc BUNDLE=/root/bundles/${name} SVC=${tcp ? SVC : "''"} TCP=${tcp ? '--tcp-established' : "''"}`;
 
-async function migrateBy(method: string, name: string, flags: string, tcp: boolean): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
+async function migrateBy(
+  method: string,
+  name: string,
+  flags: string,
+  tcp: boolean,
+): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
   if (method === 'naive') {
     const r = await timed(`${naiveEnv(name, tcp)} bash /project/bench/scripts/naive.sh`);
     const mark = (k: string) => Number(r.stdout.match(new RegExp(`^${k} (\\d+)`, 'm'))?.[1]) / 1e6;
-    return { downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'), totalMs: r.wallMs, ok: r.code === 0, note: r.code ? r.stderr.slice(-300) : undefined };
+    return {
+      downtimeMs: mark('T_RUNNING') - mark('T_FREEZE'),
+      totalMs: r.wallMs,
+      ok: r.code === 0,
+      note: r.code ? r.stderr.slice(-300) : undefined,
+    };
   }
-  const r = await timed(`node /project/bin/migrate ${name} root@10.77.2.2 --json ${flags}${tcp ? ` --move-ip ${SVC}` : ''}`);
+  const r = await timed(
+    `node /project/bin/migrate ${name} root@10.77.2.2 --json ${flags}${tcp ? ` --move-ip ${SVC}` : ''}`,
+  );
   let j: any = {};
   try {
     j = JSON.parse(r.stdout);
@@ -138,7 +170,11 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
     lazyPages: j.postCopy?.pagesTotal,
     memoryBytes: j.memoryBytes,
     transport: j.transport,
-    phases: Object.fromEntries((j.phases ?? []).filter((p: { name: string }) => !p.name.startsWith('preflight:')).map((p: { name: string; ms: number }) => [p.name, p.ms])),
+    phases: Object.fromEntries(
+      (j.phases ?? [])
+        .filter((p: { name: string }) => !p.name.startsWith('preflight:'))
+        .map((p: { name: string; ms: number }) => [p.name, p.ms]),
+    ),
     ok: r.code === 0,
     note: r.code ? `exit ${r.code}: ${r.stderr.slice(-300)}` : undefined,
   };
@@ -150,9 +186,19 @@ async function migrateBy(method: string, name: string, flags: string, tcp: boole
  * METHOD with FLAGS, and checks what moved: it runs on vm2 only, counting on, its memory
  * check still "ok".
  */
-async function migrateMemwriter(name: string, mib: number, rateKib: number, method: string, flags: string, wholePages = false): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
+async function migrateMemwriter(
+  name: string,
+  mib: number,
+  rateKib: number,
+  method: string,
+  flags: string,
+  wholePages = false,
+): Promise<Omit<Run, 'bench' | 'point' | 'x' | 'rep'>> {
   for (const v of ['vm1', 'vm2'] as const) {
-    await must(v, `runc delete -f ${name} >/dev/null 2>&1; ${wholePages ? 'WHOLE_PAGES=1 ' : ''}MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+    await must(
+      v,
+      `runc delete -f ${name} >/dev/null 2>&1; ${wholePages ? 'WHOLE_PAGES=1 ' : ''}MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`,
+    );
   }
   await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
   for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
@@ -179,7 +225,9 @@ async function scaling(runs: Run[]): Promise<void> {
         const r = await migrateMemwriter(name, mib, 256, m, m === 'naive' ? '' : `--${m}`);
         const run: Run = { bench: 'scaling', point: m, x: mib, rep, ...r };
         record(runs, run);
-        log(`scaling ${mib} MiB ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`);
+        log(
+          `scaling ${mib} MiB ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps ?? '-'} (${r.stopReason ?? '-'})`,
+        );
         write(runs);
       }
     }
@@ -190,16 +238,31 @@ async function scaling(runs: Run[]): Promise<void> {
 async function baseline(runs: Run[]): Promise<void> {
   const name = 'bcount';
   for (let rep = 0; rep < RUNS; rep++) {
-    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${name} /rm/${name} >/dev/null`);
+    for (const v of ['vm1', 'vm2'] as const)
+      await must(
+        v,
+        `runc delete -f ${name} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${name} /rm/${name} >/dev/null`,
+      );
     await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
-    for (let i = 0; i < 100 && !(Number((await vm('vm1', shm(name, 'count'))).stdout.trim()) > 1); i++) await sleep(300);
+    for (let i = 0; i < 100 && !(Number((await vm('vm1', shm(name, 'count'))).stdout.trim()) > 1); i++)
+      await sleep(300);
     const before = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
     const r = await migrateBy('ours', name, '--one-shot', false);
     await sleep(1000);
     const after = Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
     const ok = r.ok && (await state('vm1', name)) === 'absent' && after > before;
-    record(runs, { bench: 'scaling', point: 'baseline', x: 0, rep, ...r, ok, note: ok ? r.note : r.note ?? `count ${before} -> ${after}` });
-    log(`baseline counter #${rep + 1}: ${ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms`);
+    record(runs, {
+      bench: 'scaling',
+      point: 'baseline',
+      x: 0,
+      rep,
+      ...r,
+      ok,
+      note: ok ? r.note : (r.note ?? `count ${before} -> ${after}`),
+    });
+    log(
+      `baseline counter #${rep + 1}: ${ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms`,
+    );
     await vm('vm2', `runc delete -f ${name}`);
     write(runs);
   }
@@ -207,18 +270,29 @@ async function baseline(runs: Run[]): Promise<void> {
 
 /** Fresh Redis NAME on vm1 holding KEYS keys of VALUE bytes, on the service address; nothing of it on vm2. */
 async function startRedis(name: string, keys: number, value?: number): Promise<void> {
-  for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${name} >/dev/null 2>&1; ip addr del ${SVC} dev eth0 2>/dev/null; rm -rf /root/bundles/${name}; mkdir -p /root/bundles; cp -a /project/.bench/redis /root/bundles/${name}`);
-  await must('vm1', `ip addr add ${SVC} dev eth0 && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
+  for (const v of ['vm1', 'vm2'] as const)
+    await must(
+      v,
+      `runc delete -f ${name} >/dev/null 2>&1; ip addr del ${SVC} dev eth0 2>/dev/null; rm -rf /root/bundles/${name}; mkdir -p /root/bundles; cp -a /project/.bench/redis /root/bundles/${name}`,
+    );
+  await must(
+    'vm1',
+    `ip addr add ${SVC} dev eth0 && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`,
+  );
   await must('vm2', 'ip neigh flush all');
   let up = false;
-  for (let i = 0; i < 100 && !up; i++) up = (await vm('vm1', probe('do 127.0.0.1 6379 PING'))).stdout.includes('PONG') || (await sleep(300), false);
+  for (let i = 0; i < 100 && !up; i++)
+    up = (await vm('vm1', probe('do 127.0.0.1 6379 PING'))).stdout.includes('PONG') || (await sleep(300), false);
   await must('vm1', probe(`do 127.0.0.1 6379 DEBUG POPULATE ${keys} key${value ? ` ${value}` : ''}`));
 }
 const probe = (args: string) => `node /project/dist/bench/probe.js ${args}`;
 
 /** The client on vm2, bound to vm2's own address (after the move the server is local there): a SET of a random key (CMD set) or a PING every 10 ms. */
 async function startClient(keys: number, samples = false, cmd = 'set'): Promise<void> {
-  await must('vm2', `rm -f /tmp/probe.*; (${probe(`watch 10.77.2.10 6379 --cmd ${cmd} --keys ${keys} --every 10 --bind 10.77.2.2${samples ? ' --samples' : ''}`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`);
+  await must(
+    'vm2',
+    `rm -f /tmp/probe.*; (${probe(`watch 10.77.2.10 6379 --cmd ${cmd} --keys ${keys} --every 10 --bind 10.77.2.2${samples ? ' --samples' : ''}`)} >/tmp/probe.out 2>/tmp/probe.err & echo $! >/tmp/probe.pid); for i in $(seq 100); do grep -q connected /tmp/probe.err && exit 0; sleep 0.1; done; exit 1`,
+  );
 }
 interface Seen {
   maxGapMs?: number;
@@ -229,7 +303,10 @@ interface Seen {
   samples?: Array<[number, number]>;
 }
 async function stopClient(): Promise<Seen> {
-  const r = await vm('vm2', 'kill -TERM $(cat /tmp/probe.pid); for i in $(seq 50); do [ -s /tmp/probe.out ] && break; sleep 0.1; done; cat /tmp/probe.out');
+  const r = await vm(
+    'vm2',
+    'kill -TERM $(cat /tmp/probe.pid); for i in $(seq 50); do [ -s /tmp/probe.out ] && break; sleep 0.1; done; cat /tmp/probe.out',
+  );
   try {
     return JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
   } catch {
@@ -242,7 +319,12 @@ async function stopClient(): Promise<Seen> {
  * --move-ip, a client on vm2 (CMD, SAMPLES as startClient) talking to it all through;
  * checks that it runs on vm2 only with every key, and removes it there.
  */
-async function migrateRedis(name: string, keys: number, flags: string, o: { value?: number; cmd?: string; samples?: boolean } = {}) {
+async function migrateRedis(
+  name: string,
+  keys: number,
+  flags: string,
+  o: { value?: number; cmd?: string; samples?: boolean } = {},
+) {
   await startRedis(name, keys, o.value);
   await startClient(keys, o.samples, o.cmd);
   await sleep(1000);
@@ -259,7 +341,11 @@ async function migrateRedis(name: string, keys: number, flags: string, o: { valu
 
 async function sweep(runs: Run[]): Promise<void> {
   const name = 'bredis';
-  const points = [...THRESHOLDS.map((t) => ({ label: `threshold ${t}%`, x: t, flags: `--iterative --threshold ${t}%` })), { label: 'max-downtime (default rule)', x: 0, flags: '--iterative' }, { label: 'one-shot', x: -1, flags: '--one-shot' }];
+  const points = [
+    ...THRESHOLDS.map((t) => ({ label: `threshold ${t}%`, x: t, flags: `--iterative --threshold ${t}%` })),
+    { label: 'max-downtime (default rule)', x: 0, flags: '--iterative' },
+    { label: 'one-shot', x: -1, flags: '--one-shot' },
+  ];
   for (let rep = 0; rep < RUNS; rep++) {
     for (const p of rotation(points, rep)) {
       const { r, seen, ok, note: checked } = await migrateRedis(name, KEYS, p.flags);
@@ -267,7 +353,9 @@ async function sweep(runs: Run[]): Promise<void> {
       if (ok && seen.reconnects) note = `client reconnected ${seen.reconnects} time(s)`;
       const run: Run = { bench: 'sweep', point: p.label, x: p.x, rep, clientGapMs: seen.maxGapMs, ...r, ok, note };
       record(runs, run);
-      log(`sweep ${p.label} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms (answered ${seen.answered}/${seen.sent}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps} (${r.stopReason ?? '-'}), final ${r.finalPages} pages`);
+      log(
+        `sweep ${p.label} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms (answered ${seen.answered}/${seen.sent}), freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms, pre-dumps ${r.preDumps} (${r.stopReason ?? '-'}), final ${r.finalPages} pages`,
+      );
       write(runs);
     }
   }
@@ -282,7 +370,9 @@ async function predump(runs: Run[]): Promise<void> {
     for (const m of rotation(modes, rep)) {
       const r = await migrateMemwriter(name, mib, 1024, 'ours', `--iterative --pre-dump-mode ${m}`);
       record(runs, { bench: 'predump', point: m, x: mib, rep, ...r });
-      log(`predump ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; pre-dumps frozen ${JSON.stringify(r.preFrozenMs?.map(Math.round))} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms (${r.transport})`);
+      log(
+        `predump ${m} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; pre-dumps frozen ${JSON.stringify(r.preFrozenMs?.map(Math.round))} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, total ${r.totalMs} ms (${r.transport})`,
+      );
       write(runs);
     }
   }
@@ -308,12 +398,18 @@ async function methodsBench(runs: Run[]): Promise<void> {
   const name = 'bme';
   for (let rep = 0; rep < RUNS; rep++) {
     const counter = 'bcount';
-    for (const v of ['vm1', 'vm2'] as const) await must(v, `runc delete -f ${counter} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${counter} /rm/${counter} >/dev/null`);
+    for (const v of ['vm1', 'vm2'] as const)
+      await must(
+        v,
+        `runc delete -f ${counter} >/dev/null 2>&1; bash /project/examples/make-bundle.sh counter /root/bundles/${counter} /rm/${counter} >/dev/null`,
+      );
     await must('vm1', `runc run -d --bundle /root/bundles/${counter} ${counter} </dev/null >/dev/null 2>&1`);
     await sleep(1500);
     const c = await migrateBy('ours', counter, '--one-shot', false);
     record(runs, { bench: 'methods', point: 'counter', x: 0, rep, ...c });
-    log(`methods: counter one-shot #${rep + 1}: ${c.ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(c.downtimeMs)} ms`);
+    log(
+      `methods: counter one-shot #${rep + 1}: ${c.ok ? 'ok' : 'FAILED'}; freeze-to-running ${Math.round(c.downtimeMs)} ms`,
+    );
     await vm('vm2', `runc delete -f ${counter}`);
     write(runs);
     for (const mb of sizes) {
@@ -324,7 +420,18 @@ async function methodsBench(runs: Run[]): Promise<void> {
         let { ok, note } = moved;
         if (ok && seen.reconnects) (ok = false), (note = `the client reconnected ${seen.reconnects} time(s)`);
         const inWindow = windowLatencies(seen.samples, seen.gapEndsAtMs, r.windowMs);
-        const run: Run = { bench: 'methods', point: m, x: mb, rep, clientGapMs: seen.maxGapMs, p50Ms: percentile(inWindow, 50), p99Ms: percentile(inWindow, 99), ...r, ok, note };
+        const run: Run = {
+          bench: 'methods',
+          point: m,
+          x: mb,
+          rep,
+          clientGapMs: seen.maxGapMs,
+          p50Ms: percentile(inWindow, 50),
+          p99Ms: percentile(inWindow, 99),
+          ...r,
+          ok,
+          note,
+        };
         record(runs, run);
         log(
           `methods ${mb} MB ${m} #${rep + 1}: ${ok ? 'ok' : 'FAILED ' + note}; client gap ${seen.maxGapMs} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms, ` +
@@ -370,18 +477,25 @@ function write(runs: Run[]): void {
   const ats = runs.flatMap((r) => (r.at ? [r.at] : [])).sort();
   const good = runs.filter((r) => r.ok);
   const of = (b: string, point: string, x: number, f: (r: Run) => number | undefined) =>
-    good.filter((r) => r.bench === b && r.point === point && r.x === x).map(f).filter((v): v is number => v !== undefined && Number.isFinite(v));
+    good
+      .filter((r) => r.bench === b && r.point === point && r.x === x)
+      .map(f)
+      .filter((v): v is number => v !== undefined && Number.isFinite(v));
   let md = `# Pre-copy in the VMs: scaling and the threshold sweep\n\n`;
   md += `Hosts: two QEMU VMs (test/vm: Debian 12 kernel with soft-dirty tracking, TCG software emulation, 1 vCPU and ${env.RM_VM_MEM_MB ?? 1024} MiB each, linked by a QEMU socket netdev) on one 2-core machine; the CLI and the naive script run inside vm1. `;
   md += `Runs from ${(ats[0] ?? began.toISOString()).slice(0, 16)}Z to ${(ats[ats.length - 1] ?? '').slice(11, 16)}Z; ${RUNS} runs per point, the methods rotated each run. TCG makes everything 10-50 times slower than hardware: compare the methods with one another, not with other machines.\n\n`;
-  md += 'Cells: median (min-max). *freeze-to-running*: ours as reported; naive: `runc checkpoint` started to `runc restore` returned. *total*: command start to exit, measured in vm1.\n\n';
+  md +=
+    'Cells: median (min-max). *freeze-to-running*: ours as reported; naive: `runc checkpoint` started to `runc restore` returned. *total*: command start to exit, measured in vm1.\n\n';
   const failed = runs.filter((r) => !r.ok);
-  if (failed.length) md += `Failed runs, left out: ${failed.map((r) => `${r.bench} ${r.point} ${r.x} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
+  if (failed.length)
+    md += `Failed runs, left out: ${failed.map((r) => `${r.bench} ${r.point} ${r.x} #${r.rep + 1}: ${r.note}`).join('; ')}\n\n`;
   const base = good.filter((r) => r.point === 'baseline');
-  if (base.length) md += `Baseline: the counter (a busybox shell loop), one-shot, freeze-to-running ${cell(base.map((r) => r.downtimeMs))} ms, total ${cell(base.map((r) => r.totalMs))} ms.\n\n`;
+  if (base.length)
+    md += `Baseline: the counter (a busybox shell loop), one-shot, freeze-to-running ${cell(base.map((r) => r.downtimeMs))} ms, total ${cell(base.map((r) => r.totalMs))} ms.\n\n`;
   const sc = good.filter((r) => r.bench === 'scaling' && r.point !== 'baseline');
   if (sc.length) {
-    md += '## Scaling: memwriter, 256 KiB/s rewritten\n\n| memory | method | freeze-to-running, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|\n';
+    md +=
+      '## Scaling: memwriter, 256 KiB/s rewritten\n\n| memory | method | freeze-to-running, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b)) {
       for (const m of ['naive', 'one-shot', 'iterative']) {
         const rs = sc.filter((r) => r.x === x && r.point === m);
@@ -399,8 +513,11 @@ function write(runs: Run[]): void {
   const sw = good.filter((r) => r.bench === 'sweep');
   if (sw.length) {
     md += `## Threshold sweep: Redis, ${KEYS} keys (DEBUG POPULATE), a client SETting a random key every 10 ms from vm2\n\n`;
-    md += '| rule | client gap, ms | freeze-to-running, ms | predicted, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|---|\n';
-    for (const p of [...new Set(sw.map((r) => `${r.x}|${r.point}`))].sort((a, b) => Number(a.split('|')[0]) - Number(b.split('|')[0]))) {
+    md +=
+      '| rule | client gap, ms | freeze-to-running, ms | predicted, ms | total, ms | pre-dumps | final dump, pages | stop |\n|---|---|---|---|---|---|---|---|\n';
+    for (const p of [...new Set(sw.map((r) => `${r.x}|${r.point}`))].sort(
+      (a, b) => Number(a.split('|')[0]) - Number(b.split('|')[0]),
+    )) {
       const [xs, label] = p.split('|');
       const x = Number(xs);
       const rs = sw.filter((r) => r.point === label);
@@ -411,8 +528,10 @@ function write(runs: Run[]): void {
   const pd = good.filter((r) => r.bench === 'predump');
   if (pd.length) {
     md += `## Pre-dump mode: memwriter ${pd[0].x} MiB, 1 MiB/s rewritten, iterative\n\n`;
-    md += "*frozen*: CRIU's frozen time of a pre-dump (the tasks stopped), all pre-dumps of all runs; *first*: the first pre-dump's (all the memory).\n\n";
-    md += '| --pre-dump-mode | frozen per pre-dump, ms | first pre-dump frozen, ms | freeze-to-running, ms | total, ms | pre-dumps |\n|---|---|---|---|---|---|\n';
+    md +=
+      "*frozen*: CRIU's frozen time of a pre-dump (the tasks stopped), all pre-dumps of all runs; *first*: the first pre-dump's (all the memory).\n\n";
+    md +=
+      '| --pre-dump-mode | frozen per pre-dump, ms | first pre-dump frozen, ms | freeze-to-running, ms | total, ms | pre-dumps |\n|---|---|---|---|---|---|\n';
     for (const m of ['splice', 'read']) {
       const rs = pd.filter((r) => r.point === m);
       if (!rs.length) continue;
@@ -426,14 +545,23 @@ function write(runs: Run[]): void {
     const base = summarize(counter).median;
     md += `## The four methods: Redis (1000-byte values) with a client sending ${METHODS_CMD === 'set' ? 'a SET of a random key' : 'a PING'} every 10 ms from vm2 on one connection (transport auto; --move-ip)\n\n`;
     md += `Baseline, the counter one-shot: freeze-to-running ${cell(counter)} ms. *client gap*: the client's longest time between two answers. *window*: the lazy window; *lazy pages*: pages it moved; *p50/p99*: latency of the requests sent during the window. *transport*: as \`auto\` chose it (below 48 MiB of images the stream through the tool's SSH connection, slow under TCG). Every run checked DBSIZE on vm2 and that the client kept its one connection.\n\n`;
-    md += '| Redis | memory, MiB | method | transport | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n';
+    md +=
+      '| Redis | memory, MiB | method | transport | client gap, ms | freeze-to-running, ms | / baseline | window, ms | lazy pages | p50 / p99 in window, ms | final dump, pages | pre-dumps | total, ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n';
     for (const x of [...new Set(me.filter((r) => r.point !== 'counter').map((r) => r.x))].sort((a, b) => a - b)) {
       for (const m of ['cold', 'pre-copy', 'post-copy', 'hybrid']) {
         const rs = me.filter((r) => r.point === m && r.x === x);
         if (!rs.length) continue;
         const d = summarize(rs.map((r) => r.downtimeMs)).median;
         const mem = summarize(rs.map((r) => (r.memoryBytes ?? NaN) / 1048576)).median;
-        const lat = rs.some((r) => r.p50Ms !== undefined) ? `${cell(rs.map((r) => r.p50Ms ?? NaN), 1)} / ${cell(rs.map((r) => r.p99Ms ?? NaN), 1)}` : '-';
+        const lat = rs.some((r) => r.p50Ms !== undefined)
+          ? `${cell(
+              rs.map((r) => r.p50Ms ?? NaN),
+              1,
+            )} / ${cell(
+              rs.map((r) => r.p99Ms ?? NaN),
+              1,
+            )}`
+          : '-';
         md += `| ${x} MB | ${Number.isFinite(mem) ? mem.toFixed(0) : '-'} | ${m} | ${[...new Set(rs.map((r) => r.transport ?? '-'))].join(', ')} | ${cell(rs.map((r) => r.clientGapMs ?? NaN))} | ${cell(rs.map((r) => r.downtimeMs))} | ${(d / base).toFixed(2)} | ${cell(rs.map((r) => r.windowMs ?? NaN))} | ${cell(rs.map((r) => r.lazyPages ?? NaN))} | ${lat} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${cell(rs.map((r) => r.totalMs))} |\n`;
       }
     }
@@ -442,8 +570,10 @@ function write(runs: Run[]): void {
   const cv = good.filter((r) => r.bench === 'converge');
   if (cv.length) {
     md += `## Auto-converge: memwriter ${cv[0].x} MiB rewritten a whole page at a time at 128 MiB/s (does not converge), --transport direct, --max-downtime 300, --max-iterations 14\n\n`;
-    md += '*dump*: the final dump (runc checkpoint to its end); *freezing*, *memdump*: CRIU\'s own figures of it. The rest of freeze-to-running is mostly the images\' copy, the rootfs\' final delta and the restore.\n\n';
-    md += '| method | freeze-to-running, ms | final dump, pages | pre-dumps | dump, ms | freezing, ms | memdump, ms | copy, ms | sync, ms | restore, ms | stop |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
+    md +=
+      "*dump*: the final dump (runc checkpoint to its end); *freezing*, *memdump*: CRIU's own figures of it. The rest of freeze-to-running is mostly the images' copy, the rootfs' final delta and the restore.\n\n";
+    md +=
+      '| method | freeze-to-running, ms | final dump, pages | pre-dumps | dump, ms | freezing, ms | memdump, ms | copy, ms | sync, ms | restore, ms | stop |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
     for (const m of ['pre-copy', 'auto-converge']) {
       const rs = cv.filter((r) => r.point === m);
       if (!rs.length) continue;
@@ -451,7 +581,8 @@ function write(runs: Run[]): void {
       md += `| ${m} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.finalPages ?? NaN))} | ${cell(rs.map((r) => r.preDumps ?? NaN))} | ${ph('dump')} | ${cell(rs.map((r) => r.finalFreezingMs ?? NaN))} | ${cell(rs.map((r) => r.finalMemdumpMs ?? NaN))} | ${ph('copy')} | ${ph('sync')} | ${ph('restore')} | ${[...new Set(rs.map((r) => r.stopReason ?? '-'))].join(', ')} |\n`;
     }
     const ac = cv.filter((r) => r.point === 'auto-converge');
-    if (ac.length) md += `\nThrottle per pre-dump (%), each auto-converge run: ${ac.map((r) => (r.throttlePct ?? []).join(' ')).join('; ')}.\n`;
+    if (ac.length)
+      md += `\nThrottle per pre-dump (%), each auto-converge run: ${ac.map((r) => (r.throttlePct ?? []).join(' ')).join('; ')}.\n`;
     md += '\n';
   }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
@@ -472,14 +603,19 @@ async function plots(runs: Run[]): Promise<void> {
       logx: true,
       series: ['naive', 'one-shot', 'iterative'].map((m) => ({
         title: m,
-        points: [...new Set(sc.map((r) => r.x))].sort((a, b) => a - b).map((x) => ({ x, values: sc.filter((r) => r.x === x && r.point === m).map((r) => r.downtimeMs) })),
+        points: [...new Set(sc.map((r) => r.x))]
+          .sort((a, b) => a - b)
+          .map((x) => ({ x, values: sc.filter((r) => r.x === x && r.point === m).map((r) => r.downtimeMs) })),
       })),
     });
   }
   const sw = good.filter((r) => r.bench === 'sweep' && r.x > 0);
   if (sw.length) {
     const xs = [...new Set(sw.map((r) => r.x))].sort((a, b) => a - b);
-    const series = (title: string, f: (r: Run) => number | undefined) => ({ title, points: xs.map((x) => ({ x, values: sw.filter((r) => r.x === x).map((r) => f(r) ?? NaN) })) });
+    const series = (title: string, f: (r: Run) => number | undefined) => ({
+      title,
+      points: xs.map((x) => ({ x, values: sw.filter((r) => r.x === x).map((r) => f(r) ?? NaN) })),
+    });
     await plot({
       file: path.join(OUT, `${TAG}-sweep.png`),
       title: `Redis ${KEYS} keys, VMs: threshold (% of the first dump) against time`,
@@ -487,7 +623,11 @@ async function plots(runs: Run[]): Promise<void> {
       ylabel: 'ms',
       logx: true,
       logy: true,
-      series: [series('client gap', (r) => r.clientGapMs), series('freeze-to-running', (r) => r.downtimeMs), series('total', (r) => r.totalMs)],
+      series: [
+        series('client gap', (r) => r.clientGapMs),
+        series('freeze-to-running', (r) => r.downtimeMs),
+        series('total', (r) => r.totalMs),
+      ],
     });
   }
 }
@@ -495,12 +635,18 @@ async function plots(runs: Run[]): Promise<void> {
 async function main(): Promise<void> {
   const which = process.argv.slice(2);
   // predump runs only when named.
-  const want = (b: string) => (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge') || which.includes(b);
+  const want = (b: string) =>
+    (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge') || which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
   const runs: Run[] = fs.existsSync(file)
-    ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Run).filter((r) => env.REPORT_ONLY === '1' || !want(r.bench))
+    ? fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Run)
+        .filter((r) => env.REPORT_ONLY === '1' || !want(r.bench))
     : [];
   if (env.REPORT_ONLY === '1') {
     // The tables and plots again from the runs file (after runs were joined or dropped by hand).

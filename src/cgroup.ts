@@ -12,8 +12,15 @@ export type CpuControl =
  * Where the controller of the process whose /proc/PID/cgroup is TEXT lives, given the
  * v1 hierarchies' mount points (controller list -> mount point, from /proc/self/mounts).
  */
-export function cpuControl(procCgroup: string, v1Mounts: Record<string, string>, v2Root = '/sys/fs/cgroup'): CpuControl | undefined {
-  const lines = procCgroup.split('\n').map((l) => l.trim()).filter(Boolean);
+export function cpuControl(
+  procCgroup: string,
+  v1Mounts: Record<string, string>,
+  v2Root = '/sys/fs/cgroup',
+): CpuControl | undefined {
+  const lines = procCgroup
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const v1 = lines.map((l) => l.split(':')).filter(([, ctrl]) => ctrl && ctrl.split(',').includes('cpu'));
   if (v1.length) {
     const [, ctrl, p] = v1[0];
@@ -32,8 +39,15 @@ export function cpuControl(procCgroup: string, v1Mounts: Record<string, string>,
  * the file to read and its cgroup version (freezeAsked reads it). Undefined where no
  * freezer is found.
  */
-export function freezerControl(procCgroup: string, v1Mounts: Record<string, string>, v2Root = '/sys/fs/cgroup'): FreezerControl | undefined {
-  const lines = procCgroup.split('\n').map((l) => l.trim()).filter(Boolean);
+export function freezerControl(
+  procCgroup: string,
+  v1Mounts: Record<string, string>,
+  v2Root = '/sys/fs/cgroup',
+): FreezerControl | undefined {
+  const lines = procCgroup
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const v1 = lines.map((l) => l.split(':')).find(([, ctrl]) => ctrl && ctrl.split(',').includes('freezer'));
   if (v1) {
     const mount = v1Mounts[v1[1]];
@@ -66,7 +80,9 @@ export function v1Mounts(mounts: string): Record<string, string> {
   for (const l of mounts.split('\n')) {
     const [, dir, type, options] = l.split(' ');
     if (type !== 'cgroup' || !options) continue;
-    const ctrls = options.split(',').filter((o) => !['rw', 'ro', 'nosuid', 'nodev', 'noexec', 'relatime'].includes(o) && !o.includes('='));
+    const ctrls = options
+      .split(',')
+      .filter((o) => !['rw', 'ro', 'nosuid', 'nodev', 'noexec', 'relatime'].includes(o) && !o.includes('='));
     out[ctrls.join(',')] = dir;
   }
   return out;
@@ -82,9 +98,15 @@ export const MAX_PERIOD_US = 1_000_000;
  * small for the kernel's 1000 us floor lengthens the period (up to 1 s) where the
  * period may change (cgroup v2: one write sets both), else stops at the floor.
  */
-export function throttledQuota(cpus: number, pct: number, periodUs: number, periodMayGrow = false): { quotaUs: number; periodUs: number } {
+export function throttledQuota(
+  cpus: number,
+  pct: number,
+  periodUs: number,
+  periodMayGrow = false,
+): { quotaUs: number; periodUs: number } {
   const share = cpus * (1 - pct / 100);
   let period = periodUs;
-  if (periodMayGrow && share * period < MIN_QUOTA_US) period = Math.min(MAX_PERIOD_US, Math.ceil(MIN_QUOTA_US / Math.max(share, 1e-6)));
+  if (periodMayGrow && share * period < MIN_QUOTA_US)
+    period = Math.min(MAX_PERIOD_US, Math.ceil(MIN_QUOTA_US / Math.max(share, 1e-6)));
   return { quotaUs: Math.max(MIN_QUOTA_US, Math.round(share * period)), periodUs: period };
 }

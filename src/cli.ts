@@ -33,7 +33,8 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** The version in the package's own package.json (dist/src/cli.js is two levels below it). */
 export function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
+    .version;
 }
 
 export function buildProgram(): Command {
@@ -41,9 +42,20 @@ export function buildProgram(): Command {
     .description('Live-migrate a running runc container to another Linux host over SSH, with CRIU.')
     .argument('<container>', 'the container, as named by runc list on this host')
     .argument('<host>', 'the destination: [user@]host[:port] or a Host alias from ~/.ssh/config')
-    .option('-i, --identity <file>', 'SSH private key (repeatable); default: ssh-agent, ssh config IdentityFile, ~/.ssh/id_{ed25519,ecdsa,rsa}', collect)
-    .option('--known-hosts <file>', `the known_hosts file the destination key is checked against and new keys go to (default: ssh config's UserKnownHostsFile, else ${DEFAULTS.knownHostsFiles.join(' ')}; ${DEFAULTS.globalKnownHostsFiles.join(' ')} are read too)`)
-    .option('--accept-new-host-key', 'record the key of a host with no known_hosts entry of any kind (never a changed, revoked or CA-covered one), as StrictHostKeyChecking=accept-new', false)
+    .option(
+      '-i, --identity <file>',
+      'SSH private key (repeatable); default: ssh-agent, ssh config IdentityFile, ~/.ssh/id_{ed25519,ecdsa,rsa}',
+      collect,
+    )
+    .option(
+      '--known-hosts <file>',
+      `the known_hosts file the destination key is checked against and new keys go to (default: ssh config's UserKnownHostsFile, else ${DEFAULTS.knownHostsFiles.join(' ')}; ${DEFAULTS.globalKnownHostsFiles.join(' ')} are read too)`,
+    )
+    .option(
+      '--accept-new-host-key',
+      'record the key of a host with no known_hosts entry of any kind (never a changed, revoked or CA-covered one), as StrictHostKeyChecking=accept-new',
+      false,
+    )
     .option('--ssh-config <file>', 'ssh_config for host aliases', DEFAULTS.sshConfig)
     .option('--connect-timeout <seconds>', 'SSH connection timeout', String(DEFAULTS.connectTimeoutMs / 1000))
     .option('--sudo', 'run remote commands through passwordless sudo (non-root remote user)', false)
@@ -53,41 +65,113 @@ export function buildProgram(): Command {
     .option('--remote-runc <path>', 'runc binary on the destination', DEFAULTS.runc)
     .option('--criu <path>', 'criu binary on the source', DEFAULTS.criu)
     .option('--remote-criu <path>', 'criu binary on the destination', DEFAULTS.criu)
-    .option('--bundle <dir>', "the container's bundle on the destination (default: the source bundle's path, from runc state)")
+    .option(
+      '--bundle <dir>',
+      "the container's bundle on the destination (default: the source bundle's path, from runc state)",
+    )
     .option('--diskless', `keep images in memory: work directories on tmpfs (${DEFAULTS.disklessWorkDir}) (default)`)
     .option('--no-diskless', `write images to disk: work directories in ${DEFAULTS.diskWorkDir}`)
-    .option('--work-dir <dir>', `where the source's private work directory is made (default: ${DEFAULTS.disklessWorkDir}, or ${DEFAULTS.diskWorkDir} with --no-diskless)`)
+    .option(
+      '--work-dir <dir>',
+      `where the source's private work directory is made (default: ${DEFAULTS.disklessWorkDir}, or ${DEFAULTS.diskWorkDir} with --no-diskless)`,
+    )
     .option('--remote-work-dir <dir>', "where the destination's private work directory is made (same defaults)")
     .addOption(
-      new Option('--transport <how>', `how memory pages travel: tls (CRIU's page server on the destination's address, mutual TLS with certificates made for this migration), tunnel (the page server reached through the SSH connection; page-server is its former name), stream (dump locally, tar over SSH), direct (page server over plain TCP, trusted networks only), auto (stream below ${DEFAULTS.autoStreamMaxBytes / 1048576} MiB of container memory in one shot, else tls where both CRIUs have it and the source reaches the destination's address, else tunnel)`)
+      new Option(
+        '--transport <how>',
+        `how memory pages travel: tls (CRIU's page server on the destination's address, mutual TLS with certificates made for this migration), tunnel (the page server reached through the SSH connection; page-server is its former name), stream (dump locally, tar over SSH), direct (page server over plain TCP, trusted networks only), auto (stream below ${DEFAULTS.autoStreamMaxBytes / 1048576} MiB of container memory in one shot, else tls where both CRIUs have it and the source reaches the destination's address, else tunnel)`,
+      )
         .choices([...TRANSPORTS, ...Object.keys(TRANSPORT_ALIASES)])
         .default(DEFAULTS.transport),
     )
-    .option('--iterative', 'pre-copy memory while the container runs, then freeze (default when the source kernel tracks dirty memory; refuses if it does not)')
+    .option(
+      '--iterative',
+      'pre-copy memory while the container runs, then freeze (default when the source kernel tracks dirty memory; refuses if it does not)',
+    )
     .option('--one-shot', 'no pre-copy: freeze once and move all memory during the freeze')
-    .option('--max-downtime <ms>', 'pre-copy stop rule: switch over once the predicted downtime is at most this', String(DEFAULTS.maxDowntimeMs))
-    .option('--threshold <size|pct>', "pre-copy stop rule instead of --max-downtime: switch over once an iteration writes less than SIZE (16M) or PCT of the first (10%)")
-    .option('--max-iterations <n>', 'pre-copy: at most this many iterations before the switchover', String(DEFAULTS.maxIterations))
-    .option('--auto-converge', "pre-copy: when memory is dirtied at half the transfer rate or more, throttle the container's CPU (cgroup quota): 20 %, then 10 % more each iteration, at most 99 %; lifted at the switchover and on every exit")
-    .addOption(new Option('--pre-dump-mode <mode>', 'pre-copy: how pre-dumps read memory: splice (while the tasks are frozen) or read (process_vm_readv after they run again)').choices([...PRE_DUMP_MODES]).default(DEFAULTS.preDumpMode))
-    .option('--post-copy', "post-copy (CRIU's lazy pages): freeze, move only what is not memory, restore at once on the destination, then move the memory while it runs (fetched on demand and pushed). The downtime no longer grows with memory; in exchange, until the last page arrives (the lazy window) the container needs both hosts: if the link or the destination fails then, the source resumes and what the destination did in the window is lost (its TCP peers are reset). Needs CRIU's TLS on both hosts")
-    .option('--hybrid', "pre-copy under the stop rule while it runs, then post-copy for what is left: the freeze moves no memory and the lazy window moves only what changed since the last pre-dump. Needs dirty-memory tracking on the source (refused without it) and CRIU's TLS on both hosts")
-    .option('--post-copy-shared-ok', "post-copy: go on although a directory of the container is storage both hosts share; a broken lazy window then resumes a source older than what the copy wrote there")
-    .option('--tune-sysctl', `post-copy: raise fs.pipe-max-size to ${DEFAULTS.lazyPipeMaxBytes} where it is lower (on either host), and put it back after`)
-    .option('--page-server-port <port>', 'TCP port of the page server (on the destination; with --post-copy, on the source)', String(DEFAULTS.pageServerPort))
+    .option(
+      '--max-downtime <ms>',
+      'pre-copy stop rule: switch over once the predicted downtime is at most this',
+      String(DEFAULTS.maxDowntimeMs),
+    )
+    .option(
+      '--threshold <size|pct>',
+      'pre-copy stop rule instead of --max-downtime: switch over once an iteration writes less than SIZE (16M) or PCT of the first (10%)',
+    )
+    .option(
+      '--max-iterations <n>',
+      'pre-copy: at most this many iterations before the switchover',
+      String(DEFAULTS.maxIterations),
+    )
+    .option(
+      '--auto-converge',
+      "pre-copy: when memory is dirtied at half the transfer rate or more, throttle the container's CPU (cgroup quota): 20 %, then 10 % more each iteration, at most 99 %; lifted at the switchover and on every exit",
+    )
+    .addOption(
+      new Option(
+        '--pre-dump-mode <mode>',
+        'pre-copy: how pre-dumps read memory: splice (while the tasks are frozen) or read (process_vm_readv after they run again)',
+      )
+        .choices([...PRE_DUMP_MODES])
+        .default(DEFAULTS.preDumpMode),
+    )
+    .option(
+      '--post-copy',
+      "post-copy (CRIU's lazy pages): freeze, move only what is not memory, restore at once on the destination, then move the memory while it runs (fetched on demand and pushed). The downtime no longer grows with memory; in exchange, until the last page arrives (the lazy window) the container needs both hosts: if the link or the destination fails then, the source resumes and what the destination did in the window is lost (its TCP peers are reset). Needs CRIU's TLS on both hosts",
+    )
+    .option(
+      '--hybrid',
+      "pre-copy under the stop rule while it runs, then post-copy for what is left: the freeze moves no memory and the lazy window moves only what changed since the last pre-dump. Needs dirty-memory tracking on the source (refused without it) and CRIU's TLS on both hosts",
+    )
+    .option(
+      '--post-copy-shared-ok',
+      'post-copy: go on although a directory of the container is storage both hosts share; a broken lazy window then resumes a source older than what the copy wrote there',
+    )
+    .option(
+      '--tune-sysctl',
+      `post-copy: raise fs.pipe-max-size to ${DEFAULTS.lazyPipeMaxBytes} where it is lower (on either host), and put it back after`,
+    )
+    .option(
+      '--page-server-port <port>',
+      'TCP port of the page server (on the destination; with --post-copy, on the source)',
+      String(DEFAULTS.pageServerPort),
+    )
     .option('--tcp-established', 'migrate established TCP connections (default)')
     .option('--no-tcp-established', 'do not migrate TCP connections (the dump fails if there are any)')
-    .option('--move-ip <addr/prefix[@dev]>', "move the service IPv4 address the container's peers use: removed on the source after the dump, added on the destination before the restore, announced by gratuitous ARP")
-    .option('--sync-rootfs', "sync the container's root filesystem to the destination: while it runs, then what changed, while it is frozen (default)")
-    .option('--no-sync-rootfs', "do not sync the root filesystem (shared storage, or a copy you keep identical yourself)")
-    .option('--sync-volume <path>', 'also sync this bind mount (its path in the container or on the host; repeatable)', collect)
-    .option('--verify-files', "after the final delta, compare the synced trees (contents and metadata) while frozen; a difference rolls back (costs a read of every file on both hosts)")
-    .option('--hold-timeout <seconds>', `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`)
+    .option(
+      '--move-ip <addr/prefix[@dev]>',
+      "move the service IPv4 address the container's peers use: removed on the source after the dump, added on the destination before the restore, announced by gratuitous ARP",
+    )
+    .option(
+      '--sync-rootfs',
+      "sync the container's root filesystem to the destination: while it runs, then what changed, while it is frozen (default)",
+    )
+    .option(
+      '--no-sync-rootfs',
+      'do not sync the root filesystem (shared storage, or a copy you keep identical yourself)',
+    )
+    .option(
+      '--sync-volume <path>',
+      'also sync this bind mount (its path in the container or on the host; repeatable)',
+      collect,
+    )
+    .option(
+      '--verify-files',
+      'after the final delta, compare the synced trees (contents and metadata) while frozen; a difference rolls back (costs a read of every file on both hosts)',
+    )
+    .option(
+      '--hold-timeout <seconds>',
+      `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`,
+    )
     .option('--json', 'print one JSON report on stdout and nothing else', false)
     .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)
     .option('-v, --verbose', 'print every local and remote command as it runs', false)
     .option('-n, --dry-run', 'connect, run the preflight checks and print the plan; freeze and change nothing', false)
-    .option('--force', 'skip the preflight checks that can be skipped (criu check, CPU compatibility, open files, free space); says which', false)
+    .option(
+      '--force',
+      'skip the preflight checks that can be skipped (criu check, CPU compatibility, open files, free space); says which',
+      false,
+    )
     .version(packageVersion(), '-V, --version', 'print the version and exit')
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run migrate --help for every option)')
@@ -103,12 +187,20 @@ export function buildProgram(): Command {
     .argument('<container>', 'the container, as named by runc on this host')
     .argument('<host>', 'the destination of the unfinished migration');
   for (const o of p.options) if (!['--version', '--dry-run'].includes(o.long ?? '')) rec.addOption(o);
-  rec.option('--resume-source', "the destination committed and its copy is lost (recover said so): resume the frozen source; what the copy did after its commit is lost", false);
+  rec.option(
+    '--resume-source',
+    'the destination committed and its copy is lost (recover said so): resume the frozen source; what the copy did after its commit is lost',
+    false,
+  );
   p.command('completion')
     .description('print a shell completion script: eval "$(migrate completion bash)"')
     .argument('<shell>', 'the shell (bash)')
     .action((shell: string) => {
-      if (shell !== 'bash') throw new UsageError(`no completion for "${shell}": only bash is supported`, 'Run: eval "$(migrate completion bash)"');
+      if (shell !== 'bash')
+        throw new UsageError(
+          `no completion for "${shell}": only bash is supported`,
+          'Run: eval "$(migrate completion bash)"',
+        );
       process.stdout.write(bashCompletion(p));
     });
   return p;
@@ -153,7 +245,8 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
+        return EXIT.OK;
       return EXIT.USAGE;
     }
     if (err instanceof MigrateError) {
@@ -185,7 +278,9 @@ export async function main(argv: string[]): Promise<number> {
   const mode = opts.json || opts.quiet ? 'silent' : interactive ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
-  const report: Report = migration.recover ? await recoverCommand(opts, progress) : await migrate(opts, progress, faultsFrom(process.env));
+  const report: Report = migration.recover
+    ? await recoverCommand(opts, progress)
+    : await migrate(opts, progress, faultsFrom(process.env));
   if (opts.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {

@@ -4,7 +4,16 @@ import type { Command } from 'commander';
 import { DEFAULTS } from './options.js';
 
 /** Flags whose value is a path on this machine: completed as file names. */
-const FILE_FLAGS = ['--identity', '-i', '--known-hosts', '--ssh-config', '--runc', '--criu', '--work-dir', '--runc-root'];
+const FILE_FLAGS = [
+  '--identity',
+  '-i',
+  '--known-hosts',
+  '--ssh-config',
+  '--runc',
+  '--criu',
+  '--work-dir',
+  '--runc-root',
+];
 
 interface FlagInfo {
   names: string[];

@@ -14,9 +14,33 @@ export const criu = {
    */
   pageServer(
     bin: string,
-    o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; prevImagesDir?: string; tls?: { caCert: string; cert: string; key: string } },
+    o: {
+      imagesDir: string;
+      workDir: string;
+      address: string;
+      port: number;
+      logFile: string;
+      prevImagesDir?: string;
+      tls?: { caCert: string; cert: string; key: string };
+    },
   ): string[] {
-    const argv = [bin, 'page-server', '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--address', o.address, '--port', String(o.port), '--status-fd', '1', '--log-file', o.logFile, '-v4'];
+    const argv = [
+      bin,
+      'page-server',
+      '--images-dir',
+      o.imagesDir,
+      '--work-dir',
+      o.workDir,
+      '--address',
+      o.address,
+      '--port',
+      String(o.port),
+      '--status-fd',
+      '1',
+      '--log-file',
+      o.logFile,
+      '-v4',
+    ];
     // --auto-dedup: pages a later pre-dump sends again are punched out of the earlier
     // images, so the destination holds about one copy of the memory however many
     // iterations pre-copy takes (without it a working set rewritten each time filled a
@@ -33,8 +57,40 @@ export const criu = {
    * server (TLS) as the restored tasks fault on them and pushes the rest, and exits 0 once
    * every page arrived. -v4: its log counts the faults (lazyFigures).
    */
-  lazyPages(bin: string, o: { imagesDir: string; workDir: string; address: string; port: number; logFile: string; tls: { caCert: string; cert: string; key: string } }): string[] {
-    return [bin, 'lazy-pages', '--page-server', '--address', o.address, '--port', String(o.port), '--images-dir', o.imagesDir, '--work-dir', o.workDir, '--log-file', o.logFile, '-v4', '--tls', '--tls-cacert', o.tls.caCert, '--tls-cert', o.tls.cert, '--tls-key', o.tls.key];
+  lazyPages(
+    bin: string,
+    o: {
+      imagesDir: string;
+      workDir: string;
+      address: string;
+      port: number;
+      logFile: string;
+      tls: { caCert: string; cert: string; key: string };
+    },
+  ): string[] {
+    return [
+      bin,
+      'lazy-pages',
+      '--page-server',
+      '--address',
+      o.address,
+      '--port',
+      String(o.port),
+      '--images-dir',
+      o.imagesDir,
+      '--work-dir',
+      o.workDir,
+      '--log-file',
+      o.logFile,
+      '-v4',
+      '--tls',
+      '--tls-cacert',
+      o.tls.caCert,
+      '--tls-cert',
+      o.tls.cert,
+      '--tls-key',
+      o.tls.key,
+    ];
   },
 };
 
@@ -80,7 +136,10 @@ export function compareVersions(a: string, b: string): number {
 
 /** The first `Error (` lines of a CRIU log: what the user sees when CRIU fails. */
 export function criuLogErrors(log: string, max = 5): string[] {
-  return log.split('\n').filter((l) => l.includes('Error (')).slice(0, max);
+  return log
+    .split('\n')
+    .filter((l) => l.includes('Error ('))
+    .slice(0, max);
 }
 
 export const MIN_CRIU_VERSION = '4.2';

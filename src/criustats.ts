@@ -97,8 +97,14 @@ export function encodeStatsImage(s: DumpStats): Buffer {
   };
   const field = (f: number, v: number) => Buffer.concat([vint(f * 8), vint(v)]);
   const dump = Buffer.concat([
-    field(1, s.freezingTimeUs), field(2, s.frozenTimeUs), field(3, s.memdumpTimeUs), field(4, s.memwriteTimeUs),
-    field(5, s.pagesScanned), field(6, s.pagesSkippedParent), field(7, s.pagesWritten), field(9, s.pagesLazy),
+    field(1, s.freezingTimeUs),
+    field(2, s.frozenTimeUs),
+    field(3, s.memdumpTimeUs),
+    field(4, s.memwriteTimeUs),
+    field(5, s.pagesScanned),
+    field(6, s.pagesSkippedParent),
+    field(7, s.pagesWritten),
+    field(9, s.pagesLazy),
   ]);
   const entry = Buffer.concat([vint(1 * 8 + 2), vint(dump.length), dump]);
   const head = Buffer.alloc(12);

@@ -39,7 +39,25 @@ export const deltaTar = {
    * stdin, no recursion (directories sent whole are listed entry by entry), POSIX format
    * (nanosecond times, xattrs and ACLs in its headers), holes kept, numeric owners.
    */
-  create: (src: string) => ['tar', '-c', '-f', '-', '--format=posix', '--xattrs', '--xattrs-include=*', '--acls', '--sparse', '--numeric-owner', '--no-recursion', '-C', src, '--null', '--verbatim-files-from', '-T', '-'],
+  create: (src: string) => [
+    'tar',
+    '-c',
+    '-f',
+    '-',
+    '--format=posix',
+    '--xattrs',
+    '--xattrs-include=*',
+    '--acls',
+    '--sparse',
+    '--numeric-owner',
+    '--no-recursion',
+    '-C',
+    src,
+    '--null',
+    '--verbatim-files-from',
+    '-T',
+    '-',
+  ],
 };
 
 /** The stream's head: the removal list (paths without a newline: the caller checks). */

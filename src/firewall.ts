@@ -38,11 +38,31 @@ export function ssAddress(address: string): string {
 
 function spec(r: PortRule): string[] {
   const match =
-    r.chain === 'INPUT' ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])] : r.chain === 'OUTPUT' ? ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)] : [];
+    r.chain === 'INPUT'
+      ? ['!', '-s', r.onlyFrom!, ...(r.exceptLoopback ? ['!', '-i', 'lo'] : [])]
+      : r.chain === 'OUTPUT'
+        ? ['-m', 'owner', '!', '--uid-owner', String(r.onlyUid!)]
+        : [];
   // Only connection attempts (SYN): the kernel's own resets and probes answers carry no
   // owner, and an OUTPUT rule that caught them left a lazy page server blocked on a dead
   // peer's zero window (its send never failed) after the daemon was killed.
-  return ['-p', 'tcp', '--syn', ...(r.address ? ['-d', r.address] : []), '--dport', String(r.port), ...match, '-m', 'comment', '--comment', r.tag, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+  return [
+    '-p',
+    'tcp',
+    '--syn',
+    ...(r.address ? ['-d', r.address] : []),
+    '--dport',
+    String(r.port),
+    ...match,
+    '-m',
+    'comment',
+    '--comment',
+    r.tag,
+    '-j',
+    'REJECT',
+    '--reject-with',
+    'tcp-reset',
+  ];
 }
 
 export const firewall = {

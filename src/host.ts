@@ -81,17 +81,33 @@ export class LocalHost implements Host {
     // A command that could not start at all reads as the shell's "not found" (127).
     const notFound = r.exitCode === undefined && (r as { code?: string }).code === 'ENOENT';
     const stderr = notFound ? `${argv[0]}: not found` : String(r.stderr ?? '');
-    return check(this.name, argv, { code: notFound ? 127 : r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr }, opts);
+    return check(
+      this.name,
+      argv,
+      { code: notFound ? 127 : (r.exitCode ?? null), stdout: String(r.stdout ?? ''), stderr },
+      opts,
+    );
   }
 
   async spawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<Proc> {
     this.log(this.name, commandLine(argv));
-    const child = execa(argv[0], argv.slice(1), { reject: false, env: opts.env, buffer: false, stdin: 'pipe', detached: true });
+    const child = execa(argv[0], argv.slice(1), {
+      reject: false,
+      env: opts.env,
+      buffer: false,
+      stdin: 'pipe',
+      detached: true,
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     if (!opts.streamStdout) child.stdout!.on('data', (d: Buffer) => out.push(d));
     child.stderr!.on('data', (d: Buffer) => err.push(d));
-    const done = child.then((r) => ({ code: r.exitCode ?? null, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), signal: r.signal ?? undefined }));
+    const done = child.then((r) => ({
+      code: r.exitCode ?? null,
+      stdout: Buffer.concat(out).toString(),
+      stderr: Buffer.concat(err).toString(),
+      signal: r.signal ?? undefined,
+    }));
     return {
       stdin: child.stdin!,
       stdout: child.stdout!,
@@ -145,7 +161,9 @@ export class RemoteHost implements Host {
       ch.on('exit', (c: number | null) => {
         code = c;
       });
-      ch.on('close', () => resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+      ch.on('close', () =>
+        resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+      );
     });
     return {
       stdin: ch,

@@ -13,19 +13,67 @@ export const CERT_LIFETIME_S = 86_400;
 
 /** "20261123154400Z": openssl ca's date form (UTC). */
 export function opensslDate(d: Date): string {
-  return d.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace(/[-:T]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 export const openssl = {
   version: () => ['openssl', 'version'],
   /** A new EC key and a certificate request for it (the key unencrypted, mode 0600). */
-  request: (key: string, csr: string, cn: string) => ['openssl', 'req', '-new', '-newkey', 'ec', '-pkeyopt', `ec_paramgen_curve:${CERT_CURVE}`, '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${cn}`, '-batch'],
+  request: (key: string, csr: string, cn: string) => [
+    'openssl',
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    `ec_paramgen_curve:${CERT_CURVE}`,
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    csr,
+    '-subj',
+    `/CN=${cn}`,
+    '-batch',
+  ],
   /**
    * Signs CSR with the CA (selfSign: the CA's own certificate, CA's key KEY). EXT names
    * the extension section of CONFIG to apply.
    */
-  sign(o: { config: string; csr: string; out: string; ext: string; start: Date; end: Date; selfSign?: boolean; caCert?: string; caKey: string }): string[] {
-    const argv = ['openssl', 'ca', '-batch', '-notext', '-config', o.config, '-extensions', o.ext, '-in', o.csr, '-out', o.out, '-keyfile', o.caKey, '-startdate', opensslDate(o.start), '-enddate', opensslDate(o.end)];
+  sign(o: {
+    config: string;
+    csr: string;
+    out: string;
+    ext: string;
+    start: Date;
+    end: Date;
+    selfSign?: boolean;
+    caCert?: string;
+    caKey: string;
+  }): string[] {
+    const argv = [
+      'openssl',
+      'ca',
+      '-batch',
+      '-notext',
+      '-config',
+      o.config,
+      '-extensions',
+      o.ext,
+      '-in',
+      o.csr,
+      '-out',
+      o.out,
+      '-keyfile',
+      o.caKey,
+      '-startdate',
+      opensslDate(o.start),
+      '-enddate',
+      opensslDate(o.end),
+    ];
     if (o.selfSign) argv.push('-selfsign');
     else argv.push('-cert', o.caCert!);
     return argv;

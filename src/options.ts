@@ -222,7 +222,10 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
 export function parseMoveIp(spec: string): MoveIp {
   const m = spec.match(/^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})(?:@([A-Za-z0-9_.:-]{1,15}))?$/);
   if (!m || m[1].split('.').some((o) => Number(o) > 255) || Number(m[2]) > 32) {
-    throw new UsageError(`--move-ip "${spec}" is not ADDR/PREFIX[@DEV]`, 'Example: --move-ip 10.0.0.10/32 or --move-ip 10.0.0.10/24@eth0 (IPv4).');
+    throw new UsageError(
+      `--move-ip "${spec}" is not ADDR/PREFIX[@DEV]`,
+      'Example: --move-ip 10.0.0.10/32 or --move-ip 10.0.0.10/24@eth0 (IPv4).',
+    );
   }
   return { address: m[1], prefix: Number(m[2]), dev: m[3] };
 }
@@ -238,34 +241,58 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   if (!NAME_RE.test(container)) {
     throw new UsageError(`"${container}" is not a valid container name`, 'Use the name shown by `runc list`.');
   }
-  if (raw.quiet && raw.verbose) throw new UsageError('--quiet and --verbose contradict each other', 'Give one of them.');
+  if (raw.quiet && raw.verbose)
+    throw new UsageError('--quiet and --verbose contradict each other', 'Give one of them.');
   const transport = (TRANSPORT_ALIASES[raw.transport ?? ''] ?? raw.transport ?? DEFAULTS.transport) as Transport;
   if (!TRANSPORTS.includes(transport)) {
     throw new UsageError(`--transport "${raw.transport}" is not one of ${TRANSPORTS.join(', ')}`);
   }
-  if (raw.iterative && raw.oneShot) throw new UsageError('--iterative and --one-shot contradict each other', 'Give one of them, or neither to let the tool choose.');
+  if (raw.iterative && raw.oneShot)
+    throw new UsageError(
+      '--iterative and --one-shot contradict each other',
+      'Give one of them, or neither to let the tool choose.',
+    );
   const mode: Mode = raw.iterative || raw.hybrid ? 'iterative' : raw.oneShot ? 'one-shot' : 'auto';
   if (mode === 'iterative' && transport === 'stream') {
-    throw new UsageError('--iterative needs a page server: --transport stream cannot pre-copy', 'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).');
+    throw new UsageError(
+      '--iterative needs a page server: --transport stream cannot pre-copy',
+      'Use --transport tls, tunnel or direct (auto chooses one of them for pre-copy).',
+    );
   }
   if (raw.hybrid && raw.oneShot) {
-    throw new UsageError('--hybrid pre-copies first: it contradicts --one-shot', 'Give --post-copy for post-copy without pre-copy.');
+    throw new UsageError(
+      '--hybrid pre-copies first: it contradicts --one-shot',
+      'Give --post-copy for post-copy without pre-copy.',
+    );
   }
   if (raw.hybrid && transport !== 'auto' && transport !== 'tls') {
-    throw new UsageError(`--hybrid needs --transport tls (or auto): its pre-dumps and its lazy pages go over CRIU's TLS`, 'Leave out --transport, or give --transport tls.');
+    throw new UsageError(
+      `--hybrid needs --transport tls (or auto): its pre-dumps and its lazy pages go over CRIU's TLS`,
+      'Leave out --transport, or give --transport tls.',
+    );
   }
   if (raw.autoConverge && (mode === 'one-shot' || (raw.postCopy && !raw.hybrid))) {
-    throw new UsageError('--auto-converge throttles the container during pre-copy: it has no use with --one-shot or --post-copy', 'Leave out --auto-converge, or migrate with pre-copy (--iterative, or the default where the kernel tracks dirty memory).');
+    throw new UsageError(
+      '--auto-converge throttles the container during pre-copy: it has no use with --one-shot or --post-copy',
+      'Leave out --auto-converge, or migrate with pre-copy (--iterative, or the default where the kernel tracks dirty memory).',
+    );
   }
   if (raw.postCopy && !raw.hybrid && mode === 'iterative') {
-    throw new UsageError('--post-copy and --iterative contradict each other: post-copy restores at once and moves memory after the restore, without pre-copy', 'Give one of them.');
+    throw new UsageError(
+      '--post-copy and --iterative contradict each other: post-copy restores at once and moves memory after the restore, without pre-copy',
+      'Give one of them.',
+    );
   }
   if (raw.postCopy && transport !== 'auto' && transport !== 'tls') {
-    throw new UsageError(`--post-copy needs --transport tls (or auto): the destination fetches pages from the frozen source over CRIU's TLS, the only channel whose breaking CRIU tells from its end`, 'Leave out --transport, or give --transport tls.');
+    throw new UsageError(
+      `--post-copy needs --transport tls (or auto): the destination fetches pages from the frozen source over CRIU's TLS, the only channel whose breaking CRIU tells from its end`,
+      'Leave out --transport, or give --transport tls.',
+    );
   }
   const positiveInt = (text: string | undefined, flag: string, dflt: number) => {
     if (text === undefined) return dflt;
-    if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`${flag} "${text}" is not a positive whole number`);
+    if (!/^\d+$/.test(text) || Number(text) < 1)
+      throw new UsageError(`${flag} "${text}" is not a positive whole number`);
     return Number(text);
   };
   const holdTimeout = (s: number) => {
@@ -281,14 +308,19 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   let threshold: Options['threshold'];
   if (raw.threshold !== undefined) {
     threshold = parseThreshold(raw.threshold);
-    if (!threshold) throw new UsageError(`--threshold "${raw.threshold}" is not a size or a percentage`, 'Examples: --threshold 16M, --threshold 10%.');
+    if (!threshold)
+      throw new UsageError(
+        `--threshold "${raw.threshold}" is not a size or a percentage`,
+        'Examples: --threshold 16M, --threshold 10%.',
+      );
   }
   const diskless = raw.diskless ?? DEFAULTS.diskless;
   const defaultWork = diskless ? DEFAULTS.disklessWorkDir : DEFAULTS.diskWorkDir;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
   if (raw.connectTimeout !== undefined) {
     const s = Number(raw.connectTimeout);
-    if (!Number.isFinite(s) || s <= 0) throw new UsageError(`--connect-timeout "${raw.connectTimeout}" is not a positive number of seconds`);
+    if (!Number.isFinite(s) || s <= 0)
+      throw new UsageError(`--connect-timeout "${raw.connectTimeout}" is not a positive number of seconds`);
     connectTimeoutMs = Math.round(s * 1000);
   }
   return {
@@ -320,7 +352,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     autoConverge: raw.autoConverge ?? false,
     tuneSysctl: raw.tuneSysctl ?? false,
     postCopySharedOk: raw.postCopySharedOk ?? false,
-    pageServerPort: raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
+    pageServerPort:
+      raw.pageServerPort !== undefined ? parsePort(raw.pageServerPort, '--page-server-port') : DEFAULTS.pageServerPort,
     tcpEstablished: raw.tcpEstablished ?? DEFAULTS.tcpEstablished,
     moveIp: raw.moveIp ? parseMoveIp(raw.moveIp) : undefined,
     json: raw.json ?? false,
@@ -330,7 +363,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     resumeSource: raw.resumeSource ?? false,
     force: raw.force ?? false,
     connectTimeoutMs,
-    holdTimeoutS: raw.holdTimeout !== undefined ? holdTimeout(positiveInt(raw.holdTimeout, '--hold-timeout', 0)) : undefined,
+    holdTimeoutS:
+      raw.holdTimeout !== undefined ? holdTimeout(positiveInt(raw.holdTimeout, '--hold-timeout', 0)) : undefined,
     syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
     syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
     verifyFiles: raw.verifyFiles ?? false,
@@ -339,6 +373,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
 
 function preDumpMode(raw: string | undefined): PreDumpMode {
   if (raw === undefined) return DEFAULTS.preDumpMode;
-  if (!(PRE_DUMP_MODES as readonly string[]).includes(raw)) throw new UsageError(`--pre-dump-mode "${raw}" is not one of ${PRE_DUMP_MODES.join(', ')}`);
+  if (!(PRE_DUMP_MODES as readonly string[]).includes(raw))
+    throw new UsageError(`--pre-dump-mode "${raw}" is not one of ${PRE_DUMP_MODES.join(', ')}`);
   return raw as PreDumpMode;
 }

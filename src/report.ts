@@ -32,7 +32,14 @@ export interface Report {
    * rolledBack: the window broke and the source resumed; what the container did on the
    * destination in the window is lost and its TCP peers were reset.
    */
-  postCopy?: { windowMs: number; pagesOnDemand?: number; pagesPushed?: number; pagesTotal?: number; daemonExit?: string; rolledBack?: boolean };
+  postCopy?: {
+    windowMs: number;
+    pagesOnDemand?: number;
+    pagesPushed?: number;
+    pagesTotal?: number;
+    daemonExit?: string;
+    rolledBack?: boolean;
+  };
   /** Pre-copy: each iteration's figures, and why the loop stopped. */
   iterations?: Array<Record<string, number | undefined>>;
   stopReason?: string;
@@ -86,18 +93,33 @@ export function humanSummary(r: Report): string {
     lines.push(chalk.green(`${r.container} migrated to ${r.destination}`));
     lines.push(`  downtime     ${formatMs(r.downtimeMs ?? 0)}  (frozen until running on the destination)`);
     const pc = r.postCopy;
-    if (pc) lines.push(`  lazy window  ${formatMs(pc.windowMs)}  (memory moved while it ran: ${pc.pagesTotal ?? '?'} pages, ${pc.pagesOnDemand ?? '?'} on demand, ${pc.pagesPushed ?? '?'} pushed)`);
-    if (r.predictedDowntimeMs !== undefined) lines.push(`  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`);
+    if (pc)
+      lines.push(
+        `  lazy window  ${formatMs(pc.windowMs)}  (memory moved while it ran: ${pc.pagesTotal ?? '?'} pages, ${pc.pagesOnDemand ?? '?'} on demand, ${pc.pagesPushed ?? '?'} pushed)`,
+      );
+    if (r.predictedDowntimeMs !== undefined)
+      lines.push(
+        `  predicted    ${formatMs(r.predictedDowntimeMs)}  (stop rule, after ${r.iterations?.length} pre-copy iterations: ${r.stopReason})`,
+      );
     lines.push(`  total time   ${formatMs(r.totalMs)}`);
-    if (r.bytesMoved !== undefined) lines.push(`  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`);
+    if (r.bytesMoved !== undefined)
+      lines.push(
+        `  bytes moved  ${formatBytes(r.bytesMoved)}  (${r.transport}${r.diskless ? ', diskless' : ', on disk'})`,
+      );
     const f = r.files;
     if (f?.final) {
       const pre = f.presync.reduce((a, p) => a + p.figures.transferredFileBytes, 0);
-      lines.push(`  files        ${f.trees.map((t) => t.what).join(', ')}: pre-sync ${formatBytes(pre)}; final delta ${f.final.figures.filesTransferred} files, ${formatBytes(f.final.figures.transferredFileBytes)} in ${formatMs(f.final.ms)} (frozen)`);
+      lines.push(
+        `  files        ${f.trees.map((t) => t.what).join(', ')}: pre-sync ${formatBytes(pre)}; final delta ${f.final.figures.filesTransferred} files, ${formatBytes(f.final.figures.transferredFileBytes)} in ${formatMs(f.final.ms)} (frozen)`,
+      );
     }
     if (f?.shared.length) lines.push(`  files        shared storage, not synced: ${f.shared.join(', ')}`);
   } else if (r.outcome === 'recovered') {
-    lines.push(chalk.green(`recovered: ${r.container} runs on the ${r.runningOn}${r.recoveredWhy ? ` (${r.recoveredWhy})` : ''}`));
+    lines.push(
+      chalk.green(
+        `recovered: ${r.container} runs on the ${r.runningOn}${r.recoveredWhy ? ` (${r.recoveredWhy})` : ''}`,
+      ),
+    );
   } else if (r.outcome === 'nothing-to-recover') {
     lines.push(`nothing to recover: no unfinished migration of ${r.container} on this host`);
   } else if (r.outcome === 'dry-run') {

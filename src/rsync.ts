@@ -24,7 +24,14 @@ const ARCHIVE = ['-aHAX', '--sparse', '--numeric-ids', '--one-file-system', '--d
  * replaced by a file too (--force); every listed file compared by content, whatever its
  * size and time stamp (--ignore-times).
  */
-const LISTED = (list: string) => ['--dirs', '--ignore-times', '--delete-missing-args', '--force', `--files-from=${list}`, '--from0'];
+const LISTED = (list: string) => [
+  '--dirs',
+  '--ignore-times',
+  '--delete-missing-args',
+  '--force',
+  `--files-from=${list}`,
+  '--from0',
+];
 
 /**
  * A comparison, not a transfer: every difference in contents (checksums), metadata or
@@ -62,7 +69,15 @@ export const rsyncCmd = {
    * are synced, not the directories themselves). shell: the remote-shell program line
    * for rsync's -e, which reaches the destination.
    */
-  sync(o: { src: string; dst: string; shell: string; list?: string; compare?: boolean; file?: boolean; ignoreTimes?: boolean }): string[] {
+  sync(o: {
+    src: string;
+    dst: string;
+    shell: string;
+    list?: string;
+    compare?: boolean;
+    file?: boolean;
+    ignoreTimes?: boolean;
+  }): string[] {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
     // bridge's cat does not: EAGAIN mid-transfer). file: SRC and DST are files, not directories.
     const slash = o.file ? '' : '/';
@@ -82,7 +97,13 @@ export const rsyncCmd = {
 
   /** The same comparison, of two directories on one host (the tests'). */
   compareLocal(o: { a: string; b: string }): string[] {
-    return ['rsync', ...ARCHIVE.filter((a) => a !== '--stats'), ...COMPARE, `${o.a.replace(/\/+$/, '')}/`, `${o.b.replace(/\/+$/, '')}/`];
+    return [
+      'rsync',
+      ...ARCHIVE.filter((a) => a !== '--stats'),
+      ...COMPARE,
+      `${o.a.replace(/\/+$/, '')}/`,
+      `${o.b.replace(/\/+$/, '')}/`,
+    ];
   },
 };
 

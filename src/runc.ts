@@ -23,7 +23,15 @@ export const runc = {
   checkpoint(
     g: RuncGlobal,
     name: string,
-    o: { imagePath: string; workPath: string; pageServer?: string; tcpEstablished: boolean; parentPath?: string; preDump?: boolean; lazyStatusFd?: number },
+    o: {
+      imagePath: string;
+      workPath: string;
+      pageServer?: string;
+      tcpEstablished: boolean;
+      parentPath?: string;
+      preDump?: boolean;
+      lazyStatusFd?: number;
+    },
   ): string[] {
     const argv = [...base(g), 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.preDump) argv.push('--pre-dump');
@@ -40,8 +48,29 @@ export const runc = {
     return argv;
   },
 
-  restore(g: RuncGlobal, name: string, o: { bundle: string; imagePath: string; workPath: string; tcpEstablished: boolean; pidFile?: string; lazy?: boolean }): string[] {
-    const argv = [...base(g), 'restore', '--detach', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+  restore(
+    g: RuncGlobal,
+    name: string,
+    o: {
+      bundle: string;
+      imagePath: string;
+      workPath: string;
+      tcpEstablished: boolean;
+      pidFile?: string;
+      lazy?: boolean;
+    },
+  ): string[] {
+    const argv = [
+      ...base(g),
+      'restore',
+      '--detach',
+      '--bundle',
+      o.bundle,
+      '--image-path',
+      o.imagePath,
+      '--work-path',
+      o.workPath,
+    ];
     if (o.lazy) argv.push('--lazy-pages');
     if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');

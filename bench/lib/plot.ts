@@ -47,9 +47,7 @@ export async function plot(spec: PlotSpec): Promise<void> {
     spec.logx ? 'set logscale x 2' : '',
     spec.logy ? 'set logscale y' : '',
     'plot ' +
-      spec.series
-        .map((s, i) => `${q(dat)} index ${i} using 1:2:3:4 with yerrorlines title ${q(s.title)}`)
-        .join(', '),
+      spec.series.map((s, i) => `${q(dat)} index ${i} using 1:2:3:4 with yerrorlines title ${q(s.title)}`).join(', '),
   ];
   await execa('gnuplot', [], { input: lines.filter(Boolean).join('\n') + '\n' });
 }

@@ -57,7 +57,11 @@ export function percentile(v: number[], p: number): number | undefined {
  * ms), those sent from the end of its longest gap (when the destination first answered,
  * GAP_ENDS_AT) for WINDOW ms. None without a window.
  */
-export function windowLatencies(samples: Array<[number, number]> | undefined, gapEndsAtMs: number | undefined, windowMs: number | undefined): number[] {
+export function windowLatencies(
+  samples: Array<[number, number]> | undefined,
+  gapEndsAtMs: number | undefined,
+  windowMs: number | undefined,
+): number[] {
   if (!windowMs || !samples || gapEndsAtMs === undefined) return [];
   return samples.filter(([at]) => at >= gapEndsAtMs && at <= gapEndsAtMs + windowMs).map(([, rtt]) => rtt);
 }

@@ -18,7 +18,21 @@ import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:
 import path from 'node:path';
 import type { WorkPaths } from './prepare/paths.js';
 
-export const FAULT_POINTS = ['page-server', 'dump', 'after-dump', 'copy', 'sync', 'restore', 'ssh-drop', 'verify', 'restore-hang', 'restore-dies', 'no-hold', 'window', 'pages'] as const;
+export const FAULT_POINTS = [
+  'page-server',
+  'dump',
+  'after-dump',
+  'copy',
+  'sync',
+  'restore',
+  'ssh-drop',
+  'verify',
+  'restore-hang',
+  'restore-dies',
+  'no-hold',
+  'window',
+  'pages',
+] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 /** The faults a test asked for; production runs with NO_FAULTS (cli.ts reads the environment). */
@@ -70,7 +84,8 @@ export function faultsFrom(env: Record<string, string | undefined>): Faults {
       if (env.RUNC_MIGRATE_DROP_AT === point) sever();
       const run = env.RUNC_MIGRATE_RUN_AT ?? '';
       const colon = run.indexOf(':');
-      if (colon > 0 && run.slice(0, colon) === point) execFileSync('sh', ['-c', run.slice(colon + 1)], { stdio: 'ignore' });
+      if (colon > 0 && run.slice(0, colon) === point)
+        execFileSync('sh', ['-c', run.slice(colon + 1)], { stdio: 'ignore' });
       if (env.RUNC_MIGRATE_EMPTY_VERDICT_AT === point) closeSync(openSync(path.join(work.holdDir, 'verdict'), 'w'));
       if (env.RUNC_MIGRATE_FILL_AT === point) fill(path.join(work.base, 'fill'));
     },
@@ -100,4 +115,12 @@ function fill(file: string): void {
 }
 
 /** The test-only variables above: a command the tool leaves to run after it (the watchdog's recover) runs without them. */
-export const FAULT_ENV = ['RUNC_MIGRATE_FAIL_AT', 'RUNC_MIGRATE_KILL_AT', 'RUNC_MIGRATE_DROP_AT', 'RUNC_MIGRATE_RUN_AT', 'RUNC_MIGRATE_EMPTY_VERDICT_AT', 'RUNC_MIGRATE_FILL_AT', 'RUNC_MIGRATE_PAUSE_AT'];
+export const FAULT_ENV = [
+  'RUNC_MIGRATE_FAIL_AT',
+  'RUNC_MIGRATE_KILL_AT',
+  'RUNC_MIGRATE_DROP_AT',
+  'RUNC_MIGRATE_RUN_AT',
+  'RUNC_MIGRATE_EMPTY_VERDICT_AT',
+  'RUNC_MIGRATE_FILL_AT',
+  'RUNC_MIGRATE_PAUSE_AT',
+];

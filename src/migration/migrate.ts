@@ -24,7 +24,14 @@ import { prepare } from './prepare/prepare.js';
 import { Undo } from './prepare/undo.js';
 import { intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
 import { recover } from './recover/recover.js';
-import { buildReport, failureOf, type Failure, type Results, type SeenBeforeFreeze, type Stage } from './report/build.js';
+import {
+  buildReport,
+  failureOf,
+  type Failure,
+  type Results,
+  type SeenBeforeFreeze,
+  type Stage,
+} from './report/build.js';
 import { AfterFreezeError, checkInterrupt } from './report/outcome.js';
 import { RUNNERS } from './runners.js';
 import { runcOf, type LocalSession, type Session } from './session.js';
@@ -35,7 +42,15 @@ export { interruption } from './report/outcome.js';
 export async function migrate(opts: Options, progress: Progress, faults: Faults = NO_FAULTS): Promise<Report> {
   const t0 = performance.now();
   const log = (host: string, line: string) => progress.command(host, line);
-  const local: LocalSession = { opts, progress, log, src: new LocalHost(log), ...runcOf(opts), intentFile: intentPath(DEFAULTS.intentDir, opts.container), faults };
+  const local: LocalSession = {
+    opts,
+    progress,
+    log,
+    src: new LocalHost(log),
+    ...runcOf(opts),
+    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
+    faults,
+  };
   const undo = new Undo();
   const record = { done: false };
   const results: Results = {};
@@ -47,10 +62,18 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
   const stages = async (): Promise<void> => {
     const endpoint = resolveEndpoint(opts);
     for (const w of [endpoint, ...(endpoint.jumps ?? [])].flatMap((e) => e.warnings ?? [])) progress.warn(w);
-    const connect = () => progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint));
+    const connect = () =>
+      progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () =>
+        SshConnection.connect(endpoint),
+      );
     // Before anything else: a second run of the same container is refused, the first untouched.
     const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
-      if (err instanceof RunningAlready) throw new MigrateError(`a migration of ${opts.container} is already running on this machine (pid ${err.pid})`, EXIT.PREFLIGHT, 'Wait for it to end. Nothing was changed.');
+      if (err instanceof RunningAlready)
+        throw new MigrateError(
+          `a migration of ${opts.container} is already running on this machine (pid ${err.pid})`,
+          EXIT.PREFLIGHT,
+          'Wait for it to end. Nothing was changed.',
+        );
       throw err;
     });
     undo.add('release the lock on the container', unlock);
@@ -117,7 +140,11 @@ function sessionOver(local: LocalSession, ssh: SshConnection): Session {
  * destination can be reached; returned for the report (exit 5 after a commit; a
  * rollback stays exit 4).
  */
-async function settleRecord(s: LocalSession, committed: boolean, remoteLeft: string | undefined): Promise<string | undefined> {
+async function settleRecord(
+  s: LocalSession,
+  committed: boolean,
+  remoteLeft: string | undefined,
+): Promise<string | undefined> {
   try {
     if (!remoteLeft) {
       await removeIntent(s.intentFile);
@@ -125,7 +152,9 @@ async function settleRecord(s: LocalSession, committed: boolean, remoteLeft: str
     }
     const rec = await readIntent(s.intentFile);
     if (rec) await writeIntent(s.intentFile, { ...rec, phase: committed ? 'committed' : 'rolled-back' });
-    s.progress.warn(`the destination's work directory ${remoteLeft} (the images: the container's memory) could not be removed`);
+    s.progress.warn(
+      `the destination's work directory ${remoteLeft} (the images: the container's memory) could not be removed`,
+    );
   } catch (err) {
     s.progress.warn(`the record ${s.intentFile}: ${(err as Error).message}`);
   }
@@ -138,10 +167,17 @@ async function settleRecord(s: LocalSession, committed: boolean, remoteLeft: str
  * ended and the connection it opened, or undefined when there was nothing to settle.
  * --dry-run settles nothing: it says what a run would do.
  */
-async function settleEarlier(s: LocalSession, connect: () => Promise<SshConnection>): Promise<{ where?: 'source' | 'destination'; ssh?: SshConnection } | undefined> {
+async function settleEarlier(
+  s: LocalSession,
+  connect: () => Promise<SshConnection>,
+): Promise<{ where?: 'source' | 'destination'; ssh?: SshConnection } | undefined> {
   const { opts, progress } = s;
   const rec = await readIntent(s.intentFile).catch((err: Error) => {
-    throw new MigrateError(err.message, EXIT.PREFLIGHT, `Nothing was frozen. Look at the record: it describes a migration of ${opts.container} that did not finish; remove it only once that container runs on exactly one host.`);
+    throw new MigrateError(
+      err.message,
+      EXIT.PREFLIGHT,
+      `Nothing was frozen. Look at the record: it describes a migration of ${opts.container} that did not finish; remove it only once that container runs on exactly one host.`,
+    );
   });
   if (!rec) return undefined;
   if (rec.destination !== opts.destination || rec.srcRunc.root !== s.srcRunc.root) {
@@ -152,23 +188,38 @@ async function settleEarlier(s: LocalSession, connect: () => Promise<SshConnecti
     );
   }
   if (opts.dryRun) {
-    progress.warn(`an earlier migration of ${opts.container} did not finish (${rec.phase}): a run would settle it first, as migrate recover would (--dry-run leaves it)`);
+    progress.warn(
+      `an earlier migration of ${opts.container} did not finish (${rec.phase}): a run would settle it first, as migrate recover would (--dry-run leaves it)`,
+    );
     return undefined;
   }
-  progress.warn(`an earlier migration of ${opts.container} did not finish (${rec.phase}): settling it first, as migrate recover would`);
+  progress.warn(
+    `an earlier migration of ${opts.container} did not finish (${rec.phase}): settling it first, as migrate recover would`,
+  );
   const ssh = await connect();
-  const env = { src: s.src, dst: new RemoteHost(ssh, opts.sudo, s.log), warn: (m: string) => progress.warn(m), info: (m: string) => progress.info(m) };
-  const r = await progress.phase('recover', 'settle the earlier migration', () => recover(s.intentFile, env)).catch((err: unknown) => {
-    ssh.close();
-    throw err;
-  });
+  const env = {
+    src: s.src,
+    dst: new RemoteHost(ssh, opts.sudo, s.log),
+    warn: (m: string) => progress.warn(m),
+    info: (m: string) => progress.info(m),
+  };
+  const r = await progress
+    .phase('recover', 'settle the earlier migration', () => recover(s.intentFile, env))
+    .catch((err: unknown) => {
+      ssh.close();
+      throw err;
+    });
   if (r?.runningOn === 'in-doubt' || r?.runningOn === 'kept' || r?.runningOn === 'nowhere') {
     ssh.close();
     const doubt = r.runningOn === 'in-doubt';
     throw new AfterFreezeError(
-      doubt ? `an earlier migration of ${opts.container} is in doubt: ${r.why}` : `an earlier migration of ${opts.container}: ${r.why}`,
+      doubt
+        ? `an earlier migration of ${opts.container} is in doubt: ${r.why}`
+        : `an earlier migration of ${opts.container}: ${r.why}`,
       EXIT.UNSAFE,
-      doubt ? `Run migrate recover ${opts.container} ${opts.destination} once the destination can be reached.` : `Run migrate recover ${opts.container} ${opts.destination} and read what it says.`,
+      doubt
+        ? `Run migrate recover ${opts.container} ${opts.destination} once the destination can be reached.`
+        : `Run migrate recover ${opts.container} ${opts.destination} and read what it says.`,
       [],
       'unknown',
       doubt,

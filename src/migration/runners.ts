@@ -79,7 +79,9 @@ export function intentRecord(r: Pick<Run, 's' | 'facts' | 'res'>): IntentRecord 
     holdDir: r.res.work.local.holdDir,
     remoteBase: r.res.work.remote.base,
     guardDir: guardDirOf(r.res.work.remote.base),
-    moveIp: mv ? { address: mv.address, prefix: mv.prefix, dev: mv.dev, srcDev: mv.srcDev, dstDev: mv.dstDev } : undefined,
+    moveIp: mv
+      ? { address: mv.address, prefix: mv.prefix, dev: mv.dev, srcDev: mv.srcDev, dstDev: mv.dstDev }
+      : undefined,
   };
 }
 
@@ -92,15 +94,17 @@ function syncDetail(p: SyncPass): string {
 async function presync(r: Run): Promise<void> {
   const files = r.res.files?.trees.length ? r.res.files : undefined;
   if (!files) return;
-  await r.s.progress.phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail).catch((err: Error) => {
-    checkInterrupt();
-    const hint = (err as Error & { hint?: string }).hint;
-    throw new MigrateError(
-      `the pre-sync of the container's files failed: ${err.message}`,
-      EXIT.PREFLIGHT,
-      `Nothing was frozen. ${hint ?? 'Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.'}`,
-    );
-  });
+  await r.s.progress
+    .phase('presync', 'sync the files while the container runs (pre-sync)', () => files.presync(), syncDetail)
+    .catch((err: Error) => {
+      checkInterrupt();
+      const hint = (err as Error & { hint?: string }).hint;
+      throw new MigrateError(
+        `the pre-sync of the container's files failed: ${err.message}`,
+        EXIT.PREFLIGHT,
+        `Nothing was frozen. ${hint ?? 'Check rsync on both hosts and room on the destination, or give --no-sync-rootfs if the destination keeps its own identical copy.'}`,
+      );
+    });
   await r.s.faults.pause('presynced');
   checkInterrupt();
 }
@@ -112,7 +116,8 @@ function pageRoute(r: Run): PageRoute {
   if (t === 'tunnel') return { kind: 'tunnel', remote };
   const address = required(r.facts.destination.address, "the destination's address");
   if (t === 'direct') return { kind: 'direct', address, remote };
-  if (t === 'tls') return { kind: 'tls', address, remote, tls: required(r.res.certs, 'the TLS certificates').destination };
+  if (t === 'tls')
+    return { kind: 'tls', address, remote, tls: required(r.res.certs, 'the TLS certificates').destination };
   throw new Error('internal: no page server with the stream transport');
 }
 
@@ -144,10 +149,12 @@ async function preCopy(r: Run): Promise<string> {
   // Pre-copy took a while: what changed meanwhile moves now, not in the freeze.
   const files = r.res.files?.trees.length ? r.res.files : undefined;
   if (files) {
-    await s.progress.phase('presync', 'sync the files again after pre-copy', () => files.presync(), syncDetail).catch(async (err: Error) => {
-      checkInterrupt();
-      throw await afterFreeze(s, `the second pre-sync of the container's files failed: ${err.message}`);
-    });
+    await s.progress
+      .phase('presync', 'sync the files again after pre-copy', () => files.presync(), syncDetail)
+      .catch(async (err: Error) => {
+        checkInterrupt();
+        throw await afterFreeze(s, `the second pre-sync of the container's files failed: ${err.message}`);
+      });
   }
   return pc.last;
 }
@@ -166,7 +173,11 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
   if (images.remote !== R.images) await s.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
   let pageServer: PageServer | undefined;
   if (plan.transport !== 'stream' && !isLazy(m)) {
-    const ps = await progress.phase('page-server', `page server on the destination (${describeTransport(plan.transport)})`, () => startPageServer(s, pageRoute(r), images.remote, images.parent));
+    const ps = await progress.phase(
+      'page-server',
+      `page server on the destination (${describeTransport(plan.transport)})`,
+      () => startPageServer(s, pageRoute(r), images.remote, images.parent),
+    );
     pageServer = ps;
     undo.add('stop the page server', () => ps.stop());
     if (s.faults.at('page-server')) await ps.kill();
@@ -175,7 +186,16 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
   // The last moment to stop without freezing anything.
   checkInterrupt();
   const files = res.files?.trees.length ? res.files : undefined;
-  const dstSetup = { s, work: res.work, images, deadlineS: plan.guardDeadlineS, bundle: facts.source.bundle, moveIp: facts.destination.moveIp, pageServer, files };
+  const dstSetup = {
+    s,
+    work: res.work,
+    images,
+    deadlineS: plan.guardDeadlineS,
+    bundle: facts.source.bundle,
+    moveIp: facts.destination.moveIp,
+    pageServer,
+    files,
+  };
   const srcSetup = {
     s,
     work: L,
@@ -193,7 +213,12 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
         if (name !== 'dump') return run();
         // On a terminal: the final dump's bytes as they arrive.
         const stream = plan.transport === 'stream';
-        const stop = await watchTransfer(s, stream ? 'src' : 'dst', stream ? images.local : images.remote, modeOf(m) === 'one-shot' ? facts.source.memoryBytes : undefined);
+        const stop = await watchTransfer(
+          s,
+          stream ? 'src' : 'dst',
+          stream ? images.local : images.remote,
+          modeOf(m) === 'one-shot' ? facts.source.memoryBytes : undefined,
+        );
         try {
           return await run();
         } finally {
@@ -213,8 +238,16 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
   try {
     if (isLazy(m)) {
       const tls = required(res.certs, 'the TLS certificates');
-      const dst = new LazyDestination({ ...dstSetup, lazy: { limits: m.lazy, sourceAddress: m.sourceAddress, tls: tls.destination } });
-      const src = new LazySource({ ...srcSetup, lazy: m.lazy, pagesTo: hostPort(m.sourceAddress, opts.pageServerPort), pageServerLog: () => dst.pageServerLog() });
+      const dst = new LazyDestination({
+        ...dstSetup,
+        lazy: { limits: m.lazy, sourceAddress: m.sourceAddress, tls: tls.destination },
+      });
+      const src = new LazySource({
+        ...srcSetup,
+        lazy: m.lazy,
+        pagesTo: hostPort(m.sourceAddress, opts.pageServerPort),
+        pageServerLog: () => dst.pageServerLog(),
+      });
       source = src;
       await src.snapshotLockRules();
       result = await postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) });
@@ -232,11 +265,17 @@ async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
 }
 
 /** The switchover's result in the report's terms: the figures after a commit; otherwise the error that says where the container runs. */
-async function switchoverOutcome(r: Run, images: FinalImages, src: Source, result: SwitchoverResult): Promise<Migrated> {
+async function switchoverOutcome(
+  r: Run,
+  images: FinalImages,
+  src: Source,
+  result: SwitchoverResult,
+): Promise<Migrated> {
   const { s, res, undo, results } = r;
   const { opts, progress } = s;
   const lazy = isLazy(r.plan.method);
-  if ('lazy' in result && result.lazy) results.lazy = { ...result.lazy, rolledBack: result.runningOn === 'source' ? true : undefined };
+  if ('lazy' in result && result.lazy)
+    results.lazy = { ...result.lazy, rolledBack: result.runningOn === 'source' ? true : undefined };
   if (result.runningOn === 'destination') {
     // After the commit: figures and tidying only, never a failure.
     let bytesMoved = result.bytesMoved;
@@ -250,7 +289,14 @@ async function switchoverOutcome(r: Run, images: FinalImages, src: Source, resul
     } catch (err) {
       progress.warn(`after the commit: ${(err as Error).message}`);
     }
-    return { downtimeMs: result.downtimeMs, bytesMoved, finalDump: src.finalDump, sourceLeft: result.sourceLeft, lazy: result.lazy, announceFailed: result.announceFailed };
+    return {
+      downtimeMs: result.downtimeMs,
+      bytesMoved,
+      finalDump: src.finalDump,
+      sourceLeft: result.sourceLeft,
+      lazy: result.lazy,
+      announceFailed: result.announceFailed,
+    };
   }
   if (result.runningOn === 'nowhere') {
     undo.keepWorkDirs();
@@ -280,7 +326,14 @@ async function switchoverOutcome(r: Run, images: FinalImages, src: Source, resul
   if (result.destinationClean) r.record.done = true;
   else undo.keepWorkDirs();
   const files = res.files;
-  if (files?.report.final) progress.warn(`the destination's copy of the container's files (${files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`);
+  if (files?.report.final)
+    progress.warn(
+      `the destination's copy of the container's files (${files.trees.map((t) => t.dst).join(', ')}) was synced to the frozen source and stays so; the source's files were not changed`,
+    );
   const criuInfo = result.error instanceof CriuFailure ? result.error.criu : undefined;
-  throw await afterFreeze(s, `${result.error.message}; rolled back`, { hint: criuInfo?.cause, criuErrors: criuInfo?.errors, dstClean: result.destinationClean });
+  throw await afterFreeze(s, `${result.error.message}; rolled back`, {
+    hint: criuInfo?.cause,
+    criuErrors: criuInfo?.errors,
+    dstClean: result.destinationClean,
+  });
 }

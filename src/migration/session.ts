@@ -35,6 +35,10 @@ export type Hosts = Pick<Session, 'src' | 'dst'>;
 export function runcOf(opts: Options): { srcRunc: RuncGlobal; dstRunc: RuncGlobal } {
   return {
     srcRunc: { runc: opts.runc, root: opts.runcRoot, criu: opts.criu === 'criu' ? undefined : opts.criu },
-    dstRunc: { runc: opts.remoteRunc, root: opts.remoteRuncRoot, criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu },
+    dstRunc: {
+      runc: opts.remoteRunc,
+      root: opts.remoteRuncRoot,
+      criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu,
+    },
   };
 }

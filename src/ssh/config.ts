@@ -102,7 +102,11 @@ function expandInclude(arg: string): string[] {
     }
     found = found.flatMap((d) => {
       try {
-        return fs.readdirSync(d).filter((n) => !n.startsWith('.') && globMatch(part, n, true)).sort().map((n) => path.join(d, n));
+        return fs
+          .readdirSync(d)
+          .filter((n) => !n.startsWith('.') && globMatch(part, n, true))
+          .sort()
+          .map((n) => path.join(d, n));
       } catch {
         return [];
       }
@@ -121,7 +125,12 @@ function unquote(s: string): string {
 
 function globMatch(pattern: string, name: string, caseSensitive = false): boolean {
   const re = new RegExp(
-    '^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$',
+    '^' +
+      pattern
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '.*')
+        .replace(/\?/g, '.') +
+      '$',
     caseSensitive ? '' : 'i',
   );
   return re.test(name);
@@ -144,14 +153,22 @@ function expandPath(p: string, alias: string, c: HostConfig): string {
   const home = os.homedir();
   let out = p.replace(/%(.)/g, (_, ch: string) => {
     switch (ch) {
-      case 'd': return home;
-      case 'h': return c.hostName ?? alias;
-      case 'n': return alias;
-      case 'r': return c.user ?? os.userInfo().username;
-      case 'u': return os.userInfo().username;
-      case 'p': return String(c.port ?? 22);
-      case '%': return '%';
-      default: return `%${ch}`;
+      case 'd':
+        return home;
+      case 'h':
+        return c.hostName ?? alias;
+      case 'n':
+        return alias;
+      case 'r':
+        return c.user ?? os.userInfo().username;
+      case 'u':
+        return os.userInfo().username;
+      case 'p':
+        return String(c.port ?? 22);
+      case '%':
+        return '%';
+      default:
+        return `%${ch}`;
     }
   });
   if (out.startsWith('~/')) out = path.join(home, out.slice(2));
@@ -218,7 +235,13 @@ export function resolveHostConfig(text: string, alias: string, o: { user?: strin
           break;
         case 'proxyjump':
           // "none" (first) turns it off, as in OpenSSH.
-          result.proxyJump ??= value.toLowerCase() === 'none' ? [] : value.split(',').map((h) => h.trim()).filter(Boolean);
+          result.proxyJump ??=
+            value.toLowerCase() === 'none'
+              ? []
+              : value
+                  .split(',')
+                  .map((h) => h.trim())
+                  .filter(Boolean);
           break;
       }
     }
@@ -226,7 +249,8 @@ export function resolveHostConfig(text: string, alias: string, o: { user?: strin
   if (result.hostName) result.hostName = result.hostName.replace(/%h/g, alias);
   result.identityFiles = idFiles.map((f) => expandPath(f, alias, result));
   // "none" turns a list off, as in OpenSSH.
-  const files = (l?: string[]) => (l ? l.filter((f) => f.toLowerCase() !== 'none').map((f) => expandPath(f, alias, result)) : undefined);
+  const files = (l?: string[]) =>
+    l ? l.filter((f) => f.toLowerCase() !== 'none').map((f) => expandPath(f, alias, result)) : undefined;
   result.userKnownHostsFiles = files(result.userKnownHostsFiles);
   result.globalKnownHostsFiles = files(result.globalKnownHostsFiles);
   if (result.proxyJump?.length === 0) result.proxyJump = undefined;

@@ -5,7 +5,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { PreflightError } from '../errors.js';
-import { fingerprint, knownHostsLine, knownKeyTypes, verifyHostKey, type HostKeyVerdict, type KnownHostsSource } from './knownhosts.js';
+import {
+  fingerprint,
+  knownHostsLine,
+  knownKeyTypes,
+  verifyHostKey,
+  type HostKeyVerdict,
+  type KnownHostsSource,
+} from './knownhosts.js';
 import { knownHostsName } from './target.js';
 
 export interface SshEndpoint {
@@ -109,13 +116,23 @@ export class SshConnection {
   private tunnel(host: string, port: number): Promise<ClientChannel> {
     return new Promise((resolve, reject) => {
       this.client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => {
-        if (err) reject(new PreflightError(`the jump host ${this.endpoint.label} cannot open a connection to ${host}:${port}: ${err.message}`, 'Check that the jump host can reach it (ssh -J), and that its sshd allows TCP forwarding (AllowTcpForwarding).'));
+        if (err)
+          reject(
+            new PreflightError(
+              `the jump host ${this.endpoint.label} cannot open a connection to ${host}:${port}: ${err.message}`,
+              'Check that the jump host can reach it (ssh -J), and that its sshd allows TCP forwarding (AllowTcpForwarding).',
+            ),
+          );
         else resolve(ch);
       });
     });
   }
 
-  private static async connectOver(ep: SshEndpoint, sock?: ClientChannel, via: SshConnection[] = []): Promise<SshConnection> {
+  private static async connectOver(
+    ep: SshEndpoint,
+    sock?: ClientChannel,
+    via: SshConnection[] = [],
+  ): Promise<SshConnection> {
     const name = ep.hostKeyAlias ?? knownHostsName(ep.host, ep.port);
     // A missing file holds no keys.
     const known: KnownHostsSource[] = [...ep.knownHostsFiles, ...ep.globalKnownHostsFiles].map((file) => {
@@ -203,7 +220,10 @@ export class SshConnection {
         );
       }
       if (verdict.status === 'revoked') {
-        return new PreflightError(`the host key of ${ep.label} (${fp}) is marked @revoked in ${verdict.file} line ${verdict.line}`, 'Do not connect; ask the host\'s administrator.');
+        return new PreflightError(
+          `the host key of ${ep.label} (${fp}) is marked @revoked in ${verdict.file} line ${verdict.line}`,
+          "Do not connect; ask the host's administrator.",
+        );
       }
       if (verdict.status === 'ca-covered') {
         return new PreflightError(
@@ -230,10 +250,17 @@ export class SshConnection {
         'Check the host name, that the host is up and that sshd listens on that port (ssh -p PORT HOST).',
       );
     }
-    if (err.code && ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET'].includes(err.code)) {
+    if (
+      err.code &&
+      ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET'].includes(
+        err.code,
+      )
+    ) {
       return new PreflightError(
         `cannot reach ${ep.label} (${where}): ${err.code}`,
-        err.code === 'ENOTFOUND' ? 'Check the host name or its entry in ~/.ssh/config.' : 'Check that the host is up and that sshd listens on that port.',
+        err.code === 'ENOTFOUND'
+          ? 'Check the host name or its entry in ~/.ssh/config.'
+          : 'Check that the host is up and that sshd listens on that port.',
       );
     }
     return new PreflightError(`SSH connection to ${ep.label} (${where}) failed: ${err.message}`);

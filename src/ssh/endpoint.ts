@@ -25,7 +25,10 @@ export function resolveEndpoint(opts: Options): SshEndpoint {
 /** One host, as ssh would reach it with this config: its own settings and jump hosts. */
 function resolveHop(spec: string, text: string, opts: Options, depth: number): SshEndpoint {
   if (depth > MAX_JUMP_DEPTH) {
-    throw new UsageError(`ProxyJump in ${opts.sshConfig} goes more than ${MAX_JUMP_DEPTH} hosts deep (a loop?) at ${spec}`, 'Check the ProxyJump lines of your ssh config.');
+    throw new UsageError(
+      `ProxyJump in ${opts.sshConfig} goes more than ${MAX_JUMP_DEPTH} hosts deep (a loop?) at ${spec}`,
+      'Check the ProxyJump lines of your ssh config.',
+    );
   }
   const t = parseTarget(spec);
   const c = resolveHostConfig(text, t.host, { user: t.user });
@@ -37,13 +40,19 @@ function resolveHop(spec: string, text: string, opts: Options, depth: number): S
     user: t.user ?? c.user ?? os.userInfo().username,
     identityFiles: identityFiles.length ? identityFiles : [...DEFAULTS.identityFiles],
     // --known-hosts is the one user file; else ssh_config's, else OpenSSH's defaults.
-    knownHostsFiles: opts.knownHosts ? [opts.knownHosts] : c.userKnownHostsFiles?.length ? c.userKnownHostsFiles : [...DEFAULTS.knownHostsFiles],
+    knownHostsFiles: opts.knownHosts
+      ? [opts.knownHosts]
+      : c.userKnownHostsFiles?.length
+        ? c.userKnownHostsFiles
+        : [...DEFAULTS.knownHostsFiles],
     globalKnownHostsFiles: c.globalKnownHostsFiles ?? [...DEFAULTS.globalKnownHostsFiles],
     hostKeyAlias: c.hostKeyAlias,
     identitiesOnly: c.identitiesOnly,
     acceptNewHostKey: opts.acceptNewHostKey,
     connectTimeoutMs: opts.connectTimeoutMs,
     jumps: c.proxyJump?.map((j) => resolveHop(j, text, opts, depth + 1)),
-    warnings: c.unsupportedMatch?.map((k) => `${opts.sshConfig}: Match ${k} is not evaluated by this tool; its blocks were skipped for ${spec}`),
+    warnings: c.unsupportedMatch?.map(
+      (k) => `${opts.sshConfig}: Match ${k} is not evaluated by this tool; its blocks were skipped for ${spec}`,
+    ),
   };
 }

@@ -99,7 +99,8 @@ export function verifyHostKey(sources: KnownHostsSource[], name: string, blob: B
   if (plain.some((e) => e.keyBase64 === b64)) return { status: 'match' };
   const type = keyTypeOfBlob(blob);
   const sameType = plain.filter((e) => e.keyType === type);
-  const known = (es: Entry[]) => es.map((e) => ({ keyType: e.keyType, keyBase64: e.keyBase64, file: e.file, line: e.line }));
+  const known = (es: Entry[]) =>
+    es.map((e) => ({ keyType: e.keyType, keyBase64: e.keyBase64, file: e.file, line: e.line }));
   if (sameType.length > 0) return { status: 'changed', expected: known(sameType) };
   // Known under another key type only: OpenSSH also refuses this as a possible attack.
   if (plain.length > 0) return { status: 'changed', expected: known(plain) };

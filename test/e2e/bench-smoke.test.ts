@@ -29,7 +29,15 @@ test('bench/transport-crossover.sh runs end to end (16 MB, one run)', async () =
 test('bench/compare.js runs end to end (16 MB, one run, naive, raw and ours)', async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-bench-'));
   const r = await execa('node', [path.join(ROOT, 'dist/bench/compare.js')], {
-    env: { SIZES: '16', RUNS: '1', COUNTER: '0', STARTUP: '0', METHODS: 'naive raw-tls ours-tls', OUT: out, TAG: 'smoke' },
+    env: {
+      SIZES: '16',
+      RUNS: '1',
+      COUNTER: '0',
+      STARTUP: '0',
+      METHODS: 'naive raw-tls ours-tls',
+      OUT: out,
+      TAG: 'smoke',
+    },
     reject: false,
     stdin: 'ignore',
     timeout: 300_000,
@@ -37,7 +45,8 @@ test('bench/compare.js runs end to end (16 MB, one run, naive, raw and ours)', a
   assert.equal(r.exitCode, 0, String(r.stderr));
   const md = fs.readFileSync(path.join(out, 'smoke.md'), 'utf8');
   // Each method measured a client gap and a freeze-to-running time; the state moved whole.
-  for (const m of ['naive', 'raw-tls', 'ours-tls']) assert.match(md, new RegExp(`^\\| ${m}( \\| \\d+){5} \\|$`, 'm'), md);
+  for (const m of ['naive', 'raw-tls', 'ours-tls'])
+    assert.match(md, new RegExp(`^\\| ${m}( \\| \\d+){5} \\|$`, 'm'), md);
   assert.doesNotMatch(md, /Failed runs/);
   fs.rmSync(out, { recursive: true, force: true });
 });

@@ -6,7 +6,26 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { baseArgs, echoClient, hostState, INTENT_DIR, keyMaterial, leftovers, stopClient, migrate, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  echoClient,
+  hostState,
+  INTENT_DIR,
+  keyMaterial,
+  leftovers,
+  stopClient,
+  migrate,
+  readCounter,
+  removeEverywhere,
+  serviceAddressOnSource,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  whereRunning,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -30,7 +49,9 @@ describe('the tool killed during the switchover', () => {
       const b = await startExample(h, 'counter', name);
       await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
       const atStart = await readCounter(b.src);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: `${point}:SIGKILL` });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+        RUNC_MIGRATE_KILL_AT: `${point}:SIGKILL`,
+      });
       assert.equal(r.code, -1, `the tool should have died at ${point}: exit ${r.code}\n${r.stderr}`);
       // The last value the source showed (it is gone once the source committed).
       const seenNow = await readCounter(b.src);
@@ -57,7 +78,9 @@ describe('the tool killed during the switchover', () => {
     const name = 'doubt';
     const b = await startExample(h, 'counter', name);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'prepared' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+      RUNC_MIGRATE_KILL_AT: 'prepared',
+    });
     assert.equal(r.code, -1);
     // The destination's guard lost its channel before the word commit: it removed its copy.
     await waitFor('the destination copy to go', async () => (await status(h.dstRoot, name)) === 'absent');
@@ -86,7 +109,9 @@ describe('the tool killed during the switchover', () => {
       const b = await startExample(h, 'counter', name);
       await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
       const atStart = await readCounter(b.src);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: `${point}:SIGHUP` });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+        RUNC_MIGRATE_KILL_AT: `${point}:SIGHUP`,
+      });
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(await whereRunning(name, b), ['destination']);
       assert.ok((await readCounter(b.dst)) >= atStart, 'the counter went back');
@@ -101,7 +126,9 @@ describe('the tool killed during the switchover', () => {
     await new Promise((r) => setTimeout(r, 500));
     const client = echoClient(h);
     await client.connected;
-    const r = await migrate([...baseArgs(h, 'echo-crash', b.dst), '--move-ip', `${h.serviceAddr}/32`], { RUNC_MIGRATE_KILL_AT: 'restored:SIGKILL' });
+    const r = await migrate([...baseArgs(h, 'echo-crash', b.dst), '--move-ip', `${h.serviceAddr}/32`], {
+      RUNC_MIGRATE_KILL_AT: 'restored:SIGKILL',
+    });
     assert.equal(r.code, -1, r.stderr);
     await waitFor('the source to run again', async () => (await status(h.srcRoot, 'echo-crash')) === 'running');
     const rec = await migrate(['recover', ...baseArgs(h, 'echo-crash', b.dst)]);
@@ -125,7 +152,12 @@ describe('the connection or the destination fails during the switchover', () => 
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
     return { b, atStart: await readCounter(b.src) };
   }
-  async function endsOn(name: string, b: { src: string; dst: string }, atStart: number, expected: 'source' | 'destination') {
+  async function endsOn(
+    name: string,
+    b: { src: string; dst: string },
+    atStart: number,
+    expected: 'source' | 'destination',
+  ) {
     assert.deepEqual(await whereRunning(name, b), [expected]);
     assert.ok((await readCounter(expected === 'source' ? b.src : b.dst)) >= atStart, 'the counter went back');
     assert.equal(await status(expected === 'source' ? h.dstRoot : h.srcRoot, name), 'absent');
@@ -146,7 +178,9 @@ describe('the connection or the destination fails during the switchover', () => 
     test(`SSH dropped at ${point}: ${expected === 'source' ? 'rolled back' : 'migrated'}, on the ${expected} only, nothing left`, async () => {
       const name = 'drop';
       const { b, atStart } = await counter(name);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tunnel', '--json'], { RUNC_MIGRATE_DROP_AT: point });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tunnel', '--json'], {
+        RUNC_MIGRATE_DROP_AT: point,
+      });
       assert.equal(r.code, code, r.stderr + r.stdout);
       assert.equal(JSON.parse(r.stdout).runningOn, expected);
       await endsOn(name, b, atStart, expected);
@@ -156,7 +190,9 @@ describe('the connection or the destination fails during the switchover', () => 
   test('an empty verdict file in the hold: read as rollback, the source resumes, not frozen for ever', async () => {
     const name = 'empty';
     const { b, atStart } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_EMPTY_VERDICT_AT: 'restored' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], {
+      RUNC_MIGRATE_EMPTY_VERDICT_AT: 'restored',
+    });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     assert.match(JSON.parse(r.stdout).error.message, /hold ended by itself/);
     await endsOn(name, b, atStart, 'source');
@@ -165,9 +201,15 @@ describe('the connection or the destination fails during the switchover', () => 
   test('SIGKILL with the page server transport: the page server goes with the connection', async () => {
     const name = 'pskill';
     const { b, atStart } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tls'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'tls'], {
+      RUNC_MIGRATE_KILL_AT: 'after-dump',
+    });
     assert.equal(r.code, -1, r.stderr);
-    await waitFor('the page server to go', async () => !(await leftovers()).some((l) => l.includes('page-server')), 5000);
+    await waitFor(
+      'the page server to go',
+      async () => !(await leftovers()).some((l) => l.includes('page-server')),
+      5000,
+    );
     // The work directories stay for recover; the TLS keys and port rules went with the tool.
     await waitFor('the TLS keys to go', () => keyMaterial().length === 0, 5000);
     await waitFor('the port rules to go', async () => !(await leftovers()).some((l) => l.startsWith('rule on')), 5000);
@@ -180,7 +222,9 @@ describe('the connection or the destination fails during the switchover', () => 
     const name = 'hang';
     const { b, atStart } = await counter(name);
     const t0 = Date.now();
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '15', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-hang' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '15', '--json'], {
+      RUNC_MIGRATE_FAIL_AT: 'restore-hang',
+    });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
     assert.match(JSON.parse(r.stdout).error.message, /restore/);
@@ -192,7 +236,9 @@ describe('the connection or the destination fails during the switchover', () => 
   test('a restored copy that dies right after the restore is not committed; the source resumes', async () => {
     const name = 'dies';
     const { b, atStart } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore-dies' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], {
+      RUNC_MIGRATE_FAIL_AT: 'restore-dies',
+    });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     assert.match(JSON.parse(r.stdout).error.message, /right after the restore/);
     await endsOn(name, b, atStart, 'source');
@@ -206,9 +252,12 @@ describe('the connection or the destination fails during the switchover', () => 
     try {
       // Fill the work directory's file system once the images are written: what is left
       // to write on the source is the hold's verdicts.
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--work-dir', dir, '--force', '--json'], {
-        RUNC_MIGRATE_FILL_AT: 'restored',
-      });
+      const r = await migrate(
+        [...baseArgs(h, name, b.dst), '--transport', 'stream', '--work-dir', dir, '--force', '--json'],
+        {
+          RUNC_MIGRATE_FILL_AT: 'restored',
+        },
+      );
       assert.equal(r.code, 0, r.stderr + r.stdout);
       await endsOn(name, b, atStart, 'destination');
     } finally {
@@ -220,7 +269,9 @@ describe('the connection or the destination fails during the switchover', () => 
   test('a checkpoint that ends without its hold (the source gone): the images are restored on the destination, not deleted', async () => {
     const name = 'nohold';
     const { b, atStart } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'no-hold' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json'], {
+      RUNC_MIGRATE_FAIL_AT: 'no-hold',
+    });
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.match(r.stderr, /without holding the source/);
     await endsOn(name, b, atStart, 'destination');
@@ -229,7 +280,9 @@ describe('the connection or the destination fails during the switchover', () => 
   test('stale work directories of a dead run are removed by the next run, on both hosts', async () => {
     const name = 'stale';
     const { b } = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'after-dump' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+      RUNC_MIGRATE_KILL_AT: 'after-dump',
+    });
     assert.equal(r.code, -1);
     // The record is settled by hand here (as an operator who reads the hold might): only
     // the directories remain, with a dead owner.

@@ -53,7 +53,9 @@ function finish(): void {
   if (timer) clearInterval(timer);
   // Give the last requests time to come back.
   setTimeout(() => {
-    process.stdout.write(JSON.stringify({ sent, answered, inOrder, maxGapMs: Math.round(maxGapMs), error, closedByPeer: closed }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ sent, answered, inOrder, maxGapMs: Math.round(maxGapMs), error, closedByPeer: closed }) + '\n',
+    );
     sock.destroy();
     process.exit(0);
   }, 1000);

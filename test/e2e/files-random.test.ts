@@ -11,7 +11,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { rsyncCmd, comparedDifferences } from '../../src/rsync.js';
-import { baseArgs, migrate, pausedMigration, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  migrate,
+  pausedMigration,
+  readCounter,
+  removeEverywhere,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 const SEEDS = process.env.RM_FILES_SEED ? [Number(process.env.RM_FILES_SEED)] : [7, 1213];
 const OPS = 60;
@@ -119,7 +131,9 @@ function outsideOp(play: string, r: ReturnType<typeof generator>): string {
         fs.lchownSync(p(a), 1000 + r.int(5), 1000 + r.int(5));
         break;
       case 10:
-        execFileSync('setfattr', ['-h', '-n', `user.k${r.int(3)}`, '-v', String(r.int(1e6)), p(a)], { stdio: 'ignore' });
+        execFileSync('setfattr', ['-h', '-n', `user.k${r.int(3)}`, '-v', String(r.int(1e6)), p(a)], {
+          stdio: 'ignore',
+        });
         break;
       case 11:
         execFileSync('mkfifo', [p(a)], { stdio: 'ignore' });
@@ -245,7 +259,10 @@ describe('rootfs sync: a random sequence of file operations between the pre-sync
         const s = fs.lstatSync(path.join(play, f));
         if (!s.isFile()) continue;
         const d = fs.lstatSync(path.join(b.dst, 'rootfs/play', f));
-        assert.ok(d.blocks <= s.blocks + 8, `${f}: ${d.blocks} blocks on the destination, ${s.blocks} on the source (${why})`);
+        assert.ok(
+          d.blocks <= s.blocks + 8,
+          `${f}: ${d.blocks} blocks on the destination, ${s.blocks} on the source (${why})`,
+        );
       }
       const at = await readCounter(b.dst);
       await waitFor('the counter to go on', async () => (await readCounter(b.dst)) > at);
@@ -261,7 +278,9 @@ describe('rootfs sync: a random sequence of file operations between the pre-sync
     const play = path.join(b.src, 'rootfs/play');
     seedTree(play);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json'], { RUNC_MIGRATE_FAIL_AT: 'restore' });
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json'], {
+      RUNC_MIGRATE_FAIL_AT: 'restore',
+    });
     const ops = await applyOps(name, play, seed);
     // The tree as it is at the freeze: nothing writes to it after the operations.
     const snap = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-snap-'));

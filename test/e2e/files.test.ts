@@ -6,7 +6,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { baseArgs, leftovers, migrate, pausedMigration, readCounter, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  leftovers,
+  migrate,
+  pausedMigration,
+  readCounter,
+  removeEverywhere,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -44,11 +57,20 @@ describe('rootfs sync', () => {
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const j = JSON.parse(r.stdout);
     assert.equal(j.outcome, 'migrated');
-    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs']);
+    assert.deepEqual(
+      j.files.trees.map((t: { what: string }) => t.what),
+      ['rootfs'],
+    );
     assert.ok(j.files.presync[0].figures.filesTransferred >= 5, JSON.stringify(j.files));
     assert.equal(j.files.final.how, 'log', `the final delta sends what the change log saw: ${JSON.stringify(j.files)}`);
-    assert.ok(j.files.final.listed >= 3, `the log, the lock file and the mapping are listed and compared by content: ${JSON.stringify(j.files.final)}`);
-    assert.ok(j.phases.some((p: { name: string }) => p.name === 'sync'), 'the final delta is its own phase');
+    assert.ok(
+      j.files.final.listed >= 3,
+      `the log, the lock file and the mapping are listed and compared by content: ${JSON.stringify(j.files.final)}`,
+    );
+    assert.ok(
+      j.phases.some((p: { name: string }) => p.name === 'sync'),
+      'the final delta is its own phase',
+    );
     const pid = await pidOf(h.dstRoot, name);
     const at = await readCounter(b.dst);
     await waitFor('the writer to go on on the destination', async () => (await readCounter(b.dst)) >= at + 10);
@@ -93,7 +115,11 @@ describe('rootfs sync', () => {
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.ok(!fs.existsSync(path.join(dEtc, 'gone.txt')), 'the deleted file is gone on the destination');
     assert.equal(fs.readFileSync(path.join(dEtc, 'same.txt'), 'utf8'), 'bbbb\n', 'the same-size rewrite arrived');
-    assert.equal(fs.readFileSync(path.join(dEtc, 'old.txt'), 'utf8'), 'dddd', 'the same-size rewrite with its old time stamp set back arrived');
+    assert.equal(
+      fs.readFileSync(path.join(dEtc, 'old.txt'), 'utf8'),
+      'dddd',
+      'the same-size rewrite with its old time stamp set back arrived',
+    );
     assert.equal(fs.statSync(path.join(dEtc, 'old.txt')).mtime.toISOString(), old.toISOString());
     assert.equal(sha(path.join(dEtc, 'late.bin')), sha(path.join(etc, 'late.bin')));
     const j = JSON.parse(r.stdout);
@@ -114,7 +140,10 @@ describe('rootfs sync', () => {
     const j = JSON.parse(r.stdout);
     assert.equal(j.runningOn, 'source');
     assert.ok(j.files.final, 'the final delta ran before the failure');
-    assert.ok(j.warnings.some((w: string) => /synced to the frozen source and stays so/.test(w)), j.warnings.join('\n'));
+    assert.ok(
+      j.warnings.some((w: string) => /synced to the frozen source and stays so/.test(w)),
+      j.warnings.join('\n'),
+    );
     const pid = await pidOf(h.srcRoot, name);
     const at = await readCounter(b.src);
     await waitFor('the writer to go on on the source', async () => (await readCounter(b.src)) >= at + 5);
@@ -141,7 +170,9 @@ describe('rootfs sync', () => {
     const rec = await migrate(['recover', ...baseArgs(h, name, b.dst), '--json']);
     assert.equal(rec.code, 0, rec.stderr + rec.stdout);
     assert.equal(JSON.parse(rec.stdout).runningOn, 'source');
-    await waitFor('no rsync or work directory left', async () => (await leftovers()).length === 0, 10_000).catch(async () => assert.deepEqual(await leftovers(), []));
+    await waitFor('no rsync or work directory left', async () => (await leftovers()).length === 0, 10_000).catch(
+      async () => assert.deepEqual(await leftovers(), []),
+    );
     fs.rmSync(path.join(b.src, 'rootfs/big.bin'));
     await removeEverywhere(h, name);
   });
@@ -165,7 +196,7 @@ describe('rootfs sync', () => {
     await removeEverywhere(h, name);
 
     const b2 = await startExample(h, 'counter', `${name}b`);
-    fs.writeFileSync(path.join(b2.dst, 'rootfs/only-here'), 'the destination\'s own\n');
+    fs.writeFileSync(path.join(b2.dst, 'rootfs/only-here'), "the destination's own\n");
     await waitFor('the counter to count', async () => (await readCounter(b2.src)) >= 3);
     const r2 = await migrate([...baseArgs(h, `${name}b`, b2.dst), '--json', '--no-sync-rootfs']);
     assert.equal(r2.code, 0, r2.stderr + r2.stdout);
@@ -178,14 +209,25 @@ describe('rootfs sync', () => {
     const name = 'files6';
     const b = await startExample(h, 'counter', name);
     await removeEverywhere(h, name);
-    const vol = { src: path.join(h.srcBundles, `${name}-data`), dst: path.join(h.dstBundles, `${name}-data`), other: path.join(h.srcBundles, `${name}-other`) };
-    const conf = { src: path.join(h.srcBundles, `${name}-app.conf`), dst: path.join(h.dstBundles, `${name}-conf`, 'app.conf') };
-    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)]) fs.rmSync(d, { recursive: true, force: true });
+    const vol = {
+      src: path.join(h.srcBundles, `${name}-data`),
+      dst: path.join(h.dstBundles, `${name}-data`),
+      other: path.join(h.srcBundles, `${name}-other`),
+    };
+    const conf = {
+      src: path.join(h.srcBundles, `${name}-app.conf`),
+      dst: path.join(h.dstBundles, `${name}-conf`, 'app.conf'),
+    };
+    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)])
+      fs.rmSync(d, { recursive: true, force: true });
     fs.mkdirSync(vol.src);
     fs.mkdirSync(vol.other);
     fs.writeFileSync(path.join(vol.src, 'state.db'), crypto.randomBytes(1 << 20));
     fs.writeFileSync(conf.src, 'listen 8080\n', { mode: 0o640 });
-    for (const [bundle, data, file] of [[b.src, vol.src, conf.src], [b.dst, vol.dst, conf.dst]]) {
+    for (const [bundle, data, file] of [
+      [b.src, vol.src, conf.src],
+      [b.dst, vol.dst, conf.dst],
+    ]) {
       const f = path.join(bundle, 'config.json');
       const c = JSON.parse(fs.readFileSync(f, 'utf8'));
       c.mounts.push(
@@ -198,23 +240,42 @@ describe('rootfs sync', () => {
       fs.mkdirSync(path.join(bundle, 'rootfs/other'), { recursive: true });
       fs.writeFileSync(path.join(bundle, 'rootfs/etc/app.conf'), '');
     }
-    await sh(['sh', '-c', `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+    await sh([
+      'sh',
+      '-c',
+      `exec nsenter --net=/run/netns/rm-src runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`,
+    ]);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
     const bad = await migrate([...baseArgs(h, name, b.dst), '--sync-volume', '/nope']);
     assert.equal(bad.code, 3, bad.stderr);
     assert.match(bad.stderr, /--sync-volume \/nope is not a bind mount of the container/);
     assert.match(bad.stderr, /\/data \(from /);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--json', '--sync-volume', '/data', '--sync-volume', '/etc/app.conf', '--verify-files']);
+    const r = await migrate([
+      ...baseArgs(h, name, b.dst),
+      '--json',
+      '--sync-volume',
+      '/data',
+      '--sync-volume',
+      '/etc/app.conf',
+      '--verify-files',
+    ]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const j = JSON.parse(r.stdout);
-    assert.deepEqual(j.files.trees.map((t: { what: string }) => t.what), ['rootfs', 'volume /data', 'volume /etc/app.conf']);
-    assert.deepEqual(j.files.notSynced.map((m: { containerPath: string }) => m.containerPath), ['/other']);
+    assert.deepEqual(
+      j.files.trees.map((t: { what: string }) => t.what),
+      ['rootfs', 'volume /data', 'volume /etc/app.conf'],
+    );
+    assert.deepEqual(
+      j.files.notSynced.map((m: { containerPath: string }) => m.containerPath),
+      ['/other'],
+    );
     assert.equal(sha(path.join(vol.dst, 'state.db')), sha(path.join(vol.src, 'state.db')));
     assert.equal(fs.readFileSync(conf.dst, 'utf8'), 'listen 8080\n', 'the single-file bind mount arrived');
     assert.equal(fs.statSync(conf.dst).mode & 0o777, 0o640);
     assert.equal(j.files.final.verify.differences, 0);
     await removeEverywhere(h, name);
-    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)]) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of [...Object.values(vol), conf.src, path.dirname(conf.dst)])
+      fs.rmSync(d, { recursive: true, force: true });
   });
 });
 
@@ -238,7 +299,9 @@ describe('the final delta without a walk', () => {
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const j = JSON.parse(r.stdout);
     const f = j.files.final;
-    t.diagnostic(`final delta of a 100,000-file tree, one file changed: ${f.ms.toFixed(1)} ms frozen (${f.engine}, ${f.listed} entries); presync ${j.files.presync[0].ms.toFixed(0)} ms; ${j.files.changeLog.watched} directories watched`);
+    t.diagnostic(
+      `final delta of a 100,000-file tree, one file changed: ${f.ms.toFixed(1)} ms frozen (${f.engine}, ${f.listed} entries); presync ${j.files.presync[0].ms.toFixed(0)} ms; ${j.files.changeLog.watched} directories watched`,
+    );
     assert.equal(f.how, 'log');
     assert.ok(f.listed < 20, `the list holds what changed, not the tree: ${f.listed}`);
     assert.equal(fs.readFileSync(path.join(b.dst, 'rootfs/tree/d517/f42'), 'utf8'), 'x');
@@ -260,7 +323,9 @@ describe('the final delta without a walk', () => {
     fs.writeFileSync(file, 'cccc');
     fs.utimesSync(file, old, old);
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json', '--verify-files'], { PATH: `${bin}:${process.env.PATH}` });
+    const { run, release } = await pausedMigration([...baseArgs(h, name, b.dst), '--json', '--verify-files'], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     fs.writeFileSync(file, 'dddd');
     fs.utimesSync(file, old, old);
     release();
@@ -269,7 +334,10 @@ describe('the final delta without a walk', () => {
     const j = JSON.parse(r.stdout);
     assert.equal(j.files.final.how, 'walk');
     assert.match(j.files.changeLog.lost, /watcher exited/);
-    assert.ok(j.warnings.some((w: string) => /no change log/.test(w)), j.warnings.join('\n'));
+    assert.ok(
+      j.warnings.some((w: string) => /no change log/.test(w)),
+      j.warnings.join('\n'),
+    );
     assert.equal(fs.readFileSync(path.join(b.dst, 'rootfs/etc/old.txt'), 'utf8'), 'dddd', 'found by its ctime');
     assert.equal(j.files.final.verify.differences, 0);
     await removeEverywhere(h, name);
@@ -292,7 +360,10 @@ describe('hostile paths', () => {
     const there = path.join(b.dst, 'rootfs/var/disk.img');
     const [s0, s1] = [fs.statSync(file), fs.statSync(there)];
     assert.equal(s1.size, s0.size);
-    assert.ok(s1.blocks * 512 <= s0.blocks * 512 + 4096, `allocated ${s1.blocks * 512} bytes on the destination against ${s0.blocks * 512} on the source`);
+    assert.ok(
+      s1.blocks * 512 <= s0.blocks * 512 + 4096,
+      `allocated ${s1.blocks * 512} bytes on the destination against ${s0.blocks * 512} on the source`,
+    );
     const tail = Buffer.alloc(4);
     const fd1 = fs.openSync(there, 'r');
     fs.readSync(fd1, tail, 0, 4, (1 << 30) - 4);
@@ -318,12 +389,22 @@ describe('hostile paths', () => {
     assert.match(refused.stderr, /must not contain a line break/);
     // RSYNC_OLD_ARGS in the user's environment would stop rsync escaping the remote side's
     // arguments: the tool runs rsync without the user's RSYNC_* variables.
-    const r = await migrate([...baseArgs(h, name, dstBundle), '--json', '--work-dir', work, '--remote-work-dir', `${work}`], { RSYNC_OLD_ARGS: '1' });
+    const r = await migrate(
+      [...baseArgs(h, name, dstBundle), '--json', '--work-dir', work, '--remote-work-dir', `${work}`],
+      { RSYNC_OLD_ARGS: '1' },
+    );
     assert.equal(r.code, 0, r.stderr + r.stdout);
-    assert.ok(fs.existsSync(path.join(dstBundle, 'rootfs/counter.sh')), 'the rootfs was synced into the bundle with the odd name');
+    assert.ok(
+      fs.existsSync(path.join(dstBundle, 'rootfs/counter.sh')),
+      'the rootfs was synced into the bundle with the odd name',
+    );
     const pid = await sh(['runc', '--root', h.dstRoot, 'state', name]).then((x) => JSON.parse(x.stdout).pid as number);
-    await waitFor('the counter to go on', async () => Number(fs.readFileSync(`/proc/${pid}/root/dev/shm/count`, 'utf8')) > at);
-    for (const dir of [process.cwd(), os.tmpdir(), work, '/', h.dir, path.join(h.dir, 'dst/home')]) assert.equal(fs.existsSync(path.join(dir, 'pwned')), false, `a command substitution ran (${dir})`);
+    await waitFor(
+      'the counter to go on',
+      async () => Number(fs.readFileSync(`/proc/${pid}/root/dev/shm/count`, 'utf8')) > at,
+    );
+    for (const dir of [process.cwd(), os.tmpdir(), work, '/', h.dir, path.join(h.dir, 'dst/home')])
+      assert.equal(fs.existsSync(path.join(dir, 'pwned')), false, `a command substitution ran (${dir})`);
     assert.deepEqual(fs.readdirSync(work), [], 'the work directories are gone');
     assert.equal(fs.existsSync('/run/runc-migrate/hold'), false, 'the link to the hold script is gone');
     await removeEverywhere(h, name);

@@ -65,7 +65,12 @@ export async function sh(argv: string[], opts: { reject?: boolean } = {}) {
 }
 
 /** Makes the example bundle on both hosts (different cgroups) and starts it on the source. */
-export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis' | 'files', name: string, o: { dstRootfs?: boolean } = {}): Promise<{ src: string; dst: string }> {
+export async function startExample(
+  h: Hosts,
+  kind: 'counter' | 'echo' | 'redis' | 'files',
+  name: string,
+  o: { dstRootfs?: boolean } = {},
+): Promise<{ src: string; dst: string }> {
   const src = path.join(h.srcBundles, name);
   const dst = path.join(h.dstBundles, name);
   await removeEverywhere(h, name);
@@ -73,14 +78,20 @@ export async function startExample(h: Hosts, kind: 'counter' | 'echo' | 'redis' 
   await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), kind, dst, `/rm-dst/${name}`]);
   // Only the destination's config.json (its own cgroup): the sync brings the rootfs.
   if (o.dstRootfs === false) fs.rmSync(path.join(dst, 'rootfs'), { recursive: true, force: true });
-  await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${src} ${name} </dev/null >/dev/null 2>&1`]);
+  await sh([
+    'sh',
+    '-c',
+    `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${src} ${name} </dev/null >/dev/null 2>&1`,
+  ]);
   return { src, dst };
 }
 
 /** The lazy-pages daemon's pid on the destination (CRIU itself, not the guard's shell that names it). */
 export async function lazyDaemonPid(): Promise<string | undefined> {
   const ps = await sh(['ps', '-eo', 'pid=,comm=,args='], { reject: false });
-  const line = ps.stdout.split('\n').find((l) => l.includes('lazy-pages --page-server') && l.trim().split(/\s+/)[1] !== 'sh');
+  const line = ps.stdout
+    .split('\n')
+    .find((l) => l.includes('lazy-pages --page-server') && l.trim().split(/\s+/)[1] !== 'sh');
   return line?.trim().split(/\s+/)[0];
 }
 
@@ -102,7 +113,9 @@ export async function status(root: string, name: string): Promise<string> {
 export async function readCounter(bundle: string): Promise<number> {
   const e = readEnv();
   const side = bundle.startsWith(`${e.RM_HOSTS_DIR}/dst/`) ? 'dst' : 'src';
-  const r = await sh(['runc', '--root', `${e.RM_HOSTS_DIR}/${side}/runc`, 'state', path.basename(bundle)], { reject: false });
+  const r = await sh(['runc', '--root', `${e.RM_HOSTS_DIR}/${side}/runc`, 'state', path.basename(bundle)], {
+    reject: false,
+  });
   if (r.exitCode !== 0) return NaN;
   try {
     return Number(fs.readFileSync(`/proc/${JSON.parse(r.stdout).pid}/root/dev/shm/count`, 'utf8').trim());
@@ -139,15 +152,24 @@ export function baseArgs(h: Hosts, name: string, bundle: string): string[] {
   return [
     name,
     `root@${h.dstAddr}`,
-    '-i', h.key,
-    '--known-hosts', h.knownHosts,
-    '--runc-root', h.srcRoot,
-    '--remote-runc-root', h.dstRoot,
-    '--bundle', bundle,
+    '-i',
+    h.key,
+    '--known-hosts',
+    h.knownHosts,
+    '--runc-root',
+    h.srcRoot,
+    '--remote-runc-root',
+    h.dstRoot,
+    '--bundle',
+    bundle,
   ];
 }
 
-export async function migrate(args: string[], env: Record<string, string> = {}, timeoutMs = 180_000): Promise<CliResult> {
+export async function migrate(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 180_000,
+): Promise<CliResult> {
   // RM_MIGRATE_BIN: another build's bin/migrate (the benchmarks' before-and-after runs).
   const bin = process.env.RM_MIGRATE_BIN ?? path.join(ROOT, 'bin/migrate');
   const r = await execa(ns('src')[0], [...ns('src').slice(1), 'node', bin, ...args], {
@@ -177,7 +199,8 @@ export function keyMaterial(): string[] {
       if (/\.(key|crt)$/.test(e.name) || e.name === 'tls') found.push(p);
     }
   };
-  for (const d of ['/dev/shm', '/var/tmp']) for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) walk(path.join(d, f));
+  for (const d of ['/dev/shm', '/var/tmp'])
+    for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) walk(path.join(d, f));
   return found;
 }
 
@@ -187,7 +210,10 @@ export async function leftovers(): Promise<string[]> {
   for (const d of ['/dev/shm', '/var/tmp']) {
     for (const f of fs.readdirSync(d)) if (f.startsWith('runc-migrate.')) found.push(path.join(d, f));
   }
-  const ps = await sh(['pgrep', '-af', 'criu page-server|criu lazy-pages|hold.sh|runc-migrate\\.|tls-keeper|port-guard|sysctl-keeper'], { reject: false });
+  const ps = await sh(
+    ['pgrep', '-af', 'criu page-server|criu lazy-pages|hold.sh|runc-migrate\\.|tls-keeper|port-guard|sysctl-keeper'],
+    { reject: false },
+  );
   for (const l of ps.stdout.split('\n')) if (l.trim() && !l.includes('pgrep')) found.push(`process: ${l.trim()}`);
   // The page server's port rules (portguard.ts), tagged with the work directory's name.
   for (const n of ['src', 'dst'] as const) {
@@ -195,13 +221,15 @@ export async function leftovers(): Promise<string[]> {
     for (const l of rules.stdout.split('\n')) if (l.includes('runc-migrate.')) found.push(`rule on ${n}: ${l}`);
   }
   // Links CRIU's config names the hold or the TLS files by.
-  if (fs.existsSync('/run/runc-migrate/hold')) for (const f of fs.readdirSync('/run/runc-migrate/hold')) found.push(`link: /run/runc-migrate/hold/${f}`);
+  if (fs.existsSync('/run/runc-migrate/hold'))
+    for (const f of fs.readdirSync('/run/runc-migrate/hold')) found.push(`link: /run/runc-migrate/hold/${f}`);
   // Mounts, here and in the destination sshd's own mount namespace.
   const mountTables = ['/proc/self/mounts'];
   const pid = sshdPid();
   if (pid) mountTables.push(`/proc/${pid}/mounts`);
   for (const t of mountTables) {
-    for (const l of fs.readFileSync(t, 'utf8').split('\n')) if (/runc-migrate\.|criu\.cgyard|criu\.work/.test(l)) found.push(`mount: ${l}`);
+    for (const l of fs.readFileSync(t, 'utf8').split('\n'))
+      if (/runc-migrate\.|criu\.cgyard|criu\.work/.test(l)) found.push(`mount: ${l}`);
   }
   return found;
 }
@@ -229,7 +257,10 @@ export async function serviceAddressOnSource(h: Hosts, o: { address?: string; de
  * it says "connected" on stderr. Stopped with SIGTERM, it prints one JSON line.
  */
 export function clientProcess(script: string, args: string[]): { proc: ResultPromise; connected: Promise<void> } {
-  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', script, ...args], { reject: false, stdin: 'ignore' });
+  const proc = execa(ns('client')[0], [...ns('client').slice(1), 'node', script, ...args], {
+    reject: false,
+    stdin: 'ignore',
+  });
   const connected = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${path.basename(script)} did not connect within 10 s`)), 10_000);
     proc.stderr!.on('data', (d: Buffer) => {
@@ -243,7 +274,11 @@ export function clientProcess(script: string, args: string[]): { proc: ResultPro
   return { proc, connected };
 }
 
-export function echoClient(h: Hosts, intervalMs = 20, address = h.serviceAddr): { proc: ResultPromise; connected: Promise<void> } {
+export function echoClient(
+  h: Hosts,
+  intervalMs = 20,
+  address = h.serviceAddr,
+): { proc: ResultPromise; connected: Promise<void> } {
   return clientProcess(path.join(ROOT, 'dist/test/e2e/echo-client.js'), [address, '7777', String(intervalMs)]);
 }
 
@@ -272,7 +307,9 @@ export async function hostState(): Promise<string[]> {
     for (const l of nft.stdout.split('\n')) if (/CRIU/.test(l)) found.push(`${ns} nft: ${l}`);
   }
   const arp = fs.readFileSync('/proc/sys/net/ipv4/conf/all/arp_ignore', 'utf8').trim();
-  const dstArp = await sh(['nsenter', '--net=/run/netns/rm-dst', 'cat', '/proc/sys/net/ipv4/conf/eth0/arp_ignore'], { reject: false });
+  const dstArp = await sh(['nsenter', '--net=/run/netns/rm-dst', 'cat', '/proc/sys/net/ipv4/conf/eth0/arp_ignore'], {
+    reject: false,
+  });
   if (dstArp.stdout.trim() !== '0') found.push(`rm-dst eth0 arp_ignore ${dstArp.stdout.trim()} (all: ${arp})`);
   if (fs.existsSync(INTENT_DIR)) for (const f of fs.readdirSync(INTENT_DIR)) found.push(`intent record ${f}`);
   return [...found, ...(await leftovers())];
@@ -289,4 +326,3 @@ export async function whereRunning(name: string, b: { src: string; dst: string }
   void name;
   return on;
 }
-

@@ -3,7 +3,18 @@
 // port rules (ip6tables) all take the IPv6 address. --move-ip moves IPv4 addresses only.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { hostState, migrate, readCounter, readEnv, removeEverywhere, setupHosts, startExample, waitFor, whereRunning, type Hosts } from './hosts.js';
+import {
+  hostState,
+  migrate,
+  readCounter,
+  readEnv,
+  removeEverywhere,
+  setupHosts,
+  startExample,
+  waitFor,
+  whereRunning,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 let dst6: string;
@@ -18,7 +29,23 @@ describe('a destination given by its IPv6 address', () => {
       const name = 'six';
       const b = await startExample(h, 'counter', name);
       await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 3);
-      const r = await migrate([name, `root@[${dst6}]`, '-i', h.key, '--known-hosts', h.knownHosts, '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', transport, '--json']);
+      const r = await migrate([
+        name,
+        `root@[${dst6}]`,
+        '-i',
+        h.key,
+        '--known-hosts',
+        h.knownHosts,
+        '--runc-root',
+        h.srcRoot,
+        '--remote-runc-root',
+        h.dstRoot,
+        '--bundle',
+        b.dst,
+        '--transport',
+        transport,
+        '--json',
+      ]);
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const j = JSON.parse(r.stdout);
       assert.equal(j.outcome, 'migrated');

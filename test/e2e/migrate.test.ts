@@ -4,7 +4,21 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  baseArgs, echoClient, leftovers, stopClient, migrate, ns, readCounter, readEnv, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor,
+  baseArgs,
+  echoClient,
+  leftovers,
+  stopClient,
+  migrate,
+  ns,
+  readCounter,
+  readEnv,
+  removeEverywhere,
+  serviceAddressOnSource,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
   type Hosts,
 } from './hosts.js';
 
@@ -38,14 +52,23 @@ describe('one-shot migration of a counter', () => {
       // The source counts on until the freeze: the destination must go on from at least here.
       const atStart = await readCounter(b.src);
       assert.ok(atStart >= 3);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', variant.transport, ...variant.extra, '--json']);
+      const r = await migrate([
+        ...baseArgs(h, name, b.dst),
+        '--transport',
+        variant.transport,
+        ...variant.extra,
+        '--json',
+      ]);
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const report = JSON.parse(r.stdout);
       const atFreeze = atStart;
       assert.equal(await status(h.srcRoot, name), 'absent', 'the source still has the container');
       assert.equal(await status(h.dstRoot, name), 'running');
       // The destination continues from the frozen value: a restart would begin at 1.
-      await waitFor('the counter to continue on the destination', async () => (await readCounter(b.dst)) > atFreeze + 2);
+      await waitFor(
+        'the counter to continue on the destination',
+        async () => (await readCounter(b.dst)) > atFreeze + 2,
+      );
       const first = await readCounter(b.dst);
       assert.ok(first > atFreeze, `destination at ${first}, source was at ${atFreeze}`);
       assert.equal(report.outcome, 'migrated');
@@ -54,7 +77,9 @@ describe('one-shot migration of a counter', () => {
       assert.ok(report.bytesMoved > 10_000, `bytesMoved ${report.bytesMoved}`);
       if (variant.transport !== 'auto') assert.equal(report.transport, variant.transport);
       assert.equal(report.diskless, !variant.extra.includes('--no-diskless'));
-      process.stderr.write(`# counter ${variant.transport}${variant.extra.join('')}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms, ${report.bytesMoved} B\n`);
+      process.stderr.write(
+        `# counter ${variant.transport}${variant.extra.join('')}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms, ${report.bytesMoved} B\n`,
+      );
       await assertNoLeftovers();
       await removeEverywhere(h, name);
     });
@@ -90,38 +115,41 @@ describe('TCP echo server with --move-ip', () => {
   before(addressOnSource);
   after(async () => {
     await removeEverywhere(h, 'echo');
-    for (const n of ['rm-src', 'rm-dst']) await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
+    for (const n of ['rm-src', 'rm-dst'])
+      await sh(['ip', '-n', n, 'addr', 'del', svc(), 'dev', 'eth0'], { reject: false });
   });
 
   for (const transport of ['auto', 'tls']) {
-  test(`the client keeps its connection and gets every answer in order (--transport ${transport})`, async () => {
-    await removeEverywhere(h, 'echo');
-    await addressOnSource();
-    const b = await startExample(h, 'echo', 'echo');
-    await new Promise((r) => setTimeout(r, 300));
-    const client = echoClient(h, 20);
-    await client.connected;
-    await new Promise((r) => setTimeout(r, 1000));
-    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--transport', transport, '--json']);
-    assert.equal(r.code, 0, r.stderr + r.stdout);
-    const report = JSON.parse(r.stdout);
-    if (transport === 'tls') assert.equal(report.transport, 'tls');
-    // Keep talking to the migrated server for a while, then stop the client.
-    await new Promise((res) => setTimeout(res, 2500));
-    const result = await stopClient(client);
-    process.stderr.write(`# echo ${transport}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`);
-    assert.ok(result.sent > 100, `sent ${result.sent}`);
-    assert.equal(await status(h.srcRoot, 'echo'), 'absent');
-    assert.equal(await status(h.dstRoot, 'echo'), 'running');
-    const onDst = await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'to', h.serviceAddr]);
-    const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
-    assert.match(onDst.stdout, /inet /);
-    assert.equal(onSrc.stdout.trim(), '');
-    // CRIU's lock rules are gone from the source.
-    const rules = await sh([...ns('src'), 'iptables', '-S']);
-    assert.doesNotMatch(rules.stdout, /0xc114|CRIU/);
-    await assertNoLeftovers();
-  });
+    test(`the client keeps its connection and gets every answer in order (--transport ${transport})`, async () => {
+      await removeEverywhere(h, 'echo');
+      await addressOnSource();
+      const b = await startExample(h, 'echo', 'echo');
+      await new Promise((r) => setTimeout(r, 300));
+      const client = echoClient(h, 20);
+      await client.connected;
+      await new Promise((r) => setTimeout(r, 1000));
+      const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--transport', transport, '--json']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const report = JSON.parse(r.stdout);
+      if (transport === 'tls') assert.equal(report.transport, 'tls');
+      // Keep talking to the migrated server for a while, then stop the client.
+      await new Promise((res) => setTimeout(res, 2500));
+      const result = await stopClient(client);
+      process.stderr.write(
+        `# echo ${transport}: downtime ${report.downtimeMs} ms, total ${report.totalMs} ms; client ${JSON.stringify(result)}\n`,
+      );
+      assert.ok(result.sent > 100, `sent ${result.sent}`);
+      assert.equal(await status(h.srcRoot, 'echo'), 'absent');
+      assert.equal(await status(h.dstRoot, 'echo'), 'running');
+      const onDst = await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+      const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+      assert.match(onDst.stdout, /inet /);
+      assert.equal(onSrc.stdout.trim(), '');
+      // CRIU's lock rules are gone from the source.
+      const rules = await sh([...ns('src'), 'iptables', '-S']);
+      assert.doesNotMatch(rules.stdout, /0xc114|CRIU/);
+      await assertNoLeftovers();
+    });
   }
 
   test('a restore failure hands the connection back to the source, still answering in order', async () => {
@@ -132,7 +160,9 @@ describe('TCP echo server with --move-ip', () => {
     const client = echoClient(h, 20);
     await client.connected;
     await new Promise((r) => setTimeout(r, 1000));
-    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json'], { RUNC_MIGRATE_FAIL_AT: 'verify' });
+    const r = await migrate([...baseArgs(h, 'echo', b.dst), '--move-ip', svc(), '--json'], {
+      RUNC_MIGRATE_FAIL_AT: 'verify',
+    });
     assert.equal(r.code, 4, r.stderr + r.stdout);
     await new Promise((res) => setTimeout(res, 2500));
     const result = await stopClient(client);
@@ -166,18 +196,36 @@ describe('TCP echo server with --move-ip onto a device named like a VLAN device 
     await client.connected;
     await new Promise((r) => setTimeout(r, 1000));
     const arpBefore = (await sh([...ns('dst'), 'cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`])).stdout.trim();
-    const r = await migrate([...baseArgs(h, 'echov', b.dst), '--move-ip', `${svc}@${dev}`, '--transport', 'tls', '--json']);
+    const r = await migrate([
+      ...baseArgs(h, 'echov', b.dst),
+      '--move-ip',
+      `${svc}@${dev}`,
+      '--transport',
+      'tls',
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     await new Promise((res) => setTimeout(res, 2500));
     const result = await stopClient(client);
-    process.stderr.write(`# echo on ${dev}: downtime ${JSON.parse(r.stdout).downtimeMs} ms; client ${JSON.stringify(result)}\n`);
+    process.stderr.write(
+      `# echo on ${dev}: downtime ${JSON.parse(r.stdout).downtimeMs} ms; client ${JSON.stringify(result)}\n`,
+    );
     assert.ok(result.sent > 100, `sent ${result.sent}`);
     assert.equal(await status(h.srcRoot, 'echov'), 'absent');
     assert.equal(await status(h.dstRoot, 'echov'), 'running');
-    assert.match((await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'dev', dev, 'to', e.RM_VLAN_SERVICE_ADDR])).stdout, /inet /);
-    assert.equal((await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', e.RM_VLAN_SERVICE_ADDR])).stdout.trim(), '');
+    assert.match(
+      (await sh(['ip', '-n', 'rm-dst', '-o', 'addr', 'show', 'dev', dev, 'to', e.RM_VLAN_SERVICE_ADDR])).stdout,
+      /inet /,
+    );
+    assert.equal(
+      (await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', e.RM_VLAN_SERVICE_ADDR])).stdout.trim(),
+      '',
+    );
     // The guard set the VLAN device's arp_ignore while it held the address muted, and put it back.
-    assert.equal((await sh([...ns('dst'), 'cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`])).stdout.trim(), arpBefore);
+    assert.equal(
+      (await sh([...ns('dst'), 'cat', `/proc/sys/net/ipv4/conf/${dev}/arp_ignore`])).stdout.trim(),
+      arpBefore,
+    );
     assert.deepEqual(await leftovers(), []);
   });
 });
@@ -195,11 +243,23 @@ describe('JSON report', () => {
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1);
     const j = JSON.parse(lines[0]);
-    for (const k of ['outcome', 'exitCode', 'container', 'destination', 'transport', 'downtimeMs', 'totalMs', 'bytesMoved', 'phases', 'runningOn']) {
+    for (const k of [
+      'outcome',
+      'exitCode',
+      'container',
+      'destination',
+      'transport',
+      'downtimeMs',
+      'totalMs',
+      'bytesMoved',
+      'phases',
+      'runningOn',
+    ]) {
       assert.ok(k in j, `missing ${k}`);
     }
     const names = j.phases.map((p: { name: string }) => p.name);
-    for (const p of ['connect', 'dump', 'copy', 'restore', 'commit', 'finish']) assert.ok(names.includes(p), `phase ${p} missing`);
+    for (const p of ['connect', 'dump', 'copy', 'restore', 'commit', 'finish'])
+      assert.ok(names.includes(p), `phase ${p} missing`);
     assert.ok(j.phases.every((p: { ms: number }) => typeof p.ms === 'number' && p.ms >= 0));
     await removeEverywhere(h, 'json1');
   });
@@ -222,7 +282,9 @@ describe('a failure after the freeze rolls back to the source', () => {
       const name = 'rb';
       const b = await counterRunning(name);
       const atStart = await readCounter(b.src);
-      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', transport, '--json'], { RUNC_MIGRATE_FAIL_AT: point });
+      const r = await migrate([...baseArgs(h, name, b.dst), '--transport', transport, '--json'], {
+        RUNC_MIGRATE_FAIL_AT: point,
+      });
       assert.equal(r.code, 4, r.stderr + r.stdout);
       const j = JSON.parse(r.stdout);
       assert.equal(j.outcome, 'rolled-back');
@@ -233,7 +295,7 @@ describe('a failure after the freeze rolls back to the source', () => {
       assert.equal(await status(h.srcRoot, name), 'running');
       assert.equal(await status(h.dstRoot, name), 'absent');
       await waitFor('the source to count on', async () => (await readCounter(b.src)) > atFreeze + 1);
-      assert.ok(await readCounter(b.src) > atFreeze, 'the counter went back');
+      assert.ok((await readCounter(b.src)) > atFreeze, 'the counter went back');
       await assertNoLeftovers();
       await removeEverywhere(h, name);
     });

@@ -10,7 +10,22 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { hostState, migrate, ns, readCounter, readEnv, removeEverywhere, ROOT, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
+import {
+  hostState,
+  migrate,
+  ns,
+  readCounter,
+  readEnv,
+  removeEverywhere,
+  ROOT,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  whereRunning,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 let srcAddr: string;
@@ -39,7 +54,10 @@ async function heal(way: Way): Promise<void> {
  * ran: a 1 s window in which each advanced at least 3 times (the counter ticks every 0.2 s,
  * so a switchover, where one stops before the other starts, gives at most 5 ticks in all).
  */
-async function sampleWhile(b: { src: string; dst: string }, stop: Promise<unknown>): Promise<{ both: string[]; samples: number }> {
+async function sampleWhile(
+  b: { src: string; dst: string },
+  stop: Promise<unknown>,
+): Promise<{ both: string[]; samples: number }> {
   let done = false;
   void stop.finally(() => (done = true));
   const seen: Array<{ t: number; s: number; d: number }> = [];
@@ -55,7 +73,8 @@ async function sampleWhile(b: { src: string; dst: string }, stop: Promise<unknow
       if (win[i].s > win[i - 1].s) ups++;
       if (win[i].d > win[i - 1].d) upd++;
     }
-    if (ups >= 3 && upd >= 3) both.push(`${t - t0} ms: source ${win.map((x) => x.s).join(',')}; destination ${win.map((x) => x.d).join(',')}`);
+    if (ups >= 3 && upd >= 3)
+      both.push(`${t - t0} ms: source ${win.map((x) => x.s).join(',')}; destination ${win.map((x) => x.d).join(',')}`);
     await new Promise((r) => setTimeout(r, Math.max(0, 100 - (Date.now() - t))));
   }
   return { both, samples: seen.length };
@@ -77,15 +96,62 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { point: 'after-dump', way: 'both', ends: 'source', why: 'before the guard starts: nothing on the destination; the source resumes once the tool is sure of that' },
-  { point: 'copy', way: 'both', ends: 'source', why: 'before the word restore: the guard never restores; the hold resumes the source at its deadline' },
-  { point: 'restoring', way: 'both', ends: 'source', why: 'the stopped copy is removed by its guard (no heartbeat); the source resumes at its deadline' },
-  { point: 'restored', way: 'out', ends: 'destination', why: "the words still reach the guard, its answers do not: it commits on the word commit; the tool is in doubt, the source stays frozen until recover commits" },
-  { point: 'prepared', way: 'both', ends: 'source', transport: 'tls', why: "prepared: in doubt for the tool; the guard removes its stopped copy (and the TLS keys' and port rules' keepers end once their channels go quiet); recover rolls back" },
-  { point: 'commit-sent', way: 'in', ends: 'either', why: 'the word commit is lost (the guard removes its copy; recover rolls back) or got out just before the rule (the guard commits; recover commits)' },
-  { point: 'commit-sent', way: 'out', ends: 'destination', why: 'the word commit arrives, its answer is lost: the guard commits; the source stays frozen until recover commits it' },
-  { point: 'destination-committed', way: 'both', ends: 'destination', why: "the commit was acknowledged: migrated; the destination's work directory waits for recover" },
-  { point: 'restoring', way: 'both', healAfterMs: 3000, ends: 'destination', why: 'a short partition heals before anyone gives up: the migration completes' },
+  {
+    point: 'after-dump',
+    way: 'both',
+    ends: 'source',
+    why: 'before the guard starts: nothing on the destination; the source resumes once the tool is sure of that',
+  },
+  {
+    point: 'copy',
+    way: 'both',
+    ends: 'source',
+    why: 'before the word restore: the guard never restores; the hold resumes the source at its deadline',
+  },
+  {
+    point: 'restoring',
+    way: 'both',
+    ends: 'source',
+    why: 'the stopped copy is removed by its guard (no heartbeat); the source resumes at its deadline',
+  },
+  {
+    point: 'restored',
+    way: 'out',
+    ends: 'destination',
+    why: 'the words still reach the guard, its answers do not: it commits on the word commit; the tool is in doubt, the source stays frozen until recover commits',
+  },
+  {
+    point: 'prepared',
+    way: 'both',
+    ends: 'source',
+    transport: 'tls',
+    why: "prepared: in doubt for the tool; the guard removes its stopped copy (and the TLS keys' and port rules' keepers end once their channels go quiet); recover rolls back",
+  },
+  {
+    point: 'commit-sent',
+    way: 'in',
+    ends: 'either',
+    why: 'the word commit is lost (the guard removes its copy; recover rolls back) or got out just before the rule (the guard commits; recover commits)',
+  },
+  {
+    point: 'commit-sent',
+    way: 'out',
+    ends: 'destination',
+    why: 'the word commit arrives, its answer is lost: the guard commits; the source stays frozen until recover commits it',
+  },
+  {
+    point: 'destination-committed',
+    way: 'both',
+    ends: 'destination',
+    why: "the commit was acknowledged: migrated; the destination's work directory waits for recover",
+  },
+  {
+    point: 'restoring',
+    way: 'both',
+    healAfterMs: 3000,
+    ends: 'destination',
+    why: 'a short partition heals before anyone gives up: the migration completes',
+  },
 ];
 
 describe('a silent partition during the switchover', () => {
@@ -99,12 +165,38 @@ describe('a silent partition during the switchover', () => {
       const drop = dropRules(c.way)
         .map((r) => ipt('-I', r).join(' '))
         .join('; ');
-      const run = migrate([name, ...sshOnly(), '--json', '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', c.transport ?? 'stream', '--hold-timeout', '20', '--connect-timeout', '2'], { RUNC_MIGRATE_RUN_AT: `${c.point}:${drop}` });
+      const run = migrate(
+        [
+          name,
+          ...sshOnly(),
+          '--json',
+          '--runc-root',
+          h.srcRoot,
+          '--remote-runc-root',
+          h.dstRoot,
+          '--bundle',
+          b.dst,
+          '--transport',
+          c.transport ?? 'stream',
+          '--hold-timeout',
+          '20',
+          '--connect-timeout',
+          '2',
+        ],
+        { RUNC_MIGRATE_RUN_AT: `${c.point}:${drop}` },
+      );
       let healed: Promise<void> | undefined;
       if (c.healAfterMs !== undefined) {
         healed = (async () => {
           // The rules go in at the step; heal counts from there.
-          await waitFor('the partition to begin', async () => (await sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', '-S'], { reject: false })).stdout.includes(`-s ${srcAddr}/32 -j DROP`), 60_000);
+          await waitFor(
+            'the partition to begin',
+            async () =>
+              (
+                await sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', '-S'], { reject: false })
+              ).stdout.includes(`-s ${srcAddr}/32 -j DROP`),
+            60_000,
+          );
           await new Promise((r) => setTimeout(r, c.healAfterMs));
           await heal(c.way);
         })();
@@ -127,7 +219,11 @@ describe('a silent partition during the switchover', () => {
         // The word commit and its answer got through before the rule went in (the rule
         // follows the word by the few ms iptables takes): migrated, but the clean-up of
         // the destination could not run (exit 5, recover finishes it).
-        assert.notEqual(c.ends, 'source', `migrated, where the partition should have kept it on the source: ${r.stderr}`);
+        assert.notEqual(
+          c.ends,
+          'source',
+          `migrated, where the partition should have kept it on the source: ${r.stderr}`,
+        );
         assert.ok(r.code === 0 || r.code === 5, `exit ${r.code}: ${r.stderr}`);
       } else {
         // The tool cannot have confirmed a clean end across the partition.
@@ -137,14 +233,22 @@ describe('a silent partition during the switchover', () => {
         if (c.ends === 'destination') assert.deepEqual(await whereRunning(name, b), ['destination']);
       }
       // The participants settle alone, within their deadlines: never both.
-      await waitFor('the guard to give up or commit', async () => (await whereRunning(name, b)).length > 0 || (await status(h.dstRoot, name)) === 'absent', 30_000);
+      await waitFor(
+        'the guard to give up or commit',
+        async () => (await whereRunning(name, b)).length > 0 || (await status(h.dstRoot, name)) === 'absent',
+        30_000,
+      );
       assert.ok((await whereRunning(name, b)).length <= 1);
       // recover as the tool prints it: the container's name and the host, nothing about runc.
       const rec = await migrate(['recover', name, ...sshOnly(), '--json']);
       const jr = JSON.parse(rec.stdout || '{}');
       assert.ok(rec.code === 0, `recover: exit ${rec.code}\n${rec.stderr}\n${rec.stdout}`);
       const on = await whereRunning(name, b);
-      assert.equal(on.length, 1, `running on ${on.join(' and ') || 'no host'}: ${c.why}\ntool: ${r.stderr}\nrecover: ${rec.stderr}`);
+      assert.equal(
+        on.length,
+        1,
+        `running on ${on.join(' and ') || 'no host'}: ${c.why}\ntool: ${r.stderr}\nrecover: ${rec.stderr}`,
+      );
       if (c.ends !== 'either') assert.deepEqual(on, [c.ends], `${c.why}\ntool: ${r.stderr}\nrecover: ${rec.stderr}`);
       if (jr.outcome === 'recovered') assert.equal(jr.runningOn, on[0], rec.stdout);
       const now = await readCounter(on[0] === 'source' ? b.src : b.dst);
@@ -162,25 +266,52 @@ describe('a volume both hosts see', () => {
     const shared = fs.mkdtempSync('/var/tmp/rm-shared-');
     await removeEverywhere(h, name);
     const b = { src: path.join(h.srcBundles, name), dst: path.join(h.dstBundles, name) };
-    for (const [dir, cg] of [[b.src, `/rm-src/${name}`], [b.dst, `/rm-dst/${name}`]]) {
+    for (const [dir, cg] of [
+      [b.src, `/rm-src/${name}`],
+      [b.dst, `/rm-dst/${name}`],
+    ]) {
       await sh(['bash', path.join(ROOT, 'examples/make-bundle.sh'), 'counter', dir, cg]);
       // The counter also appends each number to a file on a bind mount both hosts share.
-      fs.writeFileSync(path.join(dir, 'rootfs/writer.sh'), 'i=0\nwhile :; do\n\ti=$((i + 1))\n\techo "$i" > /dev/shm/count\n\techo "$i" >> /shared/seq\n\tread -t 0.1 _ <> /tmp/tick\ndone\n');
+      fs.writeFileSync(
+        path.join(dir, 'rootfs/writer.sh'),
+        'i=0\nwhile :; do\n\ti=$((i + 1))\n\techo "$i" > /dev/shm/count\n\techo "$i" >> /shared/seq\n\tread -t 0.1 _ <> /tmp/tick\ndone\n',
+      );
       fs.mkdirSync(path.join(dir, 'rootfs/shared'));
       const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
       config.process.args = ['/bin/sh', '/writer.sh'];
       config.mounts.push({ destination: '/shared', type: 'bind', source: shared, options: ['rbind', 'rw'] });
       fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
     }
-    await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+    await sh([
+      'sh',
+      '-c',
+      `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`,
+    ]);
     await waitFor('the writer to write', async () => (await readCounter(b.src)) >= 5);
     // The step after the restore fails: the copy is removed, the source resumes.
-    const r = await migrate([name, ...sshOnly(), '--runc-root', h.srcRoot, '--remote-runc-root', h.dstRoot, '--bundle', b.dst, '--transport', 'stream', '--json'], { RUNC_MIGRATE_FAIL_AT: 'verify' });
+    const r = await migrate(
+      [
+        name,
+        ...sshOnly(),
+        '--runc-root',
+        h.srcRoot,
+        '--remote-runc-root',
+        h.dstRoot,
+        '--bundle',
+        b.dst,
+        '--transport',
+        'stream',
+        '--json',
+      ],
+      { RUNC_MIGRATE_FAIL_AT: 'verify' },
+    );
     assert.equal(r.code, 4, r.stderr + r.stdout);
     await waitFor('the source to write on', async () => (await readCounter(b.src)) >= 20, 10_000);
     assert.deepEqual(await whereRunning(name, b), ['source']);
     const seq = fs.readFileSync(path.join(shared, 'seq'), 'utf8').trimEnd().split('\n').map(Number);
-    seq.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} of the shared file reads ${n}: the discarded copy wrote to it`));
+    seq.forEach((n, i) =>
+      assert.equal(n, i + 1, `line ${i + 1} of the shared file reads ${n}: the discarded copy wrote to it`),
+    );
     assert.deepEqual(await hostState(), []);
     await removeEverywhere(h, name);
     fs.rmSync(shared, { recursive: true, force: true });

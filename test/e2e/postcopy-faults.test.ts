@@ -8,7 +8,22 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, lazyDaemonPid, leftovers, migrate, ns, readCounter, readEnv, removeEverywhere, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  lazyDaemonPid,
+  leftovers,
+  migrate,
+  ns,
+  readCounter,
+  readEnv,
+  removeEverywhere,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 const SRC_ADDR = readEnv().RM_SRC_ADDR;
 
@@ -33,7 +48,8 @@ async function postCopyLeftovers(): Promise<string[]> {
   return found;
 }
 
-const redis = (where: 'src' | 'dst', args: string[]) => sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
+const redis = (where: 'src' | 'dst', args: string[]) =>
+  sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
 
 /** About 140 MiB of keys, and what a whole copy of them must show: the key count and the data set's digest. */
 async function bigRedis(name: string): Promise<{ b: { src: string; dst: string }; keys: string; digest: string }> {
@@ -41,21 +57,50 @@ async function bigRedis(name: string): Promise<{ b: { src: string; dst: string }
   await waitFor('redis', async () => (await redis('src', ['ping'])).stdout.includes('PONG'));
   await redis('src', ['debug', 'populate', '128000', 'k', '1000']);
   await redis('src', ['set', 'marker', 'before']);
-  return { b, keys: (await redis('src', ['dbsize'])).stdout.trim(), digest: (await redis('src', ['debug', 'digest'])).stdout.trim() };
+  return {
+    b,
+    keys: (await redis('src', ['dbsize'])).stdout.trim(),
+    digest: (await redis('src', ['debug', 'digest'])).stdout.trim(),
+  };
 }
 
 /** The source's link slowed to 80 Mbit/s (tc tbf): a lazy window of about 15 s for 140 MiB, long enough to break. */
 async function slowLink(on: boolean): Promise<void> {
   await sh([...ns('src'), 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root'], { reject: false });
-  if (on) await sh([...ns('src'), 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', '80mbit', 'burst', '64kb', 'latency', '400ms']);
+  if (on)
+    await sh([
+      ...ns('src'),
+      'tc',
+      'qdisc',
+      'add',
+      'dev',
+      'eth0',
+      'root',
+      'tbf',
+      'rate',
+      '80mbit',
+      'burst',
+      '64kb',
+      'latency',
+      '400ms',
+    ]);
 }
 
 /** Runs a migration paused in the lazy window (RUNC_MIGRATE_PAUSE_AT), does FAULT there, lets it go on. */
-async function faultInWindow(name: string, bundle: string, fault: () => Promise<void>, env: Record<string, string> = {}): Promise<{ code: number; json: any; stderr: string }> {
+async function faultInWindow(
+  name: string,
+  bundle: string,
+  fault: () => Promise<void>,
+  env: Record<string, string> = {},
+): Promise<{ code: number; json: any; stderr: string }> {
   const gate = `/tmp/${name}-gate-${process.pid}`;
   fs.rmSync(gate, { force: true });
   fs.rmSync(`${gate}.reached`, { force: true });
-  const run = migrate([...baseArgs(h, name, bundle), ...pc, '--json'], { RUNC_MIGRATE_PAUSE_AT: `lazy-window:${gate}`, ...env }, 300_000);
+  const run = migrate(
+    [...baseArgs(h, name, bundle), ...pc, '--json'],
+    { RUNC_MIGRATE_PAUSE_AT: `lazy-window:${gate}`, ...env },
+    300_000,
+  );
   try {
     await waitFor('the lazy window', () => fs.existsSync(`${gate}.reached`), 120_000);
     assert.equal(await status(h.dstRoot, name), 'running', 'the copy runs in the window');
@@ -76,13 +121,20 @@ async function wholeOn(name: string, where: 'src' | 'dst', want: { keys: string;
   assert.equal(await status(here, name), 'running', `${name} runs on the ${where}`);
   assert.equal(await status(there, name), 'absent', `${name} is gone from the other host`);
   assert.equal((await redis(where, ['dbsize'])).stdout.trim(), want.keys, 'every key');
-  assert.equal((await redis(where, ['debug', 'digest'])).stdout.trim(), want.digest, 'the data set is the one that was frozen');
+  assert.equal(
+    (await redis(where, ['debug', 'digest'])).stdout.trim(),
+    want.digest,
+    'the data set is the one that was frozen',
+  );
 }
 
 describe('post-copy under faults', () => {
   after(async () => {
     await slowLink(false);
-    for (const n of ['src', 'dst'] as const) await sh([...ns(n), 'iptables', '-w', '-D', 'INPUT', '-s', n === 'src' ? h.dstAddr : SRC_ADDR, '-j', 'DROP'], { reject: false });
+    for (const n of ['src', 'dst'] as const)
+      await sh([...ns(n), 'iptables', '-w', '-D', 'INPUT', '-s', n === 'src' ? h.dstAddr : SRC_ADDR, '-j', 'DROP'], {
+        reject: false,
+      });
   });
 
   for (const from of ['dst', 'src'] as const) {
@@ -118,7 +170,22 @@ describe('post-copy under faults', () => {
     await slowLink(true);
     const drop = (on: boolean) =>
       Promise.all(
-        (['src', 'dst'] as const).map((n) => sh([...ns(n), 'iptables', '-w', on ? '-I' : '-D', 'INPUT', '-s', n === 'src' ? h.dstAddr : SRC_ADDR, '-j', 'DROP'], { reject: !!on })),
+        (['src', 'dst'] as const).map((n) =>
+          sh(
+            [
+              ...ns(n),
+              'iptables',
+              '-w',
+              on ? '-I' : '-D',
+              'INPUT',
+              '-s',
+              n === 'src' ? h.dstAddr : SRC_ADDR,
+              '-j',
+              'DROP',
+            ],
+            { reject: !!on },
+          ),
+        ),
       );
     let lifted: Promise<unknown> | undefined;
     try {
@@ -197,16 +264,26 @@ describe('post-copy under faults', () => {
         c.mounts.push({ destination: '/data', type: 'bind', source: shared, options: ['rbind', 'rw'] });
         fs.writeFileSync(f, JSON.stringify(c, null, 2));
       }
-      await sh(['sh', '-c', `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`]);
+      await sh([
+        'sh',
+        '-c',
+        `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${b.src} ${name} </dev/null >/dev/null 2>&1`,
+      ]);
       await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
       const refused = await migrate([...baseArgs(h, name, b.dst), ...pc]);
       assert.equal(refused.code, 3, refused.stderr);
-      assert.match(refused.stderr, new RegExp(`post-copy with storage both hosts share: bind mount /data \\(${shared}\\)`));
+      assert.match(
+        refused.stderr,
+        new RegExp(`post-copy with storage both hosts share: bind mount /data \\(${shared}\\)`),
+      );
       assert.match(refused.stderr, /--post-copy-shared-ok/);
       assert.equal(await status(h.srcRoot, name), 'running', 'nothing was frozen');
       const ok = await migrate([...baseArgs(h, name, b.dst), ...pc, '--post-copy-shared-ok']);
       assert.equal(ok.code, 0, ok.stderr);
-      assert.match(ok.stderr, /post-copy with storage both hosts share \(bind mount \/data .*\): if the lazy window breaks, the source resumes older/);
+      assert.match(
+        ok.stderr,
+        /post-copy with storage both hosts share \(bind mount \/data .*\): if the lazy window breaks, the source resumes older/,
+      );
       assert.equal(await status(h.dstRoot, name), 'running');
       assert.deepEqual(await postCopyLeftovers(), []);
       await removeEverywhere(h, name);

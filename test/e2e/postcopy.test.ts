@@ -8,7 +8,24 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, lazyDaemonPid, echoClient, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, stopClient, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  lazyDaemonPid,
+  echoClient,
+  leftovers,
+  migrate,
+  ns,
+  readCounter,
+  removeEverywhere,
+  serviceAddressOnSource,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  stopClient,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 let pipeMax: string;
@@ -36,7 +53,9 @@ const pc = ['--post-copy', '--tune-sysctl', '--no-sync-rootfs'];
 /** A Redis of about 140 MiB on the source: a lazy window long enough to act in. */
 async function bigRedis(name: string): Promise<{ src: string; dst: string }> {
   const b = await startExample(h, 'redis', name);
-  await waitFor('redis', async () => (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'));
+  await waitFor('redis', async () =>
+    (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'),
+  );
   await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'debug', 'populate', '128000', 'k', '1000']);
   return b;
 }
@@ -85,18 +104,26 @@ describe('post-copy', () => {
     await serviceAddressOnSource(h);
     const name = 'pc-redis';
     const b = await startExample(h, 'redis', name);
-    await waitFor('redis', async () => (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'));
+    await waitFor('redis', async () =>
+      (await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'ping'], { reject: false })).stdout.includes('PONG'),
+    );
     // About 140 MiB in use: the window is long enough to be seen.
     await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'debug', 'populate', '128000', 'k', '1000']);
     await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'set', 'marker', 'before']);
     // A client on the service address, on one connection, all through (redis-cli -r: one connection).
-    const client = sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, '-r', '-1', '-i', '0.02', 'incr', 'ticks'], { reject: false });
-    await waitFor('the client to count', async () => Number((await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'get', 'ticks'])).stdout) > 10);
+    const client = sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, '-r', '-1', '-i', '0.02', 'incr', 'ticks'], {
+      reject: false,
+    });
+    await waitFor(
+      'the client to count',
+      async () => Number((await sh([...ns('src'), 'redis-cli', '-h', '127.0.0.1', 'get', 'ticks'])).stdout) > 10,
+    );
     const r = await migrate([...baseArgs(h, name, b.dst), ...pc, '--move-ip', `${h.serviceAddr}/32`, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     assert.ok(j.postCopy.pagesTotal > 30_000, `most of the memory moved lazily: ${JSON.stringify(j.postCopy)}`);
-    const get = async (args: string[]) => (await sh([...ns('dst'), 'redis-cli', '-h', '127.0.0.1', ...args])).stdout.trim();
+    const get = async (args: string[]) =>
+      (await sh([...ns('dst'), 'redis-cli', '-h', '127.0.0.1', ...args])).stdout.trim();
     assert.equal(await get(['dbsize']), '128002');
     assert.equal(await get(['get', 'marker']), 'before');
     assert.equal(await get(['strlen', 'k:127999']), '1000');
@@ -106,7 +133,11 @@ describe('post-copy', () => {
     assert.ok(Number(await get(['get', 'ticks'])) > t1, 'the client goes on counting on the destination');
     await sh(['pkill', '-f', 'redis-cli -h 10.77'], { reject: false });
     const c = await client;
-    assert.doesNotMatch(String(c.stderr) + String(c.stdout), /Could not connect|Connection reset|Error/i, 'the client lost its connection');
+    assert.doesNotMatch(
+      String(c.stderr) + String(c.stdout),
+      /Could not connect|Connection reset|Error/i,
+      'the client lost its connection',
+    );
     assert.equal(await status(h.srcRoot, name), 'absent');
     assert.deepEqual(await postCopyLeftovers(), []);
     await removeEverywhere(h, name);
@@ -133,16 +164,21 @@ describe('post-copy', () => {
     await serviceAddressOnSource(h);
     const name = 'pc-cut';
     const b = await bigRedis(name);
-    const cli = (where: 'src' | 'dst', args: string[]) => sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
+    const cli = (where: 'src' | 'dst', args: string[]) =>
+      sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
     // A client on one connection (redis-cli -r), which CRIU dumps with the server.
-    const client = sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, '-r', '-1', '-i', '0.02', 'incr', 'ticks'], { reject: false });
+    const client = sh([...ns('client'), 'redis-cli', '-h', h.serviceAddr, '-r', '-1', '-i', '0.02', 'incr', 'ticks'], {
+      reject: false,
+    });
     const clientAddr = async () => (await cli('src', ['client', 'list'])).stdout.match(/addr=(\S+) .*cmd=incr/)?.[1];
     await waitFor('the client to connect', async () => (await clientAddr()) !== undefined);
     const stale = (await clientAddr())!;
     const gate = `/tmp/pc-cut-gate-${process.pid}`;
     fs.rmSync(gate, { force: true });
     fs.rmSync(`${gate}.reached`, { force: true });
-    const run = migrate([...baseArgs(h, name, b.dst), ...pc, '--move-ip', `${h.serviceAddr}/32`, '--json'], { RUNC_MIGRATE_PAUSE_AT: `lazy-window:${gate}` });
+    const run = migrate([...baseArgs(h, name, b.dst), ...pc, '--move-ip', `${h.serviceAddr}/32`, '--json'], {
+      RUNC_MIGRATE_PAUSE_AT: `lazy-window:${gate}`,
+    });
     await waitFor('the lazy window', () => fs.existsSync(`${gate}.reached`), 60_000);
     // The copy runs on the destination, with the memory it has fetched so far.
     assert.equal(await status(h.dstRoot, name), 'running');
@@ -167,7 +203,11 @@ describe('post-copy', () => {
     assert.equal(far.stdout.trim(), '1000', far.stderr);
     // The client's old connection, which CRIU left in repair mode on the source (its peer
     // talked to the destination since), was destroyed: Redis saw the error and let it go.
-    await waitFor(`Redis on the source to drop the stale connection ${stale}`, async () => !(await cli('src', ['client', 'list'])).stdout.includes(`addr=${stale} `), 5_000);
+    await waitFor(
+      `Redis on the source to drop the stale connection ${stale}`,
+      async () => !(await cli('src', ['client', 'list'])).stdout.includes(`addr=${stale} `),
+      5_000,
+    );
     await sh(['pkill', '-f', 'redis-cli -h 10.77'], { reject: false });
     await client;
     assert.deepEqual(await postCopyLeftovers(), []);
@@ -200,9 +240,17 @@ describe('post-copy', () => {
     assert.equal(r.code, 4, r.stderr);
     const st = await sh(['runc', '--root', h.srcRoot, 'state', name]);
     const pid = JSON.parse(st.stdout).pid as number;
-    assert.notEqual(fs.readlinkSync(`/proc/${pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'the counter has its own network namespace');
+    assert.notEqual(
+      fs.readlinkSync(`/proc/${pid}/ns/net`),
+      fs.readlinkSync('/proc/self/ns/net'),
+      'the counter has its own network namespace',
+    );
     const rules = await sh(['nsenter', '-t', String(pid), '-n', 'iptables', '-w', '-S']);
-    assert.doesNotMatch(rules.stdout, /CRIU|0xc114/, `CRIU's lock stayed in the container's namespace:\n${rules.stdout}`);
+    assert.doesNotMatch(
+      rules.stdout,
+      /CRIU|0xc114/,
+      `CRIU's lock stayed in the container's namespace:\n${rules.stdout}`,
+    );
     assert.deepEqual(await postCopyLeftovers(), []);
     await removeEverywhere(h, name);
   });

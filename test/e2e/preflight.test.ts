@@ -6,7 +6,21 @@ import os from 'node:os';
 import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { baseArgs, leftovers, migrate, ns, readCounter, removeEverywhere, serviceAddressOnSource, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  leftovers,
+  migrate,
+  ns,
+  readCounter,
+  removeEverywhere,
+  serviceAddressOnSource,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 let b: { src: string; dst: string };
@@ -107,7 +121,12 @@ describe('bad input is refused before anything is frozen', () => {
   });
 
   test('criu missing on the destination', async () => {
-    await refused(args('--remote-criu', '/nonexistent/criu'), 3, /criu is not installed on the destination/, /--remote-criu PATH/);
+    await refused(
+      args('--remote-criu', '/nonexistent/criu'),
+      3,
+      /criu is not installed on the destination/,
+      /--remote-criu PATH/,
+    );
   });
 
   test('criu too old on either side', async () => {
@@ -124,7 +143,12 @@ describe('bad input is refused before anything is frozen', () => {
   });
 
   test('destination bundle missing (without the sync), or a directory that is not a bundle', async () => {
-    await refused(args('--bundle', '/nonexistent/bundle', '--no-sync-rootfs'), 3, /no bundle at \/nonexistent\/bundle on the destination/, /Copy the container's bundle/);
+    await refused(
+      args('--bundle', '/nonexistent/bundle', '--no-sync-rootfs'),
+      3,
+      /no bundle at \/nonexistent\/bundle on the destination/,
+      /Copy the container's bundle/,
+    );
     // With the sync (the default) a missing bundle is made; a directory holding something else is never filled.
     const notBundle = path.join(tmp, 'not-a-bundle');
     fs.mkdirSync(notBundle, { recursive: true });
@@ -140,14 +164,23 @@ describe('bad input is refused before anything is frozen', () => {
     const inDst = ['nsenter', `--mount=/proc/${fs.readFileSync(`${h.dir}/dst/run/sshd.pid`, 'utf8').trim()}/ns/mnt`];
     await sh([...inDst, 'mount', '--bind', fake, '/usr/bin/rsync']);
     try {
-      await refused(args(), 3, /rsync 3\.1\.0 on the destination is too old/, /apt-get install rsync\), or migrate without syncing files \(--no-sync-rootfs\)/);
+      await refused(
+        args(),
+        3,
+        /rsync 3\.1\.0 on the destination is too old/,
+        /apt-get install rsync\), or migrate without syncing files \(--no-sync-rootfs\)/,
+      );
     } finally {
       await sh([...inDst, 'umount', '/usr/bin/rsync']);
     }
   });
 
   test('container name already taken on the destination', async () => {
-    await sh(['sh', '-c', `exec ${ns('dst').join(' ')} runc --root ${h.dstRoot} run -d --bundle ${b.dst} ${NAME} </dev/null >/dev/null 2>&1`]);
+    await sh([
+      'sh',
+      '-c',
+      `exec ${ns('dst').join(' ')} runc --root ${h.dstRoot} run -d --bundle ${b.dst} ${NAME} </dev/null >/dev/null 2>&1`,
+    ]);
     try {
       const r = await migrate(args());
       assert.equal(r.code, 3, r.stderr);
@@ -162,8 +195,18 @@ describe('bad input is refused before anything is frozen', () => {
   });
 
   test('work directory not writable (source and destination)', async () => {
-    await refused(args('--work-dir', '/nonexistent/dir'), 3, /cannot create a work directory in \/nonexistent\/dir on the source/, /--work-dir DIR/);
-    await refused(args('--remote-work-dir', '/proc'), 3, /cannot create a work directory in \/proc on the destination/, /--remote-work-dir DIR/);
+    await refused(
+      args('--work-dir', '/nonexistent/dir'),
+      3,
+      /cannot create a work directory in \/nonexistent\/dir on the source/,
+      /--work-dir DIR/,
+    );
+    await refused(
+      args('--remote-work-dir', '/proc'),
+      3,
+      /cannot create a work directory in \/proc on the destination/,
+      /--remote-work-dir DIR/,
+    );
   });
 
   test('a file the container holds differs on the destination; --force goes on and the restore fails safely', async () => {
@@ -172,7 +215,12 @@ describe('bad input is refused before anything is frozen', () => {
     fs.appendFileSync(script, '# changed on the destination\n');
     try {
       // Without the sync (with it, the file would be synced before the restore).
-      await refused(args('--no-sync-rootfs'), 3, /\/counter\.sh is \d+ bytes on the source but \d+ on the destination/, /leave out --no-sync-rootfs/);
+      await refused(
+        args('--no-sync-rootfs'),
+        3,
+        /\/counter\.sh is \d+ bytes on the source but \d+ on the destination/,
+        /leave out --no-sync-rootfs/,
+      );
       // --force skips the check (and says so); CRIU's restore then fails and the source resumes.
       const r = await migrate(args('--force', '--no-sync-rootfs'));
       assert.equal(r.code, 4, r.stderr);
@@ -188,7 +236,11 @@ describe('bad input is refused before anything is frozen', () => {
 
   test('CPU not compatible (criu cpuinfo check fails on the destination)', async () => {
     const fake = path.join(tmp, 'criu-other-cpu');
-    fs.writeFileSync(fake, '#!/bin/sh\nif [ "$1 $2" = "cpuinfo check" ]; then echo "Error (criu/cpu.c:1): cpu: CPU has no xsaves feature" >&2; exit 1; fi\nexec criu "$@"\n', { mode: 0o755 });
+    fs.writeFileSync(
+      fake,
+      '#!/bin/sh\nif [ "$1 $2" = "cpuinfo check" ]; then echo "Error (criu/cpu.c:1): cpu: CPU has no xsaves feature" >&2; exit 1; fi\nexec criu "$@"\n',
+      { mode: 0o755 },
+    );
     await refused(args('--remote-criu', fake), 3, /destination's CPU lacks features/, /same or a newer CPU/);
   });
 
@@ -199,17 +251,36 @@ describe('bad input is refused before anything is frozen', () => {
     const inDst = ['nsenter', `--mount=/proc/${fs.readFileSync(`${h.dir}/dst/run/sshd.pid`, 'utf8').trim()}/ns/mnt`];
     await sh([...inDst, 'mount', '-t', 'tmpfs', '-o', 'size=1m', 'tiny', tiny]);
     try {
-      await refused(args('--remote-work-dir', tiny), 3, /not enough room for the images on the destination/, /--remote-work-dir DIR/);
+      await refused(
+        args('--remote-work-dir', tiny),
+        3,
+        /not enough room for the images on the destination/,
+        /--remote-work-dir DIR/,
+      );
     } finally {
       await sh([...inDst, 'umount', tiny]);
     }
   });
 
   test('page server port taken on the destination: refused before the freeze', async () => {
-    const holder = execa(ns('dst')[0], [...ns('dst').slice(1), 'node', '-e', `require('net').createServer().listen(27027, '127.0.0.1', () => console.log('listening'))`], { reject: false, stdin: 'ignore' });
+    const holder = execa(
+      ns('dst')[0],
+      [
+        ...ns('dst').slice(1),
+        'node',
+        '-e',
+        `require('net').createServer().listen(27027, '127.0.0.1', () => console.log('listening'))`,
+      ],
+      { reject: false, stdin: 'ignore' },
+    );
     await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
     try {
-      await refused(args('--transport', 'tunnel'), 3, /page server on the destination did not start/, /--page-server-port PORT/);
+      await refused(
+        args('--transport', 'tunnel'),
+        3,
+        /page server on the destination did not start/,
+        /--page-server-port PORT/,
+      );
     } finally {
       holder.kill('SIGKILL');
       await holder;
@@ -245,7 +316,18 @@ describe('bad input is refused before anything is frozen', () => {
 
   test('--move-ip: a destination still muting the address (an unfinished run) is refused', async () => {
     await serviceAddressOnSource(h);
-    const drop = ['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', '-I', 'OUTPUT', '-s', `${h.serviceAddr}/32`, '-j', 'DROP'];
+    const drop = [
+      'nsenter',
+      '--net=/run/netns/rm-dst',
+      'iptables',
+      '-w',
+      '-I',
+      'OUTPUT',
+      '-s',
+      `${h.serviceAddr}/32`,
+      '-j',
+      'DROP',
+    ];
     await sh(drop);
     try {
       await refused(args('--move-ip', `${h.serviceAddr}/32`), 3, /still drops .* output/, /iptables -w -D OUTPUT/);
@@ -266,8 +348,13 @@ describe('bad input is refused before anything is frozen', () => {
     assert.match(r.stderr, /runc --root .* checkpoint/);
     assert.match(r.stderr, /runc --root .* restore/);
     // The switchover's steps, in its order.
-    const order = ['dump', 'copy', 'restore', 'prepare', 'commit', 'finish'].map((s) => r.stderr.search(new RegExp(`^\\s+${s}\\s`, 'm')));
-    assert.ok(order.every((i, k) => i > 0 && (k === 0 || i > order[k - 1])), `steps out of order or missing: ${order}\n${r.stderr}`);
+    const order = ['dump', 'copy', 'restore', 'prepare', 'commit', 'finish'].map((s) =>
+      r.stderr.search(new RegExp(`^\\s+${s}\\s`, 'm')),
+    );
+    assert.ok(
+      order.every((i, k) => i > 0 && (k === 0 || i > order[k - 1])),
+      `steps out of order or missing: ${order}\n${r.stderr}`,
+    );
     assert.equal(await status(h.srcRoot, NAME), 'running');
     assert.equal(await status(h.dstRoot, NAME), 'absent');
     assert.deepEqual(await leftovers(), []);

@@ -9,7 +9,22 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { baseArgs, hostState, INTENT_DIR, migrate, readCounter, removeEverywhere, ROOT, setupHosts, sh, startExample, status, waitFor, whereRunning, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  hostState,
+  INTENT_DIR,
+  migrate,
+  readCounter,
+  removeEverywhere,
+  ROOT,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  whereRunning,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -17,7 +32,8 @@ before(async () => {
 });
 
 /** `migrate recover NAME HOST` with the SSH options only, as the tool prints it. */
-const recoverAsPrinted = (name: string, ...extra: string[]) => migrate(['recover', name, `root@${h.dstAddr}`, '-i', h.key, '--known-hosts', h.knownHosts, '--json', ...extra]);
+const recoverAsPrinted = (name: string, ...extra: string[]) =>
+  migrate(['recover', name, `root@${h.dstAddr}`, '-i', h.key, '--known-hosts', h.knownHosts, '--json', ...extra]);
 
 async function counter(name: string) {
   const b = await startExample(h, 'counter', name);
@@ -29,7 +45,9 @@ describe('the record decides, not the flags', () => {
   test('the destination reboots after its commit, before the source heard of it: recover never resumes the source; the operator can', async () => {
     const name = 'reboot';
     const b = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'destination-committed:SIGKILL' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+      RUNC_MIGRATE_KILL_AT: 'destination-committed:SIGKILL',
+    });
     assert.equal(r.code, -1, r.stderr);
     assert.deepEqual(await whereRunning(name, b), ['destination'], 'the destination committed and runs');
     const last = await readCounter(b.dst);
@@ -58,7 +76,9 @@ describe('the record decides, not the flags', () => {
   test('recover finds a migration under a non-default runc root by its name, as printed; the flags it is not given do not matter', async () => {
     const name = 'printed';
     const b = await counter(name);
-    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], { RUNC_MIGRATE_KILL_AT: 'prepared:SIGKILL' });
+    const r = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream'], {
+      RUNC_MIGRATE_KILL_AT: 'prepared:SIGKILL',
+    });
     assert.equal(r.code, -1, r.stderr);
     assert.deepEqual(await whereRunning(name, b), [], 'prepared: the source waits, frozen');
     const rec = await recoverAsPrinted(name);
@@ -71,7 +91,11 @@ describe('the record decides, not the flags', () => {
   });
 
   test('recover as a user other than root says so (exit 2); it never answers "nothing to recover"', async () => {
-    const r = await execa('runuser', ['-u', h.sudoUser, '--', 'node', path.join(ROOT, 'bin/migrate'), 'recover', 'any', `root@${h.dstAddr}`, '--json'], { reject: false, stdin: 'ignore', env: { HOME: '/nonexistent-home' } });
+    const r = await execa(
+      'runuser',
+      ['-u', h.sudoUser, '--', 'node', path.join(ROOT, 'bin/migrate'), 'recover', 'any', `root@${h.dstAddr}`, '--json'],
+      { reject: false, stdin: 'ignore', env: { HOME: '/nonexistent-home' } },
+    );
     assert.equal(r.exitCode, 2, r.stderr + r.stdout);
     assert.match(JSON.parse(r.stdout).error.message, /must run as root/);
   });
@@ -82,7 +106,9 @@ describe('one run per container', () => {
     const name = 'twice';
     const b = await counter(name);
     const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rm-gate-')), 'go');
-    const first = migrate([...baseArgs(h, name, b.dst), '--transport', 'tls', '--json'], { RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}` });
+    const first = migrate([...baseArgs(h, name, b.dst), '--transport', 'tls', '--json'], {
+      RUNC_MIGRATE_PAUSE_AT: `page-server:${gate}`,
+    });
     await waitFor('the first run to reach its page server', () => fs.existsSync(`${gate}.reached`), 60_000);
     const second = await migrate([...baseArgs(h, name, b.dst), '--transport', 'stream', '--json']);
     assert.equal(second.code, 3, second.stderr + second.stdout);

@@ -7,7 +7,19 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { baseArgs, leftovers, ns, readCounter, removeEverywhere, ROOT, setupHosts, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  baseArgs,
+  leftovers,
+  ns,
+  readCounter,
+  removeEverywhere,
+  ROOT,
+  setupHosts,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 before(async () => {
@@ -15,7 +27,13 @@ before(async () => {
 });
 
 /** Starts the CLI in its own process group; signals it (twice) once stderr shows `trigger`. */
-async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Signals, env: Record<string, string> = {}, ready: () => Promise<boolean> = async () => true) {
+async function runAndSignal(
+  args: string[],
+  trigger: RegExp,
+  signal: NodeJS.Signals,
+  env: Record<string, string> = {},
+  ready: () => Promise<boolean> = async () => true,
+) {
   const child = execa(ns('src')[0], [...ns('src').slice(1), 'node', path.join(ROOT, 'bin/migrate'), ...args], {
     reject: false,
     stdin: 'ignore',
@@ -33,14 +51,14 @@ async function runAndSignal(args: string[], trigger: RegExp, signal: NodeJS.Sign
         while (!(await ready())) await new Promise((r) => setTimeout(r, 10));
         sent = 1;
         process.kill(-child.pid!, signal);
-      setTimeout(() => {
-        try {
-          process.kill(-child.pid!, signal);
-          sent = 2;
-        } catch {
-          /* already gone */
-        }
-      }, 30);
+        setTimeout(() => {
+          try {
+            process.kill(-child.pid!, signal);
+            sent = 2;
+          } catch {
+            /* already gone */
+          }
+        }, 30);
       })();
     }
   });
@@ -89,7 +107,11 @@ describe('signals', () => {
     const b = await startExample(h, 'counter', 'sig2');
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
     const atFreeze = await readCounter(b.src);
-    const r = await runAndSignal([...baseArgs(h, 'sig2', b.dst), '--transport', 'tls'], /ok {3}freeze and dump/, 'SIGINT');
+    const r = await runAndSignal(
+      [...baseArgs(h, 'sig2', b.dst), '--transport', 'tls'],
+      /ok {3}freeze and dump/,
+      'SIGINT',
+    );
     assert.equal(r.sent, 2, 'both signals sent');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /SIGINT again: still finishing safely/);
@@ -104,7 +126,9 @@ describe('signals', () => {
     const b = await startExample(h, 'counter', 'sig3');
     await waitFor('the counter to count', async () => (await readCounter(b.src)) >= 2);
     const atStart = await readCounter(b.src);
-    const r = await runAndSignal(baseArgs(h, 'sig3', b.dst), /ok {3}freeze and dump/, 'SIGTERM', { RUNC_MIGRATE_FAIL_AT: 'verify' });
+    const r = await runAndSignal(baseArgs(h, 'sig3', b.dst), /ok {3}freeze and dump/, 'SIGTERM', {
+      RUNC_MIGRATE_FAIL_AT: 'verify',
+    });
     assert.equal(r.code, 4, r.stderr);
     const atFreeze = await readCounter(b.src);
     assert.ok(atFreeze >= atStart, 'the counter went back');

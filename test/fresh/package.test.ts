@@ -12,18 +12,39 @@ import { fileURLToPath } from 'node:url';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 
-test('npm pack, then npm install -g of the tarball, gives a working migrate on PATH', { timeout: 300_000 }, async () => {
+test('npm pack, then npm install -g of the tarball, gives a working migrate on PATH', {
+  timeout: 300_000,
+}, async () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-pack-'));
   try {
     const packed = await execa('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: ROOT, stdin: 'ignore' });
     const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const files = info.files.map((f) => f.path);
     // What a user needs, and nothing of the development tree.
-    for (const f of ['bin/migrate', 'dist/src/cli.js', 'dist/src/migration/migrate.js', 'package.json', 'README.md']) assert.ok(files.includes(f), `${f} missing from the tarball: ${files.join(' ')}`);
-    for (const f of files) assert.doesNotMatch(f, /^(src|test|bench|examples|dist\/test|dist\/bench)\//, `${f} should not be in the tarball`);
+    for (const f of ['bin/migrate', 'dist/src/cli.js', 'dist/src/migration/migrate.js', 'package.json', 'README.md'])
+      assert.ok(files.includes(f), `${f} missing from the tarball: ${files.join(' ')}`);
+    for (const f of files)
+      assert.doesNotMatch(
+        f,
+        /^(src|test|bench|examples|dist\/test|dist\/bench)\//,
+        `${f} should not be in the tarball`,
+      );
 
     const prefix = path.join(tmp, 'global');
-    await execa('npm', ['install', '-g', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', prefix, path.join(tmp, info.filename)], { cwd: tmp, stdin: 'ignore' });
+    await execa(
+      'npm',
+      [
+        'install',
+        '-g',
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        '--prefix',
+        prefix,
+        path.join(tmp, info.filename),
+      ],
+      { cwd: tmp, stdin: 'ignore' },
+    );
     // From a directory outside the repository, with the install's bin first on PATH.
     const env = { PATH: `${path.join(prefix, 'bin')}:${process.env.PATH}`, NO_COLOR: '1' };
     const run = (args: string[]) => execa('migrate', args, { cwd: '/', env, reject: false, stdin: 'ignore' });

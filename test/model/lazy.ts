@@ -88,23 +88,51 @@ function steps(s: LazyState, c: LazyConfig): Array<[string, LazyState, boolean]>
   const up = s.link !== 'silent';
   const criuWaits = s.criu === 'serving' || s.criu === 'answered';
   // The session, as far as the link delivers it.
-  if (up && s.daemon === 'fetching' && s.sock === 'open') go('the last page arrives; the daemon sends CLOSE', { daemon: 'all', hadAll: true, closeSent: true });
-  if (up && s.sock === 'rst' && criuWaits) go('CRIU gets the reset: the source resumes behind its lock', { criu: 'endedN', source: 'locked' });
-  if (up && s.sock !== 'rst' && s.sock !== 'broken' && s.closeSent && s.criu === 'serving') go('CRIU hears CLOSE and answers', { criu: 'answered' });
-  if (up && s.sock === 'open' && s.daemon === 'all' && s.criu === 'answered') go('the daemon gets the status', { daemon: 'status' });
-  if (s.daemon === 'status' && s.sock === 'open') go('the daemon closes its session and exits 0', { daemon: 'exit0', sock: 'fin' });
-  if (up && s.sock === 'fin' && s.criu === 'answered') go('CRIU sees the clean close: the source is destroyed', { criu: 'ended0', source: 'destroyed' });
-  if (up && s.sock === 'fin' && s.criu === 'serving' && !s.closeSent) go('CRIU sees the session end early: the source resumes behind its lock', { criu: 'endedN', source: 'locked' });
-  if (c.daemonFails && up && s.daemon === 'fetching' && s.sock === 'open') go('the daemon fails by itself, says CLOSE and exits', { daemon: 'exitN', failed: true, closeSent: true, sock: 'fin' });
+  if (up && s.daemon === 'fetching' && s.sock === 'open')
+    go('the last page arrives; the daemon sends CLOSE', { daemon: 'all', hadAll: true, closeSent: true });
+  if (up && s.sock === 'rst' && criuWaits)
+    go('CRIU gets the reset: the source resumes behind its lock', { criu: 'endedN', source: 'locked' });
+  if (up && s.sock !== 'rst' && s.sock !== 'broken' && s.closeSent && s.criu === 'serving')
+    go('CRIU hears CLOSE and answers', { criu: 'answered' });
+  if (up && s.sock === 'open' && s.daemon === 'all' && s.criu === 'answered')
+    go('the daemon gets the status', { daemon: 'status' });
+  if (s.daemon === 'status' && s.sock === 'open')
+    go('the daemon closes its session and exits 0', { daemon: 'exit0', sock: 'fin' });
+  if (up && s.sock === 'fin' && s.criu === 'answered')
+    go('CRIU sees the clean close: the source is destroyed', { criu: 'ended0', source: 'destroyed' });
+  if (up && s.sock === 'fin' && s.criu === 'serving' && !s.closeSent)
+    go('CRIU sees the session end early: the source resumes behind its lock', { criu: 'endedN', source: 'locked' });
+  if (c.daemonFails && up && s.daemon === 'fetching' && s.sock === 'open')
+    go('the daemon fails by itself, says CLOSE and exits', {
+      daemon: 'exitN',
+      failed: true,
+      closeSent: true,
+      sock: 'fin',
+    });
   // Faults on the link.
   if (!s.reset && s.link !== 'silent') {
-    const daemon: Daemon = s.daemon === 'fetching' ? 'exitN' : s.daemon === 'all' || s.daemon === 'status' ? 'exit0' : s.daemon;
-    go('the link is reset', { reset: true, daemon, sock: s.sock === 'open' ? 'broken' : s.sock, criu: criuWaits ? 'endedN' : s.criu, source: criuWaits ? 'locked' : s.source }, true);
+    const daemon: Daemon =
+      s.daemon === 'fetching' ? 'exitN' : s.daemon === 'all' || s.daemon === 'status' ? 'exit0' : s.daemon;
+    go(
+      'the link is reset',
+      {
+        reset: true,
+        daemon,
+        sock: s.sock === 'open' ? 'broken' : s.sock,
+        criu: criuWaits ? 'endedN' : s.criu,
+        source: criuWaits ? 'locked' : s.source,
+      },
+      true,
+    );
   }
   if (s.link === 'up') go('the link goes silent', { link: 'silent' }, true);
   if (s.link === 'silent') go('the link comes back', { link: 'healed' });
   // The guard kills its daemon: stalled on a silent link, at the window's limit, or on the tool's word.
-  const killed: Partial<LazyState> = { daemon: 'exitN', killed: true, sock: s.sock === 'open' ? (c.killResets ? 'rst' : 'fin') : s.sock };
+  const killed: Partial<LazyState> = {
+    daemon: 'exitN',
+    killed: true,
+    sock: s.sock === 'open' ? (c.killResets ? 'rst' : 'fin') : s.sock,
+  };
   if (s.daemon === 'fetching' || s.daemon === 'all') {
     if (s.link === 'silent') go("the guard's stall limit kills the daemon", killed);
     go("the guard's window limit kills the daemon", killed, true);
@@ -115,7 +143,8 @@ function steps(s: LazyState, c: LazyConfig): Array<[string, LazyState, boolean]>
     go(`the guard decides from its daemon (${s.daemon})`, { guard: keep ? 'kept' : 'removed' });
   }
   // The source's watchdog: its limits come after the guard's daemon ended; it resets CRIU's session.
-  if (criuWaits && (s.daemon === 'exit0' || s.daemon === 'exitN')) go("the source's watchdog cuts CRIU", { criu: 'endedN', source: 'locked' }, !(s.link === 'silent'));
+  if (criuWaits && (s.daemon === 'exit0' || s.daemon === 'exitN'))
+    go("the source's watchdog cuts CRIU", { criu: 'endedN', source: 'locked' }, !(s.link === 'silent'));
   // The tool: alive, it acts once the guard decided and CRIU ended; unreachable, it reports in doubt.
   const criuEnded = !criuWaits;
   if (s.tool === 'alive') {
@@ -124,7 +153,8 @@ function steps(s: LazyState, c: LazyConfig): Array<[string, LazyState, boolean]>
     if (criuEnded && !up) go('the tool cannot reach the guard: in doubt', { tool: 'done' });
   }
   // recover, once the tool is gone: only when it can read the guard's files.
-  if (s.tool !== 'alive' && criuEnded && s.guard !== 'window' && up && s.source === 'locked') go('recover follows the guard', follow(s));
+  if (s.tool !== 'alive' && criuEnded && s.guard !== 'window' && up && s.source === 'locked')
+    go('recover follows the guard', follow(s));
   return out.filter(([, n]) => key(n) !== key(s));
 }
 
@@ -143,7 +173,7 @@ function safety(s: LazyState): string | undefined {
 function settled(s: LazyState, c: LazyConfig): string | undefined {
   const visible = (s.guard === 'kept' ? 1 : 0) + (s.source === 'visible' ? 1 : 0);
   if (s.criu === 'serving' || s.criu === 'answered') return 'CRIU ended';
-  if (s.source === 'locked' || s.source === 'frozen') return 'no source left behind CRIU\'s lock';
+  if (s.source === 'locked' || s.source === 'frozen') return "no source left behind CRIU's lock";
   if (visible === 1) return undefined;
   if (visible === 0 && c.daemonFails && s.failed) return undefined;
   return `exactly one visible copy (found ${visible})`;
@@ -151,7 +181,20 @@ function settled(s: LazyState, c: LazyConfig): string | undefined {
 
 /** Explores every interleaving from the window's start. */
 export function checkLazy(c: LazyConfig): LazyResult {
-  const start: LazyState = { daemon: 'fetching', sock: 'open', closeSent: false, criu: 'serving', source: 'frozen', guard: 'window', link: 'up', reset: false, tool: 'alive', hadAll: false, failed: false, killed: false };
+  const start: LazyState = {
+    daemon: 'fetching',
+    sock: 'open',
+    closeSent: false,
+    criu: 'serving',
+    source: 'frozen',
+    guard: 'window',
+    link: 'up',
+    reset: false,
+    tool: 'alive',
+    hadAll: false,
+    failed: false,
+    killed: false,
+  };
   const seen = new Map<string, string[]>([[key(start), []]]);
   const queue: LazyState[] = [start];
   const violations: LazyResult['violations'] = [];

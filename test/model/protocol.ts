@@ -109,7 +109,12 @@ export interface Bounds {
   recoverRuns: number;
 }
 
-export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({ partitions: 1, reboots: 1, copyCrashes: 1, recoverRuns: 2 });
+export const DEFAULT_BOUNDS: Readonly<Bounds> = Object.freeze({
+  partitions: 1,
+  reboots: 1,
+  copyCrashes: 1,
+  recoverRuns: 2,
+});
 
 /** Where the tool is in its program ('ended': it exited by itself; 'crashed': SIGKILL). */
 export type ToolPc =
@@ -367,7 +372,10 @@ function toolSteps(s: State, cfg: ProtocolConfig, emit: Emit): void {
           x.tool = 'askAfterCommit';
         });
       else if (ack) ignore(ack);
-      emit('tool: timeout/channel closed waiting for committed -> asks the files', (x) => void (x.tool = 'askAfterCommit'));
+      emit(
+        'tool: timeout/channel closed waiting for committed -> asks the files',
+        (x) => void (x.tool = 'askAfterCommit'),
+      );
       break;
     case 'recordDestinationCommitted':
       emit('tool: records phase destination-committed', (x) => {
@@ -412,7 +420,8 @@ function toolSteps(s: State, cfg: ProtocolConfig, emit: Emit): void {
     }
     case 'askAfterCommit':
       if (ack) ignore(ack);
-      if (!reachable(s)) emit('tool: the destination is unreachable -> in doubt, ends (source frozen)', (x) => toolEnds(x, 'ended'));
+      if (!reachable(s))
+        emit('tool: the destination is unreachable -> in doubt, ends (source frozen)', (x) => toolEnds(x, 'ended'));
       else if (guardMarkedCommitted(s))
         emit("tool: the guard's files say committed -> final=commit, ends", (x) => {
           writeFinal(x, 'commit');
@@ -423,7 +432,8 @@ function toolSteps(s: State, cfg: ProtocolConfig, emit: Emit): void {
           writeFinal(x, 'rollback');
           toolEnds(x, 'ended');
         });
-      else if (s.guard === 'wiped') emit("tool: the guard's files are gone -> in doubt, ends (source frozen)", (x) => toolEnds(x, 'ended'));
+      else if (s.guard === 'wiped')
+        emit("tool: the guard's files are gone -> in doubt, ends (source frozen)", (x) => toolEnds(x, 'ended'));
       // Alive and undecided: the tool asks again later (no change until something else moves).
       break;
     case 'ended':
@@ -438,7 +448,7 @@ function holdSteps(s: State, _cfg: ProtocolConfig, emit: Emit): void {
   if (toolGone(s)) emit('hold: the tool is gone -> verdict=rollback, source runs', verdictRollback);
   // Dg + margin < Dh: the hold's deadline comes only after the guard reached its own (or ended).
   const guardEnded = s.guard === 'committed' || s.guard === 'removed' || s.guard === 'wiped';
-  if (s.dgPassed || guardEnded) emit("hold: deadline Dh -> verdict=rollback, source runs", verdictRollback);
+  if (s.dgPassed || guardEnded) emit('hold: deadline Dh -> verdict=rollback, source runs', verdictRollback);
 }
 
 /** The destination's guard: the words it reads, its deadline, its heartbeat rule, its commit. */
@@ -472,7 +482,8 @@ function guardSteps(s: State, cfg: ProtocolConfig, emit: Emit): void {
           guardRemoves(x);
         });
     }
-    if (cfg.heartbeat && (blockedToGuard(s) || toolGone(s) || s.reset)) emit('guard: heartbeat lost -> removes its copy', guardRemoves);
+    if (cfg.heartbeat && (blockedToGuard(s) || toolGone(s) || s.reset))
+      emit('guard: heartbeat lost -> removes its copy', guardRemoves);
     return;
   }
   if (s.guard === 'committing') {
@@ -484,7 +495,8 @@ function guardSteps(s: State, cfg: ProtocolConfig, emit: Emit): void {
     return;
   }
   // No guard reads the channel any more: what arrives is dropped.
-  if (word !== undefined && s.guard !== 'absent') emit(`net: word ${word} reaches no one (the guard has ended)`, (x) => void x.toGuard.shift());
+  if (word !== undefined && s.guard !== 'absent')
+    emit(`net: word ${word} reaches no one (the guard has ended)`, (x) => void x.toGuard.shift());
 }
 
 /** The channel's faults: loss, one partition episode (and its healing), one reset. */
@@ -494,40 +506,56 @@ function channelSteps(s: State, bounds: Bounds, emit: Emit): void {
   if (s.guard === 'absent') return; // no channel yet
   if (s.partition === 'none' && s.partitionsUsed < bounds.partitions) {
     for (const p of ['both', 'toGuard', 'toTool'] as const) {
-      emit(`net: silent partition (${p === 'both' ? 'both ways' : p === 'toGuard' ? 'tool->guard' : 'guard->tool'})`, (x) => {
-        x.partition = p;
-        x.partitionsUsed += 1;
-      }, true);
+      emit(
+        `net: silent partition (${p === 'both' ? 'both ways' : p === 'toGuard' ? 'tool->guard' : 'guard->tool'})`,
+        (x) => {
+          x.partition = p;
+          x.partitionsUsed += 1;
+        },
+        true,
+      );
     }
   }
   if (s.partition !== 'none') emit('net: the partition heals', (x) => void (x.partition = 'none'));
   if (!s.reset)
-    emit(`net: connection reset${blockedToGuard(s) ? ' (hidden from the guard by the partition)' : ' (the guard sees EOF)'}`, (x) => {
-      x.reset = true;
-      x.toGuard = [];
-      x.toTool = [];
-      if (guardUndecided(x) && !blockedToGuard(x)) guardRemoves(x);
-    }, true);
+    emit(
+      `net: connection reset${blockedToGuard(s) ? ' (hidden from the guard by the partition)' : ' (the guard sees EOF)'}`,
+      (x) => {
+        x.reset = true;
+        x.toGuard = [];
+        x.toTool = [];
+        if (guardUndecided(x) && !blockedToGuard(x)) guardRemoves(x);
+      },
+      true,
+    );
 }
 
 /** The environment: a destination reboot, a crash of a running copy. */
 function environmentSteps(s: State, bounds: Bounds, emit: Emit): void {
   if (s.rebootsUsed < bounds.reboots && s.guard !== 'absent' && s.guard !== 'wiped')
-    emit('env: the destination reboots (guard and copy killed, its files wiped)', (x) => {
-      if (x.copy !== 'none' && guardMarkedCommitted(x)) x.committedCopyLost = true;
-      x.copy = 'none';
-      x.guard = 'wiped';
-      x.reset = true;
-      x.toGuard = [];
-      x.toTool = [];
-      x.rebootsUsed += 1;
-    }, true);
+    emit(
+      'env: the destination reboots (guard and copy killed, its files wiped)',
+      (x) => {
+        if (x.copy !== 'none' && guardMarkedCommitted(x)) x.committedCopyLost = true;
+        x.copy = 'none';
+        x.guard = 'wiped';
+        x.reset = true;
+        x.toGuard = [];
+        x.toTool = [];
+        x.rebootsUsed += 1;
+      },
+      true,
+    );
   if (s.copyCrashesUsed < bounds.copyCrashes && s.copy === 'running')
-    emit("env: the destination's running copy crashes", (x) => {
-      if (guardMarkedCommitted(x) || x.final === 'commit') x.committedCopyLost = true;
-      x.copy = 'none';
-      x.copyCrashesUsed += 1;
-    }, true);
+    emit(
+      "env: the destination's running copy crashes",
+      (x) => {
+        if (guardMarkedCommitted(x) || x.final === 'commit') x.committedCopyLost = true;
+        x.copy = 'none';
+        x.copyCrashesUsed += 1;
+      },
+      true,
+    );
 }
 
 export interface RecoverDecision {
@@ -547,10 +575,20 @@ export function decideRecover(s: State, cfg: ProtocolConfig): RecoverDecision {
     switch (s.guard) {
       case 'committing':
       case 'committed':
-        if (s.copy === 'running') return { report: 'destination', action: 'commit', why: 'prepared, guard committed, copy running' };
+        if (s.copy === 'running')
+          return { report: 'destination', action: 'commit', why: 'prepared, guard committed, copy running' };
         if (cfg.committedIsFinal) {
-          if (s.copy === 'stopped') return { report: 'destination', action: 'commit', why: 'prepared, guard committed, copy stopped (continue it)' };
-          return { report: 'lost-after-commit', action: null, why: 'prepared, guard committed, copy gone: keep the source frozen' };
+          if (s.copy === 'stopped')
+            return {
+              report: 'destination',
+              action: 'commit',
+              why: 'prepared, guard committed, copy stopped (continue it)',
+            };
+          return {
+            report: 'lost-after-commit',
+            action: null,
+            why: 'prepared, guard committed, copy gone: keep the source frozen',
+          };
         }
         return { report: 'source', action: 'rollback', why: 'prepared, guard committed, copy not running' };
       case 'waitRestore':
@@ -559,7 +597,12 @@ export function decideRecover(s: State, cfg: ProtocolConfig): RecoverDecision {
       case 'removed':
         return { report: 'source', action: 'rollback', why: 'prepared, guard removed' };
       case 'wiped':
-        if (cfg.recoverTrustsPhase && phaseAtLeast(s, 'committing')) return { report: 'in-doubt', action: null, why: `prepared, guard files wiped, phase ${s.phase}: commit may have been delivered` };
+        if (cfg.recoverTrustsPhase && phaseAtLeast(s, 'committing'))
+          return {
+            report: 'in-doubt',
+            action: null,
+            why: `prepared, guard files wiped, phase ${s.phase}: commit may have been delivered`,
+          };
         return { report: 'source', action: 'rollback', why: `prepared, guard files wiped, phase ${s.phase}` };
       case 'absent':
         throw new Error('model bug: verdict=prepared without a guard ever started');
@@ -600,10 +643,14 @@ function recoverSteps(s: State, cfg: ProtocolConfig, bounds: Bounds, emit: Emit)
   }
   if (!toolGone(s) || s.recoverRuns >= bounds.recoverRuns) return;
   const d = decideRecover(s, cfg);
-  emit(`recover #${s.recoverRuns + 1}: reads (${d.why}) -> ${d.report}`, (x) => {
-    x.recoverRuns += 1;
-    x.recoverPending = d.action;
-  }, true);
+  emit(
+    `recover #${s.recoverRuns + 1}: reads (${d.why}) -> ${d.report}`,
+    (x) => {
+      x.recoverRuns += 1;
+      x.recoverPending = d.action;
+    },
+    true,
+  );
 }
 
 /** Every step enabled in a state. */
@@ -626,10 +673,16 @@ export type ViolationKind = 'two-visible-copies' | 'source-resumed-after-commit'
 
 /** Invariants 1 and 3, and "never resume after commit": checked at every state. */
 export function checkState(s: State): { kind: ViolationKind; detail: string } | undefined {
-  if (sourceVisible(s) && s.copy === 'running') return { kind: 'two-visible-copies', detail: 'the source and the destination copy both run' };
-  if (s.everCommitted && s.source === 'resumed') return { kind: 'source-resumed-after-commit', detail: 'the guard marked committed, yet the source was resumed' };
+  if (sourceVisible(s) && s.copy === 'running')
+    return { kind: 'two-visible-copies', detail: 'the source and the destination copy both run' };
+  if (s.everCommitted && s.source === 'resumed')
+    return { kind: 'source-resumed-after-commit', detail: 'the guard marked committed, yet the source was resumed' };
   const somewhere = sourceVisible(s) || s.source === 'frozen' || s.copy !== 'none';
-  if (!somewhere && !s.committedCopyLost) return { kind: 'state-lost', detail: "the container's state is nowhere (no running copy, no frozen source, no stopped copy)" };
+  if (!somewhere && !s.committedCopyLost)
+    return {
+      kind: 'state-lost',
+      detail: "the container's state is nowhere (no running copy, no frozen source, no stopped copy)",
+    };
   return undefined;
 }
 
@@ -649,10 +702,14 @@ export type Outcome =
   /** The environment destroyed the only copy after final=commit (the source was already gone). */
   | 'lost-by-environment-after-final-commit';
 
-export function classifySettled(s: State, cfg: ProtocolConfig): { outcome: Outcome; after: State; report: string } | { violation: string; after: State; report: string } {
+export function classifySettled(
+  s: State,
+  cfg: ProtocolConfig,
+): { outcome: Outcome; after: State; report: string } | { violation: string; after: State; report: string } {
   const d = decideRecover(s, cfg);
   const after = clone(s);
-  if (!toolGone(s)) return { violation: `no progress left while the tool is at ${s.tool} (a deadlock)`, after, report: 'not run' };
+  if (!toolGone(s))
+    return { violation: `no progress left while the tool is at ${s.tool} (a deadlock)`, after, report: 'not run' };
   if (d.action) recoverActs(after, d.action);
   const report = `${d.report} (${d.why})`;
   const visible = (sourceVisible(after) ? 1 : 0) + (after.copy === 'running' ? 1 : 0);
@@ -667,9 +724,12 @@ export function classifySettled(s: State, cfg: ProtocolConfig): { outcome: Outco
   }
   if (visible === 0) {
     const reported = d.report === 'in-doubt' || d.report === 'lost-after-commit';
-    if (after.source === 'frozen' && reported && after.everCommitted) return { outcome: 'kept-frozen-lost-after-commit', after, report };
-    if (after.source === 'frozen' && reported && after.guard === 'wiped') return { outcome: 'kept-frozen-in-doubt', after, report };
-    if (after.source === 'destroyed' && after.final === 'commit' && after.committedCopyLost) return { outcome: 'lost-by-environment-after-final-commit', after, report };
+    if (after.source === 'frozen' && reported && after.everCommitted)
+      return { outcome: 'kept-frozen-lost-after-commit', after, report };
+    if (after.source === 'frozen' && reported && after.guard === 'wiped')
+      return { outcome: 'kept-frozen-in-doubt', after, report };
+    if (after.source === 'destroyed' && after.final === 'commit' && after.committedCopyLost)
+      return { outcome: 'lost-by-environment-after-final-commit', after, report };
     return { violation: 'nothing runs', after, report };
   }
   return { violation: 'two copies run', after, report };
@@ -711,9 +771,19 @@ export function explore(cfg: ProtocolConfig, opts: ExploreOptions = {}): Explora
   const maxStates = opts.maxStates ?? 2_000_000;
   const start = initialState();
   const startKey = stateKey(start);
-  const parent = new Map<string, { from: string | null; event: string | null }>([[startKey, { from: null, event: null }]]);
+  const parent = new Map<string, { from: string | null; event: string | null }>([
+    [startKey, { from: null, event: null }],
+  ]);
   const queue: Array<[string, State]> = [[startKey, start]];
-  const result: Exploration = { states: 0, transitions: 0, settled: 0, violations: [], outcomes: {}, examples: {}, inDoubt: [] };
+  const result: Exploration = {
+    states: 0,
+    transitions: 0,
+    settled: 0,
+    violations: [],
+    outcomes: {},
+    examples: {},
+    inDoubt: [],
+  };
   const traceOf = (key: string): string[] => {
     const events: string[] = [];
     for (let k: string | null = key; k !== null; ) {
@@ -739,7 +809,12 @@ export function explore(cfg: ProtocolConfig, opts: ExploreOptions = {}): Explora
       result.settled += 1;
       const c = classifySettled(s, cfg);
       if ('violation' in c) {
-        result.violations.push({ kind: 'not-settled', detail: `${c.violation}; recover reported ${c.report}`, trace: [...traceOf(key), `operator: recover -> ${c.report}`], state: c.after });
+        result.violations.push({
+          kind: 'not-settled',
+          detail: `${c.violation}; recover reported ${c.report}`,
+          trace: [...traceOf(key), `operator: recover -> ${c.report}`],
+          state: c.after,
+        });
         if (opts.stopAtFirst) break;
       } else {
         result.outcomes[c.outcome] = (result.outcomes[c.outcome] ?? 0) + 1;
@@ -769,7 +844,8 @@ export function replay(cfg: ProtocolConfig, events: string[], bounds: Bounds = D
   for (const [i, event] of events.entries()) {
     const steps = successors(s, cfg, bounds);
     const step = steps.find((st) => st.event === event);
-    if (!step) throw new Error(`step ${i + 1} "${event}" is not enabled; enabled: ${steps.map((st) => st.event).join(' | ')}`);
+    if (!step)
+      throw new Error(`step ${i + 1} "${event}" is not enabled; enabled: ${steps.map((st) => st.event).join(' | ')}`);
     s = step.next;
   }
   return s;

@@ -7,12 +7,20 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { deltaList, emptyChanges, IN, recordEvent, type Linked, type PathFacts } from '../../src/migration/files/changes.js';
+import {
+  deltaList,
+  emptyChanges,
+  IN,
+  recordEvent,
+  type Linked,
+  type PathFacts,
+} from '../../src/migration/files/changes.js';
 import { ChangeLog, inotifySyscalls, WATCHER } from '../../src/migration/files/changelog.js';
 import { comparedDifferences, unsupportedMetadata } from '../../src/rsync.js';
 
 const R = '/r';
-const facts = (m: Record<string, Partial<PathFacts>>) => (p: string) => (p in m ? { ino: 0, nlink: 1, file: false, dir: false, ...m[p] } : undefined);
+const facts = (m: Record<string, Partial<PathFacts>>) => (p: string) =>
+  p in m ? { ino: 0, nlink: 1, file: false, dir: false, ...m[p] } : undefined;
 
 test('an event names its path; a name event also lists its directory; a directory that appears is sent whole', () => {
   const c = emptyChanges();
@@ -38,14 +46,20 @@ test('the list: changed paths, appeared directories with their contents, every n
     inodeOf: () => undefined,
     // Linked from outside the tree: always listed.
     linkedOutside: ['/r/o'],
-    facts: facts({ '/r/a': { dir: true }, '/r/b': { dir: true }, '/r/a/f': { ino: 7, nlink: 2, file: true }, '/r/n': { dir: true }, '/r/n/m': { dir: true } }),
+    facts: facts({
+      '/r/a': { dir: true },
+      '/r/b': { dir: true },
+      '/r/a/f': { ino: 7, nlink: 2, file: true },
+      '/r/n': { dir: true },
+      '/r/n/m': { dir: true },
+    }),
   });
   assert.deepEqual(l.entries, ['.', 'a/f', 'b/g', 'gone', 'n/.', 'n/m/.', 'o']);
   assert.deepEqual(l.paths, ['.', 'a/f', 'b/g', 'gone', 'o']);
   assert.deepEqual(l.whole, ['n']);
 });
 
-test('hard links: a name changed then replaced still brings the inode\'s other names; a new name brings the old one', () => {
+test("hard links: a name changed then replaced still brings the inode's other names; a new name brings the old one", () => {
   // Seed 99 of the randomized test: f0 and g1 one inode (7); chown through g1, then g1
   // replaced by a directory. f0 has nlink 1 now and no event of its own.
   const links = new Map<number, Linked>([
@@ -62,7 +76,12 @@ test('hard links: a name changed then replaced still brings the inode\'s other n
     inodeOf: (p) => inodes[p],
     linkedOutside: [],
     // b: a new name of a's inode (ln a b after the walk).
-    facts: facts({ '/r/f0': { ino: 7, file: true }, '/r/g1': { dir: true }, '/r/b': { ino: 8, nlink: 2, file: true }, '/r/a': { ino: 8, nlink: 2, file: true } }),
+    facts: facts({
+      '/r/f0': { ino: 7, file: true },
+      '/r/g1': { dir: true },
+      '/r/b': { ino: 8, nlink: 2, file: true },
+      '/r/a': { ino: 8, nlink: 2, file: true },
+    }),
   });
   assert.deepEqual(l.paths, ['a', 'b', 'f0', 'g1']);
 });
@@ -82,7 +101,15 @@ test('a path below what is no longer a directory is left out (its ancestor is li
 });
 
 test('a comparison itemizes differences; nothing else counts', () => {
-  const out = ['>fcst...... a', '.d..t...... dir/', '*deleting   gone', 'cL+++++++++ l -> x', 'hf+++++++++ h => a', '', 'sending incremental file list'].join('\n');
+  const out = [
+    '>fcst...... a',
+    '.d..t...... dir/',
+    '*deleting   gone',
+    'cL+++++++++ l -> x',
+    'hf+++++++++ h => a',
+    '',
+    'sending incremental file list',
+  ].join('\n');
   assert.equal(comparedDifferences(out).length, 5);
 });
 
@@ -99,10 +126,18 @@ test('the watcher sees every kind of change, from any writer, and its mark drain
   fs.linkSync(path.join(root, 'a/f'), path.join(root, 'l'));
   fs.writeFileSync(path.join(root, 'same'), 'aaaa');
   fs.utimesSync(path.join(root, 'same'), 1577836800, 1577836800);
-  const log = await ChangeLog.start({ roots: [root], markDir: path.join(dir, 'mark'), timeoutMs: 10_000, log: () => undefined });
+  const log = await ChangeLog.start({
+    roots: [root],
+    markDir: path.join(dir, 'mark'),
+    timeoutMs: 10_000,
+    log: () => undefined,
+  });
   try {
     assert.equal(log.watched, 4, 'the mark directory and the three of the tree');
-    assert.deepEqual([...log.links.values()].filter((l) => l.nlink > 1).map((l) => [...l.names].sort()), [[path.join(root, 'a/f'), path.join(root, 'l')]]);
+    assert.deepEqual(
+      [...log.links.values()].filter((l) => l.nlink > 1).map((l) => [...l.names].sort()),
+      [[path.join(root, 'a/f'), path.join(root, 'l')]],
+    );
     assert.equal(log.inodeOf.get(path.join(root, 'same')), fs.statSync(path.join(root, 'same')).ino);
     fs.writeFileSync(path.join(root, 'same'), 'bbbb');
     fs.utimesSync(path.join(root, 'same'), 1577836800, 1577836800);
@@ -114,7 +149,8 @@ test('the watcher sees every kind of change, from any writer, and its mark drain
     await log.drain(5_000);
     assert.equal(log.lost, undefined);
     const t = [...log.changes.touched].map((p) => path.relative(root, p) || '.').sort();
-    for (const p of ['same', 'a/b', 'c', 'a', 'a/f', 'p', 's', 'l', '.']) assert.ok(t.includes(p), `${p} in ${t.join(' ')}`);
+    for (const p of ['same', 'a/b', 'c', 'a', 'a/f', 'p', 's', 'l', '.'])
+      assert.ok(t.includes(p), `${p} in ${t.join(' ')}`);
     // c is sent whole. What was made inside it is also named by its watch's old path (a/b/new):
     // a path that no longer exists, left out or deleted on the destination (changes.ts).
     assert.ok([...log.changes.whole].map((p) => path.relative(root, p)).includes('c'));
@@ -124,7 +160,9 @@ test('the watcher sees every kind of change, from any writer, and its mark drain
   }
 });
 
-test('a queue overflow is known: the log says it lost events', { skip: process.getuid?.() !== 0 && 'needs root (a sysctl)' }, async () => {
+test('a queue overflow is known: the log says it lost events', {
+  skip: process.getuid?.() !== 0 && 'needs root (a sysctl)',
+}, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-log-'));
   const root = path.join(dir, 't');
   fs.mkdirSync(root);
@@ -134,7 +172,12 @@ test('a queue overflow is known: the log says it lost events', { skip: process.g
   fs.writeFileSync(knob, '16');
   let log: ChangeLog;
   try {
-    log = await ChangeLog.start({ roots: [root], markDir: path.join(dir, 'mark'), timeoutMs: 10_000, log: () => undefined });
+    log = await ChangeLog.start({
+      roots: [root],
+      markDir: path.join(dir, 'mark'),
+      timeoutMs: 10_000,
+      log: () => undefined,
+    });
   } finally {
     fs.writeFileSync(knob, old);
   }
@@ -151,7 +194,7 @@ test('a queue overflow is known: the log says it lost events', { skip: process.g
   }
 });
 
-test('a shared-storage marker left by a killed run is removed; a live run\'s is kept', async () => {
+test("a shared-storage marker left by a killed run is removed; a live run's is kept", async () => {
   const { removeStaleMarkers } = await import('../../src/migration/files/rootfs.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-marker-'));
   // A pid above the kernel's limit (pid_max is at most 2^22) is never alive.
@@ -164,11 +207,16 @@ test('a shared-storage marker left by a killed run is removed; a live run\'s is 
 });
 
 test('a destination without ACL or xattr support is named, with the fix; other rsync failures are not', () => {
-  const acl = 'rsync: [receiver] set_acl: sys_acl_set_file(etc/f, ACL_TYPE_ACCESS): Operation not supported (95)\nrsync error: some files/attrs were not transferred (see previous errors) (code 23)';
-  const xattr = 'rsync: [generator] rsync_xal_set: lsetxattr(""/d/rootfs/bin/ping"",""security.capability"") failed: Operation not supported (95)';
+  const acl =
+    'rsync: [receiver] set_acl: sys_acl_set_file(etc/f, ACL_TYPE_ACCESS): Operation not supported (95)\nrsync error: some files/attrs were not transferred (see previous errors) (code 23)';
+  const xattr =
+    'rsync: [generator] rsync_xal_set: lsetxattr(""/d/rootfs/bin/ping"",""security.capability"") failed: Operation not supported (95)';
   assert.equal(unsupportedMetadata(acl)?.what, 'ACLs');
   assert.equal(unsupportedMetadata(xattr)?.what, 'extended attributes');
   assert.equal(unsupportedMetadata(`${acl}\n${xattr}`)?.what, 'ACLs and extended attributes');
   assert.match(unsupportedMetadata(acl)!.hint, /setfacl -b/);
-  assert.equal(unsupportedMetadata('rsync: connection unexpectedly closed (0 bytes received so far) [sender]'), undefined);
+  assert.equal(
+    unsupportedMetadata('rsync: connection unexpectedly closed (0 bytes received so far) [sender]'),
+    undefined,
+  );
 });

@@ -3,7 +3,12 @@ import { test } from 'node:test';
 import { compareVersions, criu, criuLogErrors, parseCriuVersion } from '../../src/criu.js';
 import { isNotExist, parseMemoryUsage, parseRuncVersion, parseState, runc } from '../../src/runc.js';
 import { addr, parseAddrDev, parseClaimedArpIgnore, parseRouteDev } from '../../src/migration/network/address.js';
-import { criuIptablesDeletes, criuNftTables, lockRuleOf, removeCriuLockRules } from '../../src/migration/network/netlock.js';
+import {
+  criuIptablesDeletes,
+  criuNftTables,
+  lockRuleOf,
+  removeCriuLockRules,
+} from '../../src/migration/network/netlock.js';
 import { diagnose } from '../../src/migration/switchover/diagnose.js';
 import { commandLine, quote } from '../../src/shell.js';
 import { RemoteHost } from '../../src/host.js';
@@ -11,25 +16,82 @@ import { RemoteHost } from '../../src/host.js';
 const g = { runc: 'runc', root: '/run/runc' };
 
 test('runc argv', () => {
-  assert.deepEqual(runc.checkpoint(g, 'c1', { imagePath: '/w/i', workPath: '/w/w', tcpEstablished: true, pageServer: '127.0.0.1:5000' }), [
-    'runc', '--root', '/run/runc', 'checkpoint', '--image-path', '/w/i', '--work-path', '/w/w', '--page-server', '127.0.0.1:5000', '--tcp-established', '--file-locks', 'c1',
-  ]);
-  assert.deepEqual(runc.checkpoint({ ...g, criu: '/opt/criu' }, 'c1', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).slice(0, 5), [
-    'runc', '--root', '/run/runc', '--criu', '/opt/criu',
-  ]);
-  assert.ok(runc.checkpoint(g, 'c', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' }).join(' ').includes('--pre-dump --parent-path ../1'));
+  assert.deepEqual(
+    runc.checkpoint(g, 'c1', {
+      imagePath: '/w/i',
+      workPath: '/w/w',
+      tcpEstablished: true,
+      pageServer: '127.0.0.1:5000',
+    }),
+    [
+      'runc',
+      '--root',
+      '/run/runc',
+      'checkpoint',
+      '--image-path',
+      '/w/i',
+      '--work-path',
+      '/w/w',
+      '--page-server',
+      '127.0.0.1:5000',
+      '--tcp-established',
+      '--file-locks',
+      'c1',
+    ],
+  );
+  assert.deepEqual(
+    runc
+      .checkpoint({ ...g, criu: '/opt/criu' }, 'c1', {
+        imagePath: '/i',
+        workPath: '/w',
+        tcpEstablished: false,
+        preDump: true,
+        parentPath: '../1',
+      })
+      .slice(0, 5),
+    ['runc', '--root', '/run/runc', '--criu', '/opt/criu'],
+  );
+  assert.ok(
+    runc
+      .checkpoint(g, 'c', { imagePath: '/i', workPath: '/w', tcpEstablished: false, preDump: true, parentPath: '../1' })
+      .join(' ')
+      .includes('--pre-dump --parent-path ../1'),
+  );
   assert.deepEqual(runc.restore(g, 'c1', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true }), [
-    'runc', '--root', '/run/runc', 'restore', '--detach', '--bundle', '/b', '--image-path', '/i', '--work-path', '/w', '--tcp-established', '--file-locks', 'c1',
+    'runc',
+    '--root',
+    '/run/runc',
+    'restore',
+    '--detach',
+    '--bundle',
+    '/b',
+    '--image-path',
+    '/i',
+    '--work-path',
+    '/w',
+    '--tcp-established',
+    '--file-locks',
+    'c1',
   ]);
 });
 
 test('criu page server argv reports readiness on stdout', () => {
-  const a = criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: '127.0.0.1', port: 27027, logFile: '/w/ps.log' });
+  const a = criu.pageServer('criu', {
+    imagesDir: '/i',
+    workDir: '/w',
+    address: '127.0.0.1',
+    port: 27027,
+    logFile: '/w/ps.log',
+  });
   assert.deepEqual(a.slice(0, 2), ['criu', 'page-server']);
   assert.ok(a.join(' ').includes('--status-fd 1'));
   assert.ok(a.join(' ').includes('--address 127.0.0.1 --port 27027'));
   assert.ok(!a.includes('--prev-images-dir'));
-  assert.ok(criu.pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p' }).includes('--prev-images-dir'));
+  assert.ok(
+    criu
+      .pageServer('criu', { imagesDir: '/i', workDir: '/w', address: 'a', port: 1, logFile: 'l', prevImagesDir: '/p' })
+      .includes('--prev-images-dir'),
+  );
 });
 
 test('parsers', () => {
@@ -39,16 +101,32 @@ test('parsers', () => {
   assert.equal(compareVersions('4.2', '4.2.0'), 0);
   assert.equal(compareVersions('4.1.1', '4.2'), -1);
   assert.equal(compareVersions('1.10.0', '1.9.9'), 1);
-  const st = parseState('{"ociVersion":"1.0.2","id":"c","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x"}');
+  const st = parseState(
+    '{"ociVersion":"1.0.2","id":"c","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x"}',
+  );
   assert.deepEqual(st, { id: 'c', pid: 42, status: 'running', bundle: '/b', rootfs: '/b/rootfs' });
-  assert.equal(parseMemoryUsage('{"type":"stats","id":"c","data":{"memory":{"usage":{"usage":638976,"max":1}}}}\n'), 638976);
+  assert.equal(
+    parseMemoryUsage('{"type":"stats","id":"c","data":{"memory":{"usage":{"usage":638976,"max":1}}}}\n'),
+    638976,
+  );
   assert.equal(parseMemoryUsage('garbage'), undefined);
   assert.ok(isNotExist('container does not exist'));
   assert.equal(parseAddrDev('2: eth0    inet 10.77.1.10/32 scope global eth0\\       valid_lft forever'), 'eth0');
   assert.equal(parseAddrDev('5: eth0@if4    inet 10.0.0.1/24 brd'), 'eth0');
   assert.equal(parseAddrDev(''), undefined);
   assert.equal(parseRouteDev('10.77.0.1 dev eth0 src 10.77.0.2 uid 0 \\    cache'), 'eth0');
-  assert.deepEqual(addr.garp(['busybox', 'arping'], { address: '10.0.0.1', prefix: 32 }, 'eth0'), ['busybox', 'arping', '-U', '-c', '1', '-I', 'eth0', '-s', '10.0.0.1', '10.0.0.1']);
+  assert.deepEqual(addr.garp(['busybox', 'arping'], { address: '10.0.0.1', prefix: 32 }, 'eth0'), [
+    'busybox',
+    'arping',
+    '-U',
+    '-c',
+    '1',
+    '-I',
+    'eth0',
+    '-s',
+    '10.0.0.1',
+    '10.0.0.1',
+  ]);
 });
 
 test('the destination claims and announces the address in one round trip each', () => {
@@ -83,10 +161,14 @@ test('CRIU lock rules are found and turned into deletions', () => {
 });
 
 test("only this container's connections' lock rules are removed: another dump that began meanwhile keeps its own", async () => {
-  const ours = '-A INPUT -s 10.0.0.3/32 -d 10.0.0.10/32 -p tcp -m tcp --sport 4000 --dport 7777 -m mark ! --mark 0xc114 -j DROP';
-  const oursOut = '-A OUTPUT -s 10.0.0.10/32 -d 10.0.0.3/32 -p tcp -m tcp --sport 7777 --dport 4000 -m mark ! --mark 0xc114 -j DROP';
-  const theirs = '-A INPUT -s 10.0.0.3/32 -d 10.0.0.11/32 -p tcp -m tcp --sport 4001 --dport 6379 -m mark ! --mark 0xc114 -j DROP';
-  const v6 = '-A INPUT -s fd77::3/128 -d fd77::1/128 -p tcp -m tcp --sport 5000 --dport 80 -m mark ! --mark 0xc114 -j DROP';
+  const ours =
+    '-A INPUT -s 10.0.0.3/32 -d 10.0.0.10/32 -p tcp -m tcp --sport 4000 --dport 7777 -m mark ! --mark 0xc114 -j DROP';
+  const oursOut =
+    '-A OUTPUT -s 10.0.0.10/32 -d 10.0.0.3/32 -p tcp -m tcp --sport 7777 --dport 4000 -m mark ! --mark 0xc114 -j DROP';
+  const theirs =
+    '-A INPUT -s 10.0.0.3/32 -d 10.0.0.11/32 -p tcp -m tcp --sport 4001 --dport 6379 -m mark ! --mark 0xc114 -j DROP';
+  const v6 =
+    '-A INPUT -s fd77::3/128 -d fd77::1/128 -p tcp -m tcp --sport 5000 --dport 80 -m mark ! --mark 0xc114 -j DROP';
   // As ss shows a dual-stack listener's connection: IPv4-mapped (CRIU's rule names the IPv4 address).
   const mine = [
     { local: '[::ffff:10.0.0.10]:7777', peer: '[::ffff:10.0.0.3]:4000' },
@@ -101,17 +183,20 @@ test("only this container's connections' lock rules are removed: another dump th
   const ran: string[] = [];
   const run = async (argv: string[]) => {
     ran.push(argv.join(' '));
-    return argv.includes('-S') && argv[0] === 'iptables' ? { code: 0, stdout: ['-P INPUT ACCEPT', ours, theirs, oursOut].join('\n') } : { code: argv.includes('-S') || argv[0] === 'nft' ? 1 : 0, stdout: '' };
+    return argv.includes('-S') && argv[0] === 'iptables'
+      ? { code: 0, stdout: ['-P INPUT ACCEPT', ours, theirs, oursOut].join('\n') }
+      : { code: argv.includes('-S') || argv[0] === 'nft' ? 1 : 0, stdout: '' };
   };
   assert.equal(await removeCriuLockRules(run, [], mine), 2);
   assert.ok(!ran.some((r) => r.includes('--dport 6379')), ran.join('\n'));
 });
 
 test('diagnose picks the first CRIU errors and a known cause', () => {
-  const log = '(00.1) Warn x\n(00.2) Error (criu/files-reg.c:2267): Can\'t open file tmp/tick: No such file or directory\n(00.3) Error (criu/cr-restore.c:2331): Restoring FAILED.\n';
+  const log =
+    "(00.1) Warn x\n(00.2) Error (criu/files-reg.c:2267): Can't open file tmp/tick: No such file or directory\n(00.3) Error (criu/cr-restore.c:2331): Restoring FAILED.\n";
   const d = diagnose(log);
   assert.equal(d.errors.length, 2);
-  const tcp = diagnose('(0.1) Error (criu/sk-tcp.c:1): Can\'t bind inet socket: Cannot assign requested address\n');
+  const tcp = diagnose("(0.1) Error (criu/sk-tcp.c:1): Can't bind inet socket: Cannot assign requested address\n");
   assert.match(tcp.cause ?? '', /--move-ip/);
   assert.equal(diagnose('nothing wrong').errors.length, 0);
 });
@@ -134,7 +219,7 @@ test('remote command lines: sudo and env prefixes', () => {
   assert.equal(h2.line(['criu', 'check'], { A: 'b c' }), "env 'A=b c' criu check");
 });
 
-test('stale work directories: this machine\'s, gone, and needed by no unfinished migration; never another machine\'s, whatever its host name', async () => {
+test("stale work directories: this machine's, gone, and needed by no unfinished migration; never another machine's, whatever its host name", async () => {
   const { staleDirs } = await import('../../src/migration/prepare/stale.js');
   const rec = (dir: string, owner: string) => `${dir}\0${owner}\n\0`;
   const listing = [
@@ -152,11 +237,27 @@ test('stale work directories: this machine\'s, gone, and needed by no unfinished
     // The old owner format (no machine): left alone.
     rec('/dev/shm/runc-migrate.j', 'me 700'),
   ].join('');
-  const stale = staleDirs(listing, { machine: 'M1', boot: 'B1', alive: (pid) => pid === 200, needed: new Set(['/dev/shm/runc-migrate.d']), self: ['/dev/shm/runc-migrate.e'] });
+  const stale = staleDirs(listing, {
+    machine: 'M1',
+    boot: 'B1',
+    alive: (pid) => pid === 200,
+    needed: new Set(['/dev/shm/runc-migrate.d']),
+    self: ['/dev/shm/runc-migrate.e'],
+  });
   assert.deepEqual(stale, ['/dev/shm/runc-migrate.a', '/w d\nir/runc-migrate.f', '/dev/shm/runc-migrate.i']);
 });
 
 test("diagnose names TLS failures: a clock off by more than the certificates' margin, a page server the dump cannot talk to", () => {
-  assert.match(diagnose('(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate chain uses not yet valid certificate. The certificate is not activated.\n').cause!, /clock/);
-  assert.match(diagnose('(00.03) Error (criu/tls.c:226): tls: Invalid certificate\n(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate issuer is unknown.\n').cause!, /--transport tunnel/);
+  assert.match(
+    diagnose(
+      '(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate chain uses not yet valid certificate. The certificate is not activated.\n',
+    ).cause!,
+    /clock/,
+  );
+  assert.match(
+    diagnose(
+      '(00.03) Error (criu/tls.c:226): tls: Invalid certificate\n(00.03) Error (criu/tls.c:205): tls: The certificate is NOT trusted. The certificate issuer is unknown.\n',
+    ).cause!,
+    /--transport tunnel/,
+  );
 });

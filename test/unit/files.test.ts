@@ -7,17 +7,42 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { destinationOf, openForWriting, planSync, sharedWritableMappings, SyncPlanError } from '../../src/migration/files/syncplan.js';
+import {
+  destinationOf,
+  openForWriting,
+  planSync,
+  sharedWritableMappings,
+  SyncPlanError,
+} from '../../src/migration/files/syncplan.js';
 import { parseRsyncStats, parseRsyncVersion, rsyncCmd, rsyncEnv } from '../../src/rsync.js';
 import { BRIDGE_SCRIPT, BRIDGE_SHELL } from '../../src/migration/files/rsync-bridge.js';
 
-const config = (root: string, mounts: Array<{ destination: string; source: string; type?: string; options?: string[] }>) =>
-  JSON.stringify({ root: { path: root }, mounts: mounts.map((m) => ({ type: m.type ?? 'bind', options: m.options ?? ['rbind'], ...m })) });
+const config = (
+  root: string,
+  mounts: Array<{ destination: string; source: string; type?: string; options?: string[] }>,
+) =>
+  JSON.stringify({
+    root: { path: root },
+    mounts: mounts.map((m) => ({ type: m.type ?? 'bind', options: m.options ?? ['rbind'], ...m })),
+  });
 
 test('the rootfs lands where the destination bundle puts it; a missing destination config takes the source layout', () => {
-  const p = planSync({ srcConfig: config('rootfs', []), srcBundle: '/b/src', dstConfig: config('/data/root', []), dstBundle: '/b/dst', rootfs: true, volumes: [] });
+  const p = planSync({
+    srcConfig: config('rootfs', []),
+    srcBundle: '/b/src',
+    dstConfig: config('/data/root', []),
+    dstBundle: '/b/dst',
+    rootfs: true,
+    volumes: [],
+  });
   assert.deepEqual(p.trees, [{ what: 'rootfs', containerPath: '/', src: '/b/src/rootfs', dst: '/data/root' }]);
-  const q = planSync({ srcConfig: config('rootfs', []), srcBundle: '/b/src', dstBundle: '/b/dst', rootfs: true, volumes: [] });
+  const q = planSync({
+    srcConfig: config('rootfs', []),
+    srcBundle: '/b/src',
+    dstBundle: '/b/dst',
+    rootfs: true,
+    volumes: [],
+  });
   assert.equal(q.trees[0].dst, '/b/dst/rootfs');
 });
 
@@ -28,16 +53,35 @@ test('volumes: named by container path or host path; the rest are listed as not 
     { destination: '/proc', source: 'proc', type: 'proc', options: [] },
   ]);
   const d = config('rootfs', [{ destination: '/data', source: '/mnt/data2' }]);
-  const p = planSync({ srcConfig: c, srcBundle: '/b', dstConfig: d, dstBundle: '/b', rootfs: true, volumes: ['/data/'] });
+  const p = planSync({
+    srcConfig: c,
+    srcBundle: '/b',
+    dstConfig: d,
+    dstBundle: '/b',
+    rootfs: true,
+    volumes: ['/data/'],
+  });
   assert.deepEqual(p.trees[1], { what: 'volume /data', containerPath: '/data', src: '/srv/data', dst: '/mnt/data2' });
-  assert.deepEqual(p.notSynced.map((m) => m.containerPath), ['/cache']);
+  assert.deepEqual(
+    p.notSynced.map((m) => m.containerPath),
+    ['/cache'],
+  );
   const byHost = planSync({ srcConfig: c, srcBundle: '/b', dstBundle: '/b', rootfs: false, volumes: ['/srv/cache'] });
-  assert.deepEqual(byHost.trees.map((t) => [t.what, t.dst]), [['volume /cache', '/srv/cache']]);
-  assert.throws(() => planSync({ srcConfig: c, srcBundle: '/b', dstBundle: '/b', rootfs: true, volumes: ['/nope'] }), (e: unknown) => e instanceof SyncPlanError && /\/data \(from \/srv\/data\)/.test(e.hint));
+  assert.deepEqual(
+    byHost.trees.map((t) => [t.what, t.dst]),
+    [['volume /cache', '/srv/cache']],
+  );
+  assert.throws(
+    () => planSync({ srcConfig: c, srcBundle: '/b', dstBundle: '/b', rootfs: true, volumes: ['/nope'] }),
+    (e: unknown) => e instanceof SyncPlanError && /\/data \(from \/srv\/data\)/.test(e.hint),
+  );
 });
 
 test('a tree at / is refused', () => {
-  assert.throws(() => planSync({ srcConfig: config('/', []), srcBundle: '/b', dstBundle: '/b', rootfs: true, volumes: [] }), SyncPlanError);
+  assert.throws(
+    () => planSync({ srcConfig: config('/', []), srcBundle: '/b', dstBundle: '/b', rootfs: true, volumes: [] }),
+    SyncPlanError,
+  );
 });
 
 test('a path of the container lands in the deepest mount that holds it, nowhere if that mount is not synced', () => {
@@ -91,7 +135,13 @@ Literal data: 12,345 bytes
 Total bytes sent: 13,000
 Total bytes received: 200
 `;
-  assert.deepEqual(parseRsyncStats(out), { filesTransferred: 5, filesDeleted: 2, transferredFileBytes: 12345, totalFileBytes: 1048576, wireBytes: 13200 });
+  assert.deepEqual(parseRsyncStats(out), {
+    filesTransferred: 5,
+    filesDeleted: 2,
+    transferredFileBytes: 12345,
+    totalFileBytes: 1048576,
+    wireBytes: 13200,
+  });
   assert.equal(parseRsyncVersion('rsync  version 3.2.7  protocol version 31\n'), '3.2.7');
   assert.equal(parseRsyncVersion('rsync  version v3.5.0  protocol version 32\n'), '3.5.0');
 });
@@ -104,13 +154,18 @@ test('the bridge script hands the command, then the bytes, on its own descriptor
 });
 
 // The script itself, run by sh with FIFOs and no host: what rsync sees of it.
-async function runBridge(toolPid: number, serve: boolean): Promise<{ code: number | null; ms: number; out: string; head: string }> {
+async function runBridge(
+  toolPid: number,
+  serve: boolean,
+): Promise<{ code: number | null; ms: number; out: string; head: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bridge-'));
   const [script, up, down] = ['bridge.sh', 'up', 'down'].map((f) => path.join(dir, f));
   fs.writeFileSync(script, BRIDGE_SCRIPT);
   execFileSync('mkfifo', [up, down]);
   const t0 = performance.now();
-  const child = spawn('sh', [script, 'destination', 'rsync', '--server'], { env: { ...process.env, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(toolPid) } });
+  const child = spawn('sh', [script, 'destination', 'rsync', '--server'], {
+    env: { ...process.env, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(toolPid) },
+  });
   const exited = new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
   let out = '';
   child.stdout.on('data', (d) => (out += d));

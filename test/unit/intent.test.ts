@@ -6,7 +6,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { BadIntent, INTENT_VERSION, intentPath, invalidIntent, lockContainer, readIntent, RunningAlready, writeIntent, type Intent } from '../../src/migration/recover/intent.js';
+import {
+  BadIntent,
+  INTENT_VERSION,
+  intentPath,
+  invalidIntent,
+  lockContainer,
+  readIntent,
+  RunningAlready,
+  writeIntent,
+  type Intent,
+} from '../../src/migration/recover/intent.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-intent-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -25,7 +25,14 @@ test("the old rule (the daemon's log said it disconnected) keeps a copy whose se
   assert.ok(v[0].trace.includes('the link is reset'), v[0].trace.join(' > '));
 });
 
-test("a daemon killed with its session open closes it cleanly, which CRIU reads as complete: the container is lost", () => {
+test('a daemon killed with its session open closes it cleanly, which CRIU reads as complete: the container is lost', () => {
   const v = checkLazy({ ...built, killResets: false }).violations;
-  assert.ok(v.some((x) => /exactly one visible copy \(found 0\)/.test(x.invariant) && x.trace.includes('CRIU sees the clean close: the source is destroyed')), JSON.stringify(v));
+  assert.ok(
+    v.some(
+      (x) =>
+        /exactly one visible copy \(found 0\)/.test(x.invariant) &&
+        x.trace.includes('CRIU sees the clean close: the source is destroyed'),
+    ),
+    JSON.stringify(v),
+  );
 });

@@ -45,11 +45,12 @@ test('parseTarget', () => {
   assert.deepEqual(parseTarget('me@h.example:2222'), { user: 'me', host: 'h.example', port: 2222 });
   assert.deepEqual(parseTarget('[fe80::1]:22'), { user: undefined, host: 'fe80::1', port: 22 });
   assert.deepEqual(parseTarget('fe80::1'), { user: undefined, host: 'fe80::1', port: undefined });
-  for (const bad of ['', '@host', 'host:0', 'host:x', '[::1', 'a/b']) assert.throws(() => parseTarget(bad), UsageError, bad);
+  for (const bad of ['', '@host', 'host:0', 'host:x', '[::1', 'a/b'])
+    assert.throws(() => parseTarget(bad), UsageError, bad);
   assert.equal(parsePort('22', 'p'), 22);
 });
 
-test('--transport page-server, the tunnel\'s former name, still works', () => {
+test("--transport page-server, the tunnel's former name, still works", () => {
   assert.equal(resolveOptions('web', 'h', { transport: 'page-server' }).transport, 'tunnel');
   assert.equal(resolveOptions('web', 'h', { transport: 'tls' }).transport, 'tls');
 });

@@ -31,7 +31,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function hold(o: { pid?: number; timeoutS?: number; giveBack?: boolean } = {}) {
   const p = workPaths(path.join(tmp, `hold${++n}`));
   const marker = path.join(p.base, 'gave-back');
-  await writeHold(p, o.pid ?? process.pid, o.timeoutS ?? 60, o.giveBack ? ['touch', marker] : undefined, path.join(tmp, 'links'));
+  await writeHold(
+    p,
+    o.pid ?? process.pid,
+    o.timeoutS ?? 60,
+    o.giveBack ? ['touch', marker] : undefined,
+    path.join(tmp, 'links'),
+  );
   const proc = execa('sh', [p.holdScript], { env: { CRTOOLS_SCRIPT_ACTION: 'post-dump' }, reject: false });
   return { p, proc, marker };
 }
@@ -109,13 +115,23 @@ describe("the source's hold", () => {
     const o = { floorS: 60, worstBytesPerS: 20 * 1024 * 1024 };
     assert.equal(holdTimeoutS(undefined, o), 60);
     assert.equal(holdTimeoutS(64 * 1024 * 1024, o), 60);
-    assert.equal(holdTimeoutS(8 * 1024 * 1024 * 1024, o), Math.ceil(2 * 8 * 1024 / 20 + 30));
+    assert.equal(holdTimeoutS(8 * 1024 * 1024 * 1024, o), Math.ceil((2 * 8 * 1024) / 20 + 30));
     assert.equal(holdTimeoutS(8 * 1024 * 1024 * 1024, { ...o, override: 5 }), 5);
   });
 });
 
 /** A guard with a stand-in runc that keeps its one container's state in a file. */
-function guard(o: { restoreExit?: number; diesAtRestore?: boolean; notStopped?: boolean; nameTaken?: boolean; deadlineS?: number; heartbeatLossS?: number; moveIp?: boolean } = {}) {
+function guard(
+  o: {
+    restoreExit?: number;
+    diesAtRestore?: boolean;
+    notStopped?: boolean;
+    nameTaken?: boolean;
+    deadlineS?: number;
+    heartbeatLossS?: number;
+    moveIp?: boolean;
+  } = {},
+) {
   const dir = path.join(tmp, `guard${++n}`);
   fs.mkdirSync(dir, { recursive: true });
   const st = path.join(dir, 'state');
@@ -161,7 +177,11 @@ esac
     deadlineS: o.deadlineS ?? 30,
     heartbeatLossS: o.heartbeatLossS ?? 30,
     moveIp: o.moveIp
-      ? { claim: ['sh', '-c', `echo 0; echo claim >> ${events}`], unclaim: ['sh', '-c', `echo unclaim-$1 >> ${events}`, 'sh'], announce: ['sh', '-c', `echo announce-$1 >> ${events}`, 'sh'] }
+      ? {
+          claim: ['sh', '-c', `echo 0; echo claim >> ${events}`],
+          unclaim: ['sh', '-c', `echo unclaim-$1 >> ${events}`, 'sh'],
+          announce: ['sh', '-c', `echo announce-$1 >> ${events}`, 'sh'],
+        }
       : undefined,
   });
   const proc = execa('sh', ['-c', script], { reject: false, stdin: 'pipe', buffer: true });
@@ -175,10 +195,19 @@ esac
   /** Resolves once the guard printed WORD. */
   const said = async (word: string) => {
     for (let i = 0; i < 200; i++) {
-      if (fs.existsSync(path.join(dir, 'g', 'log')) && fs.readFileSync(path.join(dir, 'g', 'log'), 'utf8').split('\n').some((l) => l.startsWith(word))) return;
+      if (
+        fs.existsSync(path.join(dir, 'g', 'log')) &&
+        fs
+          .readFileSync(path.join(dir, 'g', 'log'), 'utf8')
+          .split('\n')
+          .some((l) => l.startsWith(word))
+      )
+        return;
       await sleep(25);
     }
-    throw new Error(`the guard never said ${word}: ${fs.existsSync(path.join(dir, "g", "log")) ? fs.readFileSync(path.join(dir, "g", "log"), "utf8") : "no log"} ${fs.existsSync(events) ? fs.readFileSync(events, "utf8") : ""}`);
+    throw new Error(
+      `the guard never said ${word}: ${fs.existsSync(path.join(dir, 'g', 'log')) ? fs.readFileSync(path.join(dir, 'g', 'log'), 'utf8') : 'no log'} ${fs.existsSync(events) ? fs.readFileSync(events, 'utf8') : ''}`,
+    );
   };
   return { proc, ev, copy, said, dir: path.join(dir, 'g') };
 }

@@ -1,9 +1,25 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseMode, chooseTransport, decide, parseThreshold, predictDowntime, type Iteration, type StopRuleConfig } from '../../src/migration/plan/policy.js';
+import {
+  chooseMode,
+  chooseTransport,
+  decide,
+  parseThreshold,
+  predictDowntime,
+  type Iteration,
+  type StopRuleConfig,
+} from '../../src/migration/plan/policy.js';
 import { decodeStatsImage, encodeStatsImage } from '../../src/criustats.js';
 
-const cfg: StopRuleConfig = { maxDowntimeMs: 300, maxIterations: 8, restoreBaseMs: 100, restoreMsPerMiB: 0.5, finalDumpCostFactor: 2, restoreCostFactor: 1.5, steadyShare: 0.1 };
+const cfg: StopRuleConfig = {
+  maxDowntimeMs: 300,
+  maxIterations: 8,
+  restoreBaseMs: 100,
+  restoreMsPerMiB: 0.5,
+  finalDumpCostFactor: 2,
+  restoreCostFactor: 1.5,
+  steadyShare: 0.1,
+};
 const MiB = 1048576 / 4096; // pages per MiB
 
 function it(n: number, mibWritten: number, o: Partial<Iteration> = {}): Iteration {
@@ -83,13 +99,22 @@ test('max iterations', () => {
 });
 
 test('prediction adds the fixed costs to what is still dirty', () => {
-  const p = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 125, frozenMs: 25, copyMs: 10 })], cfg);
+  const p = predictDowntime(
+    [it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 125, frozenMs: 25, copyMs: 10 })],
+    cfg,
+  );
   // dirty 10 MiB/s for 1 s = 10 MiB at 100 MiB/s (bandwidth) = 100 ms; a pre-dump's fixed
   // cost 125 - 100 = 25, the final dump's 2 x 25 = 50; copy 10; restore
   // max(100 + 0.5*64, 1.5 x 25) = 132: 292 ms in all
   assert.ok(Math.abs(p.ms! - 292) < 1, String(p.ms));
   // On a slow machine the measured pre-dump cost sets the restore estimate too.
-  const slow = predictDowntime([it(1, 64), it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 2100, frozenMs: 25, copyMs: 10 })], cfg);
+  const slow = predictDowntime(
+    [
+      it(1, 64),
+      it(2, 10, { wallMs: 1000, sinceLastMs: 1000, memwriteMs: 100, dumpMs: 2100, frozenMs: 25, copyMs: 10 }),
+    ],
+    cfg,
+  );
   assert.ok(Math.abs(slow.ms! - (4000 + 100 + 10 + 3000)) < 1, String(slow.ms));
 });
 
@@ -102,13 +127,25 @@ test('parseThreshold', () => {
 });
 
 test('stats image round-trips through the decoder', () => {
-  const s = { freezingTimeUs: 1200, frozenTimeUs: 45000, memdumpTimeUs: 30000, memwriteTimeUs: 20000, pagesScanned: 300000, pagesSkippedParent: 290000, pagesWritten: 10000, pagesLazy: 0 };
+  const s = {
+    freezingTimeUs: 1200,
+    frozenTimeUs: 45000,
+    memdumpTimeUs: 30000,
+    memwriteTimeUs: 20000,
+    pagesScanned: 300000,
+    pagesSkippedParent: 290000,
+    pagesWritten: 10000,
+    pagesLazy: 0,
+  };
   assert.deepEqual(decodeStatsImage(encodeStatsImage(s)), s);
   assert.throws(() => decodeStatsImage(Buffer.alloc(16)), /not a CRIU stats image/);
 });
 
 test('decodes a stats-dump written by CRIU 4.2.1 (runc checkpoint of the counter)', () => {
-  const img = Buffer.from('4059105506330957230000000a2108cf930610e8b40818ed022049281a300038134000480050045804600068007000', 'hex');
+  const img = Buffer.from(
+    '4059105506330957230000000a2108cf930610e8b40818ed022049281a300038134000480050045804600068007000',
+    'hex',
+  );
   const st = decodeStatsImage(img);
   assert.ok(st.pagesScanned >= st.pagesWritten && st.pagesWritten > 0);
   assert.ok(st.frozenTimeUs > st.memdumpTimeUs && st.freezingTimeUs > 0);
@@ -127,18 +164,34 @@ test('one-shot fallback: pre-copy where the kernel tracks dirty memory, one shot
 });
 
 test('transport: auto streams a small one-shot container, takes TLS where both hosts have it, the tunnel where not; explicit choices that cannot work are refused', () => {
-  const base = { mode: 'one-shot' as const, memoryBytes: 10 * 1048576, tls: { ok: true }, directRoute: true, streamMaxBytes: 48 * 1048576 };
+  const base = {
+    mode: 'one-shot' as const,
+    memoryBytes: 10 * 1048576,
+    tls: { ok: true },
+    directRoute: true,
+    streamMaxBytes: 48 * 1048576,
+  };
   assert.equal(chooseTransport('auto', base).transport, 'stream');
   assert.match(chooseTransport('auto', base).why!, /10 MiB in use, below 48 MiB/);
   assert.equal(chooseTransport('auto', { ...base, memoryBytes: undefined }).transport, 'tls');
   assert.equal(chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576 }).transport, 'tls');
   // Pre-copy needs a page server whatever the size.
   assert.equal(chooseTransport('auto', { ...base, mode: 'iterative' }).transport, 'tls');
-  const noTls = chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576, tls: { ok: false, why: 'criu on the destination has no TLS' } });
+  const noTls = chooseTransport('auto', {
+    ...base,
+    memoryBytes: 100 * 1048576,
+    tls: { ok: false, why: 'criu on the destination has no TLS' },
+  });
   assert.equal(noTls.transport, 'tunnel');
   assert.match(noTls.why!, /criu on the destination has no TLS/);
-  assert.equal(chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576, directRoute: false }).transport, 'tunnel');
-  assert.match(chooseTransport('tls', { ...base, tls: { ok: false, why: 'no openssl on the source' } }).refuse!.message, /no openssl on the source/);
+  assert.equal(
+    chooseTransport('auto', { ...base, memoryBytes: 100 * 1048576, directRoute: false }).transport,
+    'tunnel',
+  );
+  assert.match(
+    chooseTransport('tls', { ...base, tls: { ok: false, why: 'no openssl on the source' } }).refuse!.message,
+    /no openssl on the source/,
+  );
   assert.match(chooseTransport('tls', { ...base, directRoute: false }).refuse!.hint, /--transport tunnel/);
   assert.ok(chooseTransport('direct', { ...base, directRoute: false }).refuse);
   assert.equal(chooseTransport('direct', base).transport, 'direct');

@@ -13,18 +13,42 @@ import { runc } from '../../src/runc.js';
 import { resolveOptions } from '../../src/options.js';
 import { UsageError } from '../../src/errors.js';
 
-const facts = { mode: 'one-shot' as const, memoryBytes: 1 << 30, directRoute: true, streamMaxBytes: 48 << 20, tls: { ok: true }, postCopy: true };
+const facts = {
+  mode: 'one-shot' as const,
+  memoryBytes: 1 << 30,
+  directRoute: true,
+  streamMaxBytes: 48 << 20,
+  tls: { ok: true },
+  postCopy: true,
+};
 
 test('post-copy goes over TLS only, and needs the destination to reach the source', () => {
   assert.equal(chooseTransport('auto', facts).transport, 'tls');
-  assert.equal(chooseTransport('auto', { ...facts, memoryBytes: 1 << 20 }).transport, 'tls', 'no stream for a small container');
-  assert.match(chooseTransport('auto', { ...facts, tls: { ok: false, why: 'criu on the destination was built without TLS (gnutls)' } }).refuse!.message, /--post-copy cannot work here: criu on the destination/);
-  assert.match(chooseTransport('auto', { ...facts, directRoute: false, jumpHosts: ['bastion'] }).refuse!.message, /reach the source's address.*bastion/);
+  assert.equal(
+    chooseTransport('auto', { ...facts, memoryBytes: 1 << 20 }).transport,
+    'tls',
+    'no stream for a small container',
+  );
+  assert.match(
+    chooseTransport('auto', {
+      ...facts,
+      tls: { ok: false, why: 'criu on the destination was built without TLS (gnutls)' },
+    }).refuse!.message,
+    /--post-copy cannot work here: criu on the destination/,
+  );
+  assert.match(
+    chooseTransport('auto', { ...facts, directRoute: false, jumpHosts: ['bastion'] }).refuse!.message,
+    /reach the source's address.*bastion/,
+  );
   assert.equal(chooseMode('auto', true, 'auto', true).mode, 'one-shot', 'no pre-copy with post-copy');
 });
 
 test('--post-copy refuses the transports whose end reads as "every page fetched", and --iterative', () => {
-  for (const t of ['tunnel', 'direct', 'stream']) assert.throws(() => resolveOptions('c', 'h', { postCopy: true, transport: t }), (e: Error) => e instanceof UsageError && /--post-copy needs --transport tls/.test(e.message));
+  for (const t of ['tunnel', 'direct', 'stream'])
+    assert.throws(
+      () => resolveOptions('c', 'h', { postCopy: true, transport: t }),
+      (e: Error) => e instanceof UsageError && /--post-copy needs --transport tls/.test(e.message),
+    );
   assert.throws(() => resolveOptions('c', 'h', { postCopy: true, iterative: true }), /contradict/);
   assert.equal(resolveOptions('c', 'h', { postCopy: true, transport: 'tls' }).postCopy, true);
 });
@@ -38,42 +62,108 @@ test('the pipe limit: enough, raised with --tune-sysctl, or refused with what to
 
 test('the checkpoint and the restore argv for post-copy', () => {
   const g = { runc: 'runc', root: '/run/runc' };
-  const c = runc.checkpoint(g, 'web', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.1:27027', tcpEstablished: true, lazyStatusFd: 3 });
+  const c = runc.checkpoint(g, 'web', {
+    imagePath: '/i',
+    workPath: '/w',
+    pageServer: '10.0.0.1:27027',
+    tcpEstablished: true,
+    lazyStatusFd: 3,
+  });
   assert.ok(c.join(' ').includes('--lazy-pages --status-fd 3') && c.join(' ').includes('--page-server 10.0.0.1:27027'));
-  assert.ok(runc.restore(g, 'web', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true, lazy: true }).includes('--lazy-pages'));
-  const d = criu.lazyPages('criu', { imagesDir: '/i', workDir: '/w', address: '10.0.0.1', port: 27027, logFile: '/w/l', tls: { caCert: '/t/ca', cert: '/t/c', key: '/t/k' } });
+  assert.ok(
+    runc
+      .restore(g, 'web', { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true, lazy: true })
+      .includes('--lazy-pages'),
+  );
+  const d = criu.lazyPages('criu', {
+    imagesDir: '/i',
+    workDir: '/w',
+    address: '10.0.0.1',
+    port: 27027,
+    logFile: '/w/l',
+    tls: { caCert: '/t/ca', cert: '/t/c', key: '/t/k' },
+  });
   assert.deepEqual(d.slice(0, 7), ['criu', 'lazy-pages', '--page-server', '--address', '10.0.0.1', '--port', '27027']);
   assert.ok(d.includes('--tls') && d.includes('--tls-key'));
 });
 
 test('the hold lets CRIU go on to the lazy page server on the verdict lazy, starting the watchdog first', () => {
   const s = holdScript(workPaths('/tmp/x'), 1, 60, undefined, true);
-  assert.match(s, /if \[ "\$v" = lazy \]; then\n\tsetsid sh "\$dir\/watchdog.sh" \$\(\(\(3000 - i\) \/ 50\)\) <\/dev\/null >\/dev\/null 2>&1 &\n\texit 0\nfi\n\[ "\$v" = prepared \] \|\| rollback/);
+  assert.match(
+    s,
+    /if \[ "\$v" = lazy \]; then\n\tsetsid sh "\$dir\/watchdog.sh" \$\(\(\(3000 - i\) \/ 50\)\) <\/dev\/null >\/dev\/null 2>&1 &\n\texit 0\nfi\n\[ "\$v" = prepared \] \|\| rollback/,
+  );
 });
 
 test("the source's watchdog: cuts the lazy page server on each limit, then runs recover only when the tool left its record", () => {
   const p = workPaths('/tmp/x');
-  const s = watchdogScript(p, { port: 27027, cliPid: 77, stallS: 45, windowS: 315, rcFile: '/tmp/x/hold/checkpoint.rc', record: '/run/runc-migrate/web.json', recover: ['migrate', 'recover', 'web', 'h'], cwd: '/root' });
+  const s = watchdogScript(p, {
+    port: 27027,
+    cliPid: 77,
+    stallS: 45,
+    windowS: 315,
+    rcFile: '/tmp/x/hold/checkpoint.rc',
+    record: '/run/runc-migrate/web.json',
+    recover: ['migrate', 'recover', 'web', 'h'],
+    cwd: '/root',
+  });
   assert.match(s, /ss -K -atn sport = :27027/);
   assert.match(s, /\[ "\$idle" -ge 90 \] && cut/);
   assert.match(s, /\[ \$\(\(now - since\)\) -ge 315 \] && cut/);
   assert.match(s, /kill -0 77 2>\/dev\/null \|\| cut "the tool is gone and no destination connected"/);
   assert.match(s, /\[ \$\(\(now - start\)\) -ge "\$left" \] && cut "no destination connected/);
   assert.ok(s.indexOf('while kill -0 77') < s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0'));
-  assert.ok(s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0') < s.indexOf('(cd /root && exec timeout 900 migrate recover web h)'));
+  assert.ok(
+    s.indexOf('[ -e /run/runc-migrate/web.json ] || exit 0') <
+      s.indexOf('(cd /root && exec timeout 900 migrate recover web h)'),
+  );
 });
 
 test("recover, as the watchdog runs it: the migration's own options, without the tests' fault variables", () => {
-  const a = recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/bin/migrate', '--post-copy', '--json', 'web', 'root@h']);
-  assert.deepEqual(a.slice(-7), ['/usr/bin/node', '/opt/bin/migrate', 'recover', '--post-copy', '--json', 'web', 'root@h']);
+  const a = recoverArgv('/usr/bin/node', [
+    '/usr/bin/node',
+    '/opt/bin/migrate',
+    '--post-copy',
+    '--json',
+    'web',
+    'root@h',
+  ]);
+  assert.deepEqual(a.slice(-7), [
+    '/usr/bin/node',
+    '/opt/bin/migrate',
+    'recover',
+    '--post-copy',
+    '--json',
+    'web',
+    'root@h',
+  ]);
   assert.ok(a.includes('RUNC_MIGRATE_KILL_AT') && a[0] === 'env');
 });
 
-test('the guard in post-copy: daemon before the restore, serving after the verify; it decides the window alone from its daemon\'s exit', () => {
-  const spec = { dir: '/g', state: ['runc', 'state', 'c'], ps: ['runc', 'ps', 'c'], heartbeatLossS: 10, restore: ['runc', 'restore', 'c'], kill: ['runc', 'kill', 'c'], delete: ['runc', 'delete', 'c'], deadlineS: 60, verifyWindowMs: 100 };
+test("the guard in post-copy: daemon before the restore, serving after the verify; it decides the window alone from its daemon's exit", () => {
+  const spec = {
+    dir: '/g',
+    state: ['runc', 'state', 'c'],
+    ps: ['runc', 'ps', 'c'],
+    heartbeatLossS: 10,
+    restore: ['runc', 'restore', 'c'],
+    kill: ['runc', 'kill', 'c'],
+    delete: ['runc', 'delete', 'c'],
+    deadlineS: 60,
+    verifyWindowMs: 100,
+  };
   const plain = guardScript(spec);
   assert.ok(!plain.includes('lazy.out') && !plain.includes('say serving'));
-  const s = guardScript({ ...spec, lazy: { daemon: ['criu', 'lazy-pages', '--port', '1'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300, session: ['dst', '10.0.0.1', 'dport', '=', ':1'] } });
+  const s = guardScript({
+    ...spec,
+    lazy: {
+      daemon: ['criu', 'lazy-pages', '--port', '1'],
+      socket: '/w/lazy-pages.socket',
+      stallS: 30,
+      windowS: 300,
+      session: ['dst', '10.0.0.1', 'dport', '=', ':1'],
+    },
+  });
   assert.ok(s.indexOf('criu lazy-pages --port 1') < s.indexOf('runc restore c'), 'the daemon starts first');
   assert.ok(s.indexOf('say verified') < s.indexOf('say serving'));
   // remove() stops the daemon first; one that had ended by itself decides.
@@ -97,26 +187,92 @@ test('the end of a lazy window: the source follows the guard', () => {
   assert.deepEqual(windowOutcome('committed', null), { runningOn: 'destination', removeSource: true });
   assert.deepEqual(windowOutcome('removed', 1), { runningOn: 'source' });
   assert.deepEqual(windowOutcome('removed', 0), { runningOn: 'nowhere' });
-  for (const [g, c] of [['removed', undefined], [undefined, 0], [undefined, 1], [undefined, undefined]] as const) assert.equal(windowOutcome(g, c).runningOn, 'in-doubt', `${g} ${c}`);
+  for (const [g, c] of [
+    ['removed', undefined],
+    [undefined, 0],
+    [undefined, 1],
+    [undefined, undefined],
+  ] as const)
+    assert.equal(windowOutcome(g, c).runningOn, 'in-doubt', `${g} ${c}`);
 });
 
 test('migrate recover in a lazy window: wait for the transfer, then follow it', () => {
   const hold = { verdict: 'lazy' };
-  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }>) => ({ committed: false, removed: false, alive: false, present: true, ...o });
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean }>) => ({
+    committed: false,
+    removed: false,
+    alive: false,
+    present: true,
+    ...o,
+  });
   const phase = 'lazy-window' as const;
-  assert.equal(decideRecovery({ phase, hold, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
-  assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ alive: true }), destinationStatus: 'running' }).action, 'wait');
-  const done = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ committed: true }), destinationStatus: 'running' });
+  assert.equal(
+    decideRecovery({
+      phase,
+      hold,
+      checkpointRunning: true,
+      guard: guard({ alive: true }),
+      destinationStatus: 'running',
+    }).action,
+    'wait',
+  );
+  assert.equal(
+    decideRecovery({
+      phase,
+      hold,
+      checkpointRunning: false,
+      checkpointExit: 0,
+      guard: guard({ alive: true }),
+      destinationStatus: 'running',
+    }).action,
+    'wait',
+  );
+  const done = decideRecovery({
+    phase,
+    hold,
+    checkpointRunning: false,
+    checkpointExit: 0,
+    guard: guard({ committed: true }),
+    destinationStatus: 'running',
+  });
   assert.deepEqual([done.action, 'removeSourceCopy' in done && done.removeSourceCopy], ['destination', false]);
-  const missed = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ committed: true }), destinationStatus: 'running' });
+  const missed = decideRecovery({
+    phase,
+    hold,
+    checkpointRunning: false,
+    checkpointExit: 1,
+    guard: guard({ committed: true }),
+    destinationStatus: 'running',
+  });
   assert.deepEqual([missed.action, 'removeSourceCopy' in missed && missed.removeSourceCopy], ['destination', true]);
-  const broke = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({ removed: true }), destinationStatus: 'missing' });
+  const broke = decideRecovery({
+    phase,
+    hold,
+    checkpointRunning: false,
+    checkpointExit: 1,
+    guard: guard({ removed: true }),
+    destinationStatus: 'missing',
+  });
   assert.equal(broke.action, 'source');
   assert.ok(broke.action === 'source' && broke.afterLazyWindow && !broke.removeDestinationCopy);
-  const lost = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0, guard: guard({ removed: true }), destinationStatus: 'missing' });
+  const lost = decideRecovery({
+    phase,
+    hold,
+    checkpointRunning: false,
+    checkpointExit: 0,
+    guard: guard({ removed: true }),
+    destinationStatus: 'missing',
+  });
   assert.equal(lost.action, 'nowhere');
   assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 0 }).action, 'in-doubt');
-  const stuck = decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1, guard: guard({}), destinationStatus: 'running' });
+  const stuck = decideRecovery({
+    phase,
+    hold,
+    checkpointRunning: false,
+    checkpointExit: 1,
+    guard: guard({}),
+    destinationStatus: 'running',
+  });
   assert.ok(stuck.action === 'source' && stuck.removeDestinationCopy, 'a dead guard: the incomplete copy is removed');
   assert.equal(decideRecovery({ phase, hold, checkpointRunning: false, checkpointExit: 1 }).action, 'in-doubt');
 });
@@ -135,8 +291,12 @@ test("the lazy-pages daemon's figures from its log", () => {
 
 test("auto-converge: the container's CPU controller, v1 and v2", async () => {
   const { cpuControl, v1Mounts, throttledQuota } = await import('../../src/cgroup.js');
-  const mounts = 'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0\ncgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
-  assert.deepEqual(v1Mounts(mounts), { 'cpu,cpuacct': '/sys/fs/cgroup/cpu,cpuacct', freezer: '/sys/fs/cgroup/freezer' });
+  const mounts =
+    'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0\ncgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
+  assert.deepEqual(v1Mounts(mounts), {
+    'cpu,cpuacct': '/sys/fs/cgroup/cpu,cpuacct',
+    freezer: '/sys/fs/cgroup/freezer',
+  });
   assert.deepEqual(cpuControl('4:cpu,cpuacct:/runc-migrate/web\n3:freezer:/runc-migrate/web\n', v1Mounts(mounts)), {
     version: 1,
     dir: '/sys/fs/cgroup/cpu,cpuacct/runc-migrate/web',
@@ -158,38 +318,78 @@ test("auto-converge: the container's freezer, where CRIU's freeze shows first (v
   const mounts = 'cgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,freezer 0 0\n';
   const v1 = freezerControl('4:cpu,cpuacct:/rm/web\n3:freezer:/rm/web\n', v1Mounts(mounts))!;
   assert.equal(v1.file, '/sys/fs/cgroup/freezer/rm/web/freezer.state');
-  assert.deepEqual(['THAWED\n', 'FREEZING\n', 'FROZEN\n'].map((t) => freezeAsked(v1.version, t)), [false, true, true]);
+  assert.deepEqual(
+    ['THAWED\n', 'FREEZING\n', 'FROZEN\n'].map((t) => freezeAsked(v1.version, t)),
+    [false, true, true],
+  );
   const v2 = freezerControl('0::/rm/web\n', {})!;
   assert.equal(v2.file, '/sys/fs/cgroup/rm/web/cgroup.freeze');
-  assert.deepEqual(['0\n', '1\n', ''].map((t) => freezeAsked(v2.version, t)), [false, true, false]);
+  assert.deepEqual(
+    ['0\n', '1\n', ''].map((t) => freezeAsked(v2.version, t)),
+    [false, true, false],
+  );
   // A v1 freezer hierarchy that is not mounted: no freezer to watch (the tracer still is).
   assert.equal(freezerControl('3:freezer:/rm/web\n', {}), undefined);
 });
 
 test('auto-converge: 20 %, then 10 % more per iteration, at most 99 %; a not-converging stop is overridden while it can rise', async () => {
   const { convergeStep } = await import('../../src/migration/plan/policy.js');
-  const it = (n: number) => ({ n, pagesScanned: 1, pagesWritten: 1, pagesSkippedParent: 0, frozenMs: 1, memdumpMs: 1, memwriteMs: 1, wallMs: 1, copyMs: 1, dumpMs: 1 });
+  const it = (n: number) => ({
+    n,
+    pagesScanned: 1,
+    pagesWritten: 1,
+    pagesSkippedParent: 0,
+    frozenMs: 1,
+    memdumpMs: 1,
+    memwriteMs: 1,
+    wallMs: 1,
+    copyMs: 1,
+    dumpMs: 1,
+  });
   const keepingUp = { stop: false, why: '', bandwidth: 10e6, dirtyRate: 8e6 };
   const gaveUp = { stop: true, reason: 'not-converging' as const, why: '', bandwidth: 10e6, dirtyRate: 12e6 };
   assert.deepEqual(convergeStep([it(1)], keepingUp, 0, 8).throttlePct, 0, 'one iteration shows no rate');
   assert.equal(convergeStep([it(1), it(2)], keepingUp, 0, 8).throttlePct, 20);
   assert.equal(convergeStep([it(1), it(2), it(3)], keepingUp, 20, 8).throttlePct, 30);
   assert.equal(convergeStep([it(1), it(2)], keepingUp, 95, 8).throttlePct, 99);
-  assert.equal(convergeStep([it(1), it(2)], { ...keepingUp, dirtyRate: 4e6 }, 30, 8).throttlePct, 30, 'under half the rate: no change');
+  assert.equal(
+    convergeStep([it(1), it(2)], { ...keepingUp, dirtyRate: 4e6 }, 30, 8).throttlePct,
+    30,
+    'under half the rate: no change',
+  );
   const o = convergeStep([it(1), it(2), it(3)], gaveUp, 30, 8);
   assert.deepEqual([o.throttlePct, o.overrideStop], [40, true]);
   const at = (n: number, pct: number) => ({ ...it(n), throttlePct: pct });
-  assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99), at(4, 99)], gaveUp, 99, 8).overrideStop, false, 'at 99 % for a second iteration the give-up stands');
+  assert.equal(
+    convergeStep([at(1, 0), at(2, 90), at(3, 99), at(4, 99)], gaveUp, 99, 8).overrideStop,
+    false,
+    'at 99 % for a second iteration the give-up stands',
+  );
   const first = convergeStep([at(1, 0), at(2, 90), at(3, 99)], gaveUp, 99, 8);
-  assert.deepEqual([first.throttlePct, first.overrideStop], [99, true], 'the first iteration at 99 % was dirtied mostly at 90 %: one more');
+  assert.deepEqual(
+    [first.throttlePct, first.overrideStop],
+    [99, true],
+    'the first iteration at 99 % was dirtied mostly at 90 %: one more',
+  );
   assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99)], gaveUp, 99, 3).overrideStop, false, 'no iterations left');
-  assert.equal(convergeStep([at(1, 0), at(2, 90), at(3, 99)], keepingUp, 99, 8).overrideStop, false, 'no give-up to override');
+  assert.equal(
+    convergeStep([at(1, 0), at(2, 90), at(3, 99)], keepingUp, 99, 8).overrideStop,
+    false,
+    'no give-up to override',
+  );
   assert.equal(convergeStep([it(1), it(2), it(3)], gaveUp, 30, 3).overrideStop, false, 'no iterations left');
-  assert.equal(convergeStep([it(1), it(2), it(3)], { ...keepingUp, stop: true, reason: 'downtime' as const }, 30, 8).throttlePct, 30, 'a stop that fits is not throttled further');
+  assert.equal(
+    convergeStep([it(1), it(2), it(3)], { ...keepingUp, stop: true, reason: 'downtime' as const }, 30, 8).throttlePct,
+    30,
+    'a stop that fits is not throttled further',
+  );
 });
 
 test('--auto-converge only with pre-copy', () => {
-  assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, oneShot: true }), /--auto-converge throttles the container during pre-copy/);
+  assert.throws(
+    () => resolveOptions('c', 'h', { autoConverge: true, oneShot: true }),
+    /--auto-converge throttles the container during pre-copy/,
+  );
   assert.throws(() => resolveOptions('c', 'h', { autoConverge: true, postCopy: true }), /--auto-converge/);
   assert.equal(resolveOptions('c', 'h', { autoConverge: true }).autoConverge, true);
 });
@@ -198,8 +398,15 @@ test('--hybrid: pre-copy then post-copy; refused without dirty tracking, with --
   const o = resolveOptions('c', 'h', { hybrid: true });
   assert.deepEqual([o.hybrid, o.postCopy, o.mode], [true, true, 'iterative']);
   assert.throws(() => resolveOptions('c', 'h', { hybrid: true, oneShot: true }), /contradicts --one-shot/);
-  assert.throws(() => resolveOptions('c', 'h', { hybrid: true, transport: 'tunnel' }), /--hybrid needs --transport tls/);
-  assert.equal(resolveOptions('c', 'h', { hybrid: true, autoConverge: true }).autoConverge, true, 'auto-converge helps its pre-copy');
+  assert.throws(
+    () => resolveOptions('c', 'h', { hybrid: true, transport: 'tunnel' }),
+    /--hybrid needs --transport tls/,
+  );
+  assert.equal(
+    resolveOptions('c', 'h', { hybrid: true, autoConverge: true }).autoConverge,
+    true,
+    'auto-converge helps its pre-copy',
+  );
   assert.equal(chooseMode('iterative', true, 'auto', true, true).mode, 'iterative');
   assert.equal(chooseMode('iterative', false, 'auto', true, true).refuse, true);
 });
@@ -218,15 +425,30 @@ test("after a broken lazy window, CRIU's lock goes from the container's own netw
   const runner = (nsOf: Record<string, string>) => async (argv: string[]) => {
     calls.push(argv);
     if (argv[0] === 'readlink') return { code: 0, stdout: nsOf[argv[1]] + '\n' };
-    if (argv.includes('-S') && argv.includes('iptables')) return { code: 0, stdout: '-P INPUT ACCEPT\n-N CRIU\n-A INPUT -j CRIU\n-A OUTPUT -j CRIU\n-A CRIU -m mark --mark 0xc114 -j ACCEPT\n-A CRIU -j DROP\n' };
+    if (argv.includes('-S') && argv.includes('iptables'))
+      return {
+        code: 0,
+        stdout:
+          '-P INPUT ACCEPT\n-N CRIU\n-A INPUT -j CRIU\n-A OUTPUT -j CRIU\n-A CRIU -m mark --mark 0xc114 -j ACCEPT\n-A CRIU -j DROP\n',
+      };
     return { code: argv.includes('-S') || argv[0] === 'nft' ? 1 : 0, stdout: '' };
   };
-  assert.equal(await unlockContainerNetns(42, runner({ '/proc/42/ns/net': 'net:[1]', '/proc/self/ns/net': 'net:[1]' })), 0, 'the host namespace is left alone');
+  assert.equal(
+    await unlockContainerNetns(42, runner({ '/proc/42/ns/net': 'net:[1]', '/proc/self/ns/net': 'net:[1]' })),
+    0,
+    'the host namespace is left alone',
+  );
   assert.equal(calls.filter((c) => c[0] === 'nsenter').length, 0);
-  const removed = await unlockContainerNetns(42, runner({ '/proc/42/ns/net': 'net:[2]', '/proc/self/ns/net': 'net:[1]' }));
+  const removed = await unlockContainerNetns(
+    42,
+    runner({ '/proc/42/ns/net': 'net:[2]', '/proc/self/ns/net': 'net:[1]' }),
+  );
   assert.equal(removed, 5, 'four rules and the chain');
   const dels = calls.filter((c) => c[0] === 'nsenter' && c.includes('-D')).map((c) => c.slice(4).join(' '));
-  assert.ok(dels.includes('iptables -w -D INPUT -j CRIU') && dels.includes('iptables -w -D CRIU -j DROP'), dels.join('; '));
+  assert.ok(
+    dels.includes('iptables -w -D INPUT -j CRIU') && dels.includes('iptables -w -D CRIU -j DROP'),
+    dels.join('; '),
+  );
   assert.ok(calls.some((c) => c.join(' ') === 'nsenter -t 42 -n iptables -w -X CRIU'));
 });
 
@@ -270,8 +492,16 @@ test("auto-converge's watch thread: the quota goes while CRIU holds the tasks an
   await fsp.writeFile(freezeFile, '0\n');
   const ctrl = new SharedArrayBuffer(4);
   // This process is the "container": nobody traces it, so only the freeze file says held.
-  const data = { ctrl, pid: process.pid, quotaFile, original: 'max 100000', freezer: { file: freezeFile, version: 2 as const } };
-  const worker = new Worker(new URL('../../src/migration/pages/throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
+  const data = {
+    ctrl,
+    pid: process.pid,
+    quotaFile,
+    original: 'max 100000',
+    freezer: { file: freezeFile, version: 2 as const },
+  };
+  const worker = new Worker(new URL('../../src/migration/pages/throttle-watch.js', import.meta.url), {
+    workerData: { throttleWatch: data },
+  });
   const c = new Int32Array(ctrl);
   const quota = () => fsp.readFile(quotaFile, 'utf8');
   const until = async (want: string) => {

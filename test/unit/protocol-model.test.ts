@@ -37,7 +37,9 @@ describe('the switchover protocol, every interleaving', () => {
 
   test('the new protocol keeps every invariant in every interleaving', (t) => {
     const r = exploreNew();
-    t.diagnostic(`new protocol: ${r.states} states, ${r.transitions} transitions, ${r.settled} settled; outcomes ${JSON.stringify(r.outcomes)}`);
+    t.diagnostic(
+      `new protocol: ${r.states} states, ${r.transitions} transitions, ${r.settled} settled; outcomes ${JSON.stringify(r.outcomes)}`,
+    );
     assert.ok(r.states > MIN_STATES, `only ${r.states} states explored`);
     assert.deepEqual(r.violations.map(show), []);
     // Not vacuous: migrations end on either host, and the faults were reached.
@@ -95,7 +97,8 @@ describe('the switchover protocol, every interleaving', () => {
     });
     assert.ok(partitioned.length > 0, `no partition case among:\n${r.violations.slice(0, 3).map(show).join('\n')}`);
     t.diagnostic('shortest partition case:');
-    for (const line of formatTrace(partitioned.sort((a, b) => a.trace.length - b.trace.length)[0].trace).split('\n')) t.diagnostic(line);
+    for (const line of formatTrace(partitioned.sort((a, b) => a.trace.length - b.trace.length)[0].trace).split('\n'))
+      t.diagnostic(line);
   });
 
   test('each change, undone alone on top of the new protocol', (t) => {
@@ -124,7 +127,11 @@ describe('the switchover protocol, every interleaving', () => {
       const kinds = [...new Set(r.violations.map((v) => v.kind))].sort();
       t.diagnostic(`undo ${undo.join('+')}: ${r.states} states, violations ${kinds.join(', ') || 'none'}`);
       assert.ok(r.states > MIN_STATES, `${undo.join('+')}: only ${r.states} states explored`);
-      assert.deepEqual(kinds, [...breaks].sort(), `${undo.join('+')}:\n${r.violations.slice(0, 1).map(show).join('\n')}`);
+      assert.deepEqual(
+        kinds,
+        [...breaks].sort(),
+        `${undo.join('+')}:\n${r.violations.slice(0, 1).map(show).join('\n')}`,
+      );
     }
   });
 });

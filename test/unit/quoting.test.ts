@@ -23,7 +23,12 @@ function sandbox(): { cwd: string; dir: string } {
   return { cwd, dir };
 }
 
-const nothingRan = (cwd: string) => assert.deepEqual(fs.readdirSync(cwd).filter((f) => f.startsWith('pwned')), [], 'a command substitution ran');
+const nothingRan = (cwd: string) =>
+  assert.deepEqual(
+    fs.readdirSync(cwd).filter((f) => f.startsWith('pwned')),
+    [],
+    'a command substitution ran',
+  );
 
 test('quote() round-trips any string through sh', () => {
   for (const s of [HOSTILE, '', "'", '$HOME', 'a\\b', '-n', '*', '~']) {
@@ -33,7 +38,7 @@ test('quote() round-trips any string through sh', () => {
   assert.equal(execFileSync('sh', ['-c', `${commandLine(['printf', '%s|', 'x y', "it's"])}`]).toString(), "x y|it's|");
 });
 
-test("the hold script, in a hostile work directory, marks its dump and takes the verdict there", async () => {
+test('the hold script, in a hostile work directory, marks its dump and takes the verdict there', async () => {
   const { cwd, dir } = sandbox();
   const p = workPaths(dir);
   const { link } = await writeHold(p, process.pid, 5, undefined, path.join(cwd, 'links'));
@@ -45,7 +50,10 @@ test("the hold script, in a hostile work directory, marks its dump and takes the
   const r = spawnSync('sh', [p.holdScript], { cwd, env: { ...process.env, CRTOOLS_SCRIPT_ACTION: 'post-dump' } });
   assert.equal(r.status, 1, r.stderr.toString());
   assert.ok(fs.existsSync(p.dumpedMarker), 'the dumped marker is in the hostile directory');
-  assert.equal(spawnSync('sh', ['-n', '-c', holdScript(p, 1, 5, ['ip', 'addr', 'add', HOSTILE, 'dev', 'eth0'])]).status, 0);
+  assert.equal(
+    spawnSync('sh', ['-n', '-c', holdScript(p, 1, 5, ['ip', 'addr', 'add', HOSTILE, 'dev', 'eth0'])]).status,
+    0,
+  );
   nothingRan(cwd);
 });
 

@@ -29,10 +29,29 @@ const base: GuardSpec = {
   deadlineS: 50,
   heartbeatLossS: 10,
 };
-const moveIp = { claim: ['claim', '10.0.0.9/32'], unclaim: ['unclaim', '10.0.0.9/32'], announce: ['announce', '10.0.0.9/32'] };
-const lazy = { daemon: ['criu', 'lazy-pages', '--port', '27027'], socket: '/w/lazy-pages.socket', stallS: 30, windowS: 300, session: ['dst', '[fd00::1]', 'dport', '=', ':27027'] };
+const moveIp = {
+  claim: ['claim', '10.0.0.9/32'],
+  unclaim: ['unclaim', '10.0.0.9/32'],
+  announce: ['announce', '10.0.0.9/32'],
+};
+const lazy = {
+  daemon: ['criu', 'lazy-pages', '--port', '27027'],
+  socket: '/w/lazy-pages.socket',
+  stallS: 30,
+  windowS: 300,
+  session: ['dst', '[fd00::1]', 'dport', '=', ':27027'],
+};
 const wp = workPaths('/dev/shm/runc-migrate.y');
-const watchdog = { port: 27027, cliPid: 4242, stallS: 45, windowS: 315, rcFile: lazyExitFile(wp.holdDir), record: '/run/runc-migrate/web.json', recover: recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/migrate', '--post-copy', 'web', 'root@h']), cwd: '/home/op/my dir' };
+const watchdog = {
+  port: 27027,
+  cliPid: 4242,
+  stallS: 45,
+  windowS: 315,
+  rcFile: lazyExitFile(wp.holdDir),
+  record: '/run/runc-migrate/web.json',
+  recover: recoverArgv('/usr/bin/node', ['/usr/bin/node', '/opt/migrate', '--post-copy', 'web', 'root@h']),
+  cwd: '/home/op/my dir',
+};
 
 const scripts: Record<string, string> = {
   'guard.sh': guardScript(base),
@@ -40,7 +59,14 @@ const scripts: Record<string, string> = {
   'guard-lazy.sh': guardScript({ ...base, lazy, verifyWindowMs: 100 }),
   'guard-lazy-move-ip.sh': guardScript({ ...base, lazy, verifyWindowMs: 100, moveIp }),
   'hold.sh': holdScript(workPaths('/dev/shm/runc-migrate.y'), 4242, 60),
-  'hold-give-back.sh': holdScript(workPaths('/dev/shm/runc-migrate.y'), 4242, 60, ['ip', 'addr', 'add', '10.0.0.9/32', 'dev', 'eth0']),
+  'hold-give-back.sh': holdScript(workPaths('/dev/shm/runc-migrate.y'), 4242, 60, [
+    'ip',
+    'addr',
+    'add',
+    '10.0.0.9/32',
+    'dev',
+    'eth0',
+  ]),
   'hold-lazy.sh': holdScript(wp, 4242, 60, undefined, true),
   'watchdog.sh': watchdogScript(wp, watchdog),
   'rsync-bridge.sh': BRIDGE_SCRIPT,
@@ -57,10 +83,13 @@ test('the shell the hosts run passes shellcheck (POSIX sh)', () => {
   });
   let out = '';
   try {
-    execFileSync('shellcheck', ['--shell=sh', '--exclude=SC2016,SC2317', '--format=gcc', ...files], { encoding: 'utf8' });
+    execFileSync('shellcheck', ['--shell=sh', '--exclude=SC2016,SC2317', '--format=gcc', ...files], {
+      encoding: 'utf8',
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stdout?: string };
-    if (e.code === 'ENOENT') assert.fail('shellcheck is not installed: run make deps (test/hosts/install-deps.sh installs it)');
+    if (e.code === 'ENOENT')
+      assert.fail('shellcheck is not installed: run make deps (test/hosts/install-deps.sh installs it)');
     out = e.stdout ?? String(err);
   }
   assert.equal(out, '', out);

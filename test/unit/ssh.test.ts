@@ -87,7 +87,10 @@ test('known_hosts: hashed names match in lower case; several files, the global o
   const hash = crypto.createHmac('sha1', salt).update('db.example').digest('base64');
   const files = [
     { file: '/u/known_hosts', text: '' },
-    { file: '/etc/ssh/ssh_known_hosts', text: `|1|${salt.toString('base64')}|${hash} ssh-ed25519 ${K1.toString('base64')}\n` },
+    {
+      file: '/etc/ssh/ssh_known_hosts',
+      text: `|1|${salt.toString('base64')}|${hash} ssh-ed25519 ${K1.toString('base64')}\n`,
+    },
   ];
   assert.equal(verifyHostKey(files, 'DB.Example', K1).status, 'match');
   const v = verifyHostKey(files, 'db.example', K2);
@@ -99,7 +102,11 @@ test('known_hosts: hashed names match in lower case; several files, the global o
 test('known_hosts: a host a CA vouches for is never "unknown" (so never accepted as new); a plain key still matches', () => {
   const ca = blob('ssh-ed25519', 'the-ca-key-32-bytes-long-xxxxxxx');
   const text = `# pinned by our CA\n@cert-authority *.example,10.0.0.* ${'ssh-ed25519'} ${ca.toString('base64')}\n`;
-  assert.deepEqual(verifyHostKey(kh(text), 'web.example', K1), { status: 'ca-covered', file: '/u/known_hosts', line: 2 });
+  assert.deepEqual(verifyHostKey(kh(text), 'web.example', K1), {
+    status: 'ca-covered',
+    file: '/u/known_hosts',
+    line: 2,
+  });
   assert.equal(verifyHostKey(kh(text), '10.0.0.7', K2).status, 'ca-covered');
   assert.equal(verifyHostKey(kh(text), 'elsewhere.org', K1).status, 'unknown');
   const withPlain = `${text}web.example ssh-ed25519 ${K1.toString('base64')}\n`;
@@ -144,7 +151,9 @@ test('ssh_config: ProxyJump hops are resolved through the config, first value wi
   const { resolveOptions } = await import('../../src/options.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-cfg-'));
   const cfg = path.join(dir, 'config');
-  fs.writeFileSync(cfg, `
+  fs.writeFileSync(
+    cfg,
+    `
 Host bastion
   HostName 192.0.2.10
   User jumper
@@ -163,12 +172,22 @@ Host loop1
   ProxyJump loop2
 Host loop2
   ProxyJump loop1
-`);
+`,
+  );
   const ep = (dest: string) => resolveEndpoint(resolveOptions('c', dest, { sshConfig: cfg }));
   const db = ep('root@db');
-  assert.deepEqual(db.jumps?.map((j) => [j.user, j.host, j.port]), [['ops', 'gw.example', 2022], [os.userInfo().username, '10.1.0.5', 22]]);
+  assert.deepEqual(
+    db.jumps?.map((j) => [j.user, j.host, j.port]),
+    [
+      ['ops', 'gw.example', 2022],
+      [os.userInfo().username, '10.1.0.5', 22],
+    ],
+  );
   // The first hop's own ProxyJump applies (ssh -J reaches it as its config says).
-  assert.deepEqual(db.jumps?.[0].jumps?.map((j) => [j.user, j.host, j.port]), [['jumper', '192.0.2.10', 2201]]);
+  assert.deepEqual(
+    db.jumps?.[0].jumps?.map((j) => [j.user, j.host, j.port]),
+    [['jumper', '192.0.2.10', 2201]],
+  );
   assert.equal(ep('direct').jumps, undefined);
   assert.throws(() => ep('loop1'), /more than 8 hosts deep/);
   fs.rmSync(dir, { recursive: true });
@@ -208,7 +227,11 @@ Match all
   assert.equal(resolveHostConfig(cfg, 'web', { user: 'root' }).hostKeyAlias, undefined, '!user root excludes root');
   assert.equal(resolveHostConfig(cfg, 'web').identityFiles.length, 0, 'Match user deploy: not for another user');
   assert.equal(resolveHostConfig(cfg, 'other').user, 'fallback');
-  assert.equal(resolveHostConfig(cfg, 'other').hostName, undefined, 'an Include at the top level applies only through its own Host blocks');
+  assert.equal(
+    resolveHostConfig(cfg, 'other').hostName,
+    undefined,
+    'an Include at the top level applies only through its own Host blocks',
+  );
   fs.rmSync(dir, { recursive: true });
 });
 

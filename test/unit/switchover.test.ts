@@ -6,7 +6,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { decideRecovery } from '../../src/migration/recover/recovery.js';
-import { switchover, type DestinationSide, type SourceSide, type SwitchoverHooks } from '../../src/migration/switchover/switchover.js';
+import {
+  switchover,
+  type DestinationSide,
+  type SourceSide,
+  type SwitchoverHooks,
+} from '../../src/migration/switchover/switchover.js';
 import type { IntentPhase } from '../../src/migration/recover/intent.js';
 
 class Death extends Error {}
@@ -30,7 +35,11 @@ function world(): World {
 }
 
 /** Fake sides over a world; `dieAt` names the step where the coordinator dies. */
-function sides(w: World, dieAt?: string, failAt?: string): { src: SourceSide; dst: DestinationSide; hooks: SwitchoverHooks } {
+function sides(
+  w: World,
+  dieAt?: string,
+  failAt?: string,
+): { src: SourceSide; dst: DestinationSide; hooks: SwitchoverHooks } {
   const step = (name: string) => {
     // A dead coordinator takes no further step: whatever it would call next fails too.
     if (w.dead) throw new Death(name);
@@ -169,7 +178,8 @@ function recoverWorld(w: World): void {
 }
 
 /** Where the container runs: a restored copy is stopped until the commit, invisible. */
-const running = (w: World) => [w.src === 'running' ? 'source' : undefined, w.dst === 'committed' ? 'destination' : undefined].filter(Boolean);
+const running = (w: World) =>
+  [w.src === 'running' ? 'source' : undefined, w.dst === 'committed' ? 'destination' : undefined].filter(Boolean);
 
 /** Every step the coordinator takes on the way, in order (from a run without deaths). */
 async function steps(): Promise<string[]> {
@@ -184,7 +194,10 @@ describe('the switchover as a two-phase commit', () => {
     const log = await steps();
     assert.ok(log.indexOf('commit-ack') < log.indexOf('finish-commit'), log.join(' '));
     assert.ok(log.indexOf('prepare') < log.indexOf('commit-ack'), log.join(' '));
-    assert.ok(log.indexOf('record-prepared') < log.indexOf('prepare'), 'the record is written before the step it names');
+    assert.ok(
+      log.indexOf('record-prepared') < log.indexOf('prepare'),
+      'the record is written before the step it names',
+    );
   });
 
   test('the tool dying at any step leaves the container on exactly one host, after recovery at most', async () => {
@@ -201,7 +214,11 @@ describe('the switchover as a two-phase commit', () => {
       const before = running(w);
       recoverWorld(w);
       const after = running(w);
-      assert.equal(after.length, 1, `died at ${point}: running on ${after.join(' and ') || 'no host'} (before recovery: ${before.join(', ')})`);
+      assert.equal(
+        after.length,
+        1,
+        `died at ${point}: running on ${after.join(' and ') || 'no host'} (before recovery: ${before.join(', ')})`,
+      );
       // Never two at once, even before recovery: an in-doubt source is frozen, not running.
       assert.ok(before.length <= 1, `died at ${point}: running on both hosts before recovery`);
       // The destination keeps the container once it committed: the commit is not undone.
@@ -333,59 +350,142 @@ describe('the switchover as a two-phase commit', () => {
 });
 
 describe('recovery decisions', () => {
-  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean; present: boolean }> = {}) => ({ committed: false, removed: false, alive: false, present: true, ...o });
+  const guard = (o: Partial<{ committed: boolean; removed: boolean; alive: boolean; present: boolean }> = {}) => ({
+    committed: false,
+    removed: false,
+    alive: false,
+    present: true,
+    ...o,
+  });
   const phase = 'prepared' as const;
   test('in doubt with the destination unreachable: nothing is decided', () => {
     assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, phase }).action, 'in-doubt');
   });
   test('committed is final: the copy gone after the commit keeps the source frozen, unless the operator says otherwise', () => {
-    const f = { hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'missing', phase: 'committing' as const };
+    const f = {
+      hold: { verdict: 'prepared' },
+      checkpointRunning: true,
+      guard: guard({ committed: true }),
+      destinationStatus: 'missing',
+      phase: 'committing' as const,
+    };
     assert.equal(decideRecovery(f).action, 'kept');
     const d = decideRecovery({ ...f, resumeSource: true });
     assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['source', 'rollback']);
   });
   test('a committed copy is continued by recover (the guard may have died before it continued every task)', () => {
-    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running', phase: 'committing' });
+    const d = decideRecovery({
+      hold: { verdict: 'prepared' },
+      checkpointRunning: true,
+      guard: guard({ committed: true }),
+      destinationStatus: 'running',
+      phase: 'committing',
+    });
     assert.equal((d as { resumeCopy?: boolean }).resumeCopy, true);
   });
-  test("no trace of the guard (the destination rebooted): kept once the commit may have been sent, rolled back before", () => {
-    const f = { hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ present: false }), destinationStatus: 'missing' };
+  test('no trace of the guard (the destination rebooted): kept once the commit may have been sent, rolled back before', () => {
+    const f = {
+      hold: { verdict: 'prepared' },
+      checkpointRunning: true,
+      guard: guard({ present: false }),
+      destinationStatus: 'missing',
+    };
     assert.equal(decideRecovery({ ...f, phase: 'committing' }).action, 'kept');
     assert.equal(decideRecovery({ ...f, phase: 'destination-committed' }).action, 'kept');
     assert.equal(decideRecovery({ ...f, phase: 'prepared' }).action, 'source');
   });
   test('in doubt, the guard committed and the copy runs: commit', () => {
-    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ committed: true }), destinationStatus: 'running', phase });
+    const d = decideRecovery({
+      hold: { verdict: 'prepared' },
+      checkpointRunning: true,
+      guard: guard({ committed: true }),
+      destinationStatus: 'running',
+      phase,
+    });
     assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['destination', 'commit']);
   });
   test('in doubt, the guard removed its copy: rollback', () => {
-    const d = decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ removed: true }), destinationStatus: 'missing', phase });
+    const d = decideRecovery({
+      hold: { verdict: 'prepared' },
+      checkpointRunning: true,
+      guard: guard({ removed: true }),
+      destinationStatus: 'missing',
+      phase,
+    });
     assert.deepEqual([d.action, (d as { finalVerdict?: string }).finalVerdict], ['source', 'rollback']);
   });
   test('in doubt, the guard still deciding: wait', () => {
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared' }, checkpointRunning: true, guard: guard({ alive: true }), destinationStatus: 'running', phase }).action, 'wait');
+    assert.equal(
+      decideRecovery({
+        hold: { verdict: 'prepared' },
+        checkpointRunning: true,
+        guard: guard({ alive: true }),
+        destinationStatus: 'running',
+        phase,
+      }).action,
+      'wait',
+    );
   });
   test('the hold rolled back by itself: the source, and a leftover copy goes', () => {
-    const d = decideRecovery({ hold: { verdict: 'rollback-orphaned' }, checkpointRunning: false, guard: guard(), destinationStatus: 'running', phase: 'restoring' });
+    const d = decideRecovery({
+      hold: { verdict: 'rollback-orphaned' },
+      checkpointRunning: false,
+      guard: guard(),
+      destinationStatus: 'running',
+      phase: 'restoring',
+    });
     assert.equal(d.action, 'source');
     assert.equal((d as { removeDestinationCopy: boolean }).removeDestinationCopy, true);
   });
   test('a final verdict already written decides', () => {
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false, phase }).action, 'destination');
-    assert.equal(decideRecovery({ hold: { verdict: 'prepared', final: 'rollback' }, checkpointRunning: false, guard: guard(), destinationStatus: 'missing', phase }).action, 'source');
+    assert.equal(
+      decideRecovery({ hold: { verdict: 'prepared', final: 'commit' }, checkpointRunning: false, phase }).action,
+      'destination',
+    );
+    assert.equal(
+      decideRecovery({
+        hold: { verdict: 'prepared', final: 'rollback' },
+        checkpointRunning: false,
+        guard: guard(),
+        destinationStatus: 'missing',
+        phase,
+      }).action,
+      'source',
+    );
   });
   test('the tool died during pre-copy: the source ran all along; only the images go, once the pre-dump under way ended', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, phase: 'precopy' }).action, 'wait');
-    const d = decideRecovery({ hold: {}, checkpointRunning: false, guard: guard({ present: false }), destinationStatus: 'missing', phase: 'precopy' });
+    const d = decideRecovery({
+      hold: {},
+      checkpointRunning: false,
+      guard: guard({ present: false }),
+      destinationStatus: 'missing',
+      phase: 'precopy',
+    });
     assert.deepEqual([d.action, (d as { removeDestinationCopy: boolean }).removeDestinationCopy], ['source', false]);
   });
   test('only the clean-up of a committed migration was left: the destination; of a rolled-back one: the source', () => {
     assert.equal(decideRecovery({ hold: {}, checkpointRunning: false, phase: 'committed' }).action, 'destination');
-    const d = decideRecovery({ hold: {}, checkpointRunning: false, guard: guard({ present: false }), destinationStatus: 'missing', phase: 'rolled-back' });
+    const d = decideRecovery({
+      hold: {},
+      checkpointRunning: false,
+      guard: guard({ present: false }),
+      destinationStatus: 'missing',
+      phase: 'rolled-back',
+    });
     assert.deepEqual([d.action, (d as { removeDestinationCopy: boolean }).removeDestinationCopy], ['source', false]);
   });
   test('no verdict while the checkpoint still runs: wait for the hold', () => {
-    assert.equal(decideRecovery({ hold: {}, checkpointRunning: true, guard: guard(), destinationStatus: 'missing', phase: 'frozen' }).action, 'wait');
+    assert.equal(
+      decideRecovery({
+        hold: {},
+        checkpointRunning: true,
+        guard: guard(),
+        destinationStatus: 'missing',
+        phase: 'frozen',
+      }).action,
+      'wait',
+    );
   });
 });
 
@@ -394,16 +494,33 @@ describe('the plan', () => {
     const { makePlan } = await import('../../src/migration/plan/plan.js');
     const { resolveOptions } = await import('../../src/options.js');
     const opts = resolveOptions('web', 'host', { moveIp: '10.0.0.9/32' });
-    const session = { opts, srcRunc: { runc: 'runc', root: '/run/runc' }, dstRunc: { runc: 'runc', root: '/run/runc' } } as unknown as Parameters<typeof makePlan>[0];
+    const session = {
+      opts,
+      srcRunc: { runc: 'runc', root: '/run/runc' },
+      dstRunc: { runc: 'runc', root: '/run/runc' },
+    } as unknown as Parameters<typeof makePlan>[0];
     const facts = {
-      source: { state: { pid: 1, bundle: '/b', status: 'running' }, bundle: '/b', memoryBytes: 1 << 20, criuVersion: '4.2', mode: 'one-shot' },
+      source: {
+        state: { pid: 1, bundle: '/b', status: 'running' },
+        bundle: '/b',
+        memoryBytes: 1 << 20,
+        criuVersion: '4.2',
+        mode: 'one-shot',
+      },
       destination: {
         criuVersion: '4.2',
         transport: 'stream',
         transportWhy: 'test',
         pipeSizes: [],
         moveIp: { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
-        files: { plan: { trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }], mounts: [], notSynced: [] }, shared: [] },
+        files: {
+          plan: {
+            trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }],
+            mounts: [],
+            notSynced: [],
+          },
+          shared: [],
+        },
       },
     } as unknown as Parameters<typeof makePlan>[1];
     const plan = makePlan(session, facts);
@@ -414,7 +531,10 @@ describe('the plan', () => {
     await switchover(s.src, s.dst, { ...s.hooks, step: (name, _t, run) => (taken.push(name), run()) });
     // The pre-sync runs before the switchover (as pre-copy and the page server do).
     assert.equal(plan.steps[0].step, 'presync');
-    assert.deepEqual(plan.steps.slice(1).map((p) => p.step), taken);
+    assert.deepEqual(
+      plan.steps.slice(1).map((p) => p.step),
+      taken,
+    );
     assert.ok(plan.holdTimeoutS >= 60 && plan.guardDeadlineS < plan.holdTimeoutS);
   });
 });

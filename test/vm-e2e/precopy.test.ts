@@ -13,12 +13,17 @@ const VM = path.join(ROOT, 'test/vm');
 const MEMWRITER = path.join(ROOT, 'dist/memwriter');
 
 async function vm(which: 'vm1' | 'vm2', command: string, timeoutMs = 300_000) {
-  const r = await execa('bash', [path.join(VM, 'ssh.sh'), which, command], { reject: false, stdin: 'ignore', timeout: timeoutMs });
+  const r = await execa('bash', [path.join(VM, 'ssh.sh'), which, command], {
+    reject: false,
+    stdin: 'ignore',
+    timeout: timeoutMs,
+  });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 /** A file in the container's own /dev/shm (it moves with the container), read from the VM. */
-const shm = (name: string, file: string) => `cat /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/root/dev/shm/${file} 2>/dev/null`;
+const shm = (name: string, file: string) =>
+  `cat /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/root/dev/shm/${file} 2>/dev/null`;
 
 async function must(which: 'vm1' | 'vm2', command: string) {
   const r = await vm(which, command);
@@ -29,7 +34,10 @@ async function must(which: 'vm1' | 'vm2', command: string) {
 /** The bundle on vm1, started there; none on vm2: the migration makes it there (config.json and the synced rootfs). */
 async function startMemwriter(name: string, mib: number, rateKib: number, wholePages = false): Promise<void> {
   await must('vm2', `runc delete -f ${name} >/dev/null 2>&1; rm -rf /root/bundles/${name}`);
-  await must('vm1', `runc delete -f ${name} >/dev/null 2>&1; ${wholePages ? 'WHOLE_PAGES=1 ' : ''}MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`);
+  await must(
+    'vm1',
+    `runc delete -f ${name} >/dev/null 2>&1; ${wholePages ? 'WHOLE_PAGES=1 ' : ''}MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=${rateKib} bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null`,
+  );
   await must('vm1', `runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`);
   // Wait until it has touched all its memory and checked it once.
   for (let i = 0; i < 200; i++) {
@@ -62,7 +70,10 @@ async function migrateInVm(name: string, flags: string) {
   assert.match(await must('vm2', `runc state ${name}`), /"status": "running"/);
   // The bundle was made on vm2 from vm1's: its config.json and the rootfs, synced.
   assert.equal(report.files?.createdConfig, true, JSON.stringify(report.files));
-  assert.equal(await must('vm2', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`), await must('vm1', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`));
+  assert.equal(
+    await must('vm2', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`),
+    await must('vm1', `sha256sum < /root/bundles/${name}/rootfs/bin/memwriter`),
+  );
   return report;
 }
 
@@ -87,7 +98,10 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     const one = await migrateInVm('mwo', '--one-shot');
     const its = it.iterations as Array<{ pagesWritten: number; predictedDowntimeMs?: number }>;
     const phases = (r: { phases: Array<{ name: string; ms: number }> }) =>
-      r.phases.filter((p) => ['page-server', 'dump', 'copy', 'restore'].includes(p.name)).map((p) => `${p.name} ${Math.round(p.ms)}`).join(', ');
+      r.phases
+        .filter((p) => ['page-server', 'dump', 'copy', 'restore'].includes(p.name))
+        .map((p) => `${p.name} ${Math.round(p.ms)}`)
+        .join(', ');
     process.stderr.write(`# iterative phases: ${phases(it)}; one-shot phases: ${phases(one)}\n`);
     process.stderr.write(
       `# iterative: ${its.length} pre-dumps, pages written ${its.map((i) => i.pagesWritten).join(' > ')}, final ${it.finalDump?.pagesWritten}; ` +
@@ -100,8 +114,12 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.equal(it.transport, 'tls', it.transportWhy);
     assert.equal(one.transport, 'tls', one.transportWhy);
     assert.ok(its.length >= 2, `only ${its.length} pre-dump(s)`);
-    for (const later of its.slice(1)) assert.ok(later.pagesWritten < its[0].pagesWritten, 'a later iteration wrote as much as the first');
-    assert.ok(it.finalDump.pagesWritten * 5 < one.finalDump.pagesWritten, `final dump ${it.finalDump.pagesWritten} pages vs one-shot ${one.finalDump.pagesWritten}`);
+    for (const later of its.slice(1))
+      assert.ok(later.pagesWritten < its[0].pagesWritten, 'a later iteration wrote as much as the first');
+    assert.ok(
+      it.finalDump.pagesWritten * 5 < one.finalDump.pagesWritten,
+      `final dump ${it.finalDump.pagesWritten} pages vs one-shot ${one.finalDump.pagesWritten}`,
+    );
     assert.ok(typeof it.predictedDowntimeMs === 'number');
     assert.ok(it.downtimeMs < one.downtimeMs, 'pre-copy did not shorten the downtime');
     await must('vm2', 'runc delete -f mwi; runc delete -f mwo');
@@ -120,7 +138,10 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     assert.match(await must('vm1', 'runc state mws'), /"status": "running"/);
     assert.match((await vm('vm2', 'runc state mws 2>&1')).stdout, /does not exist/);
     for (const v of ['vm1', 'vm2'] as const) {
-      const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[c]riu page-server|[t]ls-keeper|[p]ort-guard"; grep "[r]unc-migrate" /proc/mounts; iptables -S | grep "[r]unc-migrate"');
+      const left = await vm(
+        v,
+        'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[c]riu page-server|[t]ls-keeper|[p]ort-guard"; grep "[r]unc-migrate" /proc/mounts; iptables -S | grep "[r]unc-migrate"',
+      );
       assert.equal(left.stdout.trim(), '', `${v} keeps: ${left.stdout}`);
     }
     const before = Number((await vm('vm1', shm('mws', 'count'))).stdout.trim());
@@ -133,7 +154,9 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     // 96 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
     await startMemwriter('mwf', 96, 256 * 1024);
     const r = await migrateInVm('mwf', '--iterative --max-downtime 50');
-    process.stderr.write(`# not converging: ${r.iterations.length} pre-dumps, ${r.stopWhy}; downtime ${r.downtimeMs} ms, total ${r.totalMs} ms\n`);
+    process.stderr.write(
+      `# not converging: ${r.iterations.length} pre-dumps, ${r.stopWhy}; downtime ${r.downtimeMs} ms, total ${r.totalMs} ms\n`,
+    );
     assert.equal(r.stopReason, 'not-converging');
     assert.ok(r.iterations.length < 8, 'it went on to --max-iterations');
     assert.ok(r.warnings.some((w: string) => /did not converge/.test(w)));
@@ -141,7 +164,8 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
   });
 
   // --auto-converge: the container's CPU quota (cgroup v2 cpu.max in the VMs).
-  const cpuMax = (name: string) => `cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/cgroup)/cpu.max`;
+  const cpuMax = (name: string) =>
+    `cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/cgroup)/cpu.max`;
 
   test('auto-converge: a memwriter that does not converge is throttled until its dirty set shrinks; its pages check clean on the destination; the throttle is gone', async () => {
     // 96 MiB, 128 MiB/s rewritten a whole page at a time (dirtying costs CPU, as in an
@@ -161,10 +185,24 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     );
     assert.equal(plain.stopReason, 'not-converging');
     const t = its.map((i) => i.throttlePct ?? 0);
-    assert.equal(t.find((x) => x > 0), 20, `the throttle starts at 20 %: ${t.join(' ')}`);
-    for (let i = 1; i < t.length; i++) assert.ok(t[i] >= t[i - 1] && t[i] <= 99 && (t[i - 1] === 0 || t[i] - t[i - 1] <= 10), `steps of 10 %, at most 99 %: ${t.join(' ')}`);
-    assert.ok(its[its.length - 1].pagesWritten * 2 < its[0].pagesWritten, `the dirty set did not shrink: ${its.map((i) => i.pagesWritten).join(' ')}`);
-    assert.ok(ac.finalDump.pagesWritten * 2 < plain.finalDump.pagesWritten, `final dump ${ac.finalDump.pagesWritten} pages against ${plain.finalDump.pagesWritten} without`);
+    assert.equal(
+      t.find((x) => x > 0),
+      20,
+      `the throttle starts at 20 %: ${t.join(' ')}`,
+    );
+    for (let i = 1; i < t.length; i++)
+      assert.ok(
+        t[i] >= t[i - 1] && t[i] <= 99 && (t[i - 1] === 0 || t[i] - t[i - 1] <= 10),
+        `steps of 10 %, at most 99 %: ${t.join(' ')}`,
+      );
+    assert.ok(
+      its[its.length - 1].pagesWritten * 2 < its[0].pagesWritten,
+      `the dirty set did not shrink: ${its.map((i) => i.pagesWritten).join(' ')}`,
+    );
+    assert.ok(
+      ac.finalDump.pagesWritten * 2 < plain.finalDump.pagesWritten,
+      `final dump ${ac.finalDump.pagesWritten} pages against ${plain.finalDump.pagesWritten} without`,
+    );
     // Lifted before the final dump: the restored copy runs unthrottled (migrateInVm checked its pages).
     assert.equal((await must('vm2', cpuMax('mwa'))).trim(), before);
     await must('vm2', 'runc delete -f mwn; runc delete -f mwa');
@@ -174,10 +212,16 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     await startMemwriter('mwt', 48, 128 * 1024, true);
     const original = (await must('vm1', cpuMax('mwt'))).trim();
     // A restore that fails: the source resumes, unthrottled.
-    const f = await vm('vm1', 'RUNC_MIGRATE_FAIL_AT=restore node /project/bin/migrate mwt root@10.77.2.2 --json --iterative --transport direct --max-downtime 300 --max-iterations 6 --auto-converge');
+    const f = await vm(
+      'vm1',
+      'RUNC_MIGRATE_FAIL_AT=restore node /project/bin/migrate mwt root@10.77.2.2 --json --iterative --transport direct --max-downtime 300 --max-iterations 6 --auto-converge',
+    );
     assert.equal(f.code, 4, f.stderr);
     const its = JSON.parse(f.stdout).iterations as Array<{ throttlePct?: number }>;
-    assert.ok(its.some((i) => (i.throttlePct ?? 0) > 0), `it never throttled: ${JSON.stringify(its)}`);
+    assert.ok(
+      its.some((i) => (i.throttlePct ?? 0) > 0),
+      `it never throttled: ${JSON.stringify(its)}`,
+    );
     assert.equal((await must('vm1', cpuMax('mwt'))).trim(), original, 'throttled after the rollback');
     // SIGINT while throttled (the second pre-dump runs under the throttle set after the first measured rate).
     const r = await must(
@@ -198,11 +242,19 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     await startMemwriter(name, 32, 256);
     const root = `/root/bundles/${name}/rootfs`;
     // A tree the writer changes: files with an old time stamp, a linked pair, a directory.
-    await must('vm1', `mkdir -p ${root}/srv/d/e && cd ${root}/srv && for i in 1 2 3 4 5; do echo "file $i" > f$i; done && ln f1 d/l1 && echo deep > d/e/x && touch -d @1577836800 f1 f2 f3 d/e/x`);
+    await must(
+      'vm1',
+      `mkdir -p ${root}/srv/d/e && cd ${root}/srv && for i in 1 2 3 4 5; do echo "file $i" > f$i; done && ln f1 d/l1 && echo deep > d/e/x && touch -d @1577836800 f1 f2 f3 d/e/x`,
+    );
     const gate = `/tmp/gate-${name}`;
     await must('vm1', `rm -f ${gate} ${gate}.reached`);
-    const run = vm('vm1', `RUNC_MIGRATE_PAUSE_AT=presynced:${gate} node /project/bin/migrate ${name} root@10.77.2.2 --json --iterative --verify-files`, 600_000);
-    for (let i = 0; i < 600 && (await vm('vm1', `test -e ${gate}.reached`)).code !== 0; i++) await new Promise((r) => setTimeout(r, 200));
+    const run = vm(
+      'vm1',
+      `RUNC_MIGRATE_PAUSE_AT=presynced:${gate} node /project/bin/migrate ${name} root@10.77.2.2 --json --iterative --verify-files`,
+      600_000,
+    );
+    for (let i = 0; i < 600 && (await vm('vm1', `test -e ${gate}.reached`)).code !== 0; i++)
+      await new Promise((r) => setTimeout(r, 200));
     // Same-size rewrites with the time stamp set back, through either name of a linked
     // pair; a chown through one name; a directory moved and written in; a deletion; a
     // directory replaced by a file; a symlink; a FIFO.
@@ -214,13 +266,16 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     const r = await run;
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const j = JSON.parse(r.stdout);
-    process.stderr.write(`# files after pre-copy: presync ${j.files.presync.map((p: { ms: number }) => Math.round(p.ms)).join(' + ')} ms; final delta ${Math.round(j.files.final.ms)} ms (${j.files.final.how}, ${j.files.final.engine}, ${j.files.final.listed} entries), verify ${Math.round(j.files.final.verify.ms)} ms\n`);
+    process.stderr.write(
+      `# files after pre-copy: presync ${j.files.presync.map((p: { ms: number }) => Math.round(p.ms)).join(' + ')} ms; final delta ${Math.round(j.files.final.ms)} ms (${j.files.final.how}, ${j.files.final.engine}, ${j.files.final.listed} entries), verify ${Math.round(j.files.final.verify.ms)} ms\n`,
+    );
     assert.equal(j.mode, 'iterative');
     assert.equal(j.files.presync.length, 2, 'the files were synced again after pre-copy');
     assert.equal(j.files.final.how, 'log');
     assert.equal(j.files.final.verify.differences, 0);
     // The test's own look: contents, owner and link of what changed.
-    const look = 'cd /root/bundles/mwf/rootfs/srv && cat f1 f2 d/l1 d/moved/y q && stat -c "%n %u %h %a" f1 d/l1 f5 && readlink s && test -p p && test ! -e f4 && test ! -e d/e';
+    const look =
+      'cd /root/bundles/mwf/rootfs/srv && cat f1 f2 d/l1 d/moved/y q && stat -c "%n %u %h %a" f1 d/l1 f5 && readlink s && test -p p && test ! -e f4 && test ! -e d/e';
     assert.equal(await must('vm2', look), await must('vm1', look));
     await must('vm2', `runc delete -f ${name}`);
   });
@@ -231,14 +286,25 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     const its = r.iterations as Array<{ pagesWritten: number }>;
     process.stderr.write(
       `# hybrid: ${its.length} pre-dumps (${its.map((i) => i.pagesWritten).join(' ')}), ${r.stopReason}; downtime ${r.downtimeMs} ms; lazy window ${r.postCopy.windowMs} ms, ` +
-        `${r.postCopy.pagesTotal} pages (${r.postCopy.pagesOnDemand} on demand); phases ${(r.phases as Array<{ name: string; ms: number }>).filter((p) => ['dump', 'copy', 'sync', 'window', 'restore', 'pages'].includes(p.name)).map((p) => `${p.name} ${Math.round(p.ms)}`).join(', ')}\n`,
+        `${r.postCopy.pagesTotal} pages (${r.postCopy.pagesOnDemand} on demand); phases ${(
+          r.phases as Array<{ name: string; ms: number }>
+        )
+          .filter((p) => ['dump', 'copy', 'sync', 'window', 'restore', 'pages'].includes(p.name))
+          .map((p) => `${p.name} ${Math.round(p.ms)}`)
+          .join(', ')}\n`,
     );
     assert.equal(r.mode, 'hybrid');
     assert.equal(r.transport, 'tls');
     assert.ok(its.length >= 2, `only ${its.length} pre-dump(s)`);
     // The final dump moved no memory, and the lazy window only the last pre-dump's dirty set.
-    assert.ok(r.postCopy.pagesTotal * 4 < its[0].pagesWritten, `lazy pages ${r.postCopy.pagesTotal} against the first pre-dump's ${its[0].pagesWritten}`);
-    assert.ok(r.finalDump === undefined || r.finalDump.pagesWritten < 64, `the final dump wrote ${r.finalDump?.pagesWritten} pages`);
+    assert.ok(
+      r.postCopy.pagesTotal * 4 < its[0].pagesWritten,
+      `lazy pages ${r.postCopy.pagesTotal} against the first pre-dump's ${its[0].pagesWritten}`,
+    );
+    assert.ok(
+      r.finalDump === undefined || r.finalDump.pagesWritten < 64,
+      `the final dump wrote ${r.finalDump?.pagesWritten} pages`,
+    );
     const left = await vm('vm2', 'ls -d /dev/shm/runc-migrate.* 2>/dev/null; pgrep -af "[l]azy-pages"');
     assert.equal(left.stdout.trim(), '', `vm2 keeps: ${left.stdout}`);
     await must('vm2', 'runc delete -f mwh');
@@ -258,7 +324,11 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
       const name = `mwk${n}`;
       // Smaller than the hybrid test's: the same steps, a shorter run.
       await startMemwriter(name, 8, 256);
-      const r = await vm('vm1', `RUNC_MIGRATE_KILL_AT=${k.point}:SIGKILL node /project/bin/migrate ${name} root@10.77.2.2 --json --hybrid`, 600_000);
+      const r = await vm(
+        'vm1',
+        `RUNC_MIGRATE_KILL_AT=${k.point}:SIGKILL node /project/bin/migrate ${name} root@10.77.2.2 --json --hybrid`,
+        600_000,
+      );
       assert.notEqual(r.code, 0, `the tool died at ${k.point}`);
       const recorded = async () => (await vm('vm1', `test -e /run/runc-migrate/${name}.json`)).code === 0;
       for (let i = 0; i < 240 && (await recorded()); i++) await new Promise((res) => setTimeout(res, 500));
@@ -279,7 +349,10 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
       const rec = await vm('vm1', `node /project/bin/migrate recover ${name} root@10.77.2.2 --json`);
       assert.equal(JSON.parse(rec.stdout).outcome, 'nothing-to-recover', rec.stderr);
       for (const v of ['vm1', 'vm2'] as const) {
-        const left = await vm(v, 'ls -d /dev/shm/runc-migrate.* /var/tmp/runc-migrate.* 2>/dev/null; pgrep -af "[l]azy-pages|[w]atchdog.sh"');
+        const left = await vm(
+          v,
+          'ls -d /dev/shm/runc-migrate.* /var/tmp/runc-migrate.* 2>/dev/null; pgrep -af "[l]azy-pages|[w]atchdog.sh"',
+        );
         assert.equal(left.stdout.trim(), '', `${v} keeps: ${left.stdout}`);
       }
       await must(k.endsOn, `runc delete -f ${name}`);

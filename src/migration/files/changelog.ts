@@ -35,7 +35,17 @@ export function inotifySyscalls(arch: string): [number, number] | undefined {
   return SYSCALLS[arch];
 }
 
-const MASK = IN.MODIFY | IN.ATTRIB | IN.MOVED_FROM | IN.MOVED_TO | IN.CREATE | IN.DELETE | IN.DELETE_SELF | IN.MOVE_SELF | IN.ONLYDIR | IN.DONT_FOLLOW;
+const MASK =
+  IN.MODIFY |
+  IN.ATTRIB |
+  IN.MOVED_FROM |
+  IN.MOVED_TO |
+  IN.CREATE |
+  IN.DELETE |
+  IN.DELETE_SELF |
+  IN.MOVE_SELF |
+  IN.ONLYDIR |
+  IN.DONT_FOLLOW;
 
 /** The watcher: perl -e WATCHER INIT1 ADD_WATCH MASK TOOLPID DIR... (the first DIR is the log's mark directory). */
 export const WATCHER = String.raw`
@@ -119,11 +129,25 @@ export class ChangeLog {
    * directory is watched: after that, any change is either seen by a walk that starts
    * later, or an event. markDir: an empty directory of the tool's own.
    */
-  static async start(o: { roots: string[]; markDir: string; timeoutMs: number; log: (line: string) => void }): Promise<ChangeLog> {
+  static async start(o: {
+    roots: string[];
+    markDir: string;
+    timeoutMs: number;
+    log: (line: string) => void;
+  }): Promise<ChangeLog> {
     const calls = inotifySyscalls(process.arch);
     if (!calls) throw new Error(`no inotify system call numbers for the architecture ${process.arch}`);
     await fsp.mkdir(o.markDir, { recursive: true, mode: 0o700 });
-    const argv = ['-e', WATCHER, String(calls[0]), String(calls[1]), String(MASK), String(process.pid), o.markDir, ...o.roots];
+    const argv = [
+      '-e',
+      WATCHER,
+      String(calls[0]),
+      String(calls[1]),
+      String(MASK),
+      String(process.pid),
+      o.markDir,
+      ...o.roots,
+    ];
     o.log(`perl -e WATCHER ${argv.slice(2).join(' ')}`);
     const child = spawn('perl', argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const log = new ChangeLog(child, o.markDir);
@@ -133,7 +157,8 @@ export class ChangeLog {
       log.ready = resolve;
       child.once('error', (err) => reject(new Error(`perl: ${err.message}`)));
       child.once('exit', (code, sig) => {
-        const why = log.lost ?? `the watcher exited (${sig ?? code})${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ''}`;
+        const why =
+          log.lost ?? `the watcher exited (${sig ?? code})${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ''}`;
         log.lost ??= why;
         reject(new Error(why));
         for (const done of log.marks.values()) done();
@@ -202,7 +227,7 @@ export class ChangeLog {
         break;
       }
       case 'O':
-        this.lost ??= 'the kernel\'s event queue overflowed (fs.inotify.max_queued_events): events were lost';
+        this.lost ??= "the kernel's event queue overflowed (fs.inotify.max_queued_events): events were lost";
         break;
       case 'X':
         this.lost ??= `the watcher stopped: ${rec.slice(2)}`;

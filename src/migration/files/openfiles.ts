@@ -39,7 +39,10 @@ export function hostPath(containerPath: string, rootfs: string, mounts: BundleMo
 
 /** The rootfs and bind mounts of a bundle's config.json, rootfs made absolute. */
 export function bundleLayout(configJson: string, bundle: string): { rootfs: string; mounts: BundleMount[] } {
-  const c = JSON.parse(configJson) as { root?: { path?: string }; mounts?: Array<{ type?: string; options?: string[]; destination: string; source: string }> } | null;
+  const c = JSON.parse(configJson) as {
+    root?: { path?: string };
+    mounts?: Array<{ type?: string; options?: string[]; destination: string; source: string }>;
+  } | null;
   const root: string = c?.root?.path ?? 'rootfs';
   const mounts: BundleMount[] = (c?.mounts ?? [])
     .filter((m) => m.type === 'bind' || (m.options ?? []).includes('bind') || (m.options ?? []).includes('rbind'))
@@ -73,7 +76,11 @@ export interface Mismatch {
   destination?: FileFact;
 }
 
-export function compareFiles(src: Map<string, FileFact>, dst: Map<string, FileFact>, toHost: (p: string) => string): Mismatch[] {
+export function compareFiles(
+  src: Map<string, FileFact>,
+  dst: Map<string, FileFact>,
+  toHost: (p: string) => string,
+): Mismatch[] {
   const out: Mismatch[] = [];
   for (const [p, s] of src) {
     const hp = toHost(p);
@@ -87,6 +94,7 @@ export function compareFiles(src: Map<string, FileFact>, dst: Map<string, FileFa
 
 export function describeMismatch(m: Mismatch): string {
   if (!m.destination) return `${m.containerPath} is missing on the destination (${m.hostPath})`;
-  if (m.source.type !== m.destination.type) return `${m.containerPath} is a ${m.source.type} on the source but a ${m.destination.type} on the destination`;
+  if (m.source.type !== m.destination.type)
+    return `${m.containerPath} is a ${m.source.type} on the source but a ${m.destination.type} on the destination`;
   return `${m.containerPath} is ${m.source.size} bytes on the source but ${m.destination.size} on the destination (${m.hostPath})`;
 }

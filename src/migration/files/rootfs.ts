@@ -73,7 +73,13 @@ const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
   wireBytes: a.wireBytes + b.wireBytes,
   totalFileBytes: a.totalFileBytes + b.totalFileBytes,
 });
-const ZERO: RsyncFigures = { filesTransferred: 0, filesDeleted: 0, transferredFileBytes: 0, wireBytes: 0, totalFileBytes: 0 };
+const ZERO: RsyncFigures = {
+  filesTransferred: 0,
+  filesDeleted: 0,
+  transferredFileBytes: 0,
+  wireBytes: 0,
+  totalFileBytes: 0,
+};
 
 /**
  * How long before the pre-sync began an inode's last change (ctime) must lie for the walk
@@ -110,7 +116,13 @@ export class FilesSync {
     private readonly plan: SyncPlan,
     private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean },
   ) {
-    this.report = { trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })), shared: o.shared, notSynced: plan.notSynced, createdConfig: !!o.srcConfig, presync: [] };
+    this.report = {
+      trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })),
+      shared: o.shared,
+      notSynced: plan.notSynced,
+      createdConfig: !!o.srcConfig,
+      presync: [],
+    };
   }
 
   get trees(): SyncTree[] {
@@ -122,7 +134,13 @@ export class FilesSync {
     return this.plan.trees.filter((t) => !t.file);
   }
 
-  static async create(ctx: Session, at: { work: WorkPaths; bundle: string; pid: number }, plan: SyncPlan, undo: Undo, o: { shared: string[]; srcConfig?: string; verify: boolean }): Promise<FilesSync> {
+  static async create(
+    ctx: Session,
+    at: { work: WorkPaths; bundle: string; pid: number },
+    plan: SyncPlan,
+    undo: Undo,
+    o: { shared: string[]; srcConfig?: string; verify: boolean },
+  ): Promise<FilesSync> {
     const bridge = path.join(at.work.base, 'rsync-shell.sh');
     await writeBridge(bridge);
     const f = new FilesSync(ctx, at, plan, { ...o, bridge });
@@ -144,7 +162,15 @@ export class FilesSync {
     for (const t of trees) {
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.file ? path.dirname(t.dst) : t.dst]);
       // A single file is compared by content in the freeze: nothing watches it.
-      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, interruptible: running, file: t.file, ignoreTimes: t.file && !running });
+      const r = await runRsync(this.ctx, {
+        src: t.src,
+        dst: t.dst,
+        bridge: this.o.bridge,
+        timeoutMs,
+        interruptible: running,
+        file: t.file,
+        ignoreTimes: t.file && !running,
+      });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
         const lacking = unsupportedMetadata(r.stderr);
@@ -164,7 +190,10 @@ export class FilesSync {
   private async markStale(paths: string[]): Promise<number> {
     if (paths.length === 0) return 0;
     const input = paths.map((p) => p + '\0').join('');
-    await this.ctx.dst.run(['xargs', '-0', '-r', 'touch', '-c', '-h', '-m', '-d', '@0', '--'], { input, allowFail: true });
+    await this.ctx.dst.run(['xargs', '-0', '-r', 'touch', '-c', '-h', '-m', '-d', '@0', '--'], {
+      input,
+      allowFail: true,
+    });
     return paths.length;
   }
 
@@ -172,7 +201,10 @@ export class FilesSync {
   private async changedSince(startS: number): Promise<string[]> {
     const out: string[] = [];
     for (const t of this.dirTrees) {
-      const r = await this.ctx.src.run(['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'], { allowFail: true });
+      const r = await this.ctx.src.run(
+        ['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'],
+        { allowFail: true },
+      );
       for (const p of r.stdout.split('\0')) if (p) out.push(path.join(t.dst, path.relative(t.src, p)));
     }
     return out;
@@ -182,12 +214,19 @@ export class FilesSync {
   private async startLog(): Promise<void> {
     if (this.dirTrees.length === 0) return;
     try {
-      this.log = await ChangeLog.start({ roots: this.dirTrees.map((t) => t.src), markDir: path.join(this.at.work.base, 'changelog'), timeoutMs: LOG_START_MS, log: (l) => this.ctx.log('source', l) });
+      this.log = await ChangeLog.start({
+        roots: this.dirTrees.map((t) => t.src),
+        markDir: path.join(this.at.work.base, 'changelog'),
+        timeoutMs: LOG_START_MS,
+        log: (l) => this.ctx.log('source', l),
+      });
       this.report.changeLog = { watched: this.log.watched };
     } catch (err) {
       const why = (err as Error).message;
       this.report.changeLog = { lost: why };
-      this.ctx.progress.warn(`no change log of the container's files (${why}): the final delta walks the trees while the container is frozen`);
+      this.ctx.progress.warn(
+        `no change log of the container's files (${why}): the final delta walks the trees while the container is frozen`,
+      );
     }
   }
 
@@ -203,7 +242,9 @@ export class FilesSync {
     if (this.o.srcConfig && this.report.presync.length === 0) {
       const b = this.at.bundle;
       await ctx.dst.run(['mkdir', '-p', '-m', '0755', b]);
-      await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], { input: this.o.srcConfig });
+      await ctx.dst.run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path.join(b, 'config.json')], {
+        input: this.o.srcConfig,
+      });
     }
     this.cancelPending();
     const figures = await this.rsyncAll(24 * 3600_000, true);
@@ -257,7 +298,10 @@ export class FilesSync {
       w.tar.receiver.stdin.end();
       w.tar.sender.stdout.resume();
       w.tar.sender.stdin.end();
-      this.ending.push(w.tar.receiver.done.catch(() => undefined), w.tar.sender.done.catch(() => undefined));
+      this.ending.push(
+        w.tar.receiver.done.catch(() => undefined),
+        w.tar.sender.done.catch(() => undefined),
+      );
     }
   }
 
@@ -285,7 +329,10 @@ export class FilesSync {
           continue;
         }
         listed += d.list.entries.length;
-        this.ctx.log('source', `final delta of the ${t.what}: ${d.list.paths.length} paths, ${d.list.whole.length} directories whole, ${d.bytes} bytes of files (${d.list.paths.slice(0, 10).join(', ')}${d.list.paths.length > 10 ? ', ...' : ''})`);
+        this.ctx.log(
+          'source',
+          `final delta of the ${t.what}: ${d.list.paths.length} paths, ${d.list.whole.length} directories whole, ${d.bytes} bytes of files (${d.list.paths.slice(0, 10).join(', ')}${d.list.paths.length > 10 ? ', ...' : ''})`,
+        );
         // One way is chosen before either starts, and the other let go.
         const tar = d.bytes <= DELTA_TAR_MAX_BYTES ? this.tarPlan(t, d) : undefined;
         this.letGo(w, tar ? 'tar' : 'rsync');
@@ -297,7 +344,8 @@ export class FilesSync {
         w.rsync.job.timeoutMs = timeoutMs;
         w.rsync.give(d.list.entries.map((e) => e + '\0').join(''));
         const r = await w.rsync.run;
-        if (r.code !== 0) throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
+        if (r.code !== 0)
+          throw new Error(`rsync of the ${t.what} (${t.src} -> ${t.dst}) exited ${r.code}: ${lastLines(r.stderr)}`);
         figures = sum(figures, parseRsyncStats(r.stdout));
         engines.add('rsync');
       }
@@ -315,7 +363,12 @@ export class FilesSync {
       if (this.log?.lost) this.report.changeLog = { ...this.report.changeLog, lost: this.log.lost };
       // Compared by content: what the frozen tasks hold, and every inode changed since the pre-sync began.
       const since = await this.changedSince((this.startS ?? 0) - STAMP_MARGIN_S);
-      const stale = [...new Set([...held.map((p) => destinationOfHostPath(this.dirTrees, p)).filter((d): d is string => !!d), ...since])];
+      const stale = [
+        ...new Set([
+          ...held.map((p) => destinationOfHostPath(this.dirTrees, p)).filter((d): d is string => !!d),
+          ...since,
+        ]),
+      ];
       const marked = await this.markStale(stale);
       const figures = await this.rsyncAll(timeoutMs, false);
       pass = { how: 'walk', why, ms: performance.now() - t0, figures, marked };
@@ -337,7 +390,14 @@ export class FilesSync {
       let f: Facts | undefined;
       try {
         const st = fsSync.lstatSync(p);
-        f = { ino: st.ino, nlink: st.nlink, file: st.isFile(), dir: st.isDirectory(), size: st.size, socket: st.isSocket() };
+        f = {
+          ino: st.ino,
+          nlink: st.nlink,
+          file: st.isFile(),
+          dir: st.isDirectory(),
+          size: st.size,
+          socket: st.isSocket(),
+        };
       } catch {
         f = undefined;
       }
@@ -350,7 +410,16 @@ export class FilesSync {
       if (!w) walks.set(dir, (w = walkBelow(dir)));
       return w;
     };
-    const list = deltaList({ root: t.src, touched: [...log.changes.touched, ...held], appeared: log.changes.whole, dirsUnder: (d) => under(d).dirs, links: log.links, inodeOf: (p) => log.inodeOf.get(p), linkedOutside: log.linkedOutside, facts });
+    const list = deltaList({
+      root: t.src,
+      touched: [...log.changes.touched, ...held],
+      appeared: log.changes.whole,
+      dirsUnder: (d) => under(d).dirs,
+      links: log.links,
+      inodeOf: (p) => log.inodeOf.get(p),
+      linkedOutside: log.linkedOutside,
+      facts,
+    });
     let bytes = 0;
     for (const p of list.paths) bytes += facts(path.join(t.src, p))?.size ?? 0;
     for (const w of list.whole) for (const e of under(path.join(t.src, w)).all) bytes += facts(e)?.size ?? 0;
@@ -409,7 +478,13 @@ export class FilesSync {
     receiver.stdin.write(deltaHead(plan.removals));
     sender.stdin.end(plan.members.map((m) => m + '\0').join(''));
     const wire = await pipeTar(sender, receiver, `the final delta of the ${t.what}`, timeoutMs);
-    return { filesTransferred: plan.files, filesDeleted: plan.removals.length, transferredFileBytes: plan.bytes, wireBytes: wire, totalFileBytes: plan.bytes };
+    return {
+      filesTransferred: plan.files,
+      filesDeleted: plan.removals.length,
+      transferredFileBytes: plan.bytes,
+      wireBytes: wire,
+      totalFileBytes: plan.bytes,
+    };
   }
 
   /** --verify-files: the trees compared (contents and metadata); throws on a difference. */
@@ -417,11 +492,24 @@ export class FilesSync {
     const t0 = performance.now();
     const diffs: string[] = [];
     for (const t of this.plan.trees) {
-      const r = await runRsync(this.ctx, { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs, compare: true, file: t.file });
-      if (r.code !== 0) throw new Error(`the comparison of the ${t.what} (${t.src} -> ${t.dst}) failed: rsync exited ${r.code}: ${lastLines(r.stderr)}`);
+      const r = await runRsync(this.ctx, {
+        src: t.src,
+        dst: t.dst,
+        bridge: this.o.bridge,
+        timeoutMs,
+        compare: true,
+        file: t.file,
+      });
+      if (r.code !== 0)
+        throw new Error(
+          `the comparison of the ${t.what} (${t.src} -> ${t.dst}) failed: rsync exited ${r.code}: ${lastLines(r.stderr)}`,
+        );
       diffs.push(...comparedDifferences(r.stdout).map((l) => `${t.what}: ${l}`));
     }
-    if (diffs.length) throw new Error(`--verify-files: the destination's files differ from the source's after the final delta (${diffs.length}: ${diffs.slice(0, 5).join('; ')})`);
+    if (diffs.length)
+      throw new Error(
+        `--verify-files: the destination's files differ from the source's after the final delta (${diffs.length}: ${diffs.slice(0, 5).join('; ')})`,
+      );
     return { ms: performance.now() - t0, differences: 0 };
   }
 
@@ -448,7 +536,6 @@ export class FilesSync {
   }
 
   /** A source path of a synced tree, on the destination. */
-
 }
 
 /** What is below a directory that appeared: every entry, and the directories entered; parents first. */

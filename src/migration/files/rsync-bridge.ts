@@ -115,11 +115,31 @@ async function runOnce(ctx: Session, o: RsyncJob): Promise<RsyncRun & { diedAtBi
   await ctx.src.run(['mkfifo', '-m', '0600', up, down]);
   // rsync splits -e on spaces with its own quoting rules: the paths (the user's work
   // directory is in them) reach the bridge through the environment instead.
-  const argv = rsyncCmd.sync({ src: o.src, dst: o.dst, shell: BRIDGE_SHELL, list: o.feed ? '-' : undefined, compare: o.compare, file: o.file, ignoreTimes: o.ignoreTimes });
-  const env = { RUNC_MIGRATE_BRIDGE: o.bridge, RUNC_MIGRATE_UP: up, RUNC_MIGRATE_DOWN: down, RUNC_MIGRATE_PID: String(process.pid) };
+  const argv = rsyncCmd.sync({
+    src: o.src,
+    dst: o.dst,
+    shell: BRIDGE_SHELL,
+    list: o.feed ? '-' : undefined,
+    compare: o.compare,
+    file: o.file,
+    ignoreTimes: o.ignoreTimes,
+  });
+  const env = {
+    RUNC_MIGRATE_BRIDGE: o.bridge,
+    RUNC_MIGRATE_UP: up,
+    RUNC_MIGRATE_DOWN: down,
+    RUNC_MIGRATE_PID: String(process.pid),
+  };
   ctx.log('source', commandLine(['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]));
   const { fromRsync, toRsync, release } = fifoStreams(up, down);
-  const child = execa(argv[0], argv.slice(1), { stdin: o.feed ? 'pipe' : 'ignore', detached: true, reject: false, stripFinalNewline: false, env: { ...rsyncEnv(process.env), ...env }, extendEnv: false });
+  const child = execa(argv[0], argv.slice(1), {
+    stdin: o.feed ? 'pipe' : 'ignore',
+    detached: true,
+    reject: false,
+    stripFinalNewline: false,
+    env: { ...rsyncEnv(process.env), ...env },
+    extendEnv: false,
+  });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Session['dst']['spawn']>> | undefined;
   let failure: string | undefined;
@@ -194,7 +214,14 @@ async function runOnce(ctx: Session, o: RsyncJob): Promise<RsyncRun & { diedAtBi
       }
       remote?.kill('SIGKILL');
       await child;
-      return { code: null, stdout: '', stderr: r === 'timeout' ? `rsync did not finish within ${Math.round(o.timeoutMs / 1000)} s` : `stopped by ${interruption.signal}` };
+      return {
+        code: null,
+        stdout: '',
+        stderr:
+          r === 'timeout'
+            ? `rsync did not finish within ${Math.round(o.timeoutMs / 1000)} s`
+            : `stopped by ${interruption.signal}`,
+      };
     }
     // Killed at birth by the signal the tool received: it never ran (see interrupt.ts).
     if (diedAtBirth(r.signal) && !remote) return { code: null, stdout: '', stderr: '', diedAtBirth: true };

@@ -50,11 +50,18 @@ export interface PairedTree {
  * destination's config has no such mount). dstConfig undefined: the destination gets the
  * source's config. Pure.
  */
-export function pairTrees(o: { srcConfig: string; srcBundle: string; dstConfig?: string; dstBundle: string }): { rootfs: PairedTree; mounts: Array<PairedTree & { mount: BundleMount }> } {
+export function pairTrees(o: { srcConfig: string; srcBundle: string; dstConfig?: string; dstBundle: string }): {
+  rootfs: PairedTree;
+  mounts: Array<PairedTree & { mount: BundleMount }>;
+} {
   const src = bundleLayout(o.srcConfig, o.srcBundle);
   const dst = bundleLayout(o.dstConfig ?? o.srcConfig, o.dstBundle);
-  const c = JSON.parse(o.srcConfig) as { root?: { readonly?: boolean }; mounts?: Array<{ destination?: string; options?: string[] }> } | null;
-  const readOnly = (dest: string) => (c?.mounts ?? []).some((m) => m.destination === dest && (m.options ?? []).includes('ro'));
+  const c = JSON.parse(o.srcConfig) as {
+    root?: { readonly?: boolean };
+    mounts?: Array<{ destination?: string; options?: string[] }>;
+  } | null;
+  const readOnly = (dest: string) =>
+    (c?.mounts ?? []).some((m) => m.destination === dest && (m.options ?? []).includes('ro'));
   return {
     rootfs: { containerPath: '/', src: src.rootfs, dst: dst.rootfs, readOnly: !!c?.root?.readonly },
     mounts: src.mounts.map((m) => ({
@@ -74,7 +81,14 @@ const norm = (p: string) => path.normalize(p).replace(/(.)\/+$/, '$1');
  * destination has none yet: it gets the source's). volumes: --sync-volume values, each a
  * bind mount's path in the container or its source directory on the source host.
  */
-export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: string; dstBundle: string; rootfs: boolean; volumes: string[] }): SyncPlan {
+export function planSync(o: {
+  srcConfig: string;
+  srcBundle: string;
+  dstConfig?: string;
+  dstBundle: string;
+  rootfs: boolean;
+  volumes: string[];
+}): SyncPlan {
   const pairs = pairTrees(o);
   const mounts = pairs.mounts.map((p) => p.mount);
   const trees: SyncTree[] = [];
@@ -86,7 +100,9 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
       const list = mounts.map((b) => `${b.destination} (from ${b.source})`).join(', ');
       throw new SyncPlanError(
         `--sync-volume ${v} is not a bind mount of the container`,
-        list ? `Its bind mounts: ${list}. Name one by its path in the container or on the host.` : 'The container has no bind mounts (config.json "mounts").',
+        list
+          ? `Its bind mounts: ${list}. Name one by its path in the container or on the host.`
+          : 'The container has no bind mounts (config.json "mounts").',
       );
     }
     wanted.add(m);
@@ -103,7 +119,10 @@ export function planSync(o: { srcConfig: string; srcBundle: string; dstConfig?: 
   for (const t of trees) {
     for (const p of [t.src, t.dst]) {
       if (!path.isAbsolute(p) || norm(p) === '/') {
-        throw new SyncPlanError(`cannot sync the ${t.what} at "${p}": not an absolute path below /`, 'Check the bundle\'s config.json (root.path, mounts).');
+        throw new SyncPlanError(
+          `cannot sync the ${t.what} at "${p}": not an absolute path below /`,
+          "Check the bundle's config.json (root.path, mounts).",
+        );
       }
     }
   }
@@ -134,7 +153,9 @@ function treePathOf(plan: SyncPlan, containerPath: string, side: 'src' | 'dst'):
     const dd = d.replace(/\/+$/, '') || '/';
     return dd === '/' || p === dd || p.startsWith(dd + '/');
   };
-  const mount = plan.mounts.filter((m) => inside(containerPath, m.destination)).sort((a, b) => b.destination.length - a.destination.length)[0];
+  const mount = plan.mounts
+    .filter((m) => inside(containerPath, m.destination))
+    .sort((a, b) => b.destination.length - a.destination.length)[0];
   const root = mount ? mount.destination : '/';
   const tree = plan.trees.find((t) => path.normalize(t.containerPath) === path.normalize(root));
   if (!tree) return undefined;

@@ -24,7 +24,17 @@ export const addr = {
   blockOutput: (m: MoveIp) => ['iptables', '-w', '-I', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   unblockOutput: (m: MoveIp) => ['iptables', '-w', '-D', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   /** Gratuitous ARP; `arping` is iputils' or busybox's, both take these flags. */
-  garp: (arping: string[], m: MoveIp, dev: string) => [...arping, '-U', '-c', '1', '-I', dev, '-s', m.address, m.address],
+  garp: (arping: string[], m: MoveIp, dev: string) => [
+    ...arping,
+    '-U',
+    '-c',
+    '1',
+    '-I',
+    dev,
+    '-s',
+    m.address,
+    m.address,
+  ],
   /**
    * The destination's side before the restore, in one round trip (it runs while the
    * images are copied): print the old arp_ignore, set 8 (no ARP answers), mute the
@@ -34,7 +44,12 @@ export const addr = {
   claim: (m: MoveIp, dev: string) => [
     'sh',
     '-c',
-    [commandLine(addr.readArpIgnore(dev)), addr.setArpIgnore(dev, '8'), commandLine(addr.blockOutput(m)), commandLine(addr.add(m, dev))].join(' && '),
+    [
+      commandLine(addr.readArpIgnore(dev)),
+      addr.setArpIgnore(dev, '8'),
+      commandLine(addr.blockOutput(m)),
+      commandLine(addr.add(m, dev)),
+    ].join(' && '),
   ],
   /**
    * Undoes claim, each step whatever the others did: address off, output allowed,
@@ -74,7 +89,10 @@ export function parseClaimedArpIgnore(stdout: string): string | undefined {
 
 /** "2: eth0    inet 10.0.0.5/24 brd ..." -> "eth0" (the first line's device). */
 export function parseAddrDev(stdout: string): string | undefined {
-  return stdout.split('\n').find((l) => l.trim())?.match(/^\d+:\s+(\S+?)(?:@\S+)?\s+inet/)?.[1];
+  return stdout
+    .split('\n')
+    .find((l) => l.trim())
+    ?.match(/^\d+:\s+(\S+?)(?:@\S+)?\s+inet/)?.[1];
 }
 
 /** "10.0.0.1 dev eth0 src 10.0.0.2 uid 0" -> "eth0" */

@@ -44,7 +44,8 @@ export async function criuLockRules(run: Runner): Promise<string[]> {
     if (/^-N CRIU$/m.test(list.stdout)) found.push(JSON.stringify([bin, '-w', '-X', 'CRIU']));
   }
   const nft = await run(['nft', 'list', 'tables']);
-  if (nft.code === 0) for (const t of criuNftTables(nft.stdout)) found.push(JSON.stringify(['nft', 'delete', 'table', ...t.split(' ')]));
+  if (nft.code === 0)
+    for (const t of criuNftTables(nft.stdout)) found.push(JSON.stringify(['nft', 'delete', 'table', ...t.split(' ')]));
   return found;
 }
 
@@ -77,11 +78,19 @@ export function lockRuleOf(item: string, conns: Connection[]): boolean | undefin
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  const [s, d, sport, dport] = [at('-s')?.replace(/\/\d+$/, ''), at('-d')?.replace(/\/\d+$/, ''), at('--sport'), at('--dport')];
+  const [s, d, sport, dport] = [
+    at('-s')?.replace(/\/\d+$/, ''),
+    at('-d')?.replace(/\/\d+$/, ''),
+    at('--sport'),
+    at('--dport'),
+  ];
   if (!s || !d || !sport || !dport) return undefined;
   return conns.some((c) => {
     const [l, p] = [endpoint(c.local), endpoint(c.peer)];
-    return (s === l.addr && sport === l.port && d === p.addr && dport === p.port) || (s === p.addr && sport === p.port && d === l.addr && dport === l.port);
+    return (
+      (s === l.addr && sport === l.port && d === p.addr && dport === p.port) ||
+      (s === p.addr && sport === p.port && d === l.addr && dport === l.port)
+    );
   });
 }
 
@@ -150,7 +159,11 @@ export function containerConnections(ssOut: string, pids: number[]): Array<{ loc
  * container's init; PIDS: its processes (runc ps). Returns how many were found and how
  * many went (a kernel without CONFIG_INET_DIAG_DESTROY refuses).
  */
-export async function dropRepairedConnections(pid: number, pids: number[], run: Runner): Promise<{ found: number; dropped: number }> {
+export async function dropRepairedConnections(
+  pid: number,
+  pids: number[],
+  run: Runner,
+): Promise<{ found: number; dropped: number }> {
   const inNs = (argv: string[]) => run(['nsenter', '-t', String(pid), '-n', ...argv]);
   const list = await inNs(['ss', '-Htnp', 'state', 'connected']);
   if (list.code !== 0) return { found: 0, dropped: 0 };
@@ -169,7 +182,10 @@ export async function dropRepairedConnections(pid: number, pids: number[], run: 
  * connections still in repair mode. PID: the container's init, if it runs; PS: the argv
  * that lists its processes as JSON (runc ps). Returns a warning when connections stay hung.
  */
-export async function unlockAfterWindow(run: Runner, o: { pid?: number; ps: string[]; keep: string[]; mine?: Connection[] }): Promise<string | undefined> {
+export async function unlockAfterWindow(
+  run: Runner,
+  o: { pid?: number; ps: string[]; keep: string[]; mine?: Connection[] },
+): Promise<string | undefined> {
   await removeCriuLockRules(run, o.keep, o.mine);
   if (!o.pid) return undefined;
   await unlockContainerNetns(o.pid, run);

@@ -47,7 +47,8 @@ export async function guardPort(
   const port = ctx.opts.pageServerPort;
   const tag = o.tag;
   const dstAddress = o.address;
-  if (t !== 'tunnel' && !dstAddress) return { skipped: "the destination's address is unknown (a jump host or a proxy)" };
+  if (t !== 'tunnel' && !dstAddress)
+    return { skipped: "the destination's address is unknown (a jump host or a proxy)" };
   const dstRules: PortRule[] = [];
   const srcRules: PortRule[] = [];
   if (o.method === 'hybrid') {
@@ -66,7 +67,7 @@ export async function guardPort(
     // nobody reached over the loopback); on the destination only root (its lazy-pages daemon).
     const address = o.sourceAddress;
     const from = dstAddress;
-    if (!address || !from) return { skipped: 'the two hosts\' addresses are not both known' };
+    if (!address || !from) return { skipped: "the two hosts' addresses are not both known" };
     const family = addressFamily(address);
     srcRules.push({ family, chain: 'INPUT', port, onlyFrom: from, exceptLoopback: true, tag });
     srcRules.push({ family, chain: 'OUTPUT', port, onlyUid: 0, tag });
@@ -90,26 +91,36 @@ export async function guardPort(
     for (const k of keepers.splice(0).reverse()) await k().catch(() => undefined);
   };
   try {
-    for (const [host, rules] of [[ctx.dst, dstRules], [ctx.src, srcRules]] as const) {
+    for (const [host, rules] of [
+      [ctx.dst, dstRules],
+      [ctx.src, srcRules],
+    ] as const) {
       for (const r of rules) {
         const add = await host.run(firewall.insert(r), { allowFail: true });
         if (add.code !== 0) {
           await remove();
-          return { skipped: `${firewall.insert(r)[0]} failed on the ${host.name}: ${add.stderr.trim().split('\n').pop()}` };
+          return {
+            skipped: `${firewall.insert(r)[0]} failed on the ${host.name}: ${add.stderr.trim().split('\n').pop()}`,
+          };
         }
-        keepers.push(host === ctx.dst ? await remoteKeeper(ctx.dst, 'port-guard', firewall.remove(r)) : await localKeeper('port-guard', firewall.remove(r)));
+        keepers.push(
+          host === ctx.dst
+            ? await remoteKeeper(ctx.dst, 'port-guard', firewall.remove(r))
+            : await localKeeper('port-guard', firewall.remove(r)),
+        );
       }
     }
   } catch (err) {
     await remove();
     throw err;
   }
-  const describe = o.method === 'hybrid'
-    ? `port ${port} on ${dstAddress} (pre-dumps) and on the source (lazy pages): from the other host only, and root's processes only`
-    : o.method === 'post-copy'
-    ? `port ${port} on the source: from ${dstAddress} only (root's processes there), and root's on the source`
-    : t === 'tunnel'
-      ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
-      : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only, nothing forwarded through the source`;
+  const describe =
+    o.method === 'hybrid'
+      ? `port ${port} on ${dstAddress} (pre-dumps) and on the source (lazy pages): from the other host only, and root's processes only`
+      : o.method === 'post-copy'
+        ? `port ${port} on the source: from ${dstAddress} only (root's processes there), and root's on the source`
+        : t === 'tunnel'
+          ? `port ${port} on the destination's loopback: uid ${dstRules[0].onlyUid} only`
+          : `port ${port} on ${dstRules[0].address}: from ${dstRules[0].onlyFrom} only, root's processes on the source only, nothing forwarded through the source`;
   return { describe, remove };
 }

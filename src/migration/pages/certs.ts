@@ -44,7 +44,13 @@ const TLS_DIR = 'tls';
  * paths. The page server is on the destination (pre-copy, one shot) or, with post-copy,
  * on the source (SERVER_ON). On failure nothing of it is left on either host.
  */
-export async function makeCertificates(ctx: Session, work: WorkDirs, undo: Undo, address: string | string[], serverOn: 'destination' | 'source' | 'both' = 'destination'): Promise<Certificates> {
+export async function makeCertificates(
+  ctx: Session,
+  work: WorkDirs,
+  undo: Undo,
+  address: string | string[],
+  serverOn: 'destination' | 'source' | 'both' = 'destination',
+): Promise<Certificates> {
   const localDir = path.join(work.local.base, TLS_DIR);
   const remoteDir = path.join(work.remote.base, TLS_DIR);
   const keepers: Array<() => Promise<void>> = [];
@@ -60,7 +66,14 @@ export async function makeCertificates(ctx: Session, work: WorkDirs, undo: Undo,
     const peer = path.join(make, 'peer');
     await fs.mkdir(peer, { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(make, 'index.txt'), '');
-    await fs.writeFile(path.join(make, 'serial'), crypto.randomBytes(8).toString('hex').toUpperCase().replace(/^[89A-F]/, '1') + '\n');
+    await fs.writeFile(
+      path.join(make, 'serial'),
+      crypto
+        .randomBytes(8)
+        .toString('hex')
+        .toUpperCase()
+        .replace(/^[89A-F]/, '1') + '\n',
+    );
     const config = path.join(make, 'ca.cnf');
     await fs.writeFile(config, caConfig(make, address, serverOn === 'both'), { mode: 0o600 });
     const id = crypto.randomBytes(6).toString('hex');
@@ -69,18 +82,64 @@ export async function makeCertificates(ctx: Session, work: WorkDirs, undo: Undo,
     const end = new Date(now + CERT_LIFETIME_S * 1000);
     const run = async (argv: string[]) => {
       const r = await ctx.src.run(argv, { allowFail: true, timeoutMs: 30_000 });
-      if (r.code !== 0) throw new Error(`${commandLine(argv.slice(0, 2))} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' ')}`);
+      if (r.code !== 0)
+        throw new Error(
+          `${commandLine(argv.slice(0, 2))} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' ')}`,
+        );
     };
     const caKey = path.join(make, 'ca.key');
     const caCert = path.join(localDir, 'ca.crt');
     await run(openssl.request(caKey, path.join(make, 'ca.csr'), `runc-migrate CA ${id}`));
-    await run(openssl.sign({ config, csr: path.join(make, 'ca.csr'), out: caCert, ext: 'ca_cert', start, end, selfSign: true, caKey }));
+    await run(
+      openssl.sign({
+        config,
+        csr: path.join(make, 'ca.csr'),
+        out: caCert,
+        ext: 'ca_cert',
+        start,
+        end,
+        selfSign: true,
+        caKey,
+      }),
+    );
     const [srcExt, dstExt] = serverOn === 'source' ? ['server_cert', 'client_cert'] : ['client_cert', 'server_cert'];
-    const source: TlsFiles = { caCert, cert: path.join(localDir, 'source.crt'), key: path.join(localDir, 'source.key') };
+    const source: TlsFiles = {
+      caCert,
+      cert: path.join(localDir, 'source.crt'),
+      key: path.join(localDir, 'source.key'),
+    };
     await run(openssl.request(source.key, path.join(make, 'source.csr'), `runc-migrate source ${id}`));
-    await run(openssl.sign({ config, csr: path.join(make, 'source.csr'), out: source.cert, ext: srcExt, start, end, caCert, caKey }));
-    await run(openssl.request(path.join(peer, 'destination.key'), path.join(make, 'destination.csr'), `runc-migrate destination ${id}`));
-    await run(openssl.sign({ config, csr: path.join(make, 'destination.csr'), out: path.join(peer, 'destination.crt'), ext: dstExt, start, end, caCert, caKey }));
+    await run(
+      openssl.sign({
+        config,
+        csr: path.join(make, 'source.csr'),
+        out: source.cert,
+        ext: srcExt,
+        start,
+        end,
+        caCert,
+        caKey,
+      }),
+    );
+    await run(
+      openssl.request(
+        path.join(peer, 'destination.key'),
+        path.join(make, 'destination.csr'),
+        `runc-migrate destination ${id}`,
+      ),
+    );
+    await run(
+      openssl.sign({
+        config,
+        csr: path.join(make, 'destination.csr'),
+        out: path.join(peer, 'destination.crt'),
+        ext: dstExt,
+        start,
+        end,
+        caCert,
+        caKey,
+      }),
+    );
     await fs.copyFile(caCert, path.join(peer, 'ca.crt'));
     // The CA's key goes at once: no other certificate can ever be made for this migration.
     await fs.rm(caKey, { force: true });
@@ -88,7 +147,11 @@ export async function makeCertificates(ctx: Session, work: WorkDirs, undo: Undo,
     keepers.push(await remoteKeeper(ctx.dst, 'tls-keeper', ['rm', '-rf', remoteDir]));
     await streamDir(ctx, peer, remoteDir, [], 60_000);
     await fs.rm(make, { recursive: true, force: true });
-    const destination: TlsFiles = { caCert: path.join(remoteDir, 'ca.crt'), cert: path.join(remoteDir, 'destination.crt'), key: path.join(remoteDir, 'destination.key') };
+    const destination: TlsFiles = {
+      caCert: path.join(remoteDir, 'ca.crt'),
+      cert: path.join(remoteDir, 'destination.crt'),
+      key: path.join(remoteDir, 'destination.key'),
+    };
     const named = await criuNames(undo, localDir, source);
     return { source, destination, criuConfig: criuTlsConfig(named), remove };
   } catch (err) {

@@ -18,7 +18,8 @@ export function transferLine(bytes: number, elapsedMs: number, expectedBytes?: n
   let line = formatBytes(bytes);
   if (expectedBytes && expectedBytes > 0) line += ` of ~${formatBytes(expectedBytes)}`;
   if (rate > 0) line += `, ${formatBytes(rate)}/s`;
-  if (expectedBytes && rate > 0 && bytes < expectedBytes) line += `, ${Math.ceil((expectedBytes - bytes) / rate)} s left`;
+  if (expectedBytes && rate > 0 && bytes < expectedBytes)
+    line += `, ${Math.ceil((expectedBytes - bytes) / rate)} s left`;
   return line;
 }
 
@@ -26,19 +27,27 @@ export function transferLine(bytes: number, elapsedMs: number, expectedBytes?: n
  * Starts watching DIR on HOST ('dst': through one exec channel that prints its size
  * every half second; 'src': local). Returns a function that stops it.
  */
-export async function watchTransfer(ctx: Pick<Session, 'src' | 'dst' | 'progress'>, where: 'src' | 'dst', dir: string, expectedBytes?: number): Promise<() => Promise<void>> {
+export async function watchTransfer(
+  ctx: Pick<Session, 'src' | 'dst' | 'progress'>,
+  where: 'src' | 'dst',
+  dir: string,
+  expectedBytes?: number,
+): Promise<() => Promise<void>> {
   const { progress } = ctx;
   if (!progress.live) return async () => {};
   const t0 = performance.now();
   const show = (bytes: number) => progress.status(transferLine(bytes, performance.now() - t0, expectedBytes));
   // The loop ends when its channel closes (the tool stopped it, ended or died).
-  const proc: Proc = await (where === 'dst' ? ctx.dst : ctx.src).spawn([
-    'sh',
-    '-c',
-    `exec 3<&0; (cat <&3 >/dev/null; kill $$ 2>/dev/null) & while :; do du -sb "$1" 2>/dev/null | cut -f1; sleep ${EVERY_S}; done`,
-    'meter',
-    dir,
-  ], { streamStdout: true });
+  const proc: Proc = await (where === 'dst' ? ctx.dst : ctx.src).spawn(
+    [
+      'sh',
+      '-c',
+      `exec 3<&0; (cat <&3 >/dev/null; kill $$ 2>/dev/null) & while :; do du -sb "$1" 2>/dev/null | cut -f1; sleep ${EVERY_S}; done`,
+      'meter',
+      dir,
+    ],
+    { streamStdout: true },
+  );
   let buf = '';
   // What the directory held before (its own entry, a parent link): not transferred.
   let base: number | undefined;

@@ -35,7 +35,9 @@ export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeou
   }
   const [s, rcv] = r;
   if (s.code !== 0 || rcv.code !== 0) {
-    throw new Error(`${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`);
+    throw new Error(
+      `${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`,
+    );
   }
   return bytes;
 }
@@ -44,9 +46,18 @@ export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeou
  * Copies the files of a local directory into a directory on the destination through one
  * exec channel (tar on both ends). Returns the bytes sent.
  */
-export async function streamDir(ctx: Hosts, localDir: string, remoteDir: string, exclude: string[] = [], timeoutMs = 600_000): Promise<number> {
+export async function streamDir(
+  ctx: Hosts,
+  localDir: string,
+  remoteDir: string,
+  exclude: string[] = [],
+  timeoutMs = 600_000,
+): Promise<number> {
   const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
-  const sender = await ctx.src.spawn(['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'], { streamStdout: true });
+  const sender = await ctx.src.spawn(
+    ['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'],
+    { streamStdout: true },
+  );
   return pipeTar(sender, receiver, 'copying images', timeoutMs);
 }
 
@@ -58,10 +69,15 @@ export async function streamDir(ctx: Hosts, localDir: string, remoteDir: string,
  */
 export async function fetchPagemaps(ctx: Hosts, remoteDir: string, localDir: string): Promise<void> {
   const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
-  const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], { streamStdout: true });
+  const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], {
+    streamStdout: true,
+  });
   await pipeTar(sender, receiver, 'copying the pagemaps back', 120_000);
   const ls = await ctx.dst.run(['sh', '-c', 'cd "$1" && ls pages-*.img', 'sh', remoteDir], { allowFail: true });
-  for (const name of ls.stdout.split('\n').map((l) => l.trim()).filter((l) => /^pages-\d+\.img$/.test(l))) {
+  for (const name of ls.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^pages-\d+\.img$/.test(l))) {
     await fs.writeFile(path.join(localDir, name), '', { flag: 'a' });
   }
 }

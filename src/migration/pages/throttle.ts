@@ -36,14 +36,19 @@ export class Throttle {
     return 'refuse' in f ? f : { describe: `${f.quotaFile} (now ${f.original})` };
   }
 
-  private static async find(pid: number): Promise<{ refuse: string } | { ctl: CpuControl; quotaFile: string; original: string; text: string; mounts: string }> {
+  private static async find(
+    pid: number,
+  ): Promise<
+    { refuse: string } | { ctl: CpuControl; quotaFile: string; original: string; text: string; mounts: string }
+  > {
     const text = await fs.readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
     const mounts = await fs.readFile('/proc/self/mounts', 'utf8').catch(() => '');
     const ctl = cpuControl(text, v1Mounts(mounts));
     if (!ctl) return { refuse: `no CPU controller found for pid ${pid} (/proc/${pid}/cgroup)` };
     const quotaFile = ctl.version === 2 ? `${ctl.dir}/cpu.max` : `${ctl.dir}/cpu.cfs_quota_us`;
     const original = (await fs.readFile(quotaFile, 'utf8').catch(() => '')).trim();
-    if (!original) return { refuse: `${quotaFile} cannot be read (is the cpu controller enabled for the container's cgroup?)` };
+    if (!original)
+      return { refuse: `${quotaFile} cannot be read (is the cpu controller enabled for the container's cgroup?)` };
     return { ctl, quotaFile, original, text, mounts };
   }
 
@@ -52,11 +57,27 @@ export class Throttle {
     const f = await Throttle.find(pid);
     if ('refuse' in f) return f;
     const { ctl, quotaFile, original, text, mounts } = f;
-    const periodUs = ctl.version === 2 ? Number(original.split(/\s+/)[1] ?? 100000) : Number((await fs.readFile(`${ctl.dir}/cpu.cfs_period_us`, 'utf8').catch(() => '100000')).trim());
+    const periodUs =
+      ctl.version === 2
+        ? Number(original.split(/\s+/)[1] ?? 100000)
+        : Number((await fs.readFile(`${ctl.dir}/cpu.cfs_period_us`, 'utf8').catch(() => '100000')).trim());
     // Written back as it was, whatever happens to the tool.
-    const end = await localKeeper('throttle-keeper', ['sh', '-c', 'printf "%s\\n" "$1" > "$2"', 'sh', original, quotaFile]);
+    const end = await localKeeper('throttle-keeper', [
+      'sh',
+      '-c',
+      'printf "%s\\n" "$1" > "$2"',
+      'sh',
+      original,
+      quotaFile,
+    ]);
     // The watch on CRIU (throttle-watch.ts) runs in its own thread: see there why.
-    const data: WatchData = { ctrl: new SharedArrayBuffer(4), pid, quotaFile, original, freezer: freezerControl(text, v1Mounts(mounts)) };
+    const data: WatchData = {
+      ctrl: new SharedArrayBuffer(4),
+      pid,
+      quotaFile,
+      original,
+      freezer: freezerControl(text, v1Mounts(mounts)),
+    };
     const worker = new Worker(new URL('./throttle-watch.js', import.meta.url), { workerData: { throttleWatch: data } });
     worker.unref();
     return new Throttle(ctl, quotaFile, original, periodUs, end, { worker, ctrl: new Int32Array(data.ctrl) });

@@ -34,7 +34,12 @@ export interface PageServer {
  * when it writes a NUL on stdout. It records its pid so it can be killed if the dump
  * never comes. Contract: on failure nothing is left listening.
  */
-export async function startPageServer(ctx: Session, route: PageRoute, imagesDir: string, prevImagesDir?: string): Promise<PageServer> {
+export async function startPageServer(
+  ctx: Session,
+  route: PageRoute,
+  imagesDir: string,
+  prevImagesDir?: string,
+): Promise<PageServer> {
   const r = route.remote;
   const tunnelled = route.kind === 'tunnel';
   // tls and direct only where preflight found a direct route (policy.chooseTransport).
@@ -60,7 +65,9 @@ export async function startPageServer(ctx: Session, route: PageRoute, imagesDir:
   ]);
   keepAlive(proc);
   const kill = async () => {
-    await ctx.dst.run(['sh', '-c', `[ -f ${pidFile} ] && kill $(cat ${pidFile}) 2>/dev/null; rm -f ${pidFile}`], { allowFail: true });
+    await ctx.dst.run(['sh', '-c', `[ -f ${pidFile} ] && kill $(cat ${pidFile}) 2>/dev/null; rm -f ${pidFile}`], {
+      allowFail: true,
+    });
   };
   const done = proc.done.then((res) => res.code);
   const ready = await new Promise<boolean>((resolve) => {
@@ -82,7 +89,9 @@ export async function startPageServer(ctx: Session, route: PageRoute, imagesDir:
     throw new MigrateError(
       `the page server on the destination did not start: ${log.stdout.trim().split('\n').pop() ?? ''}`,
       EXIT.PREFLIGHT,
-      /Address already in use|bind/i.test(log.stdout) ? `Port ${ctx.opts.pageServerPort} is taken there: choose another with --page-server-port PORT.` : `Read ${r.pageServerLog} on the destination.`,
+      /Address already in use|bind/i.test(log.stdout)
+        ? `Port ${ctx.opts.pageServerPort} is taken there: choose another with --page-server-port PORT.`
+        : `Read ${r.pageServerLog} on the destination.`,
     );
   }
   let endpoint = hostPort(listen, ctx.opts.pageServerPort);

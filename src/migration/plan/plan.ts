@@ -40,7 +40,11 @@ export interface Plan {
 export function finalImages(work: WorkDirs, lastPreDump?: string): FinalImages {
   if (lastPreDump === undefined) return { local: work.local.images, remote: work.remote.images };
   const n = String(Number(lastPreDump) + 1);
-  return { local: path.join(work.local.images, n), remote: path.join(work.remote.images, n), parent: `../${lastPreDump}` };
+  return {
+    local: path.join(work.local.images, n),
+    remote: path.join(work.remote.images, n),
+    parent: `../${lastPreDump}`,
+  };
 }
 
 /** The method, from the options and the facts: decided here, once. */
@@ -50,7 +54,10 @@ export function chooseMethod(s: Session, facts: Facts): Method {
   if (o.postCopy) {
     const lazy: LazyLimits = {
       stallS: DEFAULTS.lazyStallS,
-      windowS: lazyWindowS(facts.source.memoryBytes, { floorS: DEFAULTS.lazyWindowFloorS, worstBytesPerS: DEFAULTS.lazyWorstBytesPerS }),
+      windowS: lazyWindowS(facts.source.memoryBytes, {
+        floorS: DEFAULTS.lazyWindowFloorS,
+        worstBytesPerS: DEFAULTS.lazyWorstBytesPerS,
+      }),
     };
     const sourceAddress = required(facts.destination.sourceAddress, "the source's address as the destination sees it");
     return o.hybrid ? { kind: 'hybrid', rule, sourceAddress, lazy } : { kind: 'post-copy', sourceAddress, lazy };
@@ -68,9 +75,15 @@ export function makePlan(s: Session, facts: Facts): Plan {
   const R = workPaths(path.join(o.remoteWorkDir, 'runc-migrate.XXXXXXXX'));
   const mode = modeOf(method);
   const transport = d.transport;
-  const hold = holdTimeoutS(src.memoryBytes, { floorS: DEFAULTS.holdFloorS, worstBytesPerS: DEFAULTS.holdWorstBytesPerS, override: o.holdTimeoutS });
+  const hold = holdTimeoutS(src.memoryBytes, {
+    floorS: DEFAULTS.holdFloorS,
+    worstBytesPerS: DEFAULTS.holdWorstBytesPerS,
+    override: o.holdTimeoutS,
+  });
   const guard = hold - DEFAULTS.guardMarginS;
-  const rule = o.threshold ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}` : `--max-downtime ${o.maxDowntimeMs} ms`;
+  const rule = o.threshold
+    ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}`
+    : `--max-downtime ${o.maxDowntimeMs} ms`;
   const mv = d.moveIp;
   const limits = isLazy(method) ? method.lazy : undefined;
   const lazy = isLazy(method);
@@ -80,7 +93,9 @@ export function makePlan(s: Session, facts: Facts): Plan {
     dump: lazy
       ? `[src] ${commandLine(runc.checkpoint(s.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: lazyEndpoint, tcpEstablished: o.tcpEstablished, lazyStatusFd: 3 }))}  (memory stays in the frozen tasks; held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`
       : `[src] ${commandLine(runc.checkpoint(s.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`,
-    'move-ip': mv ? `[src] ${commandLine(addr.del(mv, mv.srcDev))}  (the hold puts it back on any rollback)` : undefined,
+    'move-ip': mv
+      ? `[src] ${commandLine(addr.del(mv, mv.srcDev))}  (the hold puts it back on any rollback)`
+      : undefined,
     copy:
       `[src->dst] tar ${L.images} -> ${R.images}; meanwhile [dst] the guard starts` +
       (mv ? `: ${commandLine(addr.claim(mv, mv.dstDev))}` : '') +
@@ -97,15 +112,33 @@ export function makePlan(s: Session, facts: Facts): Plan {
     pages: limits
       ? `[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; the guard decides alone: its daemon exited 0 with every page (it commits; the source is destroyed, or removed if CRIU resumed it) or anything else (it removes the copy; the source resumes); it kills the daemon after ${limits.stallS} s without a byte or ${limits.windowS} s in all`
       : undefined,
-    prepare: lazy ? undefined : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
-    commit: lazy ? undefined : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
-    finish: lazy ? undefined : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
+    prepare: lazy
+      ? undefined
+      : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
+    commit: lazy
+      ? undefined
+      : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
+    finish: lazy
+      ? undefined
+      : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
     rollback: undefined,
   };
   const steps: PlanStep[] = [];
-  if (files) steps.push({ step: 'presync', what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${files.plan.trees.map((t) => t.what).join(', ')}${files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''}` });
-  if (preDumps(method)) steps.push({ step: 'pre-copy', what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})` });
-  if (transport !== 'stream' && !lazy) steps.push({ step: 'page-server', what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})` });
+  if (files)
+    steps.push({
+      step: 'presync',
+      what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${files.plan.trees.map((t) => t.what).join(', ')}${files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''}`,
+    });
+  if (preDumps(method))
+    steps.push({
+      step: 'pre-copy',
+      what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})`,
+    });
+  if (transport !== 'stream' && !lazy)
+    steps.push({
+      step: 'page-server',
+      what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})`,
+    });
   for (const s of SWITCHOVER_STEPS) {
     const w = what[s];
     if (w !== undefined) steps.push({ step: s, what: w });
@@ -115,7 +148,12 @@ export function makePlan(s: Session, facts: Facts): Plan {
 
 /** How pages reach the page server, in a few words. */
 export function describeTransport(t: ChosenTransport): string {
-  return { tls: "CRIU's TLS on the destination's address, certificates made for this migration", tunnel: '127.0.0.1, through the SSH connection', direct: 'plain TCP on the destination\'s address', stream: 'tar over the SSH connection' }[t];
+  return {
+    tls: "CRIU's TLS on the destination's address, certificates made for this migration",
+    tunnel: '127.0.0.1, through the SSH connection',
+    direct: "plain TCP on the destination's address",
+    stream: 'tar over the SSH connection',
+  }[t];
 }
 
 /** The plan as --dry-run prints it. */
@@ -126,6 +164,7 @@ export function describePlan(p: Plan, facts: Facts): string[] {
     ...p.steps.map((s) => `${s.step.padEnd(11)} ${s.what}`),
     (isLazy(p.method)
       ? 'any failure before the last page arrived: the destination is cleaned and the source resumes (after the restore, what the container did on the destination is lost and its TCP peers are reset)'
-      : 'any failure before "commit": the destination is cleaned and the source resumes') + (files ? " (the destination's synced files stay as synced)" : ''),
+      : 'any failure before "commit": the destination is cleaned and the source resumes') +
+      (files ? " (the destination's synced files stay as synced)" : ''),
   ];
 }

@@ -72,8 +72,6 @@ export interface StopRuleConfig {
  */
 export type StopReason = 'downtime' | 'threshold' | 'max-iterations' | 'steady' | 'not-converging';
 
-
-
 export interface Decision {
   stop: boolean;
   reason?: StopReason;
@@ -98,7 +96,10 @@ export function bandwidthOf(its: Iteration[]): number {
 }
 
 /** Predicted freeze-to-running time of a final dump started now. */
-export function predictDowntime(its: Iteration[], cfg: StopRuleConfig): { ms?: number; bandwidth: number; dirtyRate?: number } {
+export function predictDowntime(
+  its: Iteration[],
+  cfg: StopRuleConfig,
+): { ms?: number; bandwidth: number; dirtyRate?: number } {
   const last = its[its.length - 1];
   const bandwidth = bandwidthOf(its);
   if (its.length < 2 || !last.sinceLastMs) return { bandwidth };
@@ -114,7 +115,10 @@ export function predictDowntime(its: Iteration[], cfg: StopRuleConfig): { ms?: n
   const finalFixedMs = cfg.finalDumpCostFactor * preDumpFixedMs;
   // Restore: the model fitted on the test hosts, or the multiple, whichever is more.
   const totalMiB = (its[0].pagesScanned * PAGE_SIZE) / 1048576;
-  const restoreMs = Math.max(cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB, cfg.restoreCostFactor * preDumpFixedMs);
+  const restoreMs = Math.max(
+    cfg.restoreBaseMs + cfg.restoreMsPerMiB * totalMiB,
+    cfg.restoreCostFactor * preDumpFixedMs,
+  );
   return { ms: finalFixedMs + transferMs + last.copyMs + restoreMs, bandwidth, dirtyRate };
 }
 
@@ -127,25 +131,54 @@ export function decide(its: Iteration[], cfg: StopRuleConfig): Decision {
   if (cfg.threshold && its.length >= 2) {
     const limit = 'bytes' in cfg.threshold ? cfg.threshold.bytes : (bytes(its[0]) * cfg.threshold.percent) / 100;
     if (bytes(last) < limit) {
-      return { ...base, stop: true, reason: 'threshold', why: `iteration ${last.n} wrote ${mib(bytes(last))}, under the threshold of ${mib(limit)}` };
+      return {
+        ...base,
+        stop: true,
+        reason: 'threshold',
+        why: `iteration ${last.n} wrote ${mib(bytes(last))}, under the threshold of ${mib(limit)}`,
+      };
     }
   } else if (!cfg.threshold && p.ms !== undefined && p.ms <= cfg.maxDowntimeMs) {
-    return { ...base, stop: true, reason: 'downtime', why: `predicted downtime ${Math.round(p.ms)} ms fits --max-downtime ${cfg.maxDowntimeMs} ms` };
+    return {
+      ...base,
+      stop: true,
+      reason: 'downtime',
+      why: `predicted downtime ${Math.round(p.ms)} ms fits --max-downtime ${cfg.maxDowntimeMs} ms`,
+    };
   }
   if (its.length >= 2 && p.dirtyRate !== undefined && p.dirtyRate >= p.bandwidth) {
-    return { ...base, stop: true, reason: 'not-converging', why: `memory is dirtied at ${mib(p.dirtyRate)}/s, as fast as it is sent (${mib(p.bandwidth)}/s): more iterations cannot help` };
+    return {
+      ...base,
+      stop: true,
+      reason: 'not-converging',
+      why: `memory is dirtied at ${mib(p.dirtyRate)}/s, as fast as it is sent (${mib(p.bandwidth)}/s): more iterations cannot help`,
+    };
   }
   if (its.length >= 3 && bytes(last) >= 0.9 * bytes(its[its.length - 2])) {
     const share = bytes(last) / Math.max(bytes(its[0]), 1);
     const what = `iteration ${last.n} wrote ${mib(bytes(last))}, not less than the one before (${mib(bytes(its[its.length - 2]))})`;
     return share <= cfg.steadyShare
-      ? { ...base, stop: true, reason: 'steady', why: `${what}: the dirty set is down to ${(share * 100).toFixed(1)} % of the first iteration and stays there` }
+      ? {
+          ...base,
+          stop: true,
+          reason: 'steady',
+          why: `${what}: the dirty set is down to ${(share * 100).toFixed(1)} % of the first iteration and stays there`,
+        }
       : { ...base, stop: true, reason: 'not-converging', why: what };
   }
   if (its.length >= cfg.maxIterations) {
-    return { ...base, stop: true, reason: 'max-iterations', why: `${cfg.maxIterations} iterations done (--max-iterations)` };
+    return {
+      ...base,
+      stop: true,
+      reason: 'max-iterations',
+      why: `${cfg.maxIterations} iterations done (--max-iterations)`,
+    };
   }
-  return { ...base, stop: false, why: p.ms === undefined ? 'measuring the dirty rate' : `predicted downtime ${Math.round(p.ms)} ms` };
+  return {
+    ...base,
+    stop: false,
+    why: p.ms === undefined ? 'measuring the dirty rate' : `predicted downtime ${Math.round(p.ms)} ms`,
+  };
 }
 
 /** "64M", "1.5G", "500000", "10%" -> a threshold. */
@@ -173,13 +206,21 @@ export function chooseMode(
   postCopy = false,
   hybrid = false,
 ): { mode: 'iterative' | 'one-shot'; warning?: string; refuse?: boolean; note: string } {
-  if (hybrid) return dirtyTracking ? { mode: 'iterative', note: 'available: pre-copy, then post-copy (--hybrid)' } : { mode: 'one-shot', refuse: true, note: 'not available' };
+  if (hybrid)
+    return dirtyTracking
+      ? { mode: 'iterative', note: 'available: pre-copy, then post-copy (--hybrid)' }
+      : { mode: 'one-shot', refuse: true, note: 'not available' };
   if (postCopy) return { mode: 'one-shot', note: 'not needed (--post-copy moves memory after the restore)' };
   if (requested === 'one-shot') return { mode: 'one-shot', note: 'not needed (--one-shot)' };
-  if (requested === 'auto' && transport === 'stream') return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };
+  if (requested === 'auto' && transport === 'stream')
+    return { mode: 'one-shot', note: 'not used: --transport stream migrates in one shot' };
   if (!dirtyTracking) {
     if (requested === 'iterative') return { mode: 'one-shot', refuse: true, note: 'not available' };
-    return { mode: 'one-shot', warning: 'the source kernel does not track dirty memory (no soft-dirty): migrating in one shot, without pre-copy', note: 'not available: one-shot' };
+    return {
+      mode: 'one-shot',
+      warning: 'the source kernel does not track dirty memory (no soft-dirty): migrating in one shot, without pre-copy',
+      note: 'not available: one-shot',
+    };
   }
   return { mode: 'iterative', note: 'available: iterative pre-copy' };
 }
@@ -211,7 +252,10 @@ export type TransportChoice =
  * source reaches the destination's address, else the page server through the SSH
  * connection. An explicit choice that cannot work here is refused.
  */
-export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct', f: TransportFacts): TransportChoice {
+export function chooseTransport(
+  requested: 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct',
+  f: TransportFacts,
+): TransportChoice {
   const mib = (b: number) => `${Math.round(b / 1048576)} MiB`;
   const noRoute = {
     message: `--transport ${requested} needs the destination's address as the source reaches it, and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`,
@@ -220,9 +264,19 @@ export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' 
   if (f.postCopy) {
     // Only TLS: a lazy page server on the source takes a plain connection that closes as
     // "every page was fetched" and destroys the source; a TLS session cut short is an error.
-    const back = { ...noRoute, message: `--post-copy needs the destination to reach the source's address (it fetches pages from it), and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`, hint: 'Connect without ProxyJump, or migrate without --post-copy.' };
+    const back = {
+      ...noRoute,
+      message: `--post-copy needs the destination to reach the source's address (it fetches pages from it), and the SSH connection goes through a jump host${f.jumpHosts?.length ? ` (${f.jumpHosts.join(', ')})` : ''}`,
+      hint: 'Connect without ProxyJump, or migrate without --post-copy.',
+    };
     if (!f.directRoute) return { refuse: back };
-    if (!f.tls.ok) return { refuse: { message: `--post-copy cannot work here: ${f.tls.why}`, hint: "Post-copy fetches pages only over CRIU's TLS: install a CRIU built with TLS (gnutls) on both hosts, or migrate without --post-copy." } };
+    if (!f.tls.ok)
+      return {
+        refuse: {
+          message: `--post-copy cannot work here: ${f.tls.why}`,
+          hint: "Post-copy fetches pages only over CRIU's TLS: install a CRIU built with TLS (gnutls) on both hosts, or migrate without --post-copy.",
+        },
+      };
     return { transport: 'tls', why: "post-copy: the destination fetches pages from the source over CRIU's TLS" };
   }
   switch (requested) {
@@ -231,18 +285,39 @@ export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' 
     case 'tunnel':
       return { transport: 'tunnel', why: '--transport tunnel' };
     case 'direct':
-      return f.directRoute ? { transport: 'direct', why: '--transport direct: pages in clear on the network' } : { refuse: noRoute };
+      return f.directRoute
+        ? { transport: 'direct', why: '--transport direct: pages in clear on the network' }
+        : { refuse: noRoute };
     case 'tls':
       if (!f.directRoute) return { refuse: noRoute };
-      if (!f.tls.ok) return { refuse: { message: `--transport tls cannot work here: ${f.tls.why}`, hint: 'Use --transport tunnel (pages through the SSH connection), or install a CRIU built with TLS (gnutls) on both hosts.' } };
+      if (!f.tls.ok)
+        return {
+          refuse: {
+            message: `--transport tls cannot work here: ${f.tls.why}`,
+            hint: 'Use --transport tunnel (pages through the SSH connection), or install a CRIU built with TLS (gnutls) on both hosts.',
+          },
+        };
       return { transport: 'tls', why: '--transport tls' };
   }
   if (f.mode === 'one-shot' && f.memoryBytes !== undefined && f.memoryBytes < f.streamMaxBytes) {
     return { transport: 'stream', why: `auto: ${mib(f.memoryBytes)} in use, below ${mib(f.streamMaxBytes)}` };
   }
-  const size = f.mode === 'iterative' ? 'pre-copy' : f.memoryBytes !== undefined ? `${mib(f.memoryBytes)} in use` : 'memory use unknown';
-  if (!f.directRoute) return { transport: 'tunnel', why: `auto: ${size}; no direct route to the destination (ProxyJump), so through the SSH connection` };
-  if (!f.tls.ok) return { transport: 'tunnel', why: `auto: ${size}; TLS not available (${f.tls.why}), so through the SSH connection` };
+  const size =
+    f.mode === 'iterative'
+      ? 'pre-copy'
+      : f.memoryBytes !== undefined
+        ? `${mib(f.memoryBytes)} in use`
+        : 'memory use unknown';
+  if (!f.directRoute)
+    return {
+      transport: 'tunnel',
+      why: `auto: ${size}; no direct route to the destination (ProxyJump), so through the SSH connection`,
+    };
+  if (!f.tls.ok)
+    return {
+      transport: 'tunnel',
+      why: `auto: ${size}; TLS not available (${f.tls.why}), so through the SSH connection`,
+    };
   return { transport: 'tls', why: `auto: ${size}; CRIU's TLS on both hosts` };
 }
 
@@ -250,7 +325,11 @@ export function chooseTransport(requested: 'auto' | 'tls' | 'tunnel' | 'stream' 
  * Post-copy's pipe limit on one host: fine, raised by --tune-sysctl (and put back after),
  * or a refusal that says what to set.
  */
-export function pipeSizeAction(current: number | undefined, needed: number, tune: boolean): { ok: true } | { raise: true; from: number } | { refuse: string } {
+export function pipeSizeAction(
+  current: number | undefined,
+  needed: number,
+  tune: boolean,
+): { ok: true } | { raise: true; from: number } | { refuse: string } {
   if (current === undefined) return { refuse: 'fs.pipe-max-size cannot be read' };
   if (current >= needed) return { ok: true };
   if (tune) return { raise: true, from: current };
@@ -273,14 +352,24 @@ export const AUTO_CONVERGE = { startPct: 20, stepPct: 10, maxPct: 99, triggerSha
  * iteration at 99 % carried 8205-10256 pages written at 90 %, the second 3655-5641).
  * ITS[i].throttlePct: the throttle in force during iteration i.
  */
-export function convergeStep(its: Array<Iteration & { throttlePct?: number }>, d: Decision, current: number, maxIterations: number): { throttlePct: number; overrideStop: boolean; why?: string } {
+export function convergeStep(
+  its: Array<Iteration & { throttlePct?: number }>,
+  d: Decision,
+  current: number,
+  maxIterations: number,
+): { throttlePct: number; overrideStop: boolean; why?: string } {
   const a = AUTO_CONVERGE;
-  const keepingUp = its.length >= 2 && d.dirtyRate !== undefined && d.bandwidth > 0 && d.dirtyRate >= a.triggerShare * d.bandwidth;
+  const keepingUp =
+    its.length >= 2 && d.dirtyRate !== undefined && d.bandwidth > 0 && d.dirtyRate >= a.triggerShare * d.bandwidth;
   const gaveUp = d.stop && d.reason === 'not-converging';
   if (current >= a.maxPct) {
     const settled = its.length >= 2 && (its[its.length - 2].throttlePct ?? 0) >= a.maxPct;
     const wait = gaveUp && !settled && its.length < maxIterations;
-    return { throttlePct: current, overrideStop: wait, why: wait ? `the first iteration at ${current} % was mostly dirtied before it: one more` : undefined };
+    return {
+      throttlePct: current,
+      overrideStop: wait,
+      why: wait ? `the first iteration at ${current} % was mostly dirtied before it: one more` : undefined,
+    };
   }
   if (!(keepingUp || gaveUp) || (d.stop && !gaveUp)) return { throttlePct: current, overrideStop: false };
   const next = current === 0 ? a.startPct : Math.min(a.maxPct, current + a.stepPct);

@@ -12,7 +12,15 @@ import { openssl } from '../../openssl.js';
 import { DEFAULTS } from '../../options.js';
 import { isNotExist, parseState, runc } from '../../runc.js';
 import { commandLine, quote } from '../../shell.js';
-import { bundleLayout, compareFiles, describeMismatch, hostPath, mappedPaths, parseStat, type FileFact } from '../files/openfiles.js';
+import {
+  bundleLayout,
+  compareFiles,
+  describeMismatch,
+  hostPath,
+  mappedPaths,
+  parseStat,
+  type FileFact,
+} from '../files/openfiles.js';
 import { containerPids, taskFiles } from '../files/tasks.js';
 import { addr, parseAddrDev, parseRouteDev } from '../network/address.js';
 import { sourceAddressSeen } from '../network/portguard.js';
@@ -36,15 +44,24 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
       );
     }
     if (r.stdout.trim() !== '0') {
-      throw new PreflightError(`the destination user ${ssh.endpoint.user} is not root: runc restore and criu need root there`, 'Connect as root, or give a user with passwordless sudo and add --sudo.');
+      throw new PreflightError(
+        `the destination user ${ssh.endpoint.user} is not root: runc restore and criu need root there`,
+        'Connect as root, or give a user with passwordless sudo and add --sudo.',
+      );
     }
     return opts.sudo ? `${ssh.endpoint.user} through sudo` : ssh.endpoint.user;
   });
-  await checks.verify('runc on the destination', async () => `runc ${await toolVersion(dst, runc.version(s.dstRunc), 'runc', '--remote-runc')}`);
+  await checks.verify(
+    'runc on the destination',
+    async () => `runc ${await toolVersion(dst, runc.version(s.dstRunc), 'runc', '--remote-runc')}`,
+  );
   const criuVersion = await checks.fact('criu on the destination', async () => {
     const v = await toolVersion(dst, criu.version(opts.remoteCriu), 'criu', '--remote-criu');
     if (compareVersions(v, source.criuVersion) < 0) {
-      throw new PreflightError(`criu ${v} on the destination is older than the source's ${source.criuVersion}: it may not read the images`, 'Install the same or a newer CRIU on the destination.');
+      throw new PreflightError(
+        `criu ${v} on the destination is older than the source's ${source.criuVersion}: it may not read the images`,
+        'Install the same or a newer CRIU on the destination.',
+      );
     }
     return { fact: v, detail: `criu ${v}` };
   });
@@ -53,15 +70,31 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
   await checks.verify('container name free on the destination', () => checkNameFree(s));
   await checks.verify('work directories on both hosts', () => probeWorkDirs(s));
   const transport = await checks.fact('page transport', () => checkTransport(s, source));
-  const pipeSizes = await checks.fact('post-copy (lazy pages)', async () => (opts.postCopy ? checkPostCopy(s) : { fact: [] as PipeSize[], detail: 'not used' }));
+  const pipeSizes = await checks.fact('post-copy (lazy pages)', async () =>
+    opts.postCopy ? checkPostCopy(s) : { fact: [] as PipeSize[], detail: 'not used' },
+  );
   const files = await checks.fact('files to sync (rootfs, volumes)', () => checkFiles(s, source, bundleConfig));
-  await checks.verify('storage both hosts share (post-copy)', async () => (opts.postCopy ? checkSharedForPostCopy(s, source, bundleConfig) : 'not used'));
+  await checks.verify('storage both hosts share (post-copy)', async () =>
+    opts.postCopy ? checkSharedForPostCopy(s, source, bundleConfig) : 'not used',
+  );
   await checks.verify('CPU compatible (criu cpuinfo)', () => checkCpu(s), { skippable: true });
-  await checks.verify('open files present and equal on the destination', () => checkOpenFiles(s, source, bundleConfig, files), { skippable: true });
+  await checks.verify(
+    'open files present and equal on the destination',
+    () => checkOpenFiles(s, source, bundleConfig, files),
+    { skippable: true },
+  );
   await checks.verify('room for the images', () => checkRoom(s, source, transport.transport), { skippable: true });
   const moveIp = await checks.fact('service address', () => checkMoveIp(s));
   await checks.verify('network lock tool (iptables) on both hosts', () => checkNetworkLock(s));
-  return { criuVersion, bundleConfig: bundleConfig.config, srcBundleConfig: bundleConfig.srcConfig, ...transport, pipeSizes, files, moveIp };
+  return {
+    criuVersion,
+    bundleConfig: bundleConfig.config,
+    srcBundleConfig: bundleConfig.srcConfig,
+    ...transport,
+    pipeSizes,
+    files,
+    moveIp,
+  };
 }
 
 interface BundleConfigs {
@@ -84,11 +117,13 @@ async function checkBundle(s: Session, source: SourceFacts): Promise<{ fact: Bun
   }
   // The sync makes it, from the source's config.json and rootfs; it never fills a
   // directory that holds something else.
-  const ls = await s.dst.run(['sh', '-c', '[ ! -e "$1" ] || [ -d "$1" ] && [ -z "$(ls -A "$1")" ]', 'sh', b], { allowFail: true });
+  const ls = await s.dst.run(['sh', '-c', '[ ! -e "$1" ] || [ -d "$1" ] && [ -z "$(ls -A "$1")" ]', 'sh', b], {
+    allowFail: true,
+  });
   if (ls.code !== 0) {
     throw new PreflightError(
       `${b} on the destination is not a bundle (no config.json) and not empty: the tool will not sync into it`,
-      'Remove it there if it is stale, or name the bundle\'s path on the destination with --bundle DIR.',
+      "Remove it there if it is stale, or name the bundle's path on the destination with --bundle DIR.",
     );
   }
   return { fact: { srcConfig }, detail: `${b}: none yet, made from the source's by the sync` };
@@ -126,7 +161,10 @@ async function probeWorkDirs(s: Session): Promise<string> {
       'Choose a writable directory with --work-dir DIR (tmpfs, such as /dev/shm, keeps images off disk).',
     );
   }
-  const r = await s.dst.run(['sh', '-c', 'd=$(mktemp -d -p "$1" runc-migrate.probe.XXXXXXXX) && rmdir "$d"', 'sh', opts.remoteWorkDir], { allowFail: true });
+  const r = await s.dst.run(
+    ['sh', '-c', 'd=$(mktemp -d -p "$1" runc-migrate.probe.XXXXXXXX) && rmdir "$d"', 'sh', opts.remoteWorkDir],
+    { allowFail: true },
+  );
   if (r.code !== 0) {
     throw new PreflightError(
       `cannot create a work directory in ${opts.remoteWorkDir} on the destination: ${r.stderr.trim()}`,
@@ -144,9 +182,13 @@ async function probeWorkDirs(s: Session): Promise<string> {
 async function tlsAvailable(s: Session): Promise<{ ok: boolean; why?: string }> {
   const o = await s.src.run(openssl.version(), { allowFail: true });
   if (o.code !== 0) return { ok: false, why: 'no openssl on the source to make the certificates' };
-  for (const [host, bin] of [[s.src, s.opts.criu], [s.dst, s.opts.remoteCriu]] as const) {
+  for (const [host, bin] of [
+    [s.src, s.opts.criu],
+    [s.dst, s.opts.remoteCriu],
+  ] as const) {
     const r = await host.run(criu.help(bin), { allowFail: true });
-    if (!criuHasTls(r.stdout + r.stderr)) return { ok: false, why: `criu on the ${host.name} was built without TLS (gnutls)` };
+    if (!criuHasTls(r.stdout + r.stderr))
+      return { ok: false, why: `criu on the ${host.name} was built without TLS (gnutls)` };
   }
   return { ok: true };
 }
@@ -155,18 +197,37 @@ async function tlsAvailable(s: Session): Promise<{ ok: boolean; why?: string }> 
 async function checkTransport(s: Session, source: SourceFacts) {
   const { opts, ssh } = s;
   const directRoute = ssh.remoteAddress !== undefined && !ssh.endpoint.jumps?.length;
-  const facts = { mode: source.mode, memoryBytes: source.memoryBytes, directRoute, jumpHosts: ssh.endpoint.jumps?.map((j) => j.label), streamMaxBytes: DEFAULTS.autoStreamMaxBytes, postCopy: opts.postCopy };
+  const facts = {
+    mode: source.mode,
+    memoryBytes: source.memoryBytes,
+    directRoute,
+    jumpHosts: ssh.endpoint.jumps?.map((j) => j.label),
+    streamMaxBytes: DEFAULTS.autoStreamMaxBytes,
+    postCopy: opts.postCopy,
+  };
   let c = chooseTransport(opts.transport, { ...facts, tls: { ok: true } });
   if (c.transport === 'tls') c = chooseTransport(opts.transport, { ...facts, tls: await tlsAvailable(s) });
   if (c.refuse) throw new PreflightError(c.refuse.message, c.refuse.hint);
   const sourceAddress = opts.postCopy ? await sourceAddressSeen(s.ssh) : undefined;
-  if (opts.postCopy && !sourceAddress) throw new PreflightError("post-copy: the source's address as the destination sees it is unknown", 'Connect to the destination directly (no proxy command), or migrate without --post-copy.');
+  if (opts.postCopy && !sourceAddress)
+    throw new PreflightError(
+      "post-copy: the source's address as the destination sees it is unknown",
+      'Connect to the destination directly (no proxy command), or migrate without --post-copy.',
+    );
   const detail = opts.postCopy
     ? `tls from ${sourceAddress}:${opts.pageServerPort} on the source (${c.why})`
     : c.transport === 'tunnel' || c.transport === 'stream'
       ? `${c.transport} (${c.why})`
       : `${c.transport} to ${ssh.remoteAddress}:${opts.pageServerPort} (${c.why})`;
-  return { fact: { transport: c.transport, transportWhy: c.why, address: directRoute ? ssh.remoteAddress : undefined, sourceAddress }, detail };
+  return {
+    fact: {
+      transport: c.transport,
+      transportWhy: c.why,
+      address: directRoute ? ssh.remoteAddress : undefined,
+      sourceAddress,
+    },
+    detail,
+  };
 }
 
 /**
@@ -185,16 +246,24 @@ async function checkPostCopy(s: Session): Promise<{ fact: PipeSize[]; detail: st
   const needed = DEFAULTS.lazyPipeMaxBytes;
   const notes: string[] = ['userfaultfd on the destination'];
   const sizes: PipeSize[] = [];
-  for (const [on, host] of [['source', s.src], ['destination', s.dst]] as const) {
+  for (const [on, host] of [
+    ['source', s.src],
+    ['destination', s.dst],
+  ] as const) {
     const r = await host.run(['cat', '/proc/sys/fs/pipe-max-size'], { allowFail: true });
     const current = r.code === 0 ? Number(r.stdout.trim()) : undefined;
     const a = pipeSizeAction(Number.isFinite(current) ? current : undefined, needed, s.opts.tuneSysctl);
     if ('refuse' in a) {
-      throw new PreflightError(`on the ${host.name}, ${a.refuse}`, `Run sysctl -w fs.pipe-max-size=${needed} there (and on the other host), or give --tune-sysctl to have it raised for this migration and put back after.`);
+      throw new PreflightError(
+        `on the ${host.name}, ${a.refuse}`,
+        `Run sysctl -w fs.pipe-max-size=${needed} there (and on the other host), or give --tune-sysctl to have it raised for this migration and put back after.`,
+      );
     }
     if ('raise' in a) {
       sizes.push({ on, raiseFrom: a.from });
-      notes.push(`fs.pipe-max-size ${a.from} on the ${host.name}: raised to ${needed} for the migration (--tune-sysctl)`);
+      notes.push(
+        `fs.pipe-max-size ${a.from} on the ${host.name}: raised to ${needed} for the migration (--tune-sysctl)`,
+      );
     } else {
       sizes.push({ on });
       notes.push(`fs.pipe-max-size ${current} on the ${host.name}`);
@@ -209,7 +278,9 @@ async function checkCpu(s: Session): Promise<void> {
   let rdir: string | undefined;
   try {
     await s.src.run(criu.cpuinfoDump(s.opts.criu, dir));
-    rdir = (await s.dst.run(['mktemp', '-d', '-p', s.opts.remoteWorkDir, 'runc-migrate.cpuinfo.XXXXXXXX'])).stdout.trim();
+    rdir = (
+      await s.dst.run(['mktemp', '-d', '-p', s.opts.remoteWorkDir, 'runc-migrate.cpuinfo.XXXXXXXX'])
+    ).stdout.trim();
     await streamDir(s, dir, rdir);
     const r = await s.dst.run(criu.cpuinfoCheck(s.opts.remoteCriu, rdir), { allowFail: true });
     if (r.code !== 0) {
@@ -224,7 +295,12 @@ async function checkCpu(s: Session): Promise<void> {
   }
 }
 
-async function checkOpenFiles(s: Session, source: SourceFacts, bundle: BundleConfigs, files: FilesFacts | undefined): Promise<string> {
+async function checkOpenFiles(
+  s: Session,
+  source: SourceFacts,
+  bundle: BundleConfigs,
+  files: FilesFacts | undefined,
+): Promise<string> {
   const config = bundle.config ?? bundle.srcConfig;
   if (!config) return 'no bundle config';
   const facts = new Map<string, FileFact>();
@@ -235,7 +311,15 @@ async function checkOpenFiles(s: Session, source: SourceFacts, bundle: BundleCon
     for (const p of paths) {
       try {
         const st = statSync(`/proc/${pid}/root${p}`);
-        const type = st.isFile() ? 'regular file' : st.isFIFO() ? 'fifo' : st.isDirectory() ? 'directory' : st.isSocket() ? 'socket' : 'other';
+        const type = st.isFile()
+          ? 'regular file'
+          : st.isFIFO()
+            ? 'fifo'
+            : st.isDirectory()
+              ? 'directory'
+              : st.isSocket()
+                ? 'socket'
+                : 'other';
         if (type === 'socket' || type === 'other') continue;
         facts.set(p, { path: p, size: type === 'regular file' ? st.size : -1, type });
       } catch {
@@ -256,7 +340,9 @@ async function checkOpenFiles(s: Session, source: SourceFacts, bundle: BundleCon
   if (facts.size === 0) return synced ? `${synced} files, all in synced trees` : 'no files';
   const layout = bundleLayout(config, source.bundle);
   const toHost = (p: string) => hostPath(p, layout.rootfs, layout.mounts);
-  const r = await s.dst.run(['stat', '-L', '-c', '%s|%F|%n', '--', ...[...facts.keys()].map(toHost)], { allowFail: true });
+  const r = await s.dst.run(['stat', '-L', '-c', '%s|%F|%n', '--', ...[...facts.keys()].map(toHost)], {
+    allowFail: true,
+  });
   const bad = compareFiles(facts, parseStat(r.stdout), toHost);
   if (bad.length) {
     throw new PreflightError(
@@ -291,49 +377,87 @@ async function checkRoom(s: Session, source: SourceFacts, transport: string): Pr
 }
 
 async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined; detail: string }> {
-      const m = s.opts.moveIp;
-      if (!m) return { fact: undefined, detail: 'not moved (no --move-ip)' };
-      const onSrc = await s.src.run(addr.showTo(m.address), { allowFail: true });
-      const srcDev = m.dev ?? parseAddrDev(onSrc.stdout);
-      if (!parseAddrDev(onSrc.stdout) || !srcDev) {
-        throw new PreflightError(`--move-ip: ${m.address} is not an address of the source`, 'Give the address the container\'s peers connect to, as configured on the source (ip -4 addr).');
-      }
-      const onDst = await s.dst.run(addr.showTo(m.address), { allowFail: true });
-      if (parseAddrDev(onDst.stdout)) {
-        throw new PreflightError(`--move-ip: ${m.address} is already configured on the destination`, 'Remove it there first: two hosts must not answer for one address.');
-      }
-      const local = s.ssh.localAddress;
-      const route = local ? await s.dst.run(addr.routeGet(local), { allowFail: true }) : undefined;
-      const dstDev = m.dev ?? (route ? parseRouteDev(route.stdout) : undefined);
-      if (!dstDev) throw new PreflightError('--move-ip: cannot tell which interface of the destination should carry the address', 'Name it: --move-ip ADDR/PREFIX@DEV.');
-      const probe = await s.dst.run(['sh', '-c', 'command -v iptables >/dev/null || exit 3; command -v arping || { command -v busybox >/dev/null && echo busybox; }'], { allowFail: true });
-      if (probe.code === 3) throw new PreflightError('--move-ip needs iptables on the destination (to silence a rolled-back copy)', 'Install iptables there.');
-      const found = probe.stdout.trim();
-      if (!found) throw new PreflightError('--move-ip needs arping on the destination (iputils-arping or busybox)', 'Install iputils-arping (or busybox) there.');
-      const arping = found === 'busybox' ? ['busybox', 'arping'] : ['arping'];
-      // What an earlier migration that did not finish may have left: a mute for the
-      // address, a deaf interface. Either would silence the container after this one.
-      const left = await s.dst.run(['sh', '-c', `iptables -w -S OUTPUT 2>/dev/null | grep -F -- ${quote(`-s ${m.address}/32 -j DROP`)}; cat ${quote(addr.arpIgnoreFile(dstDev))}`], { allowFail: true });
-      const lines = left.stdout.trim().split('\n');
-      if (lines.some((l) => l.includes('-j DROP'))) {
-        throw new PreflightError(`--move-ip: the destination still drops ${m.address}'s output (left by an unfinished migration)`, `If no migration is running (migrate recover settles one), remove it there: ${commandLine(addr.unblockOutput(m))}`);
-      }
-      if (lines.at(-1) === '8') {
-        throw new PreflightError(`--move-ip: ${dstDev} on the destination answers no ARP (arp_ignore 8, left by an unfinished migration)`, `If no migration is running (migrate recover settles one), set it back there: echo 0 > ${addr.arpIgnoreFile(dstDev)}`);
-      }
-      return { fact: { ...m, srcDev, dstDev, arping }, detail: `${m.address}/${m.prefix}: ${srcDev} -> ${dstDev}` };
-    }
+  const m = s.opts.moveIp;
+  if (!m) return { fact: undefined, detail: 'not moved (no --move-ip)' };
+  const onSrc = await s.src.run(addr.showTo(m.address), { allowFail: true });
+  const srcDev = m.dev ?? parseAddrDev(onSrc.stdout);
+  if (!parseAddrDev(onSrc.stdout) || !srcDev) {
+    throw new PreflightError(
+      `--move-ip: ${m.address} is not an address of the source`,
+      "Give the address the container's peers connect to, as configured on the source (ip -4 addr).",
+    );
+  }
+  const onDst = await s.dst.run(addr.showTo(m.address), { allowFail: true });
+  if (parseAddrDev(onDst.stdout)) {
+    throw new PreflightError(
+      `--move-ip: ${m.address} is already configured on the destination`,
+      'Remove it there first: two hosts must not answer for one address.',
+    );
+  }
+  const local = s.ssh.localAddress;
+  const route = local ? await s.dst.run(addr.routeGet(local), { allowFail: true }) : undefined;
+  const dstDev = m.dev ?? (route ? parseRouteDev(route.stdout) : undefined);
+  if (!dstDev)
+    throw new PreflightError(
+      '--move-ip: cannot tell which interface of the destination should carry the address',
+      'Name it: --move-ip ADDR/PREFIX@DEV.',
+    );
+  const probe = await s.dst.run(
+    [
+      'sh',
+      '-c',
+      'command -v iptables >/dev/null || exit 3; command -v arping || { command -v busybox >/dev/null && echo busybox; }',
+    ],
+    { allowFail: true },
+  );
+  if (probe.code === 3)
+    throw new PreflightError(
+      '--move-ip needs iptables on the destination (to silence a rolled-back copy)',
+      'Install iptables there.',
+    );
+  const found = probe.stdout.trim();
+  if (!found)
+    throw new PreflightError(
+      '--move-ip needs arping on the destination (iputils-arping or busybox)',
+      'Install iputils-arping (or busybox) there.',
+    );
+  const arping = found === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+  // What an earlier migration that did not finish may have left: a mute for the
+  // address, a deaf interface. Either would silence the container after this one.
+  const left = await s.dst.run(
+    [
+      'sh',
+      '-c',
+      `iptables -w -S OUTPUT 2>/dev/null | grep -F -- ${quote(`-s ${m.address}/32 -j DROP`)}; cat ${quote(addr.arpIgnoreFile(dstDev))}`,
+    ],
+    { allowFail: true },
+  );
+  const lines = left.stdout.trim().split('\n');
+  if (lines.some((l) => l.includes('-j DROP'))) {
+    throw new PreflightError(
+      `--move-ip: the destination still drops ${m.address}'s output (left by an unfinished migration)`,
+      `If no migration is running (migrate recover settles one), remove it there: ${commandLine(addr.unblockOutput(m))}`,
+    );
+  }
+  if (lines.at(-1) === '8') {
+    throw new PreflightError(
+      `--move-ip: ${dstDev} on the destination answers no ARP (arp_ignore 8, left by an unfinished migration)`,
+      `If no migration is running (migrate recover settles one), set it back there: echo 0 > ${addr.arpIgnoreFile(dstDev)}`,
+    );
+  }
+  return { fact: { ...m, srcDev, dstDev, arping }, detail: `${m.address}/${m.prefix}: ${srcDev} -> ${dstDev}` };
+}
 
 async function checkNetworkLock(s: Session): Promise<string | void> {
-      if (!s.opts.tcpEstablished) return 'not needed (--no-tcp-established)';
-      for (const h of [s.src, s.dst]) {
-        // CRIU's default network lock (the tool does not change it) runs iptables-restore.
-        const r = await h.run(['sh', '-c', 'command -v iptables-restore'], { allowFail: true });
-        if (r.code !== 0) {
-          throw new PreflightError(
-            `iptables-restore is not on the ${h.name}: CRIU needs it to lock TCP connections during the dump and restore`,
-            `Install iptables on the ${h.name}, or migrate without TCP connections (--no-tcp-established).`,
-          );
-        }
-      }
+  if (!s.opts.tcpEstablished) return 'not needed (--no-tcp-established)';
+  for (const h of [s.src, s.dst]) {
+    // CRIU's default network lock (the tool does not change it) runs iptables-restore.
+    const r = await h.run(['sh', '-c', 'command -v iptables-restore'], { allowFail: true });
+    if (r.code !== 0) {
+      throw new PreflightError(
+        `iptables-restore is not on the ${h.name}: CRIU needs it to lock TCP connections during the dump and restore`,
+        `Install iptables on the ${h.name}, or migrate without TCP connections (--no-tcp-established).`,
+      );
     }
+  }
+}

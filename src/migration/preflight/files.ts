@@ -17,18 +17,35 @@ interface BundleConfigs {
 }
 
 /** The files check: undefined when nothing is synced (--no-sync-rootfs and no --sync-volume). */
-export async function checkFiles(s: Session, source: SourceFacts, bundle: BundleConfigs): Promise<{ fact: FilesFacts | undefined; detail: string }> {
+export async function checkFiles(
+  s: Session,
+  source: SourceFacts,
+  bundle: BundleConfigs,
+): Promise<{ fact: FilesFacts | undefined; detail: string }> {
   const o = s.opts;
   if (!o.syncRootfs && o.syncVolumes.length === 0) return { fact: undefined, detail: 'nothing (--no-sync-rootfs)' };
   const srcBundle = source.state.bundle;
   const srcConfig = bundle.srcConfig;
   if (srcConfig === undefined) {
-    const why = await fs.readFile(path.join(srcBundle, 'config.json'), 'utf8').then(() => 'it changed while read', (err: Error) => err.message);
-    throw new PreflightError(`cannot read the source bundle's config.json (${why})`, "The container's bundle must be readable on the source to sync its files; or give --no-sync-rootfs.");
+    const why = await fs.readFile(path.join(srcBundle, 'config.json'), 'utf8').then(
+      () => 'it changed while read',
+      (err: Error) => err.message,
+    );
+    throw new PreflightError(
+      `cannot read the source bundle's config.json (${why})`,
+      "The container's bundle must be readable on the source to sync its files; or give --no-sync-rootfs.",
+    );
   }
   let plan;
   try {
-    plan = planSync({ srcConfig, srcBundle, dstConfig: bundle.config, dstBundle: source.bundle, rootfs: o.syncRootfs, volumes: o.syncVolumes });
+    plan = planSync({
+      srcConfig,
+      srcBundle,
+      dstConfig: bundle.config,
+      dstBundle: source.bundle,
+      rootfs: o.syncRootfs,
+      volumes: o.syncVolumes,
+    });
   } catch (err) {
     if (err instanceof SyncPlanError) throw new PreflightError(err.message, err.hint);
     throw err;
@@ -38,7 +55,9 @@ export async function checkFiles(s: Session, source: SourceFacts, bundle: Bundle
     const v = r.code === 0 ? parseRsyncVersion(r.stdout) : undefined;
     if (!v || compareVersions(v, MIN_RSYNC_VERSION) < 0) {
       throw new PreflightError(
-        v ? `rsync ${v} on the ${h.name} is too old to sync the container's files (${MIN_RSYNC_VERSION} or newer)` : `rsync is not installed on the ${h.name}: it syncs the container's root filesystem`,
+        v
+          ? `rsync ${v} on the ${h.name} is too old to sync the container's files (${MIN_RSYNC_VERSION} or newer)`
+          : `rsync is not installed on the ${h.name}: it syncs the container's root filesystem`,
         `Install rsync ${MIN_RSYNC_VERSION} or newer there (Debian: apt-get install rsync), or migrate without syncing files (--no-sync-rootfs) if the destination's copy is kept identical another way.`,
       );
     }
@@ -50,18 +69,30 @@ export async function checkFiles(s: Session, source: SourceFacts, bundle: Bundle
     // A volume may be a single file (a bind-mounted configuration file, a socket's directory is not).
     const file = t.containerPath !== '/' && !!st?.isFile();
     if (!st?.isDirectory() && !file) {
-      throw new PreflightError(`the ${t.what} at ${t.src} on the source is not a directory or a regular file the tool can read`, t.what === 'rootfs' ? 'Give --no-sync-rootfs and copy it yourself.' : `Leave out --sync-volume ${t.containerPath}.`);
+      throw new PreflightError(
+        `the ${t.what} at ${t.src} on the source is not a directory or a regular file the tool can read`,
+        t.what === 'rootfs'
+          ? 'Give --no-sync-rootfs and copy it yourself.'
+          : `Leave out --sync-volume ${t.containerPath}.`,
+      );
     }
     const tree = file ? { ...t, file: true } : t;
     // A file is shared when its directory is.
-    if (await sameDirectory(s.dst, file ? path.dirname(t.src) : t.src, file ? path.dirname(t.dst) : t.dst)) shared.push(t.what);
+    if (await sameDirectory(s.dst, file ? path.dirname(t.src) : t.src, file ? path.dirname(t.dst) : t.dst))
+      shared.push(t.what);
     else trees.push(tree);
   }
   const parts = trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`);
   if (shared.length) parts.push(`shared storage, left alone: ${shared.join(', ')}`);
   if (plan.notSynced.length) parts.push(`not synced: ${plan.notSynced.map((m) => m.containerPath).join(', ')}`);
-  if (plan.notSynced.length) s.progress.info(`  bind mounts not synced (the destination's own are used): ${plan.notSynced.map((m) => `${m.containerPath} (${m.source})`).join(', ')}; --sync-volume PATH syncs one`);
-  return { fact: { plan: { ...plan, trees }, shared, srcConfig: bundle.config ? undefined : srcConfig }, detail: parts.join('; ') || 'nothing' };
+  if (plan.notSynced.length)
+    s.progress.info(
+      `  bind mounts not synced (the destination's own are used): ${plan.notSynced.map((m) => `${m.containerPath} (${m.source})`).join(', ')}; --sync-volume PATH syncs one`,
+    );
+  return {
+    fact: { plan: { ...plan, trees }, shared, srcConfig: bundle.config ? undefined : srcConfig },
+    detail: parts.join('; ') || 'nothing',
+  };
 }
 
 /**
@@ -74,8 +105,16 @@ export async function checkFiles(s: Session, source: SourceFacts, bundle: Bundle
 export async function checkSharedForPostCopy(s: Session, source: SourceFacts, bundle: BundleConfigs): Promise<string> {
   const config = bundle.srcConfig;
   if (!config) return "the source bundle's config.json cannot be read: not checked";
-  const pairs = pairTrees({ srcConfig: config, srcBundle: source.state.bundle, dstConfig: bundle.config, dstBundle: source.bundle });
-  const dirs = [{ what: 'rootfs', ...pairs.rootfs }, ...pairs.mounts.map((m) => ({ what: `bind mount ${m.containerPath} (${m.src})`, ...m }))];
+  const pairs = pairTrees({
+    srcConfig: config,
+    srcBundle: source.state.bundle,
+    dstConfig: bundle.config,
+    dstBundle: source.bundle,
+  });
+  const dirs = [
+    { what: 'rootfs', ...pairs.rootfs },
+    ...pairs.mounts.map((m) => ({ what: `bind mount ${m.containerPath} (${m.src})`, ...m })),
+  ];
   const shared: string[] = [];
   for (const d of dirs) {
     if (d.readOnly) continue;
@@ -91,6 +130,8 @@ export async function checkSharedForPostCopy(s: Session, source: SourceFacts, bu
       "In the lazy window the destination's copy writes there while the source can still be resumed: a broken window resumes a source older than those files. Migrate without --post-copy, or give --post-copy-shared-ok to accept that.",
     );
   }
-  s.progress.warn(`post-copy with storage both hosts share (${list}): if the lazy window breaks, the source resumes older than what the copy wrote there (--post-copy-shared-ok)`);
+  s.progress.warn(
+    `post-copy with storage both hosts share (${list}): if the lazy window breaks, the source resumes older than what the copy wrote there (--post-copy-shared-ok)`,
+  );
   return `shared, accepted: ${list}`;
 }

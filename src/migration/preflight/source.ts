@@ -14,7 +14,10 @@ export class NotRunning extends PreflightError {}
 
 export async function checkSource(s: LocalSession, checks: Checks): Promise<SourceFacts> {
   const { opts, src } = s;
-  await checks.verify('runc on the source', async () => `runc ${await toolVersion(src, runc.version(s.srcRunc), 'runc', '--runc')}`);
+  await checks.verify(
+    'runc on the source',
+    async () => `runc ${await toolVersion(src, runc.version(s.srcRunc), 'runc', '--runc')}`,
+  );
   const criuVersion = await checks.fact('criu on the source', async () => {
     const v = await toolVersion(src, criu.version(opts.criu), 'criu', '--criu');
     return { fact: v, detail: `criu ${v}` };
@@ -24,14 +27,17 @@ export async function checkSource(s: LocalSession, checks: Checks): Promise<Sour
     const r = await src.run(runc.state(s.srcRunc, opts.container), { allowFail: true });
     if (r.code !== 0) {
       const hint = `List the containers with: runc --root ${opts.runcRoot} list (or give the right root with --runc-root DIR).`;
-      if (isNotExist(r.stderr)) throw new NotRunning(`no container "${opts.container}" in runc root ${opts.runcRoot} on the source`, hint);
+      if (isNotExist(r.stderr))
+        throw new NotRunning(`no container "${opts.container}" in runc root ${opts.runcRoot} on the source`, hint);
       throw new PreflightError(`runc state ${opts.container} failed on the source: ${r.stderr.trim()}`, hint);
     }
     const state = parseState(r.stdout);
     if (state.status !== 'running') {
       throw new NotRunning(
         `container "${opts.container}" is ${state.status}, not running`,
-        state.status === 'paused' ? `Resume it first: runc --root ${opts.runcRoot} resume ${opts.container}.` : 'Only a running container can be live-migrated.',
+        state.status === 'paused'
+          ? `Resume it first: runc --root ${opts.runcRoot} resume ${opts.container}.`
+          : 'Only a running container can be live-migrated.',
       );
     }
     const mem = await src.run(runc.stats(s.srcRunc, opts.container), { allowFail: true, timeoutMs: 10_000 });
@@ -39,8 +45,13 @@ export async function checkSource(s: LocalSession, checks: Checks): Promise<Sour
     return { fact: { state, memoryBytes }, detail: `pid ${state.pid}, bundle ${state.bundle}` };
   });
   const mode = await checks.fact('dirty-memory tracking on the source (pre-copy)', async () => {
-    const needsProbe = opts.mode !== 'one-shot' && (!opts.postCopy || opts.hybrid) && !(opts.mode === 'auto' && opts.transport === 'stream');
-    const tracking = needsProbe ? (await src.run(criu.checkFeature(opts.criu, 'mem_dirty_track'), { allowFail: true })).code === 0 : undefined;
+    const needsProbe =
+      opts.mode !== 'one-shot' &&
+      (!opts.postCopy || opts.hybrid) &&
+      !(opts.mode === 'auto' && opts.transport === 'stream');
+    const tracking = needsProbe
+      ? (await src.run(criu.checkFeature(opts.criu, 'mem_dirty_track'), { allowFail: true })).code === 0
+      : undefined;
     const m = chooseMode(opts.mode, tracking, opts.transport, opts.postCopy, opts.hybrid);
     if (m.refuse && opts.hybrid) {
       throw new PreflightError(
@@ -66,8 +77,19 @@ export async function checkSource(s: LocalSession, checks: Checks): Promise<Sour
       );
     }
     const t = await Throttle.check(running.state.pid);
-    if ('refuse' in t) throw new PreflightError(`--auto-converge cannot throttle ${opts.container}: ${t.refuse}`, "Leave out --auto-converge, or enable the cpu controller for the container's cgroup.");
+    if ('refuse' in t)
+      throw new PreflightError(
+        `--auto-converge cannot throttle ${opts.container}: ${t.refuse}`,
+        "Leave out --auto-converge, or enable the cpu controller for the container's cgroup.",
+      );
     return { fact: t.describe, detail: `${t.describe}; raised only while pre-copy does not converge` };
   });
-  return { state: running.state, bundle: opts.bundle ?? running.state.bundle, memoryBytes: running.memoryBytes, criuVersion, mode, throttle };
+  return {
+    state: running.state,
+    bundle: opts.bundle ?? running.state.bundle,
+    memoryBytes: running.memoryBytes,
+    criuVersion,
+    mode,
+    throttle,
+  };
 }

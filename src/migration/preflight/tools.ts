@@ -11,7 +11,7 @@ export async function toolVersion(host: Host, argv: string[], tool: string, flag
   } catch (err) {
     r = { code: 127, stdout: '', stderr: (err as Error).message };
   }
-  if (r.code === 127 || /not found|No such file|ENOENT/i.test(r.stderr) && r.code !== 0) {
+  if (r.code === 127 || (/not found|No such file|ENOENT/i.test(r.stderr) && r.code !== 0)) {
     throw new PreflightError(
       `${tool} is not installed on the ${host.name} (${argv[0]} not found)`,
       `Install ${tool} there${tool === 'criu' ? ` (${MIN_CRIU_VERSION} or newer)` : ''}, or give its path with ${flag} PATH.`,
@@ -19,7 +19,10 @@ export async function toolVersion(host: Host, argv: string[], tool: string, flag
   }
   const v = tool === 'criu' ? parseCriuVersion(r.stdout) : parseRuncVersion(r.stdout);
   if (r.code !== 0 || !v) {
-    throw new PreflightError(`${tool} on the ${host.name} did not report its version (${argv.join(' ')} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)})`, `Check the ${tool} installation on the ${host.name}.`);
+    throw new PreflightError(
+      `${tool} on the ${host.name} did not report its version (${argv.join(' ')} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)})`,
+      `Check the ${tool} installation on the ${host.name}.`,
+    );
   }
   const min = tool === 'criu' ? MIN_CRIU_VERSION : MIN_RUNC_VERSION;
   if (compareVersions(v, min) < 0) {
@@ -36,7 +39,11 @@ export async function criuCheck(host: Host, bin: string): Promise<string> {
   const r = await host.run([bin, 'check'], { allowFail: true, timeoutMs: 30_000 });
   const out = `${r.stdout}${r.stderr}`;
   if (r.code !== 0 || !/Looks good/.test(out)) {
-    const errs = out.split('\n').filter((l) => /Error|error/.test(l)).slice(0, 3).join(' | ');
+    const errs = out
+      .split('\n')
+      .filter((l) => /Error|error/.test(l))
+      .slice(0, 3)
+      .join(' | ');
     throw new PreflightError(
       `criu check failed on the ${host.name}: ${errs || out.trim().split('\n').pop()}`,
       `This kernel lacks features CRIU needs: run criu check there for details (a newer kernel or CRIU may help), or --force to try anyway.`,
@@ -44,4 +51,3 @@ export async function criuCheck(host: Host, bin: string): Promise<string> {
   }
   return 'looks good';
 }
-

@@ -31,11 +31,19 @@ export interface Resources {
 
 export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo): Promise<Resources> {
   const step = <T>(title: string, run: () => Promise<{ value: T; detail: string }>) =>
-    s.progress.phase(`prepare:${title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`, title, run, (r) => (r.detail ? `(${r.detail})` : undefined)).then((r) => r.value);
+    s.progress
+      .phase(`prepare:${title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`, title, run, (r) =>
+        r.detail ? `(${r.detail})` : undefined,
+      )
+      .then((r) => r.value);
   const throttle = facts.source.throttle
     ? await step('CPU throttle (auto-converge)', async () => {
         const t = await Throttle.locate(facts.source.state.pid);
-        if ('refuse' in t) throw new PreflightError(`--auto-converge cannot throttle ${s.opts.container}: ${t.refuse}`, "Leave out --auto-converge, or enable the cpu controller for the container's cgroup.");
+        if ('refuse' in t)
+          throw new PreflightError(
+            `--auto-converge cannot throttle ${s.opts.container}: ${t.refuse}`,
+            "Leave out --auto-converge, or enable the cpu controller for the container's cgroup.",
+          );
         undo.add("lift the container's CPU throttle", () => t.lift());
         return { value: t, detail: t.describe() };
       })
@@ -44,11 +52,18 @@ export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo):
   const remote = await step('work directory on the destination', () => remoteWorkDir(s, undo));
   const work = { local, remote };
   const certs = await step('page transport', () => guardTransport(s, facts, plan, work, undo));
-  if (facts.destination.pipeSizes.some((p) => p.raiseFrom !== undefined)) await step('pipe size (post-copy)', () => raisePipeSize(s, facts, undo));
+  if (facts.destination.pipeSizes.some((p) => p.raiseFrom !== undefined))
+    await step('pipe size (post-copy)', () => raisePipeSize(s, facts, undo));
   const files = facts.destination.files?.plan.trees.length
     ? await step('change log of the files', async () => {
         const f = required(facts.destination.files, 'the files to sync');
-        const sync = await FilesSync.create(s, { work: local, bundle: facts.source.bundle, pid: facts.source.state.pid }, f.plan, undo, { shared: f.shared, srcConfig: f.srcConfig, verify: s.opts.verifyFiles });
+        const sync = await FilesSync.create(
+          s,
+          { work: local, bundle: facts.source.bundle, pid: facts.source.state.pid },
+          f.plan,
+          undo,
+          { shared: f.shared, srcConfig: f.srcConfig, verify: s.opts.verifyFiles },
+        );
         return { value: sync, detail: sync.trees.map((t) => t.what).join(', ') };
       })
     : undefined;
@@ -103,7 +118,13 @@ async function remoteWorkDir(s: Session, undo: Undo): Promise<{ value: WorkPaths
 }
 
 /** For TLS, this migration's certificates; for every page server, its port closed to others. */
-async function guardTransport(s: Session, facts: Facts, plan: Plan, work: WorkDirs, undo: Undo): Promise<{ value: Certificates | undefined; detail: string }> {
+async function guardTransport(
+  s: Session,
+  facts: Facts,
+  plan: Plan,
+  work: WorkDirs,
+  undo: Undo,
+): Promise<{ value: Certificates | undefined; detail: string }> {
   const d = facts.destination;
   const m = plan.method;
   if (plan.transport === 'stream') return { value: undefined, detail: 'stream: no page server' };
@@ -112,7 +133,13 @@ async function guardTransport(s: Session, facts: Facts, plan: Plan, work: WorkDi
   if (plan.transport === 'tls') {
     const c =
       m.kind === 'hybrid'
-        ? await makeCertificates(s, work, undo, [required(d.address, "the destination's address"), m.sourceAddress], 'both')
+        ? await makeCertificates(
+            s,
+            work,
+            undo,
+            [required(d.address, "the destination's address"), m.sourceAddress],
+            'both',
+          )
         : m.kind === 'post-copy'
           ? await makeCertificates(s, work, undo, m.sourceAddress, 'source')
           : await makeCertificates(s, work, undo, required(d.address, "the destination's address"));
@@ -120,9 +147,17 @@ async function guardTransport(s: Session, facts: Facts, plan: Plan, work: WorkDi
     certs = c;
     parts.push('certificates made for this migration');
   }
-  const guard = await guardPort(s, { method: m.kind, transport: plan.transport, tag: path.basename(work.local.base), address: d.address, sourceAddress: d.sourceAddress });
+  const guard = await guardPort(s, {
+    method: m.kind,
+    transport: plan.transport,
+    tag: path.basename(work.local.base),
+    address: d.address,
+    sourceAddress: d.sourceAddress,
+  });
   if ('skipped' in guard) {
-    s.progress.warn(`the page server's port is not closed to other clients (${guard.skipped}): another client reaching it first would make the dump fail (the source then resumes)`);
+    s.progress.warn(
+      `the page server's port is not closed to other clients (${guard.skipped}): another client reaching it first would make the dump fail (the source then resumes)`,
+    );
   } else {
     undo.add("remove the page server's port rules", () => guard.remove());
     parts.push(guard.describe);
@@ -140,8 +175,15 @@ async function raisePipeSize(s: Session, facts: Facts, undo: Undo): Promise<{ va
     const set = ['sh', '-c', `echo ${needed} > /proc/sys/fs/pipe-max-size`];
     const back = ['sh', '-c', `echo ${p.raiseFrom} > /proc/sys/fs/pipe-max-size`];
     const w = await host.run(set, { allowFail: true });
-    if (w.code !== 0) throw new PreflightError(`could not raise fs.pipe-max-size on the ${host.name}: ${w.stderr.trim()}`, `Run sysctl -w fs.pipe-max-size=${needed} there yourself.`);
-    const keeper = p.on === 'destination' ? await remoteKeeper(s.dst, 'sysctl-keeper', back) : await localKeeper('sysctl-keeper', back);
+    if (w.code !== 0)
+      throw new PreflightError(
+        `could not raise fs.pipe-max-size on the ${host.name}: ${w.stderr.trim()}`,
+        `Run sysctl -w fs.pipe-max-size=${needed} there yourself.`,
+      );
+    const keeper =
+      p.on === 'destination'
+        ? await remoteKeeper(s.dst, 'sysctl-keeper', back)
+        : await localKeeper('sysctl-keeper', back);
     undo.add(`put fs.pipe-max-size back to ${p.raiseFrom} on the ${host.name}`, () => keeper());
     notes.push(`fs.pipe-max-size raised from ${p.raiseFrom} to ${needed} on the ${host.name} (put back after)`);
   }

@@ -36,7 +36,10 @@ export function ownerLine(): string {
 export async function neededDirs(intentDir: string): Promise<Set<string>> {
   const needed = new Set<string>();
   for (const f of await fs.readdir(intentDir).catch(() => [] as string[])) {
-    const rec = await fs.readFile(path.join(intentDir, f), 'utf8').then((t) => JSON.parse(t), () => undefined);
+    const rec = await fs.readFile(path.join(intentDir, f), 'utf8').then(
+      (t) => JSON.parse(t),
+      () => undefined,
+    );
     if (rec?.localBase) needed.add(rec.localBase);
     if (rec?.remoteBase) needed.add(rec.remoteBase);
   }
@@ -48,7 +51,10 @@ export async function neededDirs(intentDir: string): Promise<Set<string>> {
  * each, its path and its owner line ("HOST PID MACHINE BOOT"), each ended by a NUL (a path
  * may hold spaces or newlines).
  */
-export function staleDirs(listing: string, o: { machine: string; boot: string; alive: (pid: number) => boolean; needed: Set<string>; self: string[] }): string[] {
+export function staleDirs(
+  listing: string,
+  o: { machine: string; boot: string; alive: (pid: number) => boolean; needed: Set<string>; self: string[] },
+): string[] {
   const out: string[] = [];
   const f = listing.split('\0');
   for (let i = 0; i + 1 < f.length; i += 2) {
@@ -65,8 +71,20 @@ export function staleDirs(listing: string, o: { machine: string; boot: string; a
 
 /** Removes the stale work directories under PARENT on HOST; returns those removed. */
 export async function removeStale(host: Host, parent: string, intentDir: string, self: string[]): Promise<string[]> {
-  const list = await host.run(['sh', '-c', `for d in ${quote(parent)}/${WORK_PREFIX}*; do [ -f "$d/${OWNER_FILE}" ] && printf '%s\\0%s\\0' "$d" "$(cat "$d/${OWNER_FILE}")"; done; true`], { allowFail: true });
-  const stale = staleDirs(list.stdout, { ...machineAndBoot(), alive: pidAlive, needed: await neededDirs(intentDir), self });
+  const list = await host.run(
+    [
+      'sh',
+      '-c',
+      `for d in ${quote(parent)}/${WORK_PREFIX}*; do [ -f "$d/${OWNER_FILE}" ] && printf '%s\\0%s\\0' "$d" "$(cat "$d/${OWNER_FILE}")"; done; true`,
+    ],
+    { allowFail: true },
+  );
+  const stale = staleDirs(list.stdout, {
+    ...machineAndBoot(),
+    alive: pidAlive,
+    needed: await neededDirs(intentDir),
+    self,
+  });
   if (stale.length) await host.run(['rm', '-rf', '--one-file-system', ...stale], { allowFail: true });
   return stale;
 }

@@ -16,7 +16,16 @@ import type { RuncGlobal } from '../../runc.js';
  * resumes the source, the destination's guard removes its copy). From 'prepared' the
  * source waits, frozen, for a final verdict: the migration is in doubt until recovered.
  */
-export type IntentPhase = 'precopy' | 'frozen' | 'restoring' | 'lazy-window' | 'prepared' | 'committing' | 'destination-committed' | 'committed' | 'rolled-back';
+export type IntentPhase =
+  | 'precopy'
+  | 'frozen'
+  | 'restoring'
+  | 'lazy-window'
+  | 'prepared'
+  | 'committing'
+  | 'destination-committed'
+  | 'committed'
+  | 'rolled-back';
 
 /** The record's format; a record of another version is refused, not guessed at. */
 export const INTENT_VERSION = 2;
@@ -57,19 +66,33 @@ export function intentPath(dir: string, container: string): string {
 export async function writeIntent(file: string, intent: Intent): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, JSON.stringify({ ...intent, updatedAt: new Date().toISOString() }, null, 2) + '\n', { mode: 0o600 });
+  await fs.writeFile(tmp, JSON.stringify({ ...intent, updatedAt: new Date().toISOString() }, null, 2) + '\n', {
+    mode: 0o600,
+  });
   await fs.rename(tmp, file);
 }
 
-const PHASES: IntentPhase[] = ['precopy', 'frozen', 'restoring', 'lazy-window', 'prepared', 'committing', 'destination-committed', 'committed', 'rolled-back'];
+const PHASES: IntentPhase[] = [
+  'precopy',
+  'frozen',
+  'restoring',
+  'lazy-window',
+  'prepared',
+  'committing',
+  'destination-committed',
+  'committed',
+  'rolled-back',
+];
 
 /** Why TEXT is not a record this version can act on; undefined when it is one. */
 export function invalidIntent(x: unknown): string | undefined {
   if (typeof x !== 'object' || x === null) return 'not a JSON object';
   const r = x as Record<string, unknown>;
-  if (r.version !== INTENT_VERSION) return `format version ${JSON.stringify(r.version)}, this tool reads ${INTENT_VERSION}`;
+  if (r.version !== INTENT_VERSION)
+    return `format version ${JSON.stringify(r.version)}, this tool reads ${INTENT_VERSION}`;
   const str = (k: string) => typeof r[k] === 'string' && (r[k] as string).length > 0;
-  for (const k of ['container', 'destination', 'startedAt', 'localBase', 'holdDir', 'remoteBase', 'guardDir']) if (!str(k)) return `${k} is missing`;
+  for (const k of ['container', 'destination', 'startedAt', 'localBase', 'holdDir', 'remoteBase', 'guardDir'])
+    if (!str(k)) return `${k} is missing`;
   if (!PHASES.includes(r.phase as IntentPhase)) return `unknown phase ${JSON.stringify(r.phase)}`;
   if (!Number.isInteger(r.pid)) return 'pid is missing';
   for (const k of ['srcRunc', 'dstRunc']) {

@@ -18,7 +18,15 @@ import { isNotExist, parseState, runc, type RuncGlobal } from '../../runc.js';
 import { guardFilesCommand, parseGuardFiles, resumeCommand } from '../switchover/guard.js';
 import { decide, readHold, readLazyExit, WATCHDOG_FILE } from '../switchover/hold.js';
 import { addr } from '../network/address.js';
-import { intentPath, liveMigration, lockContainer, readIntent, removeIntent, RunningAlready, type Intent } from './intent.js';
+import {
+  intentPath,
+  liveMigration,
+  lockContainer,
+  readIntent,
+  removeIntent,
+  RunningAlready,
+  type Intent,
+} from './intent.js';
 import { removeCriuLockRules, unlockAfterWindow } from '../network/netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from '../switchover/shared.js';
@@ -107,7 +115,12 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
     if (decision.action !== 'wait') break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  if (!decision || decision.action === 'wait') throw new MigrateError(`could not settle the migration of ${intent.container}: ${decision?.why ?? 'no decision'}`, EXIT.UNSAFE, 'Run migrate recover again in a minute.');
+  if (!decision || decision.action === 'wait')
+    throw new MigrateError(
+      `could not settle the migration of ${intent.container}: ${decision?.why ?? 'no decision'}`,
+      EXIT.UNSAFE,
+      'Run migrate recover again in a minute.',
+    );
   if (decision.action === 'in-doubt') return { runningOn: 'in-doubt', why: decision.why, intent };
   // Committed is final: nothing is changed, the record stays for the operator.
   if (decision.action === 'kept') return { runningOn: 'kept', why: decision.why, intent };
@@ -132,7 +145,12 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
     }
     const st = await env.src.run(runc.state(srcRunc, intent.container), { allowFail: true });
     const pid = st.code === 0 ? parseState(st.stdout).pid : undefined;
-    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), { pid, ps: runc.ps(srcRunc, intent.container), keep: intent.lockRulesBefore ?? [], mine: intent.connections });
+    const hung = await unlockAfterWindow((argv) => env.src.run(argv, { allowFail: true }), {
+      pid,
+      ps: runc.ps(srcRunc, intent.container),
+      keep: intent.lockRulesBefore ?? [],
+      mine: intent.connections,
+    });
     if (hung) env.warn(hung);
   }
   if (decision.action === 'destination' && decision.removeSourceCopy) {
@@ -142,21 +160,36 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   if (decision.action === 'destination' && decision.resumeCopy && env.dst) {
     // The guard marked its commit; every task of its copy must run (continuing a running one changes nothing).
     const r = await env.dst.run(resumeCommand(runc.ps(dstRunc, intent.container)), { allowFail: true });
-    if (r.code !== 0) throw new MigrateError(`the destination committed, but its copy's tasks could not all be continued: ${r.stderr.trim()}`, EXIT.UNSAFE, 'The source stays frozen. Look at the destination (runc ps), then run migrate recover again.');
+    if (r.code !== 0)
+      throw new MigrateError(
+        `the destination committed, but its copy's tasks could not all be continued: ${r.stderr.trim()}`,
+        EXIT.UNSAFE,
+        'The source stays frozen. Look at the destination (runc ps), then run migrate recover again.',
+      );
   }
   if (decision.finalVerdict) await decide(intent.holdDir, 'final', decision.finalVerdict);
   // The hold has its answer: wait for the checkpoint to end (the source resumes or goes).
   for (let i = 0; i < 600 && processMentions(intent.localBase); i++) await new Promise((r) => setTimeout(r, 100));
   const srcStatus = await status(env.src, srcRunc, intent.container);
   if (decision.action === 'destination') {
-    if (srcStatus !== 'missing') env.warn(`the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${srcRunc.root} delete --force ${intent.container}`);
-    await removeCriuLockRules((argv) => env.src.run(argv, { allowFail: true }), intent.lockRulesBefore ?? [], intent.connections);
+    if (srcStatus !== 'missing')
+      env.warn(
+        `the source still has ${intent.container} (${srcStatus}) after the commit: remove it with runc --root ${srcRunc.root} delete --force ${intent.container}`,
+      );
+    await removeCriuLockRules(
+      (argv) => env.src.run(argv, { allowFail: true }),
+      intent.lockRulesBefore ?? [],
+      intent.connections,
+    );
   } else if (srcStatus !== 'running') {
     env.warn(`the source's ${intent.container} is ${srcStatus} after the rollback`);
   }
   // Both work directories and the record go last: they were what this needed.
   await fs.rm(intent.localBase, { recursive: true, force: true });
-  if (env.dst) await env.dst.run(['rm', '-rf', '--one-file-system', intent.remoteBase], { allowFail: true }).catch(() => undefined);
+  if (env.dst)
+    await env.dst
+      .run(['rm', '-rf', '--one-file-system', intent.remoteBase], { allowFail: true })
+      .catch(() => undefined);
   await removeIntent(intentFile);
   return { runningOn: decision.action, why: decision.why, intent };
 }
@@ -172,36 +205,71 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
   let release: (() => Promise<void>) | undefined;
   try {
     // The records, the hold and runc's state are root's: anyone else would see none of them.
-    if (process.getuid?.() !== 0) throw new MigrateError('migrate recover must run as root: the records of unfinished migrations, the hold files and runc state are readable by root only', EXIT.USAGE, 'Run it again as root (sudo migrate recover ...).');
+    if (process.getuid?.() !== 0)
+      throw new MigrateError(
+        'migrate recover must run as root: the records of unfinished migrations, the hold files and runc state are readable by root only',
+        EXIT.USAGE,
+        'Run it again as root (sudo migrate recover ...).',
+      );
     // One at a time with migrate: a running migration of this container is not touched;
     // a dead one's lock goes with this run.
     const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
-      if (err instanceof RunningAlready) throw new MigrateError(`a migration of ${opts.container} is still running (pid ${err.pid})`, EXIT.PREFLIGHT, 'Wait for it to end; if it hangs, stop it with kill -TERM and run migrate recover again.');
+      if (err instanceof RunningAlready)
+        throw new MigrateError(
+          `a migration of ${opts.container} is still running (pid ${err.pid})`,
+          EXIT.PREFLIGHT,
+          'Wait for it to end; if it hangs, stop it with kill -TERM and run migrate recover again.',
+        );
       throw err;
     });
     release = unlock;
     const rec = await readIntent(file).catch((err: Error) => {
-      throw new MigrateError(err.message, EXIT.UNSAFE, 'Nothing was changed. Settle the container by hand (runc state on both hosts), then remove the record.');
+      throw new MigrateError(
+        err.message,
+        EXIT.UNSAFE,
+        'Nothing was changed. Settle the container by hand (runc state on both hosts), then remove the record.',
+      );
     });
     if (rec) {
-      if (rec.destination !== opts.destination) progress.warn(`the record names the destination ${rec.destination}; connecting to ${opts.destination} as given`);
+      if (rec.destination !== opts.destination)
+        progress.warn(
+          `the record names the destination ${rec.destination}; connecting to ${opts.destination} as given`,
+        );
       const endpoint = resolveEndpoint(opts);
-      ssh = await progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () => SshConnection.connect(endpoint)).catch((err: Error) => {
-        progress.warn(`the destination cannot be reached (${err.message}): deciding from the source alone where that is safe`);
-        return undefined;
-      });
+      ssh = await progress
+        .phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () =>
+          SshConnection.connect(endpoint),
+        )
+        .catch((err: Error) => {
+          progress.warn(
+            `the destination cannot be reached (${err.message}): deciding from the source alone where that is safe`,
+          );
+          return undefined;
+        });
       const r = await progress.phase('recover', `settle the migration of ${opts.container} (${rec.phase})`, () =>
-        recover(file, { src, dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined, warn: (m) => progress.warn(m), info: (m) => progress.info(m), resumeSource: opts.resumeSource }),
+        recover(file, {
+          src,
+          dst: ssh ? new RemoteHost(ssh, opts.sudo, log) : undefined,
+          warn: (m) => progress.warn(m),
+          info: (m) => progress.info(m),
+          resumeSource: opts.resumeSource,
+        }),
       );
       if (r?.runningOn === 'in-doubt') {
         report.outcome = 'in-doubt';
         report.exitCode = EXIT.UNSAFE;
-        report.error = { message: `still in doubt: ${r.why}`, hint: 'The source stays frozen; nothing was changed. Run migrate recover again once the destination can be reached.' };
+        report.error = {
+          message: `still in doubt: ${r.why}`,
+          hint: 'The source stays frozen; nothing was changed. Run migrate recover again once the destination can be reached.',
+        };
       } else if (r?.runningOn === 'nowhere') {
         report.outcome = 'unsafe';
         report.exitCode = EXIT.UNSAFE;
         report.runningOn = 'none';
-        report.error = { message: r.why, hint: `Nothing was changed. The container's memory was only in the source's tasks; its files are on both hosts (the record ${file} and the work directories stay).` };
+        report.error = {
+          message: r.why,
+          hint: `Nothing was changed. The container's memory was only in the source's tasks; its files are on both hosts (the record ${file} and the work directories stay).`,
+        };
       } else if (r?.runningOn === 'kept') {
         report.outcome = 'in-doubt';
         report.exitCode = EXIT.UNSAFE;

@@ -30,7 +30,13 @@ export type RecoveryDecision =
    * hold is told rollback (if it still waits). afterLazyWindow: CRIU resumed it at the end
    * of a broken lazy window: the address goes back to it and CRIU's lock rules go.
    */
-  | { action: 'source'; why: string; finalVerdict?: 'rollback'; removeDestinationCopy: boolean; afterLazyWindow?: boolean }
+  | {
+      action: 'source';
+      why: string;
+      finalVerdict?: 'rollback';
+      removeDestinationCopy: boolean;
+      afterLazyWindow?: boolean;
+    }
   /**
    * The container ends on the destination: the source's hold is told commit (if it still
    * waits); removeSourceCopy: a source CRIU resumed must go; resumeCopy: the guard marked its
@@ -55,46 +61,107 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   // images are left (once a pre-dump still under way has ended).
   if (f.phase === 'precopy') {
     if (f.checkpointRunning) return { action: 'wait', why: 'a pre-dump is still under way' };
-    return { action: 'source', why: 'the tool died during pre-copy: the container kept running on the source', removeDestinationCopy: false };
+    return {
+      action: 'source',
+      why: 'the tool died during pre-copy: the container kept running on the source',
+      removeDestinationCopy: false,
+    };
   }
   // The migration had rolled back, the destination confirmed clean; only its work directory was left.
-  if (f.phase === 'rolled-back') return { action: 'source', why: 'the migration had rolled back; what the clean-up left on the destination is removed', removeDestinationCopy: false };
+  if (f.phase === 'rolled-back')
+    return {
+      action: 'source',
+      why: 'the migration had rolled back; what the clean-up left on the destination is removed',
+      removeDestinationCopy: false,
+    };
   // The migration had committed on both hosts; only the clean-up was left.
-  if (f.phase === 'committed') return { action: 'destination', why: 'the migration had committed; what the clean-up left is removed' };
+  if (f.phase === 'committed')
+    return { action: 'destination', why: 'the migration had committed; what the clean-up left is removed' };
   // The final verdict was written: the source knows its fate; the destination must match.
   if (f.hold.final !== undefined) {
-    if (f.hold.final === 'commit') return { action: 'destination', why: 'the final verdict was commit', resumeCopy: f.guard?.committed && f.destinationStatus === 'running' };
+    if (f.hold.final === 'commit')
+      return {
+        action: 'destination',
+        why: 'the final verdict was commit',
+        resumeCopy: f.guard?.committed && f.destinationStatus === 'running',
+      };
     return { action: 'source', why: `the final verdict was ${f.hold.final}`, removeDestinationCopy: !copyAbsent };
   }
   if (f.hold.verdict === 'lazy') {
     // Post-copy's window: the destination's guard decides alone (postcopy.ts); the source
     // follows it. The source's watchdog ends the checkpoint within its limits.
-    if (f.checkpointRunning) return { action: 'wait', why: "the lazy transfer is still under way (the source's watchdog ends it within its limits)" };
-    if (f.guard?.alive && !f.guard.committed && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding the lazy window" };
+    if (f.checkpointRunning)
+      return {
+        action: 'wait',
+        why: "the lazy transfer is still under way (the source's watchdog ends it within its limits)",
+      };
+    if (f.guard?.alive && !f.guard.committed && !f.guard.removed)
+      return { action: 'wait', why: "the destination's guard is still deciding the lazy window" };
     if (f.guard?.committed && dstRuns) {
       return f.checkpointExit === 0
         ? { action: 'destination', why: 'every page reached the destination (the source was destroyed)' }
-        : { action: 'destination', why: "every page reached the destination, but CRIU resumed the source", removeSourceCopy: true };
+        : {
+            action: 'destination',
+            why: 'every page reached the destination, but CRIU resumed the source',
+            removeSourceCopy: true,
+          };
     }
     if (f.checkpointExit === 0) {
-      if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'the source was destroyed (every page sent); the destination cannot be reached to confirm its copy' };
-      if (dstRuns && !f.guard.removed) return { action: 'destination', why: 'the source was destroyed (every page sent) and the destination runs the copy' };
-      return { action: 'nowhere', why: `CRIU destroyed the source as if every page had been sent, but the destination's copy is ${f.guard.removed ? 'removed' : f.destinationStatus}` };
+      if (!f.guard || f.destinationStatus === undefined)
+        return {
+          action: 'in-doubt',
+          why: 'the source was destroyed (every page sent); the destination cannot be reached to confirm its copy',
+        };
+      if (dstRuns && !f.guard.removed)
+        return {
+          action: 'destination',
+          why: 'the source was destroyed (every page sent) and the destination runs the copy',
+        };
+      return {
+        action: 'nowhere',
+        why: `CRIU destroyed the source as if every page had been sent, but the destination's copy is ${f.guard.removed ? 'removed' : f.destinationStatus}`,
+      };
     }
     // CRIU resumed the source (its network still locked). Unless the guard committed,
     // the copy can never be whole.
-    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'CRIU resumed the source (its network stays locked), but the destination cannot be reached to learn whether it kept its copy' };
-    return { action: 'source', why: 'the lazy transfer broke: CRIU resumed the source', removeDestinationCopy: !copyAbsent && !f.guard.removed, afterLazyWindow: true };
+    if (!f.guard || f.destinationStatus === undefined)
+      return {
+        action: 'in-doubt',
+        why: 'CRIU resumed the source (its network stays locked), but the destination cannot be reached to learn whether it kept its copy',
+      };
+    return {
+      action: 'source',
+      why: 'the lazy transfer broke: CRIU resumed the source',
+      removeDestinationCopy: !copyAbsent && !f.guard.removed,
+      afterLazyWindow: true,
+    };
   }
   if (f.hold.verdict === 'prepared') {
     // In doubt: only the destination's guard knows whether it committed.
-    if (!f.guard || f.destinationStatus === undefined) return { action: 'in-doubt', why: 'the source is prepared and the destination cannot be reached' };
-    const rollback = (why: string): RecoveryDecision => ({ action: 'source', why, finalVerdict: 'rollback', removeDestinationCopy: !copyAbsent });
+    if (!f.guard || f.destinationStatus === undefined)
+      return { action: 'in-doubt', why: 'the source is prepared and the destination cannot be reached' };
+    const rollback = (why: string): RecoveryDecision => ({
+      action: 'source',
+      why,
+      finalVerdict: 'rollback',
+      removeDestinationCopy: !copyAbsent,
+    });
     const kept = (why: string): RecoveryDecision =>
-      f.resumeSource ? rollback(`${why}; the operator asked to resume the source (--resume-source)`) : { action: 'kept', why: `${why}: the frozen source is kept, never resumed once the destination may have committed` };
+      f.resumeSource
+        ? rollback(`${why}; the operator asked to resume the source (--resume-source)`)
+        : {
+            action: 'kept',
+            why: `${why}: the frozen source is kept, never resumed once the destination may have committed`,
+          };
     if (f.guard.committed) {
       // runc says "running" for a stopped copy too: the guard, or recover, continues it.
-      if (dstRuns) return { action: 'destination', why: 'the destination committed and has the container', finalVerdict: 'commit', resumeCopy: true };
+      if (dstRuns)
+        return {
+          action: 'destination',
+          why: 'the destination committed and has the container',
+          finalVerdict: 'commit',
+          resumeCopy: true,
+        };
       return kept(`the destination committed but its copy is ${f.destinationStatus}`);
     }
     if (f.guard.alive && !f.guard.removed) return { action: 'wait', why: "the destination's guard is still deciding" };
@@ -102,7 +169,10 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
     if (!f.guard.present) {
       // No trace of the guard (a reboot wiped its files): whether it committed is unknown
       // once the word commit may have been sent.
-      if (COMMIT_SENT.includes(f.phase)) return kept(`the destination shows no trace of its guard (rebooted?) and the commit may have reached it; its copy is ${f.destinationStatus}`);
+      if (COMMIT_SENT.includes(f.phase))
+        return kept(
+          `the destination shows no trace of its guard (rebooted?) and the commit may have reached it; its copy is ${f.destinationStatus}`,
+        );
       return rollback('the destination never committed (the word commit was never sent)');
     }
     // The guard died without a last word and without its commit marker: it never
@@ -111,7 +181,11 @@ export function decideRecovery(f: RecoveryFacts): RecoveryDecision {
   }
   if (f.hold.verdict !== undefined) {
     // The hold rolled back on its own (the tool died before the prepare) or was told to.
-    return { action: 'source', why: `the source's hold ended with ${f.hold.verdict}`, removeDestinationCopy: !copyAbsent && !(f.guard?.removed ?? false) };
+    return {
+      action: 'source',
+      why: `the source's hold ended with ${f.hold.verdict}`,
+      removeDestinationCopy: !copyAbsent && !(f.guard?.removed ?? false),
+    };
   }
   if (f.checkpointRunning) return { action: 'wait', why: "the source's checkpoint has not reached its hold yet" };
   // The checkpoint ended before any verdict: the dump failed and the source resumed.

@@ -66,18 +66,45 @@ export function failureOf(err: unknown, stage: Stage, seen: SeenBeforeFreeze): F
   const e = err instanceof Error ? err : new Error(String(err));
   if (e instanceof AfterFreezeError) {
     const outcome = e.inDoubt ? 'in-doubt' : e.exitCode === EXIT.ROLLED_BACK ? 'rolled-back' : 'unsafe';
-    return { stage, outcome, exitCode: e.exitCode, runningOn: e.runningOn, message: e.message, hint: e.hint, criuErrors: e.criuErrors.length ? e.criuErrors : undefined };
+    return {
+      stage,
+      outcome,
+      exitCode: e.exitCode,
+      runningOn: e.runningOn,
+      message: e.message,
+      hint: e.hint,
+      criuErrors: e.criuErrors.length ? e.criuErrors : undefined,
+    };
   }
   if (e instanceof MigrateError) {
-    return { stage, outcome: e.exitCode === EXIT.INTERRUPTED ? 'interrupted' : 'refused', exitCode: e.exitCode, runningOn: beforeFreeze(seen), message: e.message, hint: e.hint };
+    return {
+      stage,
+      outcome: e.exitCode === EXIT.INTERRUPTED ? 'interrupted' : 'refused',
+      exitCode: e.exitCode,
+      runningOn: beforeFreeze(seen),
+      message: e.message,
+      hint: e.hint,
+    };
   }
   // A command failed before the freeze: nothing was changed on the source.
-  if (e instanceof CommandError) return { stage, outcome: 'refused', exitCode: EXIT.PREFLIGHT, runningOn: beforeFreeze(seen), message: e.message };
-  return { stage, outcome: 'refused', exitCode: EXIT.INTERNAL, runningOn: 'unknown', message: `internal error: ${e.stack ?? e.message}` };
+  if (e instanceof CommandError)
+    return { stage, outcome: 'refused', exitCode: EXIT.PREFLIGHT, runningOn: beforeFreeze(seen), message: e.message };
+  return {
+    stage,
+    outcome: 'refused',
+    exitCode: EXIT.INTERNAL,
+    runningOn: 'unknown',
+    message: `internal error: ${e.stack ?? e.message}`,
+  };
 }
 
 /** A new report: refused and unknown until the run says otherwise. */
-export function newReport(opts: Options, progress: Progress, outcome: Outcome = 'refused', exitCode: ExitCode = EXIT.PREFLIGHT): Report {
+export function newReport(
+  opts: Options,
+  progress: Progress,
+  outcome: Outcome = 'refused',
+  exitCode: ExitCode = EXIT.PREFLIGHT,
+): Report {
   return {
     outcome,
     exitCode,
@@ -93,7 +120,13 @@ export function newReport(opts: Options, progress: Progress, outcome: Outcome = 
 }
 
 /** The report of one `migrate` run. */
-export function buildReport(opts: Options, progress: Progress, r: Results, failure: Failure | undefined, totalMs: number): Report {
+export function buildReport(
+  opts: Options,
+  progress: Progress,
+  r: Results,
+  failure: Failure | undefined,
+  totalMs: number,
+): Report {
   const report = newReport(opts, progress);
   report.totalMs = totalMs;
   report.memoryBytes = r.memoryBytes;
@@ -103,19 +136,41 @@ export function buildReport(opts: Options, progress: Progress, r: Results, failu
   report.files = r.files;
   if (r.precopy) {
     const d = r.precopy.decision;
-    Object.assign(report, { iterations: r.precopy.iterations.map((it) => ({ ...it })), stopReason: d.reason, stopWhy: d.why, predictedDowntimeMs: d.predictedDowntimeMs });
+    Object.assign(report, {
+      iterations: r.precopy.iterations.map((it) => ({ ...it })),
+      stopReason: d.reason,
+      stopWhy: d.why,
+      predictedDowntimeMs: d.predictedDowntimeMs,
+    });
   }
   report.postCopy = r.lazy;
   if (failure) {
     Object.assign(report, { outcome: failure.outcome, exitCode: failure.exitCode, runningOn: failure.runningOn });
-    report.error = { stage: failure.stage, message: failure.message, hint: failure.hint, criuErrors: failure.criuErrors };
+    report.error = {
+      stage: failure.stage,
+      message: failure.message,
+      hint: failure.hint,
+      criuErrors: failure.criuErrors,
+    };
   } else if (r.recoveredWhy !== undefined) {
-    Object.assign(report, { outcome: 'recovered', exitCode: EXIT.OK, runningOn: 'destination', recoveredWhy: r.recoveredWhy });
+    Object.assign(report, {
+      outcome: 'recovered',
+      exitCode: EXIT.OK,
+      runningOn: 'destination',
+      recoveredWhy: r.recoveredWhy,
+    });
   } else if (r.dryRun) {
     Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source' });
   } else if (r.migrated) {
     const m = r.migrated;
-    Object.assign(report, { outcome: 'migrated', exitCode: EXIT.OK, runningOn: 'destination', downtimeMs: m.downtimeMs, bytesMoved: m.bytesMoved, finalDump: m.finalDump });
+    Object.assign(report, {
+      outcome: 'migrated',
+      exitCode: EXIT.OK,
+      runningOn: 'destination',
+      downtimeMs: m.downtimeMs,
+      bytesMoved: m.bytesMoved,
+      finalDump: m.finalDump,
+    });
     if (m.sourceLeft) {
       // Migrated, but the source may still hold its frozen copy: exit 5 says so.
       report.exitCode = EXIT.UNSAFE;
@@ -137,9 +192,16 @@ export function buildReport(opts: Options, progress: Progress, r: Results, failu
     const hint = `Run: migrate recover ${opts.container} ${opts.destination} once the destination can be reached; it removes what is left on both hosts.`;
     if (report.runningOn === 'destination' && !failure) {
       report.exitCode = EXIT.UNSAFE;
-      report.error = { message: `migrated, but the destination's work directory ${r.remoteLeft} could not be removed (the connection was lost after the commit)`, hint };
+      report.error = {
+        message: `migrated, but the destination's work directory ${r.remoteLeft} could not be removed (the connection was lost after the commit)`,
+        hint,
+      };
     } else if (report.error) {
-      report.error = { ...report.error, message: `${report.error.message}; the destination's work directory ${r.remoteLeft} could not be removed`, hint: [report.error.hint, hint].filter(Boolean).join(' ') };
+      report.error = {
+        ...report.error,
+        message: `${report.error.message}; the destination's work directory ${r.remoteLeft} could not be removed`,
+        hint: [report.error.hint, hint].filter(Boolean).join(' '),
+      };
     }
   }
   return report;

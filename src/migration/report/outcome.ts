@@ -11,7 +11,11 @@ export { interruption };
 
 class Interrupted extends MigrateError {
   constructor() {
-    super(`interrupted by ${interruption.signal} before the freeze`, EXIT.INTERRUPTED, 'Nothing was frozen; run it again when ready.');
+    super(
+      `interrupted by ${interruption.signal} before the freeze`,
+      EXIT.INTERRUPTED,
+      'Nothing was frozen; run it again when ready.',
+    );
   }
 }
 
@@ -45,19 +49,37 @@ export async function runsOnSource(s: LocalSession): Promise<boolean> {
  */
 export function rolledBack(
   message: string,
-  o: { sourceRuns: boolean; container: string; destination: string; hint?: string; criuErrors?: string[]; dstClean?: boolean },
+  o: {
+    sourceRuns: boolean;
+    container: string;
+    destination: string;
+    hint?: string;
+    criuErrors?: string[];
+    dstClean?: boolean;
+  },
 ): AfterFreezeError {
   const dstClean = o.dstClean ?? true;
   return new AfterFreezeError(
     message + (dstClean ? '' : ', but the destination could not be confirmed clean'),
     o.sourceRuns && dstClean ? EXIT.ROLLED_BACK : EXIT.UNSAFE,
-    dstClean ? o.hint : `Its guard removes its stopped copy by itself. Once the destination can be reached, run: migrate recover ${o.container} ${o.destination} (it confirms that and cleans up both hosts).`,
+    dstClean
+      ? o.hint
+      : `Its guard removes its stopped copy by itself. Once the destination can be reached, run: migrate recover ${o.container} ${o.destination} (it confirms that and cleans up both hosts).`,
     o.criuErrors ?? [],
     o.sourceRuns ? 'source' : 'unknown',
   );
 }
 
 /** rolledBack() with the source's state looked up first. */
-export async function afterFreeze(s: LocalSession, message: string, o: { hint?: string; criuErrors?: string[]; dstClean?: boolean } = {}): Promise<AfterFreezeError> {
-  return rolledBack(message, { ...o, sourceRuns: await runsOnSource(s), container: s.opts.container, destination: s.opts.destination });
+export async function afterFreeze(
+  s: LocalSession,
+  message: string,
+  o: { hint?: string; criuErrors?: string[]; dstClean?: boolean } = {},
+): Promise<AfterFreezeError> {
+  return rolledBack(message, {
+    ...o,
+    sourceRuns: await runsOnSource(s),
+    container: s.opts.container,
+    destination: s.opts.destination,
+  });
 }

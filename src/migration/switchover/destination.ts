@@ -97,12 +97,25 @@ export class Destination implements DestinationSide {
     const g = ctx.dstRunc;
     const pidFile = `${this.R.criuWork}/restored.pid`;
     const lazy = this.setup.lazy;
-    let restore = runc.restore(g, ctx.opts.container, { bundle: this.setup.bundle, imagePath: images.remote, workPath: this.R.criuWork, tcpEstablished: ctx.opts.tcpEstablished, pidFile, lazy: !!lazy });
+    let restore = runc.restore(g, ctx.opts.container, {
+      bundle: this.setup.bundle,
+      imagePath: images.remote,
+      workPath: this.R.criuWork,
+      tcpEstablished: ctx.opts.tcpEstablished,
+      pidFile,
+      lazy: !!lazy,
+    });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (ctx.faults.at('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
     // (before the guard looks at it: a stopped copy cannot die by itself afterwards).
     if (ctx.faults.at('restore-dies')) {
-      restore = ['sh', '-c', `"$@" || exit $?; kill -KILL "$(cat ${quote(pidFile)})"; sleep 0.05; exit 0`, 'sh', ...restore];
+      restore = [
+        'sh',
+        '-c',
+        `"$@" || exit $?; kill -KILL "$(cat ${quote(pidFile)})"; sleep 0.05; exit 0`,
+        'sh',
+        ...restore,
+      ];
     }
     const script = guardScript({
       dir: this.guardDir,
@@ -147,7 +160,8 @@ export class Destination implements DestinationSide {
         const l = parseGuardLine(buf.slice(0, i));
         if (l.word === GUARD_WORD.lazyDone) this.lazyDone = l.detail;
         if (l.word === GUARD_WORD.committed || l.word === GUARD_WORD.removed) this.ended ??= l.word;
-        if (l.word === GUARD_WORD.resumeFailed || l.word === GUARD_WORD.announceFailed) this.afterCommitTrouble.push(buf.slice(0, i));
+        if (l.word === GUARD_WORD.resumeFailed || l.word === GUARD_WORD.announceFailed)
+          this.afterCommitTrouble.push(buf.slice(0, i));
         this.lines.push(buf.slice(0, i));
         buf = buf.slice(i + 1);
       }
@@ -159,7 +173,8 @@ export class Destination implements DestinationSide {
       this.wake();
     });
     const w = await this.next([GUARD_WORD.claimed, GUARD_WORD.claimFailed, GUARD_WORD.removed], 30_000);
-    if (w.word !== GUARD_WORD.claimed) throw new Error(`the destination's guard could not claim ${mv?.address}: ${w.detail}`);
+    if (w.word !== GUARD_WORD.claimed)
+      throw new Error(`the destination's guard could not claim ${mv?.address}: ${w.detail}`);
     // The guard started at the latest now: it gives up by this time, whatever happens.
     this.endsBy = Date.now() + this.deadlineS * 1000;
   }
@@ -226,14 +241,17 @@ export class Destination implements DestinationSide {
       const code = await ps.done;
       if (code !== 0) {
         const errs = criuLogErrors(await this.pageServerLog(), 3);
-        throw new Error(`the page server on the destination exited ${code}: not every page arrived${errs.length ? `: ${errs.join(' | ')}` : ''}`);
+        throw new Error(
+          `the page server on the destination exited ${code}: not every page arrived${errs.length ? `: ${errs.join(' | ')}` : ''}`,
+        );
       }
     }
     ctx.faults.fail('copy');
     // CRIU's own "parent" link stays behind: the page server made the destination's.
     const bytes = await streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
     // Hybrid: no page server took the lazy final dump; the restore finds the pre-dumps through this link.
-    if (this.setup.lazy && images.parent) await ctx.dst.run(['ln', '-sfn', images.parent, path.join(images.remote, 'parent')]);
+    if (this.setup.lazy && images.parent)
+      await ctx.dst.run(['ln', '-sfn', images.parent, path.join(images.remote, 'parent')]);
     return bytes;
   }
 
@@ -258,7 +276,10 @@ export class Destination implements DestinationSide {
     this.say(TOOL_WORD.restore);
     // Tests: the tool dies, or loses the connection, while the guard restores.
     this.point('restoring');
-    const w = await this.next([GUARD_WORD.verified, GUARD_WORD.restoreFailed, GUARD_WORD.died, GUARD_WORD.nameTaken, GUARD_WORD.removed], this.deadlineS * 1000);
+    const w = await this.next(
+      [GUARD_WORD.verified, GUARD_WORD.restoreFailed, GUARD_WORD.died, GUARD_WORD.nameTaken, GUARD_WORD.removed],
+      this.deadlineS * 1000,
+    );
     if (w.word === GUARD_WORD.verified) {
       // The guard waits for the commit: it hears from the tool from now on.
       if (!this.setup.lazy) this.beat(true);
@@ -275,8 +296,12 @@ export class Destination implements DestinationSide {
       const d = diagnose(await fetchLog(this.ctx.dst, path.join(this.R.criuWork, RESTORE_LOG)));
       throw new CriuFailure(`destination: runc restore exited ${w.detail}`, d);
     }
-    if (w.word === 'died') throw new Error(`the restored container is ${w.detail} on the destination right after the restore`);
-    if (w.word === 'name-taken') throw new Error(`a container named ${this.ctx.opts.container} appeared on the destination during the migration; it was left alone`);
+    if (w.word === 'died')
+      throw new Error(`the restored container is ${w.detail} on the destination right after the restore`);
+    if (w.word === 'name-taken')
+      throw new Error(
+        `a container named ${this.ctx.opts.container} appeared on the destination during the migration; it was left alone`,
+      );
     throw new Error(`the restore did not finish: ${w.detail}`);
   }
 
@@ -290,7 +315,8 @@ export class Destination implements DestinationSide {
     this.say(TOOL_WORD.commit);
     this.point('commit-sent');
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], 60_000);
-    if (w.word !== GUARD_WORD.committed) throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
+    if (w.word !== GUARD_WORD.committed)
+      throw new Error(`the guard answered ${w.word}${w.detail ? ` (${w.detail})` : ''}`);
     return { trouble: this.afterCommitTrouble.splice(0) };
   }
 
@@ -315,7 +341,11 @@ export class Destination implements DestinationSide {
    * most LIMITMS. undefined: the destination cannot be reached (at once, unless
    * keepTrying) or the limit passed; the last files read otherwise.
    */
-  protected async watchGuard(limitMs: number, done: (f: GuardFiles) => boolean, o: { keepTrying?: boolean; pollMs?: number } = {}): Promise<GuardFiles | undefined> {
+  protected async watchGuard(
+    limitMs: number,
+    done: (f: GuardFiles) => boolean,
+    o: { keepTrying?: boolean; pollMs?: number } = {},
+  ): Promise<GuardFiles | undefined> {
     const deadline = Date.now() + limitMs;
     for (;;) {
       const f = await this.guardFiles();
@@ -358,7 +388,9 @@ export class Destination implements DestinationSide {
   }
 
   protected async absent(): Promise<boolean> {
-    const st = await this.ctx.dst.run(runc.state(this.ctx.dstRunc, this.ctx.opts.container), { allowFail: true }).catch(() => undefined);
+    const st = await this.ctx.dst
+      .run(runc.state(this.ctx.dstRunc, this.ctx.opts.container), { allowFail: true })
+      .catch(() => undefined);
     return !!st && st.code !== 0 && isNotExist(st.stderr);
   }
 }

@@ -114,7 +114,11 @@ task_state() {
 
 /** A command that continues every stopped task of a committed copy (for migrate recover). */
 export function resumeCommand(ps: string[]): string[] {
-  return ['sh', '-c', `${taskFunctions(ps, { stopped: false })}\nresume || { echo "still stopped:$left_stopped" >&2; exit 1; }`];
+  return [
+    'sh',
+    '-c',
+    `${taskFunctions(ps, { stopped: false })}\nresume || { echo "still stopped:$left_stopped" >&2; exit 1; }`,
+  ];
 }
 
 export function guardScript(g: GuardSpec): string {
@@ -328,10 +332,19 @@ export interface GuardFiles {
 export function guardFilesCommand(dir: string): string[] {
   const d = quote(dir);
   const F = GUARD_FILE;
-  return ['sh', '-c', `[ -e ${d}/${F.committed} ] && echo ${F.committed}; [ -e ${d}/${F.removed} ] && echo ${F.removed}; [ -f ${d}/${F.pid} ] && kill -0 "$(cat ${d}/${F.pid})" 2>/dev/null && echo alive; [ -e ${d}/${F.log} ] && echo present; true`];
+  return [
+    'sh',
+    '-c',
+    `[ -e ${d}/${F.committed} ] && echo ${F.committed}; [ -e ${d}/${F.removed} ] && echo ${F.removed}; [ -f ${d}/${F.pid} ] && kill -0 "$(cat ${d}/${F.pid})" 2>/dev/null && echo alive; [ -e ${d}/${F.log} ] && echo present; true`,
+  ];
 }
 
 export function parseGuardFiles(stdout: string): GuardFiles {
   const words = stdout.split('\n').map((l) => l.trim());
-  return { committed: words.includes(GUARD_FILE.committed), removed: words.includes(GUARD_FILE.removed), alive: words.includes('alive'), present: words.includes('present') };
+  return {
+    committed: words.includes(GUARD_FILE.committed),
+    removed: words.includes(GUARD_FILE.removed),
+    alive: words.includes('alive'),
+    present: words.includes('present'),
+  };
 }

@@ -41,7 +41,14 @@ export type Verdict = 'commit' | 'rollback';
  * on every rollback once the tool has marked the address released (the file
  * address-released), before CRIU resumes the tasks.
  */
-export function holdScript(p: WorkPaths, cliPid: number, timeoutS: number, giveBack?: string[], lazy?: boolean, failDump = false): string {
+export function holdScript(
+  p: WorkPaths,
+  cliPid: number,
+  timeoutS: number,
+  giveBack?: string[],
+  lazy?: boolean,
+  failDump = false,
+): string {
   const q = shellQuote;
   const ticks = Math.ceil(timeoutS * 50); // 20 ms each (at least: a late tick only makes the deadline later)
   const V = VERDICT;
@@ -65,12 +72,16 @@ while [ ! -e "$dir/verdict" ]; do
 	sleep 0.02
 done
 v=$(cat "$dir/verdict" 2>/dev/null)
-${lazy ? `# Post-copy: the watchdog bounds the lazy page server (it outlives this script and CRIU's
+${
+  lazy
+    ? `# Post-copy: the watchdog bounds the lazy page server (it outlives this script and CRIU's
 # wait for it); it is given the seconds left of the hold's limit.
 if [ "$v" = ${V.lazy} ]; then
 	setsid sh "$dir/${WATCHDOG_FILE}" $(((${ticks} - i) / 50)) </dev/null >/dev/null 2>&1 &
 	exit 0
-fi` : `[ "$v" = ${V.lazy} ] && exit 0`}
+fi`
+    : `[ "$v" = ${V.lazy} ] && exit 0`
+}
 [ "$v" = ${V.prepared} ] || rollback
 # In doubt: the destination may have committed. Only a final verdict ends this.
 while [ ! -e "$dir/final" ]; do sleep 0.05; done
@@ -130,7 +141,14 @@ export function cutLazyServer(port: number): string[] {
  * runs it when the tool is gone and its record is left; without the tests' fault variables.
  */
 export function recoverArgv(node: string, argv: string[]): string[] {
-  return ['env', ...FAULT_ENV.flatMap((v) => ['-u', v]), node, argv[1], 'recover', ...argv.slice(2).filter((a) => a !== 'recover')];
+  return [
+    'env',
+    ...FAULT_ENV.flatMap((v) => ['-u', v]),
+    node,
+    argv[1],
+    'recover',
+    ...argv.slice(2).filter((a) => a !== 'recover'),
+  ];
 }
 
 export function watchdogScript(p: WorkPaths, w: WatchdogSpec): string {
@@ -203,13 +221,21 @@ export function criuSafePath(p: string): boolean {
   return /^[A-Za-z0-9_.\/+=:@%,-]+$/.test(p);
 }
 
-
 /**
  * Sets the hold up in its directory. Returns CRIU's environment, and a link to remove
  * after the checkpoint when the script's own path is not one CRIU's config can name
  * (the link, in LINKDIR, is).
  */
-export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, giveBack: string[] | undefined, linkDir: string, extraConfig = '', watchdog?: WatchdogSpec, failDump = false): Promise<{ env: Record<string, string>; link?: string }> {
+export async function writeHold(
+  p: WorkPaths,
+  cliPid: number,
+  timeoutS: number,
+  giveBack: string[] | undefined,
+  linkDir: string,
+  extraConfig = '',
+  watchdog?: WatchdogSpec,
+  failDump = false,
+): Promise<{ env: Record<string, string>; link?: string }> {
   await fs.mkdir(p.holdDir, { recursive: true, mode: 0o700 });
   for (const v of VERDICTS) await fs.writeFile(path.join(p.holdDir, `.v-${v}`), v + '\n', { mode: 0o600 });
   if (watchdog) await fs.writeFile(path.join(p.holdDir, WATCHDOG_FILE), watchdogScript(p, watchdog), { mode: 0o700 });
@@ -231,7 +257,11 @@ export async function writeHold(p: WorkPaths, cliPid: number, timeoutS: number, 
  * (the dump failed and CRIU resumed the tasks, or it never ran the hold); 'ready' when
  * READY says so first (post-copy: the lazy page server listens, so the hold never ran).
  */
-export async function waitDumped(p: WorkPaths, checkpointDone: Promise<unknown>, ready?: () => boolean): Promise<'dumped' | 'exited' | 'ready'> {
+export async function waitDumped(
+  p: WorkPaths,
+  checkpointDone: Promise<unknown>,
+  ready?: () => boolean,
+): Promise<'dumped' | 'exited' | 'ready'> {
   let exited = false;
   checkpointDone.then(
     () => (exited = true),
@@ -264,7 +294,11 @@ export async function decide(holdDir: string, file: 'verdict' | 'final', content
 export type HoldState = { verdict?: string; final?: string };
 
 export async function readHold(holdDir: string): Promise<HoldState> {
-  const read = (f: string) => fs.readFile(path.join(holdDir, f), 'utf8').then((s) => s.trim(), () => undefined);
+  const read = (f: string) =>
+    fs.readFile(path.join(holdDir, f), 'utf8').then(
+      (s) => s.trim(),
+      () => undefined,
+    );
   return { verdict: await read('verdict'), final: await read('final') };
 }
 
@@ -272,7 +306,10 @@ export async function readHold(holdDir: string): Promise<HoldState> {
  * The hold's limit: long enough for the copy and the restore of this container at a
  * pessimistic rate, never less than the floor. An explicit --hold-timeout wins.
  */
-export function holdTimeoutS(memoryBytes: number | undefined, o: { floorS: number; worstBytesPerS: number; override?: number }): number {
+export function holdTimeoutS(
+  memoryBytes: number | undefined,
+  o: { floorS: number; worstBytesPerS: number; override?: number },
+): number {
   if (o.override !== undefined) return o.override;
   const transfer = (memoryBytes ?? 0) / o.worstBytesPerS;
   // Copy and restore each read or write every byte once.

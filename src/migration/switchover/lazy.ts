@@ -32,7 +32,10 @@ export class LazySource extends Source implements LazySourceSide {
     const end = this.checkpoint();
     void end.then(() => (ended = true));
     while (!lazyServerReady(this.lazyStatusFile)) {
-      if (ended) throw new Error(`the checkpoint ended before its lazy page server listened: ${(await end).stderr.trim().split('\n').pop()}`);
+      if (ended)
+        throw new Error(
+          `the checkpoint ended before its lazy page server listened: ${(await end).stderr.trim().split('\n').pop()}`,
+        );
       if (Date.now() > deadline) throw new Error('the lazy page server on the source did not listen within 30 s');
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -51,8 +54,14 @@ export class LazySource extends Source implements LazySourceSide {
   async afterWindowRollback(): Promise<void> {
     const { ctx } = this;
     const m = this.setup.moveIp;
-    if (m && existsSync(path.join(this.L.holdDir, 'address-released'))) await ctx.src.run(addr.giveBack(m.arping, m, m.srcDev), { allowFail: true });
-    const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), { pid: this.setup.pid, ps: runc.ps(ctx.srcRunc, ctx.opts.container), keep: this.lockRulesBefore, mine: this.connections });
+    if (m && existsSync(path.join(this.L.holdDir, 'address-released')))
+      await ctx.src.run(addr.giveBack(m.arping, m, m.srcDev), { allowFail: true });
+    const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), {
+      pid: this.setup.pid,
+      ps: runc.ps(ctx.srcRunc, ctx.opts.container),
+      keep: this.lockRulesBefore,
+      mine: this.connections,
+    });
     if (hung) ctx.progress.warn(hung);
   }
 
@@ -67,7 +76,6 @@ export class LazySource extends Source implements LazySourceSide {
       }
     }
   }
-
 }
 
 export class LazyDestination extends Destination implements LazyDestinationSide {
@@ -100,7 +108,10 @@ export class LazyDestination extends Destination implements LazyDestinationSide 
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], limitMs);
     if (w.word === GUARD_WORD.committed || w.word === GUARD_WORD.removed) return w.word;
     if (this.ended) return this.ended;
-    const f = await this.watchGuard(deadline - Date.now(), (g) => g.committed || g.removed || !g.alive, { keepTrying: true, pollMs: 200 });
+    const f = await this.watchGuard(deadline - Date.now(), (g) => g.committed || g.removed || !g.alive, {
+      keepTrying: true,
+      pollMs: 200,
+    });
     if (!f) return undefined;
     if (f.committed) return 'committed';
     if (f.removed) return 'removed';
@@ -112,5 +123,4 @@ export class LazyDestination extends Destination implements LazyDestinationSide 
     const r = await this.ctx.dst.run(['cat', this.lazyLog], { allowFail: true }).catch(() => undefined);
     return r && r.code === 0 ? lazyFigures(r.stdout) : undefined;
   }
-
 }

@@ -34,7 +34,16 @@
 // watchdog end the window alone, and the watchdog runs migrate recover for the rest.
 // Only TLS: a plain connection that closes reads as "done" to the lazy page server, so a
 // dying daemon would destroy the source (policy.chooseTransport refuses anything else).
-import { freezeSource, handOver, rollBack, type DestinationSide, type LazyWindow, type SourceSide, type SwitchoverHooks, type SwitchoverResult } from './switchover.js';
+import {
+  freezeSource,
+  handOver,
+  rollBack,
+  type DestinationSide,
+  type LazyWindow,
+  type SourceSide,
+  type SwitchoverHooks,
+  type SwitchoverResult,
+} from './switchover.js';
 
 export interface LazySourceSide extends SourceSide {
   /** The hold lets CRIU start its lazy page server; resolves once it listens. */
@@ -79,19 +88,38 @@ export type WindowOutcome =
   | { runningOn: 'in-doubt'; why: string };
 
 /** GUARD: the guard's end (undefined: unknown); CHECKPOINT: the source's exit status (undefined: still running, null: killed). */
-export function windowOutcome(guard: 'committed' | 'removed' | undefined, checkpoint: number | null | undefined): WindowOutcome {
+export function windowOutcome(
+  guard: 'committed' | 'removed' | undefined,
+  checkpoint: number | null | undefined,
+): WindowOutcome {
   if (guard === 'committed') return { runningOn: 'destination', removeSource: checkpoint !== 0 };
   if (guard === 'removed') {
     if (checkpoint === 0) return { runningOn: 'nowhere' };
-    if (checkpoint === undefined) return { runningOn: 'in-doubt', why: "the destination removed its copy, but the source's checkpoint has not ended" };
+    if (checkpoint === undefined)
+      return {
+        runningOn: 'in-doubt',
+        why: "the destination removed its copy, but the source's checkpoint has not ended",
+      };
     return { runningOn: 'source' };
   }
-  if (checkpoint === 0) return { runningOn: 'in-doubt', why: "the source was destroyed (every page was sent), but the destination cannot be asked whether its copy was kept" };
-  if (checkpoint === undefined) return { runningOn: 'in-doubt', why: "neither the source's checkpoint nor the destination's guard has ended" };
-  return { runningOn: 'in-doubt', why: "CRIU resumed the source (its network stays locked), but the destination cannot be asked whether it kept its copy" };
+  if (checkpoint === 0)
+    return {
+      runningOn: 'in-doubt',
+      why: 'the source was destroyed (every page was sent), but the destination cannot be asked whether its copy was kept',
+    };
+  if (checkpoint === undefined)
+    return { runningOn: 'in-doubt', why: "neither the source's checkpoint nor the destination's guard has ended" };
+  return {
+    runningOn: 'in-doubt',
+    why: 'CRIU resumed the source (its network stays locked), but the destination cannot be asked whether it kept its copy',
+  };
 }
 
-export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks): Promise<SwitchoverResult> {
+export async function postCopySwitchover(
+  src: LazySourceSide,
+  dst: LazyDestinationSide,
+  h: PostCopyHooks,
+): Promise<SwitchoverResult> {
   const f = await freezeSource(src, dst, h, 'freeze and dump all but the memory');
   if ('result' in f) return f.result;
   const { t0 } = f;
@@ -124,7 +152,14 @@ export async function postCopySwitchover(src: LazySourceSide, dst: LazyDestinati
  * The window's end: waits for either side to end it (or cuts it, on ERROR), then for the
  * guard's decision and the source's checkpoint, and makes the source follow the guard.
  */
-async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: PostCopyHooks, t0: number, tRestored: number | undefined, error?: Error): Promise<SwitchoverResult> {
+async function settleWindow(
+  src: LazySourceSide,
+  dst: LazyDestinationSide,
+  h: PostCopyHooks,
+  t0: number,
+  tRestored: number | undefined,
+  error?: Error,
+): Promise<SwitchoverResult> {
   let cause = error;
   const srcEnd = src.checkpointEnd();
   let srcEnded = false;
@@ -180,23 +215,42 @@ async function settleWindow(src: LazySourceSide, dst: LazyDestinationSide, h: Po
     return { runningOn: 'destination', downtimeMs: (tRestored ?? performance.now()) - t0, lazy };
   }
   if (end.runningOn === 'source') {
-    await h.step('rollback', 'roll back (the source resumed; address back, lock rules off)', () => src.afterWindowRollback());
-    const why = cause ?? new Error(`the lazy transfer broke (the destination's daemon exited ${dst.daemonExit ?? 'unknown'}, the source's checkpoint ${ckpt})`);
-    const lost = tRestored !== undefined ? '; what the container did on the destination in the lazy window is lost, and its TCP peers were reset' : '';
+    await h.step('rollback', 'roll back (the source resumed; address back, lock rules off)', () =>
+      src.afterWindowRollback(),
+    );
+    const why =
+      cause ??
+      new Error(
+        `the lazy transfer broke (the destination's daemon exited ${dst.daemonExit ?? 'unknown'}, the source's checkpoint ${ckpt})`,
+      );
+    const lost =
+      tRestored !== undefined
+        ? '; what the container did on the destination in the lazy window is lost, and its TCP peers were reset'
+        : '';
     return { runningOn: 'source', error: new Error(`${why.message}${lost}`), destinationClean: true, lazy };
   }
   if (end.runningOn === 'nowhere') {
     return {
       runningOn: 'nowhere',
-      error: new Error(`the source's CRIU destroyed the source as if every page had been sent, but the destination's daemon exited ${dst.daemonExit ?? 'unknown'} without them and its incomplete copy was removed: the container runs nowhere`),
+      error: new Error(
+        `the source's CRIU destroyed the source as if every page had been sent, but the destination's daemon exited ${dst.daemonExit ?? 'unknown'} without them and its incomplete copy was removed: the container runs nowhere`,
+      ),
     };
   }
-  return { runningOn: 'in-doubt', error: new Error(`the lazy window could not be settled: ${end.why} (source's checkpoint ${ckpt}; destination: ${guard ?? 'unknown'})${cause ? `: ${cause.message}` : ''}`) };
+  return {
+    runningOn: 'in-doubt',
+    error: new Error(
+      `the lazy window could not be settled: ${end.why} (source's checkpoint ${ckpt}; destination: ${guard ?? 'unknown'})${cause ? `: ${cause.message}` : ''}`,
+    ),
+  };
 }
 
 async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([p, new Promise<undefined>((resolve) => (t = setTimeout(() => resolve(undefined), ms)))]);
+  const r = await Promise.race([
+    p,
+    new Promise<undefined>((resolve) => (t = setTimeout(() => resolve(undefined), ms))),
+  ]);
   clearTimeout(t);
   return r;
 }

@@ -17,7 +17,10 @@ export interface FinalImages {
 
 /** A failure that carries CRIU's own evidence (the first Error lines of its log, a known cause). */
 export class CriuFailure extends Error {
-  constructor(message: string, readonly criu: ReturnType<typeof diagnose>) {
+  constructor(
+    message: string,
+    readonly criu: ReturnType<typeof diagnose>,
+  ) {
     super(message);
   }
 }
@@ -54,4 +57,3 @@ export async function removeContainer(host: Host, g: RuncGlobal, name: string): 
   await host.run(runc.killHard(g, name), { allowFail: true });
   await host.run(runc.deleteForce(g, name), { allowFail: true });
 }
-

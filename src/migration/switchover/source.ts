@@ -20,7 +20,18 @@ import type { Undo } from '../prepare/undo.js';
 import { writeIntent, type IntentPhase, type IntentRecord } from '../recover/intent.js';
 import type { Session } from '../session.js';
 import { diagnose } from './diagnose.js';
-import { cutLazyServer, decide, lazyExitFile, lazyServerReady, readHold, readLazyExit, recoverArgv, waitDumped, writeHold, type Verdict } from './hold.js';
+import {
+  cutLazyServer,
+  decide,
+  lazyExitFile,
+  lazyServerReady,
+  readHold,
+  readLazyExit,
+  recoverArgv,
+  waitDumped,
+  writeHold,
+  type Verdict,
+} from './hold.js';
 import { CriuFailure, fetchLog, removeContainer, type FinalImages } from './shared.js';
 import type { FreezeResult, SourceSide } from './switchover.js';
 
@@ -70,7 +81,13 @@ export class Source implements SourceSide {
   }
 
   async record(phase: IntentPhase): Promise<void> {
-    await writeIntent(this.intent.file, { ...this.intent.record, lockRulesBefore: this.lockRulesBefore, connections: this.connections, phase, updatedAt: '' });
+    await writeIntent(this.intent.file, {
+      ...this.intent.record,
+      lockRulesBefore: this.lockRulesBefore,
+      connections: this.connections,
+      phase,
+      updatedAt: '',
+    });
   }
 
   /** CRIU lock rules present before this dump: another dump's, left alone after the commit. */
@@ -86,7 +103,8 @@ export class Source implements SourceSide {
     const run = (argv: string[]) => ctx.src.run(argv, { allowFail: true });
     this.lockRulesBefore = await criuLockRules(run);
     // The container's connections: the lock rules of this dump name them (and only them).
-    if (ctx.opts.tcpEstablished) this.connections = await connectionsOf(this.setup.pid, await containerPids(ctx, this.setup.pid), run);
+    if (ctx.opts.tcpEstablished)
+      this.connections = await connectionsOf(this.setup.pid, await containerPids(ctx, this.setup.pid), run);
   }
 
   /** The container's TCP connections before the dump (--tcp-established). */
@@ -109,7 +127,16 @@ export class Source implements SourceSide {
           cwd: process.cwd(),
         }
       : undefined;
-    const hold = await writeHold(L, process.pid, this.setup.holdTimeoutS, mv, path.join(DEFAULTS.intentDir, 'hold'), this.setup.criuConfig, watchdog, ctx.faults.at('dump'));
+    const hold = await writeHold(
+      L,
+      process.pid,
+      this.setup.holdTimeoutS,
+      mv,
+      path.join(DEFAULTS.intentDir, 'hold'),
+      this.setup.criuConfig,
+      watchdog,
+      ctx.faults.at('dump'),
+    );
     const env = hold.env;
     // The link CRIU names the hold by (a work directory CRIU's config cannot name): gone with the run.
     if (hold.link) {
@@ -136,24 +163,36 @@ export class Source implements SourceSide {
     const run = ctx.faults.at('no-hold') ? ['env', '-u', 'CRIU_CONFIG_FILE', ...argv] : argv;
     // Post-copy: fd 3 gets the lazy page server's NUL; the exit status is kept in a file,
     // for migrate recover (the checkpoint ends after the lazy window, maybe after the tool).
-    const wrapper = lazy ? 'out=$1; st=$2; rc=$3; shift 3; "$@" 3>"$st" > "$out" 2>&1; echo $? > "$rc"' : 'out=$1; shift; exec "$@" > "$out" 2>&1';
+    const wrapper = lazy
+      ? 'out=$1; st=$2; rc=$3; shift 3; "$@" 3>"$st" > "$out" 2>&1; echo $? > "$rc"'
+      : 'out=$1; shift; exec "$@" > "$out" 2>&1';
     const wrapperArgs = lazy ? [out, this.lazyStatusFile, lazyExitFile(L.holdDir)] : [out];
     const start = async () => {
       const checkpoint = await ctx.src.spawn(['sh', '-c', wrapper, 'sh', ...wrapperArgs, ...run], { env });
-      this.ended = checkpoint.done.then(async (r) => ({ code: lazy ? await readLazyExit(L.holdDir, r.code) : r.code, signal: r.signal, stderr: await fs.readFile(out, 'utf8').catch(() => '') }));
+      this.ended = checkpoint.done.then(async (r) => ({
+        code: lazy ? await readLazyExit(L.holdDir, r.code) : r.code,
+        signal: r.signal,
+        stderr: await fs.readFile(out, 'utf8').catch(() => ''),
+      }));
       // A lazy page server that starts without the hold (CRIU never ran it) counts as an end.
       return waitDumped(L, checkpoint.done, lazy ? () => lazyServerReady(this.lazyStatusFile) : undefined);
     };
     let held = await start();
     // Killed at birth by the signal the tool received (interrupt.ts): nothing ran, nothing froze.
-    for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.checkpoint()).signal); i++) held = await start();
+    for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.checkpoint()).signal); i++)
+      held = await start();
     if (held === 'dumped') return { held: true };
     if (held === 'ready') {
       // Post-copy without the hold: the lazy page server already serves, with no way to
       // hold the source back. Ending it resumes the source.
       await this.abortLazyServer();
       const r = await this.checkpoint();
-      return { held: false, failure: new Error(`runc checkpoint started the lazy page server without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?); it was stopped and the source resumed (runc exited ${r.code})`) };
+      return {
+        held: false,
+        failure: new Error(
+          `runc checkpoint started the lazy page server without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?); it was stopped and the source resumed (runc exited ${r.code})`,
+        ),
+      };
     }
     const res = await this.checkpoint();
     const last = res.stderr.trim().split('\n').pop() ?? '';
@@ -161,12 +200,19 @@ export class Source implements SourceSide {
       // runc finished without the hold: CRIU ignored CRIU_CONFIG_FILE and the source is
       // gone. The images are the only copy: nothing may delete them.
       this.setup.undo.keepWorkDirs();
-      return { held: false, destroyed: true, why: `runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone, its images (${images.local}) are the only copy` };
+      return {
+        held: false,
+        destroyed: true,
+        why: `runc checkpoint finished without holding the source (CRIU did not run the hold script; is CRIU_CONFIG_FILE passed through?): the source is gone, its images (${images.local}) are the only copy`,
+      };
     }
     // The page server's side of a failed dump (a refused certificate, a stranger on its port).
     const dumpErrors = criuLogErrors(await fetchLog(ctx.src, path.join(L.criuWork, DUMP_LOG)), 5);
     const d = diagnose([...dumpErrors, ...criuLogErrors(await this.setup.pageServerLog(), 3)].join('\n'), 8);
-    return { held: false, failure: new CriuFailure(`the checkpoint failed on the source (runc exited ${res.code}: ${last})`, d) };
+    return {
+      held: false,
+      failure: new CriuFailure(`the checkpoint failed on the source (runc exited ${res.code}: ${last})`, d),
+    };
   }
 
   async releaseAddress(): Promise<void> {
@@ -187,7 +233,8 @@ export class Source implements SourceSide {
     const res = await this.checkpoint();
     if (inForce !== v) throw new Error(`the final verdict was already ${inForce}`);
     // CRIU failed after the verdict and resumed the source, which must not run now.
-    if (v === 'commit' && res.code !== 0) await this.removeResumedCopy(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()})`);
+    if (v === 'commit' && res.code !== 0)
+      await this.removeResumedCopy(`runc checkpoint failed after the commit (${res.stderr.trim().split('\n').pop()})`);
   }
 
   /** When the hold resumes the source by itself (its deadline, counted from its start: the marker it wrote). */
@@ -238,14 +285,20 @@ export class Source implements SourceSide {
   async afterCommit(): Promise<void> {
     const { ctx } = this;
     // CRIU leaves its TCP lock rules on the source after a committed dump.
-    if (ctx.opts.tcpEstablished) await removeCriuLockRules((argv) => ctx.src.run(argv, { allowFail: true }), this.lockRulesBefore, this.connections);
+    if (ctx.opts.tcpEstablished)
+      await removeCriuLockRules(
+        (argv) => ctx.src.run(argv, { allowFail: true }),
+        this.lockRulesBefore,
+        this.connections,
+      );
     const stats = await fs.readFile(path.join(this.L.criuWork, 'stats-dump')).catch(() => undefined);
     try {
       this.finalDump = stats ? decodeStatsImage(stats) : undefined;
     } catch (err) {
       // A truncated image (CRIU ran out of room writing it) costs the figures, nothing else.
-      ctx.progress.warn(`CRIU's stats of the final dump are unreadable (${(err as Error).message}): reported without them`);
+      ctx.progress.warn(
+        `CRIU's stats of the final dump are unreadable (${(err as Error).message}): reported without them`,
+      );
     }
   }
 }
-

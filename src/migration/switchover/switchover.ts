@@ -98,7 +98,19 @@ export interface DestinationSide {
 }
 
 /** The steps, in the order switchover() takes them (move-ip only with --move-ip; sync only when files are synced; rollback only on a failure). */
-export const SWITCHOVER_STEPS = ['dump', 'move-ip', 'copy', 'sync', 'window', 'restore', 'pages', 'prepare', 'commit', 'finish', 'rollback'] as const;
+export const SWITCHOVER_STEPS = [
+  'dump',
+  'move-ip',
+  'copy',
+  'sync',
+  'window',
+  'restore',
+  'pages',
+  'prepare',
+  'commit',
+  'finish',
+  'rollback',
+] as const;
 export type SwitchoverStep = (typeof SWITCHOVER_STEPS)[number];
 
 export interface SwitchoverHooks {
@@ -129,7 +141,14 @@ export interface LazyWindow {
 }
 
 export type SwitchoverResult =
-  | { runningOn: 'destination'; downtimeMs: number; bytesMoved?: number; sourceLeft?: string; lazy?: LazyWindow; announceFailed?: string }
+  | {
+      runningOn: 'destination';
+      downtimeMs: number;
+      bytesMoved?: number;
+      sourceLeft?: string;
+      lazy?: LazyWindow;
+      announceFailed?: string;
+    }
   | { runningOn: 'source'; error: Error; destinationClean: boolean; lazy?: LazyWindow }
   | { runningOn: 'in-doubt'; error: Error }
   /** The source was destroyed without a hold and the restore failed: only the images remain. */
@@ -140,7 +159,12 @@ export type SwitchoverResult =
  * the dump under TITLE. Returns when the freeze began and the source is held, or the
  * result when it is not (the dump failed, or the source is gone without a hold).
  */
-export async function freezeSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, title: string): Promise<{ t0: number } | { result: SwitchoverResult }> {
+export async function freezeSource(
+  src: SourceSide,
+  dst: DestinationSide,
+  h: SwitchoverHooks,
+  title: string,
+): Promise<{ t0: number } | { result: SwitchoverResult }> {
   await src.record('frozen');
   const t0 = performance.now();
   const frozen = await h.step('dump', title, () => src.freeze());
@@ -155,14 +179,21 @@ export async function freezeSource(src: SourceSide, dst: DestinationSide, h: Swi
  * final delta is sent; returns once the guard is up. A failure throws (the caller rolls
  * back, or, without a source, reports it).
  */
-export async function handOver(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, copyTitle: string, o: { withSource: boolean } = { withSource: true }): Promise<number> {
+export async function handOver(
+  src: SourceSide,
+  dst: DestinationSide,
+  h: SwitchoverHooks,
+  copyTitle: string,
+  o: { withSource: boolean } = { withSource: true },
+): Promise<number> {
   if (o.withSource) {
     h.killPoint('after-dump');
     h.fail('after-dump');
   }
   const guard = dst.startGuard();
   guard.catch(() => undefined); // awaited below, or by remove() in the rollback
-  if (h.moveIp && o.withSource) await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
+  if (h.moveIp && o.withSource)
+    await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
   const bytes = await h.step('copy', copyTitle, () => dst.copyImages());
   if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
   await guard;
@@ -181,7 +212,9 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
     // The guard must give up strictly before the hold resumes the source by itself.
     const spare = src.holdEndsAt() - dst.guardEndsBy();
     if (spare < MIN_MARGIN_S * 1000) {
-      throw new Error(`the destination's guard started too late: it would give up ${Math.round(spare / 1000)} s before the source's hold resumes, less than the ${MIN_MARGIN_S} s needed (give a longer --hold-timeout)`);
+      throw new Error(
+        `the destination's guard started too late: it would give up ${Math.round(spare / 1000)} s before the source's hold resumes, less than the ${MIN_MARGIN_S} s needed (give a longer --hold-timeout)`,
+      );
     }
     h.killPoint('copy');
     await src.record('restoring');
@@ -194,9 +227,16 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   // Phase one: the source promises to wait for the final word.
   await src.record('prepared');
   h.killPoint('before-prepare');
-  const prepared = await h.step('prepare', 'prepare the source (it waits for the final verdict)', () => src.prepare()).catch(() => false);
+  const prepared = await h
+    .step('prepare', 'prepare the source (it waits for the final verdict)', () => src.prepare())
+    .catch(() => false);
   if (!prepared) {
-    return rollBack(src, dst, h, new Error("the source's hold ended by itself (it waited longer than its limit) before the commit"));
+    return rollBack(
+      src,
+      dst,
+      h,
+      new Error("the source's hold ended by itself (it waited longer than its limit) before the commit"),
+    );
   }
   h.killPoint('prepared');
 
@@ -211,7 +251,9 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
     if (c === undefined) {
       return {
         runningOn: 'in-doubt',
-        error: new Error(`the destination did not confirm the commit (${(err as Error).message}), and cannot be asked now`),
+        error: new Error(
+          `the destination did not confirm the commit (${(err as Error).message}), and cannot be asked now`,
+        ),
       };
     }
     if (c === 'removed') {
@@ -224,7 +266,12 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   // (migrate recover continues it); the source stays frozen meanwhile, never resumed.
   const stuck = trouble.find((l) => l.startsWith(GUARD_WORD.resumeFailed));
   if (stuck) {
-    return { runningOn: 'in-doubt', error: new Error(`the destination committed, but some of its copy's tasks could not be continued (${stuck}); the frozen source is kept`) };
+    return {
+      runningOn: 'in-doubt',
+      error: new Error(
+        `the destination committed, but some of its copy's tasks could not be continued (${stuck}); the frozen source is kept`,
+      ),
+    };
   }
   const announceFailed = trouble.find((l) => l.startsWith(GUARD_WORD.announceFailed));
   // ---- POINT OF NO RETURN: the destination runs the committed copy. Nothing below can
@@ -249,13 +296,20 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
  * tool does not resume the source: the guard removes its copy at its deadline (sooner
  * once the heartbeat stops), and the hold resumes the source at its own, later one.
  */
-export async function rollBack(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, error: Error): Promise<SwitchoverResult> {
+export async function rollBack(
+  src: SourceSide,
+  dst: DestinationSide,
+  h: SwitchoverHooks,
+  error: Error,
+): Promise<SwitchoverResult> {
   let clean = false;
   await h.step('rollback', 'roll back (resume the source)', async () => {
     clean = await dst.remove().catch(() => false);
     if (clean) return src.resume();
     const wait = Math.max(0, Math.round((src.holdEndsAt() - Date.now()) / 1000));
-    h.warn(`the destination could not be confirmed clean: the source resumes by itself at its hold's deadline (in about ${wait} s), after the destination's guard has removed its stopped copy`);
+    h.warn(
+      `the destination could not be confirmed clean: the source resumes by itself at its hold's deadline (in about ${wait} s), after the destination's guard has removed its stopped copy`,
+    );
     await src.outlast();
   });
   return { runningOn: 'source', error, destinationClean: clean };
@@ -266,7 +320,13 @@ export async function rollBack(src: SourceSide, dst: DestinationSide, h: Switcho
  * the only copy, so the destination restores them as it would have; there is no
  * rollback, and a failure leaves the images where they are.
  */
-async function withoutSource(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks, t0: number, why: string): Promise<SwitchoverResult> {
+async function withoutSource(
+  src: SourceSide,
+  dst: DestinationSide,
+  h: SwitchoverHooks,
+  t0: number,
+  why: string,
+): Promise<SwitchoverResult> {
   h.warn(`${why}: restoring on the destination without a way back`);
   try {
     const bytesMoved = await handOver(src, dst, h, 'copy images', { withSource: false });
@@ -276,6 +336,9 @@ async function withoutSource(src: SourceSide, dst: DestinationSide, h: Switchove
     await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
     return { runningOn: 'destination', downtimeMs, bytesMoved };
   } catch (err) {
-    return { runningOn: 'nowhere', error: new Error(`${why}, and the destination could not take it over: ${(err as Error).message}`) };
+    return {
+      runningOn: 'nowhere',
+      error: new Error(`${why}, and the destination could not take it over: ${(err as Error).message}`),
+    };
   }
 }
