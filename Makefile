@@ -21,11 +21,12 @@ node_modules/.package-lock.json: package-lock.json
 build: node_modules/.package-lock.json
 	npx --no-install tsc -p tsconfig.json
 
-# Formatting and lint rules (Biome, biome.jsonc), checked without writing anything; `npm run format`
+# Formatting and lint rules (Biome, biome.jsonc), checked without writing anything (errors
+# shown; `npx biome check` also lists the warnings); `npm run format`
 # writes the formatting and the safe fixes. bin/migrate has no extension, which Biome needs to
 # pick a language, so its formatting is checked through stdin.
 lint: node_modules/.package-lock.json
-	npx --no-install biome check
+	npx --no-install biome check --diagnostic-level=error
 	npx --no-install biome format --stdin-file-path=bin/migrate.mjs < bin/migrate | diff -u bin/migrate -
 
 demo: deps build
