@@ -325,6 +325,7 @@ async function switchoverOutcome(
   // what it could not remove there.
   if (result.destinationClean) r.record.done = true;
   else undo.keepWorkDirs();
+  if (src.imagesOnly) undo.keepWorkDirs();
   const files = res.files;
   if (files?.report.final)
     progress.warn(

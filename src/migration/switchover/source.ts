@@ -62,6 +62,8 @@ export class Source implements SourceSide {
   protected ended?: Promise<{ code: number | null; signal?: string; stderr: string }>;
   /** CRIU's figures for the final dump, read after the commit. */
   finalDump?: DumpStats;
+  /** The source was destroyed without a hold: its images are the only copy, and stay unless the destination restored them. */
+  imagesOnly = false;
   protected readonly ctx: Session;
   protected readonly L: WorkPaths;
   private readonly images: FinalImages;
@@ -199,7 +201,7 @@ export class Source implements SourceSide {
     if (res.code === 0) {
       // runc finished without the hold: CRIU ignored CRIU_CONFIG_FILE and the source is
       // gone. The images are the only copy: nothing may delete them.
-      this.setup.undo.keepWorkDirs();
+      this.imagesOnly = true;
       return {
         held: false,
         destroyed: true,
