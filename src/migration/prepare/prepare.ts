@@ -25,7 +25,7 @@ export interface Resources {
   readonly certs?: Certificates;
   /** --auto-converge: the container's CPU throttle. */
   readonly throttle?: Throttle;
-  /** The rootfs and volumes to sync; undefined when no tree is synced. */
+  /** The rootfs and volumes to sync (its trees may be none: all on shared storage); undefined when no sync was asked for. */
   readonly files?: FilesSync;
 }
 
@@ -54,9 +54,10 @@ export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo):
   const certs = await step('page transport', () => guardTransport(s, facts, plan, work, undo));
   if (facts.destination.pipeSizes.some((p) => p.raiseFrom !== undefined))
     await step('pipe size (post-copy)', () => raisePipeSize(s, facts, undo));
-  const files = facts.destination.files?.plan.trees.length
-    ? await step('change log of the files', async () => {
-        const f = required(facts.destination.files, 'the files to sync');
+  const wanted = facts.destination.files;
+  const files = wanted
+    ? await step('file sync', async () => {
+        const f = wanted;
         const sync = await FilesSync.create(
           s,
           { work: local, bundle: facts.source.bundle, pid: facts.source.state.pid },
@@ -64,7 +65,7 @@ export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo):
           undo,
           { shared: f.shared, srcConfig: f.srcConfig, verify: s.opts.verifyFiles },
         );
-        return { value: sync, detail: sync.trees.map((t) => t.what).join(', ') };
+        return { value: sync, detail: sync.trees.map((t) => t.what).join(', ') || 'nothing to sync (shared storage)' };
       })
     : undefined;
   return { work, certs, throttle, files };
