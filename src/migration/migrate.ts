@@ -33,7 +33,7 @@ import {
   type Stage,
 } from './report/build.js';
 import { AfterFreezeError, checkInterrupt } from './report/outcome.js';
-import { RUNNERS } from './runners.js';
+import { runPlan } from './runners.js';
 import { runcOf, type LocalSession, type Session } from './session.js';
 import { reconnect } from './switchover/shared.js';
 
@@ -111,7 +111,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     const res = await prepare(s, facts, plan, undo);
     results.files = res.files?.report;
     stage = 'run';
-    results.migrated = await RUNNERS[kind]({ s, facts, plan, res, undo, results, record });
+    results.migrated = await runPlan({ s, facts, plan, res, undo, results, record });
     if (results.migrated.lazy) results.lazy = results.migrated.lazy;
   };
   try {

@@ -1,8 +1,9 @@
-// One runner per method (plan/method.ts): what runs between prepare and the report.
-// Each syncs the files while the container runs, pre-dumps if its method does, and hands
-// over through the switchover (stop-and-copy, or post-copy's lazy window). A runner
-// returns after a commit with what the report needs; otherwise it throws an
-// AfterFreezeError naming where the container runs, or that the migration is in doubt.
+// The runner: what runs between prepare and the report, the plan's stages in order
+// (plan/method.ts METHOD_STAGES for each method): the files' pre-sync while the container
+// runs, the pre-dumps, the final dump's page server, and the switchover (stop-and-copy,
+// or post-copy's lazy window). It returns after a commit with what the report needs;
+// otherwise it throws an AfterFreezeError naming where the container runs, or that the
+// migration is in doubt.
 import fs from 'node:fs/promises';
 import { EXIT, MigrateError } from '../errors.js';
 import { hostPort } from '../firewall.js';
@@ -11,7 +12,7 @@ import type { SyncPass } from './files/rootfs.js';
 import { watchTransfer } from './pages/meter.js';
 import { precopy } from './pages/precopy.js';
 import { startPageServer, type PageRoute, type PageServer } from './pages/transfer.js';
-import { isLazy, modeOf, type MethodKind } from './plan/method.js';
+import { isLazy, modeOf } from './plan/method.js';
 import { describeTransport, finalImages, type Plan } from './plan/plan.js';
 import { required, type Facts } from './preflight/facts.js';
 import type { Resources } from './prepare/prepare.js';
@@ -40,28 +41,44 @@ export interface Run {
   readonly record: { done: boolean };
 }
 
-type Runner = (r: Run) => Promise<Migrated>;
+/**
+ * Runs the plan's stages in order (plan/method.ts METHOD_STAGES: the same list --dry-run
+ * prints), up to the switchover, whose result it returns.
+ */
+export async function runPlan(r: Run): Promise<Migrated> {
+  let last: string | undefined;
+  let pageServer: PageServer | undefined;
+  for (const stage of r.plan.stages) {
+    if (stage === 'presync') await presync(r);
+    else if (stage === 'pre-copy') last = await preCopy(r);
+    else if (stage === 'page-server') pageServer = await finalPageServer(r, await finalDirs(r, last));
+    else if (stage === 'switchover')
+      return stopAndCopy(r, pageServer ? finalImages(r.res.work, last) : await finalDirs(r, last), pageServer);
+  }
+  throw new Error(`internal: the plan's stages (${r.plan.stages.join(', ')}) end without a switchover`);
+}
 
-export const RUNNERS: Record<MethodKind, Runner> = {
-  'one-shot': async (r) => {
-    await presync(r);
-    return stopAndCopy(r, finalImages(r.res.work));
-  },
-  'pre-copy': async (r) => {
-    await presync(r);
-    const last = await preCopy(r);
-    return stopAndCopy(r, finalImages(r.res.work, last));
-  },
-  'post-copy': async (r) => {
-    await presync(r);
-    return stopAndCopy(r, finalImages(r.res.work));
-  },
-  hybrid: async (r) => {
-    await presync(r);
-    const last = await preCopy(r);
-    return stopAndCopy(r, finalImages(r.res.work, last));
-  },
-};
+/** The final dump's image directories, made on both hosts. */
+async function finalDirs(r: Run, lastPreDump: string | undefined): Promise<FinalImages> {
+  const images = finalImages(r.res.work, lastPreDump);
+  await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
+  if (images.remote !== r.res.work.remote.images) await r.s.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
+  return images;
+}
+
+/** The final dump's page server on the destination (tls, direct, tunnel), stopped by the undo stack. */
+async function finalPageServer(r: Run, images: FinalImages): Promise<PageServer> {
+  const { s, plan } = r;
+  const ps = await s.progress.phase(
+    'page-server',
+    `page server on the destination (${describeTransport(plan.transport)})`,
+    () => startPageServer(s, pageRoute(r), images.remote, images.parent),
+  );
+  r.undo.add('stop the page server', () => ps.stop());
+  if (s.faults.at('page-server')) await ps.kill();
+  await s.faults.pause('page-server', ps.endpoint);
+  return ps;
+}
 
 /** The record of this migration (intent.ts), but for its phase: what recover needs. */
 export function intentRecord(r: Pick<Run, 's' | 'facts' | 'res'>): IntentRecord {
@@ -163,26 +180,11 @@ async function preCopy(r: Run): Promise<string> {
  * The switchover (switchover.ts, or postcopy.ts for a lazy method) between this machine
  * and the destination, in the report's terms.
  */
-async function stopAndCopy(r: Run, images: FinalImages): Promise<Migrated> {
+async function stopAndCopy(r: Run, images: FinalImages, pageServer: PageServer | undefined): Promise<Migrated> {
   const { s, plan, facts, res, undo } = r;
   const { opts, progress } = s;
   const L = res.work.local;
-  const R = res.work.remote;
   const m = plan.method;
-  await fs.mkdir(images.local, { recursive: true, mode: 0o700 });
-  if (images.remote !== R.images) await s.dst.run(['mkdir', '-p', '-m', '0700', images.remote]);
-  let pageServer: PageServer | undefined;
-  if (plan.transport !== 'stream' && !isLazy(m)) {
-    const ps = await progress.phase(
-      'page-server',
-      `page server on the destination (${describeTransport(plan.transport)})`,
-      () => startPageServer(s, pageRoute(r), images.remote, images.parent),
-    );
-    pageServer = ps;
-    undo.add('stop the page server', () => ps.stop());
-    if (s.faults.at('page-server')) await ps.kill();
-    await s.faults.pause('page-server', ps.endpoint);
-  }
   // The last moment to stop without freezing anything.
   checkInterrupt();
   const files = res.files?.trees.length ? res.files : undefined;

@@ -490,6 +490,65 @@ describe('recovery decisions', () => {
 });
 
 describe('the plan', () => {
+  test("each method's plan holds the stages its runner runs, and --dry-run shows them in that order", async () => {
+    const { makePlan } = await import('../../src/migration/plan/plan.js');
+    const { resolveOptions } = await import('../../src/options.js');
+    const cases = [
+      { raw: {}, mode: 'one-shot', transport: 'tls', stages: ['presync', 'page-server', 'switchover'] },
+      { raw: {}, mode: 'one-shot', transport: 'stream', stages: ['presync', 'switchover'] },
+      { raw: {}, mode: 'iterative', transport: 'direct', stages: ['presync', 'pre-copy', 'page-server', 'switchover'] },
+      { raw: { postCopy: true }, mode: 'one-shot', transport: 'tls', stages: ['presync', 'switchover'] },
+      {
+        raw: { postCopy: true, hybrid: true },
+        mode: 'iterative',
+        transport: 'tls',
+        stages: ['presync', 'pre-copy', 'switchover'],
+      },
+    ] as const;
+    for (const c of cases) {
+      const opts = resolveOptions('web', 'host', c.raw);
+      const session = {
+        opts,
+        srcRunc: { runc: 'runc', root: '/r' },
+        dstRunc: { runc: 'runc', root: '/r' },
+      } as unknown as Parameters<typeof makePlan>[0];
+      const facts = {
+        source: {
+          state: { pid: 1, bundle: '/b', status: 'running' },
+          bundle: '/b',
+          memoryBytes: 1 << 20,
+          criuVersion: '4.2',
+          mode: c.mode,
+        },
+        destination: {
+          criuVersion: '4.2',
+          transport: c.transport,
+          transportWhy: 'test',
+          address: '10.0.0.2',
+          sourceAddress: '10.0.0.1',
+          pipeSizes: [],
+          files: {
+            plan: {
+              trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }],
+              mounts: [],
+              notSynced: [],
+            },
+            shared: [],
+          },
+        },
+      } as unknown as Parameters<typeof makePlan>[1];
+      const plan = makePlan(session, facts);
+      assert.deepEqual(plan.stages, c.stages, JSON.stringify(c.raw));
+      // The dry run's steps: the stages, the switchover's expanded into its own.
+      const shown = [
+        ...new Set(
+          plan.steps.map((st) => (['presync', 'pre-copy', 'page-server'].includes(st.step) ? st.step : 'switchover')),
+        ),
+      ];
+      assert.deepEqual(shown, c.stages, JSON.stringify(c.raw));
+    }
+  });
+
   test('--dry-run shows the steps the switchover takes, in its order', async () => {
     const { makePlan } = await import('../../src/migration/plan/plan.js');
     const { resolveOptions } = await import('../../src/options.js');

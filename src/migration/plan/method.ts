@@ -24,6 +24,21 @@ export type Method =
   | { readonly kind: 'post-copy'; readonly sourceAddress: string; readonly lazy: LazyLimits }
   | { readonly kind: 'hybrid'; readonly rule: StopRule; readonly sourceAddress: string; readonly lazy: LazyLimits };
 
+/** What a runner does, in order: runners.ts runs them, --dry-run prints them. */
+export type RunStage = 'presync' | 'pre-copy' | 'page-server' | 'switchover';
+
+/**
+ * Each method's stages. The plan leaves out a stage with nothing to do: the pre-sync
+ * without files to sync, the final dump's page server with the stream transport. The
+ * switchover is the stop-and-copy one, or post-copy's lazy window for a lazy method.
+ */
+export const METHOD_STAGES: Record<MethodKind, readonly RunStage[]> = {
+  'one-shot': ['presync', 'page-server', 'switchover'],
+  'pre-copy': ['presync', 'pre-copy', 'page-server', 'switchover'],
+  'post-copy': ['presync', 'switchover'],
+  hybrid: ['presync', 'pre-copy', 'switchover'],
+};
+
 /** Pre-dumps before the freeze. */
 export function preDumps(m: Method): m is Extract<Method, { rule: StopRule }> {
   return m.kind === 'pre-copy' || m.kind === 'hybrid';

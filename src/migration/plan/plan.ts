@@ -15,7 +15,7 @@ import type { Session } from '../session.js';
 import { holdTimeoutS, lazyWindowS } from '../switchover/hold.js';
 import type { FinalImages } from '../switchover/shared.js';
 import { SWITCHOVER_STEPS, type SwitchoverStep } from '../switchover/switchover.js';
-import { isLazy, modeOf, preDumps, type LazyLimits, type Method, type StopRule } from './method.js';
+import { isLazy, METHOD_STAGES, modeOf, type LazyLimits, type Method, type RunStage, type StopRule } from './method.js';
 
 export interface PlanStep {
   /** A switchover step's name (switchover.ts), or 'page-server' / 'pre-copy' before it. */
@@ -26,6 +26,8 @@ export interface PlanStep {
 
 export interface Plan {
   readonly method: Method;
+  /** What the runner does, in order (the method's stages with something to do). */
+  readonly stages: readonly RunStage[];
   readonly transport: ChosenTransport;
   /** Why the transport (the flag, or auto's reasoning). */
   readonly transportWhy: string;
@@ -123,27 +125,34 @@ export function makePlan(s: Session, facts: Facts): Plan {
       : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
     rollback: undefined,
   };
+  const stages = METHOD_STAGES[method.kind].filter((st) =>
+    st === 'presync' ? !!files : st === 'page-server' ? transport !== 'stream' : true,
+  );
   const steps: PlanStep[] = [];
-  if (files)
-    steps.push({
-      step: 'presync',
-      what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${files.plan.trees.map((t) => t.what).join(', ')}${files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''}`,
-    });
-  if (preDumps(method))
-    steps.push({
-      step: 'pre-copy',
-      what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})`,
-    });
-  if (transport !== 'stream' && !lazy)
-    steps.push({
-      step: 'page-server',
-      what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})`,
-    });
-  for (const s of SWITCHOVER_STEPS) {
-    const w = what[s];
-    if (w !== undefined) steps.push({ step: s, what: w });
+  for (const stage of stages) {
+    if (stage === 'presync' && files) {
+      steps.push({
+        step: 'presync',
+        what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${files.plan.trees.map((t) => t.what).join(', ')}${files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''}`,
+      });
+    } else if (stage === 'pre-copy') {
+      steps.push({
+        step: 'pre-copy',
+        what: `pre-dumps to a page server on the destination until ${rule} (at most ${o.maxIterations})`,
+      });
+    } else if (stage === 'page-server') {
+      steps.push({
+        step: 'page-server',
+        what: `[dst] criu page-server --images-dir ${R.images} ... (${describeTransport(transport)})`,
+      });
+    } else if (stage === 'switchover') {
+      for (const sw of SWITCHOVER_STEPS) {
+        const w = what[sw];
+        if (w !== undefined) steps.push({ step: sw, what: w });
+      }
+    }
   }
-  return { method, transport, transportWhy: d.transportWhy, holdTimeoutS: hold, guardDeadlineS: guard, steps };
+  return { method, stages, transport, transportWhy: d.transportWhy, holdTimeoutS: hold, guardDeadlineS: guard, steps };
 }
 
 /** How pages reach the page server, in a few words. */
