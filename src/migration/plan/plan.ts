@@ -87,14 +87,16 @@ export function makePlan(s: Session, facts: Facts): Plan {
     ? `--threshold ${'bytes' in o.threshold ? `${o.threshold.bytes} bytes` : `${o.threshold.percent}%`}`
     : `--max-downtime ${o.maxDowntimeMs} ms`;
   const mv = d.moveIp;
-  const limits = isLazy(method) ? method.lazy : undefined;
-  const lazy = isLazy(method);
-  const lazyEndpoint = isLazy(method) ? hostPort(method.sourceAddress, o.pageServerPort) : `SOURCE:${o.pageServerPort}`;
   const files = d.files?.plan.trees.length ? d.files : undefined;
-  const what: Record<SwitchoverStep, string | undefined> = {
-    dump: lazy
-      ? `[src] ${commandLine(runc.checkpoint(s.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: lazyEndpoint, tcpEstablished: o.tcpEstablished, lazyStatusFd: 3 }))}  (memory stays in the frozen tasks; held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`
-      : `[src] ${commandLine(runc.checkpoint(s.srcRunc, o.container, { imagePath: L.images, workPath: L.criuWork, pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined, tcpEstablished: o.tcpEstablished }))}  (held at post-dump; it resumes by itself after ${hold} s, or if the tool dies)`,
+  const resumes = `it resumes by itself after ${hold} s, or if the tool dies`;
+  const announce = mv ? commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD']) : undefined;
+  const restoreArgs = {
+    bundle: src.bundle,
+    imagePath: R.images,
+    workPath: R.criuWork,
+    tcpEstablished: o.tcpEstablished,
+  };
+  const common = {
     'move-ip': mv
       ? `[src] ${commandLine(addr.del(mv, mv.srcDev))}  (the hold puts it back on any rollback)`
       : undefined,
@@ -103,28 +105,62 @@ export function makePlan(s: Session, facts: Facts): Plan {
       (mv ? `: ${commandLine(addr.claim(mv, mv.dstDev))}` : '') +
       ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,
     sync: files
-      ? `[src->dst] rsync (final delta, frozen): ${files.plan.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}; files mapped shared or open for writing compared by content`
+      ? `[src->dst] rsync (final delta, frozen): ${files.plan.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}` +
+        '; files mapped shared or open for writing compared by content'
       : undefined,
-    window: limits
-      ? `[src] verdict "lazy": CRIU starts its lazy page server on ${lazyEndpoint} (TLS); the tasks stay frozen until the destination has every page; a watchdog cuts it (the source resumes) if no destination connects within ${hold} s, no byte moves for ${limits.stallS + DEFAULTS.lazySourceMarginS} s, or the window lasts ${limits.windowS + DEFAULTS.lazySourceMarginS} s`
-      : undefined,
-    restore: lazy
-      ? `[dst] guard: criu lazy-pages --page-server --address ${isLazy(method) ? method.sourceAddress : 'SOURCE'} --port ${o.pageServerPort} --tls ...; ${commandLine(runc.restore(s.dstRunc, o.container, { bundle: src.bundle, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished, lazy: true }))}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${mv ? ` (${commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD'])})` : ''}`
-      : `[dst] guard: ${commandLine(runc.restore(s.dstRunc, o.container, { bundle: src.bundle, imagePath: R.images, workPath: R.criuWork, tcpEstablished: o.tcpEstablished }))} with CRIU's leave-stopped (the copy stays stopped); every task stopped; continued on the commit`,
-    pages: limits
-      ? `[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; the guard decides alone: its daemon exited 0 with every page (it commits; the source is destroyed, or removed if CRIU resumed it) or anything else (it removes the copy; the source resumes); it kills the daemon after ${limits.stallS} s without a byte or ${limits.windowS} s in all`
-      : undefined,
-    prepare: lazy
-      ? undefined
-      : '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
-    commit: lazy
-      ? undefined
-      : `[dst] guard: commit${mv ? `; ${commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD'])}` : ''}  (the point of no return)`,
-    finish: lazy
-      ? undefined
-      : `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
     rollback: undefined,
   };
+  let what: Record<SwitchoverStep, string | undefined>;
+  if (isLazy(method)) {
+    const endpoint = hostPort(method.sourceAddress, o.pageServerPort);
+    const margin = DEFAULTS.lazySourceMarginS;
+    const { stallS, windowS } = method.lazy;
+    const checkpoint = runc.checkpoint(s.srcRunc, o.container, {
+      imagePath: L.images,
+      workPath: L.criuWork,
+      pageServer: endpoint,
+      tcpEstablished: o.tcpEstablished,
+      lazyStatusFd: 3,
+    });
+    const daemon = `criu lazy-pages --page-server --address ${method.sourceAddress} --port ${o.pageServerPort} --tls ...`;
+    const restore = commandLine(runc.restore(s.dstRunc, o.container, { ...restoreArgs, lazy: true }));
+    what = {
+      ...common,
+      dump: `[src] ${commandLine(checkpoint)}  (memory stays in the frozen tasks; held at post-dump; ${resumes})`,
+      window:
+        `[src] verdict "lazy": CRIU starts its lazy page server on ${endpoint} (TLS); the tasks stay frozen until the ` +
+        `destination has every page; a watchdog cuts it (the source resumes) if no destination connects within ${hold} s, ` +
+        `no byte moves for ${stallS + margin} s, or the window lasts ${windowS + margin} s`,
+      restore: `[dst] guard: ${daemon}; ${restore}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${announce ? ` (${announce})` : ''}`,
+      pages:
+        '[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; ' +
+        'the guard decides alone: its daemon exited 0 with every page (it commits; the source is destroyed, or removed ' +
+        'if CRIU resumed it) or anything else (it removes the copy; the source resumes); ' +
+        `it kills the daemon after ${stallS} s without a byte or ${windowS} s in all`,
+      prepare: undefined,
+      commit: undefined,
+      finish: undefined,
+    };
+  } else {
+    const checkpoint = runc.checkpoint(s.srcRunc, o.container, {
+      imagePath: L.images,
+      workPath: L.criuWork,
+      pageServer: transport !== 'stream' ? 'HOST:PORT' : undefined,
+      tcpEstablished: o.tcpEstablished,
+    });
+    const restore = commandLine(runc.restore(s.dstRunc, o.container, restoreArgs));
+    what = {
+      ...common,
+      dump: `[src] ${commandLine(checkpoint)}  (held at post-dump; ${resumes})`,
+      window: undefined,
+      restore: `[dst] guard: ${restore} with CRIU's leave-stopped (the copy stays stopped); every task stopped; continued on the commit`,
+      pages: undefined,
+      prepare:
+        '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
+      commit: `[dst] guard: commit${announce ? `; ${announce}` : ''}  (the point of no return)`,
+      finish: `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
+    };
+  }
   const stages = METHOD_STAGES[method.kind].filter((st) =>
     st === 'presync' ? !!files : st === 'page-server' ? transport !== 'stream' : true,
   );
@@ -133,7 +169,10 @@ export function makePlan(s: Session, facts: Facts): Plan {
     if (stage === 'presync' && files) {
       steps.push({
         step: 'presync',
-        what: `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ${files.plan.trees.map((t) => t.what).join(', ')}${files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''}`,
+        what:
+          `[src->dst] rsync while the container runs${mode === 'iterative' ? ' (again after pre-copy)' : ''}: ` +
+          files.plan.trees.map((t) => t.what).join(', ') +
+          (files.srcConfig !== undefined ? `; ${src.bundle}/config.json written from the source's` : ''),
       });
     } else if (stage === 'pre-copy') {
       steps.push({
