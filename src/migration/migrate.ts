@@ -56,7 +56,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
   const results: Results = {};
   let failure: Failure | undefined;
   let session: Session | undefined;
-  let stage: Stage = 'start';
+  let stage = 'start' as Stage;
   let seen: SeenBeforeFreeze = 'not-looked';
   // The stages, in order; each hands its result to the next.
   const stages = async (): Promise<void> => {
@@ -120,7 +120,8 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     failure = failureOf(err, stage, seen);
   } finally {
     // Every exit path: the undo stack, over a new connection if the old one dropped.
-    if (session && !session.ssh.alive) await reconnect(session);
+    // (Only once prepare may have made something there: before it, nothing waits on the destination.)
+    if (session && !session.ssh.alive && (stage === 'prepare' || stage === 'run')) await reconnect(session);
     await undo.release((m) => progress.warn(m));
     session?.ssh.close();
     if (record.done) results.remoteLeft = await settleRecord(local, !failure, undo.left[0]);

@@ -359,4 +359,25 @@ describe('bad input is refused before anything is frozen', () => {
     assert.equal(await status(h.dstRoot, NAME), 'absent');
     assert.deepEqual(await leftovers(), []);
   });
+
+  test('--dry-run of post-copy with --tune-sysctl raises nothing and leaves no certificate, rule or keeper', async () => {
+    // fs.pipe-max-size is one for the kernel (both test hosts): below what post-copy needs.
+    const file = '/proc/sys/fs/pipe-max-size';
+    const was = fs.readFileSync(file, 'utf8').trim();
+    fs.writeFileSync(file, '1048576');
+    try {
+      const r = await migrate(args('--dry-run', '--post-copy', '--tune-sysctl'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        /fs\.pipe-max-size 1048576 on the source: raised to \d+ for the migration \(--tune-sysctl\)/,
+      );
+      assert.match(r.stderr, /mode: one-shot \(post-copy\)/);
+      assert.equal(fs.readFileSync(file, 'utf8').trim(), '1048576', 'the dry run changed fs.pipe-max-size');
+      assert.equal(await status(h.srcRoot, NAME), 'running');
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      fs.writeFileSync(file, was);
+    }
+  });
 });
