@@ -1,0 +1,108 @@
+// The lease file on the standby, read, decided on and written in one section under the
+// standby's lock, over one exec channel: the script takes the lock, prints the standby's
+// clock and the lease, and waits; the tool decides here (lease.ts, pure) and sends what to
+// write, or nothing; the script writes it (a new file, flushed, renamed into place) and
+// releases the lock. A tool that dies or loses the channel mid-section leaves the lease as
+// it was: the script reads end-of-file and writes nothing. Renewals and failover take the
+// same lock, so their decisions never interleave.
+import type { Host } from '../../host.js';
+import type { LeaseRecord } from './lease.js';
+
+export const LEASE_FILE = 'lease';
+const END = '.';
+
+/** The script (POSIX sh) run on the standby; $1 is the replica's directory. */
+export const LEASE_SCRIPT = `set -eu
+cd "$1"
+exec 9>>lease.lock
+flock -w 30 9 || { echo "runc-migrate: the lease lock stayed taken for 30 s" >&2; exit 4; }
+printf 'now %s\\n' "$(date +%s%N)"
+if [ -s ${LEASE_FILE} ]; then cat ${LEASE_FILE}; echo; fi
+echo ${END}
+IFS= read -r verdict || exit 0
+[ "$verdict" = write ] || exit 0
+IFS= read -r line || exit 0
+printf '%s\\n' "$line" > ${LEASE_FILE}.new
+sync ${LEASE_FILE}.new
+mv -f ${LEASE_FILE}.new ${LEASE_FILE}
+sync .
+echo written
+`;
+
+/** The standby's clock (ms since the epoch) and the lease it holds, from the script's first lines. */
+export function parseLeaseHead(text: string): { nowMs: number; lease?: LeaseRecord } | undefined {
+  const lines = text.split('\n');
+  const end = lines.indexOf(END);
+  if (end < 0) return undefined;
+  const now = lines[0]?.match(/^now (\d+)$/);
+  if (!now) return undefined;
+  const nowMs = Math.floor(Number(now[1]) / 1e6);
+  const body = lines.slice(1, end).join('\n').trim();
+  if (!body) return { nowMs };
+  try {
+    return { nowMs, lease: JSON.parse(body) as LeaseRecord };
+  } catch {
+    throw new Error(`the lease file is not a lease: ${body.slice(0, 120)}`);
+  }
+}
+
+/**
+ * Runs one locked section in DIR on HOST: DECIDE sees the standby's clock and its lease,
+ * and returns the record to write (or undefined to leave it). Resolves with what DECIDE
+ * returned once it is written and flushed there (or, with nothing to write, once the
+ * lock is released).
+ */
+export async function withLease<T>(
+  host: Host,
+  dir: string,
+  decide: (nowMs: number, lease: LeaseRecord | undefined) => { write?: LeaseRecord; result: T },
+  timeoutMs = 30_000,
+): Promise<T> {
+  const proc = await host.spawn(['sh', '-c', LEASE_SCRIPT, 'sh', dir], { streamStdout: true });
+  let out = '';
+  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+  try {
+    const head = await new Promise<{ nowMs: number; lease?: LeaseRecord }>((resolve, reject) => {
+      proc.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        try {
+          const h = parseLeaseHead(out);
+          if (h) resolve(h);
+        } catch (err) {
+          reject(err);
+        }
+      });
+      void proc.done.then((r) =>
+        reject(
+          new Error(
+            `the lease on the ${host.name} could not be read (exit ${r.code}: ${r.stderr.trim().slice(0, 200)})`,
+          ),
+        ),
+      );
+    });
+    const d = decide(head.nowMs, head.lease);
+    if (d.write) {
+      const written = new Promise<void>((resolve, reject) => {
+        proc.stdout.on('data', () => (/\nwritten\n$/.test(out) ? resolve() : undefined));
+        void proc.done.then((r) =>
+          /\nwritten\n$/.test(out)
+            ? resolve()
+            : reject(
+                new Error(
+                  `the lease on the ${host.name} was not written (exit ${r.code}: ${r.stderr.trim().slice(0, 200)})`,
+                ),
+              ),
+        );
+      });
+      proc.stdin.write(`write\n${JSON.stringify(d.write)}\n`);
+      await written;
+    } else {
+      proc.stdin.write('keep\n');
+    }
+    proc.stdin.end();
+    await proc.done;
+    return d.result;
+  } finally {
+    clearTimeout(timer);
+  }
+}
