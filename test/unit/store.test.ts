@@ -1,0 +1,90 @@
+// The standby's checkpoint store (src/migration/replica/store.ts), its scripts run for
+// real on this machine's shell in a temporary directory.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import {
+  LIST_SCRIPT,
+  nextSeq,
+  parseListing,
+  PUBLISH_SCRIPT,
+  restorable,
+  unusedChains,
+  type CheckpointRecord,
+} from '../../src/migration/replica/store.js';
+
+const sh = (script: string, ...args: string[]) =>
+  execFileSync('sh', ['-c', script, 'sh', ...args], { encoding: 'utf8' });
+const list = (dir: string) => parseListing(sh(LIST_SCRIPT, dir));
+
+function write(dir: string, seq: number, chain?: string): CheckpointRecord {
+  const part = path.join(dir, 'checkpoints', `.${seq}.partial`);
+  fs.mkdirSync(path.join(part, 'images'), { recursive: true });
+  fs.writeFileSync(path.join(part, 'images', 'pages-1.img'), `pages of ${seq}`);
+  return { seq, frozenAt: 1_700_000_000_000 + seq, chain, bytes: 12, freezeMs: 40 };
+}
+
+test('the store scripts pass shellcheck (POSIX sh)', () => {
+  for (const s of [PUBLISH_SCRIPT, LIST_SCRIPT]) execFileSync('shellcheck', ['--shell=sh', '-'], { input: s });
+});
+
+test('publish: latest names the newest complete checkpoint; keep N; torn ones are never restored and go at the next publish', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'));
+  assert.equal(restorable(list(dir)), undefined, 'an empty store has nothing to restore');
+  for (const seq of [1, 2, 3]) {
+    const rec = write(dir, seq, 'c1');
+    assert.equal(nextSeq(list(dir)), seq + 1, 'a torn checkpoint counts: its number is not reused');
+    assert.equal(
+      restorable(list(dir))?.seq,
+      seq === 1 ? undefined : seq - 1,
+      'a partial checkpoint is never the one restored',
+    );
+    const out = sh(PUBLISH_SCRIPT, dir, String(seq), JSON.stringify(rec), '2');
+    assert.match(out, new RegExp(`^published ${seq}$`, 'm'));
+  }
+  let s = list(dir);
+  assert.deepEqual(
+    s.complete.map((c) => c.seq),
+    [2, 3],
+  );
+  assert.equal(restorable(s)?.seq, 3);
+  assert.equal(fs.readFileSync(path.join(dir, 'latest', 'images', 'pages-1.img'), 'utf8'), 'pages of 3');
+  // The tool dies while writing 4: it stays partial; latest still names 3.
+  write(dir, 4);
+  s = list(dir);
+  assert.deepEqual(s.partial, [4]);
+  assert.equal(restorable(s)?.seq, 3);
+  // The next run writes 5 and publishes it: 4 goes.
+  const rec5 = write(dir, nextSeq(s));
+  const out = sh(PUBLISH_SCRIPT, dir, '5', JSON.stringify(rec5), '2');
+  assert.match(out, /removed checkpoints\/\.4\.partial/);
+  s = list(dir);
+  assert.deepEqual(s.partial, []);
+  assert.deepEqual(
+    s.complete.map((c) => c.seq),
+    [3, 5],
+  );
+  assert.equal(restorable(s)?.seq, 5);
+});
+
+test('a complete record cut short makes no complete checkpoint; chains in use are kept', () => {
+  const listing = parseListing(
+    [
+      'complete {"seq":1,"frozenAt":1,"chain":"a","bytes":1,"freezeMs":1}',
+      'complete {"seq":2,"froz',
+      'chain a',
+      'chain b',
+      'chain c',
+      'latest checkpoints/2',
+    ].join('\n'),
+  );
+  assert.deepEqual(
+    listing.complete.map((c) => c.seq),
+    [1],
+  );
+  assert.equal(restorable(listing), undefined, 'latest names a checkpoint whose record is not whole');
+  assert.deepEqual(unusedChains(listing, 'c'), ['b']);
+});
