@@ -2,7 +2,7 @@
 // on the last, until the stop rule says the rest fits the downtime the user accepts.
 // Contract: the container keeps running on the source whatever happens here (a pre-dump
 // freezes it only for the time CRIU takes to collect dirty pages); a failure throws,
-// and the cleanups registered in the context remove what it made on both hosts.
+// and the undo stack (prepare/undo.ts) removes what it made on both hosts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { criuLogErrors } from '../../criu.js';

@@ -1,7 +1,7 @@
 // The switchover's protocol, written once: the words the tool and the destination's guard
 // say to each other, the source's hold verdicts, and the marker files each leaves for a
 // later `migrate recover`. The shell the hosts run (guard.ts, hold.ts) is generated from
-// these names; sides.ts, recover.ts, recovery.ts and the tests read them from here.
+// these names; source.ts, destination.ts, lazy.ts, recover.ts, recovery.ts and the tests read them from here.
 //
 // The rules the words serve (README "Safety", DESIGN "Under partitions"):
 //   - The destination's copy is restored stopped and runs only on COMMIT: before that it
