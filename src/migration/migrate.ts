@@ -19,7 +19,7 @@ import { modeOf } from './plan/method.js';
 import { describePlan, makePlan } from './plan/plan.js';
 import { checkDestination } from './preflight/destination.js';
 import { checksOn } from './preflight/run.js';
-import { checkSource, NotRunning } from './preflight/source.js';
+import { checkSource } from './preflight/source.js';
 import { prepare } from './prepare/prepare.js';
 import { Undo } from './prepare/undo.js';
 import { intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
@@ -86,11 +86,10 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     }
     stage = 'preflight';
     const checks = checksOn(progress, opts.force);
-    const source = await checkSource(local, checks).catch((err: unknown) => {
-      if (err instanceof NotRunning) seen = 'not-running';
-      throw err;
+    // What the report says of the container after a later refusal: as this check saw it.
+    const source = await checkSource(local, checks, (running) => {
+      seen = running ? 'running' : 'not-running';
     });
-    seen = 'running';
     results.memoryBytes = source.memoryBytes;
     session ??= sessionOver(local, await connect());
     const s = session;

@@ -25,6 +25,7 @@ import { containerPids, taskFiles } from '../files/tasks.js';
 import { addr, parseAddrDev, parseRouteDev } from '../network/address.js';
 import { sourceAddressSeen } from '../network/portguard.js';
 import { streamDir } from '../pages/stream.js';
+import { OWNER_FILE, ownerLine } from '../prepare/stale.js';
 import { chooseTransport, pipeSizeAction } from '../plan/policy.js';
 import type { Session } from '../session.js';
 import type { DestinationFacts, FilesFacts, MoveIpFacts, PipeSize, SourceFacts } from './facts.js';
@@ -274,13 +275,14 @@ async function checkPostCopy(s: Session): Promise<{ fact: PipeSize[]; detail: st
 
 /** criu cpuinfo dump here, check there, in temporary directories removed before it returns. */
 async function checkCpu(s: Session): Promise<void> {
+  // Each with an owner line, as a work directory has: a run killed here leaves them to the next run's stale clean-up.
   const dir = await fs.mkdtemp(path.join(s.opts.workDir, 'runc-migrate.cpuinfo.'));
   let rdir: string | undefined;
   try {
+    await fs.writeFile(path.join(dir, OWNER_FILE), ownerLine());
     await s.src.run(criu.cpuinfoDump(s.opts.criu, dir));
-    rdir = (
-      await s.dst.run(['mktemp', '-d', '-p', s.opts.remoteWorkDir, 'runc-migrate.cpuinfo.XXXXXXXX'])
-    ).stdout.trim();
+    const made = ['sh', '-c', 'd=$(mktemp -d -p "$1" runc-migrate.cpuinfo.XXXXXXXX) && cat > "$d/$2" && echo "$d"'];
+    rdir = (await s.dst.run([...made, 'sh', s.opts.remoteWorkDir, OWNER_FILE], { input: ownerLine() })).stdout.trim();
     await streamDir(s, dir, rdir);
     const r = await s.dst.run(criu.cpuinfoCheck(s.opts.remoteCriu, rdir), { allowFail: true });
     if (r.code !== 0) {

@@ -9,10 +9,12 @@ import type { SourceFacts } from './facts.js';
 import type { Checks } from './run.js';
 import { criuCheck, toolVersion } from './tools.js';
 
-/** The container is not running on the source (missing, stopped or paused): the report says so. */
-export class NotRunning extends PreflightError {}
-
-export async function checkSource(s: LocalSession, checks: Checks): Promise<SourceFacts> {
+/** SEEN hears whether the container runs, once the check that looks has looked (a later refusal reports it). */
+export async function checkSource(
+  s: LocalSession,
+  checks: Checks,
+  seen: (running: boolean) => void,
+): Promise<SourceFacts> {
   const { opts, src } = s;
   await checks.verify(
     'runc on the source',
@@ -27,13 +29,15 @@ export async function checkSource(s: LocalSession, checks: Checks): Promise<Sour
     const r = await src.run(runc.state(s.srcRunc, opts.container), { allowFail: true });
     if (r.code !== 0) {
       const hint = `List the containers with: runc --root ${opts.runcRoot} list (or give the right root with --runc-root DIR).`;
+      if (isNotExist(r.stderr)) seen(false);
       if (isNotExist(r.stderr))
-        throw new NotRunning(`no container "${opts.container}" in runc root ${opts.runcRoot} on the source`, hint);
+        throw new PreflightError(`no container "${opts.container}" in runc root ${opts.runcRoot} on the source`, hint);
       throw new PreflightError(`runc state ${opts.container} failed on the source: ${r.stderr.trim()}`, hint);
     }
     const state = parseState(r.stdout);
+    seen(state.status === 'running');
     if (state.status !== 'running') {
-      throw new NotRunning(
+      throw new PreflightError(
         `container "${opts.container}" is ${state.status}, not running`,
         state.status === 'paused'
           ? `Resume it first: runc --root ${opts.runcRoot} resume ${opts.container}.`

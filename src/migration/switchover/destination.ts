@@ -329,31 +329,38 @@ export class Destination implements DestinationSide {
   async settle(): Promise<'committed' | 'removed' | undefined> {
     this.beat(false);
     this.guard?.stdin.end();
-    const f = await this.watchGuard(1000 * (this.deadlineS + 30), (g) => g.committed || !g.alive);
-    if (!f || f.alive) return undefined;
+    const f = await this.watchGuard({ reads: this.settleReads() }, (g) => g.committed || !g.alive);
+    if (!f) return undefined;
+    // Committed while it still continues the copy's tasks (or announces): committed.
     if (f.committed) return 'committed';
+    if (f.alive) return undefined;
     // No trace of the guard (its files wiped by a reboot): it may have committed.
     return f.removed || (f.present && (await this.absent())) ? 'removed' : undefined;
   }
 
+  /** How many reads settle() and remove() make of the guard's files (100 ms apart) before they give up. */
+  private settleReads(): number {
+    return 10 * (this.deadlineS + 30);
+  }
+
   /**
-   * Reads the guard's files (over a new connection if need be) until DONE holds, for at
-   * most LIMITMS. undefined: the destination cannot be reached (at once, unless
-   * keepTrying) or the limit passed; the last files read otherwise.
+   * Reads the guard's files (over a new connection if need be) until DONE holds, at most
+   * READS times or until DEADLINE (Date.now()), whichever the caller gives. undefined:
+   * the destination cannot be reached (at once, unless keepTrying) or the bound passed;
+   * the last files read otherwise.
    */
   protected async watchGuard(
-    limitMs: number,
+    bound: { reads: number } | { deadline: number },
     done: (f: GuardFiles) => boolean,
     o: { keepTrying?: boolean; pollMs?: number } = {},
   ): Promise<GuardFiles | undefined> {
-    const deadline = Date.now() + limitMs;
-    for (;;) {
+    for (let i = 0; 'reads' in bound ? i < bound.reads : Date.now() < bound.deadline; i++) {
       const f = await this.guardFiles();
       if (f && done(f)) return f;
       if (!f && !o.keepTrying) return undefined;
-      if (Date.now() >= deadline) return undefined;
       await new Promise((r) => setTimeout(r, f ? (o.pollMs ?? 100) : 2000));
     }
+    return undefined;
   }
 
   /** The guard's files: committed, removed, or neither yet (its pid still running). */
@@ -381,7 +388,7 @@ export class Destination implements DestinationSide {
     if (!this.guard) return true;
     // Over a new connection if the old one dropped: wait until the guard has finished,
     // then confirm no copy runs.
-    const f = await this.watchGuard(1000 * (this.deadlineS + 30), (g) => g.committed || !g.alive);
+    const f = await this.watchGuard({ reads: this.settleReads() }, (g) => g.committed || !g.alive);
     if (!f || f.committed || f.alive) return false;
     // The guard removes only what it restored: its word is the confirmation.
     return f.removed || (await this.absent());

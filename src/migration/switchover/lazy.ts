@@ -108,7 +108,7 @@ export class LazyDestination extends Destination implements LazyDestinationSide 
     const w = await this.next([GUARD_WORD.committed, GUARD_WORD.removed], limitMs);
     if (w.word === GUARD_WORD.committed || w.word === GUARD_WORD.removed) return w.word;
     if (this.ended) return this.ended;
-    const f = await this.watchGuard(deadline - Date.now(), (g) => g.committed || g.removed || !g.alive, {
+    const f = await this.watchGuard({ deadline }, (g) => g.committed || g.removed || !g.alive, {
       keepTrying: true,
       pollMs: 200,
     });

@@ -192,6 +192,8 @@ export async function handOver(
   }
   const guard = dst.startGuard();
   guard.catch(() => undefined); // awaited below, or by remove() in the rollback
+  // Without a source there is no way back: the guard must be up (the address claimed) before anything is copied.
+  if (!o.withSource) await guard;
   if (h.moveIp && o.withSource)
     await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
   const bytes = await h.step('copy', copyTitle, () => dst.copyImages());
