@@ -4,6 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Proc } from '../../host.js';
+import { diedAtBirth } from '../../interrupt.js';
 import type { Hosts } from '../session.js';
 
 /**
@@ -34,12 +35,29 @@ export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeou
     throw new Error(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
   }
   const [s, rcv] = r;
+  if (diedAtBirth(s.signal) || diedAtBirth(rcv.signal)) {
+    throw new BornDead(`${what}: a tar was killed at birth by the signal the tool received (interrupt.ts)`);
+  }
   if (s.code !== 0 || rcv.code !== 0) {
     throw new Error(
       `${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`,
     );
   }
   return bytes;
+}
+
+/** A local tar killed by the tool's own signal before it ran (interrupt.ts): the copy never began, and runs again. */
+class BornDead extends Error {}
+
+/** Runs COPY again (at most three times in all) when a tar of it died at birth. */
+async function bornAgain<T>(copy: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await copy();
+    } catch (err) {
+      if (!(err instanceof BornDead) || attempt === 3) throw err;
+    }
+  }
 }
 
 /**
@@ -53,12 +71,14 @@ export async function streamDir(
   exclude: string[] = [],
   timeoutMs = 600_000,
 ): Promise<number> {
-  const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
-  const sender = await ctx.src.spawn(
-    ['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'],
-    { streamStdout: true },
-  );
-  return pipeTar(sender, receiver, 'copying images', timeoutMs);
+  return bornAgain(async () => {
+    const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
+    const sender = await ctx.src.spawn(
+      ['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'],
+      { streamStdout: true },
+    );
+    return pipeTar(sender, receiver, 'copying images', timeoutMs);
+  });
 }
 
 /**
@@ -68,11 +88,13 @@ export async function streamDir(
  * the parent on the source); it never reads the parent's pages there.
  */
 export async function fetchPagemaps(ctx: Hosts, remoteDir: string, localDir: string): Promise<void> {
-  const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
-  const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], {
-    streamStdout: true,
+  await bornAgain(async () => {
+    const receiver = await ctx.src.spawn(['tar', '-C', localDir, '-xf', '-']);
+    const sender = await ctx.dst.spawn(['sh', '-c', 'cd "$1" && tar -cf - pagemap-*.img', 'sh', remoteDir], {
+      streamStdout: true,
+    });
+    return pipeTar(sender, receiver, 'copying the pagemaps back', 120_000);
   });
-  await pipeTar(sender, receiver, 'copying the pagemaps back', 120_000);
   const ls = await ctx.dst.run(['sh', '-c', 'cd "$1" && ls pages-*.img', 'sh', remoteDir], { allowFail: true });
   for (const name of ls.stdout
     .split('\n')
