@@ -28,7 +28,7 @@ import { streamDir } from '../pages/stream.js';
 import { OWNER_FILE, ownerLine } from '../prepare/stale.js';
 import { chooseTransport, pipeSizeAction } from '../plan/policy.js';
 import type { Session } from '../session.js';
-import type { DestinationFacts, FilesFacts, MoveIpFacts, PipeSize, SourceFacts } from './facts.js';
+import type { BundleConfigs, DestinationFacts, FilesFacts, MoveIpFacts, PipeSize, SourceFacts } from './facts.js';
 import { checkFiles, checkSharedForPostCopy } from './files.js';
 import { destinationOf } from '../files/syncplan.js';
 import type { Checks } from './run.js';
@@ -96,13 +96,6 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
     files,
     moveIp,
   };
-}
-
-interface BundleConfigs {
-  /** The destination's config.json (undefined: none yet). */
-  config?: string;
-  /** The source's, when it could be read. */
-  srcConfig?: string;
 }
 
 async function checkBundle(s: Session, source: SourceFacts): Promise<{ fact: BundleConfigs; detail: string }> {

@@ -61,6 +61,14 @@ export interface DestinationFacts {
   readonly moveIp?: MoveIpFacts;
 }
 
+/** The bundles' config.json texts, as the bundle check read them. */
+export interface BundleConfigs {
+  /** The destination's (undefined: it has none yet; the sync makes it). */
+  readonly config?: string;
+  /** The source's, when it could be read. */
+  readonly srcConfig?: string;
+}
+
 export interface Facts {
   readonly source: SourceFacts;
   readonly destination: DestinationFacts;

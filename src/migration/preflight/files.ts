@@ -9,12 +9,7 @@ import { MIN_RSYNC_VERSION, parseRsyncVersion, rsyncCmd } from '../../rsync.js';
 import { sameDirectory } from '../files/rootfs.js';
 import { pairTrees, planSync, SyncPlanError, type SyncTree } from '../files/syncplan.js';
 import type { Session } from '../session.js';
-import type { FilesFacts, SourceFacts } from './facts.js';
-
-interface BundleConfigs {
-  config?: string;
-  srcConfig?: string;
-}
+import type { BundleConfigs, FilesFacts, SourceFacts } from './facts.js';
 
 /** The files check: undefined when nothing is synced (--no-sync-rootfs and no --sync-volume). */
 export async function checkFiles(

@@ -11,8 +11,13 @@ export interface Checks {
   verify(title: string, run: () => Promise<string | void>, o?: { skippable?: boolean }): Promise<void>;
 }
 
+/** A phase's name in the report: its stage and its title, in lower case with dashes ("preflight:runc-on-the-source"). */
+export function phaseName(stage: 'preflight' | 'prepare', title: string): string {
+  return `${stage}:${title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
+}
+
 export function checksOn(progress: Progress, force: boolean): Checks {
-  const id = (title: string) => `preflight:${title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
+  const id = (title: string) => phaseName('preflight', title);
   const detail = (d: string | void) => (d ? `(${d})` : undefined);
   return {
     async fact(title, run) {

@@ -13,6 +13,7 @@ import { makeCertificates, type Certificates } from '../pages/certs.js';
 import { Throttle } from '../pages/throttle.js';
 import type { Plan } from '../plan/plan.js';
 import { required, type Facts } from '../preflight/facts.js';
+import { phaseName } from '../preflight/run.js';
 import type { Session } from '../session.js';
 import { localKeeper, remoteKeeper } from './keeper.js';
 import { workPaths, type WorkDirs, type WorkPaths } from './paths.js';
@@ -32,9 +33,7 @@ export interface Resources {
 export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo): Promise<Resources> {
   const step = <T>(title: string, run: () => Promise<{ value: T; detail: string }>) =>
     s.progress
-      .phase(`prepare:${title.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`, title, run, (r) =>
-        r.detail ? `(${r.detail})` : undefined,
-      )
+      .phase(phaseName('prepare', title), title, run, (r) => (r.detail ? `(${r.detail})` : undefined))
       .then((r) => r.value);
   const throttle = facts.source.throttle
     ? await step('CPU throttle (auto-converge)', async () => {
