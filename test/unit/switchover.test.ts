@@ -489,10 +489,55 @@ describe('recovery decisions', () => {
   });
 });
 
+/**
+ * The plan of a container running on '/b' with its rootfs synced, as preflight would have
+ * found it: RAW the command line's flags, and what the checks found (mode, transport, --move-ip).
+ */
+async function planFor(
+  raw: Record<string, unknown>,
+  found: { mode: 'one-shot' | 'iterative'; transport: string; moveIp?: boolean },
+) {
+  const { makePlan } = await import('../../src/migration/plan/plan.js');
+  const { resolveOptions } = await import('../../src/options.js');
+  const opts = resolveOptions('web', 'host', raw);
+  const session = {
+    opts,
+    srcRunc: { runc: 'runc', root: '/run/runc' },
+    dstRunc: { runc: 'runc', root: '/run/runc' },
+  } as unknown as Parameters<typeof makePlan>[0];
+  const facts = {
+    source: {
+      state: { pid: 1, bundle: '/b', status: 'running' },
+      bundle: '/b',
+      memoryBytes: 1 << 20,
+      criuVersion: '4.2',
+      mode: found.mode,
+    },
+    destination: {
+      criuVersion: '4.2',
+      transport: found.transport,
+      transportWhy: 'test',
+      address: '10.0.0.2',
+      sourceAddress: '10.0.0.1',
+      pipeSizes: [],
+      moveIp: found.moveIp
+        ? { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] }
+        : undefined,
+      files: {
+        plan: {
+          trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }],
+          mounts: [],
+          notSynced: [],
+        },
+        shared: [],
+      },
+    },
+  } as unknown as Parameters<typeof makePlan>[1];
+  return makePlan(session, facts);
+}
+
 describe('the plan', () => {
   test("each method's plan holds the stages its runner runs, and --dry-run shows them in that order", async () => {
-    const { makePlan } = await import('../../src/migration/plan/plan.js');
-    const { resolveOptions } = await import('../../src/options.js');
     const cases = [
       { raw: {}, mode: 'one-shot', transport: 'tls', stages: ['presync', 'page-server', 'switchover'] },
       { raw: {}, mode: 'one-shot', transport: 'stream', stages: ['presync', 'switchover'] },
@@ -506,38 +551,7 @@ describe('the plan', () => {
       },
     ] as const;
     for (const c of cases) {
-      const opts = resolveOptions('web', 'host', c.raw);
-      const session = {
-        opts,
-        srcRunc: { runc: 'runc', root: '/r' },
-        dstRunc: { runc: 'runc', root: '/r' },
-      } as unknown as Parameters<typeof makePlan>[0];
-      const facts = {
-        source: {
-          state: { pid: 1, bundle: '/b', status: 'running' },
-          bundle: '/b',
-          memoryBytes: 1 << 20,
-          criuVersion: '4.2',
-          mode: c.mode,
-        },
-        destination: {
-          criuVersion: '4.2',
-          transport: c.transport,
-          transportWhy: 'test',
-          address: '10.0.0.2',
-          sourceAddress: '10.0.0.1',
-          pipeSizes: [],
-          files: {
-            plan: {
-              trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }],
-              mounts: [],
-              notSynced: [],
-            },
-            shared: [],
-          },
-        },
-      } as unknown as Parameters<typeof makePlan>[1];
-      const plan = makePlan(session, facts);
+      const plan = await planFor(c.raw, c);
       assert.deepEqual(plan.stages, c.stages, JSON.stringify(c.raw));
       // The dry run's steps: the stages, the switchover's expanded into its own.
       const shown = [
@@ -550,39 +564,7 @@ describe('the plan', () => {
   });
 
   test('--dry-run shows the steps the switchover takes, in its order', async () => {
-    const { makePlan } = await import('../../src/migration/plan/plan.js');
-    const { resolveOptions } = await import('../../src/options.js');
-    const opts = resolveOptions('web', 'host', { moveIp: '10.0.0.9/32' });
-    const session = {
-      opts,
-      srcRunc: { runc: 'runc', root: '/run/runc' },
-      dstRunc: { runc: 'runc', root: '/run/runc' },
-    } as unknown as Parameters<typeof makePlan>[0];
-    const facts = {
-      source: {
-        state: { pid: 1, bundle: '/b', status: 'running' },
-        bundle: '/b',
-        memoryBytes: 1 << 20,
-        criuVersion: '4.2',
-        mode: 'one-shot',
-      },
-      destination: {
-        criuVersion: '4.2',
-        transport: 'stream',
-        transportWhy: 'test',
-        pipeSizes: [],
-        moveIp: { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] },
-        files: {
-          plan: {
-            trees: [{ what: 'rootfs', containerPath: '/', src: '/b/rootfs', dst: '/b/rootfs' }],
-            mounts: [],
-            notSynced: [],
-          },
-          shared: [],
-        },
-      },
-    } as unknown as Parameters<typeof makePlan>[1];
-    const plan = makePlan(session, facts);
+    const plan = await planFor({ moveIp: '10.0.0.9/32' }, { mode: 'one-shot', transport: 'stream', moveIp: true });
     // The steps a run takes, as the progress hook sees them.
     const w = world();
     const s = sides(w);
