@@ -3,7 +3,22 @@ import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
 import { readFileSync } from 'node:fs';
 import { bashCompletion } from './completion.js';
-import { DEFAULTS, PRE_DUMP_MODES, resolveOptions, TRANSPORT_ALIASES, TRANSPORTS, type RawOptions } from './options.js';
+import {
+  DEFAULTS,
+  type FailoverOptions,
+  type Options,
+  PRE_DUMP_MODES,
+  type RawOptions,
+  type RawReplicaOptions,
+  type ReplicaOptions,
+  resolveFailoverOptions,
+  resolveOptions,
+  resolveReplicaOptions,
+  TRANSPORT_ALIASES,
+  TRANSPORTS,
+} from './options.js';
+import { failover } from './migration/replica/failover.js';
+import { type ReplicaEvent, replicate } from './migration/replica/replicate.js';
 import { EXIT, MigrateError, UsageError } from './errors.js';
 import { Progress } from './progress.js';
 import { humanError, humanSummary, toJson, type Report } from './report.js';
@@ -192,6 +207,90 @@ export function buildProgram(): Command {
     'the destination committed and its copy is lost (recover said so): resume the frozen source; what the copy did after its commit is lost',
     false,
   );
+  // replicate and failover: the connection's, runc's and the output's options, as a migration's.
+  const shared = (c: Command, names: string[]) => {
+    for (const o of p.options) if (names.includes(o.long ?? '')) c.addOption(o);
+  };
+  const CONNECTION = [
+    '--identity',
+    '--known-hosts',
+    '--accept-new-host-key',
+    '--ssh-config',
+    '--connect-timeout',
+    '--sudo',
+    '--runc-root',
+    '--remote-runc-root',
+    '--runc',
+    '--remote-runc',
+    '--criu',
+    '--remote-criu',
+    '--json',
+    '--quiet',
+    '--verbose',
+  ];
+  const replicaDir = `the replicas' directory on the standby (one per container)`;
+  const rep = p
+    .command('replicate')
+    .description(
+      'keep restorable checkpoints of a running container on a standby host, and a lease that fences it, until stopped (SIGINT/SIGTERM) or --for',
+    )
+    .argument('<container>', 'the container, as named by runc on this host')
+    .argument('<host>', 'the standby: [user@]host[:port] or a Host alias');
+  shared(rep, [
+    ...CONNECTION,
+    '--bundle',
+    '--diskless',
+    '--no-diskless',
+    '--work-dir',
+    '--remote-work-dir',
+    '--tcp-established',
+    '--no-tcp-established',
+    '--force',
+  ]);
+  rep
+    .option(
+      '--interval <duration>',
+      'a checkpoint and a lease renewal this often (5s, 500ms, 1m)',
+      `${DEFAULTS.replicaIntervalMs / 1000}s`,
+    )
+    .option(
+      '--chain-length <n>',
+      'pre-dumps per restorable checkpoint where the kernel tracks dirty memory',
+      String(DEFAULTS.replicaChainLength),
+    )
+    .option('--keep <n>', 'complete checkpoints kept on the standby', String(DEFAULTS.replicaKeep))
+    .option(
+      '--lease <duration>',
+      `how long a renewal holds off failover (default: ${DEFAULTS.leaseIntervals} intervals)`,
+    )
+    .addOption(
+      new Option(
+        '--fence <mode>',
+        'freeze: pause the container here when the lease cannot be renewed in time (failover is then safe once it expires); none: never (failover then needs --source or --force)',
+      )
+        .choices(['freeze', 'none'])
+        .default('freeze'),
+    )
+    .option('--for <duration>', 'stop by itself after this long')
+    .option('--replica-dir <dir>', replicaDir, DEFAULTS.replicaDir);
+  const fo = p
+    .command('failover')
+    .description(
+      "restore the standby's latest complete checkpoint once the source has stopped (its lease expired, or --source/--force)",
+    )
+    .argument('<container>', 'the container')
+    .argument('<host>', 'the standby: [user@]host[:port], a Host alias, or local when run on the standby');
+  shared(fo, [...CONNECTION, '--remote-work-dir', '--force']);
+  fo.option(
+    '--watch',
+    'wait for the lease to expire, then fail over (the automatic mode, for a unit on the standby)',
+    false,
+  )
+    .option(
+      '--source <host>',
+      'the source to check over SSH: the container is stopped there if it runs; then no expired lease is needed',
+    )
+    .option('--replica-dir <dir>', replicaDir, DEFAULTS.replicaDir);
   p.command('completion')
     .description('print a shell completion script: eval "$(migrate completion bash)"')
     .argument('<shell>', 'the shell (bash)')
@@ -232,15 +331,17 @@ function installSignalHandlers(progress: Progress): void {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  let migration: { container: string; host: string; recover: boolean; raw: RawOptions } | undefined;
+  type Kind = 'migrate' | 'recover' | 'replicate' | 'failover';
+  let migration: { container: string; host: string; kind: Kind; raw: RawOptions & RawReplicaOptions } | undefined;
   program.action((container: string, host: string) => {
-    migration = { container, host, recover: false, raw: program.opts() };
+    migration = { container, host, kind: 'migrate', raw: program.opts() };
   });
-  program.commands
-    .find((c) => c.name() === 'recover')!
-    .action((container: string, host: string, o: RawOptions) => {
-      migration = { container, host, recover: true, raw: o };
-    });
+  for (const kind of ['recover', 'replicate', 'failover'] as const)
+    program.commands
+      .find((c) => c.name() === kind)
+      ?.action((container: string, host: string, o: RawOptions) => {
+        migration = { container, host, kind, raw: o };
+      });
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -258,10 +359,14 @@ export async function main(argv: string[]): Promise<number> {
   // A subcommand (completion) ran and printed what it had to.
   if (!migration) return EXIT.OK;
   const { container, host } = migration;
-  const raw = migration.raw as RawOptions & { identity?: string[] };
+  const raw = migration.raw;
   let opts;
+  let replica: ReplicaOptions | undefined;
+  let failoverOpts: FailoverOptions | undefined;
   try {
     opts = resolveOptions(container, host, raw);
+    if (migration.kind === 'replicate') replica = resolveReplicaOptions(container, raw);
+    if (migration.kind === 'failover') failoverOpts = resolveFailoverOptions(container, raw);
   } catch (err) {
     if (err instanceof MigrateError) {
       process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
@@ -278,9 +383,12 @@ export async function main(argv: string[]): Promise<number> {
   const mode = opts.json || opts.quiet ? 'silent' : interactive ? 'tty' : 'plain';
   const progress = new Progress(mode, opts.verbose);
   installSignalHandlers(progress);
-  const report: Report = migration.recover
-    ? await recoverCommand(opts, progress)
-    : await migrate(opts, progress, faultsFrom(process.env));
+  if (replica) return replicaCommand(opts, replica, progress);
+  if (failoverOpts) return failoverCommand(opts, failoverOpts, progress);
+  const report: Report =
+    migration.kind === 'recover'
+      ? await recoverCommand(opts, progress)
+      : await migrate(opts, progress, faultsFrom(process.env));
   if (opts.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {
@@ -289,4 +397,45 @@ export async function main(argv: string[]): Promise<number> {
     if (s) process.stdout.write(s + '\n');
   }
   return report.exitCode;
+}
+
+/** What a replicate or failover report's error looks like on a terminal. */
+function printError(e: { message: string; hint?: string } | undefined): void {
+  if (e) process.stderr.write(chalk.red(`error: ${e.message}\n`) + (e.hint ? `  ${e.hint}\n` : ''));
+}
+
+async function replicaCommand(opts: Options, r: ReplicaOptions, progress: Progress): Promise<number> {
+  const emit = (e: ReplicaEvent) => {
+    if (opts.json) process.stdout.write(`${JSON.stringify(e)}\n`);
+    else progress.info(describeEvent(e));
+  };
+  const report = await replicate(opts, r, progress, emit);
+  if (opts.json) process.stdout.write(`${JSON.stringify({ event: 'end', ...report })}\n`);
+  else printError(report.error);
+  return report.exitCode;
+}
+
+async function failoverCommand(opts: Options, f: FailoverOptions, progress: Progress): Promise<number> {
+  const report = await failover(opts, f, progress);
+  if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else printError(report.error);
+  return report.exitCode;
+}
+
+/** One line for a terminal per replication event. */
+function describeEvent(e: ReplicaEvent): string {
+  switch (e.event) {
+    case 'checkpoint':
+      return `checkpoint ${e.seq}: ${(e.bytes / 1048576).toFixed(1)} MiB of images, frozen ${e.freezeMs} ms (files synced in the freeze: ${e.filesSent}), ${Object.values(e.parts).reduce((a, b) => a + b, 0)} ms in all`;
+    case 'checkpoint-failed':
+      return `checkpoint ${e.seq} failed (the previous one stays the latest): ${e.error}`;
+    case 'fenced':
+      return `FENCED at ${e.at}: ${e.why}`;
+    case 'unfenced':
+      return `the standby confirmed a renewal: resumed after ${e.pausedMs} ms paused`;
+    case 'lease-lost':
+      return `the lease could not be renewed (${e.error}); retrying every interval`;
+    case 'failed-over':
+      return `the standby failed over at ${e.at} (${e.by})`;
+  }
 }

@@ -60,8 +60,11 @@ function check(host: string, argv: readonly string[], r: RunResult, opts: RunOpt
 }
 
 export class LocalHost implements Host {
-  readonly name = 'source';
-  constructor(private readonly log: CommandLogger) {}
+  constructor(
+    private readonly log: CommandLogger,
+    /** "source", or "standby" for failover run on the standby itself. */
+    readonly name = 'source',
+  ) {}
 
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     this.log(this.name, commandLine(argv));

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { UsageError } from './errors.js';
 import { parsePort } from './ssh/target.js';
 import { parseThreshold } from './migration/plan/policy.js';
+import { leaseMargin } from './migration/replica/lease.js';
 
 export type Transport = 'auto' | 'tls' | 'tunnel' | 'stream' | 'direct';
 /** auto: iterative when the source kernel tracks dirty memory, else one-shot with a warning. */
@@ -104,6 +105,18 @@ export const DEFAULTS = {
   syncRootfs: true,
   /** Where the intent records of unfinished migrations live on the source (see intent.ts). */
   intentDir: '/run/runc-migrate',
+  /** replicate: a checkpoint (and a lease renewal) this often (msc's DUMP_INTERVAL). */
+  replicaIntervalMs: 5_000,
+  /** replicate: pre-dumps per restorable checkpoint, where the kernel tracks dirty memory (msc's CHAIN_LENGTH). */
+  replicaChainLength: 3,
+  /** replicate: complete checkpoints kept on the standby. */
+  replicaKeep: 2,
+  /** replicate: the lease lasts this many intervals (three renewals may be lost before the source freezes). */
+  leaseIntervals: 3,
+  /** Where the standby keeps replicas: one directory per container. */
+  replicaDir: '/var/lib/runc-migrate/replicas',
+  /** replicate: the longest a checkpoint may keep the container frozen (its files' sync while frozen) before the dump is abandoned and the container resumes. */
+  replicaFreezeLimitS: 30,
 } as const;
 
 export interface MoveIp {
@@ -376,4 +389,97 @@ function preDumpMode(raw: string | undefined): PreDumpMode {
   if (!(PRE_DUMP_MODES as readonly string[]).includes(raw))
     throw new UsageError(`--pre-dump-mode "${raw}" is not one of ${PRE_DUMP_MODES.join(', ')}`);
   return raw as PreDumpMode;
+}
+
+/** replicate's own options (its connection, runc and files options are a migration's). */
+export interface ReplicaOptions {
+  intervalMs: number;
+  chainLength: number;
+  keep: number;
+  leaseMs: number;
+  fence: 'freeze' | 'none';
+  /** --for: stop by itself after this long. */
+  forMs?: number;
+  /** The replica's directory on the standby (--replica-dir/CONTAINER). */
+  dir: string;
+}
+
+/** failover's own options. */
+export interface FailoverOptions {
+  /** --watch: wait for the lease to expire, then fail over. */
+  watch: boolean;
+  /** --source HOST: confirm over SSH that the container does not run there (stop it there if it does). */
+  source?: string;
+  force: boolean;
+  dir: string;
+}
+
+export interface RawReplicaOptions {
+  interval?: string;
+  chainLength?: string;
+  keep?: string;
+  lease?: string;
+  fence?: string;
+  for?: string;
+  replicaDir?: string;
+  watch?: boolean;
+  source?: string;
+}
+
+/** A duration: 500ms, 5s, 2m, 1h, or a number of seconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = text.trim().match(/^(\d+(?:\.\d+)?)(ms|s|m|h)?$/);
+  if (!m)
+    throw new UsageError(
+      `${flag} "${text}" is not a duration`,
+      'Examples: 500ms, 5s, 2m, 1h (a bare number is seconds).',
+    );
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+function count(text: string | undefined, flag: string, fallback: number, least = 1): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < least)
+    throw new UsageError(`${flag} "${text}" must be a whole number of at least ${least}`);
+  return Number(text);
+}
+
+function replicaDirOf(raw: RawReplicaOptions, container: string): string {
+  return path.join(absolute(raw.replicaDir ?? DEFAULTS.replicaDir, '--replica-dir'), container);
+}
+
+export function resolveReplicaOptions(container: string, raw: RawReplicaOptions): ReplicaOptions {
+  const intervalMs =
+    raw.interval === undefined ? DEFAULTS.replicaIntervalMs : parseDuration(raw.interval, '--interval');
+  if (intervalMs < 1000)
+    throw new UsageError(`--interval ${raw.interval} is below 1 s`, 'A checkpoint every second at most.');
+  const leaseMs = raw.lease === undefined ? intervalMs * DEFAULTS.leaseIntervals : parseDuration(raw.lease, '--lease');
+  if (leaseMs < 2 * intervalMs + leaseMargin(leaseMs))
+    throw new UsageError(
+      `--lease ${raw.lease} leaves no room for a lost renewal: it must be at least two intervals and ${leaseMargin(leaseMs)} ms`,
+      `Give --lease ${Math.ceil((2 * intervalMs + leaseMargin(leaseMs)) / 1000)}s or more, or a shorter --interval.`,
+    );
+  const fence = raw.fence ?? 'freeze';
+  if (fence !== 'freeze' && fence !== 'none')
+    throw new UsageError(
+      `--fence "${raw.fence}" is not freeze or none`,
+      'freeze (the default) pauses the container when the lease cannot be renewed; none never does.',
+    );
+  return {
+    intervalMs,
+    chainLength: count(raw.chainLength, '--chain-length', DEFAULTS.replicaChainLength),
+    keep: count(raw.keep, '--keep', DEFAULTS.replicaKeep),
+    leaseMs,
+    fence,
+    forMs: raw.for === undefined ? undefined : parseDuration(raw.for, '--for'),
+    dir: replicaDirOf(raw, container),
+  };
+}
+
+export function resolveFailoverOptions(
+  container: string,
+  raw: RawReplicaOptions & { force?: boolean },
+): FailoverOptions {
+  return { watch: !!raw.watch, source: raw.source, force: !!raw.force, dir: replicaDirOf(raw, container) };
 }

@@ -77,6 +77,8 @@ export const rsyncCmd = {
     compare?: boolean;
     file?: boolean;
     ignoreTimes?: boolean;
+    /** Files unchanged from this directory on the destination are hard-linked, not sent (replication's snapshots). */
+    linkDest?: string;
   }): string[] {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
     // bridge's cat does not: EAGAIN mid-transfer). file: SRC and DST are files, not directories.
@@ -87,6 +89,7 @@ export const rsyncCmd = {
       ...(o.list ? LISTED(o.list) : []),
       ...(o.compare ? COMPARE : []),
       ...(o.ignoreTimes && !o.list ? ['--ignore-times'] : []),
+      ...(o.linkDest ? [`--link-dest=${o.linkDest}`] : []),
       '--blocking-io',
       '-e',
       o.shell,

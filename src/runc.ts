@@ -31,10 +31,13 @@ export const runc = {
       parentPath?: string;
       preDump?: boolean;
       lazyStatusFd?: number;
+      /** Replication: the container runs on after the dump (its checkpoint is a copy). */
+      leaveRunning?: boolean;
     },
   ): string[] {
     const argv = [...base(g), 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.preDump) argv.push('--pre-dump');
+    if (o.leaveRunning) argv.push('--leave-running');
     // Post-copy: memory stays in the frozen tasks; --page-server is where CRIU's lazy page
     // server listens, and the fd gets a NUL once it does.
     if (o.lazyStatusFd !== undefined) argv.push('--lazy-pages', '--status-fd', String(o.lazyStatusFd));
@@ -81,6 +84,10 @@ export const runc = {
 
   deleteForce: (g: RuncGlobal, name: string) => [...base(g), 'delete', '--force', name],
   killHard: (g: RuncGlobal, name: string) => [...base(g), 'kill', name, 'KILL'],
+  pause: (g: RuncGlobal, name: string) => [...base(g), 'pause', name],
+  resume: (g: RuncGlobal, name: string) => [...base(g), 'resume', name],
+  /** runc with its global flags, for a command line built elsewhere (the fence's). */
+  global: (g: RuncGlobal) => base(g),
 };
 
 export interface ContainerState {
@@ -89,11 +96,13 @@ export interface ContainerState {
   status: string;
   bundle: string;
   rootfs: string;
+  /** When runc created it (RFC 3339, as runc prints it): tells two containers of one name apart. */
+  created: string;
 }
 
 export function parseState(stdout: string): ContainerState {
   const j = JSON.parse(stdout);
-  return { id: j.id, pid: j.pid, status: j.status, bundle: j.bundle, rootfs: j.rootfs };
+  return { id: j.id, pid: j.pid, status: j.status, bundle: j.bundle, rootfs: j.rootfs, created: j.created };
 }
 
 /** "runc version 1.1.5+ds1" -> "1.1.5" */

@@ -104,7 +104,7 @@ test('parsers', () => {
   const st = parseState(
     '{"ociVersion":"1.0.2","id":"c","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x"}',
   );
-  assert.deepEqual(st, { id: 'c', pid: 42, status: 'running', bundle: '/b', rootfs: '/b/rootfs' });
+  assert.deepEqual(st, { id: 'c', pid: 42, status: 'running', bundle: '/b', rootfs: '/b/rootfs', created: 'x' });
   assert.equal(
     parseMemoryUsage('{"type":"stats","id":"c","data":{"memory":{"usage":{"usage":638976,"max":1}}}}\n'),
     638976,

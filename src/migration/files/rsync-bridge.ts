@@ -41,6 +41,9 @@ export async function writeBridge(file: string): Promise<void> {
   await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
 }
 
+/** What rsync needs of a session: the two hosts and the command log. */
+export type RsyncHosts = Pick<Session, 'src' | 'dst' | 'log'>;
+
 /** One rsync: SRC's contents into DST; compare: itemize the differences, change nothing. */
 export interface RsyncJob {
   src: string;
@@ -59,6 +62,8 @@ export interface RsyncJob {
   file?: boolean;
   /** Every file compared by content, whatever its size and time stamp. */
   ignoreTimes?: boolean;
+  /** rsync's --link-dest (an absolute path on the destination). */
+  linkDest?: string;
 }
 
 export interface RsyncRun {
@@ -100,14 +105,14 @@ function fifoStreams(up: string, down: string) {
  * remote side run over the tool's connection. Killed after timeoutMs; with interruptible,
  * also by SIGINT/SIGTERM (before the freeze).
  */
-export async function runRsync(ctx: Session, o: RsyncJob): Promise<RsyncRun> {
+export async function runRsync(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun> {
   for (let attempt = 1; ; attempt++) {
     const r = await runOnce(ctx, o);
     if (!r.diedAtBirth || attempt === 3) return r;
   }
 }
 
-async function runOnce(ctx: Session, o: RsyncJob): Promise<RsyncRun & { diedAtBirth?: boolean }> {
+async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedAtBirth?: boolean }> {
   const dir = path.dirname(o.bridge);
   const id = crypto.randomBytes(6).toString('hex');
   const up = path.join(dir, `rsync-${id}.up`);
@@ -123,6 +128,7 @@ async function runOnce(ctx: Session, o: RsyncJob): Promise<RsyncRun & { diedAtBi
     compare: o.compare,
     file: o.file,
     ignoreTimes: o.ignoreTimes,
+    linkDest: o.linkDest,
   });
   const env = {
     RUNC_MIGRATE_BRIDGE: o.bridge,

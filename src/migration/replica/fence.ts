@@ -5,13 +5,23 @@
 // at each confirmed renewal. The fence only ever pauses; the tool alone resumes, once a
 // renewal is confirmed again (no failover happened). A stop file ends it.
 import fs from 'node:fs/promises';
+import { commandLine, quote } from '../../shell.js';
 
 /** How often the fence looks: the lease's margin (lease.ts leaseMargin) covers this and the pause. */
 export const FENCE_POLL_S = 0.1;
 
+/** The pause command's exit when the container it fences is gone (deleted, or another of the same name): the fence ends. */
+export const FENCE_GONE = 3;
+
 /**
  * The fence (POSIX sh): $1 the deadline file, $2 the stop file, $3 the file it appends a
- * line to at each pause, then the pause command (runc pause CONTAINER).
+ * line to each time it fences (once per expiry), then the pause command. While the
+ * deadline is past, the command runs at every poll: it must do nothing when the container
+ * is already paused (replicate's checks runc's state first). It ends on the stop file,
+ * or when the stop file's directory is gone, or when the command exits FENCE_GONE (the
+ * container it fences is gone: one made later under the same name is not its to pause). Every poll, not once: a
+ * checkpoint's dump that was freezing the container when the deadline passed thaws it
+ * as it ends, and the fence pauses it again at its next look.
  */
 export const FENCE_SCRIPT = `set -u
 deadline_file=$1
@@ -19,14 +29,20 @@ stop_file=$2
 paused_file=$3
 shift 3
 fenced=0
-while [ ! -e "$stop_file" ]; do
+# Its directory gone (the tool removed its work directory after stopping it, a reboot's
+# tmpfs): nothing is left to watch.
+while [ ! -e "$stop_file" ] && [ -d "$(dirname "$stop_file")" ]; do
   deadline=$(cat "$deadline_file" 2>/dev/null || echo 0)
   case $deadline in ''|*[!0-9]*) deadline=0 ;; esac
   read -r up _ < /proc/uptime
   now=$(printf '%s' "$up" | tr -d .)
   if [ "$now" -ge "$deadline" ]; then
-    if [ "$fenced" = 0 ]; then
-      "$@" && fenced=1 && echo "paused $now" >> "$paused_file"
+    "$@"
+    rc=$?
+    [ "$rc" = ${FENCE_GONE} ] && { echo "gone $now" >> "$paused_file"; exit 0; }
+    if [ "$rc" = 0 ] && [ "$fenced" = 0 ]; then
+      fenced=1
+      echo "paused $now" >> "$paused_file"
     fi
   else
     fenced=0
@@ -34,6 +50,21 @@ while [ ! -e "$stop_file" ]; do
   sleep ${FENCE_POLL_S}
 done
 `;
+
+/**
+ * The pause command the fence runs (sh -c): runc pause, unless runc already shows the
+ * container paused (by the fence, or frozen by a dump in progress) or gone.
+ */
+export function pauseUnlessPaused(runc: readonly string[], name: string, created: string): string[] {
+  const r = commandLine(runc);
+  const n = quote(name);
+  const c = `*${quote(`"created": "${created}"`)}*`;
+  return [
+    'sh',
+    '-c',
+    `st=$(${r} state ${n} 2>/dev/null) || exit ${FENCE_GONE}; case $st in ${c}) ;; *) exit ${FENCE_GONE} ;; esac; case $st in *'"status": "running"'*) exec ${r} pause ${n} ;; esac`,
+  ];
+}
 
 /** /proc/uptime's clock now, in centiseconds (the fence's). */
 export async function uptimeCs(): Promise<number> {

@@ -56,6 +56,12 @@ export interface FailoverAsk {
   readonly force: boolean;
   /** Who fails over (for the record). */
   readonly by: string;
+  /**
+   * false: the container does not run on the standby, so a failover marked earlier did
+   * not restore it (its restore failed, or it was killed first): it may be tried again.
+   * The mark was set under the lock before that restore; the source stopped for it then.
+   */
+  readonly runningHere?: boolean;
 }
 
 export type FailoverAnswer = { readonly go: LeaseRecord } | { readonly refuse: string; readonly hint: string };
@@ -71,6 +77,7 @@ export function failover(rec: LeaseRecord | undefined, now: number, ask: Failove
           hint: 'Give --source HOST to have the source checked (and the container stopped there), or --force.',
         };
   }
+  if (rec.failedOver && ask.runningHere === false) return mark(rec);
   if (rec.failedOver)
     return {
       refuse: `already failed over at ${new Date(rec.failedOver.at).toISOString()} by ${rec.failedOver.by}`,

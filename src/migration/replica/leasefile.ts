@@ -60,8 +60,16 @@ export async function withLease<T>(
 ): Promise<T> {
   const proc = await host.spawn(['sh', '-c', LEASE_SCRIPT, 'sh', dir], { streamStdout: true });
   let out = '';
-  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-  try {
+  let timer: NodeJS.Timeout | undefined;
+  // Over a link that went silent the channel never ends: the section is given up at the
+  // limit whatever the channel does (the lease stays as it was, or as written: unknown).
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new LeaseTimeout(`the lease on the ${host.name} did not answer within ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+  });
+  const section = async (): Promise<T> => {
     const head = await new Promise<{ nowMs: number; lease?: LeaseRecord }>((resolve, reject) => {
       proc.stdout.on('data', (d: Buffer) => {
         out += d.toString();
@@ -102,7 +110,13 @@ export async function withLease<T>(
     proc.stdin.end();
     await proc.done;
     return d.result;
+  };
+  try {
+    return await Promise.race([section(), limit]);
   } finally {
     clearTimeout(timer);
   }
 }
+
+/** The standby did not answer in time: whether it wrote is unknown. */
+export class LeaseTimeout extends Error {}

@@ -6,7 +6,7 @@
 // reboot stays a partial directory, never restored, and is removed by the next publish.
 //
 // Layout, in the replica's directory on the standby:
-//   checkpoints/<seq>/             complete: images/, its files, `complete` (JSON)
+//   checkpoints/<seq>/             complete: images/, bundle/ (config.json, rootfs/), `complete` (JSON)
 //   checkpoints/.<seq>.partial/    being written
 //   chains/<chain>/<n>/            pre-dumps a checkpoint's images are parented on
 //   latest -> checkpoints/<seq>
@@ -21,6 +21,10 @@ export interface CheckpointRecord {
   readonly chain?: string;
   readonly bytes: number;
   readonly freezeMs: number;
+  /** Where it was taken: the source's host name and its runc root. */
+  readonly source?: string;
+  /** Established TCP connections are in its images (restored closed by failover). */
+  readonly tcpEstablished?: boolean;
 }
 
 /** The store as a listing shows it (listStoreScript's output). */

@@ -1,0 +1,264 @@
+// One restorable checkpoint of a running container, written into the standby's store
+// (store.ts) while the container runs on. Memory and files are from one instant:
+//   1. while it runs, the root filesystem is copied into the checkpoint's partial
+//      directory, hard-linking what is unchanged since the previous checkpoint (rsync
+//      --link-dest: each checkpoint is a whole tree, and costs only what changed);
+//   2. `runc checkpoint --leave-running` dumps it into this host's work directory; at
+//      CRIU's post-dump every image is written and the tasks are still frozen, and a
+//      CRIU action script holds there while the tool brings the checkpoint's tree to the
+//      frozen state: rsync's walk (what changed in size or time, what was removed), then
+//      every file whose inode changed (ctime) since step 1 began, compared by content (a
+//      same-size rewrite with an old mtime included; ctime cannot be set back);
+//   3. the script exits 0 and CRIU resumes the container; a failed sync, the tool's death
+//      or a hold past its limit exit 1 instead: the dump fails, CRIU resumes the
+//      container all the same, and the checkpoint is never published;
+//   4. the images go to the partial directory (a tar stream over SSH), and the publish
+//      step (store.ts) flushes it and makes it `latest`.
+import fs from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { decodeStatsImage } from '../../criustats.js';
+import type { Host } from '../../host.js';
+import { type RuncGlobal, runc } from '../../runc.js';
+import { commandLine } from '../../shell.js';
+import { type RsyncHosts, runRsync } from '../files/rsync-bridge.js';
+import { streamDir } from '../pages/stream.js';
+import { criuConfig } from '../switchover/hold.js';
+import { uptimeCs } from './fence.js';
+import { type CheckpointRecord, PUBLISH_SCRIPT } from './store.js';
+
+/** What every checkpoint of one replicate run shares. */
+export interface CheckpointSetup {
+  readonly hosts: RsyncHosts & { readonly src: Host; readonly dst: Host };
+  readonly srcRunc: RuncGlobal;
+  readonly container: string;
+  /** The container's root filesystem on this host. */
+  readonly rootfs: string;
+  /** Its config.json, with root.path made "rootfs" (the checkpoint's bundle holds its own tree). */
+  readonly config: string;
+  /** This host's private work directory (0700), and rsync's bridge script in it. */
+  readonly work: string;
+  readonly bridge: string;
+  /** The replica's directory on the standby. */
+  readonly dir: string;
+  readonly keep: number;
+  readonly tcpEstablished: boolean;
+  /** Who takes it (the record's source). */
+  readonly source: string;
+  /** The longest the container may stay frozen for one checkpoint. */
+  readonly freezeLimitS: number;
+  /** The fence's deadline file (uptime centiseconds): the hold lets CRIU resume the container only well before it. */
+  readonly deadlineFile?: string;
+}
+
+export interface Checkpoint extends CheckpointRecord {
+  /** The parts of its time, in ms. */
+  readonly parts: { presync: number; dump: number; frozenSync: number; images: number; publish: number };
+  /** rsync's figures of the frozen sync: files sent. */
+  readonly filesSent: number;
+  readonly pruned: string[];
+}
+
+/** The hold (POSIX sh, CRIU's action script): at post-dump, mark frozen, then wait for `go` (exit 0) or anything else (exit 1). */
+export function checkpointHoldScript(holdDir: string, toolPid: number, limitS: number): string {
+  const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
+  return `#!/bin/sh
+# runc-migrate replicate: holds the frozen container at CRIU's post-dump while its files are synced.
+[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
+dir=${q(holdDir)}
+: > "$dir/frozen"
+n=0
+while :; do
+  [ -e "$dir/go" ] && exit 0
+  [ -e "$dir/fail" ] && exit 1
+  kill -0 ${toolPid} 2>/dev/null || exit 1
+  n=$((n + 1))
+  [ "$n" -ge ${Math.ceil(limitS * 50)} ] && exit 1
+  sleep 0.02
+done
+`;
+}
+
+/** A checkpoint that was not published: the container runs on, and the next one is tried. */
+export class CheckpointFailed extends Error {}
+
+/** The copy of the tree while the container runs (a first one is the whole tree). */
+const PRESYNC_LIMIT_MS = 600_000;
+
+/** Takes checkpoint SEQ, parented (its tree hard-linked) on PREV, the latest complete one. */
+export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: number): Promise<Checkpoint> {
+  const { src, dst } = c.hosts;
+  const partial = path.posix.join(c.dir, 'checkpoints', `.${seq}.partial`);
+  const tree = path.posix.join(partial, 'bundle', 'rootfs');
+  const local = path.join(c.work, `checkpoint-${seq}`);
+  const images = path.join(local, 'images');
+  const criuWork = path.join(local, 'criu');
+  const holdDir = path.join(local, 'hold');
+  try {
+    await fs.mkdir(images, { recursive: true, mode: 0o700 });
+    await fs.mkdir(criuWork, { mode: 0o700 });
+    await fs.mkdir(holdDir, { mode: 0o700 });
+    await dst.run(['mkdir', '-p', '-m', '0700', path.posix.join(partial, 'images'), tree]);
+    await dst.run(['sh', '-c', 'cat > "$1"', 'sh', path.posix.join(partial, 'bundle', 'config.json')], {
+      input: c.config,
+    });
+
+    // 1. While it runs: the tree, what is unchanged hard-linked from the previous checkpoint.
+    const t0 = performance.now();
+    const stamp = path.join(local, 'presync-began');
+    await fs.writeFile(stamp, '');
+    const began = new Date(Date.now() - 1000);
+    await fs.utimes(stamp, began, began);
+    const linkDest =
+      prev === undefined ? undefined : path.posix.join(c.dir, 'checkpoints', String(prev), 'bundle', 'rootfs');
+    await rsyncOrFail(c, {
+      src: c.rootfs,
+      dst: tree,
+      linkDest,
+      what: 'the root filesystem (while it runs)',
+      timeoutMs: PRESYNC_LIMIT_MS,
+    });
+    const tPresync = performance.now();
+
+    // 2. The dump, held at post-dump while the tree is brought to the frozen state.
+    const script = path.join(holdDir, 'hold.sh');
+    await fs.writeFile(script, checkpointHoldScript(holdDir, process.pid, c.freezeLimitS), { mode: 0o700 });
+    const config = path.join(local, 'criu.conf');
+    await fs.writeFile(config, criuConfig(script), { mode: 0o600 });
+    const argv = runc.checkpoint(c.srcRunc, c.container, {
+      imagePath: images,
+      workPath: criuWork,
+      tcpEstablished: c.tcpEstablished,
+      leaveRunning: true,
+    });
+    const dump = await src.spawn(argv, { env: { CRIU_CONFIG_FILE: config } });
+    let exited = false;
+    void dump.done.then(() => (exited = true));
+    while (!existsSync(path.join(holdDir, 'frozen')) && !exited) await new Promise((r) => setTimeout(r, 3));
+    let frozenAt = Date.now();
+    let tFrozen = performance.now();
+    let filesSent = 0;
+    let verdict: 'go' | 'fail' = 'fail';
+    let syncError: Error | undefined;
+    if (!exited) {
+      frozenAt = Date.now();
+      tFrozen = performance.now();
+      try {
+        filesSent = await frozenSync(c, stamp, tree);
+        verdict = (await safeToResume(c)) ? 'go' : 'fail';
+        if (verdict === 'fail')
+          syncError = new CheckpointFailed(
+            "the lease's deadline came too near while frozen: the checkpoint is dropped",
+          );
+      } catch (err) {
+        syncError = err as Error;
+      }
+      await fs.writeFile(path.join(holdDir, verdict), '');
+    }
+    const r = await dump.done;
+    const tResumed = performance.now();
+    if (syncError) throw syncError;
+    if (r.code !== 0) {
+      const log = await fs.readFile(path.join(criuWork, 'dump.log'), 'utf8').catch(() => '');
+      const errs = log
+        .split('\n')
+        .filter((l) => /Error|error/.test(l))
+        .slice(-3)
+        .join(' | ');
+      throw new CheckpointFailed(
+        `the dump failed (${commandLine(argv)} exited ${r.code}: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}${errs ? `; CRIU: ${errs.slice(0, 300)}` : ''}); the container runs on`,
+      );
+    }
+    const stats = await fs.readFile(path.join(criuWork, 'stats-dump')).catch(() => undefined);
+    const frozenUs = stats ? decodeStatsImage(stats).frozenTimeUs : undefined;
+    // CRIU's frozen time runs from the freeze past the post-dump hold (measured: 437-484 ms
+    // with the hold's 300-342 inside); without its stats, the hold and the dump before it.
+    const freezeMs = frozenUs !== undefined ? Math.round(frozenUs / 1000) : Math.round(tResumed - tPresync);
+
+    // 4. The images, then the publish step.
+    const bytes = await streamDir(c.hosts, images, path.posix.join(partial, 'images'));
+    const tImages = performance.now();
+    const record: CheckpointRecord = {
+      seq,
+      frozenAt,
+      bytes,
+      freezeMs,
+      source: c.source,
+      tcpEstablished: c.tcpEstablished,
+    };
+    const pub = await dst.run([
+      'sh',
+      '-c',
+      PUBLISH_SCRIPT,
+      'sh',
+      c.dir,
+      String(seq),
+      JSON.stringify(record),
+      String(c.keep),
+    ]);
+    if (!pub.stdout.includes(`published ${seq}`))
+      throw new CheckpointFailed(`the standby did not publish checkpoint ${seq}: ${pub.stdout.trim()}`);
+    const tPublished = performance.now();
+    return {
+      ...record,
+      parts: {
+        presync: Math.round(tPresync - t0),
+        dump: Math.round(tFrozen - tPresync),
+        frozenSync: Math.round(tResumed - tFrozen),
+        images: Math.round(tImages - tResumed),
+        publish: Math.round(tPublished - tImages),
+      },
+      filesSent,
+      pruned: pub.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('removed '))
+        .map((l) => l.slice(8)),
+    };
+  } finally {
+    await fs.rm(local, { recursive: true, force: true });
+  }
+}
+
+/** While frozen: rsync's walk (sizes, times, removals), then what changed (ctime) since the copy began, by content. */
+async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Promise<number> {
+  const timeoutMs = c.freezeLimitS * 1000;
+  let sent = await rsyncOrFail(c, { src: c.rootfs, dst: tree, what: 'the root filesystem (frozen)', timeoutMs });
+  const found = await c.hosts.src.run(['find', c.rootfs, '-xdev', '-cnewer', stamp, '-printf', '%P\\0']);
+  const list = found.stdout
+    .split('\0')
+    .filter((p) => p !== '')
+    .join('\0');
+  if (list)
+    sent += await rsyncOrFail(c, {
+      src: c.rootfs,
+      dst: tree,
+      feed: list,
+      what: 'the changed files (frozen)',
+      timeoutMs,
+    });
+  return sent;
+}
+
+/** Whether the fence's deadline is far enough that CRIU may resume the container (half a second to spare). */
+async function safeToResume(c: CheckpointSetup): Promise<boolean> {
+  if (!c.deadlineFile) return true;
+  const deadline = Number((await fs.readFile(c.deadlineFile, 'utf8').catch(() => '0')).trim());
+  return (await uptimeCs()) + 50 < deadline;
+}
+
+async function rsyncOrFail(
+  c: CheckpointSetup,
+  o: { src: string; dst: string; linkDest?: string; feed?: string; what: string; timeoutMs: number },
+): Promise<number> {
+  const r = await runRsync(c.hosts, {
+    src: o.src,
+    dst: o.dst,
+    bridge: c.bridge,
+    timeoutMs: o.timeoutMs,
+    linkDest: o.linkDest,
+    feed: o.feed === undefined ? undefined : Promise.resolve(o.feed),
+  });
+  if (r.code !== 0) throw new CheckpointFailed(`syncing ${o.what} failed: ${r.stderr.trim().slice(-300)}`);
+  const m = r.stdout.match(/Number of regular files transferred: ([\d,]+)/);
+  return m ? Number(m[1].replace(/,/g, '')) : 0;
+}

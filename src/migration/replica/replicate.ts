@@ -1,0 +1,507 @@
+// `migrate replicate CONTAINER HOST`: keeps restorable checkpoints of a running container
+// on a standby host (checkpoint.ts, store.ts), and a lease there (lease.ts,
+// leasefile.ts) that lets `migrate failover` restore the latest one only once the source
+// has stopped. Two loops share one SSH connection: the lease's renewal, every interval,
+// and the checkpoints, one after the other (never two at once). A third party, the fence
+// (fence.ts), runs beside the tool and outlives it: once the count of the last confirmed
+// renewal runs out, it pauses the container, tool or no tool; the tool resumes it only
+// once a renewal is confirmed again (so no failover happened meanwhile). A renewal
+// answered "failed over" means the container now runs on the standby: it stays paused
+// here, and the tool says where it went.
+import fs from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { EXIT, MigrateError, PreflightError, type ExitCode } from '../../errors.js';
+import { LocalHost, RemoteHost } from '../../host.js';
+import { DEFAULTS, type Options, type ReplicaOptions } from '../../options.js';
+import type { Progress } from '../../progress.js';
+import { runc } from '../../runc.js';
+import { SshConnection } from '../../ssh/connection.js';
+import { resolveEndpoint } from '../../ssh/endpoint.js';
+import { interruption } from '../../interrupt.js';
+import { writeBridge } from '../files/rsync-bridge.js';
+import { NO_FAULTS } from '../faults.js';
+import { checkDestination } from '../preflight/destination.js';
+import { checksOn } from '../preflight/run.js';
+import { checkSource } from '../preflight/source.js';
+import { intentPath, lockContainer, RunningAlready } from '../recover/intent.js';
+import { runcOf, type LocalSession, type Session } from '../session.js';
+import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup } from './checkpoint.js';
+import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
+import { leaseMargin, renew, type LeaseRecord, type RenewAnswer } from './lease.js';
+import { withLease } from './leasefile.js';
+import { LIST_SCRIPT, parseListing, restorable } from './store.js';
+
+/** One line of replicate's output (--json: one JSON object per line). */
+export type ReplicaEvent =
+  | ({ event: 'checkpoint' } & Omit<Checkpoint, 'pruned'> & { pruned: number })
+  | { event: 'checkpoint-failed'; seq: number; error: string }
+  | { event: 'fenced'; at: string; why: string }
+  | { event: 'unfenced'; at: string; pausedMs: number }
+  | { event: 'lease-lost'; at: string; error: string }
+  | { event: 'failed-over'; at: string; by: string };
+
+export interface ReplicaReport {
+  command: 'replicate';
+  container: string;
+  standby: string;
+  exitCode: ExitCode;
+  checkpoints: number;
+  failedCheckpoints: number;
+  latest?: { seq: number; frozenAt: string; bytes: number; freezeMs: number };
+  /** Where the container runs now, as confirmed at the end. */
+  container_state?: string;
+  stoppedBy?: string;
+  error?: { message: string; hint?: string };
+}
+
+/** What the run holds that must outlive it when it cannot be given back. */
+interface Holding {
+  fence?: Fence;
+  /** A lease this run took may be in force, not released: the fence must stay. */
+  leaseMayBeHeld: boolean;
+}
+
+/** Who holds the lease: this host, its runc root and the container (a restarted replicate is the same holder). */
+export function holderOf(opts: Options): string {
+  return `${os.hostname()}:${opts.runcRoot}:${opts.container}`;
+}
+
+export async function replicate(
+  opts: Options,
+  r: ReplicaOptions,
+  progress: Progress,
+  emit: (e: ReplicaEvent) => void,
+): Promise<ReplicaReport> {
+  const report: ReplicaReport = {
+    command: 'replicate',
+    container: opts.container,
+    standby: opts.destination,
+    exitCode: EXIT.OK,
+    checkpoints: 0,
+    failedCheckpoints: 0,
+  };
+  const cleanups: Array<() => Promise<void>> = [];
+  const holding: Holding = { leaseMayBeHeld: false };
+  let run: ReplicaRun | undefined;
+  try {
+    run = await start(opts, r, progress, emit, cleanups, holding);
+    await run.loop();
+    Object.assign(report, run.summary());
+  } catch (err) {
+    if (run) Object.assign(report, run.summary());
+    const e = err instanceof MigrateError ? err : new MigrateError((err as Error).message, EXIT.INTERNAL);
+    report.exitCode = e.exitCode;
+    report.error = { message: e.message, hint: e.hint };
+  } finally {
+    for (const c of cleanups.reverse()) await c().catch((err: Error) => progress.warn(err.message));
+  }
+  return report;
+}
+
+async function start(
+  opts: Options,
+  r: ReplicaOptions,
+  progress: Progress,
+  emit: (e: ReplicaEvent) => void,
+  cleanups: Array<() => Promise<void>>,
+  holding: Holding,
+): Promise<ReplicaRun> {
+  const log = (host: string, line: string) => progress.command(host, line);
+  const local: LocalSession = {
+    opts,
+    progress,
+    log,
+    src: new LocalHost(log),
+    ...runcOf(opts),
+    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
+    faults: NO_FAULTS,
+  };
+  // One tool per container on this host: a migration and a replication never overlap.
+  const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
+    if (err instanceof RunningAlready)
+      throw new PreflightError(
+        `a migration or replication of ${opts.container} is already running on this machine (pid ${err.pid})`,
+        'Stop it first (SIGINT), or leave it running.',
+      );
+    throw err;
+  });
+  cleanups.push(unlock);
+  const checks = checksOn(progress, opts.force);
+  const source = await checkSource(local, checks, () => undefined);
+  const endpoint = resolveEndpoint(opts);
+  const ssh = await progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () =>
+    SshConnection.connect(endpoint),
+  );
+  const s: Session = { ...local, ssh, dst: new RemoteHost(ssh, opts.sudo, log) };
+  cleanups.push(async () => s.ssh.close());
+  const destination = await checkDestination(s, source, checks);
+  if (interruption.requested)
+    throw new MigrateError(`stopped by ${interruption.signal} before the first checkpoint`, EXIT.INTERRUPTED);
+
+  // The replica's directory, and what it holds already.
+  await s.dst.run(['mkdir', '-p', '-m', '0700', path.posix.join(r.dir, 'checkpoints')]);
+  const listing = parseListing((await s.dst.run(['sh', '-c', LIST_SCRIPT, 'sh', r.dir])).stdout);
+
+  // This host's work directory: the fence's files, the checkpoints' images on their way.
+  // It stays (and the fence in it) while a lease this run took may be in force unreleased.
+  const work = await fs.mkdtemp(path.join(opts.workDir, 'runc-migrate-replica.'));
+  await fs.chmod(work, 0o700);
+  cleanups.push(async () => {
+    if (holding.leaseMayBeHeld) {
+      progress.warn(
+        `the lease on the standby may still be in force: the fence and its directory ${work} stay, and pause ${opts.container} here once it expires (run replicate again to take it back)`,
+      );
+      return;
+    }
+    if (holding.fence) await stopFence(holding.fence);
+    await fs.rm(work, { recursive: true, force: true });
+  });
+  const bridge = path.join(work, 'rsync-bridge.sh');
+  await writeBridge(bridge);
+
+  // The lease: taken before anything is written into the store, and the fence armed
+  // before it is asked for (the count it is given starts before the request is sent).
+  const holder = holderOf(opts);
+  const sentAt = await uptimeCs();
+  const fence = r.fence === 'freeze' ? await startFence(s, work, sentAt, r, source.state.created) : undefined;
+  holding.fence = fence;
+  holding.leaseMayBeHeld = true;
+  const first = await withLease(s.dst, r.dir, (now, lease) => decideRenewal(lease, now, holder, r));
+  if (first.answer !== 'renewed') holding.leaseMayBeHeld = false;
+  if (first.answer === 'failed-over')
+    throw new PreflightError(
+      `${opts.container} failed over to ${opts.destination} at ${new Date(first.at).toISOString()} (by ${first.by}): it runs there`,
+      `Replicating it from here would make a second copy. Remove the copy on this host (runc delete), or move the replica aside on the standby (${r.dir}) once you know which copy is the one to keep.`,
+    );
+  if (first.answer === 'held')
+    throw new PreflightError(
+      `the standby's lease for ${opts.container} is held by ${first.by} until ${new Date(first.until).toISOString()}`,
+      'Another replicate of this container, from another host, is running: stop it first.',
+    );
+
+  // The tree is the source's; the configuration the standby's own bundle's when it has one
+  // (its cgroup, its mounts), else the source's: as a migration's restore would use.
+  const srcConfig = JSON.parse(await fs.readFile(path.join(source.state.bundle, 'config.json'), 'utf8')) as {
+    root?: { path?: string };
+  };
+  const rootfs = source.state.rootfs || path.resolve(source.state.bundle, srcConfig.root?.path ?? 'rootfs');
+  const config = (destination.bundleConfig ? JSON.parse(destination.bundleConfig) : srcConfig) as typeof srcConfig;
+  config.root = { ...config.root, path: 'rootfs' };
+  const setup: CheckpointSetup = {
+    hosts: s,
+    srcRunc: s.srcRunc,
+    container: opts.container,
+    rootfs,
+    config: `${JSON.stringify(config, null, 2)}\n`,
+    work,
+    bridge,
+    dir: r.dir,
+    keep: r.keep,
+    tcpEstablished: opts.tcpEstablished,
+    source: holder,
+    freezeLimitS: DEFAULTS.replicaFreezeLimitS,
+    deadlineFile: fence?.deadlineFile,
+  };
+  if (source.mode !== 'iterative')
+    progress.warn(
+      "this kernel does not track dirty memory (soft-dirty): each checkpoint is a full dump of the container's memory",
+    );
+  const latest = restorable(listing);
+  return new ReplicaRun(
+    holding,
+    s,
+    r,
+    setup,
+    fence,
+    emit,
+    latest?.seq,
+    Math.max(0, ...listing.complete.map((c) => c.seq), ...listing.partial),
+  );
+}
+
+function decideRenewal(
+  lease: LeaseRecord | undefined,
+  now: number,
+  holder: string,
+  r: ReplicaOptions,
+): { write?: LeaseRecord; result: RenewAnswer } {
+  const a = renew(lease, now, holder, r.leaseMs, r.fence);
+  return { write: a.answer === 'renewed' ? a.record : undefined, result: a };
+}
+
+/** The fence's files and its process (detached: it outlives the tool). */
+interface Fence {
+  readonly deadlineFile: string;
+  readonly stopFile: string;
+  readonly pausedFile: string;
+  readonly pid: number;
+}
+
+async function startFence(
+  s: Session,
+  work: string,
+  sentAt: number,
+  r: ReplicaOptions,
+  created: string,
+): Promise<Fence> {
+  const deadlineFile = path.join(work, 'fence-deadline');
+  const stopFile = path.join(work, 'fence-stop');
+  const pausedFile = path.join(work, 'fence-paused');
+  await writeDeadline(deadlineFile, sentAt + (r.leaseMs - leaseMargin(r.leaseMs)) / 10);
+  const pause = pauseUnlessPaused(runc.global(s.srcRunc), s.opts.container, created);
+  const child = spawn('sh', ['-c', FENCE_SCRIPT, 'runc-migrate-fence', deadlineFile, stopFile, pausedFile, ...pause], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  child.unref();
+  if (!child.pid) throw new Error('the fence could not be started');
+  s.log('source', `fence (pid ${child.pid}): pauses ${s.opts.container} once ${deadlineFile} passes`);
+  return { deadlineFile, stopFile, pausedFile, pid: child.pid };
+}
+
+/** Stops the fence and waits for it to end (before its directory goes: it would pause on a missing deadline). */
+async function stopFence(f: Fence): Promise<void> {
+  await fs.writeFile(f.stopFile, '');
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(f.pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  throw new Error(`the fence (pid ${f.pid}) did not stop within 3 s`);
+}
+
+class ReplicaRun {
+  private stopping?: string;
+  private wake?: () => void;
+  private confirmedUntilCs: number;
+  private fencedSince?: number;
+  private failedOver?: { at: number; by: string };
+  private checkpoints = 0;
+  private failed = 0;
+  private last?: Checkpoint;
+  private leaseErrorShown = false;
+  private readonly t0 = performance.now();
+
+  constructor(
+    private readonly holding: Holding,
+    private readonly s: Session,
+    private readonly r: ReplicaOptions,
+    private readonly setup: CheckpointSetup,
+    private readonly fence: Fence | undefined,
+    private readonly emit: (e: ReplicaEvent) => void,
+    private prev: number | undefined,
+    private seq: number,
+  ) {
+    this.confirmedUntilCs = Number.POSITIVE_INFINITY;
+  }
+
+  summary(): Partial<ReplicaReport> {
+    return {
+      checkpoints: this.checkpoints,
+      failedCheckpoints: this.failed,
+      latest: this.last && {
+        seq: this.last.seq,
+        frozenAt: new Date(this.last.frozenAt).toISOString(),
+        bytes: this.last.bytes,
+        freezeMs: this.last.freezeMs,
+      },
+      stoppedBy: this.stopping,
+    };
+  }
+
+  private stop(why: string): void {
+    this.stopping ??= why;
+    this.wake?.();
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    if (this.stopping) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  async loop(): Promise<void> {
+    const onSignal = () => this.stop(interruption.signal);
+    interruption.stoppers.add(onSignal);
+    if (interruption.requested) onSignal();
+    const forTimer = this.r.forMs === undefined ? undefined : setTimeout(() => this.stop('--for'), this.r.forMs);
+    const renewals = this.renewals();
+    try {
+      while (!this.stopping) {
+        const began = performance.now();
+        if (this.fencedSince === undefined && !this.failedOver) await this.checkpoint();
+        await this.sleep(Math.max(0, this.r.intervalMs - (performance.now() - began)));
+      }
+    } finally {
+      clearTimeout(forTimer);
+      interruption.stoppers.delete(onSignal);
+      this.wake?.();
+      await renewals;
+    }
+    await this.finish();
+  }
+
+  private async checkpoint(): Promise<void> {
+    const seq = ++this.seq;
+    try {
+      if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
+      const c = await takeCheckpoint(this.setup, seq, this.prev);
+      this.prev = seq;
+      this.last = c;
+      this.checkpoints++;
+      this.emit({ event: 'checkpoint', ...c, pruned: c.pruned.length });
+    } catch (err) {
+      this.failed++;
+      this.emit({ event: 'checkpoint-failed', seq, error: (err as Error).message });
+    }
+  }
+
+  /** The lease's loop: a renewal every interval until the run stops. */
+  private async renewals(): Promise<void> {
+    while (!this.stopping) {
+      const began = performance.now();
+      await this.renewOnce();
+      if (this.failedOver) return;
+      await new Promise((r) => setTimeout(r, Math.max(0, this.r.intervalMs - (performance.now() - began))));
+    }
+  }
+
+  private async renewOnce(): Promise<void> {
+    const sentAt = await uptimeCs();
+    try {
+      if (!this.s.ssh.alive) await this.reconnect();
+      const a = await withLease(
+        this.s.dst,
+        this.r.dir,
+        (now, lease) => decideRenewal(lease, now, holderOf(this.s.opts), this.r),
+        Math.min(this.r.intervalMs, 5000),
+      );
+      if (a.answer === 'failed-over') {
+        this.failedOver = { at: a.at, by: a.by };
+        this.emit({ event: 'failed-over', at: new Date(a.at).toISOString(), by: a.by });
+        this.stop('failed-over');
+        return;
+      }
+      if (a.answer === 'held') {
+        this.emit({ event: 'lease-lost', at: new Date().toISOString(), error: `held by ${a.by}` });
+        this.stop('lease-held');
+        return;
+      }
+      this.leaseErrorShown = false;
+      this.confirmedUntilCs = sentAt + (this.r.leaseMs - leaseMargin(this.r.leaseMs)) / 10;
+      if (this.fence) await writeDeadline(this.fence.deadlineFile, this.confirmedUntilCs);
+      await this.unfence();
+    } catch (err) {
+      if (!this.leaseErrorShown)
+        this.emit({ event: 'lease-lost', at: new Date().toISOString(), error: (err as Error).message });
+      this.leaseErrorShown = true;
+      // A connection that went silent is given up, so that the next renewal connects anew.
+      this.s.ssh.close();
+      await this.noteFenced();
+    }
+  }
+
+  private async reconnect(): Promise<void> {
+    const ssh = await SshConnection.connect(this.s.ssh.endpoint);
+    this.s.ssh = ssh;
+    this.s.dst.useConnection(ssh);
+  }
+
+  /** Whether the fence has paused the container (it runs past the confirmed count). */
+  private async noteFenced(): Promise<void> {
+    if (!this.fence || this.fencedSince !== undefined) return;
+    if ((await uptimeCs()) < this.confirmedUntilCs) return;
+    this.fencedSince = performance.now();
+    this.emit({
+      event: 'fenced',
+      at: new Date().toISOString(),
+      why: 'the lease could not be renewed in time: the container is paused until the standby confirms a renewal (no failover)',
+    });
+  }
+
+  /** A renewal was confirmed: no failover happened, and none can before the new count ends. */
+  private async unfence(): Promise<void> {
+    const wasFenced = this.fencedSince !== undefined;
+    const paused = await this.state();
+    if (paused !== 'paused' || !this.fence) {
+      this.fencedSince = undefined;
+      return;
+    }
+    const fencedLines = (await fs.readFile(this.fence.pausedFile, 'utf8').catch(() => '')).trim();
+    // Only a pause the fence made is undone (never one of the user's).
+    if (!wasFenced && !fencedLines) return;
+    await this.s.src.run(runc.resume(this.s.srcRunc, this.s.opts.container), { allowFail: true });
+    await fs.rm(this.fence.pausedFile, { force: true });
+    this.emit({
+      event: 'unfenced',
+      at: new Date().toISOString(),
+      pausedMs: Math.round(performance.now() - (this.fencedSince ?? performance.now())),
+    });
+    this.fencedSince = undefined;
+  }
+
+  private async state(): Promise<string> {
+    const st = await this.s.src.run(runc.state(this.s.srcRunc, this.s.opts.container), { allowFail: true });
+    if (st.code !== 0) return 'absent';
+    return (JSON.parse(st.stdout) as { status: string }).status;
+  }
+
+  /** The end: the lease released (failover refuses a released lease), the fence stopped. */
+  private async finish(): Promise<void> {
+    if (this.failedOver) {
+      // The container runs on the standby: this copy stays paused (the fence paused it
+      // before the failover could happen; paused again here in case --fence none).
+      await this.s.src.run(runc.pause(this.s.srcRunc, this.s.opts.container), { allowFail: true });
+      if (this.fence) await stopFence(this.fence);
+      this.holding.leaseMayBeHeld = false;
+      throw new MigrateError(
+        `${this.s.opts.container} failed over to ${this.s.opts.destination} at ${new Date(this.failedOver.at).toISOString()} (by ${this.failedOver.by}); the copy here stays paused`,
+        EXIT.UNSAFE,
+        `The container runs on ${this.s.opts.destination} now. Remove the paused copy here (runc delete --force ${this.s.opts.container}) once you have checked it.`,
+      );
+    }
+    let released = false;
+    for (let attempt = 1; attempt <= 3 && !released; attempt++) {
+      try {
+        if (!this.s.ssh.alive) await this.reconnect();
+        released = await withLease(this.s.dst, this.r.dir, (now, lease) => {
+          if (lease?.failedOver) return { result: false };
+          const a = renew(lease, now, holderOf(this.s.opts), this.r.leaseMs, this.r.fence);
+          if (a.answer !== 'renewed') return { result: false };
+          return { write: { ...a.record, released: true }, result: true };
+        });
+      } catch {
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    if (!released) {
+      // The fence stays: without a released lease a failover may come once it expires.
+      throw new MigrateError(
+        `stopped (${this.stopping}), but the standby could not be told: the lease stays and the fence (pid ${this.fence?.pid ?? '-'}) keeps watching it`,
+        EXIT.UNSAFE,
+        this.fence
+          ? 'The container is paused here once the lease expires; a failover may then restore it on the standby. Run replicate again once the standby can be reached to take it back.'
+          : 'With --fence none a failover needs --source or --force: nothing else happens by itself.',
+      );
+    }
+    this.holding.leaseMayBeHeld = false;
+    if (this.fence) {
+      await stopFence(this.fence);
+      if (this.fencedSince !== undefined) await this.unfence();
+    }
+    const ms = Math.round(performance.now() - this.t0);
+    this.s.progress.info(
+      `replication of ${this.s.opts.container} stopped (${this.stopping}) after ${Math.round(ms / 1000)} s: ${this.checkpoints} checkpoints on ${this.s.opts.destination}, the lease released; the container runs here`,
+    );
+  }
+}
