@@ -261,7 +261,7 @@ export function buildProgram(): Command {
     .option('--keep <n>', 'complete checkpoints kept on the standby', String(DEFAULTS.replicaKeep))
     .option(
       '--lease <duration>',
-      `how long a renewal holds off failover (default: ${DEFAULTS.leaseIntervals} intervals)`,
+      `how long a renewal holds off failover (default: ${DEFAULTS.leaseIntervals} intervals and ${DEFAULTS.leaseSlackMs / 1000} s)`,
     )
     .addOption(
       new Option(

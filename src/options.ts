@@ -111,8 +111,13 @@ export const DEFAULTS = {
   replicaChainLength: 3,
   /** replicate: complete checkpoints kept on the standby. */
   replicaKeep: 2,
-  /** replicate: the lease lasts this many intervals (three renewals may be lost before the source freezes). */
+  /**
+   * replicate: the lease lasts this many intervals and leaseSlackMs more: two renewals may
+   * be lost before the source freezes, the third must come (the source counts the lease
+   * less its margin, lease.ts leaseMargin: 1 s and 2 %).
+   */
   leaseIntervals: 3,
+  leaseSlackMs: 2_000,
   /** Where the standby keeps replicas: one directory per container. */
   replicaDir: '/var/lib/runc-migrate/replicas',
   /** replicate: the longest a checkpoint may keep the container frozen (its files' sync while frozen) before the dump is abandoned and the container resumes. */
@@ -454,10 +459,13 @@ export function resolveReplicaOptions(container: string, raw: RawReplicaOptions)
     raw.interval === undefined ? DEFAULTS.replicaIntervalMs : parseDuration(raw.interval, '--interval');
   if (intervalMs < 1000)
     throw new UsageError(`--interval ${raw.interval} is below 1 s`, 'A checkpoint every second at most.');
-  const leaseMs = raw.lease === undefined ? intervalMs * DEFAULTS.leaseIntervals : parseDuration(raw.lease, '--lease');
+  const leaseMs =
+    raw.lease === undefined
+      ? intervalMs * DEFAULTS.leaseIntervals + DEFAULTS.leaseSlackMs
+      : parseDuration(raw.lease, '--lease');
   if (leaseMs < 2 * intervalMs + leaseMargin(leaseMs))
     throw new UsageError(
-      `--lease ${raw.lease} leaves no room for a lost renewal: it must be at least two intervals and ${leaseMargin(leaseMs)} ms`,
+      `--lease ${leaseMs / 1000}s leaves no room for a lost renewal: it must be at least two intervals and ${leaseMargin(leaseMs)} ms`,
       `Give --lease ${Math.ceil((2 * intervalMs + leaseMargin(leaseMs)) / 1000)}s or more, or a shorter --interval.`,
     );
   const fence = raw.fence ?? 'freeze';

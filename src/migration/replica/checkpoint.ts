@@ -49,6 +49,10 @@ export interface CheckpointSetup {
   readonly freezeLimitS: number;
   /** The fence's deadline file (uptime centiseconds): the hold lets CRIU resume the container only well before it. */
   readonly deadlineFile?: string;
+  /** The container's init (its pid on this host): a hold whose container is gone ends. */
+  readonly initPid: number;
+  /** Whether the run is stopping (a dump that cannot end is then given up). */
+  readonly stopping: () => boolean;
 }
 
 export interface Checkpoint extends CheckpointRecord {
@@ -59,21 +63,51 @@ export interface Checkpoint extends CheckpointRecord {
   readonly pruned: string[];
 }
 
-/** The hold (POSIX sh, CRIU's action script): at post-dump, mark frozen, then wait for `go` (exit 0) or anything else (exit 1). */
-export function checkpointHoldScript(holdDir: string, toolPid: number, limitS: number): string {
+/**
+ * The hold (POSIX sh, CRIU's action script): at post-dump, mark frozen, then wait for `go`
+ * (exit 0) or anything else (exit 1): `fail`, the tool's death, the freeze's limit. Both
+ * exits let CRIU thaw the container, so neither is taken while the fence's deadline
+ * (DEADLINE, uptime centiseconds) is past or within half a second: the container then
+ * stays frozen here, fenced, until a renewal moves the deadline on, or until it is gone
+ * (deleted by the operator after a failover).
+ */
+export function checkpointHoldScript(
+  holdDir: string,
+  toolPid: number,
+  limitS: number,
+  initPid: number,
+  deadlineFile?: string,
+): string {
   const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
+  const mayRun = deadlineFile
+    ? `may_run() {
+  deadline=$(cat ${q(deadlineFile)} 2>/dev/null || echo 0)
+  case $deadline in ''|*[!0-9]*) deadline=0 ;; esac
+  read -r up _ < /proc/uptime
+  now=$(printf '%s' "$up" | tr -d .)
+  [ "$now" -lt $((deadline - 50)) ]
+}`
+    : 'may_run() { true; }';
   return `#!/bin/sh
 # runc-migrate replicate: holds the frozen container at CRIU's post-dump while its files are synced.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
 dir=${q(holdDir)}
+${mayRun}
+leave() {
+  while ! may_run; do
+    kill -0 ${initPid} 2>/dev/null || exit 1
+    sleep 0.05
+  done
+  exit "$1"
+}
 : > "$dir/frozen"
 n=0
 while :; do
-  [ -e "$dir/go" ] && exit 0
-  [ -e "$dir/fail" ] && exit 1
-  kill -0 ${toolPid} 2>/dev/null || exit 1
+  [ -e "$dir/go" ] && leave 0
+  [ -e "$dir/fail" ] && leave 1
+  kill -0 ${toolPid} 2>/dev/null || leave 1
   n=$((n + 1))
-  [ "$n" -ge ${Math.ceil(limitS * 50)} ] && exit 1
+  [ "$n" -ge ${Math.ceil(limitS * 50)} ] && leave 1
   sleep 0.02
 done
 `;
@@ -122,7 +156,9 @@ export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: num
 
     // 2. The dump, held at post-dump while the tree is brought to the frozen state.
     const script = path.join(holdDir, 'hold.sh');
-    await fs.writeFile(script, checkpointHoldScript(holdDir, process.pid, c.freezeLimitS), { mode: 0o700 });
+    await fs.writeFile(script, checkpointHoldScript(holdDir, process.pid, c.freezeLimitS, c.initPid, c.deadlineFile), {
+      mode: 0o700,
+    });
     const config = path.join(local, 'criu.conf');
     await fs.writeFile(config, criuConfig(script), { mode: 0o600 });
     const argv = runc.checkpoint(c.srcRunc, c.container, {
@@ -155,6 +191,13 @@ export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: num
       }
       await fs.writeFile(path.join(holdDir, verdict), '');
     }
+    // A hold kept past the deadline (fenced) keeps the dump from ending: once the run
+    // stops, it is left holding the container frozen, and the checkpoint given up.
+    const gaveUp = await Promise.race([dump.done.then(() => 'ended' as const), abandoned(c, () => exited)]);
+    if (gaveUp === 'abandoned')
+      throw new CheckpointFailed(
+        'given up: the dump stays in its hold, keeping the container frozen, until a renewal or its deletion',
+      );
     const r = await dump.done;
     const tResumed = performance.now();
     if (syncError) throw syncError;
@@ -219,9 +262,20 @@ export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: num
   }
 }
 
+/** Resolves once the run stops while the dump has not ended (polled every 100 ms). */
+async function abandoned(c: CheckpointSetup, ended: () => boolean): Promise<'abandoned' | 'ended'> {
+  while (!c.stopping()) {
+    if (ended()) return 'ended';
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  for (let i = 0; i < 20 && !ended(); i++) await new Promise((r) => setTimeout(r, 100));
+  return ended() ? 'ended' : 'abandoned';
+}
+
 /** While frozen: rsync's walk (sizes, times, removals), then what changed (ctime) since the copy began, by content. */
 async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Promise<number> {
-  const timeoutMs = c.freezeLimitS * 1000;
+  // No longer than the deadline allows: past it the verdict cannot be go.
+  const timeoutMs = Math.max(1, Math.min(c.freezeLimitS * 1000, await msToDeadline(c)));
   let sent = await rsyncOrFail(c, { src: c.rootfs, dst: tree, what: 'the root filesystem (frozen)', timeoutMs });
   const found = await c.hosts.src.run(['find', c.rootfs, '-xdev', '-cnewer', stamp, '-printf', '%P\\0']);
   const list = found.stdout
@@ -237,6 +291,13 @@ async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Prom
       timeoutMs,
     });
   return sent;
+}
+
+/** Milliseconds until the fence's deadline (infinite without a fence). */
+async function msToDeadline(c: CheckpointSetup): Promise<number> {
+  if (!c.deadlineFile) return Number.POSITIVE_INFINITY;
+  const deadline = Number((await fs.readFile(c.deadlineFile, 'utf8').catch(() => '0')).trim());
+  return (deadline - (await uptimeCs())) * 10;
 }
 
 /** Whether the fence's deadline is far enough that CRIU may resume the container (half a second to spare). */

@@ -61,6 +61,8 @@ interface Holding {
   fence?: Fence;
   /** A lease this run took may be in force, not released: the fence must stay. */
   leaseMayBeHeld: boolean;
+  /** The run is stopping. */
+  stopping: boolean;
 }
 
 /** Who holds the lease: this host, its runc root and the container (a restarted replicate is the same holder). */
@@ -83,7 +85,7 @@ export async function replicate(
     failedCheckpoints: 0,
   };
   const cleanups: Array<() => Promise<void>> = [];
-  const holding: Holding = { leaseMayBeHeld: false };
+  const holding: Holding = { leaseMayBeHeld: false, stopping: false };
   let run: ReplicaRun | undefined;
   try {
     run = await start(opts, r, progress, emit, cleanups, holding);
@@ -203,6 +205,8 @@ async function start(
     source: holder,
     freezeLimitS: DEFAULTS.replicaFreezeLimitS,
     deadlineFile: fence?.deadlineFile,
+    initPid: source.state.pid,
+    stopping: () => holding.stopping,
   };
   if (source.mode !== 'iterative')
     progress.warn(
@@ -218,6 +222,7 @@ async function start(
     emit,
     latest?.seq,
     Math.max(0, ...listing.complete.map((c) => c.seq), ...listing.partial),
+    sentAt + (r.leaseMs - leaseMargin(r.leaseMs)) / 10,
   );
 }
 
@@ -278,7 +283,6 @@ async function stopFence(f: Fence): Promise<void> {
 class ReplicaRun {
   private stopping?: string;
   private wake?: () => void;
-  private confirmedUntilCs: number;
   private fencedSince?: number;
   private failedOver?: { at: number; by: string };
   private checkpoints = 0;
@@ -296,9 +300,9 @@ class ReplicaRun {
     private readonly emit: (e: ReplicaEvent) => void,
     private prev: number | undefined,
     private seq: number,
-  ) {
-    this.confirmedUntilCs = Number.POSITIVE_INFINITY;
-  }
+    /** Until when (uptime centiseconds) the last confirmed renewal lets the container run. */
+    private confirmedUntilCs: number,
+  ) {}
 
   summary(): Partial<ReplicaReport> {
     return {
@@ -316,6 +320,7 @@ class ReplicaRun {
 
   private stop(why: string): void {
     this.stopping ??= why;
+    this.holding.stopping = true;
     this.wake?.();
   }
 
@@ -336,19 +341,33 @@ class ReplicaRun {
     if (interruption.requested) onSignal();
     const forTimer = this.r.forMs === undefined ? undefined : setTimeout(() => this.stop('--for'), this.r.forMs);
     const renewals = this.renewals();
+    // The fence's own word that it paused the container: its file, looked at every 200 ms.
+    const watch = setInterval(() => void this.noteFenced(), 200);
     try {
       while (!this.stopping) {
         const began = performance.now();
-        if (this.fencedSince === undefined && !this.failedOver) await this.checkpoint();
+        if (this.fencedSince === undefined && !this.failedOver && (await this.timeForOne())) await this.checkpoint();
         await this.sleep(Math.max(0, this.r.intervalMs - (performance.now() - began)));
       }
     } finally {
       clearTimeout(forTimer);
+      clearInterval(watch);
       interruption.stoppers.delete(onSignal);
       this.wake?.();
       await renewals;
     }
     await this.finish();
+  }
+
+  /**
+   * Whether the confirmed lease leaves room for a checkpoint: a dump that fails thaws the
+   * container as it ends, so none is started that the deadline could overtake (the
+   * last one's time, at least 1 s, twice over).
+   */
+  private async timeForOne(): Promise<boolean> {
+    if (!this.fence) return true;
+    const lastMs = this.last ? Object.values(this.last.parts).reduce((a, b) => a + b, 0) : 0;
+    return (await uptimeCs()) + (2 * Math.max(1000, lastMs)) / 10 < this.confirmedUntilCs;
   }
 
   private async checkpoint(): Promise<void> {
@@ -407,7 +426,6 @@ class ReplicaRun {
       this.leaseErrorShown = true;
       // A connection that went silent is given up, so that the next renewal connects anew.
       this.s.ssh.close();
-      await this.noteFenced();
     }
   }
 
@@ -417,10 +435,11 @@ class ReplicaRun {
     this.s.dst.useConnection(ssh);
   }
 
-  /** Whether the fence has paused the container (it runs past the confirmed count). */
+  /** Whether the fence has paused the container: it says so in its file. */
   private async noteFenced(): Promise<void> {
     if (!this.fence || this.fencedSince !== undefined) return;
-    if ((await uptimeCs()) < this.confirmedUntilCs) return;
+    const lines = (await fs.readFile(this.fence.pausedFile, 'utf8').catch(() => '')).trim();
+    if (!lines.includes('paused') || this.fencedSince !== undefined) return;
     this.fencedSince = performance.now();
     this.emit({
       event: 'fenced',

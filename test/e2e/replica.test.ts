@@ -1,0 +1,306 @@
+// Replication and failover on the namespace hosts (issue 25): `migrate replicate` keeps
+// checkpoints of a running counter on the destination host (the standby) and a lease
+// there; the source is then killed hard, torn mid-checkpoint, or cut off by a silent
+// partition (iptables DROP), and `migrate failover` (run from the client's namespace)
+// restores the newest complete checkpoint. What is asserted is the state that moved (the
+// count goes on from no less than its value at that checkpoint) and that the counter never
+// runs on both hosts (sampled every 100 ms through the partition). This kernel has no
+// soft-dirty tracking: every checkpoint is a full dump.
+import assert from 'node:assert/strict';
+import { execa, type ResultPromise } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ns, readCounter, readEnv, ROOT, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+
+let h: Hosts;
+let srcAddr: string;
+const REPLICAS = '/var/tmp/runc-migrate-hosts-replicas';
+
+before(async () => {
+  h = await setupHosts();
+  srcAddr = readEnv().RM_SRC_ADDR;
+  fs.rmSync(REPLICAS, { recursive: true, force: true });
+});
+after(() => fs.rmSync(REPLICAS, { recursive: true, force: true }));
+
+const BIN = path.join(ROOT, 'bin/migrate');
+
+function connection(): string[] {
+  return ['-i', h.key, '--known-hosts', h.knownHosts, '--remote-runc-root', h.dstRoot, '--replica-dir', REPLICAS];
+}
+
+interface Replicating {
+  proc: ResultPromise;
+  events: Array<Record<string, unknown>>;
+  checkpoints: () => number;
+  ended: Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+/** Starts `migrate replicate` in the source's namespace, --json; its events as they come. */
+function replicate(name: string, extra: string[]): Replicating {
+  const proc = execa(
+    ns('src')[0],
+    [
+      ...ns('src').slice(1),
+      'node',
+      BIN,
+      'replicate',
+      name,
+      `root@${h.dstAddr}`,
+      ...connection(),
+      '--runc-root',
+      h.srcRoot,
+      '--bundle',
+      path.join(h.dstBundles, name),
+      '--json',
+      ...extra,
+    ],
+    { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' } },
+  );
+  const events: Array<Record<string, unknown>> = [];
+  let buf = '';
+  proc.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  });
+  const ended = proc.then((r) => ({ code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) }));
+  return { proc, events, checkpoints: () => events.filter((e) => e.event === 'checkpoint').length, ended };
+}
+
+/** `migrate failover` from the client's namespace (a third machine that reaches the standby). */
+async function failover(name: string, extra: string[] = []) {
+  const r = await execa(
+    ns('client')[0],
+    [...ns('client').slice(1), 'node', BIN, 'failover', name, `root@${h.dstAddr}`, ...connection(), '--json', ...extra],
+    { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' }, timeout: 120_000 },
+  );
+  let report: Record<string, unknown> = {};
+  try {
+    report = JSON.parse(String(r.stdout)) as Record<string, unknown>;
+  } catch {
+    /* asserted below */
+  }
+  return { code: r.exitCode ?? -1, report, stderr: String(r.stderr) };
+}
+
+/** The count of the copy on the standby (its bundle is in the replica), NaN when it does not run. */
+async function standbyCounter(name: string): Promise<number> {
+  const r = await sh(['runc', '--root', h.dstRoot, 'state', name], { reject: false });
+  if (r.exitCode !== 0) return NaN;
+  try {
+    return Number(fs.readFileSync(`/proc/${JSON.parse(r.stdout).pid}/root/dev/shm/count`, 'utf8').trim());
+  } catch {
+    return NaN;
+  }
+}
+
+/** The source host dies: the tool and its fence killed, the container killed and deleted. */
+async function killSource(name: string, rep: Replicating): Promise<void> {
+  rep.proc.kill('SIGKILL');
+  await rep.ended;
+  await sh(['pkill', '-KILL', '-f', `runc-migrate-fence .*${h.srcRoot}`], { reject: false });
+  await sh(['runc', '--root', h.srcRoot, 'kill', name, 'KILL'], { reject: false });
+  await waitFor('the source copy to stop', async () => (await status(h.srcRoot, name)) !== 'running');
+  await sh(['runc', '--root', h.srcRoot, 'delete', '--force', name], { reject: false });
+}
+
+async function cleanup(name: string): Promise<void> {
+  for (const root of [h.srcRoot, h.dstRoot])
+    await sh(['runc', '--root', root, 'delete', '--force', name], { reject: false });
+  fs.rmSync(path.join(REPLICAS, name), { recursive: true, force: true });
+}
+
+function fences(): string[] {
+  const r = fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      } catch {
+        return '';
+      }
+    });
+  return r.filter((c) => c.includes('runc-migrate-fence') && c.includes(h.srcRoot));
+}
+
+/** Samples the counter's count every 100 ms with the time (the source's). */
+function sampler(name: string) {
+  const samples: Array<{ t: number; n: number }> = [];
+  let stop = false;
+  const done = (async () => {
+    while (!stop) {
+      const n = await readCounter(path.join(h.srcBundles, name));
+      if (Number.isFinite(n)) samples.push({ t: Date.now(), n });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    samples,
+    stop: async () => {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+describe('replicate and failover (namespace hosts)', { concurrency: false }, () => {
+  test('the source killed hard: failover restores the newest complete checkpoint and the count goes on from it', async () => {
+    const name = 'rep-kill';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const counts = sampler(name);
+    const rep = replicate(name, ['--interval', '1s']);
+    try {
+      await waitFor('three checkpoints', () => rep.checkpoints() >= 3, 60_000);
+      await killSource(name, rep);
+      await counts.stop();
+      const last = rep.events.filter((e) => e.event === 'checkpoint').at(-1) as { seq: number; frozenAt: number };
+      // Too early: the lease (3 intervals) is still fresh.
+      const early = await failover(name);
+      assert.equal(early.code, 3, `failover before the lease expired: ${early.stderr}`);
+      assert.match(String((early.report.error as { message: string }).message), /fresh/);
+      const r = await failover(name, ['--watch']);
+      assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
+      const restored = r.report.restored as { seq: number; rpoMs: number; rtoMs: number };
+      assert.equal(restored.seq, last.seq, 'the newest complete checkpoint');
+      const atCheckpoint = counts.samples.filter((s) => s.t <= last.frozenAt).at(-1)?.n ?? 0;
+      const atKill = counts.samples.at(-1)?.n ?? Infinity;
+      const first = await standbyCounter(name);
+      assert.ok(
+        first >= atCheckpoint && first <= atKill + 10,
+        `restored ${first}; at the checkpoint ${atCheckpoint}, at the kill ${atKill}`,
+      );
+      await waitFor('the restored count to advance', async () => (await standbyCounter(name)) > first, 5000);
+      assert.ok(restored.rpoMs > 0 && restored.rtoMs > 0);
+      assert.deepEqual(
+        fs.readdirSync('/dev/shm').filter((f) => f.startsWith('runc-migrate-failover')),
+        [],
+        "failover's work directory is removed",
+      );
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await counts.stop();
+      await cleanup(name);
+    }
+  });
+
+  test("a checkpoint torn by the tool's death is never restored: the previous one is", async () => {
+    const name = 'rep-torn';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const rep = replicate(name, ['--interval', '1s']);
+    const store = path.join(REPLICAS, name, 'checkpoints');
+    try {
+      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      // Killed once the next checkpoint's partial directory is there (its tree being copied).
+      await waitFor(
+        'a checkpoint being written',
+        () => fs.existsSync(store) && fs.readdirSync(store).some((d) => /^\.\d+\.partial$/.test(d)),
+        30_000,
+      );
+      const torn = Number(
+        fs
+          .readdirSync(store)
+          .find((d) => d.endsWith('.partial'))
+          ?.match(/\d+/)?.[0],
+      );
+      await killSource(name, rep);
+      const complete = rep.events.filter((e) => e.event === 'checkpoint').map((e) => e.seq as number);
+      assert.ok(!complete.includes(torn), `checkpoint ${torn} was torn, not published`);
+      const r = await failover(name, ['--watch']);
+      assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
+      assert.equal((r.report.restored as { seq: number }).seq, Math.max(...complete));
+      assert.ok(Number.isFinite(await standbyCounter(name)));
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+
+  test('a silent partition: the source pauses before its lease expires, failover restores after, and healing leaves one copy', async () => {
+    const name = 'rep-part';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const rep = replicate(name, ['--interval', '1s', '--lease', '4s']);
+    const drop = (op: '-I' | '-D', chain: string, dir: '-s' | '-d') =>
+      sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', op, chain, dir, srcAddr, '-j', 'DROP'], {
+        reject: op === '-I',
+      });
+    // Both copies, every 100 ms, from the start of the partition to the end.
+    const both: string[] = [];
+    let sampling = true;
+    const sampled = (async () => {
+      while (sampling) {
+        const [s, d] = [await status(h.srcRoot, name), await status(h.dstRoot, name)];
+        if (s === 'running' && d === 'running') both.push(`${new Date().toISOString()}: running on both`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    try {
+      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      await drop('-I', 'INPUT', '-s');
+      await drop('-I', 'OUTPUT', '-d');
+      const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
+      await waitFor('the source to pause itself', async () => (await status(h.srcRoot, name)) === 'paused', 10_000);
+      const pausedAt = Date.now();
+      const current = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
+      assert.ok(
+        pausedAt < current.expiresAt,
+        `paused at ${pausedAt}, the lease on the standby expires at ${current.expiresAt} (at the partition: ${lease.expiresAt})`,
+      );
+      const r = await failover(name, ['--watch']);
+      assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
+      assert.equal(await status(h.dstRoot, name), 'running');
+      // Healing: the source hears of the failover at its next renewal and stays paused.
+      await drop('-D', 'INPUT', '-s');
+      await drop('-D', 'OUTPUT', '-d');
+      const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 30_000))]);
+      assert.ok(end, 'replicate ended once it heard of the failover');
+      assert.equal(end.code, 5, end.stderr);
+      assert.ok(rep.events.some((e) => e.event === 'failed-over'));
+      assert.ok(rep.events.some((e) => e.event === 'fenced'));
+      assert.equal(await status(h.srcRoot, name), 'paused');
+      assert.deepEqual(fences(), [], 'the fence ended');
+      await new Promise((res) => setTimeout(res, 500));
+    } finally {
+      sampling = false;
+      await sampled;
+      await drop('-D', 'INPUT', '-s');
+      await drop('-D', 'OUTPUT', '-d');
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+    assert.deepEqual(both, [], 'never two running copies');
+  });
+
+  test('SIGINT: replicate stops, releases the lease and removes what it added; failover then refuses', async () => {
+    const name = 'rep-int';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const before = fs.readdirSync('/dev/shm').filter((f) => f.startsWith('runc-migrate-replica'));
+    const rep = replicate(name, ['--interval', '1s']);
+    try {
+      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      rep.proc.kill('SIGINT');
+      const end = await rep.ended;
+      assert.equal(end.code, 0, end.stderr);
+      assert.equal(await status(h.srcRoot, name), 'running');
+      assert.deepEqual(fences(), []);
+      assert.deepEqual(
+        fs.readdirSync('/dev/shm').filter((f) => f.startsWith('runc-migrate-replica') && !before.includes(f)),
+        [],
+      );
+      const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { released?: boolean };
+      assert.equal(lease.released, true);
+      const r = await failover(name);
+      assert.equal(r.code, 3);
+      assert.match(String((r.report.error as { message: string }).message), /ended cleanly/);
+      assert.equal(await status(h.dstRoot, name), 'absent');
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+});
