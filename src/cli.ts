@@ -280,12 +280,21 @@ export function buildProgram(): Command {
     )
     .argument('<container>', 'the container')
     .argument('<host>', 'the standby: [user@]host[:port], a Host alias, or local when run on the standby');
-  shared(fo, [...CONNECTION, '--remote-work-dir', '--force']);
+  shared(fo, [...CONNECTION, '--remote-work-dir']);
   fo.option(
-    '--watch',
-    'wait for the lease to expire, then fail over (the automatic mode, for a unit on the standby)',
+    '--force',
+    'restore although nothing confirms that the source stopped (no expired lease of a fencing replicate, no --source): two copies may run',
     false,
   )
+    .option(
+      '--move-ip <addr/prefix[@dev]>',
+      'put the service IPv4 address on the standby before the restore (taken off the source when --source reaches it), announced by gratuitous ARP once the container runs',
+    )
+    .option(
+      '--watch',
+      'wait for the lease to expire, then fail over (the automatic mode, for a unit on the standby)',
+      false,
+    )
     .option(
       '--source <host>',
       'the source to check over SSH: the container is stopped there if it runs; then no expired lease is needed',

@@ -3,7 +3,7 @@
 # its own address, runc state root and directories, and an sshd on the destination.
 #
 #   rm-lan     holds the bridge br0
-#   rm-src     10.77.0.1   the source: where `migrate` and the container start
+#   rm-src     10.77.0.1   the source: where `migrate` and the container start; sshd (failover --source)
 #   rm-dst     10.77.0.2   the destination: sshd (own host key, own mount namespace)
 #   rm-client  10.77.0.3   TCP peers of the container
 #   rm-jump    10.77.0.4   a bastion (sshd) for ProxyJump
@@ -20,7 +20,7 @@ for t in ip nsenter unshare sshd ssh-keygen runc criu busybox; do
 	command -v "$t" >/dev/null || { echo "setup.sh: '$t' is missing: run test/hosts/install-deps.sh" >&2; exit 1; }
 done
 
-mkdir -p "$D"/{keys,src/runc,src/bundles,dst/runc,dst/bundles,dst/run,dst/home,dst/etc,jump}
+mkdir -p "$D"/{keys,src/runc,src/bundles,src/sshd,dst/runc,dst/bundles,dst/run,dst/home,dst/etc,jump}
 chmod 0755 "$D" "$D/dst" "$D/dst/etc"
 chmod 0700 "$D/keys" "$D/dst/home"
 
@@ -76,6 +76,9 @@ echo "[$RM_DST_ADDR]:$RM_SSH_RSA_PORT $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_rsa
 echo "$RM_DST_ADDR6 $(cut -d' ' -f1,2 "$D/dst/etc/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
 [ -f "$D/jump/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-jump -f "$D/jump/ssh_host_ed25519_key"
 echo "$RM_JUMP_ADDR $(cut -d' ' -f1,2 "$D/jump/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
+# The source answers SSH too (failover --source asks it whether the container still runs there).
+[ -f "$D/src/sshd/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C rm-src -f "$D/src/sshd/ssh_host_ed25519_key"
+echo "$RM_SRC_ADDR $(cut -d' ' -f1,2 "$D/src/sshd/ssh_host_ed25519_key.pub")" >> "$D/keys/known_hosts"
 # A quiet HOME for remote commands: no rc files that slow every command down.
 : > "$D/dst/home/.hushlogin"
 
@@ -106,6 +109,9 @@ sed -e "s/^ListenAddress .*/ListenAddress $RM_JUMP_ADDR:$RM_SSH_PORT/" -e '/^Lis
 	-e "s|^HostKey .*|HostKey $D/jump/ssh_host_ed25519_key|" \
 	-e "s|^PidFile .*|PidFile $D/jump/sshd.pid|" "$D/dst/etc/sshd_config" > "$D/jump/sshd_config"
 echo "AllowTcpForwarding yes" >> "$D/jump/sshd_config"
+sed -e "s/^ListenAddress .*/ListenAddress $RM_SRC_ADDR:$RM_SSH_PORT/" -e '/^ListenAddress \[/d' \
+	-e "s|^HostKey .*|HostKey $D/src/sshd/ssh_host_ed25519_key|" \
+	-e "s|^PidFile .*|PidFile $D/src/sshd/sshd.pid|" "$D/dst/etc/sshd_config" > "$D/src/sshd/sshd_config"
 
 # A non-root account on the destination for --sudo (passwordless sudo, the same key).
 if ! id "$RM_SUDO_USER" >/dev/null 2>&1; then
@@ -128,6 +134,13 @@ if ! sshd_up; then
 		exec /usr/sbin/sshd -f '$D/dst/etc/sshd_config' -E '$D/dst/sshd.log'"
 	for _ in $(seq 50); do sshd_up && break; sleep 0.1; done
 	sshd_up || { echo "setup.sh: sshd on $RM_NS_DST did not start; see $D/dst/sshd.log" >&2; exit 1; }
+fi
+src_up() { nsenter --net="/run/netns/$RM_NS_SRC" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_SRC_ADDR/$RM_SSH_PORT" 2>/dev/null; }
+if ! src_up; then
+	mkdir -p -m 0755 /run/sshd
+	nsenter --net="/run/netns/$RM_NS_SRC" /usr/sbin/sshd -f "$D/src/sshd/sshd_config" -E "$D/src/sshd/sshd.log"
+	for _ in $(seq 50); do src_up && break; sleep 0.1; done
+	src_up || { echo "setup.sh: the source's sshd on $RM_NS_SRC did not start; see $D/src/sshd/sshd.log" >&2; exit 1; }
 fi
 jump_up() { nsenter --net="/run/netns/$RM_NS_JUMP" timeout 1 bash -c "exec 3<>/dev/tcp/$RM_JUMP_ADDR/$RM_SSH_PORT" 2>/dev/null; }
 if ! jump_up; then

@@ -14,7 +14,7 @@ for side in src dst; do
 		runc --root "$root" delete -f "$c" >/dev/null 2>&1 || true
 	done
 done
-for pidf in "$D/dst/run/sshd.pid" "$D/dst/run/sshd-rsa.pid" "$D/jump/sshd.pid"; do
+for pidf in "$D/dst/run/sshd.pid" "$D/dst/run/sshd-rsa.pid" "$D/jump/sshd.pid" "$D/src/sshd/sshd.pid"; do
 	if [ -f "$pidf" ]; then kill "$(cat "$pidf")" 2>/dev/null || true; fi
 done
 # Stray page servers or CRIU processes started for the test hosts' images.

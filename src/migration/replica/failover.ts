@@ -15,7 +15,8 @@
 import path from 'node:path';
 import { EXIT, MigrateError, PreflightError, type ExitCode } from '../../errors.js';
 import { type Host, LocalHost, RemoteHost } from '../../host.js';
-import type { FailoverOptions, Options } from '../../options.js';
+import type { FailoverOptions, MoveIp, Options } from '../../options.js';
+import { addr, parseAddrDev, parseRouteDev } from '../network/address.js';
 import type { Progress } from '../../progress.js';
 import { runc, type RuncGlobal } from '../../runc.js';
 import { SshConnection } from '../../ssh/connection.js';
@@ -38,6 +39,8 @@ export interface FailoverReport {
   source?: 'not-there' | 'stopped-now';
   /** The lease as failover found it. */
   lease?: { holder: string; expiredMsAgo?: number; fence: string; released?: boolean };
+  /** --move-ip: the address now on the standby. */
+  address?: { address: string; dev: string };
   error?: { message: string; hint?: string };
 }
 
@@ -63,8 +66,10 @@ export async function failover(opts: Options, f: FailoverOptions, progress: Prog
 
     // 1. The source, when named: the container stopped there (and confirmed gone).
     let sourceStopped = false;
+    let sourceHost: Host | undefined;
     if (f.source) {
       const src = new RemoteHost(await connect(opts, f.source, progress, closers), opts.sudo, log);
+      sourceHost = src;
       const st = await stateOn(src, srcRunc, opts.container);
       if (st !== 'absent') {
         progress.warn(`${opts.container} is ${st} on ${f.source}: stopping it there (killed and deleted)`);
@@ -126,8 +131,9 @@ export async function failover(opts: Options, f: FailoverOptions, progress: Prog
     }
     const decidedAt = performance.now();
 
-    // 4. The restore, from the checkpoint's own bundle and images.
+    // 4. The service address, then the restore from the checkpoint's own bundle and images.
     const dir = path.posix.join(f.dir, 'checkpoints', String(checkpoint.seq));
+    const moved = opts.moveIp ? await takeAddress(standby, opts.moveIp, sourceHost) : undefined;
     const restoreMs = await restore(standby, dstRunc, opts, dir, checkpoint);
     const st = await stateOn(standby, dstRunc, opts.container);
     if (st !== 'running')
@@ -136,6 +142,11 @@ export async function failover(opts: Options, f: FailoverOptions, progress: Prog
         EXIT.UNSAFE,
         'The lease is marked failed over: the source stays stopped. Look at the container on the standby; failover can be run again once it is removed there.',
       );
+    if (moved) {
+      // Best effort: peers that miss it find the address by asking.
+      await standby.run(moved.announce, { allowFail: true });
+      report.address = { address: `${moved.m.address}/${moved.m.prefix}`, dev: moved.dev };
+    }
     const rtoMs = Math.round(performance.now() - t0);
     report.restored = {
       seq: checkpoint.seq,
@@ -219,4 +230,29 @@ async function restore(h: Host, g: RuncGlobal, opts: Options, dir: string, c: Ch
   } finally {
     await h.run(['rm', '-rf', work], { allowFail: true });
   }
+}
+
+/**
+ * --move-ip: the address taken off the source when it was reached (--source), and put on
+ * the standby's interface (named, or the one its route to the address uses) before the
+ * restore; returns the announcement (gratuitous ARP) to send once the container runs.
+ */
+async function takeAddress(h: Host, m: MoveIp, source: Host | undefined) {
+  if (source) {
+    const on = parseAddrDev((await source.run(addr.showTo(m.address), { allowFail: true })).stdout);
+    if (on) await source.run(addr.del(m, on), { allowFail: true });
+  }
+  const here = parseAddrDev((await h.run(addr.showTo(m.address), { allowFail: true })).stdout);
+  const dev = m.dev ?? here ?? parseRouteDev((await h.run(addr.routeGet(m.address), { allowFail: true })).stdout);
+  if (!dev)
+    throw new PreflightError(
+      `--move-ip: cannot tell which interface of the standby should carry ${m.address}`,
+      'Name it: --move-ip ADDR/PREFIX@DEV.',
+    );
+  if (!here) await h.run(addr.add(m, dev));
+  const probe = await h.run(['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'], {
+    allowFail: true,
+  });
+  const arping = probe.stdout.trim() === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+  return { m, dev, announce: addr.garp(arping, m, dev) };
 }
