@@ -120,7 +120,13 @@ export class CheckpointFailed extends Error {}
 const PRESYNC_LIMIT_MS = 600_000;
 
 /** Takes checkpoint SEQ, parented (its tree hard-linked) on PREV, the latest complete one. */
-export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: number): Promise<Checkpoint> {
+export async function takeCheckpoint(
+  c: CheckpointSetup,
+  seq: number,
+  prev: number | undefined,
+  /** The least time the fence's deadline must leave when the dump starts (a dump that fails before its hold thaws the container as it ends). */
+  minLeftMs: number,
+): Promise<Checkpoint> {
   const { src, dst } = c.hosts;
   const partial = path.posix.join(c.dir, 'checkpoints', `.${seq}.partial`);
   const tree = path.posix.join(partial, 'bundle', 'rootfs');
@@ -154,7 +160,13 @@ export async function takeCheckpoint(c: CheckpointSetup, seq: number, prev?: num
     });
     const tPresync = performance.now();
 
-    // 2. The dump, held at post-dump while the tree is brought to the frozen state.
+    // 2. The dump, held at post-dump while the tree is brought to the frozen state; not
+    // begun when the deadline could overtake it before its hold.
+    const left = await msToDeadline(c);
+    if (left < minLeftMs)
+      throw new CheckpointFailed(
+        `skipped: the lease's count leaves ${Math.round(left)} ms, less than the ${minLeftMs} ms a dump may take to reach its hold`,
+      );
     const script = path.join(holdDir, 'hold.sh');
     await fs.writeFile(script, checkpointHoldScript(holdDir, process.pid, c.freezeLimitS, c.initPid, c.deadlineFile), {
       mode: 0o700,

@@ -346,7 +346,7 @@ class ReplicaRun {
     try {
       while (!this.stopping) {
         const began = performance.now();
-        if (this.fencedSince === undefined && !this.failedOver && (await this.timeForOne())) await this.checkpoint();
+        if (this.fencedSince === undefined && !this.failedOver) await this.checkpoint();
         await this.sleep(Math.max(0, this.r.intervalMs - (performance.now() - began)));
       }
     } finally {
@@ -359,22 +359,12 @@ class ReplicaRun {
     await this.finish();
   }
 
-  /**
-   * Whether the confirmed lease leaves room for a checkpoint: a dump that fails thaws the
-   * container as it ends, so none is started that the deadline could overtake (the
-   * last one's time, at least 1 s, twice over).
-   */
-  private async timeForOne(): Promise<boolean> {
-    if (!this.fence) return true;
-    const lastMs = this.last ? Object.values(this.last.parts).reduce((a, b) => a + b, 0) : 0;
-    return (await uptimeCs()) + (2 * Math.max(1000, lastMs)) / 10 < this.confirmedUntilCs;
-  }
-
   private async checkpoint(): Promise<void> {
     const seq = ++this.seq;
     try {
       if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
-      const c = await takeCheckpoint(this.setup, seq, this.prev);
+      // Twice the last dump's way to its hold, at least 1 s.
+      const c = await takeCheckpoint(this.setup, seq, this.prev, 2 * Math.max(500, this.last?.parts.dump ?? 0));
       this.prev = seq;
       this.last = c;
       this.checkpoints++;
