@@ -72,3 +72,17 @@ test('a tool that dies in the section leaves the lease as it was, and the lock f
   const seen = await withLease(host, dir, (_now, lease) => ({ result: lease?.expiresAt }));
   assert.equal(seen, 7);
 });
+
+test('a tool that goes silent in the section (never answers, never closes) does not hold the lock past the limit', async () => {
+  const dir = tmp();
+  fs.writeFileSync(path.join(dir, LEASE_FILE), JSON.stringify({ holder: 'a', expiresAt: 7, fence: 'freeze' }));
+  // stdin left open and never written: what a partitioned link looks like from the standby.
+  const proc = await host.spawn(['sh', '-c', LEASE_SCRIPT, 'sh', dir, '1'], { streamStdout: true });
+  proc.stdout.resume();
+  const t0 = Date.now();
+  const r = await withLease(host, dir, (_now, lease) => ({ result: lease?.expiresAt }));
+  assert.equal(r, 7);
+  const waited = Date.now() - t0;
+  assert.ok(waited >= 700 && waited < 5000, `the second section waited ${waited} ms`);
+  proc.kill('SIGKILL');
+});

@@ -9,13 +9,21 @@ import type { Host } from '../../host.js';
 import type { LeaseRecord } from './lease.js';
 
 export const LEASE_FILE = 'lease';
+/** The longest one locked section lasts on the standby (then its script ends itself). */
+export const SECTION_LIMIT_S = 10;
 const END = '.';
 
-/** The script (POSIX sh) run on the standby; $1 is the replica's directory. */
+/** The script (POSIX sh) run on the standby; $1 is the replica's directory, $2 the section's limit in seconds. */
 export const LEASE_SCRIPT = `set -eu
 cd "$1"
 exec 9>>lease.lock
 flock -w 30 9 || { echo "runc-migrate: the lease lock stayed taken for 30 s" >&2; exit 4; }
+# A tool that went silent (a partition) never sends its verdict, and the read below would
+# hold the lock for ever: the section ends itself after $2 seconds (default ${SECTION_LIMIT_S}); the
+# lock goes with it, and the lease is written whole (renamed into place) or not at all.
+( sleep "\${2:-${SECTION_LIMIT_S}}"; kill -9 $$ ) 9>&- </dev/null >/dev/null 2>&1 &
+watchdog=$!
+trap 'kill $watchdog 2>/dev/null' EXIT
 printf 'now %s\\n' "$(date +%s%N)"
 if [ -s ${LEASE_FILE} ]; then cat ${LEASE_FILE}; echo; fi
 echo ${END}
