@@ -189,6 +189,37 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     }
   });
 
+  test("Redis: after the source dies, failover restores the newest checkpoint's keys (64 MB populated)", async () => {
+    const name = 'rep-redis';
+    await startExample(h, 'redis', name, { dstRootfs: false });
+    const redis = (where: 'src' | 'dst', args: string[]) =>
+      sh([...ns(where), 'redis-cli', '-h', '127.0.0.1', ...args], { reject: false });
+    await waitFor('redis', async () => (await redis('src', ['ping'])).stdout.includes('PONG'));
+    await redis('src', ['debug', 'populate', '64000', 'k', '1000']);
+    const rep = replicate(name, ['--interval', '1s']);
+    try {
+      await waitFor('a first checkpoint', () => rep.checkpoints() >= 1, 60_000);
+      await redis('src', ['set', 'before', 'yes']);
+      const setAt = Date.now();
+      await waitFor(
+        'a checkpoint after the SET',
+        () => rep.events.some((e) => e.event === 'checkpoint' && (e.frozenAt as number) > setAt),
+        60_000,
+      );
+      await killSource(name, rep);
+      const r = await failover(name, ['--watch']);
+      assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
+      await waitFor('redis on the standby', async () => (await redis('dst', ['ping'])).stdout.includes('PONG'));
+      assert.equal((await redis('dst', ['get', 'before'])).stdout.trim(), 'yes');
+      assert.equal((await redis('dst', ['dbsize'])).stdout.trim(), '64001');
+      const bytes = rep.events.filter((e) => e.event === 'checkpoint').map((e) => e.bytes as number);
+      assert.ok(Math.min(...bytes) > 64e6, `full dumps: ${bytes.join(', ')} bytes`);
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+
   test("a checkpoint torn by the tool's death is never restored: the previous one is", async () => {
     const name = 'rep-torn';
     await startExample(h, 'counter', name, { dstRootfs: false });
@@ -265,6 +296,54 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       assert.equal(await status(h.srcRoot, name), 'paused');
       assert.deepEqual(fences(), [], 'the fence ended');
       await new Promise((res) => setTimeout(res, 500));
+    } finally {
+      sampling = false;
+      await sampled;
+      await drop('-D', 'INPUT', '-s');
+      await drop('-D', 'OUTPUT', '-d');
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+    assert.deepEqual(both, [], 'never two running copies');
+  });
+
+  test('--fence none: the source serves through the partition; failover refuses without --source, and with it stops the source first', async () => {
+    const name = 'rep-nofence';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const rep = replicate(name, ['--interval', '1s', '--lease', '4s', '--fence', 'none']);
+    const drop = (op: '-I' | '-D', chain: string, dir: '-s' | '-d') =>
+      sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', op, chain, dir, srcAddr, '-j', 'DROP'], {
+        reject: op === '-I',
+      });
+    const both: string[] = [];
+    let sampling = true;
+    const sampled = (async () => {
+      while (sampling) {
+        const [s, d] = [await status(h.srcRoot, name), await status(h.dstRoot, name)];
+        if (s === 'running' && d === 'running') both.push(`${new Date().toISOString()}: running on both`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    try {
+      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      await drop('-I', 'INPUT', '-s');
+      await drop('-I', 'OUTPUT', '-d');
+      const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
+      await waitFor('the lease to expire', () => Date.now() > lease.expiresAt + 500, 10_000);
+      assert.equal(await status(h.srcRoot, name), 'running', 'the source went on serving');
+      const refused = await failover(name);
+      assert.equal(refused.code, 3, refused.stderr);
+      assert.match(String((refused.report.error as { message: string }).message), /does not fence itself/);
+      const r = await failover(name, ['--source', `root@${srcAddr}`, '--runc-root', h.srcRoot]);
+      assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
+      assert.equal(r.report.source, 'stopped-now');
+      assert.equal(await status(h.srcRoot, name), 'absent');
+      assert.equal(await status(h.dstRoot, name), 'running');
+      await drop('-D', 'INPUT', '-s');
+      await drop('-D', 'OUTPUT', '-d');
+      const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 30_000))]);
+      assert.ok(end, 'replicate ended once it heard of the failover');
+      assert.equal(end.code, 5, end.stderr);
     } finally {
       sampling = false;
       await sampled;

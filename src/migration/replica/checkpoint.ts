@@ -53,6 +53,8 @@ export interface CheckpointSetup {
   readonly initPid: number;
   /** Whether the run is stopping (a dump that cannot end is then given up). */
   readonly stopping: () => boolean;
+  /** Told the hold's directory of the checkpoint under way (the run ends a hold it gives up with its `fail`). */
+  readonly holding: (holdDir: string) => void;
 }
 
 export interface Checkpoint extends CheckpointRecord {
@@ -138,6 +140,7 @@ export async function takeCheckpoint(
     await fs.mkdir(images, { recursive: true, mode: 0o700 });
     await fs.mkdir(criuWork, { mode: 0o700 });
     await fs.mkdir(holdDir, { mode: 0o700 });
+    c.holding(holdDir);
     await dst.run(['mkdir', '-p', '-m', '0700', path.posix.join(partial, 'images'), tree]);
     await dst.run(['sh', '-c', 'cat > "$1"', 'sh', path.posix.join(partial, 'bundle', 'config.json')], {
       input: c.config,

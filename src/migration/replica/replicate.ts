@@ -63,6 +63,8 @@ interface Holding {
   leaseMayBeHeld: boolean;
   /** The run is stopping. */
   stopping: boolean;
+  /** The hold directory of the checkpoint under way, if any. */
+  holdDir?: string;
 }
 
 /** Who holds the lease: this host, its runc root and the container (a restarted replicate is the same holder). */
@@ -207,6 +209,9 @@ async function start(
     deadlineFile: fence?.deadlineFile,
     initPid: source.state.pid,
     stopping: () => holding.stopping,
+    holding: (dir) => {
+      holding.holdDir = dir;
+    },
   };
   if (source.mode !== 'iterative')
     progress.warn(
@@ -266,6 +271,8 @@ async function startFence(
   return { deadlineFile, stopFile, pausedFile, pid: child.pid };
 }
 
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 /** Stops the fence and waits for it to end (before its directory goes: it would pause on a missing deadline). */
 async function stopFence(f: Fence): Promise<void> {
   await fs.writeFile(f.stopFile, '');
@@ -318,8 +325,13 @@ class ReplicaRun {
     };
   }
 
+  private inFlight?: Promise<void>;
+  private stopNow?: () => void;
+  private readonly stopped = new Promise<void>((resolve) => (this.stopNow = resolve));
+
   private stop(why: string): void {
     this.stopping ??= why;
+    this.stopNow?.();
     this.holding.stopping = true;
     this.wake?.();
   }
@@ -346,7 +358,12 @@ class ReplicaRun {
     try {
       while (!this.stopping) {
         const began = performance.now();
-        if (this.fencedSince === undefined && !this.failedOver) await this.checkpoint();
+        if (this.fencedSince === undefined && !this.failedOver) {
+          // A checkpoint cut off by a partition may wait long on its copies: once the run
+          // stops it is given 5 s more, then left (finish settles its hold).
+          this.inFlight = this.checkpoint();
+          await Promise.race([this.inFlight, this.stopped.then(() => delay(5000))]);
+        }
         await this.sleep(Math.max(0, this.r.intervalMs - (performance.now() - began)));
       }
     } finally {
@@ -361,6 +378,7 @@ class ReplicaRun {
 
   private async checkpoint(): Promise<void> {
     const seq = ++this.seq;
+    this.holding.holdDir = undefined;
     try {
       if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
       // Twice the last dump's way to its hold, at least 1 s.
@@ -502,6 +520,12 @@ class ReplicaRun {
           ? 'The container is paused here once the lease expires; a failover may then restore it on the standby. Run replicate again once the standby can be reached to take it back.'
           : 'With --fence none a failover needs --source or --force: nothing else happens by itself.',
       );
+    }
+    // A checkpoint still under way: its hold told to let CRIU thaw the container (the
+    // lease is released: it may run), and a few seconds to end.
+    if (this.inFlight && this.holding.holdDir) {
+      await fs.writeFile(path.join(this.holding.holdDir, 'fail'), '').catch(() => undefined);
+      await Promise.race([this.inFlight, delay(3000)]);
     }
     this.holding.leaseMayBeHeld = false;
     if (this.fence) {
