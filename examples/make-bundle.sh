@@ -22,6 +22,12 @@
 #            rewrites a file it created and holds under flock, writes through a shared
 #            mapping; checks each tick that no write was lost: /dev/shm/count ticks every
 #            50 ms, /dev/shm/status says "ok" (the rootfs-sync workload).
+# TRIGGER_DIR (environment): a host directory bind-mounted at /run/migrate in the
+#          container, with /bin/trigger (examples/trigger.c) in its rootfs: run
+#          `migrate replicate --trigger-socket TRIGGER_DIR/trigger.sock ...`, and the
+#          container asks for a checkpoint with `trigger /run/migrate/trigger.sock CHECKPOINT`
+#          (or MIGRATE). A directory, not the socket itself: replicate makes the socket,
+#          after the container started, and again each time it starts.
 # DIR     the bundle directory to create (replaced if it exists).
 # CGROUP  the cgroupsPath (default /runc-migrate/<basename of DIR>). Two "hosts" on one
 #         machine share one cgroup tree, so their bundles need different values.
@@ -109,8 +115,20 @@ files)
 	;;
 esac
 
+if [ -n "${TRIGGER_DIR:-}" ]; then
+	bin=${TRIGGER_BIN:-}
+	if [ -z "$bin" ]; then
+		command -v gcc >/dev/null || { echo "make-bundle.sh: gcc is needed to build trigger (or set TRIGGER_BIN)" >&2; exit 1; }
+		bin=$(mktemp)
+		gcc -static -O2 -o "$bin" "$(cd "$(dirname "$0")" && pwd)/trigger.c"
+	fi
+	cp "$bin" "$dir/rootfs/bin/trigger"
+	chmod 0755 "$dir/rootfs/bin/trigger"
+	mkdir -p -m 0700 "$TRIGGER_DIR" "$dir/rootfs/run/migrate"
+fi
+
 (cd "$dir" && runc spec)
-(cd "$dir" && KIND="$kind" ARGS="$args" CGROUP="$cgroup" SHARE_NET="$share_host_net" node -e '
+(cd "$dir" && KIND="$kind" ARGS="$args" CGROUP="$cgroup" SHARE_NET="$share_host_net" TRIGGER_DIR="${TRIGGER_DIR:-}" node -e '
 const fs = require("fs");
 const c = JSON.parse(fs.readFileSync("config.json", "utf8"));
 c.process.terminal = false;
@@ -122,6 +140,10 @@ c.linux.cgroupsPath = process.env.CGROUP;
 if (process.env.SHARE_NET === "true") {
   // In the host network namespace: reachable at the host'"'"'s (service) address.
   c.linux.namespaces = c.linux.namespaces.filter((n) => n.type !== "network");
+}
+if (process.env.TRIGGER_DIR) {
+  // migrate replicate --trigger-socket: the directory its socket is made in.
+  c.mounts.push({ destination: "/run/migrate", type: "bind", source: process.env.TRIGGER_DIR, options: ["rbind", "rw"] });
 }
 fs.writeFileSync("config.json", JSON.stringify(c, null, 2) + "\n");
 ')

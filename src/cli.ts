@@ -272,6 +272,10 @@ export function buildProgram(): Command {
         .default('freeze'),
     )
     .option('--for <duration>', 'stop by itself after this long')
+    .option(
+      '--trigger-socket <path>',
+      'make a unix datagram socket here (its directory bind-mounted into the container): CHECKPOINT asks for a checkpoint now, MIGRATE for a migration to the standby',
+    )
     .option('--replica-dir <dir>', replicaDir, DEFAULTS.replicaDir);
   const fo = p
     .command('failover')
@@ -446,5 +450,9 @@ function describeEvent(e: ReplicaEvent): string {
       return `the lease could not be renewed (${e.error}); retrying every interval`;
     case 'failed-over':
       return `the standby failed over at ${e.at} (${e.by})`;
+    case 'trigger':
+      return `the container asked: ${JSON.stringify(e.text)} (${e.action})`;
+    case 'migrated':
+      return `migration to the standby, asked by the container: exit ${e.report.exitCode}`;
   }
 }

@@ -407,6 +407,8 @@ export interface ReplicaOptions {
   forMs?: number;
   /** The replica's directory on the standby (--replica-dir/CONTAINER). */
   dir: string;
+  /** --trigger-socket: the unix datagram socket the container asks through. */
+  triggerSocket?: string;
 }
 
 /** failover's own options. */
@@ -429,6 +431,7 @@ export interface RawReplicaOptions {
   replicaDir?: string;
   watch?: boolean;
   source?: string;
+  triggerSocket?: string;
 }
 
 /** A duration: 500ms, 5s, 2m, 1h, or a number of seconds. */
@@ -482,6 +485,7 @@ export function resolveReplicaOptions(container: string, raw: RawReplicaOptions)
     fence,
     forMs: raw.for === undefined ? undefined : parseDuration(raw.for, '--for'),
     dir: replicaDirOf(raw, container),
+    triggerSocket: raw.triggerSocket === undefined ? undefined : absolute(raw.triggerSocket, '--trigger-socket'),
   };
 }
 

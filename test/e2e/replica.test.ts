@@ -355,6 +355,62 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     assert.deepEqual(both, [], 'never two running copies');
   });
 
+  test('the trigger socket: CHECKPOINT from inside the container makes a checkpoint; MIGRATE moves it to the standby', async () => {
+    const name = 'rep-trig';
+    const trigDir = path.join(h.dir, 'trigger', name);
+    fs.rmSync(trigDir, { recursive: true, force: true });
+    for (const [side, root] of [
+      ['src', h.srcBundles],
+      ['dst', h.dstBundles],
+    ] as const) {
+      await execa(
+        'bash',
+        [path.join(ROOT, 'examples/make-bundle.sh'), 'counter', path.join(root, name), `/rm-${side}/${name}`],
+        {
+          env: { TRIGGER_DIR: trigDir },
+          stdout: 'ignore',
+        },
+      );
+    }
+    fs.rmSync(path.join(h.dstBundles, name, 'rootfs'), { recursive: true, force: true });
+    await sh([
+      'sh',
+      '-c',
+      `exec ${ns('src').join(' ')} runc --root ${h.srcRoot} run -d --bundle ${path.join(h.srcBundles, name)} ${name} </dev/null >/dev/null 2>&1`,
+    ]);
+    const sock = path.join(trigDir, 'trigger.sock');
+    // A long interval: checkpoints after the first come only when asked.
+    const rep = replicate(name, ['--interval', '60s', '--trigger-socket', sock]);
+    const ask = (word: string) =>
+      sh(['runc', '--root', h.srcRoot, 'exec', name, '/bin/trigger', '/run/migrate/trigger.sock', word]);
+    try {
+      await waitFor('the first checkpoint', () => rep.checkpoints() >= 1, 60_000);
+      await ask('CHECKPOINT');
+      await waitFor('the asked-for checkpoint', () => rep.checkpoints() >= 2, 10_000);
+      await ask('HELLO');
+      await waitFor('the unknown word logged', () =>
+        rep.events.some((e) => e.event === 'trigger' && e.text === 'HELLO' && e.action === 'ignored'),
+      );
+      const before = await readCounter(path.join(h.srcBundles, name));
+      await ask('MIGRATE');
+      const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 120_000))]);
+      assert.ok(end, 'replicate ended with the migration');
+      assert.equal(end.code, 0, end.stderr);
+      const migrated = rep.events.find((e) => e.event === 'migrated') as { report: { exitCode: number } } | undefined;
+      assert.equal(migrated?.report.exitCode, 0);
+      assert.equal(await status(h.srcRoot, name), 'absent');
+      assert.equal(await status(h.dstRoot, name), 'running');
+      const after = await readCounter(path.join(h.dstBundles, name));
+      assert.ok(after >= before, `the count went on: ${before} -> ${after}`);
+      assert.equal(fs.existsSync(sock), false, 'the socket is removed');
+      const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { released?: boolean };
+      assert.equal(lease.released, true);
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+
   test('SIGINT: replicate stops, releases the lease and removes what it added; failover then refuses', async () => {
     const name = 'rep-int';
     await startExample(h, 'counter', name, { dstRootfs: false });

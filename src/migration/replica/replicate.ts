@@ -31,6 +31,9 @@ import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup
 import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
 import { leaseMargin, renew, type LeaseRecord, type RenewAnswer } from './lease.js';
 import { withLease } from './leasefile.js';
+import { TriggerSocket, triggerWord } from './trigger.js';
+import { migrate } from '../migrate.js';
+import type { Report } from '../../report.js';
 import { LIST_SCRIPT, parseListing, restorable } from './store.js';
 
 /** One line of replicate's output (--json: one JSON object per line). */
@@ -40,7 +43,9 @@ export type ReplicaEvent =
   | { event: 'fenced'; at: string; why: string }
   | { event: 'unfenced'; at: string; pausedMs: number }
   | { event: 'lease-lost'; at: string; error: string }
-  | { event: 'failed-over'; at: string; by: string };
+  | { event: 'failed-over'; at: string; by: string }
+  | { event: 'trigger'; text: string; action: 'checkpoint' | 'migrate' | 'ignored' }
+  | { event: 'migrated'; report: Report };
 
 export interface ReplicaReport {
   command: 'replicate';
@@ -93,6 +98,15 @@ export async function replicate(
     run = await start(opts, r, progress, emit, cleanups, holding);
     await run.loop();
     Object.assign(report, run.summary());
+    if (run.migrateAsked) {
+      // MIGRATE from the container: replication has stopped and released its lease; the
+      // planned migration to the standby is a migration like any other (its report, its exit).
+      for (const c of cleanups.splice(0).reverse()) await c().catch((err: Error) => progress.warn(err.message));
+      const m = await migrate(opts, progress);
+      emit({ event: 'migrated', report: m });
+      report.exitCode = m.exitCode;
+      if (m.error) report.error = { message: m.error.message, hint: m.error.hint };
+    }
   } catch (err) {
     if (run) Object.assign(report, run.summary());
     const e = err instanceof MigrateError ? err : new MigrateError((err as Error).message, EXIT.INTERNAL);
@@ -337,7 +351,7 @@ class ReplicaRun {
   }
 
   private async sleep(ms: number): Promise<void> {
-    if (this.stopping) return;
+    if (this.stopping || this.wantNow) return;
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, ms);
       this.wake = () => {
@@ -347,7 +361,31 @@ class ReplicaRun {
     });
   }
 
+  /** MIGRATE came through the trigger socket. */
+  migrateAsked = false;
+  /** CHECKPOINT came: the next one starts without waiting for the interval. */
+  private wantNow = false;
+
+  private onTrigger(text: string): void {
+    const word = triggerWord(text);
+    this.emit({
+      event: 'trigger',
+      text,
+      action: word === 'CHECKPOINT' ? 'checkpoint' : word === 'MIGRATE' ? 'migrate' : 'ignored',
+    });
+    if (word === 'CHECKPOINT') {
+      this.wantNow = true;
+      this.wake?.();
+    } else if (word === 'MIGRATE') {
+      this.migrateAsked = true;
+      this.stop('MIGRATE');
+    }
+  }
+
   async loop(): Promise<void> {
+    const trigger = this.r.triggerSocket
+      ? await TriggerSocket.listen(this.r.triggerSocket, (t) => this.onTrigger(t))
+      : undefined;
     const onSignal = () => this.stop(interruption.signal);
     interruption.stoppers.add(onSignal);
     if (interruption.requested) onSignal();
@@ -369,6 +407,7 @@ class ReplicaRun {
     } finally {
       clearTimeout(forTimer);
       clearInterval(watch);
+      await trigger?.close();
       interruption.stoppers.delete(onSignal);
       this.wake?.();
       await renewals;
@@ -377,6 +416,7 @@ class ReplicaRun {
   }
 
   private async checkpoint(): Promise<void> {
+    this.wantNow = false;
     const seq = ++this.seq;
     this.holding.holdDir = undefined;
     try {
