@@ -253,11 +253,6 @@ export function buildProgram(): Command {
       'a checkpoint and a lease renewal this often (5s, 500ms, 1m)',
       `${DEFAULTS.replicaIntervalMs / 1000}s`,
     )
-    .option(
-      '--chain-length <n>',
-      'pre-dumps per restorable checkpoint where the kernel tracks dirty memory',
-      String(DEFAULTS.replicaChainLength),
-    )
     .option('--keep <n>', 'complete checkpoints kept on the standby', String(DEFAULTS.replicaKeep))
     .option(
       '--lease <duration>',

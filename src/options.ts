@@ -107,8 +107,6 @@ export const DEFAULTS = {
   intentDir: '/run/runc-migrate',
   /** replicate: a checkpoint (and a lease renewal) this often (msc's DUMP_INTERVAL). */
   replicaIntervalMs: 5_000,
-  /** replicate: pre-dumps per restorable checkpoint, where the kernel tracks dirty memory (msc's CHAIN_LENGTH). */
-  replicaChainLength: 3,
   /** replicate: complete checkpoints kept on the standby. */
   replicaKeep: 2,
   /**
@@ -399,7 +397,6 @@ function preDumpMode(raw: string | undefined): PreDumpMode {
 /** replicate's own options (its connection, runc and files options are a migration's). */
 export interface ReplicaOptions {
   intervalMs: number;
-  chainLength: number;
   keep: number;
   leaseMs: number;
   fence: 'freeze' | 'none';
@@ -423,7 +420,6 @@ export interface FailoverOptions {
 
 export interface RawReplicaOptions {
   interval?: string;
-  chainLength?: string;
   keep?: string;
   lease?: string;
   fence?: string;
@@ -479,7 +475,6 @@ export function resolveReplicaOptions(container: string, raw: RawReplicaOptions)
     );
   return {
     intervalMs,
-    chainLength: count(raw.chainLength, '--chain-length', DEFAULTS.replicaChainLength),
     keep: count(raw.keep, '--keep', DEFAULTS.replicaKeep),
     leaseMs,
     fence,
