@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import {
+  FENCE_ALREADY,
   FENCE_GONE,
   FENCE_SCRIPT,
   pauseUnlessPaused,
@@ -81,8 +82,8 @@ test('pauseUnlessPaused pauses a running container only, and says gone for anoth
   const created = '2026-12-06T12:00:00.1Z';
   for (const [st, made, paused, code] of [
     ['running', created, true, 0],
-    ['paused', created, false, 0],
-    ['stopped', created, false, 0],
+    ['paused', created, false, FENCE_ALREADY],
+    ['stopped', created, false, FENCE_ALREADY],
     ['running', '2026-12-06T13:00:00.1Z', false, FENCE_GONE],
   ] as const) {
     fs.writeFileSync(path.join(dir, 'status'), st);

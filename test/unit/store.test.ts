@@ -88,3 +88,20 @@ test('a complete record cut short makes no complete checkpoint; chains in use ar
   assert.equal(restorable(listing), undefined, 'latest names a checkpoint whose record is not whole');
   assert.deepEqual(unusedChains(listing, 'c'), ['b']);
 });
+
+test('publish refuses once the lease says failed over: the restored container runs from a checkpoint there', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'));
+  sh(PUBLISH_SCRIPT, dir, '1', JSON.stringify(write(dir, 1)), '1');
+  fs.writeFileSync(
+    path.join(dir, 'lease'),
+    `${JSON.stringify({ holder: 'h', expiresAt: 1, fence: 'freeze', failedOver: { at: 2, by: 'x' } })}\n`,
+  );
+  const rec = write(dir, 2);
+  assert.throws(
+    () => execFileSync('sh', ['-c', PUBLISH_SCRIPT, 'sh', dir, '2', JSON.stringify(rec), '1'], { stdio: 'pipe' }),
+    /failed over/,
+  );
+  const s = list(dir);
+  assert.equal(restorable(s)?.seq, 1, 'the one restored stays, unpruned');
+  assert.deepEqual(s.partial, [2]);
+});

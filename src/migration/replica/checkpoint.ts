@@ -54,7 +54,7 @@ export interface CheckpointSetup {
   /** Whether the run is stopping (a dump that cannot end is then given up). */
   readonly stopping: () => boolean;
   /** Told the hold's directory of the checkpoint under way (the run ends a hold it gives up with its `fail`). */
-  readonly holding: (holdDir: string) => void;
+  readonly holding: (holdDir: string, dumpDone: Promise<unknown>) => void;
 }
 
 export interface Checkpoint extends CheckpointRecord {
@@ -70,7 +70,8 @@ export interface Checkpoint extends CheckpointRecord {
  * (exit 0) or anything else (exit 1): `fail`, the tool's death, the freeze's limit. Both
  * exits let CRIU thaw the container, so neither is taken while the fence's deadline
  * (DEADLINE, uptime centiseconds) is past or within half a second: the container then
- * stays frozen here, fenced, until a renewal moves the deadline on, or until it is gone
+ * stays frozen here, fenced, until a renewal moves the deadline on, the lease is
+ * released (the file `released`: replicate stopped cleanly), or the container is gone
  * (deleted by the operator after a failover).
  */
 export function checkpointHoldScript(
@@ -96,7 +97,7 @@ export function checkpointHoldScript(
 dir=${q(holdDir)}
 ${mayRun}
 leave() {
-  while ! may_run; do
+  while ! may_run && [ ! -e "$dir/released" ]; do
     kill -0 ${initPid} 2>/dev/null || exit 1
     sleep 0.05
   done
@@ -136,11 +137,11 @@ export async function takeCheckpoint(
   const images = path.join(local, 'images');
   const criuWork = path.join(local, 'criu');
   const holdDir = path.join(local, 'hold');
+  let keepLocal = false;
   try {
     await fs.mkdir(images, { recursive: true, mode: 0o700 });
     await fs.mkdir(criuWork, { mode: 0o700 });
     await fs.mkdir(holdDir, { mode: 0o700 });
-    c.holding(holdDir);
     await dst.run(['mkdir', '-p', '-m', '0700', path.posix.join(partial, 'images'), tree]);
     await dst.run(['sh', '-c', 'cat > "$1"', 'sh', path.posix.join(partial, 'bundle', 'config.json')], {
       input: c.config,
@@ -182,7 +183,9 @@ export async function takeCheckpoint(
       tcpEstablished: c.tcpEstablished,
       leaveRunning: true,
     });
+    if (c.stopping()) throw new CheckpointFailed('not begun: the run is stopping');
     const dump = await src.spawn(argv, { env: { CRIU_CONFIG_FILE: config } });
+    c.holding(holdDir, dump.done);
     let exited = false;
     void dump.done.then(() => (exited = true));
     while (!existsSync(path.join(holdDir, 'frozen')) && !exited) await new Promise((r) => setTimeout(r, 3));
@@ -209,10 +212,13 @@ export async function takeCheckpoint(
     // A hold kept past the deadline (fenced) keeps the dump from ending: once the run
     // stops, it is left holding the container frozen, and the checkpoint given up.
     const gaveUp = await Promise.race([dump.done.then(() => 'ended' as const), abandoned(c, () => exited)]);
-    if (gaveUp === 'abandoned')
+    if (gaveUp === 'abandoned') {
+      // Its hold directory stays (the run settles the hold, then removes the work directory).
+      keepLocal = true;
       throw new CheckpointFailed(
         'given up: the dump stays in its hold, keeping the container frozen, until a renewal or its deletion',
       );
+    }
     const r = await dump.done;
     const tResumed = performance.now();
     if (syncError) throw syncError;
@@ -227,6 +233,8 @@ export async function takeCheckpoint(
         `the dump failed (${commandLine(argv)} exited ${r.code}: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}${errs ? `; CRIU: ${errs.slice(0, 300)}` : ''}); the container runs on`,
       );
     }
+    if (verdict !== 'go')
+      throw new CheckpointFailed('the dump never reached its hold (no files synced while frozen): not published');
     const stats = await fs.readFile(path.join(criuWork, 'stats-dump')).catch(() => undefined);
     const frozenUs = stats ? decodeStatsImage(stats).frozenTimeUs : undefined;
     // CRIU's frozen time runs from the freeze past the post-dump hold (measured: 437-484 ms
@@ -273,7 +281,7 @@ export async function takeCheckpoint(
         .map((l) => l.slice(8)),
     };
   } finally {
-    await fs.rm(local, { recursive: true, force: true });
+    if (!keepLocal) await fs.rm(local, { recursive: true, force: true });
   }
 }
 
@@ -291,12 +299,14 @@ async function abandoned(c: CheckpointSetup, ended: () => boolean): Promise<'aba
 async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Promise<number> {
   // No longer than the deadline allows: past it the verdict cannot be go.
   const timeoutMs = Math.max(1, Math.min(c.freezeLimitS * 1000, await msToDeadline(c)));
-  let sent = await rsyncOrFail(c, { src: c.rootfs, dst: tree, what: 'the root filesystem (frozen)', timeoutMs });
+  // The changed files first, each written anew (a new inode): the walk after them would
+  // otherwise change a hard-linked file's metadata in place, in the previous checkpoint too.
   const found = await c.hosts.src.run(['find', c.rootfs, '-xdev', '-cnewer', stamp, '-printf', '%P\\0']);
   const list = found.stdout
     .split('\0')
     .filter((p) => p !== '')
     .join('\0');
+  let sent = 0;
   if (list)
     sent += await rsyncOrFail(c, {
       src: c.rootfs,
@@ -305,6 +315,7 @@ async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Prom
       what: 'the changed files (frozen)',
       timeoutMs,
     });
+  sent += await rsyncOrFail(c, { src: c.rootfs, dst: tree, what: 'the root filesystem (frozen)', timeoutMs });
   return sent;
 }
 

@@ -219,7 +219,9 @@ async function restore(h: Host, g: RuncGlobal, opts: Options, dir: string, c: Ch
         .filter((l) => /Error|error/.test(l))
         .slice(-4)
         .join(' | ');
-      await removeContainer(h, g, opts.container);
+      // What this restore left is removed; a container that runs is not this restore's (a
+      // second failover at once restored it first) and is left alone.
+      if ((await stateOn(h, g, opts.container)) !== 'running') await removeContainer(h, g, opts.container);
       throw new MigrateError(
         `the restore of checkpoint ${c.seq} failed (exit ${r.code}: ${r.stderr.trim().split('\n').pop() ?? ''})${lines ? `; CRIU: ${lines.slice(0, 400)}` : ''}`,
         EXIT.UNSAFE,

@@ -12,6 +12,8 @@ export const FENCE_POLL_S = 0.1;
 
 /** The pause command's exit when the container it fences is gone (deleted, or another of the same name): the fence ends. */
 export const FENCE_GONE = 3;
+/** The pause command's exit when it did nothing (already paused, by a dump's freeze or by the user): not a fencing. */
+export const FENCE_ALREADY = 10;
 
 /**
  * The fence (POSIX sh): $1 the deadline file, $2 the stop file, $3 the file it appends a
@@ -24,6 +26,9 @@ export const FENCE_GONE = 3;
  * as it ends, and the fence pauses it again at its next look.
  */
 export const FENCE_SCRIPT = `set -u
+# Signals meant for the tool (a Ctrl-C to its group, systemd's stop of its unit) are not
+# the fence's: only its stop file, or its container gone, ends it.
+trap '' INT TERM HUP
 deadline_file=$1
 stop_file=$2
 paused_file=$3
@@ -62,7 +67,7 @@ export function pauseUnlessPaused(runc: readonly string[], name: string, created
   return [
     'sh',
     '-c',
-    `st=$(${r} state ${n} 2>/dev/null) || exit ${FENCE_GONE}; case $st in ${c}) ;; *) exit ${FENCE_GONE} ;; esac; case $st in *'"status": "running"'*) exec ${r} pause ${n} ;; esac`,
+    `st=$(${r} state ${n} 2>/dev/null) || exit ${FENCE_GONE}; case $st in ${c}) ;; *) exit ${FENCE_GONE} ;; esac; case $st in *'"status": "running"'*) exec ${r} pause ${n} ;; esac; exit ${FENCE_ALREADY}`,
   ];
 }
 

@@ -66,9 +66,24 @@ export async function withLease<T>(
   decide: (nowMs: number, lease: LeaseRecord | undefined) => { write?: LeaseRecord; result: T },
   timeoutMs = 30_000,
 ): Promise<T> {
-  const proc = await host.spawn(['sh', '-c', LEASE_SCRIPT, 'sh', dir], { streamStdout: true });
-  let out = '';
   let timer: NodeJS.Timeout | undefined;
+  const spawned = host.spawn(['sh', '-c', LEASE_SCRIPT, 'sh', dir], { streamStdout: true });
+  // The limit counts from the call: opening the channel over a silent link can hang too.
+  const opened = await Promise.race([
+    spawned,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new LeaseTimeout(`the lease on the ${host.name} did not answer within ${Math.round(timeoutMs / 1000)} s`),
+          ),
+        timeoutMs,
+      );
+    }),
+  ]);
+  clearTimeout(timer);
+  const proc = opened;
+  let out = '';
   // Over a link that went silent the channel never ends: the section is given up at the
   // limit whatever the channel does (the lease stays as it was, or as written: unknown).
   const limit = new Promise<never>((_, reject) => {

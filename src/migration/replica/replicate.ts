@@ -31,6 +31,7 @@ import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup
 import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
 import { leaseMargin, renew, type LeaseRecord, type RenewAnswer } from './lease.js';
 import { withLease } from './leasefile.js';
+import { criuSafePath } from '../switchover/hold.js';
 import { TriggerSocket, triggerWord } from './trigger.js';
 import { migrate } from '../migrate.js';
 import type { Report } from '../../report.js';
@@ -68,8 +69,11 @@ interface Holding {
   leaseMayBeHeld: boolean;
   /** The run is stopping. */
   stopping: boolean;
-  /** The hold directory of the checkpoint under way, if any. */
+  /** The hold directory of the checkpoint under way, if any, and its dump's end. */
   holdDir?: string;
+  dumpDone?: Promise<unknown>;
+  /** Releases the lease once it is taken (the error path's). */
+  release?: () => Promise<'released' | 'failed-over' | 'unreachable'>;
 }
 
 /** Who holds the lease: this host, its runc root and the container (a restarted replicate is the same holder). */
@@ -109,6 +113,16 @@ export async function replicate(
     }
   } catch (err) {
     if (run) Object.assign(report, run.summary());
+    // A failure with the lease taken: released if the standby can be told, so that the
+    // fence can go (otherwise it stays, and pauses the container at the lease's expiry).
+    if (
+      holding.leaseMayBeHeld &&
+      holding.release &&
+      (await holding.release().catch(() => 'unreachable')) === 'released'
+    ) {
+      holding.leaseMayBeHeld = false;
+      await settleInFlight(holding);
+    }
     const e = err instanceof MigrateError ? err : new MigrateError((err as Error).message, EXIT.INTERNAL);
     report.exitCode = e.exitCode;
     report.error = { message: e.message, hint: e.hint };
@@ -162,6 +176,11 @@ async function start(
   await s.dst.run(['mkdir', '-p', '-m', '0700', path.posix.join(r.dir, 'checkpoints')]);
   const listing = parseListing((await s.dst.run(['sh', '-c', LIST_SCRIPT, 'sh', r.dir])).stdout);
 
+  if (!criuSafePath(opts.workDir))
+    throw new PreflightError(
+      `--work-dir ${opts.workDir}: CRIU's configuration file cannot name a path with such characters`,
+      'Give a --work-dir made of letters, digits and / . _ - only.',
+    );
   // This host's work directory: the fence's files, the checkpoints' images on their way.
   // It stays (and the fence in it) while a lease this run took may be in force unreleased.
   const work = await fs.mkdtemp(path.join(opts.workDir, 'runc-migrate-replica.'));
@@ -181,11 +200,20 @@ async function start(
 
   // The lease: taken before anything is written into the store, and the fence armed
   // before it is asked for (the count it is given starts before the request is sent).
+  // The trigger socket first: a path that cannot be bound is refused before any lease.
+  let deliver: (text: string) => void = () => undefined;
+  const trigger = r.triggerSocket
+    ? await TriggerSocket.listen(r.triggerSocket, (t) => deliver(t)).catch((err: Error) => {
+        throw new PreflightError(err.message, 'Make its directory first (the one bind-mounted into the container).');
+      })
+    : undefined;
+  if (trigger) cleanups.push(() => trigger.close());
   const holder = holderOf(opts);
   const sentAt = await uptimeCs();
   const fence = r.fence === 'freeze' ? await startFence(s, work, sentAt, r, source.state.created) : undefined;
   holding.fence = fence;
   holding.leaseMayBeHeld = true;
+  holding.release = () => releaseLease(s, r);
   const first = await withLease(s.dst, r.dir, (now, lease) => decideRenewal(lease, now, holder, r));
   if (first.answer !== 'renewed') holding.leaseMayBeHeld = false;
   if (first.answer === 'failed-over')
@@ -223,8 +251,9 @@ async function start(
     deadlineFile: fence?.deadlineFile,
     initPid: source.state.pid,
     stopping: () => holding.stopping,
-    holding: (dir) => {
+    holding: (dir, dumpDone) => {
       holding.holdDir = dir;
+      holding.dumpDone = dumpDone;
     },
   };
   if (source.mode !== 'iterative')
@@ -232,7 +261,7 @@ async function start(
       "this kernel does not track dirty memory (soft-dirty): each checkpoint is a full dump of the container's memory",
     );
   const latest = restorable(listing);
-  return new ReplicaRun(
+  const run = new ReplicaRun(
     holding,
     s,
     r,
@@ -243,6 +272,9 @@ async function start(
     Math.max(0, ...listing.complete.map((c) => c.seq), ...listing.partial),
     sentAt + (r.leaseMs - leaseMargin(r.leaseMs)) / 10,
   );
+  run.trigger = trigger;
+  deliver = (t) => run.onTrigger(t);
+  return run;
 }
 
 function decideRenewal(
@@ -366,7 +398,7 @@ class ReplicaRun {
   /** CHECKPOINT came: the next one starts without waiting for the interval. */
   private wantNow = false;
 
-  private onTrigger(text: string): void {
+  onTrigger(text: string): void {
     const word = triggerWord(text);
     this.emit({
       event: 'trigger',
@@ -382,10 +414,11 @@ class ReplicaRun {
     }
   }
 
+  /** The trigger socket's listener, made before the lease (a bad path then costs nothing). */
+  trigger?: TriggerSocket;
+
   async loop(): Promise<void> {
-    const trigger = this.r.triggerSocket
-      ? await TriggerSocket.listen(this.r.triggerSocket, (t) => this.onTrigger(t))
-      : undefined;
+    const trigger = this.trigger;
     const onSignal = () => this.stop(interruption.signal);
     interruption.stoppers.add(onSignal);
     if (interruption.requested) onSignal();
@@ -408,6 +441,7 @@ class ReplicaRun {
       clearTimeout(forTimer);
       clearInterval(watch);
       await trigger?.close();
+      this.trigger = undefined;
       interruption.stoppers.delete(onSignal);
       this.wake?.();
       await renewals;
@@ -419,6 +453,7 @@ class ReplicaRun {
     this.wantNow = false;
     const seq = ++this.seq;
     this.holding.holdDir = undefined;
+    this.holding.dumpDone = undefined;
     try {
       if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
       // Twice the last dump's way to its hold, at least 1 s.
@@ -472,15 +507,14 @@ class ReplicaRun {
       if (!this.leaseErrorShown)
         this.emit({ event: 'lease-lost', at: new Date().toISOString(), error: (err as Error).message });
       this.leaseErrorShown = true;
-      // A connection that went silent is given up, so that the next renewal connects anew.
-      this.s.ssh.close();
+      // A connection that went silent is given up (its socket destroyed: end() alone waits
+      // on a socket that cannot write), so that the next renewal connects anew.
+      this.s.ssh.sever();
     }
   }
 
   private async reconnect(): Promise<void> {
-    const ssh = await SshConnection.connect(this.s.ssh.endpoint);
-    this.s.ssh = ssh;
-    this.s.dst.useConnection(ssh);
+    await reconnectSession(this.s);
   }
 
   /** Whether the fence has paused the container: it says so in its file. */
@@ -496,25 +530,24 @@ class ReplicaRun {
     });
   }
 
-  /** A renewal was confirmed: no failover happened, and none can before the new count ends. */
+  /**
+   * A renewal was confirmed (or the lease released): no failover happened, and none can
+   * before the new count ends. A pause the fence made (its file says so) is undone; a
+   * pause of anyone else's is left.
+   */
   private async unfence(): Promise<void> {
-    const wasFenced = this.fencedSince !== undefined;
-    const paused = await this.state();
-    if (paused !== 'paused' || !this.fence) {
-      this.fencedSince = undefined;
-      return;
-    }
-    const fencedLines = (await fs.readFile(this.fence.pausedFile, 'utf8').catch(() => '')).trim();
-    // Only a pause the fence made is undone (never one of the user's).
-    if (!wasFenced && !fencedLines) return;
-    await this.s.src.run(runc.resume(this.s.srcRunc, this.s.opts.container), { allowFail: true });
+    if (!this.fence) return;
+    const fenced = (await fs.readFile(this.fence.pausedFile, 'utf8').catch(() => '')).includes('paused');
     await fs.rm(this.fence.pausedFile, { force: true });
+    const since = this.fencedSince;
+    this.fencedSince = undefined;
+    if (!fenced || (await this.state()) !== 'paused') return;
+    await this.s.src.run(runc.resume(this.s.srcRunc, this.s.opts.container), { allowFail: true });
     this.emit({
       event: 'unfenced',
       at: new Date().toISOString(),
-      pausedMs: Math.round(performance.now() - (this.fencedSince ?? performance.now())),
+      pausedMs: Math.round(performance.now() - (since ?? performance.now())),
     });
-    this.fencedSince = undefined;
   }
 
   private async state(): Promise<string> {
@@ -525,7 +558,9 @@ class ReplicaRun {
 
   /** The end: the lease released (failover refuses a released lease), the fence stopped. */
   private async finish(): Promise<void> {
-    if (this.failedOver) {
+    const released = this.failedOver ? 'failed-over' : await releaseLease(this.s, this.r);
+    if (released === 'failed-over') {
+      this.failedOver ??= { at: Date.now(), by: 'failover (heard while stopping)' };
       // The container runs on the standby: this copy stays paused (the fence paused it
       // before the failover could happen; paused again here in case --fence none).
       await this.s.src.run(runc.pause(this.s.srcRunc, this.s.opts.container), { allowFail: true });
@@ -537,44 +572,68 @@ class ReplicaRun {
         `The container runs on ${this.s.opts.destination} now. Remove the paused copy here (runc delete --force ${this.s.opts.container}) once you have checked it.`,
       );
     }
-    let released = false;
-    for (let attempt = 1; attempt <= 3 && !released; attempt++) {
-      try {
-        if (!this.s.ssh.alive) await this.reconnect();
-        released = await withLease(this.s.dst, this.r.dir, (now, lease) => {
-          if (lease?.failedOver) return { result: false };
-          const a = renew(lease, now, holderOf(this.s.opts), this.r.leaseMs, this.r.fence);
-          if (a.answer !== 'renewed') return { result: false };
-          return { write: { ...a.record, released: true }, result: true };
-        });
-      } catch {
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
-    if (!released) {
+    if (released === 'unreachable') {
       // The fence stays: without a released lease a failover may come once it expires.
       throw new MigrateError(
         `stopped (${this.stopping}), but the standby could not be told: the lease stays and the fence (pid ${this.fence?.pid ?? '-'}) keeps watching it`,
         EXIT.UNSAFE,
         this.fence
-          ? 'The container is paused here once the lease expires; a failover may then restore it on the standby. Run replicate again once the standby can be reached to take it back.'
+          ? 'The container is paused here once the lease expires, and a failover may then restore it on the standby: before resuming it by hand, make sure none did (runc state on the standby).'
           : 'With --fence none a failover needs --source or --force: nothing else happens by itself.',
       );
     }
-    // A checkpoint still under way: its hold told to let CRIU thaw the container (the
-    // lease is released: it may run), and a few seconds to end.
-    if (this.inFlight && this.holding.holdDir) {
-      await fs.writeFile(path.join(this.holding.holdDir, 'fail'), '').catch(() => undefined);
-      await Promise.race([this.inFlight, delay(3000)]);
-    }
     this.holding.leaseMayBeHeld = false;
+    await settleInFlight(this.holding);
     if (this.fence) {
       await stopFence(this.fence);
-      if (this.fencedSince !== undefined) await this.unfence();
+      // Whatever the fence paused meanwhile (a release that took long): the lease is released.
+      await this.unfence();
     }
     const ms = Math.round(performance.now() - this.t0);
     this.s.progress.info(
       `replication of ${this.s.opts.container} stopped (${this.stopping}) after ${Math.round(ms / 1000)} s: ${this.checkpoints} checkpoints on ${this.s.opts.destination}, the lease released; the container runs here`,
     );
   }
+}
+
+/**
+ * Once the lease is released: a checkpoint's dump still under way is told so (its hold
+ * lets CRIU thaw the container whatever the deadline says) and waited for, before its
+ * directory goes.
+ */
+async function settleInFlight(holding: Holding): Promise<void> {
+  if (!holding.holdDir || !holding.dumpDone) return;
+  for (const f of ['released', 'fail']) await fs.writeFile(path.join(holding.holdDir, f), '').catch(() => undefined);
+  await Promise.race([holding.dumpDone, delay(10_000)]);
+}
+
+async function reconnectSession(s: Session): Promise<void> {
+  const ssh = await SshConnection.connect(s.ssh.endpoint);
+  s.ssh = ssh;
+  s.dst.useConnection(ssh);
+}
+
+/** Marks the lease released (three tries): then failover refuses it, the container running here. */
+async function releaseLease(s: Session, r: ReplicaOptions): Promise<'released' | 'failed-over' | 'unreachable'> {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      if (!s.ssh.alive) await reconnectSession(s);
+      const a = await withLease(
+        s.dst,
+        r.dir,
+        (now, lease) => {
+          if (lease?.failedOver) return { result: 'failed-over' as const };
+          const renewed = renew(lease, now, holderOf(s.opts), r.leaseMs, r.fence);
+          if (renewed.answer !== 'renewed') return { result: 'unreachable' as const };
+          return { write: { ...renewed.record, released: true }, result: 'released' as const };
+        },
+        10_000,
+      );
+      if (a !== 'unreachable') return a;
+    } catch {
+      s.ssh.sever();
+    }
+    await delay(1000);
+  }
+  return 'unreachable';
 }

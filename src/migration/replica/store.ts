@@ -44,6 +44,11 @@ export interface StoreListing {
 export const PUBLISH_SCRIPT = `set -eu
 cd "$1"
 seq=$2
+# Under the lease's lock, and never once failed over: the restored container runs from
+# a checkpoint here, which a publish's pruning must not remove.
+exec 9>>lease.lock
+flock -w 30 9 || { echo "runc-migrate: the lease lock stayed taken for 30 s" >&2; exit 4; }
+if grep -q '"failedOver"' lease 2>/dev/null; then echo "runc-migrate: failed over: checkpoint $seq not published" >&2; exit 5; fi
 part=checkpoints/.$seq.partial
 [ -d "$part" ] || { echo "runc-migrate: no checkpoint $seq being written" >&2; exit 3; }
 sync -f "$part"

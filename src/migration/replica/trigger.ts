@@ -48,8 +48,11 @@ export class TriggerSocket {
 
   /** Binds PATH; ON gets each datagram's text. Resolves once the socket is there. */
   static async listen(path: string, on: (text: string) => void): Promise<TriggerSocket> {
+    // Its own process group: a Ctrl-C to the tool's is the tool's to handle, and the
+    // tool closes the socket as it stops.
     const child = spawn('perl', ['-e', TRIGGER_SCRIPT, path, String(process.pid)], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
     });
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -71,9 +74,9 @@ export class TriggerSocket {
   }
 
   async close(): Promise<void> {
-    if (this.child.exitCode !== null) return;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const ended = new Promise((r) => this.child.once('exit', r));
     this.child.kill('SIGPIPE');
-    await ended;
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 2000))]);
   }
 }
