@@ -25,6 +25,8 @@ before(async () => {
 after(() => fs.rmSync(REPLICAS, { recursive: true, force: true }));
 
 const BIN = path.join(ROOT, 'bin/migrate');
+/** The standby's lease clock (its /proc/uptime, ms): the test hosts share this machine's kernel. */
+const uptimeMs = () => Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000);
 
 function connection(): string[] {
   return ['-i', h.key, '--known-hosts', h.knownHosts, '--remote-runc-root', h.dstRoot, '--replica-dir', REPLICAS];
@@ -276,7 +278,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       await drop('-I', 'OUTPUT', '-d');
       const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
       await waitFor('the source to pause itself', async () => (await status(h.srcRoot, name)) === 'paused', 10_000);
-      const pausedAt = Date.now();
+      const pausedAt = uptimeMs();
       const current = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
       assert.ok(
         pausedAt < current.expiresAt,
@@ -329,7 +331,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       await drop('-I', 'INPUT', '-s');
       await drop('-I', 'OUTPUT', '-d');
       const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
-      await waitFor('the lease to expire', () => Date.now() > lease.expiresAt + 500, 10_000);
+      await waitFor('the lease to expire', () => uptimeMs() > lease.expiresAt + 500, 10_000);
       assert.equal(await status(h.srcRoot, name), 'running', 'the source went on serving');
       const refused = await failover(name);
       assert.equal(refused.code, 3, refused.stderr);

@@ -15,7 +15,7 @@ describe('the lease on the standby', () => {
     if (a.answer !== 'renewed') return;
     assert.equal(a.record.expiresAt, 16000);
     const other = renew(a.record, 2000, 'src:2', 15000, 'freeze');
-    assert.deepEqual(other, { answer: 'held', by: 'src:1', until: 16000 });
+    assert.deepEqual(other, { answer: 'held', by: 'src:1', leftMs: 14000 });
     assert.equal(
       renew(a.record, 16001, 'src:2', 15000, 'freeze').answer,
       'renewed',

@@ -12,6 +12,8 @@ import { failover, renew, type LeaseRecord } from '../../src/migration/replica/l
 import { LEASE_FILE, LEASE_SCRIPT, parseLeaseHead, withLease } from '../../src/migration/replica/leasefile.js';
 
 const host = new LocalHost(() => undefined);
+/** This machine's monotonic clock as the lease script reads it (/proc/uptime, ms). */
+const uptimeMs = () => Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000);
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'lease-'));
 const read = (dir: string): LeaseRecord => JSON.parse(fs.readFileSync(path.join(dir, LEASE_FILE), 'utf8'));
 
@@ -21,14 +23,15 @@ test('the lease script passes shellcheck (POSIX sh)', () => {
 
 test("a renewal writes the lease from the standby's clock; failover then marks it, and a later renewal hears failed-over", async () => {
   const dir = tmp();
-  const before = Date.now();
+  const before = uptimeMs();
   const a = await withLease(host, dir, (now, lease) => {
     const r = renew(lease, now, 'src:1', 15000, 'freeze');
     return { write: r.answer === 'renewed' ? r.record : undefined, result: r };
   });
   assert.equal(a.answer, 'renewed');
   const rec = read(dir);
-  assert.ok(rec.expiresAt >= before + 15000 && rec.expiresAt <= Date.now() + 15000, JSON.stringify(rec));
+  assert.ok(rec.expiresAt >= before + 15000 && rec.expiresAt <= uptimeMs() + 15000, JSON.stringify(rec));
+  assert.equal(rec.boot, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
   const f = await withLease(host, dir, (now, lease) => {
     const r = failover(lease, now + 16000, { sourceConfirmedStopped: false, force: false, by: 'op' });
     return { write: 'go' in r ? r.go : undefined, result: r };
@@ -85,4 +88,18 @@ test('a tool that goes silent in the section (never answers, never closes) does 
   const waited = Date.now() - t0;
   assert.ok(waited >= 700 && waited < 5000, `the second section waited ${waited} ms`);
   proc.kill('SIGKILL');
+});
+
+test('a lease written in an earlier boot of the standby ends its length after this boot began', async () => {
+  const dir = tmp();
+  fs.writeFileSync(
+    path.join(dir, LEASE_FILE),
+    JSON.stringify({ holder: 'a', expiresAt: 9e12, fence: 'freeze', leaseMs: 15000, boot: 'an-earlier-boot' }),
+  );
+  const seen = await withLease(host, dir, (now, lease) => ({ result: { now, expiresAt: lease?.expiresAt } }));
+  assert.equal(seen.expiresAt, 15000);
+  assert.ok(seen.now > 15000, 'this machine has been up for more than 15 s: the old lease has expired');
+  const head = parseLeaseHead(`now 1796561105086000000 123.45 ${'0'.repeat(8)}-aaaa-bbbb-cccc-${'d'.repeat(12)}\n.\n`);
+  assert.equal(head?.nowMs, 123450);
+  assert.equal(head?.wallMs, 1796561105086);
 });

@@ -115,10 +115,16 @@ export async function failover(opts: Options, f: FailoverOptions, progress: Prog
             : 'Run migrate replicate first (or give --replica-dir where it writes).',
         );
       type Verdict = { go: true } | { go: false; refuse: string; hint: string; lease?: LeaseRecord; now: number };
-      const answer = await withLease<Verdict>(standby, f.dir, (now, lease) => {
-        standbyNow = now;
+      const answer = await withLease<Verdict>(standby, f.dir, (now, lease, head) => {
+        standbyNow = head.wallMs;
         report.lease = lease && describeLease(lease, now);
-        const a = decide(lease, now, { sourceConfirmedStopped: sourceStopped, force: f.force, by, runningHere: false });
+        const a = decide(lease, now, {
+          sourceConfirmedStopped: sourceStopped,
+          force: f.force,
+          by,
+          runningHere: false,
+          wallMs: head.wallMs,
+        });
         return 'go' in a ? { write: a.go, result: { go: true } } : { result: { go: false, ...a, lease, now } };
       });
       if (answer.go) break;

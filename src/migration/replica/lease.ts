@@ -12,7 +12,12 @@
 // Pure decisions; test/model/lease.ts explores them against every interleaving of
 // renewals, delays, losses, the tool's death and failover attempts.
 
-/** The lease as the standby keeps it (its clock, milliseconds). */
+/**
+ * The lease as the standby keeps it. Its times are the standby's monotonic clock
+ * (/proc/uptime, milliseconds) in the boot `boot` names: a wall clock that NTP steps
+ * forward would end a lease early. (leasefile.ts reads the clock and rebases a lease of
+ * an earlier boot.)
+ */
 export interface LeaseRecord {
   /** Who replicates (the source host and the tool's pid): a second replicate is refused. */
   readonly holder: string;
@@ -25,14 +30,18 @@ export interface LeaseRecord {
   readonly fence: 'freeze' | 'none';
   /** Replication ended cleanly (the source still runs the container). */
   readonly released?: boolean;
-  /** Set by failover in the step that restores: from then on no renewal succeeds. */
+  /** Set by failover in the step that restores: from then on no renewal succeeds. `at`: the standby's wall clock (for people). */
   readonly failedOver?: { readonly at: number; readonly by: string };
+  /** The lease's length: after a reboot of the standby the lease ends this long after the boot. */
+  readonly leaseMs?: number;
+  /** The standby's boot (its /proc/sys/kernel/random/boot_id) whose clock expiresAt is on. */
+  readonly boot?: string;
 }
 
 export type RenewAnswer =
   | { readonly answer: 'renewed'; readonly record: LeaseRecord }
   | { readonly answer: 'failed-over'; readonly at: number; readonly by: string }
-  | { readonly answer: 'held'; readonly by: string; readonly until: number };
+  | { readonly answer: 'held'; readonly by: string; readonly leftMs: number };
 
 /** The standby's answer to a renewal by HOLDER at NOW (its clock), decided under its lock. */
 export function renew(
@@ -44,8 +53,8 @@ export function renew(
 ): RenewAnswer {
   if (rec?.failedOver) return { answer: 'failed-over', at: rec.failedOver.at, by: rec.failedOver.by };
   if (rec && rec.holder !== holder && !rec.released && rec.expiresAt > now)
-    return { answer: 'held', by: rec.holder, until: rec.expiresAt };
-  return { answer: 'renewed', record: { holder, expiresAt: now + leaseMs, fence } };
+    return { answer: 'held', by: rec.holder, leftMs: rec.expiresAt - now };
+  return { answer: 'renewed', record: { holder, expiresAt: now + leaseMs, fence, leaseMs } };
 }
 
 /** What failover knows besides the lease. */
@@ -56,6 +65,8 @@ export interface FailoverAsk {
   readonly force: boolean;
   /** Who fails over (for the record). */
   readonly by: string;
+  /** The standby's wall clock, for the record's `at` (now otherwise). */
+  readonly wallMs?: number;
   /**
    * false: the container does not run on the standby, so a failover marked earlier did
    * not restore it (its restore failed, or it was killed first): it may be tried again.
@@ -68,7 +79,9 @@ export type FailoverAnswer = { readonly go: LeaseRecord } | { readonly refuse: s
 
 /** Whether failover may restore at NOW (the standby's clock), decided under the lock that renew takes. */
 export function failover(rec: LeaseRecord | undefined, now: number, ask: FailoverAsk): FailoverAnswer {
-  const mark = (r: LeaseRecord): FailoverAnswer => ({ go: { ...r, failedOver: { at: now, by: ask.by } } });
+  const mark = (r: LeaseRecord): FailoverAnswer => ({
+    go: { ...r, failedOver: { at: ask.wallMs ?? now, by: ask.by } },
+  });
   if (!rec) {
     return ask.force || ask.sourceConfirmedStopped
       ? mark({ holder: 'none', expiresAt: now, fence: 'none' })
@@ -117,4 +130,14 @@ export function runsUntil(sentAt: number, leaseMs: number, marginMs: number): nu
 /** The margin runsUntil takes: 1 s for the freeze and the scheduling, and 2 % of the lease for the clocks' rates (NTP keeps them within 0.05 %). */
 export function leaseMargin(leaseMs: number): number {
   return 1000 + Math.ceil(leaseMs * 0.02);
+}
+
+/**
+ * The lease on the clock of boot BOOT: one written in an earlier boot of the standby ends
+ * its length after this boot began (the source's count, begun before the reboot, has
+ * ended by then). One with no recorded length keeps its time as written.
+ */
+export function rebase(lease: LeaseRecord | undefined, boot: string): LeaseRecord | undefined {
+  if (!lease || lease.boot === undefined || lease.boot === boot) return lease;
+  return { ...lease, expiresAt: lease.leaseMs ?? lease.expiresAt, boot };
 }

@@ -1,12 +1,12 @@
 // The lease file on the standby, read, decided on and written in one section under the
 // standby's lock, over one exec channel: the script takes the lock, prints the standby's
-// clock and the lease, and waits; the tool decides here (lease.ts, pure) and sends what to
+// clocks (wall, monotonic, boot) and the lease, and waits; the tool decides here (lease.ts, pure) and sends what to
 // write, or nothing; the script writes it (a new file, flushed, renamed into place) and
 // releases the lock. A tool that dies or loses the channel mid-section leaves the lease as
 // it was: the script reads end-of-file and writes nothing. Renewals and failover take the
 // same lock, so their decisions never interleave.
 import type { Host } from '../../host.js';
-import type { LeaseRecord } from './lease.js';
+import { type LeaseRecord, rebase } from './lease.js';
 
 export const LEASE_FILE = 'lease';
 /** The longest one locked section lasts on the standby (then its script ends itself). */
@@ -24,7 +24,8 @@ flock -w 30 9 || { echo "runc-migrate: the lease lock stayed taken for 30 s" >&2
 ( sleep "\${2:-${SECTION_LIMIT_S}}"; kill -9 $$ ) 9>&- </dev/null >/dev/null 2>&1 &
 watchdog=$!
 trap 'kill $watchdog 2>/dev/null' EXIT
-printf 'now %s\\n' "$(date +%s%N)"
+read -r up _ < /proc/uptime
+printf 'now %s %s %s\\n' "$(date +%s%N)" "$up" "$(cat /proc/sys/kernel/random/boot_id)"
 if [ -s ${LEASE_FILE} ]; then cat ${LEASE_FILE}; echo; fi
 echo ${END}
 IFS= read -r verdict || exit 0
@@ -37,18 +38,31 @@ sync .
 echo written
 `;
 
-/** The standby's clock (ms since the epoch) and the lease it holds, from the script's first lines. */
-export function parseLeaseHead(text: string): { nowMs: number; lease?: LeaseRecord } | undefined {
+/** What the section's head says: the standby's clocks and the lease it holds. */
+export interface LeaseHead {
+  /** The standby's wall clock (ms since the epoch): for people, and the RPO. */
+  wallMs: number;
+  /** Its monotonic clock (/proc/uptime, ms): the lease's. */
+  nowMs: number;
+  boot: string;
+  /** The lease, rebased onto this boot's clock (lease.ts rebase). */
+  lease?: LeaseRecord;
+}
+
+/** The standby's clocks and the lease it holds, from the script's first lines. */
+export function parseLeaseHead(text: string): LeaseHead | undefined {
   const lines = text.split('\n');
   const end = lines.indexOf(END);
   if (end < 0) return undefined;
-  const now = lines[0]?.match(/^now (\d+)$/);
+  const now = lines[0]?.match(/^now (\d+) (\d+)(?:\.(\d+))? ([0-9a-f-]+)$/);
   if (!now) return undefined;
-  const nowMs = Math.floor(Number(now[1]) / 1e6);
+  const wallMs = Math.floor(Number(now[1]) / 1e6);
+  const nowMs = Number(now[2]) * 1000 + Number((now[3] ?? '0').padEnd(3, '0').slice(0, 3));
+  const boot = now[4];
   const body = lines.slice(1, end).join('\n').trim();
-  if (!body) return { nowMs };
+  if (!body) return { wallMs, nowMs, boot };
   try {
-    return { nowMs, lease: JSON.parse(body) as LeaseRecord };
+    return { wallMs, nowMs, boot, lease: rebase(JSON.parse(body) as LeaseRecord, boot) };
   } catch {
     throw new Error(`the lease file is not a lease: ${body.slice(0, 120)}`);
   }
@@ -63,7 +77,7 @@ export function parseLeaseHead(text: string): { nowMs: number; lease?: LeaseReco
 export async function withLease<T>(
   host: Host,
   dir: string,
-  decide: (nowMs: number, lease: LeaseRecord | undefined) => { write?: LeaseRecord; result: T },
+  decide: (nowMs: number, lease: LeaseRecord | undefined, head: LeaseHead) => { write?: LeaseRecord; result: T },
   timeoutMs = 30_000,
 ): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -93,7 +107,7 @@ export async function withLease<T>(
     }, timeoutMs);
   });
   const section = async (): Promise<T> => {
-    const head = await new Promise<{ nowMs: number; lease?: LeaseRecord }>((resolve, reject) => {
+    const head = await new Promise<LeaseHead>((resolve, reject) => {
       proc.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         try {
@@ -111,7 +125,7 @@ export async function withLease<T>(
         ),
       );
     });
-    const d = decide(head.nowMs, head.lease);
+    const d = decide(head.nowMs, head.lease, head);
     if (d.write) {
       const written = new Promise<void>((resolve, reject) => {
         proc.stdout.on('data', () => (/\nwritten\n$/.test(out) ? resolve() : undefined));
@@ -125,7 +139,7 @@ export async function withLease<T>(
               ),
         );
       });
-      proc.stdin.write(`write\n${JSON.stringify(d.write)}\n`);
+      proc.stdin.write(`write\n${JSON.stringify({ ...d.write, boot: head.boot })}\n`);
       await written;
     } else {
       proc.stdin.write('keep\n');

@@ -223,7 +223,7 @@ async function start(
     );
   if (first.answer === 'held')
     throw new PreflightError(
-      `the standby's lease for ${opts.container} is held by ${first.by} until ${new Date(first.until).toISOString()}`,
+      `the standby's lease for ${opts.container} is held by ${first.by} for ${Math.ceil(first.leftMs / 1000)} s more`,
       'Another replicate of this container, from another host, is running: stop it first.',
     );
 
