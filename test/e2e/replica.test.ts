@@ -413,6 +413,33 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     }
   });
 
+  test('replicate restarted after its tool was killed: the earlier fence is stopped, the container runs on past its deadline', async () => {
+    const name = 'rep-restart';
+    await startExample(h, 'counter', name, { dstRootfs: false });
+    const first = replicate(name, ['--interval', '1s']);
+    let second: Replicating | undefined;
+    try {
+      await waitFor('two checkpoints', () => first.checkpoints() >= 2, 60_000);
+      first.proc.kill('SIGKILL');
+      await first.ended;
+      assert.equal(fences().length, 1, "the killed tool's fence watches on");
+      second = replicate(name, ['--interval', '1s']);
+      await waitFor('a checkpoint of the second run', () => (second?.checkpoints() ?? 0) >= 1, 60_000);
+      assert.equal(fences().length, 1, 'one fence: the earlier one stopped');
+      // The first run's lease (5 s) would have run out by now.
+      await new Promise((r) => setTimeout(r, 6000));
+      assert.equal(await status(h.srcRoot, name), 'running');
+      second.proc.kill('SIGINT');
+      const end = await second.ended;
+      assert.equal(end.code, 0, end.stderr);
+      assert.deepEqual(fences(), []);
+    } finally {
+      first.proc.kill('SIGKILL');
+      second?.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+
   test('SIGINT: replicate stops, releases the lease and removes what it added; failover then refuses', async () => {
     const name = 'rep-int';
     await startExample(h, 'counter', name, { dstRootfs: false });

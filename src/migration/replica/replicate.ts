@@ -25,7 +25,7 @@ import { NO_FAULTS } from '../faults.js';
 import { checkDestination } from '../preflight/destination.js';
 import { checksOn } from '../preflight/run.js';
 import { checkSource } from '../preflight/source.js';
-import { intentPath, lockContainer, RunningAlready } from '../recover/intent.js';
+import { intentPath, lockContainer, pidAlive, RunningAlready } from '../recover/intent.js';
 import { runcOf, type LocalSession, type Session } from '../session.js';
 import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup } from './checkpoint.js';
 import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
@@ -195,6 +195,9 @@ async function start(
     if (holding.fence) await stopFence(holding.fence);
     await fs.rm(work, { recursive: true, force: true });
   });
+  // Whose directory this is: a later run of the same container finds it (staleFences).
+  const owner: Owner = { container: opts.container, runcRoot: opts.runcRoot, pid: process.pid };
+  await fs.writeFile(path.join(work, OWNER_FILE), `${JSON.stringify(owner)}\n`);
   const bridge = path.join(work, 'rsync-bridge.sh');
   await writeBridge(bridge);
 
@@ -216,6 +219,9 @@ async function start(
   holding.release = () => releaseLease(s, r);
   const first = await withLease(s.dst, r.dir, (now, lease) => decideRenewal(lease, now, holder, r));
   if (first.answer !== 'renewed') holding.leaseMayBeHeld = false;
+  // An earlier run's fence (its tool killed) counts down a deadline nobody renews any
+  // more: with this run's lease confirmed and its own fence armed, it is stopped.
+  if (first.answer === 'renewed') await stopStaleFences(opts, work, progress);
   if (first.answer === 'failed-over')
     throw new PreflightError(
       `${opts.container} failed over to ${opts.destination} at ${new Date(first.at).toISOString()} (by ${first.by}): it runs there`,
@@ -318,6 +324,32 @@ async function startFence(
 }
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+const OWNER_FILE = 'owner';
+interface Owner {
+  container: string;
+  runcRoot: string;
+  pid: number;
+}
+
+/** Stops the fences (and removes the work directories) of earlier runs of this container whose tool is gone. */
+async function stopStaleFences(opts: Options, mine: string, progress: Progress): Promise<void> {
+  const parent = path.dirname(mine);
+  const names = await fs.readdir(parent).catch(() => [] as string[]);
+  for (const name of names.filter((n) => n.startsWith('runc-migrate-replica.'))) {
+    const dir = path.join(parent, name);
+    if (dir === mine) continue;
+    const o = await fs
+      .readFile(path.join(dir, OWNER_FILE), 'utf8')
+      .then((t) => JSON.parse(t) as Owner)
+      .catch(() => undefined);
+    if (!o || o.container !== opts.container || o.runcRoot !== opts.runcRoot || pidAlive(o.pid)) continue;
+    await fs.writeFile(path.join(dir, 'fence-stop'), '').catch(() => undefined);
+    await delay(500);
+    await fs.rm(dir, { recursive: true, force: true });
+    progress.warn(`stopped the fence of an earlier replicate of ${opts.container} (pid ${o.pid}, gone): ${dir}`);
+  }
+}
 
 /** Stops the fence and waits for it to end (before its directory goes: it would pause on a missing deadline). */
 async function stopFence(f: Fence): Promise<void> {
