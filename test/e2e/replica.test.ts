@@ -115,6 +115,11 @@ async function cleanup(name: string): Promise<void> {
   for (const root of [h.srcRoot, h.dstRoot])
     await sh(['runc', '--root', root, 'delete', '--force', name], { reject: false });
   fs.rmSync(path.join(REPLICAS, name), { recursive: true, force: true });
+  // The work directories of tools the test killed (a dead host's tmpfs would be gone).
+  for (const d of fs.readdirSync('/dev/shm').filter((f) => f.startsWith('runc-migrate-replica.'))) {
+    const owner = fs.existsSync(`/dev/shm/${d}/owner`) ? fs.readFileSync(`/dev/shm/${d}/owner`, 'utf8') : '';
+    if (owner.includes(`"container":"${name}"`)) fs.rmSync(`/dev/shm/${d}`, { recursive: true, force: true });
+  }
 }
 
 function fences(): string[] {
