@@ -120,6 +120,24 @@ async function cleanup(name: string): Promise<void> {
     const owner = fs.existsSync(`/dev/shm/${d}/owner`) ? fs.readFileSync(`/dev/shm/${d}/owner`, 'utf8') : '';
     if (owner.includes(`"container":"${name}"`)) fs.rmSync(`/dev/shm/${d}`, { recursive: true, force: true });
   }
+  // Nothing of any replicate may outlive its container: no fence, no dump held, no listener.
+  await waitFor('no replicate process left', () => replicaProcesses().length === 0, 10_000).catch(() =>
+    assert.fail(`left running: ${replicaProcesses().join('; ')}`),
+  );
+}
+
+function replicaProcesses(): string[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map((p) => {
+      try {
+        return `${p} ${fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}`;
+      } catch {
+        return '';
+      }
+    })
+    .filter((c) => c.includes('runc-migrate-replica.') || c.includes('trigger.sock'));
 }
 
 function fences(): string[] {

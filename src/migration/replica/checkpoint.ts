@@ -80,6 +80,8 @@ export function checkpointHoldScript(
   limitS: number,
   initPid: number,
   deadlineFile?: string,
+  /** The init's start time (the 22nd field of /proc/PID/stat): its pid reused by another is not it. */
+  initStart = '',
 ): string {
   const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
   const mayRun = deadlineFile
@@ -96,9 +98,18 @@ export function checkpointHoldScript(
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
 dir=${q(holdDir)}
 ${mayRun}
+# The container is gone once its init is: dead, a zombie (a task CRIU traces is not
+# reaped while CRIU waits here: kill -0 would say it lives), or its pid another's.
+gone() {
+  st=$(sed 's/.*) //' /proc/${initPid}/stat 2>/dev/null) || return 0
+  [ -n "$st" ] || return 0
+  # shellcheck disable=SC2086
+  set -- $st
+  [ "$1" = Z ]${initStart ? ` || [ "\${20:-}" != "${initStart}" ]` : ''}
+}
 leave() {
   while ! may_run && [ ! -e "$dir/released" ]; do
-    kill -0 ${initPid} 2>/dev/null || exit 1
+    gone && exit 1
     sleep 0.05
   done
   exit "$1"
@@ -172,9 +183,13 @@ export async function takeCheckpoint(
         `skipped: the lease's count leaves ${Math.round(left)} ms, less than the ${minLeftMs} ms a dump may take to reach its hold`,
       );
     const script = path.join(holdDir, 'hold.sh');
-    await fs.writeFile(script, checkpointHoldScript(holdDir, process.pid, c.freezeLimitS, c.initPid, c.deadlineFile), {
-      mode: 0o700,
-    });
+    await fs.writeFile(
+      script,
+      checkpointHoldScript(holdDir, process.pid, c.freezeLimitS, c.initPid, c.deadlineFile, await startTime(c.initPid)),
+      {
+        mode: 0o700,
+      },
+    );
     const config = path.join(local, 'criu.conf');
     await fs.writeFile(config, criuConfig(script), { mode: 0o600 });
     const argv = runc.checkpoint(c.srcRunc, c.container, {
@@ -348,4 +363,10 @@ async function rsyncOrFail(
   if (r.code !== 0) throw new CheckpointFailed(`syncing ${o.what} failed: ${r.stderr.trim().slice(-300)}`);
   const m = r.stdout.match(/Number of regular files transferred: ([\d,]+)/);
   return m ? Number(m[1].replace(/,/g, '')) : 0;
+}
+
+/** A process's start time, the 22nd field of /proc/PID/stat ('' when it is gone). */
+export async function startTime(pid: number): Promise<string> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
 }
