@@ -140,6 +140,7 @@ function replicaProcesses(): string[] {
     .filter((c) => c.includes('runc-migrate-replica.') || c.includes('trigger.sock'));
 }
 
+/** The fences running (their command lines, one each). */
 function fences(): string[] {
   const r = fs
     .readdirSync('/proc')
@@ -151,7 +152,9 @@ function fences(): string[] {
         return '';
       }
     });
-  return r.filter((c) => c.includes('runc-migrate-fence') && c.includes(h.srcRoot));
+  // One per fence: a subshell the fence forks for a moment (its $(...)) has the same
+  // command line, and is not a second fence.
+  return [...new Set(r.filter((c) => c.includes('runc-migrate-fence') && c.includes(h.srcRoot)))];
 }
 
 /** Samples the counter's count every 100 ms with the time (the source's). */
