@@ -8,7 +8,7 @@
 // server, forwarder and work directory is removed, but for what an in-doubt migration's
 // recovery needs.
 import { EXIT, MigrateError } from '../errors.js';
-import { LocalHost, RemoteHost } from '../host.js';
+import { RemoteHost } from '../host.js';
 import { DEFAULTS, type Options } from '../options.js';
 import type { Progress } from '../progress.js';
 import type { Report } from '../report.js';
@@ -22,7 +22,7 @@ import { checksOn } from './preflight/run.js';
 import { checkSource } from './preflight/source.js';
 import { prepare } from './prepare/prepare.js';
 import { Undo } from './prepare/undo.js';
-import { intentPath, lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
+import { lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
 import { recover } from './recover/recover.js';
 import {
   buildReport,
@@ -34,23 +34,14 @@ import {
 } from './report/build.js';
 import { AfterFreezeError, checkInterrupt } from './report/outcome.js';
 import { runPlan } from './runners.js';
-import { runcOf, type LocalSession, type Session } from './session.js';
+import { localSession, type LocalSession, type Session } from './session.js';
 import { reconnect } from './switchover/shared.js';
 
 export { interruption } from './report/outcome.js';
 
 export async function migrate(opts: Options, progress: Progress, faults: Faults = NO_FAULTS): Promise<Report> {
   const t0 = performance.now();
-  const log = (host: string, line: string) => progress.command(host, line);
-  const local: LocalSession = {
-    opts,
-    progress,
-    log,
-    src: new LocalHost(log),
-    ...runcOf(opts),
-    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
-    faults,
-  };
+  const local = localSession(opts, progress, faults);
   const undo = new Undo();
   const record = { done: false };
   const results: Results = {};

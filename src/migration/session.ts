@@ -1,12 +1,13 @@
 // What every stage of one migration shares: the options, the two hosts, runc on each,
 // the connection to the destination, and the test faults (none in production). Built
 // once the destination is connected; nothing in it is filled in later.
-import type { Host, RemoteHost } from '../host.js';
-import type { Options } from '../options.js';
+import { type Host, LocalHost, type RemoteHost } from '../host.js';
+import { DEFAULTS, type Options } from '../options.js';
 import type { Progress } from '../progress.js';
 import type { RuncGlobal } from '../runc.js';
 import type { SshConnection } from '../ssh/connection.js';
-import type { Faults } from './faults.js';
+import { type Faults, NO_FAULTS } from './faults.js';
+import { intentPath } from './recover/intent.js';
 
 /** What the source's checks need: nothing of the destination. */
 export interface LocalSession {
@@ -40,5 +41,19 @@ export function runcOf(opts: Options): { srcRunc: RuncGlobal; dstRunc: RuncGloba
       root: opts.remoteRuncRoot,
       criu: opts.remoteCriu === 'criu' ? undefined : opts.remoteCriu,
     },
+  };
+}
+
+/** What a run on this host shares before any connection: its options, this host, runc on each side, the record's path. */
+export function localSession(opts: Options, progress: Progress, faults: Faults = NO_FAULTS): LocalSession {
+  const log = (host: string, line: string) => progress.command(host, line);
+  return {
+    opts,
+    progress,
+    log,
+    src: new LocalHost(log),
+    ...runcOf(opts),
+    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
+    faults,
   };
 }

@@ -17,10 +17,11 @@
 import fs from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { criuLogErrors } from '../../criu.js';
 import { decodeStatsImage } from '../../criustats.js';
 import type { Host } from '../../host.js';
 import { type RuncGlobal, runc } from '../../runc.js';
-import { commandLine } from '../../shell.js';
+import { commandLine, quote } from '../../shell.js';
 import { type RsyncHosts, runRsync } from '../files/rsync-bridge.js';
 import { streamDir } from '../pages/stream.js';
 import { criuConfig } from '../switchover/hold.js';
@@ -83,10 +84,9 @@ export function checkpointHoldScript(
   /** The init's start time (the 22nd field of /proc/PID/stat): its pid reused by another is not it. */
   initStart = '',
 ): string {
-  const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
   const mayRun = deadlineFile
     ? `may_run() {
-  deadline=$(cat ${q(deadlineFile)} 2>/dev/null || echo 0)
+  deadline=$(cat ${quote(deadlineFile)} 2>/dev/null || echo 0)
   case $deadline in ''|*[!0-9]*) deadline=0 ;; esac
   read -r up _ < /proc/uptime
   now=$(printf '%s' "$up" | tr -d .)
@@ -96,7 +96,7 @@ export function checkpointHoldScript(
   return `#!/bin/sh
 # runc-migrate replicate: holds the frozen container at CRIU's post-dump while its files are synced.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
-dir=${q(holdDir)}
+dir=${quote(holdDir)}
 ${mayRun}
 # The container is gone once its init is: dead, a zombie (a task CRIU traces is not
 # reaped while CRIU waits here: kill -0 would say it lives), or its pid another's.
@@ -239,11 +239,7 @@ export async function takeCheckpoint(
     if (syncError) throw syncError;
     if (r.code !== 0) {
       const log = await fs.readFile(path.join(criuWork, 'dump.log'), 'utf8').catch(() => '');
-      const errs = log
-        .split('\n')
-        .filter((l) => /Error|error/.test(l))
-        .slice(-3)
-        .join(' | ');
+      const errs = criuLogErrors(log, 3).join(' | ');
       throw new CheckpointFailed(
         `the dump failed (${commandLine(argv)} exited ${r.code}: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}${errs ? `; CRIU: ${errs.slice(0, 300)}` : ''}); the container runs on`,
       );
@@ -343,9 +339,7 @@ async function msToDeadline(c: CheckpointSetup): Promise<number> {
 
 /** Whether the fence's deadline is far enough that CRIU may resume the container (half a second to spare). */
 async function safeToResume(c: CheckpointSetup): Promise<boolean> {
-  if (!c.deadlineFile) return true;
-  const deadline = Number((await fs.readFile(c.deadlineFile, 'utf8').catch(() => '0')).trim());
-  return (await uptimeCs()) + 50 < deadline;
+  return (await msToDeadline(c)) > 500;
 }
 
 async function rsyncOrFail(

@@ -20,6 +20,7 @@ import { addr, parseAddrDev, parseRouteDev } from '../network/address.js';
 import type { Progress } from '../../progress.js';
 import { runc, type RuncGlobal } from '../../runc.js';
 import { SshConnection } from '../../ssh/connection.js';
+import { criuLogErrors } from '../../criu.js';
 import { resolveEndpoint } from '../../ssh/endpoint.js';
 import { interruption } from '../../interrupt.js';
 import { runcOf } from '../session.js';
@@ -192,7 +193,8 @@ function describeLease(l: LeaseRecord, now: number): FailoverReport['lease'] {
   };
 }
 
-async function stateOn(h: Host, g: RuncGlobal, name: string): Promise<string> {
+/** The container's status on H as runc states it, or 'absent'. */
+export async function stateOn(h: Host, g: RuncGlobal, name: string): Promise<string> {
   const r = await h.run(runc.state(g, name), { allowFail: true });
   if (r.code !== 0) return 'absent';
   return (JSON.parse(r.stdout) as { status: string }).status;
@@ -220,11 +222,7 @@ async function restore(h: Host, g: RuncGlobal, opts: Options, dir: string, c: Ch
     const r = await h.run(argv, { allowFail: true, env: { CRIU_CONFIG_FILE: conf } });
     if (r.code !== 0) {
       const logText = (await h.run(['cat', path.posix.join(work, 'restore.log')], { allowFail: true })).stdout;
-      const lines = logText
-        .split('\n')
-        .filter((l) => /Error|error/.test(l))
-        .slice(-4)
-        .join(' | ');
+      const lines = criuLogErrors(logText, 4).join(' | ');
       // What this restore left is removed; a container that runs is not this restore's (a
       // second failover at once restored it first) and is left alone.
       if ((await stateOn(h, g, opts.container)) !== 'running') await removeContainer(h, g, opts.container);

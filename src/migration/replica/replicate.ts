@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { EXIT, MigrateError, PreflightError, type ExitCode } from '../../errors.js';
-import { LocalHost, RemoteHost } from '../../host.js';
+import { RemoteHost } from '../../host.js';
 import { DEFAULTS, type Options, type ReplicaOptions } from '../../options.js';
 import type { Progress } from '../../progress.js';
 import { runc } from '../../runc.js';
@@ -21,16 +21,16 @@ import { SshConnection } from '../../ssh/connection.js';
 import { resolveEndpoint } from '../../ssh/endpoint.js';
 import { interruption } from '../../interrupt.js';
 import { writeBridge } from '../files/rsync-bridge.js';
-import { NO_FAULTS } from '../faults.js';
 import { checkDestination } from '../preflight/destination.js';
 import { checksOn } from '../preflight/run.js';
 import { checkSource } from '../preflight/source.js';
-import { intentPath, lockContainer, pidAlive, RunningAlready } from '../recover/intent.js';
-import { runcOf, type LocalSession, type Session } from '../session.js';
+import { lockContainer, pidAlive, RunningAlready } from '../recover/intent.js';
+import { localSession, type Session } from '../session.js';
 import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup } from './checkpoint.js';
 import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
 import { leaseMargin, renew, type LeaseRecord, type RenewAnswer } from './lease.js';
 import { withLease } from './leasefile.js';
+import { stateOn } from './failover.js';
 import { criuSafePath } from '../switchover/hold.js';
 import { TriggerSocket, triggerWord } from './trigger.js';
 import { migrate } from '../migrate.js';
@@ -140,16 +140,8 @@ async function start(
   cleanups: Array<() => Promise<void>>,
   holding: Holding,
 ): Promise<ReplicaRun> {
-  const log = (host: string, line: string) => progress.command(host, line);
-  const local: LocalSession = {
-    opts,
-    progress,
-    log,
-    src: new LocalHost(log),
-    ...runcOf(opts),
-    intentFile: intentPath(DEFAULTS.intentDir, opts.container),
-    faults: NO_FAULTS,
-  };
+  const local = localSession(opts, progress);
+  const { log } = local;
   // One tool per container on this host: a migration and a replication never overlap.
   const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
     if (err instanceof RunningAlready)
@@ -582,10 +574,8 @@ class ReplicaRun {
     });
   }
 
-  private async state(): Promise<string> {
-    const st = await this.s.src.run(runc.state(this.s.srcRunc, this.s.opts.container), { allowFail: true });
-    if (st.code !== 0) return 'absent';
-    return (JSON.parse(st.stdout) as { status: string }).status;
+  private state(): Promise<string> {
+    return stateOn(this.s.src, this.s.srcRunc, this.s.opts.container);
   }
 
   /** The end: the lease released (failover refuses a released lease), the fence stopped. */
