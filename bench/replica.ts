@@ -20,14 +20,16 @@
 // Environment: RUNS (failover runs, default 5), CHECKPOINTS (per workload and interval,
 // default 5), PARTS ("checkpoints throughput failover", default all), OUT (default
 // bench/results), TAG (default "replica").
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
   type Hosts,
   ROOT,
+  type Replicating,
   clientProcess,
+  replicating,
   ns,
   removeEverywhere,
   serviceAddressOnSource,
@@ -60,43 +62,8 @@ function connection(): string[] {
   return ['-i', h.key, '--known-hosts', h.knownHosts, '--remote-runc-root', h.dstRoot, '--replica-dir', REPLICAS];
 }
 
-interface Replicating {
-  proc: ResultPromise;
-  events: Array<Record<string, unknown>>;
-  checkpoints: () => Array<Record<string, unknown>>;
-}
-
 function replicate(extra: string[]): Replicating {
-  const proc = execa(
-    ns('src')[0],
-    [
-      ...ns('src').slice(1),
-      'node',
-      BIN,
-      'replicate',
-      NAME,
-      `root@${h.dstAddr}`,
-      ...connection(),
-      '--runc-root',
-      h.srcRoot,
-      '--bundle',
-      path.join(h.dstBundles, NAME),
-      '--json',
-      ...extra,
-    ],
-    { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' } },
-  );
-  const events: Array<Record<string, unknown>> = [];
-  let buf = '';
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
-    }
-  });
-  return { proc, events, checkpoints: () => events.filter((e) => e.event === 'checkpoint') };
+  return replicating(h, NAME, REPLICAS, extra);
 }
 
 const redis = async (where: 'src' | 'dst', ...args: string[]) =>

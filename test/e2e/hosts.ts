@@ -326,3 +326,54 @@ export async function whereRunning(name: string, b: { src: string; dst: string }
   void name;
   return on;
 }
+
+/** A `migrate replicate` run in the source's namespace with --json, and its events as they come. */
+export interface Replicating {
+  proc: ResultPromise;
+  events: Array<Record<string, unknown>>;
+  /** Its checkpoint events so far. */
+  checkpoints: () => Array<Record<string, unknown>>;
+  ended: Promise<CliResult>;
+}
+
+/** Starts `migrate replicate NAME` to the destination (the standby), its replicas in REPLICAS. */
+export function replicating(h: Hosts, name: string, replicas: string, extra: string[]): Replicating {
+  const proc = execa(
+    ns('src')[0],
+    [
+      ...ns('src').slice(1),
+      'node',
+      path.join(ROOT, 'bin/migrate'),
+      'replicate',
+      name,
+      `root@${h.dstAddr}`,
+      '-i',
+      h.key,
+      '--known-hosts',
+      h.knownHosts,
+      '--remote-runc-root',
+      h.dstRoot,
+      '--replica-dir',
+      replicas,
+      '--runc-root',
+      h.srcRoot,
+      '--bundle',
+      path.join(h.dstBundles, name),
+      '--json',
+      ...extra,
+    ],
+    { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' } },
+  );
+  const events: Array<Record<string, unknown>> = [];
+  let buf = '';
+  proc.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  });
+  const ended = proc.then((r) => ({ code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) }));
+  return { proc, events, checkpoints: () => events.filter((e) => e.event === 'checkpoint'), ended };
+}

@@ -7,11 +7,24 @@
 // runs on both hosts (sampled every 100 ms through the partition). This kernel has no
 // soft-dirty tracking: every checkpoint is a full dump.
 import assert from 'node:assert/strict';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ns, readCounter, readEnv, ROOT, setupHosts, sh, startExample, status, waitFor, type Hosts } from './hosts.js';
+import {
+  ns,
+  readCounter,
+  readEnv,
+  type Replicating,
+  replicating,
+  ROOT,
+  setupHosts,
+  sh,
+  startExample,
+  status,
+  waitFor,
+  type Hosts,
+} from './hosts.js';
 
 let h: Hosts;
 let srcAddr: string;
@@ -32,46 +45,9 @@ function connection(): string[] {
   return ['-i', h.key, '--known-hosts', h.knownHosts, '--remote-runc-root', h.dstRoot, '--replica-dir', REPLICAS];
 }
 
-interface Replicating {
-  proc: ResultPromise;
-  events: Array<Record<string, unknown>>;
-  checkpoints: () => number;
-  ended: Promise<{ code: number; stdout: string; stderr: string }>;
-}
-
 /** Starts `migrate replicate` in the source's namespace, --json; its events as they come. */
 function replicate(name: string, extra: string[]): Replicating {
-  const proc = execa(
-    ns('src')[0],
-    [
-      ...ns('src').slice(1),
-      'node',
-      BIN,
-      'replicate',
-      name,
-      `root@${h.dstAddr}`,
-      ...connection(),
-      '--runc-root',
-      h.srcRoot,
-      '--bundle',
-      path.join(h.dstBundles, name),
-      '--json',
-      ...extra,
-    ],
-    { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' } },
-  );
-  const events: Array<Record<string, unknown>> = [];
-  let buf = '';
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
-    }
-  });
-  const ended = proc.then((r) => ({ code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) }));
-  return { proc, events, checkpoints: () => events.filter((e) => e.event === 'checkpoint').length, ended };
+  return replicating(h, name, REPLICAS, extra);
 }
 
 /** `migrate failover` from the client's namespace (a third machine that reaches the standby). */
@@ -157,6 +133,39 @@ function fences(): string[] {
   return [...new Set(r.filter((c) => c.includes('runc-migrate-fence') && c.includes(h.srcRoot)))];
 }
 
+/** A silent partition between the source and the standby: the standby's iptables DROP both ways (no FIN, no reset), or its removal. */
+async function partition(how: 'cut' | 'heal'): Promise<void> {
+  for (const [chain, way] of [
+    ['INPUT', '-s'],
+    ['OUTPUT', '-d'],
+  ]) {
+    const op = how === 'cut' ? '-I' : '-D';
+    await sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', op, chain, way, srcAddr, '-j', 'DROP'], {
+      reject: how === 'cut',
+    });
+  }
+}
+
+/** Samples both hosts every 100 ms until stopped; stop() returns the moments the counter ran on both. */
+function watchBoth(name: string) {
+  const both: string[] = [];
+  let sampling = true;
+  const sampled = (async () => {
+    while (sampling) {
+      const [s, d] = [await status(h.srcRoot, name), await status(h.dstRoot, name)];
+      if (s === 'running' && d === 'running') both.push(`${new Date().toISOString()}: running on both`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    stop: async () => {
+      sampling = false;
+      await sampled;
+      return both;
+    },
+  };
+}
+
 /** Samples the counter's count every 100 ms with the time (the source's). */
 function sampler(name: string) {
   const samples: Array<{ t: number; n: number }> = [];
@@ -184,7 +193,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const counts = sampler(name);
     const rep = replicate(name, ['--interval', '1s']);
     try {
-      await waitFor('three checkpoints', () => rep.checkpoints() >= 3, 60_000);
+      await waitFor('three checkpoints', () => rep.checkpoints().length >= 3, 60_000);
       await killSource(name, rep);
       await counts.stop();
       const last = rep.events.filter((e) => e.event === 'checkpoint').at(-1) as { seq: number; frozenAt: number };
@@ -226,7 +235,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     await redis('src', ['debug', 'populate', '64000', 'k', '1000']);
     const rep = replicate(name, ['--interval', '1s']);
     try {
-      await waitFor('a first checkpoint', () => rep.checkpoints() >= 1, 60_000);
+      await waitFor('a first checkpoint', () => rep.checkpoints().length >= 1, 60_000);
       await redis('src', ['set', 'before', 'yes']);
       const setAt = Date.now();
       await waitFor(
@@ -254,7 +263,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const rep = replicate(name, ['--interval', '1s']);
     const store = path.join(REPLICAS, name, 'checkpoints');
     try {
-      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      await waitFor('two checkpoints', () => rep.checkpoints().length >= 2, 60_000);
       // Killed once the next checkpoint's partial directory is there (its tree being copied).
       await waitFor(
         'a checkpoint being written',
@@ -284,24 +293,12 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const name = 'rep-part';
     await startExample(h, 'counter', name, { dstRootfs: false });
     const rep = replicate(name, ['--interval', '1s', '--lease', '4s']);
-    const drop = (op: '-I' | '-D', chain: string, dir: '-s' | '-d') =>
-      sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', op, chain, dir, srcAddr, '-j', 'DROP'], {
-        reject: op === '-I',
-      });
     // Both copies, every 100 ms, from the start of the partition to the end.
-    const both: string[] = [];
-    let sampling = true;
-    const sampled = (async () => {
-      while (sampling) {
-        const [s, d] = [await status(h.srcRoot, name), await status(h.dstRoot, name)];
-        if (s === 'running' && d === 'running') both.push(`${new Date().toISOString()}: running on both`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
+    const watch = watchBoth(name);
+    let both: string[] = [];
     try {
-      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
-      await drop('-I', 'INPUT', '-s');
-      await drop('-I', 'OUTPUT', '-d');
+      await waitFor('two checkpoints', () => rep.checkpoints().length >= 2, 60_000);
+      await partition('cut');
       const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
       await waitFor('the source to pause itself', async () => (await status(h.srcRoot, name)) === 'paused', 10_000);
       const pausedAt = uptimeMs();
@@ -314,8 +311,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       assert.equal(r.code, 0, `failover: ${JSON.stringify(r.report)} ${r.stderr}`);
       assert.equal(await status(h.dstRoot, name), 'running');
       // Healing: the source hears of the failover at its next renewal and stays paused.
-      await drop('-D', 'INPUT', '-s');
-      await drop('-D', 'OUTPUT', '-d');
+      await partition('heal');
       const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 30_000))]);
       assert.ok(end, 'replicate ended once it heard of the failover');
       assert.equal(end.code, 5, end.stderr);
@@ -325,10 +321,8 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       assert.deepEqual(fences(), [], 'the fence ended');
       await new Promise((res) => setTimeout(res, 500));
     } finally {
-      sampling = false;
-      await sampled;
-      await drop('-D', 'INPUT', '-s');
-      await drop('-D', 'OUTPUT', '-d');
+      both = await watch.stop();
+      await partition('heal');
       rep.proc.kill('SIGKILL');
       await cleanup(name);
     }
@@ -339,23 +333,11 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const name = 'rep-nofence';
     await startExample(h, 'counter', name, { dstRootfs: false });
     const rep = replicate(name, ['--interval', '1s', '--lease', '4s', '--fence', 'none']);
-    const drop = (op: '-I' | '-D', chain: string, dir: '-s' | '-d') =>
-      sh(['nsenter', '--net=/run/netns/rm-dst', 'iptables', '-w', op, chain, dir, srcAddr, '-j', 'DROP'], {
-        reject: op === '-I',
-      });
-    const both: string[] = [];
-    let sampling = true;
-    const sampled = (async () => {
-      while (sampling) {
-        const [s, d] = [await status(h.srcRoot, name), await status(h.dstRoot, name)];
-        if (s === 'running' && d === 'running') both.push(`${new Date().toISOString()}: running on both`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
+    const watch = watchBoth(name);
+    let both: string[] = [];
     try {
-      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
-      await drop('-I', 'INPUT', '-s');
-      await drop('-I', 'OUTPUT', '-d');
+      await waitFor('two checkpoints', () => rep.checkpoints().length >= 2, 60_000);
+      await partition('cut');
       const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { expiresAt: number };
       await waitFor('the lease to expire', () => uptimeMs() > lease.expiresAt + 500, 10_000);
       assert.equal(await status(h.srcRoot, name), 'running', 'the source went on serving');
@@ -367,16 +349,13 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       assert.equal(r.report.source, 'stopped-now');
       assert.equal(await status(h.srcRoot, name), 'absent');
       assert.equal(await status(h.dstRoot, name), 'running');
-      await drop('-D', 'INPUT', '-s');
-      await drop('-D', 'OUTPUT', '-d');
+      await partition('heal');
       const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 30_000))]);
       assert.ok(end, 'replicate ended once it heard of the failover');
       assert.equal(end.code, 5, end.stderr);
     } finally {
-      sampling = false;
-      await sampled;
-      await drop('-D', 'INPUT', '-s');
-      await drop('-D', 'OUTPUT', '-d');
+      both = await watch.stop();
+      await partition('heal');
       rep.proc.kill('SIGKILL');
       await cleanup(name);
     }
@@ -412,9 +391,9 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const ask = (word: string) =>
       sh(['runc', '--root', h.srcRoot, 'exec', name, '/bin/trigger', '/run/migrate/trigger.sock', word]);
     try {
-      await waitFor('the first checkpoint', () => rep.checkpoints() >= 1, 60_000);
+      await waitFor('the first checkpoint', () => rep.checkpoints().length >= 1, 60_000);
       await ask('CHECKPOINT');
-      await waitFor('the asked-for checkpoint', () => rep.checkpoints() >= 2, 10_000);
+      await waitFor('the asked-for checkpoint', () => rep.checkpoints().length >= 2, 10_000);
       await ask('HELLO');
       await waitFor('the unknown word logged', () =>
         rep.events.some((e) => e.event === 'trigger' && e.text === 'HELLO' && e.action === 'ignored'),
@@ -445,12 +424,12 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const first = replicate(name, ['--interval', '1s']);
     let second: Replicating | undefined;
     try {
-      await waitFor('two checkpoints', () => first.checkpoints() >= 2, 60_000);
+      await waitFor('two checkpoints', () => first.checkpoints().length >= 2, 60_000);
       first.proc.kill('SIGKILL');
       await first.ended;
       assert.equal(fences().length, 1, "the killed tool's fence watches on");
       second = replicate(name, ['--interval', '1s']);
-      await waitFor('a checkpoint of the second run', () => (second?.checkpoints() ?? 0) >= 1, 60_000);
+      await waitFor('a checkpoint of the second run', () => (second?.checkpoints().length ?? 0) >= 1, 60_000);
       assert.equal(fences().length, 1, 'one fence: the earlier one stopped');
       // The first run's lease (5 s) would have run out by now.
       await new Promise((r) => setTimeout(r, 6000));
@@ -472,7 +451,7 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
     const before = fs.readdirSync('/dev/shm').filter((f) => f.startsWith('runc-migrate-replica'));
     const rep = replicate(name, ['--interval', '1s']);
     try {
-      await waitFor('two checkpoints', () => rep.checkpoints() >= 2, 60_000);
+      await waitFor('two checkpoints', () => rep.checkpoints().length >= 2, 60_000);
       rep.proc.kill('SIGINT');
       const end = await rep.ended;
       assert.equal(end.code, 0, end.stderr);
