@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
+  INTENT_DIR,
   ns,
   readCounter,
   readEnv,
@@ -100,6 +101,14 @@ async function cleanup(name: string): Promise<void> {
   await waitFor('no replicate process left', () => replicaProcesses().length === 0, 10_000).catch(() =>
     assert.fail(`left running: ${replicaProcesses().join('; ')}`),
   );
+  // A tool killed with SIGKILL leaves its lock (the next run on this container takes a dead
+  // one over); a lock whose owner lives is a leak. The crash tests count every file there.
+  const lock = path.join(INTENT_DIR, `${name}.lock`);
+  if (fs.existsSync(lock)) {
+    const pid = Number(fs.readFileSync(lock, 'utf8').trim());
+    assert.ok(!fs.existsSync(`/proc/${pid}`), `${lock} is held by pid ${pid}, still alive`);
+    fs.rmSync(lock, { force: true });
+  }
 }
 
 function replicaProcesses(): string[] {
