@@ -175,6 +175,11 @@ export function buildProgram(): Command {
       'after the final delta, compare the synced trees (contents and metadata) while frozen; a difference rolls back (costs a read of every file on both hosts)',
     )
     .option(
+      '--replica-dir <dir>',
+      "where migrate replicate keeps replicas on its standby: a migration to that host starts from this container's (and stops its replicate)",
+      DEFAULTS.replicaDir,
+    )
+    .option(
       '--hold-timeout <seconds>',
       `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`,
     )

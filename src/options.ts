@@ -186,6 +186,8 @@ export interface Options {
   syncVolumes: string[];
   /** --verify-files: compare the trees after the final delta, while frozen; a difference rolls back. */
   verifyFiles: boolean;
+  /** --replica-dir: where replicate keeps replicas on its standby (a migration there starts from this container's). */
+  replicaDir: string;
 }
 
 /** What commander hands over: strings and booleans as typed. */
@@ -231,6 +233,7 @@ export interface RawOptions {
   syncRootfs?: boolean;
   verifyFiles?: boolean;
   syncVolume?: string[];
+  replicaDir?: string;
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -384,6 +387,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
     syncRootfs: raw.syncRootfs ?? DEFAULTS.syncRootfs,
     syncVolumes: (raw.syncVolume ?? []).map((v) => absolute(v, '--sync-volume')),
     verifyFiles: raw.verifyFiles ?? false,
+    replicaDir: absolute(raw.replicaDir ?? DEFAULTS.replicaDir, '--replica-dir'),
   };
 }
 

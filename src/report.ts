@@ -60,6 +60,12 @@ export interface Report {
   bytesMoved?: number;
   /** The container's files (rootfs, volumes): what was synced, the pre-sync and the final delta (in the freeze). */
   files?: FilesReport;
+  /**
+   * A replica of the container on the destination (migrate replicate's standby): its
+   * checkpoint the root filesystem started from, the replicate stopped for this
+   * migration, and whether the replica was removed after the commit.
+   */
+  replica?: { dir: string; seq: number; frozenAt: string; stoppedReplicate?: number; removed?: boolean };
   phases: PhaseTiming[];
   /**
    * Where the container runs when the tool exits: what a script needs to know. 'none': it

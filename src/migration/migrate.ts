@@ -22,7 +22,9 @@ import { checksOn } from './preflight/run.js';
 import { checkSource } from './preflight/source.js';
 import { prepare } from './prepare/prepare.js';
 import { Undo } from './prepare/undo.js';
-import { lockContainer, readIntent, removeIntent, RunningAlready, writeIntent } from './recover/intent.js';
+import { readIntent, removeIntent, writeIntent } from './recover/intent.js';
+import { findBasis, holderOf, lockForMigration, removeReplica } from './replica/basis.js';
+import path from 'node:path';
 import { recover } from './recover/recover.js';
 import {
   buildReport,
@@ -49,6 +51,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
   let session: Session | undefined;
   let stage = 'start' as Stage;
   let seen: SeenBeforeFreeze = 'not-looked';
+  let stoppedReplicate: number | undefined;
   // The stages, in order; each hands its result to the next.
   const stages = async (): Promise<void> => {
     const endpoint = resolveEndpoint(opts);
@@ -57,17 +60,11 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
       progress.phase('connect', `connect to ${endpoint.user}@${endpoint.host}:${endpoint.port}`, () =>
         SshConnection.connect(endpoint),
       );
-    // Before anything else: a second run of the same container is refused, the first untouched.
-    const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
-      if (err instanceof RunningAlready)
-        throw new MigrateError(
-          `a migration of ${opts.container} is already running on this machine (pid ${err.pid})`,
-          EXIT.PREFLIGHT,
-          'Wait for it to end. Nothing was changed.',
-        );
-      throw err;
-    });
-    undo.add('release the lock on the container', unlock);
+    // Before anything else: a second run of the same container is refused, the first
+    // untouched; a replicate to this destination is stopped (basis.ts).
+    const { unlock, stopped } = await lockForMigration(opts, progress);
+    if (unlock) undo.add('release the lock on the container', unlock);
+    stoppedReplicate = stopped?.pid;
     stage = 'earlier-run';
     const earlier = await settleEarlier(local, connect);
     if (earlier?.ssh) session = sessionOver(local, earlier.ssh);
@@ -86,6 +83,17 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     const s = session;
     const destination = await checkDestination(s, source, checks);
     const facts = { source, destination };
+    // This container's replica on the destination: the root filesystem starts from it.
+    const replicaDir = stopped?.dir ?? path.posix.join(opts.replicaDir, opts.container);
+    if (destination.files?.plan.trees.some((t) => t.containerPath === '/')) {
+      results.replica = await findBasis(s.dst, replicaDir, holderOf(opts));
+      if (results.replica) results.replica.stoppedReplicate = stoppedReplicate;
+      const b = results.replica;
+      if (b)
+        progress.info(
+          `the destination holds a replica of ${opts.container} (checkpoint ${b.seq}, ${new Date(b.frozenAt).toISOString()}): the root filesystem's files unchanged since are not sent`,
+        );
+    }
     results.transport = { name: destination.transport, why: destination.transportWhy };
     checkInterrupt();
     stage = 'plan';
@@ -98,7 +106,8 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     const kind = plan.method.kind;
     results.mode = kind === 'pre-copy' ? modeOf(plan.method) : kind;
     stage = 'prepare';
-    const res = await prepare(s, facts, plan, undo);
+    const b = results.replica;
+    const res = await prepare(s, facts, plan, undo, b && { rootfs: b.rootfs, frozenAtS: b.frozenAt / 1000 });
     results.files = res.files?.report;
     stage = 'run';
     results.migrated = await runPlan({ s, facts, plan, res, undo, results, record });
@@ -113,8 +122,14 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     // (Only once prepare may have made something there: before it, nothing waits on the destination.)
     if (session && !session.ssh.alive && (stage === 'prepare' || stage === 'run')) await reconnect(session);
     await undo.release((m) => progress.warn(m));
+    if (results.replica && results.migrated && !failure && session && (await reconnect(session)))
+      await removeReplica(session.dst, results.replica, progress);
     session?.ssh.close();
     if (record.done) results.remoteLeft = await settleRecord(local, !failure, undo.left[0]);
+    if (stoppedReplicate !== undefined && !(results.migrated && !failure))
+      progress.warn(
+        `migrate replicate (pid ${stoppedReplicate}) was stopped for this migration, which did not move ${opts.container}: start it again to keep its standby current`,
+      );
   }
   return buildReport(opts, progress, results, failure, performance.now() - t0);
 }

@@ -7,12 +7,15 @@
 // runs on both hosts (sampled every 100 ms through the partition). This kernel has no
 // soft-dirty tracking: every checkpoint is a full dump.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
+  baseArgs,
   INTENT_DIR,
+  migrate,
   ns,
   readCounter,
   readEnv,
@@ -105,7 +108,7 @@ async function cleanup(name: string): Promise<void> {
   // one over); a lock whose owner lives is a leak. The crash tests count every file there.
   const lock = path.join(INTENT_DIR, `${name}.lock`);
   if (fs.existsSync(lock)) {
-    const pid = Number(fs.readFileSync(lock, 'utf8').trim());
+    const pid = Number(fs.readFileSync(lock, 'utf8').split('\n')[0]);
     assert.ok(!fs.existsSync(`/proc/${pid}`), `${lock} is held by pid ${pid}, still alive`);
     fs.rmSync(lock, { force: true });
   }
@@ -412,15 +415,70 @@ describe('replicate and failover (namespace hosts)', { concurrency: false }, () 
       const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 120_000))]);
       assert.ok(end, 'replicate ended with the migration');
       assert.equal(end.code, 0, end.stderr);
-      const migrated = rep.events.find((e) => e.event === 'migrated') as { report: { exitCode: number } } | undefined;
+      const migrated = rep.events.find((e) => e.event === 'migrated') as
+        | { report: { exitCode: number; replica?: { seq: number; removed?: boolean } } }
+        | undefined;
       assert.equal(migrated?.report.exitCode, 0);
       assert.equal(await status(h.srcRoot, name), 'absent');
       assert.equal(await status(h.dstRoot, name), 'running');
       const after = await readCounter(path.join(h.dstBundles, name));
       assert.ok(after >= before, `the count went on: ${before} -> ${after}`);
       assert.equal(fs.existsSync(sock), false, 'the socket is removed');
-      const lease = JSON.parse(fs.readFileSync(path.join(REPLICAS, name, 'lease'), 'utf8')) as { released?: boolean };
-      assert.equal(lease.released, true);
+      // The migration started from the replica, which it removed once committed.
+      const replica = migrated?.report.replica;
+      assert.ok(replica && replica.seq >= 2 && replica.removed, JSON.stringify(replica));
+      assert.equal(fs.existsSync(path.join(REPLICAS, name)), false, 'the replica is removed after the commit');
+    } finally {
+      rep.proc.kill('SIGKILL');
+      await cleanup(name);
+    }
+  });
+
+  test('a planned migration to the standby stops replicate and starts from its replica: fewer bytes move, and a same-size rewrite with an old time since the checkpoint still arrives', async () => {
+    const name = 'rep-plan';
+    const b = await startExample(h, 'counter', name, { dstRootfs: false });
+    // 24 MB of files the container does not change, and one it will have rewritten since.
+    const bulk = path.join(b.src, 'rootfs', 'var', 'bulk');
+    fs.mkdirSync(bulk, { recursive: true });
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(bulk, `blob${i}`), crypto.randomBytes(4 << 20));
+    const kept = path.join(b.src, 'rootfs', 'var', 'kept.txt');
+    fs.writeFileSync(kept, 'A'.repeat(4096));
+    const old = new Date('2020-01-01T00:00:00Z');
+    fs.utimesSync(kept, old, old);
+    // A long interval: no checkpoint after the first, which the rewrite then follows.
+    const rep = replicate(name, ['--interval', '60s']);
+    try {
+      await waitFor('a checkpoint', () => rep.checkpoints().length >= 1, 60_000);
+      // After that checkpoint: the same size, the same old time, other bytes.
+      fs.writeFileSync(kept, 'B'.repeat(4096));
+      fs.utimesSync(kept, old, old);
+      const before = await readCounter(b.src);
+      const r = await migrate([...baseArgs(h, name, b.dst), '--replica-dir', REPLICAS, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(r.stdout) as {
+        replica?: { seq: number; stoppedReplicate?: number; removed?: boolean };
+        files: {
+          presync: Array<{ figures: { wireBytes: number; totalFileBytes: number } }>;
+          basis?: { marked: number };
+        };
+      };
+      const end = await Promise.race([rep.ended, new Promise<undefined>((res) => setTimeout(res, 5_000))]);
+      assert.ok(end, 'replicate was stopped by the migration');
+      assert.equal(end.code, 0, end.stderr);
+      assert.equal(report.replica?.stoppedReplicate, rep.proc.pid);
+      assert.equal(report.replica?.seq, rep.checkpoints()[0].seq, JSON.stringify(report.replica));
+      // Without the replica the pre-sync sends the whole tree (24 MB and more); from it, a few hundred KB.
+      const first = report.files.presync[0].figures;
+      assert.ok(first.totalFileBytes > 24 << 20, JSON.stringify(first));
+      assert.ok(first.wireBytes < first.totalFileBytes / 20, `sent ${first.wireBytes} of ${first.totalFileBytes}`);
+      assert.ok((report.files.basis?.marked ?? 0) >= 1, JSON.stringify(report.files.basis));
+      assert.equal(fs.readFileSync(path.join(b.dst, 'rootfs', 'var', 'kept.txt'), 'utf8'), 'B'.repeat(4096));
+      assert.equal(await status(h.srcRoot, name), 'absent');
+      assert.equal(await status(h.dstRoot, name), 'running');
+      const after = await readCounter(b.dst);
+      assert.ok(after >= before, `the count went on: ${before} -> ${after}`);
+      assert.equal(report.replica?.removed, true);
+      assert.equal(fs.existsSync(path.join(REPLICAS, name)), false);
     } finally {
       rep.proc.kill('SIGKILL');
       await cleanup(name);

@@ -73,3 +73,31 @@ test("one run per container: a live run's lock is refused, a dead run's taken ov
   await release();
   assert.ok(!fs.existsSync(path.join(dir, 'web1.lock')) && !fs.existsSync(path.join(dir, 'web3.lock')));
 });
+
+test("a lock's note (a replicate's standby and replica) reaches the run it refuses; the holder's release still finds its own pid", async () => {
+  const dir = path.join(tmp, 'notes');
+  const note = { replicate: { destination: 'root@standby', dir: '/var/lib/runc-migrate/replicas/web4' } };
+  const release = await lockContainer(dir, 'web4', note);
+  assert.deepEqual(fs.readFileSync(path.join(dir, 'web4.lock'), 'utf8').split('\n'), [
+    String(process.pid),
+    JSON.stringify(note),
+    '',
+  ]);
+  // Another live run holds web5 with a note: the refusal carries it.
+  const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10000)'], { stdio: 'ignore' });
+  try {
+    fs.writeFileSync(path.join(dir, 'web5.lock'), `${other.pid}\n${JSON.stringify(note)}\n`);
+    await assert.rejects(
+      lockContainer(dir, 'web5'),
+      (e: Error) =>
+        e instanceof RunningAlready && e.pid === other.pid && e.note?.replicate?.destination === 'root@standby',
+    );
+    // A note cut short is no note: still refused, by the pid.
+    fs.writeFileSync(path.join(dir, 'web5.lock'), `${other.pid}\n{"replic`);
+    await assert.rejects(lockContainer(dir, 'web5'), (e: Error) => e instanceof RunningAlready && e.note === undefined);
+  } finally {
+    other.kill('SIGKILL');
+  }
+  await release();
+  assert.ok(!fs.existsSync(path.join(dir, 'web4.lock')));
+});

@@ -12,6 +12,11 @@
 // found by a walk while frozen. ctime cannot be set back by a writer, only by a clock
 // that steps backwards.
 // A rollback leaves the destination's files synced; the source's are never written.
+// A replica of the container on the destination (replicate's latest checkpoint, taken
+// from this source) is the first pre-sync's basis: files unchanged from its tree are
+// copied there and not sent (rsync --copy-dest); then the files whose inode changed
+// since that checkpoint's freeze are compared by content, since a rewrite that kept size
+// and time would pass rsync's check against the replica's copy.
 import fs from 'node:fs/promises';
 import crypto from 'node:crypto';
 import path from 'node:path';
@@ -51,6 +56,16 @@ export interface FinalPass extends SyncPass {
   verify?: { ms: number; differences: number };
 }
 
+/** A replica's tree on the destination that the first pre-sync of the root filesystem starts from. */
+export interface FilesBasis {
+  /** Its path on the destination. */
+  rootfs: string;
+  /** When it was the container's tree: its checkpoint's freeze (the source's clock, seconds since the epoch). */
+  frozenAtS: number;
+}
+
+const isRootfs = (t: SyncTree) => t.containerPath === '/' && !t.file;
+
 /** What the report carries about the files. */
 export interface FilesReport {
   trees: Array<{ what: string; src: string; dst: string }>;
@@ -64,6 +79,8 @@ export interface FilesReport {
   final?: FinalPass;
   /** The change log: directories watched, or why there is none. */
   changeLog?: { watched?: number; lost?: string };
+  /** The replica's tree the first pre-sync started from, and how many of its files were compared by content. */
+  basis?: FilesBasis & { marked: number };
 }
 
 const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
@@ -114,7 +131,7 @@ export class FilesSync {
     /** This host's work directory, the bundle's path on the destination, the container's init. */
     private readonly at: { work: WorkPaths; bundle: string; pid: number },
     private readonly plan: SyncPlan,
-    private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean },
+    private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean; basis?: FilesBasis },
   ) {
     this.report = {
       trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })),
@@ -139,7 +156,7 @@ export class FilesSync {
     at: { work: WorkPaths; bundle: string; pid: number },
     plan: SyncPlan,
     undo: Undo,
-    o: { shared: string[]; srcConfig?: string; verify: boolean },
+    o: { shared: string[]; srcConfig?: string; verify: boolean; basis?: FilesBasis },
   ): Promise<FilesSync> {
     const bridge = path.join(at.work.base, 'rsync-shell.sh');
     await writeBridge(bridge);
@@ -157,7 +174,12 @@ export class FilesSync {
    * container runs (the presync): the destination's directories are made first, and a
    * signal stops it.
    */
-  private async rsyncAll(timeoutMs: number, running: boolean, trees = this.plan.trees): Promise<RsyncFigures> {
+  private async rsyncAll(
+    timeoutMs: number,
+    running: boolean,
+    trees = this.plan.trees,
+    basis?: FilesBasis,
+  ): Promise<RsyncFigures> {
     let total = ZERO;
     for (const t of trees) {
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.file ? path.dirname(t.dst) : t.dst]);
@@ -170,6 +192,7 @@ export class FilesSync {
         interruptible: running,
         file: t.file,
         ignoreTimes: t.file && !running,
+        copyDest: basis && isRootfs(t) ? basis.rootfs : undefined,
       });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
@@ -198,9 +221,9 @@ export class FilesSync {
   }
 
   /** Files of the source's trees whose inode changed (ctime) since START (seconds since the epoch), as destination paths. */
-  private async changedSince(startS: number): Promise<string[]> {
+  private async changedSince(startS: number, trees = this.dirTrees): Promise<string[]> {
     const out: string[] = [];
-    for (const t of this.dirTrees) {
+    for (const t of trees) {
       const r = await this.ctx.src.run(
         ['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'],
         { allowFail: true },
@@ -247,9 +270,19 @@ export class FilesSync {
       });
     }
     this.cancelPending();
-    const figures = await this.rsyncAll(24 * 3600_000, true);
+    const basis = this.report.presync.length === 0 ? this.o.basis : undefined;
+    let figures = await this.rsyncAll(24 * 3600_000, true, this.plan.trees, basis);
+    let marked = 0;
+    const root = this.dirTrees.find(isRootfs);
+    if (basis && root) {
+      // What changed since the replica's freeze (and a margin for the clock's grain) is
+      // compared by content: the copy from the replica is marked stale, and sent again.
+      marked = await this.markStale(await this.changedSince(basis.frozenAtS - 2, [root]));
+      if (marked > 0) figures = sum(figures, await this.rsyncAll(24 * 3600_000, true, [root]));
+      this.report.basis = { ...basis, marked };
+    }
     await this.prestart();
-    const pass = { ms: performance.now() - t0, figures, marked: 0 };
+    const pass = { ms: performance.now() - t0, figures, marked };
     this.report.presync.push(pass);
     return pass;
   }

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PreflightError } from '../../errors.js';
 import { DEFAULTS } from '../../options.js';
-import { FilesSync } from '../files/rootfs.js';
+import { type FilesBasis, FilesSync } from '../files/rootfs.js';
 import { guardPort } from '../network/portguard.js';
 import { makeCertificates, type Certificates } from '../pages/certs.js';
 import { Throttle } from '../pages/throttle.js';
@@ -30,7 +30,14 @@ export interface Resources {
   readonly files?: FilesSync;
 }
 
-export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo): Promise<Resources> {
+export async function prepare(
+  s: Session,
+  facts: Facts,
+  plan: Plan,
+  undo: Undo,
+  /** A replica's tree on the destination the root filesystem's first pre-sync starts from. */
+  basis?: FilesBasis,
+): Promise<Resources> {
   const step = <T>(title: string, run: () => Promise<{ value: T; detail: string }>) =>
     s.progress
       .phase(phaseName('prepare', title), title, run, (r) => (r.detail ? `(${r.detail})` : undefined))
@@ -62,7 +69,7 @@ export async function prepare(s: Session, facts: Facts, plan: Plan, undo: Undo):
           { work: local, bundle: facts.source.bundle, pid: facts.source.state.pid },
           f.plan,
           undo,
-          { shared: f.shared, srcConfig: f.srcConfig, verify: s.opts.verifyFiles },
+          { shared: f.shared, srcConfig: f.srcConfig, verify: s.opts.verifyFiles, basis },
         );
         return { value: sync, detail: sync.trees.map((t) => t.what).join(', ') || 'nothing to sync (shared storage)' };
       })

@@ -146,25 +146,44 @@ export function liveMigration(pid: number): boolean {
   }
 }
 
+/** What a lock says of its holder besides its pid: a replicate names its standby and its replica's directory. */
+export interface LockNote {
+  readonly replicate?: { readonly destination: string; readonly dir: string };
+}
+
+/** A lock file's text: the pid on the first line, the note (JSON) on the second. */
+function parseLock(text: string): { pid: number; note?: LockNote } {
+  const [first, second] = text.split('\n');
+  let note: LockNote | undefined;
+  try {
+    note = second ? (JSON.parse(second) as LockNote) : undefined;
+  } catch {
+    note = undefined;
+  }
+  return { pid: Number(first.trim()), note };
+}
+
 /**
  * One migration of a container at a time on this machine: a lock file beside the record,
- * made with O_EXCL and holding the tool's pid. Returns its release; throws RunningAlready
- * when a live migration holds it (a dead one's is taken over).
+ * made with O_EXCL and holding the tool's pid (and NOTE). Returns its release; throws
+ * RunningAlready when a live migration holds it (a dead one's is taken over).
  */
-export async function lockContainer(dir: string, container: string): Promise<() => Promise<void>> {
+export async function lockContainer(dir: string, container: string, note?: LockNote): Promise<() => Promise<void>> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const file = path.join(dir, `${container}.lock`);
   for (let i = 0; i < 3; i++) {
     try {
-      await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      const text = `${process.pid}\n${note ? `${JSON.stringify(note)}\n` : ''}`;
+      await fs.writeFile(file, text, { flag: 'wx', mode: 0o600 });
       return async () => {
-        const owner = await fs.readFile(file, 'utf8').catch(() => '');
-        if (owner.trim() === String(process.pid)) await fs.rm(file, { force: true });
+        const owner = parseLock(await fs.readFile(file, 'utf8').catch(() => ''));
+        if (owner.pid === process.pid) await fs.rm(file, { force: true });
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && liveMigration(pid)) throw new RunningAlready(pid);
+      const { pid, note: theirs } = parseLock(await fs.readFile(file, 'utf8').catch(() => ''));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && liveMigration(pid))
+        throw new RunningAlready(pid, theirs);
       await fs.rm(file, { force: true });
     }
   }
@@ -172,7 +191,10 @@ export async function lockContainer(dir: string, container: string): Promise<() 
 }
 
 export class RunningAlready extends Error {
-  constructor(readonly pid: number) {
+  constructor(
+    readonly pid: number,
+    readonly note?: LockNote,
+  ) {
     super(`a migration of this container is already running (pid ${pid})`);
   }
 }

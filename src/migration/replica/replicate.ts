@@ -36,6 +36,7 @@ import { TriggerSocket, triggerWord } from './trigger.js';
 import { migrate } from '../migrate.js';
 import type { Report } from '../../report.js';
 import { LIST_SCRIPT, parseListing, restorable } from './store.js';
+import { holderOf } from './basis.js';
 
 /** One line of replicate's output (--json: one JSON object per line). */
 export type ReplicaEvent =
@@ -74,11 +75,6 @@ interface Holding {
   dumpDone?: Promise<unknown>;
   /** Releases the lease once it is taken (the error path's). */
   release?: () => Promise<'released' | 'failed-over' | 'unreachable'>;
-}
-
-/** Who holds the lease: this host, its runc root and the container (a restarted replicate is the same holder). */
-export function holderOf(opts: Options): string {
-  return `${os.hostname()}:${opts.runcRoot}:${opts.container}`;
 }
 
 export async function replicate(
@@ -143,7 +139,9 @@ async function start(
   const local = localSession(opts, progress);
   const { log } = local;
   // One tool per container on this host: a migration and a replication never overlap.
-  const unlock = await lockContainer(DEFAULTS.intentDir, opts.container).catch((err: Error) => {
+  // The lock names the standby and the replica: a planned migration there stops this run (basis.ts).
+  const note = { replicate: { destination: opts.destination, dir: r.dir } };
+  const unlock = await lockContainer(DEFAULTS.intentDir, opts.container, note).catch((err: Error) => {
     if (err instanceof RunningAlready)
       throw new PreflightError(
         `a migration or replication of ${opts.container} is already running on this machine (pid ${err.pid})`,

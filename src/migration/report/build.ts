@@ -1,6 +1,7 @@
 // The report, built in one place from what the stages returned and how the run failed (if
 // it did): the stage, where the container runs as confirmed, the hint, CRIU's evidence.
 // Pure: nothing here looks at a host.
+import type { ReplicaBasis } from '../replica/basis.js';
 import os from 'node:os';
 import { CommandError, EXIT, MigrateError, type ExitCode } from '../../errors.js';
 import type { Options } from '../../options.js';
@@ -44,6 +45,8 @@ export interface Results {
   dryRun?: boolean;
   /** The destination's work directory that could not be removed after the run ended on one host. */
   remoteLeft?: string;
+  /** The replica on the destination the root filesystem started from. */
+  replica?: ReplicaBasis;
 }
 
 export interface Failure {
@@ -134,6 +137,10 @@ export function buildReport(
   report.transportWhy = r.transport?.why;
   report.mode = r.mode;
   report.files = r.files;
+  if (r.replica) {
+    const { rootfs: _rootfs, frozenAt, ...rest } = r.replica;
+    report.replica = { ...rest, frozenAt: new Date(frozenAt).toISOString() };
+  }
   if (r.precopy) {
     const d = r.precopy.decision;
     Object.assign(report, {
