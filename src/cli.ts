@@ -258,6 +258,11 @@ export function buildProgram(): Command {
       'a checkpoint and a lease renewal this often (5s, 500ms, 1m)',
       `${DEFAULTS.replicaIntervalMs / 1000}s`,
     )
+    .option(
+      '--chain-length <n>',
+      'where the kernel tracks dirty memory: a restorable checkpoint every N intervals, pre-dumps (only what changed) between',
+      String(DEFAULTS.replicaChainLength),
+    )
     .option('--keep <n>', 'complete checkpoints kept on the standby', String(DEFAULTS.replicaKeep))
     .option(
       '--lease <duration>',
@@ -452,6 +457,12 @@ function describeEvent(e: ReplicaEvent): string {
       return `the standby failed over at ${e.at} (${e.by})`;
     case 'trigger':
       return `the container asked: ${JSON.stringify(e.text)} (${e.action})`;
+    case 'pre-dump':
+      return `pre-dump ${e.chain}/${e.n}: ${(e.bytes / 1048576).toFixed(1)} MiB, frozen ${e.frozenMs} ms`;
+    case 'pre-dump-failed':
+      return `pre-dump ${e.chain}/${e.n} failed (the chain starts again): ${e.error}`;
+    case 'pre-dump-skipped':
+      return `pre-dump ${e.chain}/${e.n} not begun: ${e.why}`;
     case 'migrated':
       return `migration to the standby, asked by the container: exit ${e.report.exitCode}`;
   }

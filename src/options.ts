@@ -107,6 +107,8 @@ export const DEFAULTS = {
   intentDir: '/run/runc-migrate',
   /** replicate: a checkpoint (and a lease renewal) this often (msc's DUMP_INTERVAL). */
   replicaIntervalMs: 5_000,
+  /** replicate: a restorable checkpoint every this many intervals, pre-dumps between, where the kernel tracks dirty memory (msc's CHAIN_LENGTH). */
+  replicaChainLength: 3,
   /** replicate: complete checkpoints kept on the standby. */
   replicaKeep: 2,
   /**
@@ -401,6 +403,8 @@ function preDumpMode(raw: string | undefined): PreDumpMode {
 /** replicate's own options (its connection, runc and files options are a migration's). */
 export interface ReplicaOptions {
   intervalMs: number;
+  /** Where the kernel tracks dirty memory: a checkpoint every chainLength intervals, pre-dumps between. */
+  chainLength: number;
   keep: number;
   leaseMs: number;
   fence: 'freeze' | 'none';
@@ -424,6 +428,7 @@ export interface FailoverOptions {
 
 export interface RawReplicaOptions {
   interval?: string;
+  chainLength?: string;
   keep?: string;
   lease?: string;
   fence?: string;
@@ -479,6 +484,7 @@ export function resolveReplicaOptions(container: string, raw: RawReplicaOptions)
     );
   return {
     intervalMs,
+    chainLength: count(raw.chainLength, '--chain-length', DEFAULTS.replicaChainLength),
     keep: count(raw.keep, '--keep', DEFAULTS.replicaKeep),
     leaseMs,
     fence,

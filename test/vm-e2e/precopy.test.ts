@@ -358,4 +358,63 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
       await must(k.endsOn, `runc delete -f ${name}`);
     });
   });
+
+  test('replicate with pre-dump chains, then failover after the source dies: the memory restored through the chain checks clean', async (t) => {
+    const name = 'vmrep';
+    await startMemwriter(name, 16, 64);
+    await must('vm2', `runc delete -f ${name} >/dev/null 2>&1; rm -rf /var/lib/runc-migrate/replicas/${name}`);
+    // In the background on vm1 (SSH returns): its events go to a file.
+    await must(
+      'vm1',
+      `rm -f /root/rep.out; nohup node /project/bin/migrate replicate ${name} root@10.77.2.2 --interval 5s --chain-length 3 --json > /root/rep.out 2> /root/rep.err < /dev/null & echo started`,
+    );
+    const events = async () =>
+      (await vm('vm1', 'cat /root/rep.out')).stdout
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    let chained: Record<string, unknown> | undefined;
+    for (let i = 0; i < 150 && !chained; i++) {
+      chained = (await events()).find((e) => e.event === 'checkpoint' && typeof e.chain === 'string');
+      if (!chained) await new Promise((r) => setTimeout(r, 2000));
+    }
+    const all = await events();
+    assert.ok(chained, `no checkpoint parented on a chain: ${JSON.stringify(all).slice(0, 2000)}`);
+    const pre = all.filter((e) => e.event === 'pre-dump' && e.chain === chained?.chain);
+    // Up to two pre-dumps before the checkpoint (chain length 3; one skipped when the lease's count was short).
+    assert.ok(pre.length >= 1 && pre.length <= 2, JSON.stringify(pre));
+    // The checkpoint (and a second pre-dump) carry only what was written since: far less than the first.
+    for (const p of pre.slice(1)) assert.ok((p.bytes as number) < (pre[0].bytes as number) / 2, JSON.stringify(pre));
+    assert.ok((chained.bytes as number) < (pre[0].bytes as number) / 2, JSON.stringify(chained));
+    const fig = (e: Record<string, unknown>) => `${e.bytes} B, frozen ${e.frozenMs ?? e.freezeMs} ms`;
+    t.diagnostic(
+      `chain ${chained.chain}: ${pre.map((p) => `pre-dump ${fig(p)}`).join('; ')}; checkpoint ${fig(chained)}`,
+    );
+    // The source dies: the tool and its fence killed, then the container.
+    const atKill = Number((await vm('vm1', shm(name, 'count'))).stdout.trim());
+    await vm(
+      'vm1',
+      `pkill -KILL -f 'migrate replicate'; pkill -KILL -f runc-migrate-fence; runc kill ${name} KILL; sleep 1; runc delete -f ${name}`,
+    );
+    const r = await vm('vm2', `node /project/bin/migrate failover ${name} local --watch --json`, 300_000);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const restored = JSON.parse(r.stdout) as { restored: { seq: number } };
+    assert.ok(restored.restored.seq >= (chained.seq as number));
+    const count = async () => Number((await vm('vm2', shm(name, 'count'))).stdout.trim());
+    const c0 = await count();
+    assert.ok(c0 > 0 && c0 <= atKill + 50, `restored at ${c0}, killed at ${atKill}`);
+    let c1 = c0;
+    for (let i = 0; i < 100 && c1 <= c0 + 1; i++) {
+      await new Promise((res) => setTimeout(res, 300));
+      c1 = await count();
+    }
+    assert.ok(c1 > c0 + 1, 'the restored memwriter ticks on');
+    assert.equal(
+      (await vm('vm2', shm(name, 'status'))).stdout.trim(),
+      'ok',
+      'every page checks clean after the restore',
+    );
+    await must('vm2', `runc delete -f ${name}; rm -rf /var/lib/runc-migrate/replicas/${name}`);
+    await vm('vm1', 'rm -rf /dev/shm/runc-migrate-replica.*');
+  });
 });

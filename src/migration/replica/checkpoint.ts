@@ -26,7 +26,7 @@ import { type RsyncHosts, runRsync } from '../files/rsync-bridge.js';
 import { streamDir } from '../pages/stream.js';
 import { criuConfig } from '../switchover/hold.js';
 import { uptimeCs } from './fence.js';
-import { type CheckpointRecord, PUBLISH_SCRIPT } from './store.js';
+import { type CheckpointRecord, type PreDumpRef, PUBLISH_SCRIPT } from './store.js';
 
 /** What every checkpoint of one replicate run shares. */
 export interface CheckpointSetup {
@@ -52,6 +52,8 @@ export interface CheckpointSetup {
   readonly deadlineFile?: string;
   /** The container's init (its pid on this host): a hold whose container is gone ends. */
   readonly initPid: number;
+  /** The source kernel tracks dirty memory: pre-dump chains (chain.ts). */
+  readonly tracking: boolean;
   /** Whether the run is stopping (a dump that cannot end is then given up). */
   readonly stopping: () => boolean;
   /** Told the hold's directory of the checkpoint under way (the run ends a hold it gives up with its `fail`). */
@@ -133,18 +135,24 @@ export class CheckpointFailed extends Error {}
 /** The copy of the tree while the container runs (a first one is the whole tree). */
 const PRESYNC_LIMIT_MS = 600_000;
 
-/** Takes checkpoint SEQ, parented (its tree hard-linked) on PREV, the latest complete one. */
+/**
+ * Takes checkpoint SEQ, its tree hard-linked on PREV (the latest complete one), and its
+ * memory parented on the pre-dump PARENT (chain.ts) when there is one: then only the pages
+ * written since that pre-dump are dumped (and frozen for).
+ */
 export async function takeCheckpoint(
   c: CheckpointSetup,
   seq: number,
   prev: number | undefined,
   /** The least time the fence's deadline must leave when the dump starts (a dump that fails before its hold thaws the container as it ends). */
   minLeftMs: number,
+  parent?: PreDumpRef,
 ): Promise<Checkpoint> {
   const { src, dst } = c.hosts;
   const partial = path.posix.join(c.dir, 'checkpoints', `.${seq}.partial`);
   const tree = path.posix.join(partial, 'bundle', 'rootfs');
-  const local = path.join(c.work, `checkpoint-${seq}`);
+  // The same layout here as on the standby: a parent link (relative) resolves on both.
+  const local = path.join(c.work, 'checkpoints', String(seq));
   const images = path.join(local, 'images');
   const criuWork = path.join(local, 'criu');
   const holdDir = path.join(local, 'hold');
@@ -197,6 +205,7 @@ export async function takeCheckpoint(
       workPath: criuWork,
       tcpEstablished: c.tcpEstablished,
       leaveRunning: true,
+      parentPath: parent ? path.posix.join('..', '..', '..', parent.dir) : undefined,
     });
     if (c.stopping()) throw new CheckpointFailed('not begun: the run is stopping');
     const dump = await src.spawn(argv, { env: { CRIU_CONFIG_FILE: config } });
@@ -262,6 +271,7 @@ export async function takeCheckpoint(
       freezeMs,
       source: c.source,
       tcpEstablished: c.tcpEstablished,
+      chain: parent?.chain,
     };
     const pub = await dst.run([
       'sh',
@@ -331,7 +341,7 @@ async function frozenSync(c: CheckpointSetup, stamp: string, tree: string): Prom
 }
 
 /** Milliseconds until the fence's deadline (infinite without a fence). */
-async function msToDeadline(c: CheckpointSetup): Promise<number> {
+export async function msToDeadline(c: CheckpointSetup): Promise<number> {
   if (!c.deadlineFile) return Number.POSITIVE_INFINITY;
   const deadline = Number((await fs.readFile(c.deadlineFile, 'utf8').catch(() => '0')).trim());
   return (deadline - (await uptimeCs())) * 10;

@@ -35,7 +35,8 @@ import { criuSafePath } from '../switchover/hold.js';
 import { TriggerSocket, triggerWord } from './trigger.js';
 import { migrate } from '../migrate.js';
 import type { Report } from '../../report.js';
-import { LIST_SCRIPT, parseListing, restorable } from './store.js';
+import { LIST_SCRIPT, parseListing, preDumpRef, restorable, unusedChains } from './store.js';
+import { dropLocalChain, type PreDump, takePreDump } from './chain.js';
 import { holderOf } from './basis.js';
 
 /** One line of replicate's output (--json: one JSON object per line). */
@@ -47,7 +48,10 @@ export type ReplicaEvent =
   | { event: 'lease-lost'; at: string; error: string }
   | { event: 'failed-over'; at: string; by: string }
   | { event: 'trigger'; text: string; action: 'checkpoint' | 'migrate' | 'ignored' }
-  | { event: 'migrated'; report: Report };
+  | { event: 'migrated'; report: Report }
+  | ({ event: 'pre-dump' } & PreDump)
+  | { event: 'pre-dump-failed'; chain: string; n: number; error: string }
+  | { event: 'pre-dump-skipped'; chain: string; n: number; why: string };
 
 export interface ReplicaReport {
   command: 'replicate';
@@ -246,6 +250,7 @@ async function start(
     freezeLimitS: DEFAULTS.replicaFreezeLimitS,
     deadlineFile: fence?.deadlineFile,
     initPid: source.state.pid,
+    tracking: source.mode === 'iterative',
     stopping: () => holding.stopping,
     holding: (dir, dumpDone) => {
       holding.holdDir = dir;
@@ -254,7 +259,7 @@ async function start(
   };
   if (source.mode !== 'iterative')
     progress.warn(
-      "this kernel does not track dirty memory (soft-dirty): each checkpoint is a full dump of the container's memory",
+      "this kernel does not track dirty memory (soft-dirty): no pre-dumps, each checkpoint is a full dump of the container's memory",
     );
   const latest = restorable(listing);
   const run = new ReplicaRun(
@@ -415,6 +420,11 @@ class ReplicaRun {
     });
   }
 
+  /** The pre-dump chain being built (dirty-memory tracking only). */
+  private chain?: { id: string; dumps: PreDump[] };
+  /** Intervals since the last complete checkpoint (a checkpoint comes every chain-length-th, whatever the pre-dumps did). */
+  private sinceCheckpoint = 0;
+
   /** MIGRATE came through the trigger socket. */
   migrateAsked = false;
   /** CHECKPOINT came: the next one starts without waiting for the interval. */
@@ -454,7 +464,7 @@ class ReplicaRun {
         if (this.fencedSince === undefined && !this.failedOver) {
           // A checkpoint cut off by a partition may wait long on its copies: once the run
           // stops it is given 5 s more, then left (finish settles its hold).
-          this.inFlight = this.checkpoint();
+          this.inFlight = this.step();
           await Promise.race([this.inFlight, this.stopped.then(() => delay(5000))]);
         }
         await this.sleep(Math.max(0, this.r.intervalMs - (performance.now() - began)));
@@ -471,23 +481,76 @@ class ReplicaRun {
     await this.finish();
   }
 
+  /**
+   * One interval's work: with dirty-memory tracking, a pre-dump on the current chain,
+   * and every chain-length-th time (or when the container asked) the checkpoint that ends
+   * it; without, a checkpoint each time.
+   */
+  private async step(): Promise<void> {
+    const chainLength = this.setup.tracking ? this.r.chainLength : 1;
+    if (this.wantNow || this.sinceCheckpoint + 1 >= chainLength) return this.checkpoint();
+    this.sinceCheckpoint++;
+    const chain = (this.chain ??= { id: `c${this.seq + 1}-${Date.now().toString(36)}`, dumps: [] });
+    const n = chain.dumps.length + 1;
+    try {
+      if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
+      const last = chain.dumps.at(-1);
+      // Twice the last pre-dump's runc call (its freeze, and CRIU's writing after), at least 1 s.
+      const d = await takePreDump(this.setup, chain.id, n, 2 * Math.max(500, last?.dumpMs ?? 0));
+      if ('skipped' in d) {
+        // Not begun: the chain stands, and this interval has none.
+        this.emit({ event: 'pre-dump-skipped', chain: chain.id, n, why: d.skipped });
+        return;
+      }
+      chain.dumps.push(d);
+      this.emit({ event: 'pre-dump', ...d });
+    } catch (err) {
+      // A pre-dump that failed may have reset the kernel's dirty bits without keeping
+      // the pages: nothing may be parented on this chain any more. The next dump is whole.
+      this.emit({ event: 'pre-dump-failed', chain: chain.id, n, error: (err as Error).message });
+      await dropLocalChain(this.setup, chain.id);
+      this.chain = undefined;
+    }
+  }
+
   private async checkpoint(): Promise<void> {
     this.wantNow = false;
+    const chain = this.chain;
+    this.chain = undefined;
     const seq = ++this.seq;
     this.holding.holdDir = undefined;
     this.holding.dumpDone = undefined;
     try {
       if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
       // Twice the last dump's way to its hold, at least 1 s.
-      const c = await takeCheckpoint(this.setup, seq, this.prev, 2 * Math.max(500, this.last?.parts.dump ?? 0));
+      const parent = chain?.dumps.at(-1);
+      const c = await takeCheckpoint(
+        this.setup,
+        seq,
+        this.prev,
+        2 * Math.max(500, this.last?.parts.dump ?? 0),
+        parent && preDumpRef(parent.chain, parent.n),
+      );
       this.prev = seq;
       this.last = c;
       this.checkpoints++;
+      this.sinceCheckpoint = 0;
       this.emit({ event: 'checkpoint', ...c, pruned: c.pruned.length });
+      await this.pruneChains();
     } catch (err) {
       this.failed++;
       this.emit({ event: 'checkpoint-failed', seq, error: (err as Error).message });
+    } finally {
+      if (chain) await dropLocalChain(this.setup, chain.id);
     }
+  }
+
+  /** The standby's chains no kept checkpoint is parented on (and not the one being built) go. */
+  private async pruneChains(): Promise<void> {
+    const listing = parseListing((await this.s.dst.run(['sh', '-c', LIST_SCRIPT, 'sh', this.r.dir])).stdout);
+    const unused = unusedChains(listing, this.chain?.id);
+    if (unused.length)
+      await this.s.dst.run(['rm', '-rf', ...unused.map((c) => path.posix.join(this.r.dir, 'chains', c))]);
   }
 
   /** The lease's loop: a renewal every interval until the run stops. */

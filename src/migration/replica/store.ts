@@ -134,3 +134,15 @@ export function unusedChains(s: StoreListing, current?: string): string[] {
   const used = new Set(s.complete.map((c) => c.chain).filter((c): c is string => !!c));
   return s.chains.filter((c) => !used.has(c) && c !== current);
 }
+
+/** A pre-dump a dump can be parented on: its chain, its number, its directory (relative to the replica's, and to replicate's work directory: the layouts are alike). */
+export interface PreDumpRef {
+  readonly chain: string;
+  readonly n: number;
+  /** chains/<chain>/<n> */
+  readonly dir: string;
+}
+
+export function preDumpRef(chain: string, n: number): PreDumpRef {
+  return { chain, n, dir: `chains/${chain}/${n}` };
+}
