@@ -15,17 +15,25 @@
 //      standby's first (it includes the lease's expiry: detection); also the RTO (from the
 //      failover call to the container running) and the RPO (the checkpoint's age) the tool
 //      reports, and the keys the restored Redis holds.
+//   4. planned: `migrate` of Redis 64 MB with 64 MB of files in its rootfs to the standby,
+//      with no replica there (the whole tree and memory move), and with replicate running
+//      to it (migrate stops it and starts the tree from its latest checkpoint): downtime,
+//      image bytes, the files' bytes that crossed (pre-sync and final delta), the time in all.
 //
 //   node dist/bench/replica.js            (as root; make build first)
 // Environment: RUNS (failover runs, default 5), CHECKPOINTS (per workload and interval,
-// default 5), PARTS ("checkpoints throughput failover", default all), OUT (default
-// bench/results), TAG (default "replica").
+// default 5), PARTS ("checkpoints throughput failover planned", default all), OUT
+// (default bench/results), TAG (default "replica"; PARTS=planned TAG=replica-planned
+// keeps the other parts' file).
+import crypto from 'node:crypto';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
+  baseArgs,
   type Hosts,
+  migrate,
   ROOT,
   type Replicating,
   clientProcess,
@@ -45,7 +53,7 @@ const OUT = process.env.OUT ?? path.join(ROOT, 'bench/results');
 const TAG = process.env.TAG ?? 'replica';
 const RUNS = Number(process.env.RUNS ?? 5);
 const CHECKPOINTS = Number(process.env.CHECKPOINTS ?? 5);
-const PARTS = (process.env.PARTS ?? 'checkpoints throughput failover').split(/\s+/);
+const PARTS = (process.env.PARTS ?? 'checkpoints throughput failover planned').split(/\s+/);
 const REPLICAS = '/var/tmp/runc-migrate-bench-replicas';
 const BIN = path.join(ROOT, 'bin/migrate');
 const PROBE = path.join(ROOT, 'dist/bench/probe.js');
@@ -256,6 +264,87 @@ async function failovers(md: string[]): Promise<void> {
   );
 }
 
+interface PlannedReport {
+  exitCode: number;
+  downtimeMs?: number;
+  totalMs: number;
+  bytesMoved?: number;
+  files?: {
+    presync: Array<{ figures: { wireBytes: number; totalFileBytes: number } }>;
+    final?: { figures: { wireBytes: number } };
+  };
+  replica?: { seq: number; stoppedReplicate?: number; removed?: boolean };
+}
+
+async function plannedRun(run: number, withReplica: boolean) {
+  await start(64);
+  // Files the container does not change: a data set, a cache, installed software.
+  const bulk = path.join(h.srcBundles, NAME, 'rootfs', 'var', 'bulk');
+  fs.mkdirSync(bulk, { recursive: true });
+  for (let i = 0; i < 16; i++) fs.writeFileSync(path.join(bulk, `blob${i}`), crypto.randomBytes(4 << 20));
+  let rep: Replicating | undefined;
+  if (withReplica) {
+    rep = replicate(['--interval', '5s']);
+    await waitFor('a checkpoint', () => (rep?.checkpoints().length ?? 0) >= 1, 600_000);
+  }
+  const r = await migrate(
+    [...baseArgs(h, NAME, path.join(h.dstBundles, NAME)), '--replica-dir', REPLICAS, '--json'],
+    {},
+    600_000,
+  );
+  if (rep) await Promise.race([rep.proc, sleep(10_000)]);
+  rep?.proc.kill('SIGKILL');
+  const report = JSON.parse(r.stdout || '{}') as PlannedReport;
+  const keys = Number(await redis('dst', 'dbsize'));
+  const presync = report.files?.presync ?? [];
+  const res = {
+    run,
+    withReplica,
+    ok: r.code === 0 && keys === 64000,
+    downtimeMs: report.downtimeMs,
+    totalMs: report.totalMs,
+    imageBytes: report.bytesMoved,
+    filesWireBytes:
+      presync.reduce((a, p) => a + p.figures.wireBytes, 0) + (report.files?.final?.figures.wireBytes ?? 0),
+    treeBytes: presync[0]?.figures.totalFileBytes,
+    replica: report.replica,
+    note: r.code === 0 ? undefined : `exit ${r.code}: ${r.stderr.slice(-300)}`,
+  };
+  record({ part: 'planned', ...res });
+  log(`planned #${run + 1} ${withReplica ? 'with' : 'without'} the replica: ${JSON.stringify(res)}`);
+  await removeEverywhere(h, NAME);
+  fs.rmSync(path.join(REPLICAS, NAME), { recursive: true, force: true });
+  return res;
+}
+
+async function planned(md: string[]): Promise<void> {
+  md.push(
+    '## A planned migration to the standby\n',
+    `\`migrate\` of Redis 64 MB (64,000 keys) with 64 MB of files in its rootfs to the standby: with no replica there, and with \`replicate --interval 5s\` running to it (migrate stops it, and the rootfs starts from the replica's latest checkpoint). *files sent*: rsync's bytes on the wire, pre-sync and final delta. *images*: the checkpoint images that crossed (the memory moves whole either way: this kernel has no dirty-memory tracking). ${RUNS} runs each; cells: median (min-max) of the runs that moved all 64,000 keys.\n`,
+    '| replica | downtime, ms | files sent, MB | images, MB | in all, s | runs ok |',
+    '|---|---|---|---|---|---|',
+  );
+  for (const withReplica of [false, true]) {
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) runs.push(await plannedRun(i, withReplica));
+    const good = runs.filter((r) => r.ok);
+    md.push(
+      `| ${withReplica ? 'yes' : 'none'} | ${cell(good.map((r) => r.downtimeMs ?? NaN))} | ${cell(
+        good.map((r) => r.filesWireBytes / 1e6),
+        1,
+      )} | ${cell(
+        good.map((r) => (r.imageBytes ?? NaN) / 1e6),
+        1,
+      )} | ${cell(
+        good.map((r) => r.totalMs / 1000),
+        1,
+      )} | ${good.length} of ${runs.length} |`,
+    );
+    log(md.at(-1) ?? '');
+  }
+  md.push('');
+}
+
 async function main(): Promise<void> {
   h = await setupHosts();
   fs.mkdirSync(OUT, { recursive: true });
@@ -267,6 +356,7 @@ async function main(): Promise<void> {
   if (PARTS.includes('checkpoints')) await checkpoints(md);
   if (PARTS.includes('throughput')) await throughput(md);
   if (PARTS.includes('failover')) await failovers(md);
+  if (PARTS.includes('planned')) await planned(md);
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), `${md.join('\n')}\n`);
   fs.rmSync(REPLICAS, { recursive: true, force: true });
   log(`written: ${path.join(OUT, `${TAG}.md`)}`);
