@@ -274,6 +274,7 @@ interface PlannedReport {
     final?: { figures: { wireBytes: number } };
   };
   replica?: { seq: number; stoppedReplicate?: number; removed?: boolean };
+  phases?: Array<{ name: string; ms: number }>;
 }
 
 async function plannedRun(run: number, withReplica: boolean) {
@@ -308,6 +309,7 @@ async function plannedRun(run: number, withReplica: boolean) {
       presync.reduce((a, p) => a + p.figures.wireBytes, 0) + (report.files?.final?.figures.wireBytes ?? 0),
     treeBytes: presync[0]?.figures.totalFileBytes,
     replica: report.replica,
+    phases: Object.fromEntries((report.phases ?? []).map((p) => [p.name, Math.round(p.ms)])),
     note: r.code === 0 ? undefined : `exit ${r.code}: ${r.stderr.slice(-300)}`,
   };
   record({ part: 'planned', ...res });

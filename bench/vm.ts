@@ -20,7 +20,11 @@
 //   converge (only when named) a memwriter that does not converge (CONVERGE_MIB, default 48
 //            MiB, a whole page at a time at 128 MiB/s), pre-copy against --auto-converge,
 //            alternating: pre-dumps, throttle, final dump, downtime and its parts.
-//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge]     (as root; make build first)
+//   chains   (only when named) migrate replicate of a memwriter (CHAINS_MIB, default 32 MiB,
+//            1 MiB/s rewritten) to vm2 every 5 s for CHAINS_FOR (default 120s), with
+//            --chain-length 1 (a full dump each time) and 3 (pre-dumps between): the images
+//            per checkpoint, its freeze, the pre-dumps' bytes, the replica on vm2's disk.
+//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge] [chains]     (as root; make build first)
 // Environment: REPORT_ONLY=1 (no runs: the results file's tables again), RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
@@ -43,7 +47,13 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
-  bench: 'scaling' | 'sweep' | 'predump' | 'methods' | 'converge';
+  bench: 'scaling' | 'sweep' | 'predump' | 'methods' | 'converge' | 'chains';
+  /** Replication (chains): each checkpoint's images, bytes, and freeze, ms; each pre-dump's bytes; the replica on vm2's disk. */
+  checkpointBytes?: number[];
+  checkpointFreezeMs?: number[];
+  preDumpBytes?: number[];
+  preDumpsSkipped?: number;
+  replicaBytes?: number;
   /** Ours: the final dump's freezing and memory-dump times (CRIU's stats), ms. */
   finalFreezingMs?: number;
   finalMemdumpMs?: number;
@@ -469,6 +479,55 @@ async function converge(runs: Run[]): Promise<void> {
   }
 }
 
+async function chains(runs: Run[]): Promise<void> {
+  const mib = Number(env.CHAINS_MIB ?? 32);
+  const forS = env.CHAINS_FOR ?? '120s';
+  const name = 'bch';
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const length of rotation([1, 3], rep)) {
+      await must('vm2', `runc delete -f ${name} >/dev/null 2>&1; rm -rf /var/lib/runc-migrate/replicas/${name}`);
+      await must(
+        'vm1',
+        `runc delete -f ${name} >/dev/null 2>&1; MEMWRITER_BIN=/project/dist/memwriter MEM_MIB=${mib} RATE_KIB=1024 bash /project/examples/make-bundle.sh memwriter /root/bundles/${name} /rm/${name} >/dev/null && runc run -d --bundle /root/bundles/${name} ${name} </dev/null >/dev/null 2>&1`,
+      );
+      for (let i = 0; i < 400 && (await vm('vm1', shm(name, 'status'))).stdout.trim() !== 'ok'; i++) await sleep(500);
+      const t = await timed(
+        `node /project/bin/migrate replicate ${name} root@10.77.2.2 --interval 5s --chain-length ${length} --for ${forS} --json`,
+      );
+      const events = t.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const cps = events.filter((e) => e.event === 'checkpoint');
+      const pre = events.filter((e) => e.event === 'pre-dump');
+      const du = Number((await vm('vm2', `du -sb /var/lib/runc-migrate/replicas/${name}`)).stdout.split('\t')[0]);
+      const freeze = cps.map((c) => c.freezeMs as number);
+      const r: Run = {
+        bench: 'chains',
+        point: `chain ${length}`,
+        x: mib,
+        rep,
+        ok: t.code === 0 && cps.length > 0,
+        note: t.code === 0 ? undefined : `exit ${t.code}: ${t.stderr.slice(-300)}`,
+        downtimeMs: percentile(freeze, 50) ?? NaN,
+        totalMs: t.wallMs,
+        checkpointBytes: cps.map((c) => c.bytes as number),
+        checkpointFreezeMs: freeze,
+        preDumpBytes: pre.map((p) => p.bytes as number),
+        preDumpsSkipped: events.filter((e) => e.event === 'pre-dump-skipped').length,
+        replicaBytes: du,
+      };
+      record(runs, r);
+      log(
+        `chains ${length} #${rep + 1}: ${r.ok ? 'ok' : `FAILED ${r.note}`}; checkpoints ${cps.length}, bytes ${r.checkpointBytes?.join(' ')}, freeze ${freeze.join(' ')}; pre-dumps ${r.preDumpBytes?.join(' ')} (skipped ${r.preDumpsSkipped}); replica ${du}`,
+      );
+      await vm('vm1', `runc delete -f ${name}; rm -rf /dev/shm/runc-migrate-replica.*`);
+      await vm('vm2', `rm -rf /var/lib/runc-migrate/replicas/${name}`);
+      write(runs);
+    }
+  }
+}
+
 let began = new Date();
 function record(runs: Run[], r: Run): void {
   runs.push({ ...r, at: new Date().toISOString() });
@@ -585,6 +644,24 @@ function write(runs: Run[]): void {
       md += `\nThrottle per pre-dump (%), each auto-converge run: ${ac.map((r) => (r.throttlePct ?? []).join(' ')).join('; ')}.\n`;
     md += '\n';
   }
+  const ch = good.filter((r) => r.bench === 'chains');
+  if (ch.length) {
+    md += `## Replication with pre-dump chains: memwriter ${ch[0].x} MiB, 1 MiB/s rewritten, \`migrate replicate --interval 5s\`\n\n`;
+    md +=
+      "Per run, every checkpoint and pre-dump of one replicate run. *images*: what a checkpoint's dump sent (the first is whole either way; with chains the later ones carry only what was written since the chain's last pre-dump). *freeze*: CRIU's frozen time of a checkpoint, the files' sync inside it. *replica*: `du` of vm2's replica directory at the end (`--keep 2`, their chains). Cells: median (min-max) over the checkpoints after the first.\n\n";
+    md +=
+      '| chain length | checkpoints | first checkpoint, MB | later checkpoints, MB | freeze, ms | pre-dumps (skipped) | per pre-dump, MB | replica on disk, MB |\n|---|---|---|---|---|---|---|---|\n';
+    for (const point of ['chain 1', 'chain 3']) {
+      for (const r of ch.filter((x) => x.point === point)) {
+        const cb = (r.checkpointBytes ?? []).map((b) => b / 1e6);
+        md += `| ${point.slice(6)} | ${cb.length} | ${(cb[0] ?? NaN).toFixed(1)} | ${cell(cb.slice(1), 1)} | ${cell((r.checkpointFreezeMs ?? []).slice(1))} | ${(r.preDumpBytes ?? []).length} (${r.preDumpsSkipped ?? 0}) | ${cell(
+          (r.preDumpBytes ?? []).map((b) => b / 1e6),
+          1,
+        )} | ${((r.replicaBytes ?? NaN) / 1e6).toFixed(1)} |\n`;
+      }
+    }
+    md += '\n';
+  }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
@@ -636,7 +713,8 @@ async function main(): Promise<void> {
   const which = process.argv.slice(2);
   // predump runs only when named.
   const want = (b: string) =>
-    (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge') || which.includes(b);
+    (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge' && b !== 'chains') ||
+    which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
@@ -659,6 +737,7 @@ async function main(): Promise<void> {
   try {
     if (want('predump')) await predump(runs);
     if (want('converge')) await converge(runs);
+    if (want('chains')) await chains(runs);
     if (want('methods')) await methodsBench(runs);
     if (want('sweep')) await sweep(runs);
     if (want('scaling')) await baseline(runs);
