@@ -79,8 +79,6 @@ export const rsyncCmd = {
     ignoreTimes?: boolean;
     /** Files unchanged from this directory on the destination are hard-linked, not sent (replication's snapshots). */
     linkDest?: string;
-    /** Files unchanged from this directory on the destination are copied from there, not sent (a planned migration to a replica's host). */
-    copyDest?: string;
   }): string[] {
     // --blocking-io: rsync leaves its remote shell's stdout non-blocking (ssh copes; the
     // bridge's cat does not: EAGAIN mid-transfer). file: SRC and DST are files, not directories.
@@ -92,7 +90,6 @@ export const rsyncCmd = {
       ...(o.compare ? COMPARE : []),
       ...(o.ignoreTimes && !o.list ? ['--ignore-times'] : []),
       ...(o.linkDest ? [`--link-dest=${o.linkDest}`] : []),
-      ...(o.copyDest ? [`--copy-dest=${o.copyDest}`] : []),
       '--blocking-io',
       '-e',
       o.shell,

@@ -62,9 +62,9 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
       );
     // Before anything else: a second run of the same container is refused, the first
     // untouched; a replicate to this destination is stopped (basis.ts).
-    const { unlock, stopped } = await lockForMigration(opts, progress);
+    const { unlock, stopped, replicaDir: stoppedDir } = await lockForMigration(opts, progress);
     if (unlock) undo.add('release the lock on the container', unlock);
-    stoppedReplicate = stopped?.pid;
+    stoppedReplicate = stopped;
     stage = 'earlier-run';
     const earlier = await settleEarlier(local, connect);
     if (earlier?.ssh) session = sessionOver(local, earlier.ssh);
@@ -84,7 +84,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     const destination = await checkDestination(s, source, checks);
     const facts = { source, destination };
     // This container's replica on the destination: the root filesystem starts from it.
-    const replicaDir = stopped?.dir ?? path.posix.join(opts.replicaDir, opts.container);
+    const replicaDir = stoppedDir ?? path.posix.join(opts.replicaDir, opts.container);
     if (destination.files?.plan.trees.some((t) => t.containerPath === '/')) {
       results.replica = await findBasis(s.dst, replicaDir, holderOf(opts));
       if (results.replica) results.replica.stoppedReplicate = stoppedReplicate;
@@ -122,8 +122,13 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     // (Only once prepare may have made something there: before it, nothing waits on the destination.)
     if (session && !session.ssh.alive && (stage === 'prepare' || stage === 'run')) await reconnect(session);
     await undo.release((m) => progress.warn(m));
-    if (results.replica && results.migrated && !failure && session && (await reconnect(session)))
-      await removeReplica(session.dst, results.replica, progress);
+    if (results.replica && results.migrated && !failure && session) {
+      if (await reconnect(session)) await removeReplica(session.dst, results.replica, progress);
+      else
+        progress.warn(
+          `the replica ${results.replica.dir} on the destination could not be removed (no connection): remove it there`,
+        );
+    }
     session?.ssh.close();
     if (record.done) results.remoteLeft = await settleRecord(local, !failure, undo.left[0]);
     if (stoppedReplicate !== undefined && !(results.migrated && !failure))

@@ -12,7 +12,7 @@ import {
   parseListing,
   PUBLISH_SCRIPT,
   restorable,
-  unusedChains,
+  PRUNE_CHAINS_SCRIPT,
   type CheckpointRecord,
 } from '../../src/migration/replica/store.js';
 
@@ -28,7 +28,8 @@ function write(dir: string, seq: number, chain?: string): CheckpointRecord {
 }
 
 test('the store scripts pass shellcheck (POSIX sh)', () => {
-  for (const s of [PUBLISH_SCRIPT, LIST_SCRIPT]) execFileSync('shellcheck', ['--shell=sh', '-'], { input: s });
+  for (const s of [PUBLISH_SCRIPT, LIST_SCRIPT, PRUNE_CHAINS_SCRIPT])
+    execFileSync('shellcheck', ['--shell=sh', '-'], { input: s });
 });
 
 test('publish: latest names the newest complete checkpoint; keep N; torn ones are never restored and go at the next publish', () => {
@@ -70,7 +71,22 @@ test('publish: latest names the newest complete checkpoint; keep N; torn ones ar
   assert.equal(restorable(s)?.seq, 5);
 });
 
-test('a complete record cut short makes no complete checkpoint; chains in use are kept', () => {
+test('chains: those a checkpoint is parented on stay (its record whole or not), and the one being built; the rest go', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'));
+  for (const c of ['a', 'b', 'c', 'd']) fs.mkdirSync(path.join(dir, 'chains', c, '1'), { recursive: true });
+  const parented = (cp: string, chain: string) => {
+    fs.mkdirSync(path.join(dir, 'checkpoints', cp, 'images'), { recursive: true });
+    fs.symlinkSync(`../../../chains/${chain}/2`, path.join(dir, 'checkpoints', cp, 'images', 'parent'));
+  };
+  parented('1', 'a');
+  parented('2', 'b'); // its complete record unreadable: its chain stays all the same
+  fs.writeFileSync(path.join(dir, 'checkpoints', '2', 'complete'), '{"seq":2,"froz');
+  const out = sh(PRUNE_CHAINS_SCRIPT, dir, 'c');
+  assert.equal(out, 'removed chains/d\n');
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'chains')).sort(), ['a', 'b', 'c']);
+});
+
+test('a complete record cut short makes no complete checkpoint', () => {
   const listing = parseListing(
     [
       'complete {"seq":1,"frozenAt":1,"chain":"a","bytes":1,"freezeMs":1}',
@@ -86,7 +102,6 @@ test('a complete record cut short makes no complete checkpoint; chains in use ar
     [1],
   );
   assert.equal(restorable(listing), undefined, 'latest names a checkpoint whose record is not whole');
-  assert.deepEqual(unusedChains(listing, 'c'), ['b']);
 });
 
 test('publish refuses once the lease says failed over: the restored container runs from a checkpoint there', () => {

@@ -13,10 +13,10 @@
 // that steps backwards.
 // A rollback leaves the destination's files synced; the source's are never written.
 // A replica of the container on the destination (replicate's latest checkpoint, taken
-// from this source) is the first pre-sync's basis: files unchanged from its tree are
-// copied there and not sent (rsync --copy-dest); then the files whose inode changed
-// since that checkpoint's freeze are compared by content, since a rewrite that kept size
-// and time would pass rsync's check against the replica's copy.
+// from this source) is the first pre-sync's basis: its tree is copied into place there
+// (cp: holes, hard links and xattrs kept), so rsync sends only what differs; then the
+// files whose inode changed since that checkpoint's freeze are sent by content, since a
+// rewrite that kept size and time passes rsync's check against the replica's copy.
 import fs from 'node:fs/promises';
 import crypto from 'node:crypto';
 import path from 'node:path';
@@ -79,8 +79,8 @@ export interface FilesReport {
   final?: FinalPass;
   /** The change log: directories watched, or why there is none. */
   changeLog?: { watched?: number; lost?: string };
-  /** The replica's tree the first pre-sync started from, and how many of its files were compared by content. */
-  basis?: FilesBasis & { marked: number };
+  /** The replica's tree the first pre-sync started from: copied in (seeded: the destination had none), and how many files were sent by content after. */
+  basis?: FilesBasis & { seeded: boolean; marked: number };
 }
 
 const sum = (a: RsyncFigures, b: RsyncFigures): RsyncFigures => ({
@@ -174,12 +174,7 @@ export class FilesSync {
    * container runs (the presync): the destination's directories are made first, and a
    * signal stops it.
    */
-  private async rsyncAll(
-    timeoutMs: number,
-    running: boolean,
-    trees = this.plan.trees,
-    basis?: FilesBasis,
-  ): Promise<RsyncFigures> {
+  private async rsyncAll(timeoutMs: number, running: boolean, trees = this.plan.trees): Promise<RsyncFigures> {
     let total = ZERO;
     for (const t of trees) {
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.file ? path.dirname(t.dst) : t.dst]);
@@ -192,7 +187,6 @@ export class FilesSync {
         interruptible: running,
         file: t.file,
         ignoreTimes: t.file && !running,
-        copyDest: basis && isRootfs(t) ? basis.rootfs : undefined,
       });
       // 24: files vanished on the source while it ran (only while the container runs).
       if (r.code !== 0 && r.code !== 24) {
@@ -209,28 +203,67 @@ export class FilesSync {
     return total;
   }
 
-  /** Sets the destination's copies of PATHS (destination paths) to the epoch, so the next pass compares their contents. */
-  private async markStale(paths: string[]): Promise<number> {
-    if (paths.length === 0) return 0;
-    const input = paths.map((p) => p + '\0').join('');
-    await this.ctx.dst.run(['xargs', '-0', '-r', 'touch', '-c', '-h', '-m', '-d', '@0', '--'], {
-      input,
-      allowFail: true,
+  /**
+   * Sends the files PATHS (relative to tree T) compared by content, whatever their size
+   * and time stamps (rsync's list mode): a rewrite that kept both is not taken for
+   * unchanged, even one whose time is the epoch (reproducible images), which no mark on
+   * the destination's copy could tell apart.
+   */
+  private async sendByContent(
+    t: SyncTree,
+    paths: string[],
+    timeoutMs: number,
+    running: boolean,
+  ): Promise<RsyncFigures> {
+    if (paths.length === 0) return ZERO;
+    const r = await runRsync(this.ctx, {
+      src: t.src,
+      dst: t.dst,
+      bridge: this.o.bridge,
+      timeoutMs,
+      interruptible: running,
+      feed: Promise.resolve(paths.map((p) => `${p}\0`).join('')),
     });
-    return paths.length;
+    if (r.code !== 0 && r.code !== 24)
+      throw new Error(`rsync of the ${t.what}'s changed files exited ${r.code}: ${lastLines(r.stderr)}`);
+    return parseRsyncStats(r.stdout);
   }
 
-  /** Files of the source's trees whose inode changed (ctime) since START (seconds since the epoch), as destination paths. */
-  private async changedSince(startS: number, trees = this.dirTrees): Promise<string[]> {
-    const out: string[] = [];
-    for (const t of trees) {
-      const r = await this.ctx.src.run(
-        ['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-print0'],
-        { allowFail: true },
+  /** Files of tree T on the source whose inode changed (ctime) since START (seconds since the epoch), relative to it. */
+  private async changedSince(startS: number, t: SyncTree): Promise<string[]> {
+    const r = await this.ctx.src.run(
+      ['find', t.src, '-xdev', '-type', 'f', '-newerct', `@${Math.floor(startS)}`, '-printf', '%P\\0'],
+      { allowFail: true },
+    );
+    return r.stdout.split('\0').filter(Boolean);
+  }
+
+  /**
+   * Seeds the destination's root filesystem from the replica's tree BASIS when it has
+   * none yet (cp keeps holes, hard links, ACLs and xattrs; a reflink where the file
+   * system can): rsync then finds the files unchanged since and sends only the rest.
+   * False when the destination already had a tree (then it is the one rsync starts from).
+   */
+  private async seed(t: SyncTree, basis: FilesBasis): Promise<boolean> {
+    const r = await this.ctx.dst.run(
+      [
+        'sh',
+        '-c',
+        'if [ -d "$2" ] && [ -n "$(ls -A "$2")" ]; then echo kept; exit 0; fi; mkdir -p "$2" && cp -a --sparse=always --reflink=auto "$1/." "$2/" && echo seeded',
+        'sh',
+        basis.rootfs,
+        t.dst,
+      ],
+      { allowFail: true },
+    );
+    if (r.code !== 0) {
+      // A partial copy is only a start: rsync brings the tree to the source's anyway.
+      this.ctx.progress.warn(
+        `the replica's tree ${basis.rootfs} could not be copied (${lastLines(r.stderr)}): the rootfs is sent whole`,
       );
-      for (const p of r.stdout.split('\0')) if (p) out.push(path.join(t.dst, path.relative(t.src, p)));
+      return false;
     }
-    return out;
+    return r.stdout.trim() === 'seeded';
   }
 
   /** Starts the change log before the first pre-sync; without one, the final delta walks. */
@@ -271,16 +304,18 @@ export class FilesSync {
     }
     this.cancelPending();
     const basis = this.report.presync.length === 0 ? this.o.basis : undefined;
-    let figures = await this.rsyncAll(24 * 3600_000, true, this.plan.trees, basis);
-    let marked = 0;
     const root = this.dirTrees.find(isRootfs);
-    if (basis && root) {
+    const seeded = !!(basis && root && (await this.seed(root, basis)));
+    let figures = await this.rsyncAll(24 * 3600_000, true);
+    let marked = 0;
+    if (basis && root && seeded) {
       // What changed since the replica's freeze (and a margin for the clock's grain) is
-      // compared by content: the copy from the replica is marked stale, and sent again.
-      marked = await this.markStale(await this.changedSince(basis.frozenAtS - 2, [root]));
-      if (marked > 0) figures = sum(figures, await this.rsyncAll(24 * 3600_000, true, [root]));
-      this.report.basis = { ...basis, marked };
+      // compared by content: rsync's size-and-time check passed a rewrite that kept both.
+      const changed = await this.changedSince(basis.frozenAtS - 2, root);
+      figures = sum(figures, await this.sendByContent(root, changed, 24 * 3600_000, true));
+      marked = changed.length;
     }
+    if (basis) this.report.basis = { ...basis, seeded, marked };
     await this.prestart();
     const pass = { ms: performance.now() - t0, figures, marked };
     this.report.presync.push(pass);
@@ -394,16 +429,18 @@ export class FilesSync {
       this.cancelPending();
       const why = this.log?.lost ?? this.report.changeLog?.lost ?? 'no change log';
       if (this.log?.lost) this.report.changeLog = { ...this.report.changeLog, lost: this.log.lost };
-      // Compared by content: what the frozen tasks hold, and every inode changed since the pre-sync began.
-      const since = await this.changedSince((this.startS ?? 0) - STAMP_MARGIN_S);
-      const stale = [
-        ...new Set([
-          ...held.map((p) => destinationOfHostPath(this.dirTrees, p)).filter((d): d is string => !!d),
-          ...since,
-        ]),
-      ];
-      const marked = await this.markStale(stale);
-      const figures = await this.rsyncAll(timeoutMs, false);
+      // rsync's walk, then by content: what the frozen tasks hold, and every inode changed
+      // since the pre-sync began.
+      let figures = await this.rsyncAll(timeoutMs, false);
+      const heldDst = held.map((p) => destinationOfHostPath(this.dirTrees, p)).filter((d): d is string => !!d);
+      let marked = 0;
+      for (const t of this.dirTrees) {
+        const since = await this.changedSince((this.startS ?? 0) - STAMP_MARGIN_S, t);
+        const mine = heldDst.filter((d) => d.startsWith(`${t.dst}/`)).map((d) => path.relative(t.dst, d));
+        const stale = [...new Set([...since, ...mine])];
+        figures = sum(figures, await this.sendByContent(t, stale, timeoutMs, false));
+        marked += stale.length;
+      }
       pass = { how: 'walk', why, ms: performance.now() - t0, figures, marked };
     }
     if (this.o.verify) pass.verify = await this.verify(timeoutMs);

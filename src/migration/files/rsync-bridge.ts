@@ -64,8 +64,6 @@ export interface RsyncJob {
   ignoreTimes?: boolean;
   /** rsync's --link-dest (an absolute path on the destination). */
   linkDest?: string;
-  /** rsync's --copy-dest (an absolute path on the destination). */
-  copyDest?: string;
 }
 
 export interface RsyncRun {
@@ -131,7 +129,6 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
     file: o.file,
     ignoreTimes: o.ignoreTimes,
     linkDest: o.linkDest,
-    copyDest: o.copyDest,
   });
   const env = {
     RUNC_MIGRATE_BRIDGE: o.bridge,

@@ -5,6 +5,8 @@
 // at each confirmed renewal. The fence only ever pauses; the tool alone resumes, once a
 // renewal is confirmed again (no failover happened). A stop file ends it.
 import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pidAlive } from '../recover/intent.js';
 import { commandLine, quote } from '../../shell.js';
 
 /** How often the fence looks: the lease's margin (lease.ts leaseMargin) covers this and the pause. */
@@ -82,4 +84,35 @@ export async function uptimeCs(): Promise<number> {
 export async function writeDeadline(file: string, deadlineCs: number): Promise<void> {
   await fs.writeFile(`${file}.new`, `${Math.floor(deadlineCs)}\n`);
   await fs.rename(`${file}.new`, file);
+}
+
+/** Whose a replicate work directory is (its `owner` file): a later run of the same container finds it. */
+export const OWNER_FILE = 'owner';
+export interface ReplicaOwner {
+  container: string;
+  runcRoot: string;
+  pid: number;
+}
+
+/**
+ * The work directories under PARENT of replicate runs of this container whose tool is
+ * gone: each may hold a fence that pauses the container once that run's lease expires
+ * (a run that could not release its lease leaves it on purpose).
+ */
+export async function orphanedReplicaDirs(
+  parent: string,
+  c: { container: string; runcRoot: string },
+): Promise<Array<{ dir: string; owner: ReplicaOwner }>> {
+  const names = await fs.readdir(parent).catch(() => [] as string[]);
+  const found: Array<{ dir: string; owner: ReplicaOwner }> = [];
+  for (const name of names.filter((n) => n.startsWith('runc-migrate-replica.'))) {
+    const dir = path.join(parent, name);
+    const owner = await fs
+      .readFile(path.join(dir, OWNER_FILE), 'utf8')
+      .then((t) => JSON.parse(t) as ReplicaOwner)
+      .catch(() => undefined);
+    if (owner && owner.container === c.container && owner.runcRoot === c.runcRoot && !pidAlive(owner.pid))
+      found.push({ dir, owner });
+  }
+  return found;
 }

@@ -27,7 +27,15 @@ import { checkSource } from '../preflight/source.js';
 import { lockContainer, pidAlive, RunningAlready } from '../recover/intent.js';
 import { localSession, type Session } from '../session.js';
 import { CheckpointFailed, takeCheckpoint, type Checkpoint, type CheckpointSetup } from './checkpoint.js';
-import { FENCE_SCRIPT, pauseUnlessPaused, uptimeCs, writeDeadline } from './fence.js';
+import {
+  FENCE_SCRIPT,
+  orphanedReplicaDirs,
+  OWNER_FILE,
+  pauseUnlessPaused,
+  type ReplicaOwner,
+  uptimeCs,
+  writeDeadline,
+} from './fence.js';
 import { leaseMargin, renew, type LeaseRecord, type RenewAnswer } from './lease.js';
 import { withLease } from './leasefile.js';
 import { stateOn } from './failover.js';
@@ -35,7 +43,7 @@ import { criuSafePath } from '../switchover/hold.js';
 import { TriggerSocket, triggerWord } from './trigger.js';
 import { migrate } from '../migrate.js';
 import type { Report } from '../../report.js';
-import { LIST_SCRIPT, parseListing, preDumpRef, restorable, unusedChains } from './store.js';
+import { LIST_SCRIPT, parseListing, preDumpRef, PRUNE_CHAINS_SCRIPT, restorable } from './store.js';
 import { dropLocalChain, type PreDump, takePreDump } from './chain.js';
 import { holderOf } from './basis.js';
 
@@ -190,7 +198,7 @@ async function start(
     await fs.rm(work, { recursive: true, force: true });
   });
   // Whose directory this is: a later run of the same container finds it (staleFences).
-  const owner: Owner = { container: opts.container, runcRoot: opts.runcRoot, pid: process.pid };
+  const owner: ReplicaOwner = { container: opts.container, runcRoot: opts.runcRoot, pid: process.pid };
   await fs.writeFile(path.join(work, OWNER_FILE), `${JSON.stringify(owner)}\n`);
   const bridge = path.join(work, 'rsync-bridge.sh');
   await writeBridge(bridge);
@@ -320,25 +328,13 @@ async function startFence(
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-const OWNER_FILE = 'owner';
-interface Owner {
-  container: string;
-  runcRoot: string;
-  pid: number;
-}
+/** How long a stopping run waits for a pre-dump under way. */
+const PRE_DUMP_WAIT_MS = 120_000;
 
 /** Stops the fences (and removes the work directories) of earlier runs of this container whose tool is gone. */
 async function stopStaleFences(opts: Options, mine: string, progress: Progress): Promise<void> {
-  const parent = path.dirname(mine);
-  const names = await fs.readdir(parent).catch(() => [] as string[]);
-  for (const name of names.filter((n) => n.startsWith('runc-migrate-replica.'))) {
-    const dir = path.join(parent, name);
+  for (const { dir, owner: o } of await orphanedReplicaDirs(path.dirname(mine), opts)) {
     if (dir === mine) continue;
-    const o = await fs
-      .readFile(path.join(dir, OWNER_FILE), 'utf8')
-      .then((t) => JSON.parse(t) as Owner)
-      .catch(() => undefined);
-    if (!o || o.container !== opts.container || o.runcRoot !== opts.runcRoot || pidAlive(o.pid)) continue;
     await fs.writeFile(path.join(dir, 'fence-stop'), '').catch(() => undefined);
     await delay(500);
     await fs.rm(dir, { recursive: true, force: true });
@@ -422,6 +418,10 @@ class ReplicaRun {
 
   /** The pre-dump chain being built (dirty-memory tracking only). */
   private chain?: { id: string; dumps: PreDump[] };
+  /** A pre-dump under way (finish waits for it). */
+  private preDumping?: Promise<PreDump | { skipped: string }>;
+  /** The last chain's first (whole) pre-dump's runc call, ms. */
+  private firstPreDumpMs = 0;
   /** Intervals since the last complete checkpoint (a checkpoint comes every chain-length-th, whatever the pre-dumps did). */
   private sinceCheckpoint = 0;
 
@@ -496,13 +496,19 @@ class ReplicaRun {
       if (!this.s.ssh.alive) throw new CheckpointFailed('the SSH connection to the standby is down');
       const last = chain.dumps.at(-1);
       // Twice the last pre-dump's runc call (its freeze, and CRIU's writing after), at least 1 s.
-      const d = await takePreDump(this.setup, chain.id, n, 2 * Math.max(500, last?.dumpMs ?? 0));
+      // A chain's first pre-dump is whole: as long as the last whole dump, at least.
+      const longest = last?.dumpMs ?? Math.max(this.firstPreDumpMs, this.last?.parts.dump ?? 0);
+      this.preDumping = takePreDump(this.setup, chain.id, n, 2 * Math.max(500, longest)).finally(() => {
+        this.preDumping = undefined;
+      });
+      const d = await this.preDumping;
       if ('skipped' in d) {
         // Not begun: the chain stands, and this interval has none.
         this.emit({ event: 'pre-dump-skipped', chain: chain.id, n, why: d.skipped });
         return;
       }
       chain.dumps.push(d);
+      if (n === 1) this.firstPreDumpMs = d.dumpMs;
       this.emit({ event: 'pre-dump', ...d });
     } catch (err) {
       // A pre-dump that failed may have reset the kernel's dirty bits without keeping
@@ -547,10 +553,11 @@ class ReplicaRun {
 
   /** The standby's chains no kept checkpoint is parented on (and not the one being built) go. */
   private async pruneChains(): Promise<void> {
-    const listing = parseListing((await this.s.dst.run(['sh', '-c', LIST_SCRIPT, 'sh', this.r.dir])).stdout);
-    const unused = unusedChains(listing, this.chain?.id);
-    if (unused.length)
-      await this.s.dst.run(['rm', '-rf', ...unused.map((c) => path.posix.join(this.r.dir, 'chains', c))]);
+    const r = await this.s.dst.run(['sh', '-c', PRUNE_CHAINS_SCRIPT, 'sh', this.r.dir, this.chain?.id ?? ''], {
+      allowFail: true,
+    });
+    // The checkpoint is published: a prune that failed leaves chains for the next one.
+    if (r.code !== 0) this.s.progress.warn(`the standby's unused chains were not removed: ${r.stderr.trim()}`);
   }
 
   /** The lease's loop: a renewal every interval until the run stops. */
@@ -641,6 +648,22 @@ class ReplicaRun {
 
   /** The end: the lease released (failover refuses a released lease), the fence stopped. */
   private async finish(): Promise<void> {
+    // A pre-dump under way is waited for: no hold can end it (it thaws the container by
+    // itself), and killing CRIU could leave the container frozen; the lock, and with it a
+    // migration, must not come while it still writes.
+    if (this.preDumping) {
+      const ended = await Promise.race([
+        this.preDumping.then(
+          () => true,
+          () => true,
+        ),
+        delay(PRE_DUMP_WAIT_MS).then(() => false),
+      ]);
+      if (!ended)
+        this.s.progress.warn(
+          `a pre-dump still runs after ${PRE_DUMP_WAIT_MS / 1000} s: it ends by itself (its own limit is 10 minutes)`,
+        );
+    }
     const released = this.failedOver ? 'failed-over' : await releaseLease(this.s, this.r);
     if (released === 'failed-over') {
       this.failedOver ??= { at: Date.now(), by: 'failover (heard while stopping)' };

@@ -129,11 +129,27 @@ export function nextSeq(s: StoreListing): number {
   return Math.max(0, ...s.complete.map((c) => c.seq), ...s.partial) + 1;
 }
 
-/** Pre-dump chains no kept checkpoint is parented on and that is not CURRENT (the one the next checkpoint builds on): removable. */
-export function unusedChains(s: StoreListing, current?: string): string[] {
-  const used = new Set(s.complete.map((c) => c.chain).filter((c): c is string => !!c));
-  return s.chains.filter((c) => !used.has(c) && c !== current);
-}
+/**
+ * Removes the pre-dump chains no checkpoint here is parented on (POSIX sh; $1 the
+ * replica's directory, $2 the chain being built, kept). What is in use is read from the
+ * checkpoints' own `parent` links, complete or not: a checkpoint whose record cannot be
+ * read still keeps its chain. Prints `removed chains/ID` for each.
+ */
+export const PRUNE_CHAINS_SCRIPT = `set -eu
+cd "$1"
+current=$2
+used=$(for l in checkpoints/*/images/parent checkpoints/.*.partial/images/parent; do
+  if [ -L "$l" ]; then readlink "$l"; fi
+done | sed -n 's#^.*chains/\\([^/]*\\)/.*$#\\1#p' | sort -u)
+for c in chains/*; do
+  [ -d "$c" ] || continue
+  id=\${c#chains/}
+  [ "$id" = "$current" ] && continue
+  if printf '%s\\n' "$used" | grep -qxF -- "$id"; then continue; fi
+  rm -rf "$c"
+  echo "removed $c"
+done
+`;
 
 /** A pre-dump a dump can be parented on: its chain, its number, its directory (relative to the replica's, and to replicate's work directory: the layouts are alike). */
 export interface PreDumpRef {
