@@ -92,8 +92,9 @@ after(async () => {
 describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
   test('converges: several pre-dumps, shrinking, a final dump far smaller than a one-shot one', async () => {
     await must('vm1', 'criu check --feature mem_dirty_track');
-    await startMemwriter('mwi', 96, 256);
-    await startMemwriter('mwo', 96, 256);
+    // 64 MiB: the one-shot dump is all of it, the iterative one a few ticks' pages.
+    await startMemwriter('mwi', 64, 256);
+    await startMemwriter('mwo', 64, 256);
     const it = await migrateInVm('mwi', '--iterative');
     const one = await migrateInVm('mwo', '--one-shot');
     const its = it.iterations as Array<{ pagesWritten: number; predictedDowntimeMs?: number }>;
@@ -151,8 +152,8 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
   });
 
   test('does not converge when memory is dirtied faster than the link: stops early and says so', async () => {
-    // 96 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
-    await startMemwriter('mwf', 96, 256 * 1024);
+    // 64 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
+    await startMemwriter('mwf', 64, 256 * 1024);
     const r = await migrateInVm('mwf', '--iterative --max-downtime 50');
     process.stderr.write(
       `# not converging: ${r.iterations.length} pre-dumps, ${r.stopWhy}; downtime ${r.downtimeMs} ms, total ${r.totalMs} ms\n`,
