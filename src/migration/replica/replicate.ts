@@ -566,7 +566,15 @@ class ReplicaRun {
       const began = performance.now();
       await this.renewOnce();
       if (this.failedOver) return;
-      await new Promise((r) => setTimeout(r, Math.max(0, this.r.intervalMs - (performance.now() - began))));
+      // Until the next renewal, or the stop (which then waits on this loop: a long
+      // interval would otherwise hold SIGINT, and a migration that stopped the run, that long).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(0, this.r.intervalMs - (performance.now() - began)));
+        void this.stopped.then(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
     }
   }
 
