@@ -648,7 +648,7 @@ function write(runs: Run[]): void {
   if (ch.length) {
     md += `## Replication with pre-dump chains: memwriter ${ch[0].x} MiB, 1 MiB/s rewritten, \`migrate replicate --interval 5s\`\n\n`;
     md +=
-      "Per run, every checkpoint and pre-dump of one replicate run. *images*: what a checkpoint's dump sent (the first is whole either way; with chains the later ones carry only what was written since the chain's last pre-dump). *freeze*: CRIU's frozen time of a checkpoint, the files' sync inside it. *replica*: `du` of vm2's replica directory at the end (`--keep 2`, their chains). Cells: median (min-max) over the checkpoints after the first.\n\n";
+      "Per run, every checkpoint and pre-dump of one replicate run. *images*: what a checkpoint's dump sent (with chains, only what was written since its chain's last pre-dump; each chain's first pre-dump is whole, as a chain starts with no parent). Under TCG a checkpoint or pre-dump takes longer than the interval, so they follow one another; the freeze is mostly the files' sync over the emulated link (0.6 s on the namespace hosts). *freeze*: CRIU's frozen time of a checkpoint, the files' sync inside it. *replica*: `du` of vm2's replica directory at the end (`--keep 2`, their chains). Cells: median (min-max) over the checkpoints after the first.\n\n";
     md +=
       '| chain length | checkpoints | first checkpoint, MB | later checkpoints, MB | freeze, ms | pre-dumps (skipped) | per pre-dump, MB | replica on disk, MB |\n|---|---|---|---|---|---|---|---|\n';
     for (const point of ['chain 1', 'chain 3']) {
