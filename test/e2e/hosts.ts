@@ -41,6 +41,13 @@ export function readEnv(): Record<string, string> {
 
 export async function setupHosts(): Promise<Hosts> {
   await execa('bash', [path.join(HOSTS, 'setup.sh')], { stdout: 'ignore' });
+  // The locks of tools an earlier run killed (their pids gone): a run takes such a lock
+  // over anyway, but the suites that check "nothing left" would count them.
+  if (fs.existsSync(INTENT_DIR))
+    for (const f of fs.readdirSync(INTENT_DIR).filter((n) => n.endsWith('.lock'))) {
+      const pid = Number(fs.readFileSync(path.join(INTENT_DIR, f), 'utf8').split('\n')[0]);
+      if (!(pid > 0 && fs.existsSync(`/proc/${pid}`))) fs.rmSync(path.join(INTENT_DIR, f), { force: true });
+    }
   const e = readEnv();
   const dir = e.RM_HOSTS_DIR;
   return {
