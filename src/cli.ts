@@ -1,7 +1,7 @@
 // The command line: flags (defaults from options.ts), output mode, exit codes.
 import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
-import { readFileSync } from 'node:fs';
+import { packageVersion } from './version.js';
 import { bashCompletion } from './completion.js';
 import {
   DEFAULTS,
@@ -45,12 +45,6 @@ Examples:
 `;
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-/** The version in the package's own package.json (dist/src/cli.js is two levels below it). */
-export function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
-    .version;
-}
 
 export function buildProgram(): Command {
   const p = new Command('migrate')
@@ -196,6 +190,9 @@ export function buildProgram(): Command {
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run migrate --help for every option)')
     .exitOverride()
+    // migrate a b c: the c is a mistake, not something to ignore.
+    .allowExcessArguments(false)
+    .helpCommand('help [command]', 'show the help of a command (migrate help recover)')
     // Options after a subcommand's name are the subcommand's (recover takes the same ones).
     .enablePositionalOptions();
   p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
@@ -347,29 +344,54 @@ function installSignalHandlers(progress: Progress): void {
   });
 }
 
+/** The flags given on the command line (not defaults), as --long names. */
+function givenFlags(cmd: Command): string[] {
+  return cmd.options.flatMap((o) => (cmd.getOptionValueSource(o.attributeName()) === 'cli' && o.long ? [o.long] : []));
+}
+
+/**
+ * What an ssh user types that migrate spells otherwise: the hint for an unknown option.
+ * (commander's message names the option in quotes.)
+ */
+export function sshHabitHint(message: string): string | undefined {
+  const opt = message.match(/unknown option '([^']+)'/)?.[1];
+  if (opt === '-p')
+    return 'The port goes with the host: migrate CONTAINER [user@]host:PORT (or Port in ~/.ssh/config).';
+  if (opt === '-J') return "Jump hosts come from ~/.ssh/config: ProxyJump in the destination's Host block.";
+  if (opt === '-F') return 'The ssh_config file: --ssh-config FILE.';
+  if (opt === '-l') return 'The user goes with the host: migrate CONTAINER user@host.';
+  if (opt === '-o')
+    return 'ssh options come from ~/.ssh/config (--ssh-config FILE); -i and --known-hosts are flags of their own.';
+  return undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   type Kind = 'migrate' | 'recover' | 'replicate' | 'failover';
   let migration: { container: string; host: string; kind: Kind; raw: RawOptions & RawReplicaOptions } | undefined;
   program.action((container: string, host: string) => {
-    migration = { container, host, kind: 'migrate', raw: program.opts() };
+    migration = { container, host, kind: 'migrate', raw: { ...program.opts(), given: givenFlags(program) } };
   });
-  for (const kind of ['recover', 'replicate', 'failover'] as const)
-    program.commands
-      .find((c) => c.name() === kind)
-      ?.action((container: string, host: string, o: RawOptions) => {
-        migration = { container, host, kind, raw: o };
-      });
+  for (const kind of ['recover', 'replicate', 'failover'] as const) {
+    const cmd = program.commands.find((c) => c.name() === kind);
+    cmd?.action((container: string, host: string, o: RawOptions) => {
+      migration = { container, host, kind, raw: { ...o, given: givenFlags(cmd) } };
+    });
+  }
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
         return EXIT.OK;
+      const hint = sshHabitHint(err.message);
+      if (hint) process.stderr.write(`  ${hint}\n`);
+      usageJson(argv, err.message.replace(/^error: /, ''), hint);
       return EXIT.USAGE;
     }
     if (err instanceof MigrateError) {
       process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
+      if (err.exitCode === EXIT.USAGE) usageJson(argv, err.message, err.hint);
       return err.exitCode;
     }
     throw err;
@@ -388,6 +410,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof MigrateError) {
       process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
+      if (err.exitCode === EXIT.USAGE) usageJson(argv, err.message, err.hint);
       return err.exitCode;
     }
     throw err;
@@ -415,6 +438,26 @@ export async function main(argv: string[]): Promise<number> {
     if (s) process.stdout.write(s + '\n');
   }
   return report.exitCode;
+}
+
+/**
+ * With --json anywhere on the command line, a usage error is one JSON object on stdout
+ * too (the flags could not be read, so --json is looked for by hand): scripts get a
+ * report for every outcome.
+ */
+function usageJson(argv: string[], message: string, hint?: string): void {
+  const args = argv.slice(2);
+  const end = args.indexOf('--');
+  if (!(end < 0 ? args : args.slice(0, end)).includes('--json')) return;
+  const report = {
+    outcome: 'refused',
+    exitCode: EXIT.USAGE,
+    version: packageVersion(),
+    runningOn: 'unknown',
+    warnings: [],
+    error: { stage: 'usage', message, hint },
+  };
+  process.stdout.write(`${JSON.stringify(report)}\n`);
 }
 
 /** What a replicate or failover report's error looks like on a terminal. */

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.js';
-import { parsePort } from './ssh/target.js';
+import { parsePort, parseTarget } from './ssh/target.js';
 import { parseThreshold } from './migration/plan/policy.js';
 import { leaseMargin } from './migration/replica/lease.js';
 
@@ -236,6 +236,8 @@ export interface RawOptions {
   verifyFiles?: boolean;
   syncVolume?: string[];
   replicaDir?: string;
+  /** The flags the user gave (as on the command line, --long), not defaults: to refuse the ones a method ignores. */
+  given?: string[];
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -262,6 +264,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   if (!NAME_RE.test(container)) {
     throw new UsageError(`"${container}" is not a valid container name`, 'Use the name shown by `runc list`.');
   }
+  // The destination's form, before anything runs (ssh_config is read at connect time).
+  parseTarget(destination);
   if (raw.quiet && raw.verbose)
     throw new UsageError('--quiet and --verbose contradict each other', 'Give one of them.');
   const transport = (TRANSPORT_ALIASES[raw.transport ?? ''] ?? raw.transport ?? DEFAULTS.transport) as Transport;
@@ -292,6 +296,21 @@ export function resolveOptions(container: string, destination: string, raw: RawO
       'Leave out --transport, or give --transport tls.',
     );
   }
+  // Flags the chosen method would ignore are refused, not dropped silently.
+  const given = (flag: string) => raw.given?.includes(flag) ?? false;
+  const preCopyOnly = ['--threshold', '--max-iterations', '--pre-dump-mode', '--max-downtime'].filter(
+    (f) => given(f) || (f === '--threshold' && raw.threshold !== undefined),
+  );
+  if (preCopyOnly.length && (mode === 'one-shot' || (raw.postCopy && !raw.hybrid)))
+    throw new UsageError(
+      `${preCopyOnly.join(', ')} ${preCopyOnly.length > 1 ? 'steer' : 'steers'} pre-copy: ${mode === 'one-shot' ? '--one-shot' : '--post-copy'} makes no pre-dumps, and would ignore ${preCopyOnly.length > 1 ? 'them' : 'it'}`,
+      `Leave out ${preCopyOnly.join(', ')}, or migrate with pre-copy (--iterative, or --hybrid with post-copy).`,
+    );
+  if (raw.tuneSysctl && !raw.postCopy && !raw.hybrid)
+    throw new UsageError(
+      '--tune-sysctl raises the pipe size post-copy needs: without --post-copy or --hybrid it would be ignored',
+      'Leave out --tune-sysctl, or add --post-copy.',
+    );
   if (raw.autoConverge && (mode === 'one-shot' || (raw.postCopy && !raw.hybrid))) {
     throw new UsageError(
       '--auto-converge throttles the container during pre-copy: it has no use with --one-shot or --post-copy',

@@ -21,6 +21,8 @@ export type Outcome =
 export interface Report {
   outcome: Outcome;
   exitCode: ExitCode;
+  /** The tool's version. */
+  version: string;
   container: string;
   source: string;
   destination: string;

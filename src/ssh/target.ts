@@ -1,4 +1,5 @@
 // The destination as the user wrote it: [user@]host[:port], IPv6 in brackets.
+import { isIP } from 'node:net';
 import { UsageError } from '../errors.js';
 
 export interface Target {
@@ -8,7 +9,8 @@ export interface Target {
 }
 
 export function parseTarget(spec: string): Target {
-  const s = spec.trim();
+  // ssh's URL form too: ssh://[user@]host[:port][/]
+  const s = spec.trim().replace(/^ssh:\/\/([^/]*)\/?$/, '$1');
   if (!s) throw new UsageError('the destination host is empty', 'Give it as [user@]host[:port].');
   let user: string | undefined;
   let rest = s;
@@ -33,6 +35,12 @@ export function parseTarget(spec: string): Target {
     [host, portText] = rest.split(':');
   }
   if (!host) throw new UsageError(`"${spec}": no host name`, 'Give it as [user@]host[:port].');
+  // Colons outside brackets: an IPv6 address, or a mistake (host:port:port, a URL).
+  if (host.includes(':') && !rest.startsWith('[') && isIP(host) !== 6)
+    throw new UsageError(
+      `"${spec}": "${host}" is neither host:port nor an IPv6 address`,
+      'Give it as [user@]host[:port], an IPv6 address as [addr]:port, or as ssh://[user@]host[:port].',
+    );
   if (/[\s/]/.test(host)) throw new UsageError(`"${spec}": "${host}" is not a host name`);
   let port: number | undefined;
   if (portText !== undefined) {

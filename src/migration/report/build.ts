@@ -1,6 +1,7 @@
 // The report, built in one place from what the stages returned and how the run failed (if
 // it did): the stage, where the container runs as confirmed, the hint, CRIU's evidence.
 // Pure: nothing here looks at a host.
+import { packageVersion } from '../../version.js';
 import type { ReplicaBasis } from '../replica/basis.js';
 import os from 'node:os';
 import { CommandError, EXIT, MigrateError, type ExitCode } from '../../errors.js';
@@ -111,6 +112,7 @@ export function newReport(
   return {
     outcome,
     exitCode,
+    version: packageVersion(),
     container: opts.container,
     source: os.hostname(),
     destination: opts.destination,

@@ -1,0 +1,90 @@
+// The front door, as a user meets it: bin/migrate run for real, for input refused before
+// anything runs (no host is contacted: each of these ends at the command line).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parseTarget } from '../../src/ssh/target.js';
+import { resolveOptions } from '../../src/options.js';
+import { UsageError } from '../../src/errors.js';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/migrate');
+const run = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+};
+
+test('with --json a usage error is one JSON object on stdout too: refused, exit 2, the version, the message', () => {
+  const r = run('--json', '--max-downtime', 'abc', 'c', 'h');
+  assert.equal(r.code, 2);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, r.stdout);
+  const j = JSON.parse(lines[0]) as { outcome: string; exitCode: number; version: string; error: { message: string } };
+  assert.equal(j.outcome, 'refused');
+  assert.equal(j.exitCode, 2);
+  assert.match(j.version, /^\d+\.\d+\.\d+/);
+  assert.match(j.error.message, /--max-downtime "abc"/);
+  // commander's own errors too (an unknown option)
+  const u = run('--json', '--no-such-flag', 'c', 'h');
+  assert.equal(u.code, 2);
+  assert.match(
+    (JSON.parse(u.stdout) as { error: { message: string } }).error.message,
+    /unknown option '--no-such-flag'/,
+  );
+  // without --json, nothing on stdout
+  assert.equal(run('--max-downtime', 'abc', 'c', 'h').stdout, '');
+});
+
+test('too many arguments are refused, not ignored', () => {
+  const r = run('a', 'b', 'c');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /too many arguments/);
+});
+
+test("ssh's habits get a hint: -p, -J, -F, -l", () => {
+  for (const [flag, hint] of [
+    ['-p', /host:PORT/],
+    ['-J', /ProxyJump/],
+    ['-F', /--ssh-config/],
+    ['-l', /user@host/],
+  ] as const) {
+    const r = run(flag, 'x', 'c', 'h');
+    assert.equal(r.code, 2, flag);
+    assert.match(r.stderr, hint, flag);
+  }
+});
+
+test('flags the method would ignore are refused: pre-copy flags with --one-shot or --post-copy, --tune-sysctl without post-copy', () => {
+  const one = run('--one-shot', '--threshold', '10%', '--max-iterations', '3', 'c', 'h');
+  assert.equal(one.code, 2);
+  assert.match(one.stderr, /--threshold, --max-iterations steer pre-copy: --one-shot makes no pre-dumps/);
+  const pc = run('--post-copy', '--pre-dump-mode', 'read', 'c', 'h');
+  assert.equal(pc.code, 2);
+  assert.match(pc.stderr, /--pre-dump-mode steers pre-copy: --post-copy/);
+  const ts = run('--tune-sysctl', 'c', 'h');
+  assert.equal(ts.code, 2);
+  assert.match(ts.stderr, /--tune-sysctl .* without --post-copy or --hybrid/);
+  // The same flags with pre-copy pass the command line (hybrid pre-copies too).
+  assert.doesNotThrow(() =>
+    resolveOptions('c', 'h', { hybrid: true, postCopy: true, given: ['--max-iterations'], tuneSysctl: true }),
+  );
+});
+
+test('destinations: ssh:// URLs as ssh reads them; host:port:port and a bare word with colons refused before anything runs', () => {
+  assert.deepEqual(parseTarget('ssh://root@db1:2222'), { user: 'root', host: 'db1', port: 2222 });
+  assert.deepEqual(parseTarget('ssh://db1/'), { user: undefined, host: 'db1', port: undefined });
+  assert.deepEqual(parseTarget('fe80::1'), { user: undefined, host: 'fe80::1', port: undefined });
+  assert.deepEqual(parseTarget('root@[::1]:22'), { user: 'root', host: '::1', port: 22 });
+  assert.throws(() => parseTarget('root@host:1:1'), UsageError);
+  assert.throws(() => resolveOptions('c', 'host:1:1', {}), /neither host:port nor an IPv6 address/);
+  const r = run('c', 'root@host:1:1');
+  assert.equal(r.code, 2);
+  assert.doesNotMatch(r.stderr, /runc on the source/, 'no preflight ran');
+});
+
+test("migrate help COMMAND shows that command's help", () => {
+  const r = run('help', 'recover');
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /Usage: migrate recover/);
+});
