@@ -178,6 +178,7 @@ export function buildProgram(): Command {
       `how long the frozen source waits for the verdict before it resumes by itself (default: ${DEFAULTS.holdFloorS} s, or more for a large container)`,
     )
     .option('--json', 'print one JSON report on stdout and nothing else', false)
+    .option('--no-color', 'no colours (also when NO_COLOR is set)')
     .option('-q, --quiet', 'print nothing but errors (and the summary unless --json)', false)
     .option('-v, --verbose', 'print every local and remote command as it runs', false)
     .option('-n, --dry-run', 'connect, run the preflight checks and print the plan; freeze and change nothing', false)
@@ -227,6 +228,7 @@ export function buildProgram(): Command {
     '--criu',
     '--remote-criu',
     '--json',
+    '--no-color',
     '--quiet',
     '--verbose',
   ];
@@ -365,7 +367,19 @@ export function sshHabitHint(message: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Colour only on a terminal, and not with NO_COLOR (set and not empty, as no-color.org
+ * says) or --no-color; decided before the command line is parsed, so that its own errors
+ * follow it too.
+ */
+export function wantsColour(argv: string[], env: NodeJS.ProcessEnv, tty: boolean): boolean {
+  const args = argv.slice(2);
+  const end = args.indexOf('--');
+  return tty && !env.NO_COLOR && !(end < 0 ? args : args.slice(0, end)).includes('--no-color');
+}
+
 export async function main(argv: string[]): Promise<number> {
+  if (!wantsColour(argv, process.env, !!process.stderr.isTTY)) chalk.level = 0;
   const program = buildProgram();
   type Kind = 'migrate' | 'recover' | 'replicate' | 'failover';
   let migration: { container: string; host: string; kind: Kind; raw: RawOptions & RawReplicaOptions } | undefined;
@@ -415,14 +429,14 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  if (process.env.NO_COLOR !== undefined || !process.stderr.isTTY) chalk.level = 0;
+
   // A terminal that reports no width (a pty nobody sized, as script(1) makes) cannot take
   // a spinner's redraws: ora clears lines without end there. Nor does ora redraw under CI
   // or TERM=dumb (it prints each line once). Plain lines for all of them.
   const sized = process.stderr.isTTY && (process.stderr.columns ?? 0) > 0;
   const interactive = sized && process.env.TERM !== 'dumb' && !('CI' in process.env);
   const mode = opts.json || opts.quiet ? 'silent' : interactive ? 'tty' : 'plain';
-  const progress = new Progress(mode, opts.verbose);
+  const progress = new Progress(mode, opts.verbose, chalk.level > 0, opts.quiet);
   installSignalHandlers(progress);
   if (replica) return replicaCommand(opts, replica, progress);
   if (failoverOpts) return failoverCommand(opts, failoverOpts, progress);

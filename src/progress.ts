@@ -35,6 +35,10 @@ export class Progress {
   constructor(
     private mode: ProgressMode,
     private readonly verbose: boolean,
+    /** Neither the spinner nor its symbols in colour (NO_COLOR, --no-color). */
+    private readonly colour = true,
+    /** --quiet: warnings are not shown either (the report still has them). */
+    private readonly quiet = false,
   ) {}
 
   /** Nothing more is shown (the terminal went away); phases and warnings are still recorded. */
@@ -64,7 +68,8 @@ export class Progress {
 
   private start(title: string): void {
     this.title = title;
-    if (this.mode === 'tty') this.spinner = ora({ text: title, stream: process.stderr }).start();
+    if (this.mode === 'tty')
+      this.spinner = ora({ text: title, stream: process.stderr, ...(this.colour ? {} : { color: false }) }).start();
   }
 
   /** Whether status() shows anything: only on a terminal. */
@@ -78,13 +83,15 @@ export class Progress {
   }
 
   private succeed(text: string): void {
-    if (this.mode === 'tty') this.spinner?.succeed(text);
+    if (this.mode === 'tty' && !this.colour) this.spinner?.stopAndPersist({ symbol: 'ok  ', text });
+    else if (this.mode === 'tty') this.spinner?.succeed(text);
     else if (this.mode === 'plain') process.stderr.write(`ok   ${text}\n`);
     this.spinner = undefined;
   }
 
   private fail(text: string): void {
-    if (this.mode === 'tty') this.spinner?.fail(text);
+    if (this.mode === 'tty' && !this.colour) this.spinner?.stopAndPersist({ symbol: 'FAIL', text });
+    else if (this.mode === 'tty') this.spinner?.fail(text);
     else if (this.mode === 'plain') process.stderr.write(`FAIL ${text}\n`);
     this.spinner = undefined;
   }
@@ -108,7 +115,7 @@ export class Progress {
   }
 
   private print(text: string, kind: 'info' | 'warn'): void {
-    if (this.mode === 'silent' && kind === 'info') return;
+    if (this.mode === 'silent' && (kind === 'info' || this.quiet)) return;
     if (this.spinner) this.spinner.clear();
     process.stderr.write(text + '\n');
     if (this.spinner) this.spinner.render();

@@ -88,3 +88,18 @@ test("migrate help COMMAND shows that command's help", () => {
   assert.equal(r.code, 0);
   assert.match(r.stdout, /Usage: migrate recover/);
 });
+
+test('colour on a terminal only, and never with NO_COLOR or --no-color (under script(1), a real pty)', () => {
+  const onPty = (cmd: string, env: Record<string, string> = {}) =>
+    spawnSync('script', ['-qec', cmd, '/dev/null'], {
+      encoding: 'utf8',
+      env: { ...process.env, NO_COLOR: '', ...env },
+    }).stdout;
+  const cmd = `${process.execPath} ${BIN} --max-downtime abc c h`;
+  const ESC = String.fromCharCode(27);
+  assert.ok(onPty(cmd).includes(`${ESC}[31merror: --max-downtime`), 'red on a terminal');
+  assert.ok(!onPty(cmd, { NO_COLOR: '1' }).includes(ESC));
+  assert.ok(!onPty(`${process.execPath} ${BIN} --no-color --max-downtime abc c h`).includes(ESC));
+  // NO_COLOR set but empty does not count (no-color.org).
+  assert.ok(onPty(cmd, { NO_COLOR: '' }).includes(`${ESC}[31m`));
+});
