@@ -421,6 +421,13 @@ export async function main(argv: string[]): Promise<number> {
     opts = resolveOptions(container, host, raw);
     if (migration.kind === 'replicate') replica = resolveReplicaOptions(container, raw);
     if (migration.kind === 'failover') failoverOpts = resolveFailoverOptions(container, raw);
+    // runc's state and CRIU need root here; failover from a third machine needs nothing local.
+    const needsRoot = migration.kind !== 'failover' || host === 'local';
+    if (needsRoot && process.getuid?.() !== 0)
+      throw new UsageError(
+        `migrate ${migration.kind === 'migrate' ? '' : `${migration.kind} `}must run as root on this host: runc's state and CRIU's checkpoints need it`,
+        'Run it as root (sudo migrate ...). A non-root user on the other host is --sudo.',
+      );
   } catch (err) {
     if (err instanceof MigrateError) {
       process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));

@@ -103,3 +103,14 @@ test('colour on a terminal only, and never with NO_COLOR or --no-color (under sc
   // NO_COLOR set but empty does not count (no-color.org).
   assert.ok(onPty(cmd, { NO_COLOR: '' }).includes(`${ESC}[31m`));
 });
+
+test('not root on this host: refused at once (exit 2), before any probe of runc or CRIU', () => {
+  const r = spawnSync(process.execPath, [BIN, 'c', 'h'], { encoding: 'utf8', uid: 65534, gid: 65534 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /must run as root on this host/);
+  assert.doesNotMatch(
+    r.stderr,
+    /criu check|kernel|runc on the source|--force/,
+    'no probe ran, and no blame on the kernel',
+  );
+});
