@@ -77,6 +77,8 @@ export interface Report {
    */
   runningOn: 'source' | 'destination' | 'none' | 'unknown';
   warnings: string[];
+  /** --dry-run: the plan a run would follow, line by line as printed. */
+  plan?: string[];
   /** migrate recover: why the unfinished migration ended where it did. */
   recoveredWhy?: string;
   /** What went wrong: the stage it happened in (migrate only), what to do, CRIU's own error lines. */

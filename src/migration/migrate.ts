@@ -99,7 +99,8 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     stage = 'plan';
     const plan = makePlan(s, facts);
     if (opts.dryRun) {
-      for (const line of describePlan(plan, facts)) progress.info(`  ${line}`);
+      results.plan = describePlan(plan, facts);
+      for (const line of results.plan) progress.info(`  ${line}`);
       results.dryRun = true;
       return;
     }

@@ -358,6 +358,16 @@ describe('bad input is refused before anything is frozen', () => {
     assert.equal(await status(h.srcRoot, NAME), 'running');
     assert.equal(await status(h.dstRoot, NAME), 'absent');
     assert.deepEqual(await leftovers(), []);
+    // With --json the plan is in the report, as printed.
+    const j = await migrate(args('--dry-run', '--json'));
+    assert.equal(j.code, 0, j.stderr);
+    const report = JSON.parse(j.stdout) as { outcome: string; plan?: string[]; version?: string };
+    assert.equal(report.outcome, 'dry-run');
+    assert.ok(
+      report.plan?.some((l) => /runc --root .* restore/.test(l)),
+      JSON.stringify(report.plan),
+    );
+    assert.ok(report.version);
   });
 
   test('--dry-run of post-copy with --tune-sysctl raises nothing and leaves no certificate, rule or keeper', async () => {

@@ -44,6 +44,8 @@ export interface Results {
   /** An earlier run had committed and was finished: nothing else ran. */
   recoveredWhy?: string;
   dryRun?: boolean;
+  /** --dry-run: the plan, as it is printed. */
+  plan?: string[];
   /** The destination's work directory that could not be removed after the run ended on one host. */
   remoteLeft?: string;
   /** The replica on the destination the root filesystem started from. */
@@ -169,7 +171,7 @@ export function buildReport(
       recoveredWhy: r.recoveredWhy,
     });
   } else if (r.dryRun) {
-    Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source' });
+    Object.assign(report, { outcome: 'dry-run', exitCode: EXIT.OK, runningOn: 'source', plan: r.plan });
   } else if (r.migrated) {
     const m = r.migrated;
     Object.assign(report, {
