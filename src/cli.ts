@@ -44,6 +44,39 @@ Examples:
   migrate recover web1 root@10.0.0.2     (after a migration whose tool was killed)
 `;
 
+const RECOVER_EXIT_HELP = `
+Exit codes:
+  ${EXIT.OK}    settled (the report says where the container runs), or nothing to recover
+  ${EXIT.INTERNAL}    internal error (a bug; please report it with --verbose output)
+  ${EXIT.USAGE}    bad usage
+  ${EXIT.PREFLIGHT}    the migration is still running (its tool is alive): nothing was touched
+  ${EXIT.UNSAFE}    still in doubt (the destination could not be asked): run it again once it can be reached,
+       or the container could not be brought to one host (the message says what to do)
+
+Example:
+  migrate recover web1 root@10.0.0.2
+`;
+
+/** The flags recover's help shows: the connection's, runc's and CRIU's, the output's. */
+const RECOVER_FLAGS = [
+  '--identity',
+  '--known-hosts',
+  '--accept-new-host-key',
+  '--ssh-config',
+  '--connect-timeout',
+  '--sudo',
+  '--runc-root',
+  '--remote-runc-root',
+  '--runc',
+  '--remote-runc',
+  '--criu',
+  '--remote-criu',
+  '--json',
+  '--no-color',
+  '--quiet',
+  '--verbose',
+];
+
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function buildProgram(): Command {
@@ -204,7 +237,14 @@ export function buildProgram(): Command {
     .description('settle a migration whose tool died: ask the destination, then finish it or resume the source')
     .argument('<container>', 'the container, as named by runc on this host')
     .argument('<host>', 'the destination of the unfinished migration');
-  for (const o of p.options) if (!['--version', '--dry-run'].includes(o.long ?? '')) rec.addOption(o);
+  // recover accepts every flag of the migration it settles (the post-copy watchdog runs it
+  // with the migration's own command line), but its help shows only those it uses.
+  for (const o of p.options) {
+    if (['--version', '--dry-run'].includes(o.long ?? '')) continue;
+    if (RECOVER_FLAGS.includes(o.long ?? '')) rec.addOption(o);
+    else rec.addOption((Object.assign(Object.create(Object.getPrototypeOf(o)), o) as Option).hideHelp());
+  }
+  rec.addHelpText('after', RECOVER_EXIT_HELP);
   rec.option(
     '--resume-source',
     'the destination committed and its copy is lost (recover said so): resume the frozen source; what the copy did after its commit is lost',

@@ -114,3 +114,18 @@ test('not root on this host: refused at once (exit 2), before any probe of runc 
     'no probe ran, and no blame on the kernel',
   );
 });
+
+test("recover's help shows its own flags and exit codes, and still accepts the migration's flags (the watchdog passes them)", () => {
+  const help = run('recover', '--help').stdout;
+  assert.match(help, /--resume-source/);
+  assert.match(help, /Exit codes:/);
+  assert.doesNotMatch(help, /--post-copy|--max-downtime|--sync-volume/);
+  // Accepted all the same: the refusal is the root check's, not commander's.
+  const r = spawnSync(process.execPath, [BIN, 'recover', '--post-copy', '--tune-sysctl', 'c', 'h'], {
+    encoding: 'utf8',
+    uid: 65534,
+    gid: 65534,
+  });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /must run as root/);
+});
