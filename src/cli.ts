@@ -359,6 +359,14 @@ export function buildProgram(): Command {
         );
       process.stdout.write(bashCompletion(p));
     });
+  // Help shows defaults as values: "(default: 300)", not "(default: \"300\")", and no
+  // "(default: false)" on every switch (an unset switch is off).
+  for (const cmd of [p, ...p.commands])
+    for (const o of cmd.options) {
+      if (o.defaultValue === false) o.default(undefined);
+      else if (typeof o.defaultValue === 'string' && o.defaultValueDescription === undefined)
+        o.defaultValueDescription = o.defaultValue;
+    }
   return p;
 }
 
