@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
 import { packageVersion } from './version.js';
 import { bashCompletion } from './completion.js';
+import { manPage } from './manpage.js';
 import {
   DEFAULTS,
   type FailoverOptions,
@@ -38,6 +39,7 @@ Exit codes:
   ${EXIT.INTERRUPTED}  interrupted (SIGINT/SIGTERM) before the freeze: the container runs on the source
 
 Examples:
+  migrate --dry-run web1 root@10.0.0.2     (checks both hosts, prints the plan, changes nothing)
   migrate web1 root@10.0.0.2
   migrate --runc-root /run/containerd/runc/k8s.io db 10.0.0.2:2222 -i ~/.ssh/migrate_ed25519
   migrate --move-ip 10.0.1.10/32 --json echo dst-host > report.json
@@ -358,6 +360,11 @@ export function buildProgram(): Command {
           'Run: eval "$(migrate completion bash)"',
         );
       process.stdout.write(bashCompletion(p));
+    });
+  p.command('man')
+    .description('print the manual page, migrate(1), made from these definitions')
+    .action(() => {
+      process.stdout.write(manPage(p, packageVersion(), EXIT_HELP));
     });
   // Help shows defaults as values: "(default: 300)", not "(default: \"300\")", and no
   // "(default: false)" on every switch (an unset switch is off).

@@ -11,7 +11,8 @@ top=$(cd "$here/../.." && pwd)
 # gnuplot-nox draws the benchmark plots (bench/); nothing in the tests needs it.
 # shellcheck checks the shell the hosts run (the guard and the hold, generated: test/unit/shell.test.ts).
 # attr and acl: the file tests set xattrs and ACLs (test/e2e/files-random.test.ts); perl runs the change log (changelog.ts).
-PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox shellcheck attr acl perl-base)
+# man-db renders migrate(1) (test/unit/cli.test.ts); bsdutils has script(1), the tests' terminal.
+PKGS=(runc rsync openssl iptables iproute2 openssh-server openssh-client busybox-static procps psmisc tar coreutils sudo redis-server redis-tools gnuplot-nox shellcheck attr acl perl-base man-db bsdutils)
 apt_install_missing "${PKGS[@]}"
 
 bash "$here/install-criu.sh"

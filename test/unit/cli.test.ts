@@ -2,6 +2,8 @@
 // anything runs (no host is contacted: each of these ends at the command line).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -128,4 +130,28 @@ test("recover's help shows its own flags and exit codes, and still accepts the m
   });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /must run as root/);
+});
+
+test('the man page renders (man -l) and lists every flag --help lists, for migrate and each command', () => {
+  const page = run('man').stdout;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'man-'));
+  fs.writeFileSync(path.join(dir, 'migrate.1'), page);
+  const r = spawnSync('man', ['-l', path.join(dir, 'migrate.1')], {
+    encoding: 'utf8',
+    env: { ...process.env, MANWIDTH: '100', MANPAGER: 'cat', PAGER: 'cat' },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr.trim(), '', 'groff has no complaint');
+  // man hyphenates long words at line ends: read it with those joined.
+  const text = r.stdout.replace(/\u2010\n\s*/g, '').replace(/-\n\s+/g, '-');
+  const flagsOf = (help: string) =>
+    new Set(help.match(/^\s+(?:-\w, )?(--[\w-]+)/gm)?.map((l) => l.trim().replace(/^-\w, /, '')));
+  for (const cmd of [[], ['recover'], ['replicate'], ['failover']]) {
+    for (const flag of flagsOf(run(...cmd, '--help').stdout)) {
+      if (flag === '--help' || flag === '--version') continue;
+      assert.ok(text.includes(flag), `${['migrate', ...cmd].join(' ')} ${flag} is not in the man page`);
+    }
+  }
+  assert.match(text, /EXIT STATUS/);
+  assert.match(text, /migrate --dry-run web1/);
 });
