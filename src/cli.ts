@@ -1,9 +1,10 @@
 // The command line: flags (defaults from options.ts), output mode, exit codes.
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Help, Option } from 'commander';
 import chalk from 'chalk';
 import { packageVersion } from './version.js';
 import { bashCompletion } from './completion.js';
 import { manPage } from './manpage.js';
+import { groupedHelp } from './help.js';
 import {
   DEFAULTS,
   type FailoverOptions,
@@ -34,16 +35,16 @@ Exit codes:
   ${EXIT.USAGE}    bad usage: nothing was contacted or changed
   ${EXIT.PREFLIGHT}    refused before the freeze: the container runs untouched on the source
   ${EXIT.ROLLED_BACK}    failed after the freeze and rolled back: the container runs on the source
-  ${EXIT.UNSAFE}    failed and the rollback could not be confirmed, or the migration is in doubt:
+  ${EXIT.UNSAFE}    failed and the rollback was not confirmed, or the migration is in doubt:
        the message says which host may hold what (in doubt: run migrate recover)
-  ${EXIT.INTERRUPTED}  interrupted (SIGINT/SIGTERM) before the freeze: the container runs on the source
+  ${EXIT.INTERRUPTED}  interrupted (SIGINT/SIGTERM) before the freeze: it runs on the source
 
 Examples:
-  migrate --dry-run web1 root@10.0.0.2     (checks both hosts, prints the plan, changes nothing)
+  migrate --dry-run web1 root@10.0.0.2   (checks both hosts, prints the plan)
   migrate web1 root@10.0.0.2
-  migrate --runc-root /run/containerd/runc/k8s.io db 10.0.0.2:2222 -i ~/.ssh/migrate_ed25519
+  migrate --runc-root /run/containerd/runc/k8s.io db 10.0.0.2:2222 -i ~/.ssh/key
   migrate --move-ip 10.0.1.10/32 --json echo dst-host > report.json
-  migrate recover web1 root@10.0.0.2     (after a migration whose tool was killed)
+  migrate recover web1 root@10.0.0.2     (after a killed migration)
 `;
 
 const RECOVER_EXIT_HELP = `
@@ -232,6 +233,12 @@ export function buildProgram(): Command {
     // Options after a subcommand's name are the subcommand's (recover takes the same ones).
     .enablePositionalOptions();
   p.configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+  // The main command's flags, grouped (help.ts); the subcommands keep commander's list.
+  p.configureHelp({
+    // (helper.formatHelp is this function: commander's own is called for the others.)
+    formatHelp: (cmd, helper) =>
+      cmd === p ? groupedHelp(cmd, helper) : Help.prototype.formatHelp.call(helper, cmd, helper),
+  });
   // Subcommands come after exitOverride and configureOutput, which they inherit.
   // recover takes the same options as a migration (SSH, runc roots): the same definitions.
   const rec = p

@@ -155,3 +155,15 @@ test('the man page renders (man -l) and lists every flag --help lists, for migra
   assert.match(text, /EXIT STATUS/);
   assert.match(text, /migrate --dry-run web1/);
 });
+
+test('--help: the flags in their groups, each flag in a named group, no line wider than 80 columns', () => {
+  const help = run('--help').stdout;
+  for (const g of ['Connection:', 'runc and CRIU:', 'Memory method:', 'Network:', 'Files:', 'Safety:', 'Output:'])
+    assert.match(help, new RegExp(`^${g}`, 'm'));
+  assert.doesNotMatch(help, /^Other:/m, 'a flag in no group (src/help.ts HELP_GROUPS)');
+  const wide = help.split('\n').filter((l) => l.length > 80);
+  assert.deepEqual(wide, []);
+  assert.doesNotMatch(help, /default: "|default: false/, 'defaults as values');
+  // the examples start with --dry-run
+  assert.match(help.slice(help.indexOf('Examples:')), /^Examples:\n\s+migrate --dry-run/);
+});
