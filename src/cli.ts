@@ -388,7 +388,7 @@ function installSignalHandlers(progress: Progress): void {
   let count = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     count++;
-    progress.warn(
+    progress.notice(
       count === 1
         ? `${sig} received: stopping before the freeze, or finishing the switchover if it has begun (the container must end on exactly one host)`
         : `${sig} again: still finishing safely; the container is never left half-way`,
@@ -451,15 +451,26 @@ export async function main(argv: string[]): Promise<number> {
   for (const kind of ['recover', 'replicate', 'failover'] as const) {
     const cmd = program.commands.find((c) => c.name() === kind);
     cmd?.action((container: string, host: string, o: RawOptions) => {
-      migration = { container, host, kind, raw: { ...o, given: givenFlags(cmd) } };
+      // recover takes the migration's own flags (the watchdog passes them): they are not
+      // checked against a method again.
+      migration = { container, host, kind, raw: { ...o, given: kind === 'recover' ? undefined : givenFlags(cmd) } };
     });
   }
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
+      // (migrate help WORD, WORD no command: commander prints the help and fails with 1.)
+      if (
+        (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') &&
+        err.exitCode === 0
+      )
         return EXIT.OK;
+      if (err.code === 'commander.help') {
+        const word = argv[argv.indexOf('help') + 1] ?? '';
+        usageJson(argv, `"${word}" is not a command`, 'migrate help lists the commands.');
+        return EXIT.USAGE;
+      }
       const hint = sshHabitHint(err.message);
       if (hint) process.stderr.write(`  ${hint}\n`);
       usageJson(argv, err.message.replace(/^error: /, ''), hint);

@@ -2,6 +2,7 @@
 // their descriptions and defaults are the ones --help prints, so the two cannot drift.
 // `migrate man` prints it; the package installs it (package.json "man").
 import type { Command, Option } from 'commander';
+import os from 'node:os';
 
 /** Text for roff: backslashes doubled, a leading dot or quote kept from being a request, dashes literal. */
 function esc(text: string): string {
@@ -79,5 +80,9 @@ export function manPage(program: Command, version: string, afterHelp: string): s
   lines.push('.SH "EXIT STATUS"', ...helpAfter(afterHelp, 'Exit codes'));
   lines.push('.SH EXAMPLES', ...helpAfter(afterHelp, 'Examples'));
   lines.push('.SH "SEE ALSO"', '\\fBrunc\\fR(8), \\fBcriu\\fR(8), \\fBssh_config\\fR(5)');
-  return `${lines.join('\n')}\n`;
+  // The defaults under the home directory of whoever made the page (a package is made on
+  // one machine and read on others) are written as ~.
+  const home = os.homedir();
+  const text = `${lines.join('\n')}\n`;
+  return home && home !== '/' ? text.split(esc(home)).join('~') : text;
 }

@@ -298,15 +298,18 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   }
   // Flags the chosen method would ignore are refused, not dropped silently.
   const given = (flag: string) => raw.given?.includes(flag) ?? false;
-  const preCopyOnly = ['--threshold', '--max-iterations', '--pre-dump-mode', '--max-downtime'].filter(
-    (f) => given(f) || (f === '--threshold' && raw.threshold !== undefined),
-  );
+  // (Not for recover, whose flags are the migration's own: raw.given is then undefined.)
+  const preCopyOnly = raw.given
+    ? ['--threshold', '--max-iterations', '--pre-dump-mode', '--max-downtime'].filter(
+        (f) => given(f) || (f === '--threshold' && raw.threshold !== undefined),
+      )
+    : [];
   if (preCopyOnly.length && (mode === 'one-shot' || (raw.postCopy && !raw.hybrid)))
     throw new UsageError(
       `${preCopyOnly.join(', ')} ${preCopyOnly.length > 1 ? 'steer' : 'steers'} pre-copy: ${mode === 'one-shot' ? '--one-shot' : '--post-copy'} makes no pre-dumps, and would ignore ${preCopyOnly.length > 1 ? 'them' : 'it'}`,
       `Leave out ${preCopyOnly.join(', ')}, or migrate with pre-copy (--iterative, or --hybrid with post-copy).`,
     );
-  if (raw.tuneSysctl && !raw.postCopy && !raw.hybrid)
+  if (raw.given && raw.tuneSysctl && !raw.postCopy && !raw.hybrid)
     throw new UsageError(
       '--tune-sysctl raises the pipe size post-copy needs: without --post-copy or --hybrid it would be ignored',
       'Leave out --tune-sysctl, or add --post-copy.',
@@ -365,7 +368,8 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   }
   return {
     container,
-    destination,
+    // ssh's URL form is kept as the host it names: records and replicas compare it.
+    destination: destination.trim().replace(/^ssh:\/\/([^/]*)\/?$/, '$1'),
     identityFiles: raw.identity?.length ? raw.identity.map((f) => path.resolve(f)) : [],
     knownHosts: raw.knownHosts ? path.resolve(raw.knownHosts) : undefined,
     sshConfig: raw.sshConfig ? path.resolve(raw.sshConfig) : DEFAULTS.sshConfig,

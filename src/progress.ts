@@ -105,6 +105,14 @@ export class Progress {
     this.print(chalk.yellow(`warning: ${text}`), 'warn');
   }
 
+  /** A warning that is shown under --quiet too (the answer to a signal). */
+  notice(text: string): void {
+    this.warnings.push(text);
+    if (this.spinner) this.spinner.clear();
+    process.stderr.write(`${chalk.yellow(`warning: ${text}`)}\n`);
+    if (this.spinner) this.spinner.render();
+  }
+
   /** --verbose: every command, local and remote, as it is run. */
   command(host: string, line: string): void {
     if (!this.verbose) return;

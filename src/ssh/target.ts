@@ -36,7 +36,7 @@ export function parseTarget(spec: string): Target {
   }
   if (!host) throw new UsageError(`"${spec}": no host name`, 'Give it as [user@]host[:port].');
   // Colons outside brackets: an IPv6 address, or a mistake (host:port:port, a URL).
-  if (host.includes(':') && !rest.startsWith('[') && isIP(host) !== 6)
+  if (host.includes(':') && !rest.startsWith('[') && isIP(host.replace(/%[^%]*$/, '')) !== 6)
     throw new UsageError(
       `"${spec}": "${host}" is neither host:port nor an IPv6 address`,
       'Give it as [user@]host[:port], an IPv6 address as [addr]:port, or as ssh://[user@]host[:port].',

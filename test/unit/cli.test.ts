@@ -167,3 +167,14 @@ test('--help: the flags in their groups, each flag in a named group, no line wid
   // the examples start with --dry-run
   assert.match(help.slice(help.indexOf('Examples:')), /^Examples:\n\s+migrate --dry-run/);
 });
+
+test('migrate help WORD, WORD no command: exit 2 (not 0), and JSON with --json', () => {
+  const r = run('--json', 'help', 'recvoer');
+  assert.equal(r.code, 2);
+  assert.match((JSON.parse(r.stdout) as { error: { message: string } }).error.message, /"recvoer" is not a command/);
+});
+
+test('zone ids and ssh:// destinations: an IPv6 link-local address with its interface; the URL form kept as the host it names', () => {
+  assert.equal(parseTarget('root@fe80::1%br_lan').host, 'fe80::1%br_lan');
+  assert.equal(resolveOptions('c', 'ssh://root@sb:2222/', {}).destination, 'root@sb:2222');
+});

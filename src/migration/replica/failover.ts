@@ -12,6 +12,7 @@
 //      reconnects), and the container's state confirmed running.
 // RPO is the checkpoint's age (the standby's clock against the source's at the freeze:
 // as good as their clocks agree); RTO runs from the call to the container confirmed running.
+import { packageVersion } from '../../version.js';
 import path from 'node:path';
 import { EXIT, MigrateError, PreflightError, type ExitCode } from '../../errors.js';
 import { type Host, LocalHost, RemoteHost } from '../../host.js';
@@ -31,6 +32,8 @@ import { type CheckpointRecord, LIST_SCRIPT, parseListing, restorable } from './
 
 export interface FailoverReport {
   command: 'failover';
+  /** The tool's version. */
+  version: string;
   container: string;
   standby: string;
   exitCode: ExitCode;
@@ -52,6 +55,7 @@ export async function failover(opts: Options, f: FailoverOptions, progress: Prog
   const t0 = performance.now();
   const report: FailoverReport = {
     command: 'failover',
+    version: packageVersion(),
     container: opts.container,
     standby: opts.destination,
     exitCode: EXIT.OK,

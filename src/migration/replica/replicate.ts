@@ -8,6 +8,7 @@
 // once a renewal is confirmed again (so no failover happened meanwhile). A renewal
 // answered "failed over" means the container now runs on the standby: it stays paused
 // here, and the tool says where it went.
+import { packageVersion } from '../../version.js';
 import fs from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
@@ -63,6 +64,8 @@ export type ReplicaEvent =
 
 export interface ReplicaReport {
   command: 'replicate';
+  /** The tool's version. */
+  version: string;
   container: string;
   standby: string;
   exitCode: ExitCode;
@@ -97,6 +100,7 @@ export async function replicate(
 ): Promise<ReplicaReport> {
   const report: ReplicaReport = {
     command: 'replicate',
+    version: packageVersion(),
     container: opts.container,
     standby: opts.destination,
     exitCode: EXIT.OK,
