@@ -92,10 +92,12 @@ test("migrate help COMMAND shows that command's help", () => {
 });
 
 test('colour on a terminal only, and never with NO_COLOR or --no-color (under script(1), a real pty)', () => {
+  // A terminal as a user's: chalk gives no colour under CI (an unknown CI) or TERM=dumb.
+  const { CI: _ci, FORCE_COLOR: _force, ...base } = process.env;
   const onPty = (cmd: string, env: Record<string, string> = {}) =>
     spawnSync('script', ['-qec', cmd, '/dev/null'], {
       encoding: 'utf8',
-      env: { ...process.env, NO_COLOR: '', ...env },
+      env: { ...base, TERM: 'xterm-256color', NO_COLOR: '', ...env },
     }).stdout;
   const cmd = `${process.execPath} ${BIN} --max-downtime abc c h`;
   const ESC = String.fromCharCode(27);
