@@ -4,7 +4,7 @@ import chalk from 'chalk';
 import { packageVersion } from './version.js';
 import { bashCompletion } from './completion.js';
 import { manPage } from './manpage.js';
-import { groupedHelp } from './help.js';
+import { cloneOption, groupedHelp } from './help.js';
 import {
   DEFAULTS,
   type FailoverOptions,
@@ -60,8 +60,8 @@ Example:
   migrate recover web1 root@10.0.0.2
 `;
 
-/** The flags recover's help shows: the connection's, runc's and CRIU's, the output's. */
-const RECOVER_FLAGS = [
+/** The connection's, runc's and CRIU's, and the output's flags: what recover's help shows, and what replicate and failover share with a migration. */
+const CONNECTION = [
   '--identity',
   '--known-hosts',
   '--accept-new-host-key',
@@ -250,8 +250,8 @@ export function buildProgram(): Command {
   // with the migration's own command line), but its help shows only those it uses.
   for (const o of p.options) {
     if (['--version', '--dry-run'].includes(o.long ?? '')) continue;
-    if (RECOVER_FLAGS.includes(o.long ?? '')) rec.addOption(o);
-    else rec.addOption((Object.assign(Object.create(Object.getPrototypeOf(o)), o) as Option).hideHelp());
+    if (CONNECTION.includes(o.long ?? '')) rec.addOption(o);
+    else rec.addOption(cloneOption(o).hideHelp());
   }
   rec.addHelpText('after', RECOVER_EXIT_HELP);
   rec.option(
@@ -263,24 +263,6 @@ export function buildProgram(): Command {
   const shared = (c: Command, names: string[]) => {
     for (const o of p.options) if (names.includes(o.long ?? '')) c.addOption(o);
   };
-  const CONNECTION = [
-    '--identity',
-    '--known-hosts',
-    '--accept-new-host-key',
-    '--ssh-config',
-    '--connect-timeout',
-    '--sudo',
-    '--runc-root',
-    '--remote-runc-root',
-    '--runc',
-    '--remote-runc',
-    '--criu',
-    '--remote-criu',
-    '--json',
-    '--no-color',
-    '--quiet',
-    '--verbose',
-  ];
   const replicaDir = `the replicas' directory on the standby (one per container)`;
   const rep = p
     .command('replicate')
@@ -435,9 +417,14 @@ export function sshHabitHint(message: string): string | undefined {
  * follow it too.
  */
 export function wantsColour(argv: string[], env: NodeJS.ProcessEnv, tty: boolean): boolean {
+  return tty && !env.NO_COLOR && !flagIn(argv, '--no-color');
+}
+
+/** Whether FLAG is on the command line (before a --), looked for by hand: for what must be known when it cannot be parsed. */
+function flagIn(argv: string[], flag: string): boolean {
   const args = argv.slice(2);
   const end = args.indexOf('--');
-  return tty && !env.NO_COLOR && !(end < 0 ? args : args.slice(0, end)).includes('--no-color');
+  return (end < 0 ? args : args.slice(0, end)).includes(flag);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -540,9 +527,7 @@ export async function main(argv: string[]): Promise<number> {
  * report for every outcome.
  */
 function usageJson(argv: string[], message: string, hint?: string): void {
-  const args = argv.slice(2);
-  const end = args.indexOf('--');
-  if (!(end < 0 ? args : args.slice(0, end)).includes('--json')) return;
+  if (!flagIn(argv, '--json')) return;
   const report = {
     outcome: 'refused',
     exitCode: EXIT.USAGE,

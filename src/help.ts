@@ -78,16 +78,16 @@ export const SHORT_HELP: Readonly<Record<string, string>> = {
   '--no-tcp-established': 'do not migrate TCP connections (the dump fails if there are any)',
 };
 
+/** A copy of option O (one command's help may show it otherwise than another's), with CHANGES. */
+export function cloneOption(o: Option, changes: Partial<Option> = {}): Option {
+  return Object.assign(Object.create(Object.getPrototypeOf(o)), o, changes) as Option;
+}
+
 /** The flag as the help shows it: the short description when there is one, its default as --help would. */
 function shown(o: Option): Option {
   const short = o.long ? SHORT_HELP[o.long] : undefined;
   // The short words name the choices themselves.
-  return short
-    ? (Object.assign(Object.create(Object.getPrototypeOf(o)), o, {
-        description: short,
-        argChoices: undefined,
-      }) as Option)
-    : o;
+  return short ? cloneOption(o, { description: short, argChoices: undefined }) : o;
 }
 
 /** commander's help, with the options in HELP_GROUPS' groups. */

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.js';
-import { parsePort, parseTarget } from './ssh/target.js';
+import { parsePort, parseTarget, withoutSshUrl } from './ssh/target.js';
 import { parseThreshold } from './migration/plan/policy.js';
 import { leaseMargin } from './migration/replica/lease.js';
 
@@ -369,7 +369,7 @@ export function resolveOptions(container: string, destination: string, raw: RawO
   return {
     container,
     // ssh's URL form is kept as the host it names: records and replicas compare it.
-    destination: destination.trim().replace(/^ssh:\/\/([^/]*)\/?$/, '$1'),
+    destination: withoutSshUrl(destination),
     identityFiles: raw.identity?.length ? raw.identity.map((f) => path.resolve(f)) : [],
     knownHosts: raw.knownHosts ? path.resolve(raw.knownHosts) : undefined,
     sshConfig: raw.sshConfig ? path.resolve(raw.sshConfig) : DEFAULTS.sshConfig,

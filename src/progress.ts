@@ -108,9 +108,7 @@ export class Progress {
   /** A warning that is shown under --quiet too (the answer to a signal). */
   notice(text: string): void {
     this.warnings.push(text);
-    if (this.spinner) this.spinner.clear();
-    process.stderr.write(`${chalk.yellow(`warning: ${text}`)}\n`);
-    if (this.spinner) this.spinner.render();
+    this.print(chalk.yellow(`warning: ${text}`), 'notice');
   }
 
   /** --verbose: every command, local and remote, as it is run. */
@@ -122,8 +120,8 @@ export class Progress {
     if (this.spinner) this.spinner.render();
   }
 
-  private print(text: string, kind: 'info' | 'warn'): void {
-    if (this.mode === 'silent' && (kind === 'info' || this.quiet)) return;
+  private print(text: string, kind: 'info' | 'warn' | 'notice'): void {
+    if (this.mode === 'silent' && (kind === 'info' || (kind === 'warn' && this.quiet))) return;
     if (this.spinner) this.spinner.clear();
     process.stderr.write(text + '\n');
     if (this.spinner) this.spinner.render();

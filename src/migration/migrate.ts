@@ -25,6 +25,7 @@ import { Undo } from './prepare/undo.js';
 import { readIntent, removeIntent, writeIntent } from './recover/intent.js';
 import { findBasis, holderOf, lockForMigration, removeReplica } from './replica/basis.js';
 import path from 'node:path';
+import { isRootfs } from './files/rootfs.js';
 import { recover } from './recover/recover.js';
 import {
   buildReport,
@@ -85,7 +86,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     const facts = { source, destination };
     // This container's replica on the destination: the root filesystem starts from it.
     const replicaDir = stoppedDir ?? path.posix.join(opts.replicaDir, opts.container);
-    if (destination.files?.plan.trees.some((t) => t.containerPath === '/')) {
+    if (destination.files?.plan.trees.some(isRootfs)) {
       results.replica = await findBasis(s.dst, replicaDir, holderOf(opts));
       if (results.replica) results.replica.stoppedReplicate = stoppedReplicate;
       const b = results.replica;

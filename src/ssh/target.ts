@@ -8,9 +8,13 @@ export interface Target {
   port?: number;
 }
 
+/** ssh's URL form, ssh://[user@]host[:port][/], as the [user@]host[:port] it names (anything else as given, trimmed). */
+export function withoutSshUrl(spec: string): string {
+  return spec.trim().replace(/^ssh:\/\/([^/]*)\/?$/, '$1');
+}
+
 export function parseTarget(spec: string): Target {
-  // ssh's URL form too: ssh://[user@]host[:port][/]
-  const s = spec.trim().replace(/^ssh:\/\/([^/]*)\/?$/, '$1');
+  const s = withoutSshUrl(spec);
   if (!s) throw new UsageError('the destination host is empty', 'Give it as [user@]host[:port].');
   let user: string | undefined;
   let rest = s;

@@ -64,7 +64,8 @@ export interface FilesBasis {
   frozenAtS: number;
 }
 
-const isRootfs = (t: SyncTree) => t.containerPath === '/' && !t.file;
+/** The container's root filesystem among the trees synced (a replica's tree is its basis). */
+export const isRootfs = (t: SyncTree) => t.containerPath === '/' && !t.file;
 
 /** What the report carries about the files. */
 export interface FilesReport {
