@@ -1,6 +1,7 @@
 // The command line: flags (defaults from options.ts), output mode, exit codes.
 import { Command, CommanderError, Help, Option } from 'commander';
 import chalk from 'chalk';
+import os from 'node:os';
 import { packageVersion } from './version.js';
 import { bashCompletion } from './completion.js';
 import { manPage } from './manpage.js';
@@ -400,7 +401,8 @@ function givenFlags(cmd: Command): string[] {
  * (commander's message names the option in quotes.)
  */
 export function sshHabitHint(message: string): string | undefined {
-  const opt = message.match(/unknown option '([^']+)'/)?.[1];
+  // A short option's value may be joined to it, as ssh takes it (-p2222, -Jjump).
+  const opt = message.match(/unknown option '(-[^-'][^']*)'/)?.[1]?.slice(0, 2);
   if (opt === '-p')
     return 'The port goes with the host: migrate CONTAINER [user@]host:PORT (or Port in ~/.ssh/config).';
   if (opt === '-J') return "Jump hosts come from ~/.ssh/config: ProxyJump in the destination's Host block.";
@@ -491,7 +493,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof MigrateError) {
       process.stderr.write(chalk.red(`error: ${err.message}\n`) + (err.hint ? `  ${err.hint}\n` : ''));
-      if (err.exitCode === EXIT.USAGE) usageJson(argv, err.message, err.hint);
+      if (err.exitCode === EXIT.USAGE) usageJson(argv, err.message, err.hint, migration);
       return err.exitCode;
     }
     throw err;
@@ -526,12 +528,18 @@ export async function main(argv: string[]): Promise<number> {
  * too (the flags could not be read, so --json is looked for by hand): scripts get a
  * report for every outcome.
  */
-function usageJson(argv: string[], message: string, hint?: string): void {
+/**
+ * With --json, a usage error's report: one object, as every outcome has. The container
+ * and the destination are in it once the command line named them (not when it could not
+ * be parsed: a guess at which word is which would mislead a script).
+ */
+function usageJson(argv: string[], message: string, hint?: string, about?: { container: string; host: string }): void {
   if (!flagIn(argv, '--json')) return;
   const report = {
     outcome: 'refused',
     exitCode: EXIT.USAGE,
     version: packageVersion(),
+    ...(about && { container: about.container, source: os.hostname(), destination: about.host }),
     runningOn: 'unknown',
     warnings: [],
     error: { stage: 'usage', message, hint },

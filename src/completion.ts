@@ -1,5 +1,6 @@
 // Shell completion, generated from the command line's own definition (cli.ts), so a flag
-// added there completes without touching this file.
+// added there completes without touching this file. Each command completes its own flags
+// (those its help shows) and its own arguments.
 import type { Command } from 'commander';
 import { DEFAULTS } from './options.js';
 
@@ -13,6 +14,7 @@ const FILE_FLAGS = [
   '--criu',
   '--work-dir',
   '--runc-root',
+  '--trigger-socket',
 ];
 
 interface FlagInfo {
@@ -21,63 +23,124 @@ interface FlagInfo {
   choices?: readonly string[];
 }
 
-/** Every flag of the main command: its spellings, whether it takes a value, its choices. */
-export function flagsOf(program: Command): FlagInfo[] {
-  return program.options.map((o) => ({
-    names: [o.short, o.long].filter((n): n is string => !!n),
-    takesValue: o.required || o.optional,
-    choices: o.argChoices,
-  }));
+/** The flags a command's help shows: their spellings, whether they take a value, their choices. */
+export function flagsOf(cmd: Command): FlagInfo[] {
+  return cmd.options
+    .filter((o) => !o.hidden)
+    .map((o) => ({
+      names: [o.short, o.long].filter((n): n is string => !!n),
+      takesValue: o.required || o.optional,
+      choices: o.argChoices,
+    }));
 }
 
 const words = (xs: string[]) => xs.join(' ');
+/** "|a|b|": a list a bash pattern can look a word up in. */
+const bars = (xs: string[]) => `|${xs.join('|')}|`;
+
+/** What each position of a command's arguments completes to (bash words, run in the script). */
+const KNOWN_HOSTS = `if declare -F _known_hosts_real >/dev/null; then _known_hosts_real -a -- "$cur"; else COMPREPLY=($(compgen -W "$(awk 'tolower($1) == "host" { for (i = 2; i <= NF; i++) if ($i !~ /[*?!]/) print $i }' ~/.ssh/config 2>/dev/null)" -- "$cur")); fi`;
+const CONTAINERS = `COMPREPLY=($(compgen -W "$(runc --root "$root" list -q 2>/dev/null)" -- "$cur"))`;
+/** recover: the containers with a record of an unfinished migration, then that record's destination. */
+const RECORDS = `COMPREPLY=($(cd "$records" 2>/dev/null && compgen -G "$cur*.json" | sed 's/\\.json$//'))`;
+const RECORD_DESTINATION = `COMPREPLY=($(compgen -W "$(sed -n 's/^ *"destination": *"\\(.*\\)",\\{0,1\\}$/\\1/p' "$records/\${COMP_WORDS[at]}.json" 2>/dev/null)" -- "$cur"))`;
+
+function positions(cmd: string, subcommands: string[]): string[] {
+  switch (cmd) {
+    case 'recover':
+      return [RECORDS, RECORD_DESTINATION];
+    case 'replicate':
+      return [CONTAINERS, KNOWN_HOSTS];
+    case 'failover':
+      return ['', `${KNOWN_HOSTS}; COMPREPLY+=($(compgen -W local -- "$cur"))`];
+    case 'completion':
+      return [`COMPREPLY=($(compgen -W bash -- "$cur"))`];
+    case 'help':
+      return [`COMPREPLY=($(compgen -W '${words(subcommands.filter((s) => s !== 'help'))}' -- "$cur"))`];
+    case 'man':
+      return [];
+    default:
+      return [
+        `COMPREPLY=($(compgen -W "${words(subcommands)} $(runc --root "$root" list -q 2>/dev/null)" -- "$cur"))`,
+        KNOWN_HOSTS,
+      ];
+  }
+}
 
 /** A bash completion script: `eval "$(migrate completion bash)"`, or save it under bash-completion's completions directory. */
-export function bashCompletion(program: Command): string {
-  const flags = flagsOf(program);
-  const all = flags.flatMap((f) => f.names);
-  const valued = flags.filter((f) => f.takesValue).flatMap((f) => f.names);
-  const files = valued.filter((n) => FILE_FLAGS.includes(n));
-  const choiceCases = flags
-    .filter((f) => f.choices)
+export function bashCompletion(program: Command, recordsDir: string = DEFAULTS.intentDir): string {
+  const subcommands = [...program.commands.map((c) => c.name()), 'help'];
+  // The main command last: its case is the catch-all.
+  const commands: [string, Command | undefined][] = [
+    ...program.commands.map((c): [string, Command] => [c.name(), c]),
+    ['help', undefined],
+    ['', program],
+  ];
+  const cases = commands
+    .map(([name, cmd]) => {
+      const flags = cmd ? flagsOf(cmd) : [];
+      const valued = flags.filter((f) => f.takesValue).flatMap((f) => f.names);
+      const files = valued.filter((n) => FILE_FLAGS.includes(n));
+      const pos = positions(name, subcommands)
+        .map((p, i) => `\t\t\t${i}) ${p || ':'} ;;`)
+        .join('\n');
+      return `\t${name === '' ? '*' : name})
+		flags='${words(flags.flatMap((f) => f.names))} --help'; valued='${bars(valued)}'; files='${bars(files)}'
+		complete_position() {
+			case $1 in
+${pos}
+			esac
+		} ;;`;
+    })
+    .join('\n');
+  // A flag's choices are the same wherever it is defined (the commands share the definition).
+  const seen = new Set<string>();
+  const choiceCases = commands
+    .flatMap(([, cmd]) => (cmd ? flagsOf(cmd) : []))
+    .filter((f) => f.choices && !f.names.some((n) => seen.has(n)) && f.names.every((n) => seen.add(n)))
     .map((f) => `\t\t${f.names.join('|')}) COMPREPLY=($(compgen -W '${words([...f.choices!])}' -- "$cur")); return ;;`)
     .join('\n');
-  const subcommands = program.commands.map((c) => c.name());
   return `# bash completion for migrate (runc-migrate); generated by \`migrate completion bash\`
 _migrate() {
-	local cur prev i w root=${DEFAULTS.runcRoot} npos=0
+	local cur prev i w sub= first=1 at=0 root=${DEFAULTS.runcRoot} records=${recordsDir} npos=0 flags valued files
 	cur=\${COMP_WORDS[COMP_CWORD]}
 	prev=\${COMP_WORDS[COMP_CWORD-1]}
-	case "$prev" in
-${choiceCases}
-		${files.join('|')}) COMPREPLY=($(compgen -f -- "$cur")); compopt -o filenames 2>/dev/null; return ;;
-		${valued.filter((n) => !files.includes(n) && !flags.some((f) => f.choices && f.names.includes(n))).join('|')}) return ;;
+	# A subcommand is the first word; its flags and arguments are its own.
+	if ((COMP_CWORD > 1)); then
+		case \${COMP_WORDS[1]} in
+			${subcommands.join('|')}) sub=\${COMP_WORDS[1]}; first=2 ;;
+		esac
+	fi
+	case $sub in
+${cases}
 	esac
-	if [[ $cur == -* ]]; then
-		COMPREPLY=($(compgen -W '${words(all)} --help' -- "$cur"))
+	if [[ $valued == *"|$prev|"* ]]; then
+		case "$prev" in
+${choiceCases}
+		esac
+		if [[ $files == *"|$prev|"* ]]; then
+			COMPREPLY=($(compgen -f -- "$cur")); compopt -o filenames 2>/dev/null
+		fi
 		return
 	fi
-	# Which positional argument this is, skipping flags and their values.
-	for ((i = 1; i < COMP_CWORD; i++)); do
-		w=\${COMP_WORDS[i]}
-		case "$w" in
-			--runc-root) root=\${COMP_WORDS[i+1]}; ((i++)) ;;
-			${valued.join('|')}) ((i++)) ;;
-			-*) ;;
-			*) ((npos++)) ;;
-		esac
-	done
-	if ((npos == 0)); then
-		COMPREPLY=($(compgen -W "${words(subcommands)} $(runc --root "$root" list -q 2>/dev/null)" -- "$cur"))
-	elif [[ \${COMP_WORDS[1]} == completion ]]; then
-		COMPREPLY=($(compgen -W 'bash' -- "$cur"))
-	elif ((npos == 1)); then
-		if declare -F _known_hosts_real >/dev/null; then
-			_known_hosts_real -a -- "$cur"
-		else
-			COMPREPLY=($(compgen -W "$(awk 'tolower($1) == "host" { for (i = 2; i <= NF; i++) if ($i !~ /[*?!]/) print $i }' ~/.ssh/config 2>/dev/null)" -- "$cur"))
-		fi
+	if [[ $cur == -* ]]; then
+		COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+		return
 	fi
+	# Which argument this is, skipping flags and their values; the first is where the
+	# container's name goes, so a runc root given before it is the one listed.
+	for ((i = first; i < COMP_CWORD; i++)); do
+		w=\${COMP_WORDS[i]}
+		if [[ $w == --runc-root ]]; then
+			root=\${COMP_WORDS[i+1]}; ((i++))
+		elif [[ $valued == *"|$w|"* ]]; then
+			((i++))
+		elif [[ $w != -* ]]; then
+			((npos++))
+			((npos == 1)) && at=$i
+		fi
+	done
+	complete_position "$npos"
 }
 complete -F _migrate migrate
 `;

@@ -36,6 +36,16 @@ test('with --json a usage error is one JSON object on stdout too: refused, exit 
   );
   // without --json, nothing on stdout
   assert.equal(run('--max-downtime', 'abc', 'c', 'h').stdout, '');
+  // Once the command line names them, the container and the destination are in it.
+  const named = JSON.parse(run('--json', '--one-shot', '--threshold', '10%', 'web1', 'root@h:22').stdout) as {
+    container?: string;
+    destination?: string;
+    source?: string;
+  };
+  assert.equal(named.container, 'web1');
+  assert.equal(named.destination, 'root@h:22');
+  assert.equal(named.source, os.hostname());
+  assert.equal((JSON.parse(u.stdout) as { container?: string }).container, undefined, 'not guessed from argv');
 });
 
 test('too many arguments are refused, not ignored', () => {
@@ -55,6 +65,9 @@ test("ssh's habits get a hint: -p, -J, -F, -l", () => {
     assert.equal(r.code, 2, flag);
     assert.match(r.stderr, hint, flag);
   }
+  // The value joined to the flag, as ssh also takes it.
+  assert.match(run('-p2222', 'c', 'h').stderr, /host:PORT/);
+  assert.match(run('-Jjump', 'c', 'h').stderr, /ProxyJump/);
 });
 
 test('flags the method would ignore are refused: pre-copy flags with --one-shot or --post-copy, --tune-sysctl without post-copy', () => {
