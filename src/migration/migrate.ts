@@ -37,6 +37,7 @@ import {
 } from './report/build.js';
 import { AfterFreezeError, checkInterrupt } from './report/outcome.js';
 import { runPlan } from './runners.js';
+import { findStale } from './prepare/stale.js';
 import { localSession, type LocalSession, type Session } from './session.js';
 import { reconnect } from './switchover/shared.js';
 
@@ -100,7 +101,7 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
     stage = 'plan';
     const plan = makePlan(s, facts);
     if (opts.dryRun) {
-      results.plan = describePlan(plan, facts);
+      results.plan = [...describePlan(plan, facts), ...(await staleLines(s))];
       for (const line of results.plan) progress.info(`  ${line}`);
       results.dryRun = true;
       return;
@@ -139,6 +140,18 @@ export async function migrate(opts: Options, progress: Progress, faults: Faults 
       );
   }
   return buildReport(opts, progress, results, failure, performance.now() - t0);
+}
+
+/** --dry-run: the work directories of dead runs that a run would remove first, on each host. */
+async function staleLines(s: Session): Promise<string[]> {
+  const lines: string[] = [];
+  for (const [where, host, parent] of [
+    ['source', s.src, s.opts.workDir],
+    ['destination', s.dst, s.opts.remoteWorkDir],
+  ] as const)
+    for (const dir of await findStale(host, parent, DEFAULTS.intentDir, []))
+      lines.push(`a run would first remove ${dir} on the ${where} (the work directory of a run that is gone)`);
+  return lines;
 }
 
 function sessionOver(local: LocalSession, ssh: SshConnection): Session {

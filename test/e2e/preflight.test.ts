@@ -1,6 +1,7 @@
 // Bad input: each case gets a clear message naming the fix, a non-zero exit, and the
 // container still running untouched on the source (never frozen: its counter never stops).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import { execa } from 'execa';
@@ -8,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   baseArgs,
+  INTENT_DIR,
   leftovers,
   migrate,
   ns,
@@ -54,6 +56,50 @@ async function refused(args: string[], code: number, message: RegExp, hint: RegE
 }
 
 const args = (...extra: string[]) => [...baseArgs(h, NAME, b.dst), ...extra];
+
+/**
+ * What a run may change on the test hosts, read in full: the work directories and the
+ * records (every entry's mode, size, times and bytes), the sysctls the tool writes, and
+ * each host's firewall (iptables, ip6tables, nftables), addresses and routes.
+ */
+async function hostSnapshot(): Promise<string[]> {
+  const out: string[] = [];
+  const walk = (p: string) => {
+    const st = fs.lstatSync(p);
+    const bytes = st.isFile() ? createHash('sha256').update(fs.readFileSync(p)).digest('hex') : '';
+    out.push(`${p} mode=${st.mode} size=${st.size} mtime=${st.mtimeMs} ctime=${st.ctimeMs} ${bytes}`);
+    if (st.isDirectory()) for (const e of fs.readdirSync(p).sort()) walk(path.join(p, e));
+  };
+  for (const d of ['/dev/shm', '/var/tmp'])
+    for (const f of fs.readdirSync(d).sort()) if (f.startsWith('runc-migrate')) walk(path.join(d, f));
+  if (fs.existsSync(INTENT_DIR)) walk(INTENT_DIR);
+  for (const n of ['src', 'dst'] as const) {
+    for (const cmd of [
+      [
+        'sysctl',
+        'fs.pipe-max-size',
+        'fs.inotify.max_user_watches',
+        'net.ipv4.conf.all.arp_ignore',
+        'net.ipv4.conf.eth0.arp_ignore',
+      ],
+      ['iptables-save'],
+      ['ip6tables-save'],
+      ['nft', 'list', 'ruleset'],
+      ['ip', '-o', 'addr'],
+      ['ip', 'route'],
+    ]) {
+      const r = await sh([...ns(n), ...cmd], { reject: false });
+      // iptables-save's comments carry the time it ran.
+      out.push(
+        `${n} ${cmd.join(' ')}:`,
+        ...String(r.stdout)
+          .split('\n')
+          .filter((l) => !l.startsWith('#')),
+      );
+    }
+  }
+  return out;
+}
 
 describe('bad input is refused before anything is frozen', () => {
   test('unknown container', async () => {
@@ -368,6 +414,87 @@ describe('bad input is refused before anything is frozen', () => {
       JSON.stringify(report.plan),
     );
     assert.ok(report.version);
+  });
+
+  test('--dry-run leaves both hosts byte-for-byte as they were, and says what a run would settle and remove', async () => {
+    // What a run would act on: an unfinished earlier migration of this container (its tool
+    // gone), a work directory of a dead run on each host, and a pipe limit below post-copy's.
+    const record = path.join(INTENT_DIR, `${NAME}.json`);
+    const deadPid = 4_194_305; // above the kernel's largest pid_max: never a live process
+    const stale = ['/var/tmp/runc-migrate.dry-stale-src', '/dev/shm/runc-migrate.dry-stale-dst'];
+    const owner = `${os.hostname()} ${deadPid} ${fs.readFileSync('/etc/machine-id', 'utf8').trim()} ${fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}\n`;
+    const pipeMax = '/proc/sys/fs/pipe-max-size';
+    const pipeWas = fs.readFileSync(pipeMax, 'utf8').trim();
+    try {
+      fs.mkdirSync(INTENT_DIR, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(
+        record,
+        `${JSON.stringify(
+          {
+            version: 2,
+            container: NAME,
+            srcRunc: { runc: 'runc', root: h.srcRoot },
+            dstRunc: { runc: 'runc', root: h.dstRoot },
+            destination: `root@${h.dstAddr}`,
+            pid: deadPid,
+            startedAt: '2026-01-01T00:00:00.000Z',
+            phase: 'precopy',
+            updatedAt: '2026-01-01T00:00:01.000Z',
+            localBase: '/var/tmp/runc-migrate.dry-record-src',
+            holdDir: '/var/tmp/runc-migrate.dry-record-src/hold',
+            remoteBase: '/dev/shm/runc-migrate.dry-record-dst',
+            guardDir: '/dev/shm/runc-migrate.dry-record-dst/guard',
+          },
+          null,
+          2,
+        )}\n`,
+      );
+      for (const d of stale) {
+        fs.mkdirSync(path.join(d, 'images'), { recursive: true });
+        fs.writeFileSync(path.join(d, 'owner'), owner);
+        fs.writeFileSync(path.join(d, 'images', 'pages-1.img'), 'x'.repeat(4096));
+      }
+      fs.writeFileSync(pipeMax, '1048576');
+      const before = await hostSnapshot();
+      const r = await migrate(
+        args(
+          '--dry-run',
+          '--json',
+          '--post-copy',
+          '--tune-sysctl',
+          '--work-dir',
+          '/var/tmp',
+          '--remote-work-dir',
+          '/dev/shm',
+        ),
+      );
+      const after = await hostSnapshot();
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(r.stdout) as { outcome: string; plan?: string[]; warnings: string[] };
+      assert.equal(report.outcome, 'dry-run');
+      assert.ok(
+        report.warnings.some((w) => /earlier migration of pf did not finish \(precopy\).*--dry-run leaves it/.test(w)),
+        JSON.stringify(report.warnings),
+      );
+      for (const [d, where] of [
+        [stale[0], 'source'],
+        [stale[1], 'destination'],
+      ])
+        assert.ok(
+          report.plan?.some((l) => l.includes(`remove ${d} on the ${where}`)),
+          `${d}: ${JSON.stringify(report.plan)}`,
+        );
+      // The record's own work directories are recover's to settle, not stale.
+      assert.ok(!report.plan?.some((l) => l.includes('dry-record')), JSON.stringify(report.plan));
+      assert.deepEqual(after, before);
+      assert.equal(await status(h.srcRoot, NAME), 'running');
+      assert.equal(await status(h.dstRoot, NAME), 'absent');
+    } finally {
+      fs.writeFileSync(pipeMax, pipeWas);
+      fs.rmSync(record, { force: true });
+      for (const d of stale) fs.rmSync(d, { recursive: true, force: true });
+    }
+    assert.deepEqual(await leftovers(), []);
   });
 
   test('--dry-run of post-copy with --tune-sysctl raises nothing and leaves no certificate, rule or keeper', async () => {

@@ -71,6 +71,13 @@ export function staleDirs(
 
 /** Removes the stale work directories under PARENT on HOST; returns those removed. */
 export async function removeStale(host: Host, parent: string, intentDir: string, self: string[]): Promise<string[]> {
+  const stale = await findStale(host, parent, intentDir, self);
+  if (stale.length) await host.run(['rm', '-rf', '--one-file-system', ...stale], { allowFail: true });
+  return stale;
+}
+
+/** The stale work directories under PARENT on HOST (what removeStale would remove; --dry-run lists them). */
+export async function findStale(host: Host, parent: string, intentDir: string, self: string[]): Promise<string[]> {
   const list = await host.run(
     [
       'sh',
@@ -79,12 +86,10 @@ export async function removeStale(host: Host, parent: string, intentDir: string,
     ],
     { allowFail: true },
   );
-  const stale = staleDirs(list.stdout, {
+  return staleDirs(list.stdout, {
     ...machineAndBoot(),
     alive: pidAlive,
     needed: await neededDirs(intentDir),
     self,
   });
-  if (stale.length) await host.run(['rm', '-rf', '--one-file-system', ...stale], { allowFail: true });
-  return stale;
 }

@@ -152,7 +152,7 @@ export interface LockNote {
 }
 
 /** A lock file's text: the pid on the first line, the note (JSON) on the second. */
-function parseLock(text: string): { pid: number; note?: LockNote } {
+export function parseLock(text: string): { pid: number; note?: LockNote } {
   const [first, second] = text.split('\n');
   let note: LockNote | undefined;
   try {
@@ -188,6 +188,18 @@ export async function lockContainer(dir: string, container: string, note?: LockN
     }
   }
   throw new Error(`could not take the lock ${file}`);
+}
+
+/**
+ * Who holds the container's lock, read only (--dry-run takes no lock): a live holder as
+ * RunningAlready, or undefined when no live run holds it.
+ */
+export async function lockHolder(dir: string, container: string): Promise<RunningAlready | undefined> {
+  const text = await fs.readFile(path.join(dir, `${container}.lock`), 'utf8').catch(() => '');
+  const { pid, note } = parseLock(text);
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && liveMigration(pid)
+    ? new RunningAlready(pid, note)
+    : undefined;
 }
 
 export class RunningAlready extends Error {

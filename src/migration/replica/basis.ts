@@ -13,7 +13,7 @@ import { EXIT, MigrateError } from '../../errors.js';
 import type { Host } from '../../host.js';
 import { DEFAULTS, type Options } from '../../options.js';
 import type { Progress } from '../../progress.js';
-import { liveMigration, lockContainer, RunningAlready } from '../recover/intent.js';
+import { liveMigration, lockContainer, lockHolder, RunningAlready } from '../recover/intent.js';
 import { LIST_SCRIPT, parseListing, restorable } from './store.js';
 import { orphanedReplicaDirs } from './fence.js';
 import os from 'node:os';
@@ -64,7 +64,11 @@ export async function lockForMigration(
   };
   let unlock: (() => Promise<void>) | undefined;
   try {
-    unlock = await lockContainer(DEFAULTS.intentDir, opts.container);
+    if (opts.dryRun) {
+      // A dry run takes no lock: it only says what a run would meet.
+      const holder = await lockHolder(DEFAULTS.intentDir, opts.container);
+      if (holder) throw holder;
+    } else unlock = await lockContainer(DEFAULTS.intentDir, opts.container);
   } catch (err) {
     if (!(err instanceof RunningAlready)) throw err;
     const rep = err.note?.replicate;
