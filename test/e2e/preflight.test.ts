@@ -71,7 +71,7 @@ async function hostSnapshot(): Promise<string[]> {
     if (st.isDirectory()) for (const e of fs.readdirSync(p).sort()) walk(path.join(p, e));
   };
   for (const d of ['/dev/shm', '/var/tmp'])
-    for (const f of fs.readdirSync(d).sort()) if (f.startsWith('runc-migrate')) walk(path.join(d, f));
+    for (const f of fs.readdirSync(d).sort()) if (f.startsWith('runc-migrate.')) walk(path.join(d, f));
   if (fs.existsSync(INTENT_DIR)) walk(INTENT_DIR);
   for (const n of ['src', 'dst'] as const) {
     for (const cmd of [
