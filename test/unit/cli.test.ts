@@ -171,6 +171,21 @@ test('the man page renders (man -l) and lists every flag --help lists, for migra
   assert.match(text, /migrate --dry-run web1/);
 });
 
+test('README names every flag --help lists, for migrate and each command', () => {
+  const readme = fs.readFileSync(path.resolve(path.dirname(BIN), '../README.md'), 'utf8');
+  for (const cmd of [[], ['recover'], ['replicate'], ['failover']]) {
+    const help = run(...cmd, '--help').stdout;
+    for (const flag of new Set(help.match(/^\s+(?:-\w, )?(--[\w-]+)/gm)?.map((l) => l.trim().replace(/^-\w, /, '')))) {
+      if (flag === '--help' || flag === '--version') continue;
+      assert.match(
+        readme,
+        new RegExp(`${flag}(?![\\w-])`),
+        `${['migrate', ...cmd].join(' ')} ${flag} is not in README.md`,
+      );
+    }
+  }
+});
+
 test('--help: the flags in their groups, each flag in a named group, no line wider than 80 columns', () => {
   const help = run('--help').stdout;
   for (const g of ['Connection:', 'runc and CRIU:', 'Memory method:', 'Network:', 'Files:', 'Safety:', 'Output:'])
