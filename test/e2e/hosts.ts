@@ -241,7 +241,7 @@ export async function leftovers(): Promise<string[]> {
   return found;
 }
 
-function sshdPid(): string | undefined {
+export function sshdPid(): string | undefined {
   const e = readEnv();
   try {
     return fs.readFileSync(`${e.RM_HOSTS_DIR}/dst/run/sshd.pid`, 'utf8').trim();
