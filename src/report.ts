@@ -56,7 +56,13 @@ export interface Report {
   diskless: boolean;
   /** Memory the container used before the migration (runc events --stats). */
   memoryBytes?: number;
+  /**
+   * From the freeze until the service runs on the destination and can be reached there
+   * (with --move-ip: unmuted and announced; post-copy: the restored copy serving).
+   */
   downtimeMs?: number;
+  /** The downtime's parts: each step's time inside it, and `other` (switchover.ts DowntimeParts). */
+  downtimeParts?: Record<string, number>;
   totalMs: number;
   /** Checkpoint image bytes that arrived on the destination. */
   bytesMoved?: number;
@@ -90,6 +96,9 @@ export function toJson(r: Report): string {
   return JSON.stringify({
     ...r,
     downtimeMs: round(r.downtimeMs),
+    downtimeParts: r.downtimeParts
+      ? Object.fromEntries(Object.entries(r.downtimeParts).map(([k, v]) => [k, round(v)]))
+      : undefined,
     predictedDowntimeMs: round(r.predictedDowntimeMs),
     totalMs: round(r.totalMs),
     phases: r.phases.map((p) => ({ name: p.name, ms: round(p.ms) })),
@@ -101,7 +110,15 @@ export function humanSummary(r: Report): string {
   const lines: string[] = [];
   if (r.outcome === 'migrated') {
     lines.push(chalk.green(`${r.container} migrated to ${r.destination}`));
-    lines.push(`  downtime     ${formatMs(r.downtimeMs ?? 0)}  (frozen until running on the destination)`);
+    lines.push(
+      `  downtime     ${formatMs(r.downtimeMs ?? 0)}  (frozen until it runs${r.postCopy ? '' : ' and can be reached'} on the destination)`,
+    );
+    if (r.downtimeParts)
+      lines.push(
+        `               ${Object.entries(r.downtimeParts)
+          .map(([k, v]) => `${k} ${formatMs(v)}`)
+          .join(', ')}`,
+      );
     const pc = r.postCopy;
     if (pc)
       lines.push(

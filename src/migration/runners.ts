@@ -293,6 +293,7 @@ async function switchoverOutcome(
     }
     return {
       downtimeMs: result.downtimeMs,
+      downtimeParts: result.downtimeParts,
       bytesMoved,
       finalDump: src.finalDump,
       sourceLeft: result.sourceLeft,

@@ -129,18 +129,30 @@ test('parsers', () => {
   ]);
 });
 
-test('the destination claims and announces the address in one round trip each', () => {
+test('the destination claims the address in one round trip, unmutes it in one, announces it in one', () => {
   const m = { address: '10.0.0.1', prefix: 32 };
   assert.deepEqual(addr.claim(m, 'eth0'), [
     'sh',
     '-c',
     'cat /proc/sys/net/ipv4/conf/eth0/arp_ignore && echo 8 > /proc/sys/net/ipv4/conf/eth0/arp_ignore && iptables -w -I OUTPUT -s 10.0.0.1 -j DROP && ip addr add 10.0.0.1/32 dev eth0',
   ]);
-  assert.deepEqual(addr.announce(['busybox', 'arping'], m, 'eth0.100'), [
+  assert.deepEqual(addr.unmute(m, 'eth0.100'), [
     'sh',
     '-c',
-    'iptables -w -D OUTPUT -s 10.0.0.1 -j DROP && echo "$1" > /proc/sys/net/ipv4/conf/eth0.100/arp_ignore; s=$?; busybox arping -U -c 1 -I eth0.100 -s 10.0.0.1 10.0.0.1 >/dev/null 2>&1; exit $s',
+    'iptables -w -D OUTPUT -s 10.0.0.1 -j DROP && echo "$1" > /proc/sys/net/ipv4/conf/eth0.100/arp_ignore',
     'sh',
+  ]);
+  assert.deepEqual(addr.garp(['busybox', 'arping'], m, 'eth0.100'), [
+    'busybox',
+    'arping',
+    '-U',
+    '-c',
+    '1',
+    '-I',
+    'eth0.100',
+    '-s',
+    '10.0.0.1',
+    '10.0.0.1',
   ]);
   assert.equal(parseClaimedArpIgnore('0\n'), '0');
   assert.equal(parseClaimedArpIgnore(''), undefined);

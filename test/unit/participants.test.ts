@@ -180,7 +180,18 @@ esac
       ? {
           claim: ['sh', '-c', `echo 0; echo claim >> ${events}`],
           unclaim: ['sh', '-c', `echo unclaim-$1 >> ${events}`, 'sh'],
-          announce: ['sh', '-c', `echo announce-$1 >> ${events}`, 'sh'],
+          // Each says whether the copy's tasks ran when it did (S: stopped).
+          unmute: [
+            'sh',
+            '-c',
+            `echo unmute-$1-$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' /proc/$(cat ${st})/status) >> ${events}`,
+            'sh',
+          ],
+          garp: [
+            'sh',
+            '-c',
+            `echo garp-$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' /proc/$(cat ${st})/status) >> ${events}`,
+          ],
         }
       : undefined,
   });
@@ -223,7 +234,14 @@ describe("the destination's guard", () => {
     const r = await g.proc;
     assert.deepEqual(r.stdout.split('\n'), ['claimed 0', 'restored', 'verified', 'committed']);
     assert.equal(g.copy(), 'running');
-    assert.ok(g.ev().includes('announce-0'), g.ev().join(','));
+    // Unmuted while the copy was still stopped (nothing it sends first is dropped), announced once it ran.
+    const ev = g.ev();
+    assert.ok(ev.includes('unmute-0-T'), ev.join(','));
+    assert.ok(
+      ev.some((e) => /^garp-[RS]$/.test(e)),
+      ev.join(','),
+    );
+    assert.ok(ev.indexOf('unmute-0-T') < ev.findIndex((e) => e.startsWith('garp-')), ev.join(','));
     assert.ok(fs.existsSync(path.join(g.dir, 'committed')));
   });
 

@@ -32,7 +32,8 @@ const base: GuardSpec = {
 const moveIp = {
   claim: ['claim', '10.0.0.9/32'],
   unclaim: ['unclaim', '10.0.0.9/32'],
-  announce: ['announce', '10.0.0.9/32'],
+  unmute: ['unmute', '10.0.0.9/32'],
+  garp: ['arping', '-U', '10.0.0.9'],
 };
 const lazy = {
   daemon: ['criu', 'lazy-pages', '--port', '27027'],

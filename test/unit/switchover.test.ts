@@ -200,6 +200,28 @@ describe('the switchover as a two-phase commit', () => {
     );
   });
 
+  test("the downtime's parts: each step from the freeze to the commit, and the rest; the finish is not one", async () => {
+    const w = world();
+    const s = sides(w);
+    const slow = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const hooks: SwitchoverHooks = {
+      ...s.hooks,
+      step: async (name, _t, run) => {
+        await slow(name === 'restore' ? 40 : name === 'finish' ? 60 : 5);
+        return run();
+      },
+    };
+    const r = await switchover(s.src, s.dst, hooks);
+    assert.equal(r.runningOn, 'destination');
+    if (r.runningOn !== 'destination') return;
+    const p = r.downtimeParts!;
+    assert.deepEqual(Object.keys(p), ['dump', 'move-ip', 'copy', 'sync', 'restore', 'prepare', 'commit', 'other']);
+    assert.ok(p.restore! >= 39, JSON.stringify(p));
+    const sum = Object.values(p).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - r.downtimeMs) < 1, `${sum} against ${r.downtimeMs}`);
+    // (The source's finish, after the commit, is not among the keys: not in the downtime.)
+  });
+
   test('the tool dying at any step leaves the container on exactly one host, after recovery at most', async () => {
     const all = await steps();
     assert.ok(all.length > 12, all.join(' '));

@@ -1,7 +1,9 @@
 // --move-ip: the service address the container's TCP peers use moves with it. Removed
 // on the source once the tasks are frozen; added on the destination while the images are
-// copied, with arp_ignore=8 and its output dropped until the restored copy is verified (no
-// peer reaches it, and it answers none, before then); then announced by a gratuitous ARP.
+// copied, with arp_ignore=8 and its output dropped until the commit (no peer reaches the
+// restored copy, and it answers none, before then); on the commit unmuted, the copy
+// continued, then announced by a gratuitous ARP (best effort: peers that miss it find the
+// address again by asking).
 // Rolled back in reverse. argv builders are pure.
 import type { MoveIp } from '../../options.js';
 import { commandLine, quote } from '../../shell.js';
@@ -68,15 +70,16 @@ export const addr = {
     `${commandLine(addr.add(m, dev))} 2>/dev/null; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
   ],
   /**
-   * After the commit, in one round trip: unmute, arp_ignore back to the old value (the
-   * argument after this argv), gratuitous ARP. Its exit status is the first two's: a copy
-   * left mute or deaf is no migration. The ARP is best effort (peers that miss it find the
-   * address again by asking).
+   * After the commit, before the copy's tasks continue: output allowed, arp_ignore back to
+   * the old value (the argument after this argv). Its exit status is both steps': a copy
+   * left mute or deaf is no migration. First, so that nothing the continued tasks send is
+   * dropped (a reply lost there waits for the restored socket's retransmission timer, 3 s
+   * on a host with no cached RTT for that peer: docs/figures.md).
    */
-  announce: (arping: string[], m: MoveIp, dev: string) => [
+  unmute: (m: MoveIp, dev: string) => [
     'sh',
     '-c',
-    `${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"$1"')}; s=$?; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; exit $s`,
+    `${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"$1"')}`,
     'sh',
   ],
 };

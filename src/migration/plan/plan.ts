@@ -89,7 +89,8 @@ export function makePlan(s: Session, facts: Facts): Plan {
   const mv = d.moveIp;
   const files = d.files?.plan.trees.length ? d.files : undefined;
   const resumes = `it resumes by itself after ${hold} s, or if the tool dies`;
-  const announce = mv ? commandLine([...addr.announce(mv.arping, mv, mv.dstDev), 'OLD']) : undefined;
+  const unmute = mv ? commandLine([...addr.unmute(mv, mv.dstDev), 'OLD']) : undefined;
+  const garp = mv ? commandLine(addr.garp(mv.arping, mv, mv.dstDev)) : undefined;
   const restoreArgs = {
     bundle: src.bundle,
     imagePath: R.images,
@@ -131,7 +132,7 @@ export function makePlan(s: Session, facts: Facts): Plan {
         `[src] verdict "lazy": CRIU starts its lazy page server on ${endpoint} (TLS); the tasks stay frozen until the ` +
         `destination has every page; a watchdog cuts it (the source resumes) if no destination connects within ${hold} s, ` +
         `no byte moves for ${stallS + margin} s, or the window lasts ${windowS + margin} s`,
-      restore: `[dst] guard: ${daemon}; ${restore}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${announce ? ` (${announce})` : ''}`,
+      restore: `[dst] guard: ${daemon}; ${restore}; running for ${DEFAULTS.lazyVerifyWindowMs} ms; then it serves${unmute ? ` (${unmute}; ${garp})` : ''}`,
       pages:
         '[dst<-src] the lazy window: pages fetched as the container faults on them and pushed in the background; ' +
         'the guard decides alone: its daemon exited 0 with every page (it commits; the source is destroyed, or removed ' +
@@ -157,7 +158,7 @@ export function makePlan(s: Session, facts: Facts): Plan {
       pages: undefined,
       prepare:
         '[src] verdict "prepared": from here the hold waits for the final verdict, whatever happens (in doubt if the tool dies)',
-      commit: `[dst] guard: commit${announce ? `; ${announce}` : ''}  (the point of no return)`,
+      commit: `[dst] guard: commit${unmute ? `; ${unmute}` : ''}; continue the tasks${garp ? `; ${garp}` : ''}  (the point of no return)`,
       finish: `[src] final verdict "commit": CRIU finishes, runc destroys the source; this dump's CRIU lock rules removed`,
     };
   }

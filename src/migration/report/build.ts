@@ -11,12 +11,13 @@ import type { Outcome, Report } from '../../report.js';
 import type { FilesReport } from '../files/rootfs.js';
 import type { PrecopyResult } from '../pages/precopy.js';
 import type { DumpStats } from '../../criustats.js';
-import type { LazyWindow } from '../switchover/switchover.js';
+import type { DowntimeParts, LazyWindow } from '../switchover/switchover.js';
 import { AfterFreezeError } from './outcome.js';
 
 /** After a commit: what the report says of it. */
 export interface Migrated {
   downtimeMs: number;
+  downtimeParts?: DowntimeParts;
   bytesMoved?: number;
   finalDump?: DumpStats;
   /** Migrated, but the source may still hold its frozen copy: why. */
@@ -179,6 +180,7 @@ export function buildReport(
       exitCode: EXIT.OK,
       runningOn: 'destination',
       downtimeMs: m.downtimeMs,
+      downtimeParts: m.downtimeParts,
       bytesMoved: m.bytesMoved,
       finalDump: m.finalDump,
     });

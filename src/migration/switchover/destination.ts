@@ -146,7 +146,8 @@ export class Destination implements DestinationSide {
         ? {
             claim: addr.claim(mv, mv.dstDev),
             unclaim: addr.unclaim(mv, mv.dstDev),
-            announce: addr.announce(mv.arping, mv, mv.dstDev),
+            unmute: addr.unmute(mv, mv.dstDev),
+            garp: addr.garp(mv.arping, mv, mv.dstDev),
           }
         : undefined,
     });

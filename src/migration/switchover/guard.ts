@@ -68,8 +68,10 @@ export interface GuardSpec {
     claim: string[];
     /** Undoes the claim; the old arp_ignore is appended as its last argument (address.ts unclaim). */
     unclaim: string[];
-    /** Unmutes and announces after the commit; the old arp_ignore is appended (address.ts announce). */
-    announce: string[];
+    /** Unmutes after the commit; the old arp_ignore is appended (address.ts unmute). */
+    unmute: string[];
+    /** The gratuitous ARP, once the copy runs (best effort). */
+    garp: string[];
   };
 }
 
@@ -130,7 +132,8 @@ export function guardScript(g: GuardSpec): string {
   // The old arp_ignore is only known at run time: it goes in as the last argument.
   const withOld = (argv: string[]) => `${commandLine(argv)} "$old"`;
   const hb = Math.max(1, Math.floor(g.heartbeatLossS));
-  const announce = mv ? `${withOld(mv.announce)} >> "$dir/${F.log}" 2>&1 || say ${W.announceFailed} $?` : ':';
+  const unmute = mv ? `${withOld(mv.unmute)} >> "$dir/${F.log}" 2>&1 || say ${W.announceFailed} $?` : ':';
+  const garp = mv ? `${commandLine(mv.garp)} >/dev/null 2>&1` : ':';
   return `trap '' PIPE HUP
 dir=${quote(g.dir)}
 mkdir -p "$dir" && echo $$ > "$dir/${F.pid}" && : > "$dir/.mark"
@@ -206,10 +209,13 @@ lazy_end() {
     : ''
 }
 # The commit point is the marker: from it on, the copy is never removed.
+# Unmuted before the tasks continue: what they send first (a reply held since the freeze) is
+# not dropped; the gratuitous ARP once they run.
 commit() {
 	mark ${F.committed}
+	[ $announced = 1 ] || ${unmute}
 	${g.lazy ? ':' : `resume || say ${W.resumeFailed}"$left_stopped"`}
-	[ $announced = 1 ] || ${announce}
+	[ $announced = 1 ] || ${garp}
 	say ${W.committed}${g.lazy ? ' "$@"' : ''}
 	exit 0
 }
@@ -290,7 +296,8 @@ ${
 look
 if [ "$s" != running ]; then say ${W.died} "\${s:-gone}"; remove; fi
 say ${W.verified}
-${announce}
+${unmute}
+${garp}
 announced=1
 say ${W.serving}
 : > "$dir/serving"

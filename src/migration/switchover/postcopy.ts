@@ -37,6 +37,7 @@
 import {
   freezeSource,
   handOver,
+  timedSteps,
   rollBack,
   type DestinationSide,
   type LazyWindow,
@@ -118,8 +119,9 @@ export function windowOutcome(
 export async function postCopySwitchover(
   src: LazySourceSide,
   dst: LazyDestinationSide,
-  h: PostCopyHooks,
+  hooks: PostCopyHooks,
 ): Promise<SwitchoverResult> {
+  const { h, partsOf } = timedSteps(hooks);
   const f = await freezeSource(src, dst, h, 'freeze and dump all but the memory');
   if ('result' in f) return f.result;
   const { t0 } = f;
@@ -145,7 +147,10 @@ export async function postCopySwitchover(
     return settleWindow(src, dst, h, t0, undefined, err as Error);
   }
   h.killPoint('window');
-  return settleWindow(src, dst, h, t0, tRestored);
+  // The downtime ends once the restored copy serves: the steps so far are its parts.
+  const downtimeParts = partsOf(tRestored - t0);
+  const r = await settleWindow(src, dst, h, t0, tRestored);
+  return r.runningOn === 'destination' ? { ...r, downtimeParts } : r;
 }
 
 /**

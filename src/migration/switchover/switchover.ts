@@ -126,6 +126,45 @@ export interface SwitchoverHooks {
   syncFiles: boolean;
 }
 
+/**
+ * The downtime's parts: how long each step between the freeze and the end of the downtime
+ * took (the commit's includes, with --move-ip, unmuting the address, continuing the tasks
+ * and the gratuitous ARP), and `other`, the rest (the intent record's writes, the checks
+ * between the steps).
+ */
+export type DowntimeParts = Partial<Record<SwitchoverStep, number>> & { other: number };
+
+/**
+ * HOOKS whose steps are timed as they end; `partsOf` gives the downtime's parts from the
+ * steps ended so far (call it when the downtime ends: a step after it is not a part).
+ */
+export function timedSteps<H extends SwitchoverHooks>(
+  hooks: H,
+): { h: H; partsOf: (downtimeMs: number) => DowntimeParts } {
+  const ended: Array<[SwitchoverStep, number]> = [];
+  const h: H = {
+    ...hooks,
+    step: async (name, title, run) => {
+      const t = performance.now();
+      try {
+        return await hooks.step(name, title, run);
+      } finally {
+        ended.push([name, performance.now() - t]);
+      }
+    },
+  };
+  const partsOf = (downtimeMs: number): DowntimeParts => {
+    const parts: Partial<Record<SwitchoverStep, number>> = {};
+    let sum = 0;
+    for (const [name, ms] of ended) {
+      parts[name] = (parts[name] ?? 0) + ms;
+      sum += ms;
+    }
+    return { ...parts, other: Math.max(0, downtimeMs - sum) };
+  };
+  return { h, partsOf };
+}
+
 /** Post-copy's lazy window, as measured (postcopy.ts). */
 export interface LazyWindow {
   /** From the restore until the last page arrived (or the window was cut). */
@@ -144,6 +183,7 @@ export type SwitchoverResult =
   | {
       runningOn: 'destination';
       downtimeMs: number;
+      downtimeParts?: DowntimeParts;
       bytesMoved?: number;
       sourceLeft?: string;
       lazy?: LazyWindow;
@@ -202,7 +242,12 @@ export async function handOver(
   return bytes;
 }
 
-export async function switchover(src: SourceSide, dst: DestinationSide, h: SwitchoverHooks): Promise<SwitchoverResult> {
+export async function switchover(
+  src: SourceSide,
+  dst: DestinationSide,
+  hooks: SwitchoverHooks,
+): Promise<SwitchoverResult> {
+  const { h, partsOf } = timedSteps(hooks);
   const f = await freezeSource(src, dst, h, 'freeze and dump');
   if ('result' in f) return f.result;
   const { t0 } = f;
@@ -264,6 +309,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
     }
   }
   const downtimeMs = performance.now() - t0;
+  const downtimeParts = partsOf(downtimeMs);
   // Committed is final: a copy that could not be continued is the destination's to fix
   // (migrate recover continues it); the source stays frozen meanwhile, never resumed.
   const stuck = trouble.find((l) => l.startsWith(GUARD_WORD.resumeFailed));
@@ -289,7 +335,7 @@ export async function switchover(src: SourceSide, dst: DestinationSide, h: Switc
   }
   h.killPoint('committed');
   await src.afterCommit().catch((err) => h.warn(`after the commit: ${(err as Error).message}`));
-  return { runningOn: 'destination', downtimeMs, bytesMoved, sourceLeft, announceFailed };
+  return { runningOn: 'destination', downtimeMs, downtimeParts, bytesMoved, sourceLeft, announceFailed };
 }
 
 /**
