@@ -15,6 +15,7 @@ import { holdScript, lazyExitFile, recoverArgv, watchdogScript } from '../../src
 import { workPaths } from '../../src/migration/prepare/paths.js';
 import { BRIDGE_SCRIPT } from '../../src/migration/files/rsync-bridge.js';
 import { untilQuiet } from '../../src/migration/switchover/protocol.js';
+import { addr } from '../../src/migration/network/address.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-shell-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -73,6 +74,12 @@ const scripts: Record<string, string> = {
   'rsync-bridge.sh': BRIDGE_SCRIPT,
   'resume.sh': resumeCommand(base.ps)[2],
   'guard-files.sh': guardFilesCommand(base.dir)[2],
+  'unmute-after-guard.sh': addr.unmuteAfterGuard(
+    ['arping'],
+    { address: '10.0.0.9', prefix: 32 },
+    'eth0.100',
+    '/dev/shm/runc-migrate.x/guard/log',
+  )[2],
   'keeper.sh': `${untilQuiet()}; rm -rf /dev/shm/runc-migrate.x/tls`,
 };
 

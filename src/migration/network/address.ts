@@ -82,6 +82,21 @@ export const addr = {
     `${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"$1"')}`,
     'sh',
   ],
+  /**
+   * migrate recover, once a guard marked its commit and may have died before it unmuted:
+   * where the address's DROP rule is still there, it goes, arp_ignore returns to the value
+   * the guard's log recorded ("claimed N"; 0 if none), and the address is announced.
+   * Nothing where the guard got that far itself. Exit status: the unmute's.
+   */
+  unmuteAfterGuard: (arping: string[], m: MoveIp, dev: string, guardLog: string) => [
+    'sh',
+    '-c',
+    `${commandLine(['iptables', '-w', '-C', 'OUTPUT', '-s', m.address, '-j', 'DROP'])} 2>/dev/null || exit 0
+old=$(sed -n 's/^claimed \\([0-9][0-9]*\\).*/\\1/p' ${quote(guardLog)} 2>/dev/null | head -n 1)
+${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"${old:-0}"')}; s=$?
+${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1
+exit $s`,
+  ],
 };
 
 /** The old arp_ignore value `claim` printed first, if it got that far. */

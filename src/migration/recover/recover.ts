@@ -16,6 +16,7 @@ import { resolveEndpoint } from '../../ssh/endpoint.js';
 import { newReport } from '../report/build.js';
 import { isNotExist, parseState, runc, type RuncGlobal } from '../../runc.js';
 import { guardFilesCommand, parseGuardFiles, resumeCommand } from '../switchover/guard.js';
+import { GUARD_FILE } from '../switchover/protocol.js';
 import { decide, readHold, readLazyExit, WATCHDOG_FILE } from '../switchover/hold.js';
 import { addr } from '../network/address.js';
 import {
@@ -159,6 +160,18 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   }
   if (decision.action === 'destination' && decision.resumeCopy && env.dst) {
     // The guard marked its commit; every task of its copy must run (continuing a running one changes nothing).
+    // And its address unmuted and announced, where the guard did not get that far.
+    if (intent.moveIp) {
+      const m = intent.moveIp;
+      const u = await env.dst.run(
+        addr.unmuteAfterGuard(await arpingCommand(env.dst), m, m.dstDev, `${intent.guardDir}/${GUARD_FILE.log}`),
+        { allowFail: true },
+      );
+      if (u.code !== 0)
+        env.warn(
+          `the destination committed, but its service address ${m.address} could not be unmuted there (${u.stderr.trim()}): remove the DROP rule for it (iptables -D OUTPUT -s ${m.address} -j DROP) and set arp_ignore of ${m.dstDev} back`,
+        );
+    }
     const r = await env.dst.run(resumeCommand(runc.ps(dstRunc, intent.container)), { allowFail: true });
     if (r.code !== 0)
       throw new MigrateError(
