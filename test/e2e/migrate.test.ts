@@ -261,6 +261,12 @@ describe('JSON report', () => {
     for (const p of ['connect', 'dump', 'copy', 'restore', 'commit', 'finish'])
       assert.ok(names.includes(p), `phase ${p} missing`);
     assert.ok(j.phases.every((p: { ms: number }) => typeof p.ms === 'number' && p.ms >= 0));
+    // The downtime's parts: the switchover's steps inside it and the rest, adding up to it.
+    const parts = j.downtimeParts as Record<string, number>;
+    for (const p of ['dump', 'copy', 'restore', 'prepare', 'commit', 'other']) assert.ok(parts[p] >= 0, `part ${p}`);
+    assert.equal(parts.finish, undefined, "the source's removal, after the commit, is not downtime");
+    const sum = Object.values(parts).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - j.downtimeMs) < 1, `parts ${sum} against ${j.downtimeMs}`);
     await removeEverywhere(h, 'json1');
   });
 });

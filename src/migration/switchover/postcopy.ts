@@ -124,7 +124,7 @@ export async function postCopySwitchover(
   const { h, partsOf } = timedSteps(hooks);
   const f = await freezeSource(src, dst, h, 'freeze and dump all but the memory');
   if ('result' in f) return f.result;
-  const { t0 } = f;
+  const { t0, preFreezeMs } = f;
 
   // Until the window opens, a failure (or the tool's death) rolls back as without post-copy.
   try {
@@ -148,7 +148,7 @@ export async function postCopySwitchover(
   }
   h.killPoint('window');
   // The downtime ends once the restored copy serves: the steps so far are its parts.
-  const downtimeParts = partsOf(tRestored - t0);
+  const downtimeParts = partsOf(tRestored - t0, preFreezeMs);
   const r = await settleWindow(src, dst, h, t0, tRestored);
   return r.runningOn === 'destination' ? { ...r, downtimeParts } : r;
 }

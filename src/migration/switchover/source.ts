@@ -2,6 +2,7 @@
 // checkpoint in its own process group, holds the frozen tasks at CRIU's post-dump until
 // the verdict (hold.ts), keeps the intent record that migrate recover reads, and cleans
 // up CRIU's lock rules after a commit.
+import { freezerOf, watchFreeze } from './freezewatch.js';
 import fs from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import path from 'node:path';
@@ -92,6 +93,9 @@ export class Source implements SourceSide {
     });
   }
 
+  /** When the container's freezer was first seen asked to freeze (performance.now()), if it was. */
+  protected frozeAt?: number;
+
   /** CRIU lock rules present before this dump: another dump's, left alone after the commit. */
   protected lockRulesBefore: string[] = [];
 
@@ -179,11 +183,18 @@ export class Source implements SourceSide {
       // A lazy page server that starts without the hold (CRIU never ran it) counts as an end.
       return waitDumped(L, checkpoint.done, lazy ? () => lazyServerReady(this.lazyStatusFile) : undefined);
     };
-    let held = await start();
-    // Killed at birth by the signal the tool received (interrupt.ts): nothing ran, nothing froze.
-    for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.checkpoint()).signal); i++)
+    // When the container actually stops: the downtime starts there.
+    const watch = watchFreeze(await freezerOf(this.setup.pid));
+    let held: Awaited<ReturnType<typeof start>>;
+    try {
       held = await start();
-    if (held === 'dumped') return { held: true };
+      // Killed at birth by the signal the tool received (interrupt.ts): nothing ran, nothing froze.
+      for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.checkpoint()).signal); i++)
+        held = await start();
+    } finally {
+      this.frozeAt = watch.stop();
+    }
+    if (held === 'dumped') return { held: true, frozeAt: this.frozeAt };
     if (held === 'ready') {
       // Post-copy without the hold: the lazy page server already serves, with no way to
       // hold the source back. Ending it resumes the source.

@@ -28,8 +28,11 @@ import { GUARD_WORD, MIN_MARGIN_S } from './protocol.js';
 
 /** Which state the dump left the source in. */
 export type FreezeResult =
-  /** Frozen and held at post-dump, every image written: the normal case. */
-  | { held: true }
+  /**
+   * Frozen and held at post-dump, every image written: the normal case. frozeAt: when
+   * (performance.now()) the container's freezer was seen asked to freeze, if it was.
+   */
+  | { held: true; frozeAt?: number }
   /** The dump failed; CRIU resumed the tasks (they run on the source). */
   | { held: false; failure: Error }
   /**
@@ -140,7 +143,7 @@ export type DowntimeParts = Partial<Record<SwitchoverStep, number>> & { other: n
  */
 export function timedSteps<H extends SwitchoverHooks>(
   hooks: H,
-): { h: H; partsOf: (downtimeMs: number) => DowntimeParts } {
+): { h: H; partsOf: (downtimeMs: number, preFreezeMs?: number) => DowntimeParts } {
   const ended: Array<[SwitchoverStep, number]> = [];
   const h: H = {
     ...hooks,
@@ -153,11 +156,12 @@ export function timedSteps<H extends SwitchoverHooks>(
       }
     },
   };
-  const partsOf = (downtimeMs: number): DowntimeParts => {
+  const partsOf = (downtimeMs: number, preFreezeMs = 0): DowntimeParts => {
     const parts: Partial<Record<SwitchoverStep, number>> = {};
-    let sum = 0;
+    let sum = -preFreezeMs;
+    // The dump step began before the freeze: only its frozen part is downtime.
     for (const [name, ms] of ended) {
-      parts[name] = (parts[name] ?? 0) + ms;
+      parts[name] = (parts[name] ?? 0) + ms - (name === 'dump' ? preFreezeMs : 0);
       sum += ms;
     }
     return { ...parts, other: Math.max(0, downtimeMs - sum) };
@@ -204,13 +208,15 @@ export async function freezeSource(
   dst: DestinationSide,
   h: SwitchoverHooks,
   title: string,
-): Promise<{ t0: number } | { result: SwitchoverResult }> {
+): Promise<{ t0: number; preFreezeMs: number } | { result: SwitchoverResult }> {
   await src.record('frozen');
-  const t0 = performance.now();
+  const start = performance.now();
   const frozen = await h.step('dump', title, () => src.freeze());
-  if (!frozen.held && 'destroyed' in frozen) return { result: await withoutSource(src, dst, h, t0, frozen.why) };
+  if (!frozen.held && 'destroyed' in frozen) return { result: await withoutSource(src, dst, h, start, frozen.why) };
   if (!frozen.held) return { result: { runningOn: 'source', error: frozen.failure, destinationClean: true } };
-  return { t0 };
+  // The downtime starts when the container stopped, where that was seen; else with the dump.
+  const t0 = frozen.frozeAt !== undefined && frozen.frozeAt >= start ? frozen.frozeAt : start;
+  return { t0, preFreezeMs: t0 - start };
 }
 
 /**
@@ -250,7 +256,7 @@ export async function switchover(
   const { h, partsOf } = timedSteps(hooks);
   const f = await freezeSource(src, dst, h, 'freeze and dump');
   if ('result' in f) return f.result;
-  const { t0 } = f;
+  const { t0, preFreezeMs } = f;
 
   // Until the source is prepared, any failure (or the tool's death) rolls back.
   let bytesMoved: number | undefined;
@@ -309,7 +315,7 @@ export async function switchover(
     }
   }
   const downtimeMs = performance.now() - t0;
-  const downtimeParts = partsOf(downtimeMs);
+  const downtimeParts = partsOf(downtimeMs, preFreezeMs);
   // Committed is final: a copy that could not be continued is the destination's to fix
   // (migrate recover continues it); the source stays frozen meanwhile, never resumed.
   const stuck = trouble.find((l) => l.startsWith(GUARD_WORD.resumeFailed));

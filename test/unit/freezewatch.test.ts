@@ -1,0 +1,33 @@
+// The freeze watch: the moment the container's freezer is asked to freeze, from its file.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { watchFreeze } from '../../src/migration/switchover/freezewatch.js';
+
+test('the freeze is seen within a few ms of the freezer saying so (v1 and v2), and never before', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-freeze-'));
+  try {
+    for (const [version, before, after] of [
+      [1, 'THAWED\n', 'FREEZING\n'],
+      [2, '0\n', '1\n'],
+    ] as const) {
+      const file = path.join(dir, `f${version}`);
+      fs.writeFileSync(file, before);
+      const w = watchFreeze({ file, version });
+      await new Promise((r) => setTimeout(r, 30));
+      const asked = performance.now();
+      fs.writeFileSync(file, after);
+      await new Promise((r) => setTimeout(r, 30));
+      const at = w.stop();
+      assert.ok(at !== undefined && at >= asked, `v${version}: seen at ${at}, asked at ${asked}`);
+      assert.ok(at - asked < 50, `v${version}: seen ${at - asked} ms late`);
+    }
+    // No freezer, or one that cannot be read: no time (the caller keeps the dump's start).
+    assert.equal(watchFreeze(undefined).stop(), undefined);
+    assert.equal(watchFreeze({ file: path.join(dir, 'missing'), version: 2 }).stop(), undefined);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
