@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 : "${PATCHED_CRIU:?set PATCHED_CRIU to a criu binary built with docs/criu-page-server-push.patch}"
-# shellcheck source=../test/hosts/env.sh
+# shellcheck source=test/hosts/env.sh
 . test/hosts/env.sh
 D=$RM_HOSTS_DIR
 clean() { for side in src dst; do runc --root "$D/$side/runc" delete -f ab >/dev/null 2>&1; done; }
