@@ -23,10 +23,10 @@ interface FlagInfo {
   choices?: readonly string[];
 }
 
-/** The flags a command's help shows: their spellings, whether they take a value, their choices. */
-export function flagsOf(cmd: Command): FlagInfo[] {
+/** The flags a command's help shows (HIDDEN: all it takes): their spellings, whether they take a value, their choices. */
+export function flagsOf(cmd: Command, hidden = false): FlagInfo[] {
   return cmd.options
-    .filter((o) => !o.hidden)
+    .filter((o) => hidden || !o.hidden)
     .map((o) => ({
       names: [o.short, o.long].filter((n): n is string => !!n),
       takesValue: o.required || o.optional,
@@ -79,14 +79,15 @@ export function bashCompletion(program: Command, recordsDir: string = DEFAULTS.i
   const cases = commands
     .map(([name, cmd]) => {
       const flags = cmd ? flagsOf(cmd) : [];
-      const valued = flags.filter((f) => f.takesValue).flatMap((f) => f.names);
+      // Hidden flags are not offered, but one given takes its value all the same.
+      const valued = (cmd ? flagsOf(cmd, true) : []).filter((f) => f.takesValue).flatMap((f) => f.names);
       const files = valued.filter((n) => FILE_FLAGS.includes(n));
       const pos = positions(name, subcommands)
         .map((p, i) => `\t\t\t${i}) ${p || ':'} ;;`)
         .join('\n');
       return `\t${name === '' ? '*' : name})
 		flags='${words(flags.flatMap((f) => f.names))} --help'; valued='${bars(valued)}'; files='${bars(files)}'
-		complete_position() {
+		_migrate_position() {
 			case $1 in
 ${pos}
 			esac
@@ -140,7 +141,7 @@ ${choiceCases}
 			((npos == 1)) && at=$i
 		fi
 	done
-	complete_position "$npos"
+	_migrate_position "$npos"
 }
 complete -F _migrate migrate
 `;

@@ -54,6 +54,8 @@ test('recover completes the containers with a record, then the destination the r
     fs.writeFileSync(path.join(dir, 'web1.lock'), '1\n');
     assert.deepEqual(complete(['migrate', 'recover', ''], dir), ['web1']);
     assert.deepEqual(complete(['migrate', 'recover', '-i', 'key', 'web1', ''], dir), ['root@10.0.0.2:2222']);
+    // A flag recover takes but does not offer (the watchdog passes it) still takes its value.
+    assert.deepEqual(complete(['migrate', 'recover', '--work-dir', '/w', 'web1', ''], dir), ['root@10.0.0.2:2222']);
     // db runs (runc lists it) but has no record: nothing to recover.
     assert.deepEqual(complete(['migrate', 'recover', 'd'], dir), []);
   } finally {

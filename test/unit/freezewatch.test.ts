@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { watchFreeze } from '../../src/migration/switchover/freezewatch.js';
 
-test('the freeze is seen within a few ms of the freezer saying so (v1 and v2), and never before', async () => {
+test('the freeze is placed within a few ms before the freezer says so (v1 and v2), never after', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-freeze-'));
   try {
     for (const [version, before, after] of [
@@ -21,8 +21,9 @@ test('the freeze is seen within a few ms of the freezer saying so (v1 and v2), a
       fs.writeFileSync(file, after);
       await new Promise((r) => setTimeout(r, 30));
       const at = w.stop();
-      assert.ok(at !== undefined && at >= asked, `v${version}: seen at ${at}, asked at ${asked}`);
-      assert.ok(at - asked < 50, `v${version}: seen ${at - asked} ms late`);
+      // The last look that saw it not yet asked: at or before the ask, within a few polls.
+      assert.ok(at !== undefined && at <= asked, `v${version}: ${at}, asked at ${asked}`);
+      assert.ok(asked - at < 50, `v${version}: ${asked - at} ms before the ask`);
     }
     // No freezer, or one that cannot be read: no time (the caller keeps the dump's start).
     assert.equal(watchFreeze(undefined).stop(), undefined);

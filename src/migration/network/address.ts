@@ -84,19 +84,29 @@ export const addr = {
   ],
   /**
    * migrate recover, once a guard marked its commit and may have died before it unmuted:
-   * where the address's DROP rule is still there, it goes, arp_ignore returns to the value
-   * the guard's log recorded ("claimed N"; 0 if none), and the address is announced.
-   * Nothing where the guard got that far itself. Exit status: the unmute's.
+   * the address's DROP rule goes where it is still there (one the guard removed meanwhile
+   * is fine), arp_ignore returns to the value the guard's log recorded ("claimed N"; 0 if
+   * none) where it still reads 8, and the address is announced. Fails (exit 1, why on
+   * stderr) only when a step that was needed failed.
    */
-  unmuteAfterGuard: (arping: string[], m: MoveIp, dev: string, guardLog: string) => [
-    'sh',
-    '-c',
-    `${commandLine(['iptables', '-w', '-C', 'OUTPUT', '-s', m.address, '-j', 'DROP'])} 2>/dev/null || exit 0
-old=$(sed -n 's/^claimed \\([0-9][0-9]*\\).*/\\1/p' ${quote(guardLog)} 2>/dev/null | head -n 1)
-${commandLine(addr.unblockOutput(m))} && ${addr.setArpIgnore(dev, '"${old:-0}"')}; s=$?
+  unmuteAfterGuard: (arping: string[], m: MoveIp, dev: string, guardLog: string) => {
+    const rule = (op: string) => commandLine(['iptables', '-w', op, 'OUTPUT', '-s', m.address, '-j', 'DROP']);
+    const f = quote(addr.arpIgnoreFile(dev));
+    return [
+      'sh',
+      '-c',
+      `old=$(sed -n 's/^claimed \\([0-9][0-9]*\\).*/\\1/p' ${quote(guardLog)} 2>/dev/null | head -n 1)
+${rule('-C')} 2>/dev/null; c=$?
+if [ $c = 0 ]; then
+	${rule('-D')} 2>/dev/null || ! ${rule('-C')} 2>/dev/null || { echo "iptables could not remove the DROP rule" >&2; exit 1; }
+elif [ $c != 1 ]; then
+	echo "iptables -C failed ($c)" >&2; exit 1
+fi
+if [ "$(cat ${f})" = 8 ] && [ "\${old:-0}" != 8 ]; then echo "\${old:-0}" > ${f} || exit 1; fi
 ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1
-exit $s`,
-  ],
+exit 0`,
+    ];
+  },
 };
 
 /** The old arp_ignore value `claim` printed first, if it got that far. */

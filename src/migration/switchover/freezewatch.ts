@@ -10,7 +10,11 @@ import { freezeAsked, freezerControl, v1Mounts, type FreezerControl } from '../.
 const POLL_MS = 2;
 
 export interface FreezeWatch {
-  /** Stops the watch; returns when (performance.now()) the freeze was first seen asked, if it was. */
+  /**
+   * Stops the watch; returns when (performance.now()) the freezer was last seen not asked
+   * to freeze before it was seen asked, if it was: the freeze came after, so the downtime
+   * is never under-reported (a poll that came late only lengthens it).
+   */
   stop(): number | undefined;
 }
 
@@ -26,10 +30,13 @@ export async function freezerOf(pid: number): Promise<FreezerControl | undefined
 /** Polls FREEZER until stopped; a freezer that cannot be read gives no time. */
 export function watchFreeze(freezer: FreezerControl | undefined): FreezeWatch {
   let at: number | undefined;
+  let lastClear: number | undefined;
   const look = () => {
     if (at !== undefined || !freezer) return;
+    const t = performance.now();
     try {
-      if (freezeAsked(freezer.version, readFileSync(freezer.file, 'utf8'))) at = performance.now();
+      if (!freezeAsked(freezer.version, readFileSync(freezer.file, 'utf8'))) lastClear = t;
+      else at = lastClear;
     } catch {
       freezer = undefined;
     }
