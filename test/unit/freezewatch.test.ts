@@ -15,19 +15,19 @@ test('the freeze is placed within a few ms before the freezer says so (v1 and v2
     ] as const) {
       const file = path.join(dir, `f${version}`);
       fs.writeFileSync(file, before);
-      const w = watchFreeze({ file, version });
+      const w = await watchFreeze({ file, version });
       await new Promise((r) => setTimeout(r, 30));
       const asked = performance.now();
       fs.writeFileSync(file, after);
       await new Promise((r) => setTimeout(r, 30));
-      const at = w.stop();
+      const at = await w.stop();
       // The last look that saw it not yet asked: at or before the ask, within a few polls.
       assert.ok(at !== undefined && at <= asked, `v${version}: ${at}, asked at ${asked}`);
       assert.ok(asked - at < 50, `v${version}: ${asked - at} ms before the ask`);
     }
     // No freezer, or one that cannot be read: no time (the caller keeps the dump's start).
-    assert.equal(watchFreeze(undefined).stop(), undefined);
-    assert.equal(watchFreeze({ file: path.join(dir, 'missing'), version: 2 }).stop(), undefined);
+    assert.equal(await (await watchFreeze(undefined)).stop(), undefined);
+    assert.equal(await (await watchFreeze({ file: path.join(dir, 'missing'), version: 2 })).stop(), undefined);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -184,7 +184,7 @@ export class Source implements SourceSide {
       return waitDumped(L, checkpoint.done, lazy ? () => lazyServerReady(this.lazyStatusFile) : undefined);
     };
     // When the container actually stops: the downtime starts there.
-    const watch = watchFreeze(await freezerOf(this.setup.pid));
+    const watch = await watchFreeze(await freezerOf(this.setup.pid));
     let held: Awaited<ReturnType<typeof start>>;
     try {
       held = await start();
@@ -192,7 +192,7 @@ export class Source implements SourceSide {
       for (let i = 0; i < 3 && held === 'exited' && diedAtBirth((await this.checkpoint()).signal); i++)
         held = await start();
     } finally {
-      this.frozeAt = watch.stop();
+      this.frozeAt = await watch.stop();
     }
     if (held === 'dumped') return { held: true, frozeAt: this.frozeAt };
     if (held === 'ready') {
