@@ -343,6 +343,21 @@ export interface Replicating {
   ended: Promise<CliResult>;
 }
 
+/** The JSON objects PROC prints on stdout, one per line (replicate --json's events), as they come. */
+export function jsonLines(proc: ResultPromise): Array<Record<string, unknown>> {
+  const events: Array<Record<string, unknown>> = [];
+  let buf = '';
+  proc.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  });
+  return events;
+}
+
 /** Starts `migrate replicate NAME` to the destination (the standby), its replicas in REPLICAS. */
 export function replicating(h: Hosts, name: string, replicas: string, extra: string[]): Replicating {
   const proc = execa(
@@ -371,16 +386,7 @@ export function replicating(h: Hosts, name: string, replicas: string, extra: str
     ],
     { reject: false, stdin: 'ignore', env: { SSH_AUTH_SOCK: '', HOME: '/nonexistent-home' } },
   );
-  const events: Array<Record<string, unknown>> = [];
-  let buf = '';
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
-    }
-  });
+  const events = jsonLines(proc);
   const ended = proc.then((r) => ({ code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) }));
   return { proc, events, checkpoints: () => events.filter((e) => e.event === 'checkpoint'), ended };
 }

@@ -13,6 +13,7 @@ import { execa } from 'execa';
 import {
   echoClient,
   INTENT_DIR,
+  jsonLines,
   leftovers,
   ns,
   readCounter,
@@ -116,17 +117,7 @@ async function run(line: string, timeoutMs = 180_000) {
 function start(line: string) {
   const argv = [...where(line), 'sh', '-c', shellFor(line)];
   const proc = execa(argv[0], argv.slice(1), { reject: false, stdin: 'ignore', env });
-  const events: Array<Record<string, unknown>> = [];
-  let buf = '';
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const l = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (l.trim()) events.push(JSON.parse(l) as Record<string, unknown>);
-    }
-  });
-  return { proc, events };
+  return { proc, events: jsonLines(proc) };
 }
 
 /** The source host dies: the tool, its fence and the container killed. */
