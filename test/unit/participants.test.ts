@@ -130,6 +130,8 @@ function guard(
     deadlineS?: number;
     heartbeatLossS?: number;
     moveIp?: boolean;
+    /** runc's directory for the name (GuardSpec.stateDir), under the guard's test directory. */
+    stateDir?: boolean;
   } = {},
 ) {
   const dir = path.join(tmp, `guard${++n}`);
@@ -174,6 +176,7 @@ esac
     restore: [fake, 'restore'],
     kill: [fake, 'kill'],
     delete: [fake, 'delete'],
+    stateDir: o.stateDir ? path.join(dir, 'runc-dir') : undefined,
     deadlineS: o.deadlineS ?? 30,
     heartbeatLossS: o.heartbeatLossS ?? 30,
     moveIp: o.moveIp
@@ -296,6 +299,18 @@ describe("the destination's guard", () => {
     assert.match(r.stdout, /name-taken\nremoved$/);
     assert.equal(g.copy(), 'running');
     assert.ok(!g.ev().includes('delete') && !g.ev().includes('kill'), g.ev().join(','));
+  });
+
+  test('a container of that name made after the guard looked (while the images were copied) is left alone too', async () => {
+    const g = guard({ stateDir: true });
+    // runc state has run (the name was free); then another container takes it.
+    for (let i = 0; i < 200 && !g.ev().includes('state'); i++) await sleep(10);
+    assert.ok(g.ev().includes('state'), g.ev().join(','));
+    fs.mkdirSync(path.join(g.dir, '..', 'runc-dir'));
+    g.proc.stdin!.write('restore\n');
+    const r = await g.proc;
+    assert.match(r.stdout, /name-taken\nremoved$/);
+    assert.ok(!g.ev().includes('restore') && !g.ev().includes('delete') && !g.ev().includes('kill'), g.ev().join(','));
   });
 
   test('no word before the deadline: the copy goes, heartbeats or not', async () => {

@@ -24,6 +24,8 @@ const base: GuardSpec = {
   dir: '/dev/shm/runc-migrate.x/guard',
   state: ['runc', '--root', '/run/runc', 'state', 'web'],
   ps: ['runc', '--root', '/run/runc', 'ps', '--format', 'json', 'web'],
+  pidFile: '/dev/shm/runc-migrate.x/criu-work/restored.pid',
+  stateDir: '/run/runc/web',
   restore: ['runc', '--root', '/run/runc', 'restore', '--detach', 'web'],
   kill: ['runc', 'kill', 'web', 'KILL'],
   delete: ['runc', 'delete', '--force', 'web'],

@@ -98,11 +98,10 @@ export function makePlan(s: Session, facts: Facts): Plan {
     tcpEstablished: o.tcpEstablished,
   };
   const common = {
-    'move-ip': mv
-      ? `[src] ${commandLine(addr.del(mv, mv.srcDev))}  (the hold puts it back on any rollback)`
-      : undefined,
     copy:
-      `[src->dst] tar ${L.images} -> ${R.images}; meanwhile [dst] the guard starts` +
+      `[src->dst] tar ${L.images} -> ${R.images}; meanwhile ` +
+      (mv ? `[src] ${commandLine(addr.del(mv, mv.srcDev))} (the hold puts it back on any rollback), ` : '') +
+      '[dst] the guard starts' +
       (mv ? `: ${commandLine(addr.claim(mv, mv.dstDev))}` : '') +
       ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,
     sync: files

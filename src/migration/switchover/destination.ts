@@ -121,6 +121,8 @@ export class Destination implements DestinationSide {
       dir: this.guardDir,
       state: runc.state(g, ctx.opts.container),
       ps: runc.ps(g, ctx.opts.container),
+      pidFile,
+      stateDir: path.posix.join(g.root, ctx.opts.container),
       restore,
       kill: runc.killHard(g, ctx.opts.container),
       delete: runc.deleteForce(g, ctx.opts.container),

@@ -42,6 +42,17 @@ export interface GuardSpec {
   state: string[];
   /** The copy's tasks (runc ps --format json): verified stopped, continued on the commit. */
   ps: string[];
+  /**
+   * runc's pid file for the restored init: its cgroup gives the copy's tasks without a
+   * runc fork on the frozen path (ps when that cgroup is not one of the copy's own).
+   */
+  pidFile?: string;
+  /**
+   * runc's directory for this container name (ROOT/NAME): runc state runs while the
+   * images are copied; right before the restore, this directory's absence is checked
+   * again (no fork on the frozen path).
+   */
+  stateDir?: string;
   restore: string[];
   kill: string[];
   delete: string[];
@@ -82,7 +93,7 @@ export interface GuardSpec {
  * left_stopped). The guard has both; migrate recover runs resume (a guard that marked its
  * commit and died before it continued every task).
  */
-function taskFunctions(ps: string[], o: { stopped: boolean }): string {
+function taskFunctions(ps: string[], o: { stopped: boolean; pidFile?: string }): string {
   // No fork per task: the copy's pids are read once (runc ps), each state with read.
   const tasks = `tasks() { pids=$(${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '); }
 task_state() {
@@ -91,8 +102,30 @@ task_state() {
 		if [ "$k" = State: ]; then st=$v; return; fi
 	done < "/proc/$1/status"
 } 2>/dev/null`;
+  // The copy's tasks from its init's cgroup (cgroup v2), as runc ps reads them; it fails
+  // (runc ps then) unless that cgroup is the copy's own (not the guard's, holding the
+  // init) and has no cgroup below it (runc ps walks those).
+  const fromCgroup = o.pidFile
+    ? `cgroup_of() {
+	cg=
+	while IFS=: read -r h c p; do [ "$h" = 0 ] && [ -z "$c" ] && cg=$p; done < "$1"
+} 2>/dev/null
+cg_tasks() {
+	[ -e /sys/fs/cgroup/cgroup.controllers ] || return 1
+	ip=; read -r ip 2>/dev/null < ${quote(o.pidFile)}
+	[ -n "$ip" ] || return 1
+	cgroup_of /proc/$$/cgroup; own=$cg
+	cgroup_of "/proc/$ip/cgroup"
+	[ -n "$cg" ] && [ "$cg" != / ] && [ "$cg" != "$own" ] && [ -f "/sys/fs/cgroup$cg/cgroup.procs" ] || return 1
+	for d in "/sys/fs/cgroup$cg"/*/; do [ -f "$d/cgroup.procs" ] && return 1; done
+	pids=
+	while read -r p; do pids="$pids $p"; done < "/sys/fs/cgroup$cg/cgroup.procs"
+	case " $pids " in *" $ip "*) return 0 ;; esac
+	return 1
+}`
+    : '';
   const stopped = `stopped() {
-	tasks
+	${o.pidFile ? 'cg_tasks || tasks' : 'tasks'}
 	n=0
 	for p in $pids; do
 		task_state "$p"
@@ -111,7 +144,7 @@ task_state() {
 	done
 	return 1
 }`;
-  return [tasks, o.stopped ? stopped : '', resume].filter(Boolean).join('\n');
+  return [tasks, fromCgroup, o.stopped ? stopped : '', resume].filter(Boolean).join('\n');
 }
 
 /** A command that continues every stopped task of a committed copy (for migrate recover). */
@@ -162,7 +195,7 @@ ${
   g.lazy
     ? `# runc's view of the copy: sets s (its status).
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }`
-    : taskFunctions(g.ps, { stopped: true })
+    : taskFunctions(g.ps, { stopped: true, pidFile: g.pidFile })
 }
 restored=0
 ${mv ? 'old=\n' : ''}lp=
@@ -238,9 +271,16 @@ if [ $rc -ne 0 ]; then say ${W.claimFailed} "$(echo "$out" | tail -n 1)"; remove
 say ${W.claimed} "$old"`
     : `say ${W.claimed}`
 }
-word; [ "$w" = ${T.restore} ] || remove before-restore "$why"
+# The name is looked up while the images are copied (the tool reads the answer after its
+# word "restore"), and its directory checked again right before the restore, fork-free.
 if ${commandLine(g.state)} >/dev/null 2>&1; then say ${W.nameTaken}; remove; fi
-restored=1
+word; [ "$w" = ${T.restore} ] || remove before-restore "$why"
+${
+  g.stateDir
+    ? `if [ -e ${quote(g.stateDir)} ]; then say ${W.nameTaken}; remove; fi
+`
+    : ''
+}restored=1
 ${
   g.lazy
     ? `rm -f ${quote(g.lazy.socket)}

@@ -100,10 +100,9 @@ export interface DestinationSide {
   remove(): Promise<boolean>;
 }
 
-/** The steps, in the order switchover() takes them (move-ip only with --move-ip; sync only when files are synced; rollback only on a failure). */
+/** The steps, in the order switchover() takes them (sync only when files are synced; rollback only on a failure). */
 export const SWITCHOVER_STEPS = [
   'dump',
-  'move-ip',
   'copy',
   'sync',
   'window',
@@ -240,9 +239,17 @@ export async function handOver(
   guard.catch(() => undefined); // awaited below, or by remove() in the rollback
   // Without a source there is no way back: the guard must be up (the address claimed) before anything is copied.
   if (!o.withSource) await guard;
-  if (h.moveIp && o.withSource)
-    await h.step('move-ip', 'release the service address on the source', () => src.releaseAddress());
-  const bytes = await h.step('copy', copyTitle, () => dst.copyImages());
+  // [--move-ip] The address leaves the source while the images are copied, off the frozen
+  // path; both have ended before anything goes on, a rollback included.
+  const bytes =
+    h.moveIp && o.withSource
+      ? await h.step('copy', `${copyTitle}; release the service address on the source`, async () => {
+          const [released, copied] = await Promise.allSettled([src.releaseAddress(), dst.copyImages()]);
+          if (released.status === 'rejected') throw released.reason;
+          if (copied.status === 'rejected') throw copied.reason;
+          return copied.value;
+        })
+      : await h.step('copy', copyTitle, () => dst.copyImages());
   if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
   await guard;
   return bytes;
