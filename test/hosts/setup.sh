@@ -128,6 +128,12 @@ if ! sshd_up; then
 	# One listening on IPv4 only (set up before IPv6 was added) is replaced.
 	[ -f "$D/dst/run/sshd.pid" ] && kill "$(cat "$D/dst/run/sshd.pid")" 2>/dev/null && sleep 0.3
 	rm -f "$D/dst/run/sshd.pid"
+	# The destination's /run is a tmpfs, as a real host's is: CRIU keeps its kernel probe
+	# (criu.kdat) only on a tmpfs, and probes again on every run elsewhere.
+	if ! mountpoint -q "$D/dst/run"; then
+		[ -f "$D/dst/run/sshd-rsa.pid" ] && kill "$(cat "$D/dst/run/sshd-rsa.pid")" 2>/dev/null && sleep 0.3
+		mount -t tmpfs -o mode=0755,size=64m rm-dst-run "$D/dst/run"
+	fi
 	nsenter --net="/run/netns/$RM_NS_DST" unshare --mount --propagation slave sh -c "
 		mount --bind '$D/dst/run' /run && mkdir -p -m0755 /run/sshd &&
 		mount --bind '$D/dst/home' /root &&

@@ -12,6 +12,7 @@ import {
 import { diagnose } from '../../src/migration/switchover/diagnose.js';
 import { commandLine, quote } from '../../src/shell.js';
 import { RemoteHost } from '../../src/host.js';
+import { kdatWarning } from '../../src/migration/preflight/tools.js';
 
 const g = { runc: 'runc', root: '/run/runc' };
 
@@ -272,4 +273,18 @@ test("diagnose names TLS failures: a clock off by more than the certificates' ma
     ).cause!,
     /--transport tunnel/,
   );
+});
+
+test("CRIU's kernel probe: a warning where CRIU cannot cache it (not a tmpfs, a killed CRIU's leftover), none where it did", () => {
+  assert.equal(kdatWarning('tmpfs\ncached\n', 'destination'), undefined);
+  // Cached, even with a leftover beside it: nothing to pay.
+  assert.equal(kdatWarning('tmpfs\ncached\nleftover\n', 'destination'), undefined);
+  assert.match(
+    kdatWarning('tmpfs\nleftover\n', 'destination') ?? '',
+    /left by a CRIU killed.*rm \/run\/criu\.kdat\.tmp$/,
+  );
+  assert.match(kdatWarning('ext2/ext3\n', 'destination') ?? '', /\/run is ext2\/ext3, not a tmpfs.*60 ms/);
+  // A tmpfs without the file (a CRIU that failed its probe): nothing known to fix.
+  assert.equal(kdatWarning('tmpfs\n', 'destination'), undefined);
+  assert.equal(kdatWarning('', 'destination'), undefined);
 });

@@ -32,7 +32,7 @@ import type { BundleConfigs, DestinationFacts, FilesFacts, MoveIpFacts, PipeSize
 import { checkFiles, checkSharedForPostCopy } from './files.js';
 import { destinationOf } from '../files/syncplan.js';
 import type { Checks } from './run.js';
-import { criuCheck, toolVersion } from './tools.js';
+import { criuCheck, kdatProbe, kdatWarning, toolVersion } from './tools.js';
 
 export async function checkDestination(s: Session, source: SourceFacts, checks: Checks): Promise<DestinationFacts> {
   const { opts, dst, ssh } = s;
@@ -66,7 +66,18 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
     }
     return { fact: v, detail: `criu ${v}` };
   });
-  await checks.verify('criu check on the destination', () => criuCheck(dst, opts.remoteCriu), { skippable: true });
+  await checks.verify(
+    'criu check on the destination',
+    async () => {
+      const r = await criuCheck(dst, opts.remoteCriu);
+      // criu check has just probed the kernel: whether CRIU kept it decides what the restore pays.
+      const k = await dst.run(kdatProbe, { allowFail: true });
+      const w = kdatWarning(k.stdout, dst.name);
+      if (w) s.progress.warn(w);
+      return w ? `${r}; kernel probe not cached` : r;
+    },
+    { skippable: true },
+  );
   const bundleConfig = await checks.fact('bundle on the destination', () => checkBundle(s, source));
   await checks.verify('container name free on the destination', () => checkNameFree(s));
   await checks.verify('work directories on both hosts', () => probeWorkDirs(s));

@@ -51,3 +51,27 @@ export async function criuCheck(host: Host, bin: string): Promise<string> {
   }
   return 'looks good';
 }
+
+/**
+ * What a host says about CRIU's kernel probe cache (criu.kdat: its filesystem type, then
+ * "cached" and "leftover" when there): the kernel is probed on every CRIU run unless it is
+ * cached, which CRIU does only on a tmpfs and never past a criu.kdat.tmp a killed CRIU left.
+ */
+export const kdatProbe = [
+  'sh',
+  '-c',
+  'stat -f -c %T /run 2>/dev/null; [ -e /run/criu.kdat ] && echo cached; [ -e /run/criu.kdat.tmp ] && echo leftover; :',
+];
+
+/** Pure: the warning for a host where CRIU cannot cache its kernel probe (undefined when it does). */
+export function kdatWarning(out: string, hostName: string): string | undefined {
+  const lines = out.trim().split('\n');
+  if (lines.includes('cached')) return undefined;
+  const cost = `every restore there probes the kernel again, about 60 ms more downtime on our test hosts`;
+  if (lines.includes('leftover'))
+    return `CRIU on the ${hostName} cannot cache its kernel probe: /run/criu.kdat.tmp was left by a CRIU killed while writing it, and CRIU never writes past it; ${cost}. Remove it there: rm /run/criu.kdat.tmp`;
+  const fs = lines[0]?.trim();
+  if (fs && fs !== 'tmpfs')
+    return `CRIU on the ${hostName} cannot cache its kernel probe: /run is ${fs}, not a tmpfs (CRIU keeps the cache only on one); ${cost}.`;
+  return undefined;
+}
