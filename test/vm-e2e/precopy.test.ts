@@ -151,24 +151,13 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
     await must('vm1', 'runc delete -f mws');
   });
 
-  test('does not converge when memory is dirtied faster than the link: stops early and says so', async () => {
-    // 64 MiB rewritten at 256 MiB/s: every page is dirty again by the next pre-dump.
-    await startMemwriter('mwf', 64, 256 * 1024);
-    const r = await migrateInVm('mwf', '--iterative --max-downtime 50');
-    process.stderr.write(
-      `# not converging: ${r.iterations.length} pre-dumps, ${r.stopWhy}; downtime ${r.downtimeMs} ms, total ${r.totalMs} ms\n`,
-    );
-    assert.equal(r.stopReason, 'not-converging');
-    assert.ok(r.iterations.length < 8, 'it went on to --max-iterations');
-    assert.ok(r.warnings.some((w: string) => /did not converge/.test(w)));
-    await must('vm2', 'runc delete -f mwf');
-  });
-
   // --auto-converge: the container's CPU quota (cgroup v2 cpu.max in the VMs).
   const cpuMax = (name: string) =>
     `cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$(runc state ${name} | sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p')/cgroup)/cpu.max`;
 
-  test('auto-converge: a memwriter that does not converge is throttled until its dirty set shrinks; its pages check clean on the destination; the throttle is gone', async () => {
+  // Without auto-converge first: a memwriter dirtying faster than the link stops pre-copy
+  // early (not at --max-iterations), and says so.
+  test('does not converge when memory is dirtied faster than the link: stops early and says so; auto-converge throttles such a memwriter until its dirty set shrinks, its pages check clean on the destination, the throttle is gone', async () => {
     // 96 MiB, 128 MiB/s rewritten a whole page at a time (dirtying costs CPU, as in an
     // application): every page is dirty again by the next pre-dump. At 99 % the memwriter
     // still finishes a 12.8 MiB tick (3276 pages) now and then, one or two of them in the
@@ -185,6 +174,11 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
         `# auto-converge: ${its.length} pre-dumps, pages ${its.map((i) => i.pagesWritten).join(' ')}, throttle ${its.map((i) => i.throttlePct ?? 0).join(' ')} %, ${ac.stopReason}: ${ac.stopWhy}; final dump ${ac.finalDump.pagesWritten} pages, downtime ${ac.downtimeMs} ms\n`,
     );
     assert.equal(plain.stopReason, 'not-converging');
+    assert.ok(plain.iterations.length < 8, `it went on towards --max-iterations: ${plain.iterations.length}`);
+    assert.ok(
+      plain.warnings.some((w: string) => /did not converge/.test(w)),
+      plain.warnings.join(' | '),
+    );
     const t = its.map((i) => i.throttlePct ?? 0);
     assert.equal(
       t.find((x) => x > 0),
@@ -314,11 +308,12 @@ describe('iterative pre-copy between VMs with dirty-memory tracking', () => {
   // Hybrid's post-copy under the tool's death, after the pre-dumps: the guard and the
   // source's watchdog end the window alone, and the watchdog runs migrate recover for the
   // source's side. The container ends on exactly one VM, its memory checked whole there.
+  // One point per outcome: postcopy-faults.test.ts kills plain post-copy at all four
+  // (restoring and window-ended too) on the namespace hosts; what hybrid adds is the
+  // pre-dumps' chain under the lazy restore.
   const kills = [
-    { point: 'restoring', endsOn: 'vm1' },
     { point: 'window-open', endsOn: 'vm1' },
     { point: 'window', endsOn: 'vm2' },
-    { point: 'window-ended', endsOn: 'vm2' },
   ] as const;
   kills.forEach((k, n) => {
     test(`hybrid, SIGKILL at ${k.point} after the pre-dumps: the container ends on ${k.endsOn} alone, its memory whole; recover then finds nothing`, async () => {
