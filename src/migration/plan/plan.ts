@@ -99,15 +99,15 @@ export function makePlan(s: Session, facts: Facts): Plan {
   };
   const common = {
     copy:
-      `[src->dst] tar ${L.images} -> ${R.images}; meanwhile ` +
+      `[src->dst] tar ${L.images} -> ${R.images}; beside it ` +
+      (files
+        ? `[src->dst] rsync (the files' final delta, frozen): ${files.plan.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}` +
+          ' (files mapped shared or open for writing compared by content), '
+        : '') +
       (mv ? `[src] ${commandLine(addr.del(mv, mv.srcDev))} (the hold puts it back on any rollback), ` : '') +
       '[dst] the guard starts' +
       (mv ? `: ${commandLine(addr.claim(mv, mv.dstDev))}` : '') +
       ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,
-    sync: files
-      ? `[src->dst] rsync (final delta, frozen): ${files.plan.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}` +
-        '; files mapped shared or open for writing compared by content'
-      : undefined,
     rollback: undefined,
   };
   let what: Record<SwitchoverStep, string | undefined>;

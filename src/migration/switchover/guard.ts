@@ -102,24 +102,30 @@ task_state() {
 		if [ "$k" = State: ]; then st=$v; return; fi
 	done < "/proc/$1/status"
 } 2>/dev/null`;
-  // The copy's tasks from its init's cgroup (cgroup v2), as runc ps reads them; it fails
-  // (runc ps then) unless that cgroup is the copy's own (not the guard's, holding the
-  // init) and has no cgroup below it (runc ps walks those).
+  // The copy's tasks from its init's cgroup, as runc ps reads them (cgroup v2: the unified
+  // hierarchy; v1: the devices controller's). It fails (runc ps then) unless that cgroup
+  // is the copy's own (not the guard's, holding the init) and has no cgroup below it.
   const fromCgroup = o.pidFile
     ? `cgroup_of() {
 	cg=
-	while IFS=: read -r h c p; do [ "$h" = 0 ] && [ -z "$c" ] && cg=$p; done < "$1"
+	while IFS=: read -r h c p; do
+		if [ -n "$v2" ]; then
+			[ "$h" = 0 ] && [ -z "$c" ] && cg=$p
+		else
+			case ",$c," in *,devices,*) cg=$p ;; esac
+		fi
+	done < "$1"
 } 2>/dev/null
 cg_tasks() {
-	[ -e /sys/fs/cgroup/cgroup.controllers ] || return 1
+	if [ -e /sys/fs/cgroup/cgroup.controllers ]; then v2=1; base=/sys/fs/cgroup; else v2=; base=/sys/fs/cgroup/devices; fi
 	ip=; read -r ip 2>/dev/null < ${quote(o.pidFile)}
 	[ -n "$ip" ] || return 1
 	cgroup_of /proc/$$/cgroup; own=$cg
 	cgroup_of "/proc/$ip/cgroup"
-	[ -n "$cg" ] && [ "$cg" != / ] && [ "$cg" != "$own" ] && [ -f "/sys/fs/cgroup$cg/cgroup.procs" ] || return 1
-	for d in "/sys/fs/cgroup$cg"/*/; do [ -f "$d/cgroup.procs" ] && return 1; done
+	[ -n "$cg" ] && [ "$cg" != / ] && [ "$cg" != "$own" ] && [ -f "$base$cg/cgroup.procs" ] || return 1
+	for d in "$base$cg"/*/; do [ -f "$d/cgroup.procs" ] && return 1; done
 	pids=
-	while read -r p; do pids="$pids $p"; done < "/sys/fs/cgroup$cg/cgroup.procs"
+	while read -r p; do pids="$pids $p"; done < "$base$cg/cgroup.procs"
 	case " $pids " in *" $ip "*) return 0 ;; esac
 	return 1
 }`

@@ -100,11 +100,10 @@ export interface DestinationSide {
   remove(): Promise<boolean>;
 }
 
-/** The steps, in the order switchover() takes them (sync only when files are synced; rollback only on a failure). */
+/** The steps, in the order switchover() takes them (rollback only on a failure). */
 export const SWITCHOVER_STEPS = [
   'dump',
   'copy',
-  'sync',
   'window',
   'restore',
   'pages',
@@ -239,18 +238,27 @@ export async function handOver(
   guard.catch(() => undefined); // awaited below, or by remove() in the rollback
   // Without a source there is no way back: the guard must be up (the address claimed) before anything is copied.
   if (!o.withSource) await guard;
-  // [--move-ip] The address leaves the source while the images are copied, off the frozen
-  // path; both have ended before anything goes on, a rollback included.
-  const bytes =
-    h.moveIp && o.withSource
-      ? await h.step('copy', `${copyTitle}; release the service address on the source`, async () => {
-          const [released, copied] = await Promise.allSettled([src.releaseAddress(), dst.copyImages()]);
-          if (released.status === 'rejected') throw released.reason;
-          if (copied.status === 'rejected') throw copied.reason;
-          return copied.value;
-        })
-      : await h.step('copy', copyTitle, () => dst.copyImages());
-  if (h.syncFiles) await h.step('sync', 'sync what changed in the files (final delta)', () => dst.syncFiles());
+  // Side by side, each off the others' path: the images' copy, the files' final delta
+  // and [--move-ip] the address leaving the source. All have ended before anything goes
+  // on, a rollback included; the first failure is the one reported.
+  const release = h.moveIp && o.withSource;
+  const title = [
+    copyTitle,
+    h.syncFiles ? "sync the files' final delta" : '',
+    release ? 'release the service address on the source' : '',
+  ]
+    .filter(Boolean)
+    .join('; ');
+  const bytes = await h.step('copy', title, async () => {
+    const [copied, ...others] = await Promise.allSettled([
+      dst.copyImages(),
+      h.syncFiles ? dst.syncFiles() : Promise.resolve(),
+      release ? src.releaseAddress() : Promise.resolve(),
+    ]);
+    if (copied.status === 'rejected') throw copied.reason;
+    for (const x of others) if (x.status === 'rejected') throw x.reason;
+    return copied.value;
+  });
   await guard;
   return bytes;
 }
