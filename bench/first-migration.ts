@@ -125,6 +125,20 @@ const rows = names
     }),
   )
   .join('\n');
+// The downtime's parts, medians per build and migration (a part a build does not report: -).
+const partNames = [...new Set(runs.flatMap((r) => Object.keys(r.downtimeParts ?? {})))];
+const partRows = names
+  .flatMap((b) =>
+    (['first', 'second'] as const).map((w) => {
+      const rs = runs.filter((r) => r.build === b && r.which === w);
+      const med = (k: string) => {
+        const v = rs.map((r) => r.downtimeParts?.[k]).filter((x): x is number => x !== undefined);
+        return v.length ? cell(v) : '-';
+      };
+      return `| ${b} | ${w} | ${partNames.map(med).join(' | ')} |`;
+    }),
+  )
+  .join('\n');
 const md = `# The first migration after host setup, against the second
 
 Echo server with \`--move-ip\`, a client sending a line every 10 ms from a third
@@ -138,6 +152,12 @@ the tool returned (\`ss -ti\`), per run.
 | build | migration | client gap | reported downtime | rto (ms) |
 |---|---|---|---|---|
 ${rows}
+
+The reported downtime's parts (\`downtimeParts\`), median (min-max), ms:
+
+| build | migration | ${partNames.join(' | ')} |
+|---|---|${partNames.map(() => '---|').join('')}
+${partRows}
 `;
 fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
 console.log(md);
