@@ -361,7 +361,7 @@ function writeResults(
     md +=
       "The tool's switchover phases, and CRIU's own figures for the final dump (stats-dump): *frozen* is the time the tasks were frozen inside CRIU, *memdump* collecting the pages, *memwrite* sending them to the page server.\n\n";
     md +=
-      '| size | dump | move-ip | copy | restore | prepare + commit + finish | CRIU frozen | memdump | memwrite | pages written |\n|---|---|---|---|---|---|---|---|---|---|\n';
+      '| size | dump | copy | restore | prepare + commit + finish | CRIU frozen | memdump | memwrite | pages written |\n|---|---|---|---|---|---|---|---|---|\n';
     for (const s of sizes) {
       const ph = (n: string) => cell(pick('redis', s, 'ours-tls', (r) => r.phases?.[n]));
       const ph3 = cell(
@@ -371,9 +371,9 @@ function writeResults(
       );
       const fd = (k: 'frozenTimeUs' | 'memdumpTimeUs' | 'memwriteTimeUs') =>
         cell(pick('redis', s, 'ours-tls', (r) => (r.finalDump ? r.finalDump[k] / 1000 : undefined)));
-      md += `| ${s} MB | ${ph('dump')} | ${ph('move-ip')} | ${ph('copy')} | ${ph('restore')} | ${ph3} | ${fd('frozenTimeUs')} | ${fd('memdumpTimeUs')} | ${fd('memwriteTimeUs')} | ${cell(pick('redis', s, 'ours-tls', (r) => r.finalDump?.pagesWritten))} |\n`;
+      md += `| ${s} MB | ${ph('dump')} | ${ph('copy')} | ${ph('restore')} | ${ph3} | ${fd('frozenTimeUs')} | ${fd('memdumpTimeUs')} | ${fd('memwriteTimeUs')} | ${cell(pick('redis', s, 'ours-tls', (r) => r.finalDump?.pagesWritten))} |\n`;
     }
-    md += '\n![client-observed downtime against size](' + `${TAG}-scaling.png)\n\n`;
+    if (SIZES.length > 1) md += '\n![client-observed downtime against size](' + `${TAG}-scaling.png)\n\n`;
   }
   if (good.some((r) => r.workload === 'counter')) {
     md +=
@@ -391,7 +391,7 @@ function writeResults(
     md += `| for scale: \`node -e 0\` | ${cell(start.nodeBare)} |\n`;
     md += `| for scale: OpenSSH \`ssh dst true\` (connect, authenticate, run, close) | ${cell(start.ssh)} |\n\n`;
   }
-  md += `Every run: \`${TAG}.jsonl\`. Plot data: \`${TAG}-scaling.dat\`.\n`;
+  md += `Every run: \`${TAG}.jsonl\`.${SIZES.length > 1 ? ` Plot data: \`${TAG}-scaling.dat\`.` : ''}\n`;
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
   fs.writeFileSync(path.join(OUT, `${TAG}.jsonl`), runs.map((r) => JSON.stringify(r)).join('\n') + '\n');
 }
