@@ -472,7 +472,7 @@ async function converge(runs: Run[]): Promise<void> {
       record(runs, { bench: 'converge', point: p, x: mib, rep, ...r });
       log(
         `converge ${p} #${rep + 1}: ${r.ok ? 'ok' : 'FAILED ' + r.note}; ${r.preDumps} pre-dumps (${r.stopReason}), throttle ${r.throttlePct?.join(' ')}, final ${r.finalPages} pages, ` +
-          `freeze-to-running ${Math.round(r.downtimeMs)} ms (dump ${Math.round(r.phases?.dump ?? NaN)}, freezing ${Math.round(r.finalFreezingMs ?? NaN)}, memdump ${Math.round(r.finalMemdumpMs ?? NaN)}, copy ${Math.round(r.phases?.copy ?? NaN)}, sync ${Math.round(r.phases?.sync ?? NaN)}, restore ${Math.round(r.phases?.restore ?? NaN)})`,
+          `freeze-to-running ${Math.round(r.downtimeMs)} ms (dump ${Math.round(r.phases?.dump ?? NaN)}, freezing ${Math.round(r.finalFreezingMs ?? NaN)}, memdump ${Math.round(r.finalMemdumpMs ?? NaN)}, copy (with the files' final delta) ${Math.round(r.phases?.copy ?? NaN)}, restore ${Math.round(r.phases?.restore ?? NaN)})`,
       );
       write(runs);
     }

@@ -43,7 +43,7 @@ export interface Faults {
   at(point: FaultPoint): boolean;
   /**
    * The switchover's named points (in order: after-dump, syncing (30 ms into the final
-   * delta's rsync), copy, restoring, restored, before-prepare, prepared, commit-sent (the
+   * delta's rsync, during the copy step), copy, restoring, restored, before-prepare, prepared, commit-sent (the
    * word commit written, its answer not read), destination-committed, committed), where a
    * test can make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default),
    * cut its SSH connection (RUNC_MIGRATE_DROP_AT=POINT), run a command and wait for it

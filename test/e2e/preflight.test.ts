@@ -240,6 +240,17 @@ describe('bad input is refused before anything is frozen', () => {
     assert.deepEqual(await leftovers(), []);
   });
 
+  test("runc's directory for the name left on the destination without a container: refused before the freeze", async () => {
+    // runc state says "does not exist" for it, but runc restore would refuse the name.
+    const dir = path.join(h.dstRoot, NAME);
+    fs.mkdirSync(dir);
+    try {
+      await refused(args(), 3, /runc's directory .* exists on the destination with no container in it/, /rm -rf /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('work directory not writable (source and destination)', async () => {
     await refused(
       args('--work-dir', '/nonexistent/dir'),

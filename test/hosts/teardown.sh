@@ -28,7 +28,7 @@ for n in "$RM_NS_JUMP" "$RM_NS_CLIENT" "$RM_NS_DST" "$RM_NS_SRC" "$RM_NS_LAN"; d
 done
 # Directories the tool may have left under tmpfs (it should not; the tests check).
 umount -R "$D"/*/bundles/*/rootfs 2>/dev/null || true
-umount "$D/dst/run" 2>/dev/null || true
+umount -l "$D/dst/run" 2>/dev/null || true
 rm -rf "$D"
 if id "$RM_SUDO_USER" >/dev/null 2>&1; then userdel --remove "$RM_SUDO_USER" >/dev/null 2>&1 || true; fi
 rm -f "/etc/sudoers.d/$RM_SUDO_USER"

@@ -130,8 +130,8 @@ function guard(
     deadlineS?: number;
     heartbeatLossS?: number;
     moveIp?: boolean;
-    /** runc's directory for the name (GuardSpec.stateDir), under the guard's test directory. */
-    stateDir?: boolean;
+    /** What the failing restore prints (runc's words). */
+    restoreSays?: string;
   } = {},
 ) {
   const dir = path.join(tmp, `guard${++n}`);
@@ -156,7 +156,7 @@ state) [ -f ${st} ] || { echo 'container does not exist' >&2; exit 1; }
 	alive && s=running
 	printf '{\n  "pid": %s,\n  "status": "%s"\n}\n' "$p" "$s" ;;
 ps) alive && printf '[%s]\n' "$(cat ${st})" ;;
-restore) [ ${o.restoreExit ?? 0} = 0 ] || exit ${o.restoreExit ?? 0}
+restore) [ ${o.restoreExit ?? 0} = 0 ] || { echo ${JSON.stringify(o.restoreSays ?? 'failed')} >&2; exit ${o.restoreExit ?? 0}; }
 	echo "config: $(cat "$CRIU_CONFIG_FILE" 2>/dev/null)" >> ${events}
 	rm -f ${st}
 	setsid sh -c 'echo $$ > ${st}.new; exec sleep 3600' >/dev/null 2>&1 &
@@ -176,7 +176,10 @@ esac
     restore: [fake, 'restore'],
     kill: [fake, 'kill'],
     delete: [fake, 'delete'],
-    stateDir: o.stateDir ? path.join(dir, 'runc-dir') : undefined,
+    // As the tool gives them: runc's directory for the name, and the pid file (the stand-in's
+    // init has no state.json there, so the guard reads the tasks with ps).
+    stateDir: path.join(dir, 'runc-dir'),
+    pidFile: st,
     deadlineS: o.deadlineS ?? 30,
     heartbeatLossS: o.heartbeatLossS ?? 30,
     moveIp: o.moveIp
@@ -302,7 +305,7 @@ describe("the destination's guard", () => {
   });
 
   test('a container of that name made after the guard looked (while the images were copied) is left alone too', async () => {
-    const g = guard({ stateDir: true });
+    const g = guard();
     // runc state has run (the name was free); then another container takes it.
     for (let i = 0; i < 200 && !g.ev().includes('state'); i++) await sleep(10);
     assert.ok(g.ev().includes('state'), g.ev().join(','));
@@ -311,6 +314,17 @@ describe("the destination's guard", () => {
     const r = await g.proc;
     assert.match(r.stdout, /name-taken\nremoved$/);
     assert.ok(!g.ev().includes('restore') && !g.ev().includes('delete') && !g.ev().includes('kill'), g.ev().join(','));
+  });
+
+  test('runc refuses the name at the restore (taken after every look): the other container is left alone', async () => {
+    const g = guard({
+      restoreExit: 1,
+      restoreSays: 'time="x" level=error msg="container with given ID already exists"',
+    });
+    g.proc.stdin!.write('restore\n');
+    const r = await g.proc;
+    assert.match(r.stdout, /name-taken\nremoved$/);
+    assert.ok(!g.ev().includes('delete') && !g.ev().includes('kill'), g.ev().join(','));
   });
 
   test('no word before the deadline: the copy goes, heartbeats or not', async () => {

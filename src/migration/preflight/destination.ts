@@ -71,7 +71,7 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
     async () => {
       const r = await criuCheck(dst, opts.remoteCriu);
       // criu check has just probed the kernel: whether CRIU kept it decides what the restore pays.
-      const k = await dst.run(kdatProbe, { allowFail: true });
+      const k = await dst.run(kdatProbe, { allowFail: true }).catch(() => ({ stdout: 'cached' }));
       const w = kdatWarning(k.stdout, dst.name);
       if (w) s.progress.warn(w);
       return w ? `${r}; kernel probe not cached` : r;
@@ -144,7 +144,20 @@ async function checkNameFree(s: Session): Promise<void> {
       `Remove it there (runc --root ${opts.remoteRuncRoot} delete --force ${opts.container}) if it is stale, or migrate into another runc root with --remote-runc-root DIR.`,
     );
   }
-  if (!isNotExist(r.stderr)) {
+  if (isNotExist(r.stderr)) {
+    // runc's directory for the name without a container in it (no state.json): runc state
+    // says "does not exist", but runc restore would refuse the name.
+    const dir = path.posix.join(opts.remoteRuncRoot, opts.container);
+    const left = await s.dst.run(['test', '-e', dir], { allowFail: true });
+    if (left.code === 0) {
+      throw new PreflightError(
+        `runc's directory ${dir} exists on the destination with no container in it: runc would refuse the name`,
+        `Remove it there if nothing is creating a container of that name right now (rm -rf ${dir}), or migrate into another runc root with --remote-runc-root DIR.`,
+      );
+    }
+    return;
+  }
+  {
     const denied = /permission denied/i.test(r.stderr);
     throw new PreflightError(
       `runc state on the destination failed: ${r.stderr.trim()}`,

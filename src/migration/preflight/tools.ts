@@ -68,10 +68,11 @@ export function kdatWarning(out: string, hostName: string): string | undefined {
   const lines = out.trim().split('\n');
   if (lines.includes('cached')) return undefined;
   const cost = `every restore there probes the kernel again, about 60 ms more downtime on our test hosts`;
-  if (lines.includes('leftover'))
-    return `CRIU on the ${hostName} cannot cache its kernel probe: /run/criu.kdat.tmp was left by a CRIU killed while writing it, and CRIU never writes past it; ${cost}. Remove it there: rm /run/criu.kdat.tmp`;
+  // (Where /run is not a tmpfs, CRIU leaves criu.kdat.tmp behind itself: that is not the cause.)
   const fs = lines[0]?.trim();
   if (fs && fs !== 'tmpfs')
     return `CRIU on the ${hostName} cannot cache its kernel probe: /run is ${fs}, not a tmpfs (CRIU keeps the cache only on one); ${cost}.`;
+  if (lines.includes('leftover'))
+    return `CRIU on the ${hostName} cannot cache its kernel probe: /run/criu.kdat.tmp was left by a CRIU killed while writing it, and CRIU never writes past it; ${cost}. Remove it there: rm /run/criu.kdat.tmp`;
   return undefined;
 }

@@ -93,7 +93,7 @@ export interface GuardSpec {
  * left_stopped). The guard has both; migrate recover runs resume (a guard that marked its
  * commit and died before it continued every task).
  */
-function taskFunctions(ps: string[], o: { stopped: boolean; pidFile?: string }): string {
+function taskFunctions(ps: string[], o: { stopped: boolean; pidFile?: string; stateDir?: string }): string {
   // No fork per task: the copy's pids are read once (runc ps), each state with read.
   const tasks = `tasks() { pids=$(${commandLine(ps)} 2>/dev/null | tr -c '0-9' ' '); }
 task_state() {
@@ -102,36 +102,34 @@ task_state() {
 		if [ "$k" = State: ]; then st=$v; return; fi
 	done < "/proc/$1/status"
 } 2>/dev/null`;
-  // The copy's tasks from its init's cgroup, as runc ps reads them (cgroup v2: the unified
-  // hierarchy; v1: the devices controller's). It fails (runc ps then) unless that cgroup
-  // is the copy's own (not the guard's, holding the init) and has no cgroup below it.
-  const fromCgroup = o.pidFile
-    ? `cgroup_of() {
-	cg=
-	while IFS=: read -r h c p; do
-		if [ -n "$v2" ]; then
-			[ "$h" = 0 ] && [ -z "$c" ] && cg=$p
-		else
-			case ",$c," in *,devices,*) cg=$p ;; esac
-		fi
-	done < "$1"
-} 2>/dev/null
-cg_tasks() {
-	if [ -e /sys/fs/cgroup/cgroup.controllers ]; then v2=1; base=/sys/fs/cgroup; else v2=; base=/sys/fs/cgroup/devices; fi
+  // The copy's tasks as runc ps finds them, without its fork: its cgroup is read from
+  // runc's state.json (cgroup v2: the unified one; v1: the devices controller's, as runc
+  // reads it), and its tasks from that cgroup's cgroup.procs. It fails (runc ps then)
+  // unless the path is sound, the cgroup has no cgroup below it (runc ps walks those) and
+  // holds the restored init.
+  const fromCgroup =
+    o.pidFile && o.stateDir
+      ? `cg_tasks() {
+	m=$(sed -n 's/.*"cgroup_paths":{\\([^}]*\\)}.*/\\1/p' ${quote(`${o.stateDir}/state.json`)} 2>/dev/null)
+	if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+		case $m in \\"\\":\\"*) top=\${m#\\"\\":\\"} ;; *) return 1 ;; esac
+	else
+		case $m in *\\"devices\\":\\"*) top=\${m#*\\"devices\\":\\"} ;; *) return 1 ;; esac
+	fi
+	top=\${top%%\\"*}
+	case $top in /sys/fs/cgroup/?*) ;; *) return 1 ;; esac
+	[ -f "$top/cgroup.procs" ] || return 1
+	for d in "$top"/*/ "$top"/.[!.]*/ "$top"/..?*/; do [ -f "$d/cgroup.procs" ] && return 1; done
 	ip=; read -r ip 2>/dev/null < ${quote(o.pidFile)}
 	[ -n "$ip" ] || return 1
-	cgroup_of /proc/$$/cgroup; own=$cg
-	cgroup_of "/proc/$ip/cgroup"
-	[ -n "$cg" ] && [ "$cg" != / ] && [ "$cg" != "$own" ] && [ -f "$base$cg/cgroup.procs" ] || return 1
-	for d in "$base$cg"/*/; do [ -f "$d/cgroup.procs" ] && return 1; done
 	pids=
-	while read -r p; do pids="$pids $p"; done < "$base$cg/cgroup.procs"
+	while read -r p; do pids="$pids $p"; done < "$top/cgroup.procs"
 	case " $pids " in *" $ip "*) return 0 ;; esac
 	return 1
 }`
-    : '';
+      : '';
   const stopped = `stopped() {
-	${o.pidFile ? 'cg_tasks || tasks' : 'tasks'}
+	${fromCgroup ? 'cg_tasks || tasks' : 'tasks'}
 	n=0
 	for p in $pids; do
 		task_state "$p"
@@ -201,7 +199,7 @@ ${
   g.lazy
     ? `# runc's view of the copy: sets s (its status).
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }`
-    : taskFunctions(g.ps, { stopped: true, pidFile: g.pidFile })
+    : taskFunctions(g.ps, { stopped: true, pidFile: g.pidFile, stateDir: g.stateDir })
 }
 restored=0
 ${mv ? 'old=\n' : ''}lp=
@@ -279,7 +277,7 @@ say ${W.claimed} "$old"`
 }
 # The name is looked up while the images are copied (the tool reads the answer after its
 # word "restore"), and its directory checked again right before the restore, fork-free.
-if ${commandLine(g.state)} >/dev/null 2>&1; then say ${W.nameTaken}; remove; fi
+if ${commandLine(g.state)} >/dev/null 2>&1${g.stateDir ? ` || [ -e ${quote(g.stateDir)} ]` : ''}; then say ${W.nameTaken}; remove; fi
 word; [ "$w" = ${T.restore} ] || remove before-restore "$why"
 ${
   g.stateDir
@@ -334,6 +332,10 @@ kill $wp 2>/dev/null
 wait $wp 2>/dev/null
 exec 3<&-
 [ -e "$dir/eof" ] && { say ${W.restoreFailed} ${R.eof}; remove; }
+# runc refused the name (another container took it after the look above): not ours to remove.
+if [ $rc -ne 0 ] && grep -qF -e 'container with given ID already exists'${g.stateDir ? ` -e ${quote(`${g.stateDir}: file exists`)}` : ''} "$dir/restore.out" 2>/dev/null; then
+	restored=0; say ${W.nameTaken}; remove
+fi
 [ $rc -eq 0 ] || { say ${W.restoreFailed} $rc; remove; }
 say ${W.restored}
 ${

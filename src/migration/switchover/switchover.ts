@@ -123,7 +123,7 @@ export interface SwitchoverHooks {
   /** Tests only: a failure injected at a named point (faults.ts); nothing in production. */
   fail(point: FaultPoint): void;
   moveIp: boolean;
-  /** Files are synced (the sync step runs). */
+  /** Files are synced (their final delta runs beside the images' copy). */
   syncFiles: boolean;
 }
 
@@ -240,7 +240,8 @@ export async function handOver(
   if (!o.withSource) await guard;
   // Side by side, each off the others' path: the images' copy, the files' final delta
   // and [--move-ip] the address leaving the source. All have ended before anything goes
-  // on, a rollback included; the first failure is the one reported.
+  // on, a rollback included; of several failures, the copy's is reported, then the
+  // delta's, then the release's.
   const release = h.moveIp && o.withSource;
   const title = [
     copyTitle,
