@@ -157,15 +157,13 @@ async function checkNameFree(s: Session): Promise<void> {
     }
     return;
   }
-  {
-    const denied = /permission denied/i.test(r.stderr);
-    throw new PreflightError(
-      `runc state on the destination failed: ${r.stderr.trim()}`,
-      denied && !opts.sudo
-        ? `The remote user cannot use runc's root ${opts.remoteRuncRoot}: connect as root, or give a user with passwordless sudo and --sudo.`
-        : `Check runc's root ${opts.remoteRuncRoot} there (--remote-runc-root DIR).`,
-    );
-  }
+  const denied = /permission denied/i.test(r.stderr);
+  throw new PreflightError(
+    `runc state on the destination failed: ${r.stderr.trim()}`,
+    denied && !opts.sudo
+      ? `The remote user cannot use runc's root ${opts.remoteRuncRoot}: connect as root, or give a user with passwordless sudo and --sudo.`
+      : `Check runc's root ${opts.remoteRuncRoot} there (--remote-runc-root DIR).`,
+  );
 }
 
 /** The work directories' parents can take a private directory on each host (made and removed again here). */

@@ -43,14 +43,14 @@ export interface GuardSpec {
   /** The copy's tasks (runc ps --format json): verified stopped, continued on the commit. */
   ps: string[];
   /**
-   * runc's pid file for the restored init: its cgroup gives the copy's tasks without a
-   * runc fork on the frozen path (ps when that cgroup is not one of the copy's own).
+   * runc's pid file for the restored init: the cgroup the tasks are read from must hold
+   * it (with stateDir: the copy's tasks without a runc fork on the frozen path).
    */
   pidFile?: string;
   /**
    * runc's directory for this container name (ROOT/NAME): runc state runs while the
    * images are copied; right before the restore, this directory's absence is checked
-   * again (no fork on the frozen path).
+   * again (no fork on the frozen path). After it, its state.json names the copy's cgroup.
    */
   stateDir?: string;
   restore: string[];
