@@ -61,6 +61,14 @@ export const runc = {
       tcpEstablished: boolean;
       pidFile?: string;
       lazy?: boolean;
+      /**
+       * The images are spent as they are read: CRIU's --auto-dedup on restore punches out of
+       * the pages images each 128 MiB it has read, so the destination needs the container's
+       * memory once, not twice, and the restore reuses the pages just freed. Only where the
+       * images are worth nothing after a failed restore (a migration: the held source
+       * resumes), never a replica's (failover).
+       */
+      consumeImages?: boolean;
     },
   ): string[] {
     const argv = [
@@ -75,6 +83,7 @@ export const runc = {
       o.workPath,
     ];
     if (o.lazy) argv.push('--lazy-pages');
+    else if (o.consumeImages) argv.push('--auto-dedup');
     if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');
     argv.push('--file-locks');

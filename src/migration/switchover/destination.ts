@@ -104,6 +104,8 @@ export class Destination implements DestinationSide {
       tcpEstablished: ctx.opts.tcpEstablished,
       pidFile,
       lazy: !!lazy,
+      // A failed restore ends with the source resumed: these images are not needed again.
+      consumeImages: true,
     });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (ctx.faults.at('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
