@@ -49,14 +49,14 @@ for rep in $(seq 1 "$RUNS"); do
 done
 mkdir -p "$OUT"
 cp "$tmp/all.jsonl" "$OUT/$TAG.jsonl"
-node - "$OUT/$TAG.jsonl" "$BEFORE" "$RUNS" >"$OUT/$TAG.md" <<'EOF'
+node - "$OUT/$TAG.jsonl" "$BEFORE" "$RUNS" "$SIZES" "$METHODS" >"$OUT/$TAG.md" <<'EOF'
 const fs = require('fs');
-const [file, before, runs] = process.argv.slice(2);
+const [file, before, runs, sizes, methods] = process.argv.slice(2);
 const rows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const med = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const cell = (a) => a.length ? `${Math.round(med(a))} (${Math.round(Math.min(...a))}-${Math.round(Math.max(...a))})` : '-';
 let md = `# The restore, before and after (A/B, namespace hosts)\n\n`;
-md += `\`BEFORE=${before} RUNS=${runs} bench/restore-ab.sh\`, ${new Date().toISOString().slice(0, 10)}; builds alternating. `;
+md += `\`BEFORE=${before} SIZES="${sizes}" METHODS="${methods}" RUNS=${runs} bench/restore-ab.sh\`, ${new Date().toISOString().slice(0, 10)}; builds alternating. `;
 md += `Cells: median (min-max), ms. *memory peak*: the machine's MemAvailable before the run less its lowest during it (source container, destination images and restored copy together).\n\n`;
 md += `| size | method | build | restore part | dump part | downtime | client gap | memory peak, MiB | ok |\n|---|---|---|---|---|---|---|---|---|\n`;
 const keys = [...new Set(rows.map((r) => `${r.sizeMb}|${r.method}|${r.build}`))];
