@@ -13,6 +13,7 @@
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
 //   window       post-copy: the lazy page server listens, then an error before the restore
 //   pages        post-copy: an error as the lazy window begins (the tool cuts it)
+//   release-late --move-ip: the source's release of the address starts 1 s late
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -32,6 +33,7 @@ export const FAULT_POINTS = [
   'no-hold',
   'window',
   'pages',
+  'release-late',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
@@ -43,7 +45,8 @@ export interface Faults {
   at(point: FaultPoint): boolean;
   /**
    * The switchover's named points (in order: after-dump, syncing (30 ms into the final
-   * delta's rsync, during the copy step), copy, restoring, restored, before-prepare, prepared, commit-sent (the
+   * delta's rsync, during the copy step), releasing (--move-ip: the source's release of
+   * the address just started, during the copy step), copy, restoring, restored, before-prepare, prepared, commit-sent (the
    * word commit written, its answer not read), destination-committed, committed), where a
    * test can make the tool die (RUNC_MIGRATE_KILL_AT=POINT[:SIGNAL], SIGKILL by default),
    * cut its SSH connection (RUNC_MIGRATE_DROP_AT=POINT), run a command and wait for it

@@ -144,6 +144,37 @@ describe('the tool killed during the switchover', () => {
     assert.deepEqual(await hostState(), []);
     await removeEverywhere(h, 'echo-crash');
   });
+
+  // The tool dies as its release of the address starts, and that release (now an orphan)
+  // runs 1 s late: after the hold, seeing the tool gone, gave the address back.
+  test('SIGKILL as the source releases the address, which runs late: the address stays on the source', async () => {
+    await serviceAddressOnSource(h);
+    const b = await startExample(h, 'echo', 'echo-late');
+    await new Promise((r) => setTimeout(r, 500));
+    const client = echoClient(h);
+    await client.connected;
+    const r = await migrate([...baseArgs(h, 'echo-late', b.dst), '--move-ip', `${h.serviceAddr}/32`], {
+      RUNC_MIGRATE_FAIL_AT: 'release-late',
+      RUNC_MIGRATE_KILL_AT: 'releasing:SIGKILL',
+    });
+    assert.equal(r.code, -1, r.stderr);
+    await waitFor('the source to run again', async () => (await status(h.srcRoot, 'echo-late')) === 'running');
+    await waitFor(
+      'the late release to end',
+      async () => (await sh(['pgrep', '-f', 'address.lock'], { reject: false })).exitCode === 1,
+    );
+    const rec = await migrate(['recover', ...baseArgs(h, 'echo-late', b.dst)]);
+    assert.equal(rec.code, 0, rec.stderr);
+    const onSrc = await sh(['ip', '-n', 'rm-src', '-o', 'addr', 'show', 'to', h.serviceAddr]);
+    assert.match(onSrc.stdout, /inet /, 'the late release took the address away');
+    // The client is answered through the address for 2 s more (stopClient checks each answer came).
+    await new Promise((res) => setTimeout(res, 2000));
+    const out = await stopClient(client);
+    assert.ok(out.sent > 50, JSON.stringify(out));
+    assert.equal(await status(h.dstRoot, 'echo-late'), 'absent');
+    assert.deepEqual(await hostState(), []);
+    await removeEverywhere(h, 'echo-late');
+  });
 });
 
 describe('the connection or the destination fails during the switchover', () => {

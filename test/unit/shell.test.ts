@@ -83,7 +83,32 @@ const scripts: Record<string, string> = {
     '/dev/shm/runc-migrate.x/guard/log',
   )[2],
   'keeper.sh': `${untilQuiet()}; rm -rf /dev/shm/runc-migrate.x/tls`,
+  'give-back.sh': addr.giveBack(['arping'], { address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[2],
+  'release.sh': addr.release({ address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[4],
 };
+
+// The source's release of the address against a give-back, in either order, with a fake
+// ip that logs what it was asked: the address ends on the source whenever a give-back ran.
+test('a release that runs after the give-back leaves the address alone; one before it is undone', () => {
+  const dir = fs.mkdtempSync(path.join(tmp, 'addr-'));
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  const log = path.join(dir, 'ip.log');
+  fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\necho "$*" >> ${log}\n`, { mode: 0o755 });
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+  const m = { address: '10.0.0.9', prefix: 32 };
+  const run = (argv: string[]) => execFileSync(argv[0], argv.slice(1), { env });
+  const order = (first: 'release' | 'giveBack') => {
+    const hold = fs.mkdtempSync(path.join(dir, 'hold-'));
+    fs.rmSync(log, { force: true });
+    const release = addr.release(m, 'eth0', hold);
+    const giveBack = addr.giveBack(['true'], m, 'eth0', hold);
+    for (const argv of first === 'release' ? [release, giveBack] : [giveBack, release]) run(argv);
+    return fs.readFileSync(log, 'utf8').trim().split('\n');
+  };
+  assert.deepEqual(order('release'), ['addr del 10.0.0.9/32 dev eth0', 'addr add 10.0.0.9/32 dev eth0']);
+  assert.deepEqual(order('giveBack'), ['addr add 10.0.0.9/32 dev eth0']);
+});
 
 test('the shell the hosts run passes shellcheck (POSIX sh)', () => {
   const files = Object.entries(scripts).map(([name, text]) => {

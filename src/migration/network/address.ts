@@ -63,11 +63,28 @@ export const addr = {
     `${commandLine(addr.del(m, dev))} 2>/dev/null; ${commandLine(addr.unblockOutput(m))} 2>/dev/null; ${addr.setArpIgnore(dev, '"$1"')}; true`,
     'sh',
   ],
-  /** The source takes the address back after a rollback, and tells its peers. */
-  giveBack: (arping: string[], m: MoveIp, dev: string) => [
+  /**
+   * The source lets the address go once the tasks are frozen. Under a lock in the hold's
+   * directory HOLD, and only where no give-back has marked it there: a release the tool
+   * started just before it was killed can run after the rollback gave the address back,
+   * and must not take it away again.
+   */
+  release: (m: MoveIp, dev: string, hold: string) => [
+    'flock',
+    addressLock(hold),
     'sh',
     '-c',
-    `${commandLine(addr.add(m, dev))} 2>/dev/null; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
+    `[ -e ${quote(givenBackMark(hold))} ] || ${commandLine(addr.del(m, dev))}`,
+  ],
+  /**
+   * The source takes the address back after a rollback, and tells its peers. It marks the
+   * give-back under the lock first (see release); a lock that a hung release keeps past 5
+   * s is not waited for: the address comes back all the same.
+   */
+  giveBack: (arping: string[], m: MoveIp, dev: string, hold: string) => [
+    'sh',
+    '-c',
+    `{ flock -w 5 9; : > ${quote(givenBackMark(hold))}; ${commandLine(addr.add(m, dev))} 2>/dev/null; } 9>>${quote(addressLock(hold))}; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
   ],
   /**
    * After the commit, before the copy's tasks continue: output allowed, arp_ignore back to
@@ -108,6 +125,11 @@ exit 0`,
     ];
   },
 };
+
+/** The lock that orders the source's release of the address and its give-backs (in the hold's directory). */
+export const addressLock = (hold: string) => `${hold}/address.lock`;
+/** Left by a give-back: a release that comes later does nothing. */
+export const givenBackMark = (hold: string) => `${hold}/address-given-back`;
 
 /** The old arp_ignore value `claim` printed first, if it got that far. */
 export function parseClaimedArpIgnore(stdout: string): string | undefined {

@@ -105,7 +105,9 @@ export function makePlan(s: Session, facts: Facts): Plan {
         ? `[src->dst] rsync (the files' final delta, frozen): ${files.plan.trees.map((t) => `${t.what} ${t.src} -> ${t.dst}`).join('; ')}` +
           ' (files mapped shared or open for writing compared by content), '
         : '') +
-      (mv ? `[src] ${commandLine(addr.del(mv, mv.srcDev))} (the hold puts it back on any rollback), ` : '') +
+      (mv
+        ? `[src] ${commandLine(addr.release(mv, mv.srcDev, L.holdDir))} (the hold puts it back on any rollback), `
+        : '') +
       '[dst] the guard starts' +
       (mv ? `: ${commandLine(addr.claim(mv, mv.dstDev))}` : '') +
       ` (it removes everything it made if its channel closes or ${guard} s pass before the commit)`,

@@ -404,6 +404,9 @@ async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined;
       "Give the address the container's peers connect to, as configured on the source (ip -4 addr).",
     );
   }
+  // The release of the address and its give-back on a rollback are ordered by a lock (address.ts).
+  if ((await s.src.run(['sh', '-c', 'command -v flock'], { allowFail: true })).code !== 0)
+    throw new PreflightError('--move-ip needs flock on the source', 'Install util-linux there (it has flock).');
   const onDst = await s.dst.run(addr.showTo(m.address), { allowFail: true });
   if (parseAddrDev(onDst.stdout)) {
     throw new PreflightError(

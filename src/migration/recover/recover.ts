@@ -142,7 +142,9 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
     // What the hold would have done on a rollback; its script had exited when the window opened.
     if (intent.moveIp && existsSync(`${intent.holdDir}/address-released`)) {
       const m = intent.moveIp;
-      await env.src.run(addr.giveBack(await arpingCommand(env.src), m, m.srcDev), { allowFail: true });
+      await env.src.run(addr.giveBack(await arpingCommand(env.src), m, m.srcDev, intent.holdDir), {
+        allowFail: true,
+      });
     }
     const st = await env.src.run(runc.state(srcRunc, intent.container), { allowFail: true });
     const pid = st.code === 0 ? parseState(st.stdout).pid : undefined;

@@ -119,7 +119,7 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const m = this.setup.moveIp;
-    const mv = m ? addr.giveBack(m.arping, m, m.srcDev) : undefined;
+    const mv = m ? addr.giveBack(m.arping, m, m.srcDev, L.holdDir) : undefined;
     const lim = this.setup.lazy;
     const watchdog = lim
       ? {
@@ -233,7 +233,13 @@ export class Source implements SourceSide {
     // Marked first: from here on every rollback of the hold gives the address back.
     await fs.writeFile(path.join(this.L.holdDir, 'address-released'), '');
     const m = this.setup.moveIp;
-    if (m) await ctx.src.run(addr.del(m, m.srcDev));
+    if (!m) return;
+    let release = addr.release(m, m.srcDev, this.L.holdDir);
+    // Test fault: the release starts 1 s late, and the tool dies as it starts ('releasing').
+    if (ctx.faults.at('release-late')) release = ['sh', '-c', 'sleep 1; exec "$@"', 'sh', ...release];
+    const done = ctx.src.run(release);
+    ctx.faults.point('releasing', () => ctx.ssh.sever(), this.L);
+    await done;
   }
 
   async prepare(): Promise<boolean> {
