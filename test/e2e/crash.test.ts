@@ -147,12 +147,17 @@ describe('the tool killed during the switchover', () => {
 
   // The tool dies as its release of the address starts, and that release (now an orphan)
   // runs 1 s late: after the hold, seeing the tool gone, gave the address back.
-  test('SIGKILL as the source releases the address, which runs late: the address stays on the source', async () => {
+  test('SIGKILL as the source releases the address, which runs late: the address stays on the source', async (t) => {
     await serviceAddressOnSource(h);
     const b = await startExample(h, 'echo', 'echo-late');
     await new Promise((r) => setTimeout(r, 500));
     const client = echoClient(h);
     await client.connected;
+    // A failed assertion must not leave the client running (the test run would never end).
+    let stopped = false;
+    t.after(() => {
+      if (!stopped) client.proc.kill('SIGKILL');
+    });
     const r = await migrate([...baseArgs(h, 'echo-late', b.dst), '--move-ip', `${h.serviceAddr}/32`], {
       RUNC_MIGRATE_FAIL_AT: 'release-late',
       RUNC_MIGRATE_KILL_AT: 'releasing:SIGKILL',
@@ -169,6 +174,7 @@ describe('the tool killed during the switchover', () => {
     assert.match(onSrc.stdout, /inet /, 'the late release took the address away');
     // The client is answered through the address for 2 s more (stopClient checks each answer came).
     await new Promise((res) => setTimeout(res, 2000));
+    stopped = true;
     const out = await stopClient(client);
     assert.ok(out.sent > 50, JSON.stringify(out));
     assert.equal(await status(h.dstRoot, 'echo-late'), 'absent');
