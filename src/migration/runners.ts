@@ -197,6 +197,7 @@ async function stopAndCopy(r: Run, images: FinalImages, pageServer: PageServer |
     moveIp: facts.destination.moveIp,
     pageServer,
     files,
+    spendImages: facts.destination.punchHoles,
   };
   const srcSetup = {
     s,

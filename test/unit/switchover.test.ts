@@ -200,6 +200,28 @@ describe('the switchover as a two-phase commit', () => {
     );
   });
 
+  test('the images are spent by the restore only where a source can resume; without one they are kept', async () => {
+    for (const destroyed of [false, true]) {
+      const w = world();
+      const s = sides(w);
+      let asked: { keepImages?: boolean } | undefined;
+      const start = s.dst.startGuard;
+      s.dst.startGuard = (o) => {
+        asked = o;
+        return start(o);
+      };
+      if (destroyed) {
+        s.src.freeze = async () => {
+          w.src = 'gone';
+          return { held: false, destroyed: true, why: 'the checkpoint ended without its hold' };
+        };
+      }
+      const r = await switchover(s.src, s.dst, s.hooks);
+      assert.equal(r.runningOn, 'destination');
+      assert.equal(asked?.keepImages, destroyed);
+    }
+  });
+
   test("the downtime's parts: each step from the freeze to the commit, and the rest; the finish is not one", async () => {
     const w = world();
     const s = sides(w);
@@ -542,6 +564,7 @@ async function planFor(
       address: '10.0.0.2',
       sourceAddress: '10.0.0.1',
       pipeSizes: [],
+      punchHoles: true,
       moveIp: found.moveIp
         ? { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] }
         : undefined,

@@ -78,13 +78,14 @@ export const addr = {
   ],
   /**
    * The source takes the address back after a rollback, and tells its peers. It marks the
-   * give-back under the lock first (see release); a lock that a hung release keeps past 5
-   * s is not waited for: the address comes back all the same.
+   * give-back under the lock first (see release), then adds the address whatever the lock
+   * did: a lock that a hung release keeps past 5 s is not waited for, and a hold directory
+   * that is gone does not keep the address away.
    */
   giveBack: (arping: string[], m: MoveIp, dev: string, hold: string) => [
     'sh',
     '-c',
-    `{ flock -w 5 9; : > ${quote(givenBackMark(hold))}; ${commandLine(addr.add(m, dev))} 2>/dev/null; } 9>>${quote(addressLock(hold))}; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
+    `{ flock -w 5 9; : > ${quote(givenBackMark(hold))}; } 9>>${quote(addressLock(hold))} 2>/dev/null; ${commandLine(addr.add(m, dev))} 2>/dev/null; ${commandLine(addr.garp(arping, m, dev))} >/dev/null 2>&1; true`,
   ],
   /**
    * After the commit, before the copy's tasks continue: output allowed, arp_ignore back to

@@ -80,7 +80,7 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
   );
   const bundleConfig = await checks.fact('bundle on the destination', () => checkBundle(s, source));
   await checks.verify('container name free on the destination', () => checkNameFree(s));
-  await checks.verify('work directories on both hosts', () => probeWorkDirs(s));
+  const punchHoles = await checks.fact('work directories on both hosts', () => probeWorkDirs(s));
   const transport = await checks.fact('page transport', () => checkTransport(s, source));
   const pipeSizes = await checks.fact('post-copy (lazy pages)', async () =>
     opts.postCopy ? checkPostCopy(s) : { fact: [] as PipeSize[], detail: 'not used' },
@@ -106,6 +106,7 @@ export async function checkDestination(s: Session, source: SourceFacts, checks: 
     pipeSizes,
     files,
     moveIp,
+    punchHoles,
   };
 }
 
@@ -167,7 +168,12 @@ async function checkNameFree(s: Session): Promise<void> {
 }
 
 /** The work directories' parents can take a private directory on each host (made and removed again here). */
-async function probeWorkDirs(s: Session): Promise<string> {
+/**
+ * Both work directories can be made. Fact: whether the destination's file system punches
+ * holes (CRIU's --auto-dedup needs it: the restore then frees the images as it reads
+ * them; where it cannot, the restore leaves them whole rather than fail).
+ */
+async function probeWorkDirs(s: Session): Promise<{ fact: boolean; detail: string }> {
   const { opts } = s;
   try {
     await fs.rm(await fs.mkdtemp(path.join(opts.workDir, 'runc-migrate.probe.')), { recursive: true });
@@ -178,7 +184,13 @@ async function probeWorkDirs(s: Session): Promise<string> {
     );
   }
   const r = await s.dst.run(
-    ['sh', '-c', 'd=$(mktemp -d -p "$1" runc-migrate.probe.XXXXXXXX) && rmdir "$d"', 'sh', opts.remoteWorkDir],
+    [
+      'sh',
+      '-c',
+      'd=$(mktemp -d -p "$1" runc-migrate.probe.XXXXXXXX) || exit 1; head -c 8192 /dev/zero > "$d/p" 2>/dev/null && fallocate -p -o 0 -l 4096 "$d/p" 2>/dev/null && echo punch; rm -rf "$d"',
+      'sh',
+      opts.remoteWorkDir,
+    ],
     { allowFail: true },
   );
   if (r.code !== 0) {
@@ -187,7 +199,11 @@ async function probeWorkDirs(s: Session): Promise<string> {
       `Make ${opts.remoteWorkDir} exist and writable there${opts.sudo ? '' : ' (or use --sudo)'}, or choose another with --remote-work-dir DIR.`,
     );
   }
-  return `${opts.workDir} here, ${opts.remoteWorkDir} there`;
+  const punch = r.stdout.includes('punch');
+  return {
+    fact: punch,
+    detail: `${opts.workDir} here, ${opts.remoteWorkDir} there${punch ? '' : ' (no hole punching there: the restore keeps the images whole)'}`,
+  };
 }
 
 /**
@@ -405,8 +421,12 @@ async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined;
     );
   }
   // The release of the address and its give-back on a rollback are ordered by a lock (address.ts).
-  if ((await s.src.run(['sh', '-c', 'command -v flock'], { allowFail: true })).code !== 0)
-    throw new PreflightError('--move-ip needs flock on the source', 'Install util-linux there (it has flock).');
+  // util-linux's: the give-back waits at most a few seconds (-w), which busybox's cannot.
+  if ((await s.src.run(['flock', '-w', '1', '/dev/null', 'true'], { allowFail: true })).code !== 0)
+    throw new PreflightError(
+      "--move-ip needs util-linux's flock on the source (busybox's has no -w)",
+      'Install util-linux there.',
+    );
   const onDst = await s.dst.run(addr.showTo(m.address), { allowFail: true });
   if (parseAddrDev(onDst.stdout)) {
     throw new PreflightError(

@@ -59,6 +59,8 @@ export interface DestinationFacts {
   readonly pipeSizes: readonly PipeSize[];
   readonly files?: FilesFacts;
   readonly moveIp?: MoveIpFacts;
+  /** The destination's work directory punches holes: the restore can free the images as it reads them. */
+  readonly punchHoles: boolean;
 }
 
 /** The bundles' config.json texts, as the bundle check read them. */

@@ -38,6 +38,8 @@ export interface DestinationSetup {
   readonly pageServer?: PageServer;
   /** The container's files, when some are synced. */
   readonly files?: FilesSync;
+  /** The work directory punches holes: the restore may free the images as it reads them (see startGuard). */
+  readonly spendImages?: boolean;
   /** Post-copy: the window's limits, where the source's lazy page server listens, the destination's TLS files. */
   readonly lazy?: { readonly limits: LazyLimits; readonly sourceAddress: string; readonly tls: TlsFiles };
 }
@@ -86,12 +88,12 @@ export class Destination implements DestinationSide {
   /** The guard's start, while it is under way: a removal waits for it (it runs beside the copy). */
   private starting?: Promise<void>;
 
-  startGuard(): Promise<void> {
-    this.starting = this.start();
+  startGuard(o: { keepImages?: boolean } = {}): Promise<void> {
+    this.starting = this.start(!!o.keepImages);
     return this.starting;
   }
 
-  private async start(): Promise<void> {
+  private async start(keepImages: boolean): Promise<void> {
     const { ctx, images } = this;
     const mv = this.setup.moveIp;
     const g = ctx.dstRunc;
@@ -104,8 +106,9 @@ export class Destination implements DestinationSide {
       tcpEstablished: ctx.opts.tcpEstablished,
       pidFile,
       lazy: !!lazy,
-      // A failed restore ends with the source resumed: these images are not needed again.
-      consumeImages: true,
+      // With a source to resume, a failed restore does not need these images again;
+      // without one (its checkpoint ended without the hold) they are the only copy.
+      consumeImages: !keepImages && !!this.setup.spendImages,
     });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (ctx.faults.at('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];

@@ -72,8 +72,12 @@ export interface SourceSide {
 
 /** The destination's side: everything goes through its guard (guard.ts). */
 export interface DestinationSide {
-  /** Starts the guard: [--move-ip] the address is claimed, muted. Undo: remove(). */
-  startGuard(): Promise<void>;
+  /**
+   * Starts the guard: [--move-ip] the address is claimed, muted. Undo: remove().
+   * keepImages: the restore must leave the images whole (no source to go back to: they
+   * are the only copy); otherwise it frees them as it reads them.
+   */
+  startGuard(o?: { keepImages?: boolean }): Promise<void>;
   /** The latest time (Date.now()) by which the started guard gives up by itself. */
   guardEndsBy(): number;
   /** Waits for the page server (if any), copies the remaining image files. Undo: remove() (the work directory goes with cleanup). */
@@ -234,7 +238,7 @@ export async function handOver(
     h.killPoint('after-dump');
     h.fail('after-dump');
   }
-  const guard = dst.startGuard();
+  const guard = dst.startGuard({ keepImages: !o.withSource });
   guard.catch(() => undefined); // awaited below, or by remove() in the rollback
   // Without a source there is no way back: the guard must be up (the address claimed) before anything is copied.
   if (!o.withSource) await guard;
