@@ -167,9 +167,9 @@ async function checkNameFree(s: Session): Promise<void> {
   );
 }
 
-/** The work directories' parents can take a private directory on each host (made and removed again here). */
 /**
- * Both work directories can be made. Fact: whether the destination's file system punches
+ * The work directories' parents can take a private directory on each host (made and
+ * removed again here). Fact: whether the destination's file system punches
  * holes (CRIU's --auto-dedup needs it: the restore then frees the images as it reads
  * them; where it cannot, the restore leaves them whole rather than fail).
  */
