@@ -68,7 +68,7 @@ export const runc = {
        * images are worth nothing after a failed restore (a migration: the held source
        * resumes), never a replica's (failover).
        */
-      consumeImages?: boolean;
+      spendImages?: boolean;
     },
   ): string[] {
     const argv = [
@@ -83,7 +83,7 @@ export const runc = {
       o.workPath,
     ];
     if (o.lazy) argv.push('--lazy-pages');
-    else if (o.consumeImages) argv.push('--auto-dedup');
+    else if (o.spendImages) argv.push('--auto-dedup');
     if (o.pidFile) argv.push('--pid-file', o.pidFile);
     if (o.tcpEstablished) argv.push('--tcp-established');
     argv.push('--file-locks');

@@ -78,10 +78,10 @@ test('runc argv', () => {
 
 test("a migration's restore spends its images; a lazy one and a failover's do not", () => {
   const o = { bundle: '/b', imagePath: '/i', workPath: '/w', tcpEstablished: true };
-  assert.ok(runc.restore(g, 'c', { ...o, consumeImages: true }).includes('--auto-dedup'));
+  assert.ok(runc.restore(g, 'c', { ...o, spendImages: true }).includes('--auto-dedup'));
   assert.ok(!runc.restore(g, 'c', o).includes('--auto-dedup'));
   // Post-copy's pages are served from the images while the copy runs.
-  const lazy = runc.restore(g, 'c', { ...o, consumeImages: true, lazy: true });
+  const lazy = runc.restore(g, 'c', { ...o, spendImages: true, lazy: true });
   assert.ok(lazy.includes('--lazy-pages') && !lazy.includes('--auto-dedup'));
 });
 

@@ -96,7 +96,7 @@ export function makePlan(s: Session, facts: Facts): Plan {
     imagePath: R.images,
     workPath: R.criuWork,
     tcpEstablished: o.tcpEstablished,
-    consumeImages: d.punchHoles,
+    spendImages: d.punchHoles,
   };
   const common = {
     copy:

@@ -221,7 +221,7 @@ async function restore(h: Host, g: RuncGlobal, opts: Options, dir: string, c: Ch
       imagePath: path.posix.join(dir, 'images'),
       workPath: work,
       tcpEstablished: c.tcpEstablished ?? true,
-      // Not consumeImages: a failed restore leaves the replica as the only copy.
+      // Not spendImages: a failed restore leaves the replica as the only copy.
     });
     const t = performance.now();
     const r = await h.run(argv, { allowFail: true, env: { CRIU_CONFIG_FILE: conf } });

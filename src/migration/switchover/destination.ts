@@ -108,7 +108,7 @@ export class Destination implements DestinationSide {
       lazy: !!lazy,
       // With a source to resume, a failed restore does not need these images again;
       // without one (its checkpoint ended without the hold) they are the only copy.
-      consumeImages: !keepImages && !!this.setup.spendImages,
+      spendImages: !keepImages && !!this.setup.spendImages,
     });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (ctx.faults.at('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
