@@ -9,6 +9,9 @@
 //   ssh-drop     the SSH connection is cut after the restore (the rollback reconnects)
 //   verify       the check that the restored container runs fails
 //   restore-hang the destination's restore hangs (the guard kills it at its deadline)
+//   restore-stall, restore-stall-late  the restore stalls inside CRIU, its tasks forked and
+//                its mounts made (at CRIU's setup-namespaces, before runc wrote its state; at
+//                post-restore, after): the guard kills it at its deadline
 //   restore-dies the restored container dies right after the restore (the guard's verify sees it)
 //   no-hold      CRIU_CONFIG_FILE is dropped, so the checkpoint ends without the hold
 //   window       post-copy: the lazy page server listens, then an error before the restore
@@ -29,6 +32,8 @@ export const FAULT_POINTS = [
   'ssh-drop',
   'verify',
   'restore-hang',
+  'restore-stall',
+  'restore-stall-late',
   'restore-dies',
   'no-hold',
   'window',

@@ -5,6 +5,7 @@
 // the intent record, iptables rules, CRIU lock rules, arp_ignore).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import {
   baseArgs,
@@ -269,6 +270,37 @@ describe('the connection or the destination fails during the switchover', () => 
     assert.equal(sleeper.stdout.trim(), '', 'the hung restore is still running');
     await endsOn(name, b, atStart, 'source');
   });
+
+  // The restore killed inside CRIU: runc and CRIU leave their tasks and mounts (reap.ts).
+  for (const [fault, when] of [
+    ['restore-stall', 'its root task forked, before runc wrote its state'],
+    ['restore-stall-late', "every task restored, runc's state written"],
+  ] as const) {
+    test(`a restore killed inside CRIU (${when}): its tasks, runc's and CRIU's mounts and runc's directory go; the source resumes`, async () => {
+      const name = fault === 'restore-stall' ? 'stall' : 'stall-late';
+      const { b, atStart } = await counter(name);
+      const r = await migrate(
+        [...baseArgs(h, name, b.dst), '--transport', 'stream', '--hold-timeout', '15', '--json'],
+        {
+          RUNC_MIGRATE_FAIL_AT: fault,
+        },
+      );
+      assert.equal(r.code, 4, r.stderr + r.stdout);
+      assert.match(JSON.parse(r.stdout).error.message, /restore/);
+      // CRIU was inside the restore when it was killed: its stage script ran.
+      const sleeper = await sh(['pgrep', '-f', 'sleep 3596'], { reject: false });
+      assert.equal(sleeper.stdout.trim(), '', 'the stalled restore is still running');
+      // Nothing of the copy in its cgroups, no directory for the name in the destination's runc root.
+      const procs: string[] = [];
+      for (const c of fs.readdirSync('/sys/fs/cgroup')) {
+        const f = path.join('/sys/fs/cgroup', c, 'rm-dst', name, 'cgroup.procs');
+        if (fs.existsSync(f)) procs.push(...fs.readFileSync(f, 'utf8').split('\n').filter(Boolean));
+      }
+      assert.deepEqual(procs, [], 'tasks of the killed restore are left');
+      assert.ok(!fs.existsSync(path.join(h.dstRoot, name)), `runc's directory for ${name} is left on the destination`);
+      await endsOn(name, b, atStart, 'source');
+    });
+  }
 
   test('a restored copy that dies right after the restore is not committed; the source resumes', async () => {
     const name = 'dies';

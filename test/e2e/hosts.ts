@@ -236,7 +236,7 @@ export async function leftovers(): Promise<string[]> {
   if (pid) mountTables.push(`/proc/${pid}/mounts`);
   for (const t of mountTables) {
     for (const l of fs.readFileSync(t, 'utf8').split('\n'))
-      if (/runc-migrate\.|criu\.cgyard|criu\.work/.test(l)) found.push(`mount: ${l}`);
+      if (/runc-migrate\.|criu\.cgyard|criu\.work|criu-root/.test(l)) found.push(`mount: ${l}`);
   }
   return found;
 }

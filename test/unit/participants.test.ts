@@ -174,6 +174,7 @@ esac
     state: [fake, 'state'],
     ps: [fake, 'ps'],
     restore: [fake, 'restore'],
+    reap: { criuWork: path.join(dir, 'work'), stateDir: path.join(dir, 'runc-dir'), restoreLog: 'restore.log' },
     kill: [fake, 'kill'],
     delete: [fake, 'delete'],
     // As the tool gives them: runc's directory for the name, and the pid file (the stand-in's

@@ -147,6 +147,7 @@ test("the guard in post-copy: daemon before the restore, serving after the verif
     ps: ['runc', 'ps', 'c'],
     heartbeatLossS: 10,
     restore: ['runc', 'restore', 'c'],
+    reap: { criuWork: '/w', stateDir: '/r/c', restoreLog: 'restore.log' },
     kill: ['runc', 'kill', 'c'],
     delete: ['runc', 'delete', 'c'],
     deadlineS: 60,

@@ -16,6 +16,7 @@ import { workPaths } from '../../src/migration/prepare/paths.js';
 import { BRIDGE_SCRIPT } from '../../src/migration/files/rsync-bridge.js';
 import { untilQuiet } from '../../src/migration/switchover/protocol.js';
 import { addr } from '../../src/migration/network/address.js';
+import { removeWorkDirs } from '../../src/migration/switchover/reap.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rm-shell-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -27,6 +28,7 @@ const base: GuardSpec = {
   pidFile: '/dev/shm/runc-migrate.x/criu-work/restored.pid',
   stateDir: '/run/runc/web',
   restore: ['runc', '--root', '/run/runc', 'restore', '--detach', 'web'],
+  reap: { criuWork: '/dev/shm/runc-migrate.x/criu-work', stateDir: '/run/runc/web', restoreLog: 'restore.log' },
   kill: ['runc', 'kill', 'web', 'KILL'],
   delete: ['runc', 'delete', '--force', 'web'],
   deadlineS: 50,
@@ -85,6 +87,7 @@ const scripts: Record<string, string> = {
   'keeper.sh': `${untilQuiet()}; rm -rf /dev/shm/runc-migrate.x/tls`,
   'give-back.sh': addr.giveBack(['arping'], { address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[2],
   'release.sh': addr.release({ address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[4],
+  'remove-work-dirs.sh': removeWorkDirs(['/dev/shm/runc-migrate.x', '/var/tmp/my dir/runc-migrate.y'])[2],
 };
 
 // The source's release of the address against a give-back, in either order, with a fake

@@ -19,6 +19,7 @@ import { localKeeper, remoteKeeper } from './keeper.js';
 import { workPaths, type WorkDirs, type WorkPaths } from './paths.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
 import type { Undo } from './undo.js';
+import { removeWorkDirs } from '../switchover/reap.js';
 
 export interface Resources {
   readonly work: WorkDirs;
@@ -110,7 +111,7 @@ async function remoteWorkDir(s: Session, undo: Undo): Promise<{ value: WorkPaths
     `remove ${base} on the destination`,
     async () => {
       try {
-        await s.dst.run(['rm', '-rf', '--one-file-system', base], { allowFail: true });
+        await s.dst.run(removeWorkDirs([base]), { allowFail: true });
       } catch (err) {
         undo.left.push(base);
         throw err;

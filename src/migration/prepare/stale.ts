@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { Host } from '../../host.js';
 import { quote } from '../../shell.js';
 import { pidAlive } from '../recover/intent.js';
+import { removeWorkDirs } from '../switchover/reap.js';
 
 export const OWNER_FILE = 'owner';
 export const WORK_PREFIX = 'runc-migrate.';
@@ -72,7 +73,7 @@ export function staleDirs(
 /** Removes the stale work directories under PARENT on HOST; returns those removed. */
 export async function removeStale(host: Host, parent: string, intentDir: string, self: string[]): Promise<string[]> {
   const stale = await findStale(host, parent, intentDir, self);
-  if (stale.length) await host.run(['rm', '-rf', '--one-file-system', ...stale], { allowFail: true });
+  if (stale.length) await host.run(removeWorkDirs(stale), { allowFail: true });
   return stale;
 }
 

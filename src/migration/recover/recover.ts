@@ -31,6 +31,7 @@ import {
 import { removeCriuLockRules, unlockAfterWindow } from '../network/netlock.js';
 import { decideRecovery, type RecoveryDecision, type RecoveryFacts } from './recovery.js';
 import { removeContainer } from '../switchover/shared.js';
+import { removeWorkDirs } from '../switchover/reap.js';
 
 export interface RecoverResult {
   /**
@@ -201,10 +202,7 @@ export async function recover(intentFile: string, env: RecoverEnv): Promise<Reco
   }
   // Both work directories and the record go last: they were what this needed.
   await fs.rm(intent.localBase, { recursive: true, force: true });
-  if (env.dst)
-    await env.dst
-      .run(['rm', '-rf', '--one-file-system', intent.remoteBase], { allowFail: true })
-      .catch(() => undefined);
+  if (env.dst) await env.dst.run(removeWorkDirs([intent.remoteBase]), { allowFail: true }).catch(() => undefined);
   await removeIntent(intentFile);
   return { runningOn: decision.action, why: decision.why, intent };
 }

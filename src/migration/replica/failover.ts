@@ -28,6 +28,7 @@ import { runcOf } from '../session.js';
 import { removeContainer } from '../switchover/shared.js';
 import { failover as decide, type LeaseRecord } from './lease.js';
 import { withLease } from './leasefile.js';
+import { removeWorkDirs } from '../switchover/reap.js';
 import { type CheckpointRecord, LIST_SCRIPT, parseListing, restorable } from './store.js';
 
 export interface FailoverReport {
@@ -239,7 +240,7 @@ async function restore(h: Host, g: RuncGlobal, opts: Options, dir: string, c: Ch
     }
     return Math.round(performance.now() - t);
   } finally {
-    await h.run(['rm', '-rf', work], { allowFail: true });
+    await h.run(removeWorkDirs([work]), { allowFail: true });
   }
 }
 

@@ -112,6 +112,23 @@ export class Destination implements DestinationSide {
     });
     // Test faults: a restore that hangs, a copy that dies right after it was restored.
     if (ctx.faults.at('restore-hang')) restore = ['sh', '-c', 'sleep 3597; exec "$@"', 'sh', ...restore];
+    // A restore that stalls inside CRIU (an action script of its configuration sleeps), with
+    // its tasks forked and its mounts made: at setup-namespaces before runc wrote its state,
+    // at post-restore after (the guard kills it at its deadline).
+    for (const [fault, stage] of [
+      ['restore-stall', 'setup-namespaces'],
+      ['restore-stall-late', 'post-restore'],
+    ] as const) {
+      if (!ctx.faults.at(fault)) continue;
+      const script = `${this.R.criuWork}/stall.sh`;
+      restore = [
+        'sh',
+        '-c',
+        `printf '#!/bin/sh\\n[ "$CRTOOLS_SCRIPT_ACTION" = ${stage} ] && exec sleep 3596\\nexit 0\\n' > ${quote(script)} && chmod +x ${quote(script)} && echo ${quote(`action-script ${script}`)} >> "$CRIU_CONFIG_FILE" && exec "$@"`,
+        'sh',
+        ...restore,
+      ];
+    }
     // (before the guard looks at it: a stopped copy cannot die by itself afterwards).
     if (ctx.faults.at('restore-dies')) {
       restore = [
@@ -129,6 +146,11 @@ export class Destination implements DestinationSide {
       pidFile,
       stateDir: path.posix.join(g.root, ctx.opts.container),
       restore,
+      reap: {
+        criuWork: this.R.criuWork,
+        stateDir: path.posix.join(g.root, ctx.opts.container),
+        restoreLog: RESTORE_LOG,
+      },
       kill: runc.killHard(g, ctx.opts.container),
       delete: runc.deleteForce(g, ctx.opts.container),
       deadlineS: this.deadlineS,

@@ -35,6 +35,7 @@
 // Pure: this module only builds the text and reads the words.
 import { commandLine, quote } from '../../shell.js';
 import { GUARD_FILE, GUARD_WORD, REMOVED_BECAUSE, TOOL_WORD } from './protocol.js';
+import { reapFunctions, type ReapSpec } from './reap.js';
 
 export interface GuardSpec {
   /** The guard's directory on the destination (its pid, log and markers). */
@@ -54,6 +55,8 @@ export interface GuardSpec {
    */
   stateDir?: string;
   restore: string[];
+  /** What a restore killed midway leaves, and where (reap.ts): taken away before the copy is deleted. */
+  reap: ReapSpec;
   kill: string[];
   delete: string[];
   /**
@@ -201,7 +204,10 @@ ${
 look() { s=$(${commandLine(g.state)} 2>/dev/null | sed -n 's/^ *"status": *"\\([a-z]*\\)".*/\\1/p'); }`
     : taskFunctions(g.ps, { stopped: true, pidFile: g.pidFile, stateDir: g.stateDir })
 }
+${reapFunctions(g.reap)}
 restored=0
+rdone=0
+rs=
 ${mv ? 'old=\n' : ''}lp=
 mon=
 # Post-copy: the daemon goes first, and how it ended decides (see above).
@@ -259,6 +265,8 @@ commit() {
 remove() {
 	${g.lazy ? '# A daemon that had ended by itself with every page (before the kill) decides.\n\tif stop_lazy; then lazy_end; fi' : ':'}
 	if [ $restored = 1 ]; then
+		# A restore that did not end by itself (killed, or failed) may have left its tasks and mounts.
+		[ $rdone = 1 ] || reap
 		${commandLine(g.kill)} >/dev/null 2>&1
 		${commandLine(g.delete)} >/dev/null 2>&1
 	fi
@@ -322,6 +330,8 @@ t=$(left); [ "$t" -gt 0 ] || remove ${R.deadline}
 exec 3<&0
 timeout -s KILL "$t" ${commandLine(g.restore)} > "$dir/restore.out" 2>&1 &
 rp=$!
+# The restore's start: only what started after it is reaped (reap.ts).
+started $rp && rs=$st0
 (IFS= read -r _ <&3; : > "$dir/eof"; kill -KILL -$rp $rp 2>/dev/null) &
 wp=$!
 wait $rp
@@ -337,6 +347,7 @@ if [ $rc -ne 0 ] && grep -qF -e 'container with given ID already exists'${g.stat
 	restored=0; say ${W.nameTaken}; remove
 fi
 [ $rc -eq 0 ] || { say ${W.restoreFailed} $rc; remove; }
+rdone=1
 say ${W.restored}
 ${
   g.lazy
