@@ -301,3 +301,9 @@ test("CRIU's kernel probe: a warning where CRIU cannot cache it (not a tmpfs, a 
   assert.equal(kdatWarning('tmpfs\n', 'destination'), undefined);
   assert.equal(kdatWarning('', 'destination'), undefined);
 });
+
+test('each host announces with its own arping: iputils where installed, else busybox, else none', () => {
+  assert.deepEqual(addr.arpingOf('/usr/sbin/arping\n'), ['arping']);
+  assert.deepEqual(addr.arpingOf('busybox\n'), ['busybox', 'arping']);
+  assert.equal(addr.arpingOf(''), undefined);
+});

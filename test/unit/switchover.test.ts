@@ -566,7 +566,7 @@ async function planFor(
       pipeSizes: [],
       punchHoles: true,
       moveIp: found.moveIp
-        ? { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'] }
+        ? { address: '10.0.0.9', prefix: 32, srcDev: 'eth0', dstDev: 'eth0', arping: ['arping'], srcArping: ['arping'] }
         : undefined,
       files: {
         plan: {

@@ -25,6 +25,17 @@ export const addr = {
    */
   blockOutput: (m: MoveIp) => ['iptables', '-w', '-I', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
   unblockOutput: (m: MoveIp) => ['iptables', '-w', '-D', 'OUTPUT', '-s', m.address, '-j', 'DROP'],
+  /**
+   * Which arping a host has: prints its path (iputils'), "busybox", or nothing. Read it with
+   * arpingOf. Every host finds its own (the announce runs where the address goes).
+   */
+  arpingProbe: ['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'],
+  /** The arping command arpingProbe found; undefined when the host has none. */
+  arpingOf: (probeStdout: string): string[] | undefined => {
+    const found = probeStdout.trim().split('\n').pop() ?? '';
+    if (!found) return undefined;
+    return found === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+  },
   /** Gratuitous ARP; `arping` is iputils' or busybox's, both take these flags. */
   garp: (arping: string[], m: MoveIp, dev: string) => [
     ...arping,

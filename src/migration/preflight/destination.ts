@@ -442,26 +442,20 @@ async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined;
       '--move-ip: cannot tell which interface of the destination should carry the address',
       'Name it: --move-ip ADDR/PREFIX@DEV.',
     );
-  const probe = await s.dst.run(
-    [
-      'sh',
-      '-c',
-      'command -v iptables >/dev/null || exit 3; command -v arping || { command -v busybox >/dev/null && echo busybox; }',
-    ],
-    { allowFail: true },
-  );
-  if (probe.code === 3)
+  if ((await s.dst.run(['sh', '-c', 'command -v iptables'], { allowFail: true })).code !== 0)
     throw new PreflightError(
       '--move-ip needs iptables on the destination (to silence a rolled-back copy)',
       'Install iptables there.',
     );
-  const found = probe.stdout.trim();
-  if (!found)
+  const arping = addr.arpingOf((await s.dst.run(addr.arpingProbe, { allowFail: true })).stdout);
+  if (!arping)
     throw new PreflightError(
       '--move-ip needs arping on the destination (iputils-arping or busybox)',
       'Install iputils-arping (or busybox) there.',
     );
-  const arping = found === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+  // The source announces the address itself when a rollback gives it back: its own arping
+  // (best effort: without one, its peers learn the address back when their ARP entry ages).
+  const srcArping = addr.arpingOf((await s.src.run(addr.arpingProbe, { allowFail: true })).stdout) ?? ['arping'];
   // What an earlier migration that did not finish may have left: a mute for the
   // address, a deaf interface. Either would silence the container after this one.
   const left = await s.dst.run(
@@ -485,7 +479,10 @@ async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined;
       `If no migration is running (migrate recover settles one), set it back there: echo 0 > ${addr.arpIgnoreFile(dstDev)}`,
     );
   }
-  return { fact: { ...m, srcDev, dstDev, arping }, detail: `${m.address}/${m.prefix}: ${srcDev} -> ${dstDev}` };
+  return {
+    fact: { ...m, srcDev, dstDev, arping, srcArping },
+    detail: `${m.address}/${m.prefix}: ${srcDev} -> ${dstDev}`,
+  };
 }
 
 async function checkNetworkLock(s: Session): Promise<string | void> {

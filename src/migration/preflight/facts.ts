@@ -24,8 +24,10 @@ export interface SourceFacts {
 export interface MoveIpFacts extends MoveIp {
   readonly srcDev: string;
   readonly dstDev: string;
-  /** arping, or busybox's. */
+  /** arping on the destination, or busybox's. */
   readonly arping: string[];
+  /** arping on the source (for a rollback's give-back), or busybox's. */
+  readonly srcArping: string[];
 }
 
 /** The files to sync: which trees, where they land, and what is left alone. */

@@ -311,6 +311,5 @@ export async function recoverCommand(opts: Options, progress: Progress): Promise
 
 /** arping on HOST: iputils' where installed, else busybox's (both take the flags addr.garp gives). */
 async function arpingCommand(host: Host): Promise<string[]> {
-  const r = await host.run(['sh', '-c', 'command -v arping'], { allowFail: true });
-  return r.code === 0 ? ['arping'] : ['busybox', 'arping'];
+  return addr.arpingOf((await host.run(addr.arpingProbe, { allowFail: true })).stdout) ?? ['busybox', 'arping'];
 }

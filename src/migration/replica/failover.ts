@@ -262,9 +262,6 @@ async function takeAddress(h: Host, m: MoveIp, source: Host | undefined) {
       'Name it: --move-ip ADDR/PREFIX@DEV.',
     );
   if (!here) await h.run(addr.add(m, dev));
-  const probe = await h.run(['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'], {
-    allowFail: true,
-  });
-  const arping = probe.stdout.trim() === 'busybox' ? ['busybox', 'arping'] : ['arping'];
+  const arping = addr.arpingOf((await h.run(addr.arpingProbe, { allowFail: true })).stdout) ?? ['arping'];
   return { m, dev, announce: addr.garp(arping, m, dev) };
 }

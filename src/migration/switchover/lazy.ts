@@ -55,7 +55,7 @@ export class LazySource extends Source implements LazySourceSide {
     const { ctx } = this;
     const m = this.setup.moveIp;
     if (m && existsSync(path.join(this.L.holdDir, 'address-released')))
-      await ctx.src.run(addr.giveBack(m.arping, m, m.srcDev, this.L.holdDir), { allowFail: true });
+      await ctx.src.run(addr.giveBack(m.srcArping, m, m.srcDev, this.L.holdDir), { allowFail: true });
     const hung = await unlockAfterWindow((argv) => ctx.src.run(argv, { allowFail: true }), {
       pid: this.setup.pid,
       ps: runc.ps(ctx.srcRunc, ctx.opts.container),

@@ -119,7 +119,7 @@ export class Source implements SourceSide {
   async freeze(): Promise<FreezeResult> {
     const { ctx, L, images } = this;
     const m = this.setup.moveIp;
-    const mv = m ? addr.giveBack(m.arping, m, m.srcDev, L.holdDir) : undefined;
+    const mv = m ? addr.giveBack(m.srcArping, m, m.srcDev, L.holdDir) : undefined;
     const lim = this.setup.lazy;
     const watchdog = lim
       ? {
