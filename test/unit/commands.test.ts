@@ -13,6 +13,7 @@ import { diagnose } from '../../src/migration/switchover/diagnose.js';
 import { commandLine, quote } from '../../src/shell.js';
 import { RemoteHost } from '../../src/host.js';
 import { kdatWarning } from '../../src/migration/preflight/tools.js';
+import { WARM_MAX_BYTES, warmBytes } from '../../src/migration/prepare/warm.js';
 
 const g = { runc: 'runc', root: '/run/runc' };
 
@@ -306,4 +307,11 @@ test('each host announces with its own arping: iputils where installed, else bus
   assert.deepEqual(addr.arpingOf('/usr/sbin/arping\n'), ['arping']);
   assert.deepEqual(addr.arpingOf('busybox\n'), ['busybox', 'arping']);
   assert.equal(addr.arpingOf(''), undefined);
+});
+
+test('the warm-up sends what the frozen path will send through the connection, at most 16 MiB', () => {
+  assert.equal(warmBytes(undefined), WARM_MAX_BYTES);
+  assert.equal(warmBytes(1), 256 * 1024);
+  assert.equal(warmBytes(3 * 1024 * 1024 + 1), 3 * 1024 * 1024 + 256 * 1024);
+  assert.equal(warmBytes(1 << 30), 16 * 1024 * 1024);
 });

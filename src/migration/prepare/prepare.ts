@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PreflightError } from '../../errors.js';
 import { DEFAULTS } from '../../options.js';
+import { formatBytes } from '../../progress.js';
 import { type FilesBasis, FilesSync } from '../files/rootfs.js';
 import { guardPort } from '../network/portguard.js';
 import { makeCertificates, type Certificates } from '../pages/certs.js';
@@ -19,6 +20,7 @@ import { localKeeper, remoteKeeper } from './keeper.js';
 import { workPaths, type WorkDirs, type WorkPaths } from './paths.js';
 import { OWNER_FILE, ownerLine, removeStale } from './stale.js';
 import type { Undo } from './undo.js';
+import { warmBytes, warmConnection } from './warm.js';
 import { removeWorkDirs } from '../switchover/reap.js';
 
 export interface Resources {
@@ -59,6 +61,16 @@ export async function prepare(
   const remote = await step('work directory on the destination', () => remoteWorkDir(s, undo));
   const work = { local, remote };
   const certs = await step('page transport', () => guardTransport(s, facts, plan, work, undo));
+  // One freeze whose images (stream) or pages (tunnel) cross the SSH connection: its sshd
+  // is warmed first (warm.ts).
+  if (plan.method.kind === 'one-shot' && (plan.transport === 'stream' || plan.transport === 'tunnel'))
+    await step('warm the SSH connection', async () => {
+      const bytes = warmBytes(facts.source.memoryBytes);
+      // Best effort: a failed warm-up costs the copy its time, not the migration.
+      const ms = await warmConnection(s, bytes).catch((err: Error) => err);
+      const detail = typeof ms === 'number' ? `${formatBytes(bytes)} in ${ms} ms` : `skipped: ${ms.message}`;
+      return { value: undefined, detail };
+    });
   if (facts.destination.pipeSizes.some((p) => p.raiseFrom !== undefined))
     await step('pipe size (post-copy)', () => raisePipeSize(s, facts, undo));
   const wanted = facts.destination.files;
