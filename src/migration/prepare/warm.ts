@@ -10,6 +10,7 @@
 // the next 20 MiB to 136-439 ms (median 151); 5 MiB to 166-618 ms (median 538).
 // So where the frozen path sends the images through the connection (stream) or the pages
 // (tunnel), the same sshd first swallows zeros, while the container still runs.
+import type { Proc } from '../../host.js';
 import type { Session } from '../session.js';
 
 /** The most a warm-up sends: past this the sshd was seen warm. */
@@ -22,10 +23,22 @@ export function warmBytes(expectedBytes: number | undefined): number {
   return Math.min(WARM_MAX_BYTES, Math.ceil(expectedBytes / CHUNK.length) * CHUNK.length);
 }
 
+/** The warm-up's limit: it is an optimisation, and gives up rather than hold the run up. */
+const WARM_LIMIT_MS = 30_000;
+
 /** Sends BYTES of zeros into `cat > /dev/null` on the destination; returns the milliseconds it took. */
 export async function warmConnection(s: Session, bytes: number): Promise<number> {
   const t0 = performance.now();
   const sink = await s.dst.spawn(['sh', '-c', 'cat > /dev/null']);
+  const limit = setTimeout(() => sink.kill('SIGKILL'), WARM_LIMIT_MS);
+  try {
+    return await send(sink, bytes, t0);
+  } finally {
+    clearTimeout(limit);
+  }
+}
+
+async function send(sink: Proc, bytes: number, t0: number): Promise<number> {
   sink.stdin.on('error', () => undefined);
   let ended = false;
   void sink.done.then(() => (ended = true));

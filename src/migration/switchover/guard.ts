@@ -341,11 +341,12 @@ unset CRIU_CONFIG_FILE
 kill $wp 2>/dev/null
 wait $wp 2>/dev/null
 exec 3<&-
-[ -e "$dir/eof" ] && { say ${W.restoreFailed} ${R.eof}; remove; }
-# runc refused the name (another container took it after the look above): not ours to remove.
+# runc refused the name (another container took it after the look above): not ours to remove
+# (nor to reap), whether or not the tool went away meanwhile.
 if [ $rc -ne 0 ] && grep -qF -e 'container with given ID already exists'${g.stateDir ? ` -e ${quote(`${g.stateDir}: file exists`)}` : ''} "$dir/restore.out" 2>/dev/null; then
 	restored=0; say ${W.nameTaken}; remove
 fi
+[ -e "$dir/eof" ] && { say ${W.restoreFailed} ${R.eof}; remove; }
 [ $rc -eq 0 ] || { say ${W.restoreFailed} $rc; remove; }
 rdone=1
 say ${W.restored}

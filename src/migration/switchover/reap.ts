@@ -15,27 +15,31 @@
 // Pure: this module only builds the text.
 import { commandLine, quote } from '../../shell.js';
 
-/** A path as /proc/self/mountinfo writes it: space, tab, newline and backslash in octal. */
-export function mountinfoPath(p: string): string {
-  return p.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-}
-
 /**
- * A shell function: `unmount_under ESCAPED REAL` detaches (umount -l) every mount at REAL
- * or below it, deepest first (ESCAPED: REAL as mountinfo writes it, mountinfoPath).
+ * A shell function: `unmount_under PATH` detaches (umount -l) every mount at PATH or below
+ * it, deepest first, under PATH as given and as resolved (runc and the kernel show mount
+ * points with symlinks resolved). Mount points are matched as /proc/self/mountinfo writes
+ * them, backslash, space and tab in octal (a newline in a path is not handled).
  */
 export const UNMOUNT_UNDER = `unmount_under() {
-	_l=
-	while read -r _ _ _ _ _m _; do
-		case $_m in "$1"|"$1"/*) _l="$2\${_m#"$1"}
+	_n=0
+	for _p in "$1" "$(readlink -f -- "$1" 2>/dev/null)"; do
+		_n=$((_n + 1))
+		[ -n "$_p" ] || continue
+		[ "$_n" = 1 ] || [ "$_p" != "$1" ] || continue
+		_e=$(printf '%s\\n' "$_p" | sed -e 's/\\\\/\\\\134/g' -e 's/ /\\\\040/g' -e 's/\t/\\\\011/g')
+		_l=
+		while read -r _ _ _ _ _m _; do
+			case $_m in "$_e"|"$_e"/*) _l="$_p\${_m#"$_e"}
 $_l" ;; esac
-	done < /proc/self/mountinfo
-	printf '%s\\n' "$_l" | while IFS= read -r _m; do [ -z "$_m" ] || umount -l "$_m" 2>/dev/null; done
+		done < /proc/self/mountinfo
+		printf '%s\\n' "$_l" | while IFS= read -r _m; do [ -z "$_m" ] || umount -l "$_m" 2>/dev/null; done
+	done
 }`;
 
-/** The arguments of unmount_under for PATH. */
+/** unmount_under for PATH. */
 export function unmountUnder(p: string): string {
-  return `unmount_under ${quote(mountinfoPath(p))} ${quote(p)}`;
+  return `unmount_under ${quote(p)}`;
 }
 
 /**
@@ -80,9 +84,15 @@ EOF
 }
 ${UNMOUNT_UNDER}
 reap() {
-	sed -n 's/.*PID: real \\([0-9][0-9]*\\) virt .*/\\1/p' ${log} 2>/dev/null | while read -r p; do
-		if started "$p" && [ "$st0" -ge "\${rs:-0}" ]; then kill -KILL "$p" 2>/dev/null; fi
-	done
+	# Only once a restore ran (rs is its start), and only a task that is still the one the
+	# log names: started after the restore, and its pid in its own namespace the log's.
+	[ -z "\${rs:-}" ] || sed -n 's/.*PID: real \\([0-9][0-9]*\\) virt \\([0-9][0-9]*\\).*/\\1 \\2/p' ${log} 2>/dev/null |
+		while read -r p v; do
+			if ! started "$p" || [ "$st0" -lt "$rs" ]; then continue; fi
+			ns=
+			while read -r k a; do [ "$k" = NSpid: ] && ns=$a; done < "/proc/$p/status" 2>/dev/null
+			[ "\${ns##*[!0-9]}" = "$v" ] && kill -KILL "$p" 2>/dev/null
+		done
 	${unmountUnder(`${r.stateDir}/criu-root`)}
 	${unmountUnder(r.criuWork)}
 	[ -e ${sd}/state.json ] || rmdir ${quote(`${r.stateDir}/criu-root`)} ${sd} 2>/dev/null
