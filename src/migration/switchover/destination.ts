@@ -98,6 +98,8 @@ export class Destination implements DestinationSide {
     const mv = this.setup.moveIp;
     const g = ctx.dstRunc;
     const pidFile = `${this.R.criuWork}/restored.pid`;
+    // runc's directory for the name: the guard's look before the restore, and its reap after.
+    const stateDir = path.posix.join(g.root, ctx.opts.container);
     const lazy = this.setup.lazy;
     let restore = runc.restore(g, ctx.opts.container, {
       bundle: this.setup.bundle,
@@ -144,11 +146,11 @@ export class Destination implements DestinationSide {
       state: runc.state(g, ctx.opts.container),
       ps: runc.ps(g, ctx.opts.container),
       pidFile,
-      stateDir: path.posix.join(g.root, ctx.opts.container),
+      stateDir,
       restore,
       reap: {
         criuWork: this.R.criuWork,
-        stateDir: path.posix.join(g.root, ctx.opts.container),
+        stateDir,
         restoreLog: RESTORE_LOG,
       },
       kill: runc.killHard(g, ctx.opts.container),
