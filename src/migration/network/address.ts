@@ -29,7 +29,7 @@ export const addr = {
    * Which arping a host has: prints its path (iputils'), "busybox", or nothing. Read it with
    * arpingOf. Every host finds its own (the announce runs where the address goes).
    */
-  arpingProbe: ['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'],
+  arpingProbe: ['sh', '-c', 'command -v arping || { command -v busybox >/dev/null && echo busybox; }'] as const,
   /** The arping command arpingProbe found; undefined when the host has none. */
   arpingOf: (probeStdout: string): string[] | undefined => {
     const found = probeStdout.trim().split('\n').pop() ?? '';

@@ -442,12 +442,16 @@ async function checkMoveIp(s: Session): Promise<{ fact: MoveIpFacts | undefined;
       '--move-ip: cannot tell which interface of the destination should carry the address',
       'Name it: --move-ip ADDR/PREFIX@DEV.',
     );
-  if ((await s.dst.run(['sh', '-c', 'command -v iptables'], { allowFail: true })).code !== 0)
+  // One round trip: iptables (exit 3 without it), then which arping (addr.arpingProbe).
+  const probe = await s.dst.run(['sh', '-c', `command -v iptables >/dev/null || exit 3; ${addr.arpingProbe.at(-1)}`], {
+    allowFail: true,
+  });
+  if (probe.code === 3)
     throw new PreflightError(
       '--move-ip needs iptables on the destination (to silence a rolled-back copy)',
       'Install iptables there.',
     );
-  const arping = addr.arpingOf((await s.dst.run(addr.arpingProbe, { allowFail: true })).stdout);
+  const arping = addr.arpingOf(probe.stdout);
   if (!arping)
     throw new PreflightError(
       '--move-ip needs arping on the destination (iputils-arping or busybox)',
