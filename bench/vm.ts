@@ -24,10 +24,19 @@
 //            1 MiB/s rewritten) to vm2 every 5 s for CHAINS_FOR (default 120s), with
 //            --chain-length 1 (a full dump each time) and 3 (pre-dumps between): the images
 //            per checkpoint, its freeze, the pre-dumps' bytes, the replica on vm2's disk.
-//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge] [chains]     (as root; make build first)
+//   encrypt  (only when named) the page connection's encryption (issue 27, item 4): a
+//            memwriter (ENCRYPT_MIB, default 128 MiB, 256 KiB/s rewritten) moved one-shot
+//            with --transport direct (clear), tls (CRIU's gnutls), tunnel (SSH), and
+//            direct under the kernel's ESP (IPsec transport mode on the page server's
+//            port, set up here with ip xfrm, fresh keys each run): AES-GCM and
+//            ChaCha20-Poly1305, rotated. The final dump's memwrite time (CRIU's stats),
+//            the dump phase, freeze-to-running; an ESP run counts only when vm2's inbound
+//            SA counted at least the pages' bytes (the pages did go encrypted).
+//   node dist/bench/vm.js [scaling] [sweep] [predump] [methods] [converge] [chains] [encrypt]     (as root; make build first)
 // Environment: REPORT_ONLY=1 (no runs: the results file's tables again), RUNS (default 5), SIZES (MiB, default "32 64 128"), THRESHOLDS (default
 // "1 5 10 25 50"), KEYS (default 1000000), OUT (default bench/results), TAG (default "vm").
 import { execa } from 'execa';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../test/e2e/hosts.js';
@@ -47,7 +56,7 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
-  bench: 'scaling' | 'sweep' | 'predump' | 'methods' | 'converge' | 'chains';
+  bench: 'scaling' | 'sweep' | 'predump' | 'methods' | 'converge' | 'chains' | 'encrypt';
   /** Replication (chains): each checkpoint's images, bytes, and freeze, ms; each pre-dump's bytes; the replica on vm2's disk. */
   checkpointBytes?: number[];
   checkpointFreezeMs?: number[];
@@ -57,6 +66,10 @@ interface Run {
   /** Ours: the final dump's freezing and memory-dump times (CRIU's stats), ms. */
   finalFreezingMs?: number;
   finalMemdumpMs?: number;
+  /** Ours: the final dump's time sending the pages (CRIU's memwrite), ms. */
+  finalMemwriteMs?: number;
+  /** ESP runs: bytes vm2's inbound SA decrypted (ip -s xfrm state). */
+  espBytes?: number;
   /** Ours: the throttle per pre-dump, % (auto-converge). */
   throttlePct?: number[];
   /** Post-copy and hybrid: the lazy window, ms, and the pages it moved. */
@@ -173,6 +186,7 @@ async function migrateBy(
     finalPages: j.finalDump?.pagesWritten,
     finalFreezingMs: j.finalDump ? j.finalDump.freezingTimeUs / 1000 : undefined,
     finalMemdumpMs: j.finalDump ? j.finalDump.memdumpTimeUs / 1000 : undefined,
+    finalMemwriteMs: j.finalDump ? j.finalDump.memwriteTimeUs / 1000 : undefined,
     throttlePct: (j.iterations ?? []).map((i: { throttlePct?: number }) => i.throttlePct ?? 0),
     stopReason: j.stopReason,
     preFrozenMs: (j.iterations ?? []).map((i: { frozenMs: number }) => i.frozenMs),
@@ -454,6 +468,87 @@ async function methodsBench(runs: Run[]): Promise<void> {
   }
 }
 
+/** The page server's port in the encrypt runs (the tool's default, named so the ESP policy matches it). */
+const ENCRYPT_PORT = 27027;
+/** ESP's AEAD algorithms (ip xfrm's names) and their key lengths in bytes, salt included. */
+const ESP_ALGOS: Record<string, { alg: string; keyBytes: number }> = {
+  'esp-gcm': { alg: 'rfc4106(gcm(aes))', keyBytes: 20 },
+  'esp-chacha': { alg: 'rfc7539esp(chacha20,poly1305)', keyBytes: 36 },
+};
+
+/**
+ * ip xfrm commands for one host (vm1 sends the pages, vm2 receives them): both SAs (fresh
+ * keys) and the two policies that put the page connection, and only it, under ESP in
+ * transport mode, level required (no SA: dropped, never clear).
+ */
+function espSetup(on: 'vm1' | 'vm2', algo: string, keys: [string, string]): string {
+  const { alg } = ESP_ALGOS[algo];
+  const a = '10.77.2.1';
+  const b = '10.77.2.2';
+  const p = ENCRYPT_PORT;
+  const tmpl = (src: string, dst: string, reqid: number) =>
+    `tmpl src ${src} dst ${dst} proto esp reqid ${reqid} mode transport level required`;
+  const toDst = `src ${a} dst ${b} proto tcp dport ${p}`;
+  const toSrc = `src ${b} dst ${a} proto tcp sport ${p}`;
+  return [
+    'modprobe -a xfrm_user esp4',
+    `ip xfrm state add src ${a} dst ${b} proto esp spi 0x5a01 reqid 1 mode transport aead '${alg}' 0x${keys[0]} 128`,
+    `ip xfrm state add src ${b} dst ${a} proto esp spi 0x5a02 reqid 2 mode transport aead '${alg}' 0x${keys[1]} 128`,
+    `ip xfrm policy add ${toDst} dir ${on === 'vm1' ? 'out' : 'in'} ${tmpl(a, b, 1)}`,
+    `ip xfrm policy add ${toSrc} dir ${on === 'vm1' ? 'in' : 'out'} ${tmpl(b, a, 2)}`,
+  ].join(' && ');
+}
+
+/** vm2's inbound SA (vm1 to vm2): the bytes it decrypted, from ip -s xfrm state. */
+async function espBytesIn(): Promise<number | undefined> {
+  const out = await must('vm2', 'ip -s xfrm state get src 10.77.2.1 dst 10.77.2.2 proto esp spi 0x5a01');
+  const m = out.match(/lifetime current:\s*\n\s*(\d+)\(bytes\)/);
+  return m ? Number(m[1]) : undefined;
+}
+
+async function encrypt(runs: Run[]): Promise<void> {
+  const mib = Number(env.ENCRYPT_MIB ?? 128);
+  const points = ['direct', 'tls', 'tunnel', 'esp-gcm', 'esp-chacha'];
+  const name = 'benc';
+  const clear = 'ip xfrm policy flush; ip xfrm state flush';
+  for (let rep = 0; rep < RUNS; rep++) {
+    for (const point of rotation(points, rep)) {
+      const esp = point in ESP_ALGOS;
+      for (const v of ['vm1', 'vm2'] as const) await vm(v, clear);
+      if (esp) {
+        const keys: [string, string] = [0, 1].map(() =>
+          crypto.randomBytes(ESP_ALGOS[point].keyBytes).toString('hex'),
+        ) as [string, string];
+        for (const v of ['vm1', 'vm2'] as const) await must(v, espSetup(v, point, keys));
+      }
+      const transport = esp ? 'direct' : point;
+      const r = await migrateMemwriter(
+        name,
+        mib,
+        256,
+        'ours',
+        `--one-shot --transport ${transport} --page-server-port ${ENCRYPT_PORT}`,
+      );
+      let { ok, note } = r;
+      let espBytes: number | undefined;
+      if (esp) {
+        espBytes = await espBytesIn();
+        const pages = (r.finalPages ?? 0) * 4096;
+        if (ok && !(espBytes !== undefined && espBytes >= pages))
+          (ok = false), (note = `vm2's ESP SA counted ${espBytes ?? 'no'} bytes, the pages were ${pages}`);
+      }
+      for (const v of ['vm1', 'vm2'] as const) await vm(v, clear);
+      record(runs, { bench: 'encrypt', point, x: mib, rep, ...r, espBytes, ok, note });
+      const mbps =
+        r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN;
+      log(
+        `encrypt ${mib} MiB ${point} #${rep + 1}: ${ok ? 'ok' : `FAILED ${note}`}; memwrite ${Math.round(r.finalMemwriteMs ?? NaN)} ms (${mbps.toFixed(1)} MiB/s), dump ${Math.round(r.phases?.dump ?? NaN)} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms${esp ? `, ESP ${espBytes} bytes` : ''}`,
+      );
+      write(runs);
+    }
+  }
+}
+
 /**
  * Auto-converge against plain pre-copy on a memwriter that does not converge
  * (CONVERGE_MIB, default 48, rewritten a whole page at a time at 128 MiB/s: every page
@@ -662,6 +757,24 @@ function write(runs: Run[]): void {
     }
     md += '\n';
   }
+  const en = good.filter((r) => r.bench === 'encrypt');
+  if (en.length) {
+    md += `## The page connection's encryption: memwriter ${en[0].x} MiB, one-shot\n\n`;
+    md +=
+      "*memwrite*: CRIU's time sending the final dump's pages (its stats); *throughput*: the pages' bytes over it. *esp-gcm*, *esp-chacha*: `--transport direct` with the page server's port under IPsec ESP in transport mode (AES-GCM-128, ChaCha20-Poly1305), each run's SAs made with fresh keys; an ESP run counts only when vm2's SA decrypted at least the pages' bytes. Under TCG (qemu64: no AES-NI) every cipher runs in emulated software: compare the methods with one another.\n\n";
+    md +=
+      '| page connection | memwrite, ms | throughput, MiB/s | dump, ms | copy, ms | restore, ms | freeze-to-running, ms | total, ms | runs |\n|---|---|---|---|---|---|---|---|---|\n';
+    for (const point of ['direct', 'tls', 'tunnel', 'esp-gcm', 'esp-chacha']) {
+      const rs = en.filter((r) => r.point === point);
+      if (!rs.length) continue;
+      const ph = (k: string) => cell(rs.map((r) => r.phases?.[k] ?? NaN));
+      const tp = rs.map((r) =>
+        r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN,
+      );
+      md += `| ${point} | ${cell(rs.map((r) => r.finalMemwriteMs ?? NaN))} | ${cell(tp, 1)} | ${ph('dump')} | ${ph('copy')} | ${ph('restore')} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.totalMs))} | ${rs.length} |\n`;
+    }
+    md += '\n';
+  }
   md += `Every run: \`${TAG}.jsonl\`.\n`;
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, `${TAG}.md`), md);
@@ -713,8 +826,7 @@ async function main(): Promise<void> {
   const which = process.argv.slice(2);
   // predump runs only when named.
   const want = (b: string) =>
-    (which.length === 0 && b !== 'predump' && b !== 'methods' && b !== 'converge' && b !== 'chains') ||
-    which.includes(b);
+    (which.length === 0 && !['predump', 'methods', 'converge', 'chains', 'encrypt'].includes(b)) || which.includes(b);
   began = new Date();
   // The figures of the benchmarks not run now are kept (one results file for both).
   const file = path.join(OUT, `${TAG}.jsonl`);
@@ -735,6 +847,7 @@ async function main(): Promise<void> {
   const kept = runs.length;
   await startVms();
   try {
+    if (want('encrypt')) await encrypt(runs);
     if (want('predump')) await predump(runs);
     if (want('converge')) await converge(runs);
     if (want('chains')) await chains(runs);

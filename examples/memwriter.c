@@ -25,15 +25,23 @@
 #define PAGE 4096
 #define SEED 0x9e3779b97f4a7c15ULL
 
+/*
+ * Replaces PATH's content whole: written beside it, then renamed over it, so that a
+ * reader never sees it empty (truncated and not yet written), as it did once in ~30 reads
+ * under TCG.
+ */
 static void put(const char *path, const char *text)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	char tmp[256];
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return;
-	if (write(fd, text, strlen(text)) < 0) {
-		/* nothing to do: the next tick writes again */
-	}
+	ssize_t n = write(fd, text, strlen(text));
 	close(fd);
+	/* A short write keeps the old content: the next tick writes again. */
+	if (n == (ssize_t)strlen(text))
+		rename(tmp, path);
 }
 
 int main(int argc, char **argv)

@@ -41,13 +41,18 @@ INITRD_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 # (CRIU's network lock: iptables-restore with '-m mark'); nf_conntrack_netlink because CRIU
 # dumps a network namespace's conntrack table (without it netlink answers EINVAL and the
 # dump fails); xt_conntrack for rules that match state; xt_owner, xt_comment and xt_tcpudp for
-# the tool's page-server port rules (portguard.ts).
+# the tool's page-server port rules (portguard.ts); xfrm_user, esp4 and the AEAD ciphers
+# (AES-GCM, ChaCha20-Poly1305, which the kernel loads by name) serve IPsec ESP in transport
+# mode on the page connection (bench/vm.js encrypt); drbg and jitterentropy_rng are the
+# kernel's stdrng, which ESP's IV generator (seqiv) needs (without them: ENOENT, which ip
+# reports as "unable to initialize cryptographic operations").
 ROOT_MODULES=(virtio_pci virtio_blk virtio_net virtio_rng crc32c_generic ext4
 	9p 9pnet 9pnet_virtio veth bridge tun af_packet
 	nfnetlink nf_tables nft_compat nft_ct nf_conntrack nf_conntrack_netlink x_tables xt_mark xt_conntrack xt_owner xt_comment xt_tcpudp
 	ip_tables iptable_filter iptable_raw ip6_tables ip6table_filter ip6table_raw
 	nf_reject_ipv4 nf_reject_ipv6 ipt_REJECT ip6t_REJECT
-	inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag)
+	inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag
+	xfrm_user esp4 gcm ghash_generic ctr seqiv chacha20poly1305 chacha_generic poly1305_generic drbg jitterentropy_rng)
 
 CRIU_PREFIX=/opt/runc-migrate/criu
 CRIU_WRAPPER=/usr/local/sbin/criu
