@@ -8,6 +8,8 @@
 //   raw-direct    ditto with --transport direct: criu page-server on the destination,
 //                 pages over plain TCP, the rest by tar
 //   raw-tls       raw-direct with CRIU's TLS (certificates made before the freeze)
+//   raw-direct-held  raw-direct with the source held frozen, its memory kept, until the
+//                 restore returned (an action script at post-dump, as the tool's hold)
 //   ours-tls, ours-tunnel, ours-direct, ours-stream, ours-auto
 //                 migrate --one-shot --transport ... --no-sync-rootfs (the scripts move no
 //                 files either; the sync's own cost is in files.md)
@@ -21,7 +23,7 @@
 //   node dist/bench/compare.js            (as root; make build first)
 // Environment: SIZES (MB of Redis values, default "16 256 1024"), RUNS (default 5),
 // METHODS (default: naive raw-direct raw-tls ours-tls ours-tunnel ours-direct; also
-// raw-stream ours-stream ours-auto), COUNTER=0 skips the counter, STARTUP=0 skips start-up, OUT (results
+// raw-stream raw-direct-held ours-stream ours-auto), COUNTER=0 skips the counter, STARTUP=0 skips start-up, OUT (results
 // directory, default bench/results), TAG (file name stem, default "compare").
 import { execa } from 'execa';
 import fs from 'node:fs';
@@ -51,6 +53,7 @@ const METHODS = [
   'naive',
   'raw-stream',
   'raw-direct',
+  'raw-direct-held',
   'raw-tls',
   'ours-tls',
   'ours-tunnel',
