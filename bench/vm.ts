@@ -522,22 +522,27 @@ async function encrypt(runs: Run[]): Promise<void> {
         for (const v of ['vm1', 'vm2'] as const) await must(v, espSetup(v, point, keys));
       }
       const transport = esp ? 'direct' : point;
-      const r = await migrateMemwriter(
-        name,
-        mib,
-        256,
-        'ours',
-        `--one-shot --transport ${transport} --page-server-port ${ENCRYPT_PORT}`,
-      );
-      let { ok, note } = r;
+      let r: Awaited<ReturnType<typeof migrateMemwriter>>;
       let espBytes: number | undefined;
+      try {
+        r = await migrateMemwriter(
+          name,
+          mib,
+          256,
+          'ours',
+          `--one-shot --transport ${transport} --page-server-port ${ENCRYPT_PORT}`,
+        );
+        if (esp) espBytes = await espBytesIn();
+      } finally {
+        // The policies drop the port's clear traffic: they never outlive the run (KEEP_VMS=1).
+        for (const v of ['vm1', 'vm2'] as const) await vm(v, clear);
+      }
+      let { ok, note } = r;
       if (esp) {
-        espBytes = await espBytesIn();
         const pages = (r.finalPages ?? 0) * 4096;
         if (ok && !(espBytes !== undefined && espBytes >= pages))
           (ok = false), (note = `vm2's ESP SA counted ${espBytes ?? 'no'} bytes, the pages were ${pages}`);
       }
-      for (const v of ['vm1', 'vm2'] as const) await vm(v, clear);
       record(runs, { bench: 'encrypt', point, x: mib, rep, ...r, espBytes, ok, note });
       const mbps =
         r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN;
