@@ -18,9 +18,10 @@ HOLD
 chmod +x "$L/hold/hold.sh"
 echo "action-script $L/hold/hold.sh" > "$L/hold/criu.conf"
 # On every exit, a failed copy or restore included: the hold gets its word (opened
-# read-write, so the open never blocks, even with the hold gone) and CRIU ends the source;
+# read-write, so the open never blocks, even with the hold gone; not once the work
+# directory is removed) and CRIU ends the source;
 # then the master connection closes (open_master's own trap, replaced by this one).
-trap 'echo go 1<>"$L/hold/go"; ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
+trap '{ [ ! -p "$L/hold/go" ] || echo go 1<>"$L/hold/go"; } 2>/dev/null || true; ssh "${ssh_opts[@]}" -O exit "root@$DST" 2>/dev/null || true' EXIT
 ssh "${ssh_opts[@]}" "root@$DST" "rm -rf $R; mkdir -p $R/img $R/work && criu page-server --images-dir $R/img --address $DST --port $PORT --daemon -o $R/work/page-server.log"
 echo "T_FREEZE $(now)"
 CRIU_CONFIG_FILE="$L/hold/criu.conf" runc --root "$SRC_ROOT" checkpoint --image-path "$L/img" --work-path "$L/work" --page-server "$DST:$PORT" $TCP "$NAME" &
