@@ -506,13 +506,19 @@ async function espBytesIn(): Promise<number | undefined> {
   return m ? Number(m[1]) : undefined;
 }
 
+/** The encrypt bench's page connections, in the order of its table. */
+const ENCRYPT_POINTS = ['direct', 'tls', 'tunnel', 'esp-gcm', 'esp-chacha'];
+
+/** The final dump's pages over CRIU's memwrite time, MiB/s (NaN without either). */
+const memwriteMiBps = (r: Pick<Run, 'finalPages' | 'finalMemwriteMs'>): number =>
+  r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN;
+
 async function encrypt(runs: Run[]): Promise<void> {
   const mib = Number(env.ENCRYPT_MIB ?? 128);
-  const points = ['direct', 'tls', 'tunnel', 'esp-gcm', 'esp-chacha'];
   const name = 'benc';
   const clear = 'ip xfrm policy flush; ip xfrm state flush';
   for (let rep = 0; rep < RUNS; rep++) {
-    for (const point of rotation(points, rep)) {
+    for (const point of rotation(ENCRYPT_POINTS, rep)) {
       const esp = point in ESP_ALGOS;
       for (const v of ['vm1', 'vm2'] as const) await vm(v, clear);
       if (esp) {
@@ -544,8 +550,7 @@ async function encrypt(runs: Run[]): Promise<void> {
           (ok = false), (note = `vm2's ESP SA counted ${espBytes ?? 'no'} bytes, the pages were ${pages}`);
       }
       record(runs, { bench: 'encrypt', point, x: mib, rep, ...r, espBytes, ok, note });
-      const mbps =
-        r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN;
+      const mbps = memwriteMiBps(r);
       log(
         `encrypt ${mib} MiB ${point} #${rep + 1}: ${ok ? 'ok' : `FAILED ${note}`}; memwrite ${Math.round(r.finalMemwriteMs ?? NaN)} ms (${mbps.toFixed(1)} MiB/s), dump ${Math.round(r.phases?.dump ?? NaN)} ms, freeze-to-running ${Math.round(r.downtimeMs)} ms${esp ? `, ESP ${espBytes} bytes` : ''}`,
       );
@@ -769,13 +774,11 @@ function write(runs: Run[]): void {
       "*memwrite*: CRIU's time sending the final dump's pages (its stats); *throughput*: the pages' bytes over it. *esp-gcm*, *esp-chacha*: `--transport direct` with the page server's port under IPsec ESP in transport mode (AES-GCM-128, ChaCha20-Poly1305), each run's SAs made with fresh keys; an ESP run counts only when vm2's SA decrypted at least the pages' bytes. Under TCG (qemu64: no AES-NI) every cipher runs in emulated software: compare the methods with one another.\n\n";
     md +=
       '| page connection | memwrite, ms | throughput, MiB/s | dump, ms | copy, ms | restore, ms | freeze-to-running, ms | total, ms | runs |\n|---|---|---|---|---|---|---|---|---|\n';
-    for (const point of ['direct', 'tls', 'tunnel', 'esp-gcm', 'esp-chacha']) {
+    for (const point of ENCRYPT_POINTS) {
       const rs = en.filter((r) => r.point === point);
       if (!rs.length) continue;
       const ph = (k: string) => cell(rs.map((r) => r.phases?.[k] ?? NaN));
-      const tp = rs.map((r) =>
-        r.finalPages && r.finalMemwriteMs ? (r.finalPages * 4096) / 1048576 / (r.finalMemwriteMs / 1000) : NaN,
-      );
+      const tp = rs.map(memwriteMiBps);
       md += `| ${point} | ${cell(rs.map((r) => r.finalMemwriteMs ?? NaN))} | ${cell(tp, 1)} | ${ph('dump')} | ${ph('copy')} | ${ph('restore')} | ${cell(rs.map((r) => r.downtimeMs))} | ${cell(rs.map((r) => r.totalMs))} | ${rs.length} |\n`;
     }
     md += '\n';
