@@ -24,7 +24,9 @@
 // Environment: SIZES (MB of Redis values, default "16 256 1024"), RUNS (default 5),
 // METHODS (default: naive raw-direct raw-tls ours-tls ours-tunnel ours-direct; also
 // raw-stream raw-direct-held ours-stream ours-auto), COUNTER=0 skips the counter, STARTUP=0 skips start-up, OUT (results
-// directory, default bench/results), TAG (file name stem, default "compare").
+// directory, default bench/results), TAG (file name stem, default "compare"), ECHO=1 adds
+// the echo server (tiny, a line every 10 ms from the client, which must keep its
+// connection; SIZES= with it runs no Redis).
 import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -121,8 +123,13 @@ interface Probe {
   stop(): Promise<{ maxGapMs: number; reconnects: number; answered: number }>;
 }
 
-async function startProbe(): Promise<Probe> {
-  const { proc, connected } = clientProcess(PROBE, ['watch', h.serviceAddr, '6379', '--every', '10', '--cmd', 'ping']);
+type Workload = 'redis' | 'counter' | 'echo';
+
+/** The client's requests: a Redis PING, or a line to the echo server. */
+async function startProbe(workload: Workload): Promise<Probe> {
+  const target =
+    workload === 'echo' ? ['7777', '--every', '10', '--cmd', 'echo'] : ['6379', '--every', '10', '--cmd', 'ping'];
+  const { proc, connected } = clientProcess(PROBE, ['watch', h.serviceAddr, ...target]);
   await connected;
   return {
     async stop() {
@@ -134,13 +141,19 @@ async function startProbe(): Promise<Probe> {
 }
 
 /** A workload ready on the source: the container running, Redis filled, the address there. */
-async function prepare(workload: 'redis' | 'counter', sizeMb: number): Promise<{ dstBundle: string; keys: number }> {
+async function prepare(workload: Workload, sizeMb: number): Promise<{ dstBundle: string; keys: number }> {
   await removeEverywhere(h, NAME);
   await clearLockRules();
   await serviceAddressOnSource(h);
   const b = await startExample(h, workload, NAME);
   if (workload === 'counter') {
     await waitFor('the counter', async () => (await readCounter(b.src)) > 1);
+    return { dstBundle: b.dst, keys: 0 };
+  }
+  if (workload === 'echo') {
+    await waitFor('the echo server', async () =>
+      (await sh([...ns('src'), 'ss', '-Hltn', 'sport', '=', ':7777'], { reject: false })).stdout.includes('7777'),
+    );
     return { dstBundle: b.dst, keys: 0 };
   }
   await waitFor('redis', async () =>
@@ -234,11 +247,11 @@ async function runMethod(
   };
 }
 
-async function oneRun(workload: 'redis' | 'counter', sizeMb: number, method: Method, rep: number): Promise<Run> {
+async function oneRun(workload: Workload, sizeMb: number, method: Method, rep: number): Promise<Run> {
   const { dstBundle, keys } = await prepare(workload, sizeMb);
-  const tcp = workload === 'redis';
+  const tcp = workload !== 'counter';
   const before = workload === 'counter' ? await readCounter(path.join(h.srcBundles, NAME)) : 0;
-  const probe = tcp ? await startProbe() : undefined;
+  const probe = tcp ? await startProbe(workload) : undefined;
   if (probe) await sleep(500);
   const r = await runMethod(method, dstBundle, tcp);
   if (probe) await sleep(1000);
@@ -250,6 +263,9 @@ async function oneRun(workload: 'redis' | 'counter', sizeMb: number, method: Met
     const n = Number(await redisCli('dst', 'dbsize'));
     if (n !== keys) (ok = false), (note = `destination DBSIZE ${n}, expected ${keys}`);
   }
+  // The echo client kept its one connection and was answered through the move.
+  if (ok && workload === 'echo' && !(seen && seen.reconnects === 0 && seen.answered > 0))
+    (ok = false), (note = `echo client: ${seen?.reconnects} reconnects, ${seen?.answered} answers`);
   if (ok && workload === 'counter') {
     const c = await readCounter(dstBundle);
     if (!(c >= before)) (ok = false), (note = `counter ${before} -> ${c}`);
@@ -401,6 +417,17 @@ function writeResults(
       )} |\n`;
     md += '\n';
   }
+  if (good.some((r) => r.workload === 'echo')) {
+    md +=
+      '## Echo server (busybox nc, tiny; the client sends a line every 10 ms and must keep its connection)\n\n| method | client gap, ms | freeze-to-running, ms | total, ms | moved, MiB | client gap / raw-stream (target for ours: 1.0 or less) |\n|---|---|---|---|---|---|\n';
+    const gap = (m: Method) => pick('echo', 0, m, (r) => r.clientGapMs);
+    for (const m of methods)
+      md += `| ${m} | ${cell(gap(m))} | ${cell(pick('echo', 0, m, (r) => r.downtimeMs))} | ${cell(pick('echo', 0, m, (r) => r.totalMs))} | ${cell(
+        pick('echo', 0, m, (r) => (r.bytes ?? NaN) / 1048576),
+        2,
+      )} | ${ratio(gap(m), gap('raw-stream'))} |\n`;
+    md += '\n';
+  }
   if (start) {
     md += '## Start-up cost\n\n| what | ms |\n|---|---|\n';
     md += `| \`migrate --dry-run\`: invoked to its first remote command | ${cell(start.firstRemote)} |\n`;
@@ -422,6 +449,11 @@ async function main(): Promise<void> {
     if (env.COUNTER !== '0') {
       for (let rep = 0; rep < RUNS; rep++)
         for (const m of rotation(methods, rep)) runs.push(await oneRun('counter', 0, m, rep));
+    }
+    if (env.ECHO === '1') {
+      for (let rep = 0; rep < RUNS; rep++)
+        for (const m of rotation(methods, rep)) runs.push(await oneRun('echo', 0, m, rep));
+      writeResults(runs, start, began);
     }
     if (env.STARTUP !== '0') {
       const { dstBundle } = await prepare('counter', 0);

@@ -252,14 +252,28 @@ async function stopAndCopy(r: Run, images: FinalImages, pageServer: PageServer |
         pageServerLog: () => dst.pageServerLog(),
       });
       source = src;
-      await src.snapshotLockRules();
-      result = await postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) });
+      const armed = dst.arm();
+      try {
+        await src.snapshotLockRules();
+        await armed;
+        result = await postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) });
+      } finally {
+        await armed.catch(() => undefined);
+        await dst.disarm();
+      }
     } else {
       const dst = new Destination(dstSetup);
       const src = new Source({ ...srcSetup, pagesTo: pageServer?.endpoint, pageServerLog: () => dst.pageServerLog() });
       source = src;
-      await src.snapshotLockRules();
-      result = await switchover(src, dst, hooks);
+      const armed = dst.arm();
+      try {
+        await src.snapshotLockRules();
+        await armed;
+        result = await switchover(src, dst, hooks);
+      } finally {
+        await armed.catch(() => undefined);
+        await dst.disarm();
+      }
     }
   } finally {
     unthrottled?.();

@@ -8,25 +8,40 @@ import { diedAtBirth } from '../../interrupt.js';
 import type { Hosts } from '../session.js';
 
 /**
- * Pipes SENDER's stdout into RECEIVER's stdin (tar to tar, through exec channels) until
- * both have ended; WHAT names the copy in errors. Returns the bytes sent. A receiver
- * that ends first must not leave the sender paused on a full pipe for ever: tar may stop
- * reading at the archive's end marker, and an SSH channel whose output is not read never
- * closes. A hybrid run hung once in about 20 with both tars gone and the channel open,
- * most likely so. The limit ends any other way of hanging.
+ * Joins SENDER's stdout to RECEIVER's stdin; returns a count of the bytes sent so far.
+ * It must run in the tick the sender was spawned in: execa resumes an unread stdout at
+ * the next setImmediate, and what the sender wrote is lost from then on (a copy whose
+ * tars were started side by side lost its whole archive so).
  */
-export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
+function join(sender: Proc, receiver: Proc): () => number {
   let bytes = 0;
   sender.stdout.on('data', (d: Buffer) => (bytes += d.length));
   // A local receiver that exited makes the pipe's writes fail with EPIPE: nothing to do.
   receiver.stdin.on('error', () => undefined);
   sender.stdout.pipe(receiver.stdin);
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+  // A receiver that ends first must not leave the sender paused on a full pipe for ever.
   void receiver.done.then(() => {
     sender.stdout.unpipe(receiver.stdin);
     sender.stdout.resume();
   });
+  return () => bytes;
+}
+
+/**
+ * Waits until both joined tars have ended; WHAT names the copy in errors. Returns the
+ * bytes sent. tar may stop reading at the archive's end marker, and an SSH channel whose
+ * output is not read never closes: a hybrid run hung once in about 20 with both tars gone
+ * and the channel open, most likely so. The limit ends any other way of hanging.
+ */
+async function bothEnded(
+  sender: Proc,
+  receiver: Proc,
+  bytes: () => number,
+  what: string,
+  timeoutMs: number,
+): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
   const r = await Promise.race([Promise.all([sender.done, receiver.done]), limit]);
   clearTimeout(timer);
   if (r === 'timeout') {
@@ -43,7 +58,12 @@ export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeou
       `${what} failed: tar on the sending host exited ${s.code} (${s.stderr.trim()}), on the receiving host ${rcv.code} (${rcv.stderr.trim()})`,
     );
   }
-  return bytes;
+  return bytes();
+}
+
+/** Pipes SENDER's stdout into RECEIVER's stdin (tar to tar, through exec channels) until both have ended. */
+export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
+  return bothEnded(sender, receiver, join(sender, receiver), what, timeoutMs);
 }
 
 /** A local tar killed by the tool's own signal before it ran (interrupt.ts): the copy never began, and runs again. */
@@ -72,13 +92,87 @@ export async function streamDir(
   timeoutMs = 600_000,
 ): Promise<number> {
   return bornAgain(async () => {
-    const receiver = await ctx.dst.spawn(['tar', '-C', remoteDir, '-xf', '-']);
-    const sender = await ctx.src.spawn(
-      ['tar', '-C', localDir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'],
-      { streamStdout: true },
-    );
+    const receiver = await ctx.dst.spawn(receiveTar(remoteDir));
+    const sender = await ctx.src.spawn(sendTar(localDir, exclude), { streamStdout: true });
     return pipeTar(sender, receiver, 'copying images', timeoutMs);
   });
+}
+
+function receiveTar(dir: string): string[] {
+  return ['tar', '-C', dir, '-xf', '-'];
+}
+
+function sendTar(dir: string, exclude: string[]): string[] {
+  return ['tar', '-C', dir, ...exclude.flatMap((e) => ['--exclude', e]), '-cf', '-', '.'];
+}
+
+/**
+ * A directory's copy with both tars started ahead, joined and waiting: fire() sends the
+ * directory as it is then. Opening the destination's exec channel and starting the local
+ * tar take 40-70 ms (measured at 200 MB, docs/figures.md); armed before the freeze, they
+ * are off the frozen path. The sender waits in a shell for one line on its stdin and
+ * writes nothing before it, so nothing can be lost before the join.
+ */
+export class ArmedCopy {
+  private ended = false;
+
+  private constructor(
+    private readonly sender: Proc,
+    private readonly receiver: Proc,
+    private readonly bytes: () => number,
+  ) {
+    void Promise.race([sender.done, receiver.done]).then(() => (this.ended = true));
+  }
+
+  /**
+   * Starts the pair. undefined when it could not be (the copy is then made afresh). Every
+   * way out of the tool ends a pair never fired: disarm(), or the tool's death (the
+   * sender's stdin closes, and so does the receiver's with the connection).
+   */
+  static async arm(ctx: Hosts, localDir: string, remoteDir: string, exclude: string[]): Promise<ArmedCopy | undefined> {
+    let receiver: Proc;
+    try {
+      receiver = await ctx.dst.spawn(receiveTar(remoteDir));
+    } catch {
+      return undefined;
+    }
+    // In the same tick as join(), below.
+    const sender = await ctx.src.spawn(['sh', '-c', 'read -r _ && exec "$@"', 'sh', ...sendTar(localDir, exclude)], {
+      streamStdout: true,
+    });
+    return new ArmedCopy(sender, receiver, join(sender, receiver));
+  }
+
+  /**
+   * Sends the directory; returns the bytes sent, or undefined if either end had already
+   * ended (a lost channel, a tar killed at birth): the caller copies afresh.
+   */
+  async fire(what: string, timeoutMs: number): Promise<number | undefined> {
+    if (this.ended) {
+      await this.disarm();
+      return undefined;
+    }
+    this.ended = true;
+    this.sender.stdin.on('error', () => undefined);
+    this.sender.stdin.end('go\n');
+    return bothEnded(this.sender, this.receiver, this.bytes, what, timeoutMs);
+  }
+
+  /** Ends a pair never fired: the sender's shell reads no line and exits, the receiver sees an empty stream. */
+  async disarm(): Promise<void> {
+    if (this.ended && this.sender.stdin.writableEnded) return;
+    this.ended = true;
+    this.sender.stdin.on('error', () => undefined);
+    this.sender.stdin.end();
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 5000)));
+    const r = await Promise.race([Promise.all([this.sender.done, this.receiver.done]), limit]);
+    clearTimeout(timer);
+    if (r === 'timeout') {
+      this.sender.kill('SIGKILL');
+      this.receiver.kill('SIGKILL');
+    }
+  }
 }
 
 /**

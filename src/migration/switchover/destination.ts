@@ -12,7 +12,7 @@ import { quote } from '../../shell.js';
 import type { FilesSync } from '../files/rootfs.js';
 import { addr } from '../network/address.js';
 import type { TlsFiles } from '../pages/certs.js';
-import { streamDir } from '../pages/stream.js';
+import { ArmedCopy, streamDir } from '../pages/stream.js';
 import type { PageServer } from '../pages/transfer.js';
 import type { LazyLimits } from '../plan/method.js';
 import type { MoveIpFacts } from '../preflight/facts.js';
@@ -23,6 +23,12 @@ import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type G
 import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
 import { CriuFailure, fetchLog, guardDirOf, reconnect, type FinalImages } from './shared.js';
 import type { DestinationSide } from './switchover.js';
+
+/** The one line that turns the armed shell into the guard. */
+const GUARD_START = 'start';
+
+/** CRIU's own "parent" link stays behind: the page server made the destination's. */
+const COPY_EXCLUDE = ['./parent'];
 
 /** What the destination participant needs, and nothing else. */
 export interface DestinationSetup {
@@ -93,7 +99,8 @@ export class Destination implements DestinationSide {
     return this.starting;
   }
 
-  private async start(keepImages: boolean): Promise<void> {
+  /** The guard's shell script (guard.ts) for this migration. */
+  private guardCommand(keepImages: boolean): string {
     const { ctx, images } = this;
     const mv = this.setup.moveIp;
     const g = ctx.dstRunc;
@@ -182,7 +189,22 @@ export class Destination implements DestinationSide {
           }
         : undefined,
     });
-    this.guard = await ctx.dst.spawn(['sh', '-c', script], { streamStdout: true });
+    return script;
+  }
+
+  private async start(keepImages: boolean): Promise<void> {
+    const { ctx } = this;
+    const mv = this.setup.moveIp;
+    const armed = this.armedGuard;
+    this.armedGuard = undefined;
+    if (armed && !keepImages && !armed.ended) {
+      // The armed shell reads this one line and becomes the guard (armGuard).
+      this.guard = armed.proc;
+      this.guard.stdin.write(`${GUARD_START}\n`);
+    } else {
+      await armed?.end();
+      this.guard = await ctx.dst.spawn(['sh', '-c', this.guardCommand(keepImages)], { streamStdout: true });
+    }
     this.beat(true);
     let buf = '';
     this.guard.stdout.on('data', (d: Buffer) => {
@@ -266,6 +288,62 @@ export class Destination implements DestinationSide {
     if (!this.closed) this.guard?.stdin.write(word + '\n');
   }
 
+  private armed?: ArmedCopy;
+  private armedGuard?: { proc: Proc; ended: boolean; end(): Promise<void> };
+
+  /**
+   * Before the freeze, what costs an exec channel's opening (26-48 ms, measured) is
+   * started and waits: the image copy's two tars (ArmedCopy), and a shell that becomes
+   * the guard on one line (startGuard). Nothing on the destination changes until then:
+   * the guard's script, its deadline included, starts after the freeze as before. Undo:
+   * disarm(), on every way out of the switchover; the tool's death ends both (their
+   * stdin closes).
+   */
+  async arm(): Promise<void> {
+    const [copy] = await Promise.all([
+      ArmedCopy.arm(this.ctx, this.images.local, this.images.remote, COPY_EXCLUDE),
+      this.armGuard(),
+    ]);
+    this.armed = copy;
+  }
+
+  private async armGuard(): Promise<void> {
+    let proc: Proc;
+    try {
+      proc = await this.ctx.dst.spawn(
+        ['sh', '-c', `IFS= read -r w && [ "$w" = ${GUARD_START} ] && exec sh -c "$1"`, 'sh', this.guardCommand(false)],
+        { streamStdout: true },
+      );
+    } catch {
+      return;
+    }
+    const g = {
+      proc,
+      ended: false,
+      async end(): Promise<void> {
+        g.ended = true;
+        proc.stdin.on('error', () => undefined);
+        proc.stdin.end();
+        let timer: NodeJS.Timeout | undefined;
+        const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 5000)));
+        const r = await Promise.race([proc.done, limit]);
+        clearTimeout(timer);
+        if (r === 'timeout') proc.kill('SIGKILL');
+      },
+    };
+    void proc.done.then(() => (g.ended = true));
+    this.armedGuard = g;
+  }
+
+  /** Ends what arm() started and was never used. */
+  async disarm(): Promise<void> {
+    const copy = this.armed;
+    const guard = this.armedGuard;
+    this.armed = undefined;
+    this.armedGuard = undefined;
+    await Promise.all([copy?.disarm(), guard?.end()]);
+  }
+
   async copyImages(): Promise<number> {
     const { ctx, images } = this;
     const ps = this.setup.pageServer;
@@ -279,8 +357,12 @@ export class Destination implements DestinationSide {
       }
     }
     ctx.faults.fail('copy');
-    // CRIU's own "parent" link stays behind: the page server made the destination's.
-    const bytes = await streamDir(ctx, images.local, images.remote, ['./parent'], this.deadlineS * 1000);
+    const armed = this.armed;
+    this.armed = undefined;
+    const limitMs = this.deadlineS * 1000;
+    const bytes =
+      (await armed?.fire('copying images', limitMs)) ??
+      (await streamDir(ctx, images.local, images.remote, COPY_EXCLUDE, limitMs));
     // Hybrid: no page server took the lazy final dump; the restore finds the pre-dumps through this link.
     if (this.setup.lazy && images.parent)
       await ctx.dst.run(['ln', '-sfn', images.parent, path.join(images.remote, 'parent')]);
