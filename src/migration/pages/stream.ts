@@ -5,7 +5,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Proc } from '../../host.js';
 import { diedAtBirth } from '../../interrupt.js';
+import { keepAlive } from '../prepare/keeper.js';
 import type { Hosts } from '../session.js';
+import { ARMED_GO, armedCommand, HEARTBEAT } from '../switchover/protocol.js';
 
 /**
  * Joins SENDER's stdout to RECEIVER's stdin; returns a count of the bytes sent so far.
@@ -92,14 +94,18 @@ export async function streamDir(
   timeoutMs = 600_000,
 ): Promise<number> {
   return bornAgain(async () => {
-    const receiver = await ctx.dst.spawn(receiveTar(remoteDir));
+    const receiver = await ctx.dst.spawn(receiveTar(remoteDir, timeoutMs));
     const sender = await ctx.src.spawn(sendTar(localDir, exclude), { streamStdout: true });
     return pipeTar(sender, receiver, 'copying images', timeoutMs);
   });
 }
 
-function receiveTar(dir: string): string[] {
-  return ['tar', '-C', dir, '-xf', '-'];
+/**
+ * The receiving tar, killed after TIMEOUTMS: the tool gives up on the copy then, and a
+ * silent partition would leave a tar reading its channel for ever (sshd does not see it).
+ */
+function receiveTar(dir: string, timeoutMs: number): string[] {
+  return ['timeout', '-s', 'KILL', String(Math.ceil(timeoutMs / 1000)), 'tar', '-C', dir, '-xf', '-'];
 }
 
 function sendTar(dir: string, exclude: string[]): string[] {
@@ -110,11 +116,12 @@ function sendTar(dir: string, exclude: string[]): string[] {
  * A directory's copy with both tars started ahead, joined and waiting: fire() sends the
  * directory as it is then. Opening the destination's exec channel and starting the local
  * tar take 40-70 ms (measured at 200 MB, docs/figures.md); armed before the freeze, they
- * are off the frozen path. The sender waits in a shell for one line on its stdin and
- * writes nothing before it, so nothing can be lost before the join.
+ * are off the frozen path. Each end waits for its line (protocol.ts armedCommand): the
+ * sender writes nothing before it, so nothing can be lost before the join.
  */
 export class ArmedCopy {
   private ended = false;
+  private readonly stopKeepalive: Array<() => void>;
 
   private constructor(
     private readonly sender: Proc,
@@ -122,24 +129,29 @@ export class ArmedCopy {
     private readonly bytes: () => number,
   ) {
     void Promise.race([sender.done, receiver.done]).then(() => (this.ended = true));
+    this.stopKeepalive = [keepAlive(sender, HEARTBEAT.intervalMs), keepAlive(receiver, HEARTBEAT.intervalMs)];
   }
 
   /**
-   * Starts the pair. undefined when it could not be (the copy is then made afresh). Every
-   * way out of the tool ends a pair never fired: disarm(), or the tool's death (the
-   * sender's stdin closes, and so does the receiver's with the connection).
+   * Starts the pair. undefined when it could not be (the copy is then made afresh). A pair
+   * never fired ends on disarm(), the tool's death (both stdins close) or a silent
+   * partition (the receiver's quiet limit); a fired receiver lives at most TIMEOUTMS.
    */
-  static async arm(ctx: Hosts, localDir: string, remoteDir: string, exclude: string[]): Promise<ArmedCopy | undefined> {
+  static async arm(
+    ctx: Hosts,
+    localDir: string,
+    remoteDir: string,
+    exclude: string[],
+    timeoutMs: number,
+  ): Promise<ArmedCopy | undefined> {
     let receiver: Proc;
     try {
-      receiver = await ctx.dst.spawn(receiveTar(remoteDir));
+      receiver = await ctx.dst.spawn(armedCommand(receiveTar(remoteDir, timeoutMs)));
     } catch {
       return undefined;
     }
     // In the same tick as join(), below.
-    const sender = await ctx.src.spawn(['sh', '-c', 'read -r _ && exec "$@"', 'sh', ...sendTar(localDir, exclude)], {
-      streamStdout: true,
-    });
+    const sender = await ctx.src.spawn(armedCommand(sendTar(localDir, exclude)), { streamStdout: true });
     return new ArmedCopy(sender, receiver, join(sender, receiver));
   }
 
@@ -153,15 +165,19 @@ export class ArmedCopy {
       return undefined;
     }
     this.ended = true;
+    for (const stop of this.stopKeepalive) stop();
+    // The receiver's line first: the archive follows it on the same stdin.
+    this.receiver.stdin.write(`${ARMED_GO}\n`);
     this.sender.stdin.on('error', () => undefined);
-    this.sender.stdin.end('go\n');
+    this.sender.stdin.end(`${ARMED_GO}\n`);
     return bothEnded(this.sender, this.receiver, this.bytes, what, timeoutMs);
   }
 
-  /** Ends a pair never fired: the sender's shell reads no line and exits, the receiver sees an empty stream. */
+  /** Ends a pair never fired: the sender's shell reads no line and exits, and so does the receiver's (its stdin ends with the sender's output). */
   async disarm(): Promise<void> {
     if (this.ended && this.sender.stdin.writableEnded) return;
     this.ended = true;
+    for (const stop of this.stopKeepalive) stop();
     this.sender.stdin.on('error', () => undefined);
     this.sender.stdin.end();
     let timer: NodeJS.Timeout | undefined;

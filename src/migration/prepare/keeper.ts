@@ -14,13 +14,13 @@ export type EndKeeper = () => Promise<void>;
 const WAIT_THEN = (undo: readonly string[]) => `cat >/dev/null; ${commandLine(undo)}`;
 
 /**
- * Keeps a destination's channel alive for its watcher (protocol.ts KEEPALIVE): a line every
- * interval until the process ends. Returns the stop.
+ * Keeps a destination's channel alive for its watcher (protocol.ts KEEPALIVE): an empty
+ * line every INTERVALMS until the process ends. Returns the stop.
  */
-export function keepAlive(proc: Proc): () => void {
+export function keepAlive(proc: Proc, intervalMs: number = KEEPALIVE.intervalMs): () => void {
   const t = setInterval(() => {
     if (proc.stdin.writable) proc.stdin.write('\n');
-  }, KEEPALIVE.intervalMs);
+  }, intervalMs);
   t.unref();
   const stop = () => clearInterval(t);
   void proc.done.then(stop, stop);

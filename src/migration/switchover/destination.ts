@@ -20,12 +20,10 @@ import { RESTORE_LOG, type WorkDirs, type WorkPaths } from '../prepare/paths.js'
 import type { Session } from '../session.js';
 import { diagnose } from './diagnose.js';
 import { guardFilesCommand, guardScript, parseGuardFiles, parseGuardLine, type GuardFiles } from './guard.js';
-import { GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
+import { keepAlive } from '../prepare/keeper.js';
+import { ARMED_GO, armedCommand, GUARD_WORD, HEARTBEAT, TOOL_WORD } from './protocol.js';
 import { CriuFailure, fetchLog, guardDirOf, reconnect, type FinalImages } from './shared.js';
 import type { DestinationSide } from './switchover.js';
-
-/** The one line that turns the armed shell into the guard. */
-const GUARD_START = 'start';
 
 /** CRIU's own "parent" link stays behind: the page server made the destination's. */
 const COPY_EXCLUDE = ['./parent'];
@@ -198,9 +196,9 @@ export class Destination implements DestinationSide {
     const armed = this.armedGuard;
     this.armedGuard = undefined;
     if (armed && !keepImages && !armed.ended) {
-      // The armed shell reads this one line and becomes the guard (armGuard).
+      // The armed shell reads its line and becomes the guard (armGuard).
       this.guard = armed.proc;
-      this.guard.stdin.write(`${GUARD_START}\n`);
+      armed.go();
     } else {
       await armed?.end();
       this.guard = await ctx.dst.spawn(['sh', '-c', this.guardCommand(keepImages)], { streamStdout: true });
@@ -289,7 +287,7 @@ export class Destination implements DestinationSide {
   }
 
   private armed?: ArmedCopy;
-  private armedGuard?: { proc: Proc; ended: boolean; end(): Promise<void> };
+  private armedGuard?: { proc: Proc; ended: boolean; go(): void; end(): Promise<void> };
 
   /**
    * Before the freeze, what costs an exec channel's opening (26-48 ms, measured) is
@@ -301,7 +299,7 @@ export class Destination implements DestinationSide {
    */
   async arm(): Promise<void> {
     const [copy] = await Promise.all([
-      ArmedCopy.arm(this.ctx, this.images.local, this.images.remote, COPY_EXCLUDE),
+      ArmedCopy.arm(this.ctx, this.images.local, this.images.remote, COPY_EXCLUDE, this.deadlineS * 1000),
       this.armGuard(),
     ]);
     this.armed = copy;
@@ -310,18 +308,21 @@ export class Destination implements DestinationSide {
   private async armGuard(): Promise<void> {
     let proc: Proc;
     try {
-      proc = await this.ctx.dst.spawn(
-        ['sh', '-c', `IFS= read -r w && [ "$w" = ${GUARD_START} ] && exec sh -c "$1"`, 'sh', this.guardCommand(false)],
-        { streamStdout: true },
-      );
+      proc = await this.ctx.dst.spawn(armedCommand(['sh', '-c', this.guardCommand(false)]), { streamStdout: true });
     } catch {
       return;
     }
+    const stopKeepalive = keepAlive(proc, HEARTBEAT.intervalMs);
     const g = {
       proc,
       ended: false,
+      go(): void {
+        stopKeepalive();
+        proc.stdin.write(`${ARMED_GO}\n`);
+      },
       async end(): Promise<void> {
         g.ended = true;
+        stopKeepalive();
         proc.stdin.on('error', () => undefined);
         proc.stdin.end();
         let timer: NodeJS.Timeout | undefined;

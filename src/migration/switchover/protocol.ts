@@ -105,6 +105,27 @@ export function untilQuiet(fd = 0): string {
   return `while timeout ${KEEPALIVE.lossS} sh -c 'IFS= read -r _' <&${fd}; do :; done`;
 }
 
+/** The line that starts a command armed by armedCommand(). */
+export const ARMED_GO = 'go';
+
+/**
+ * A command started ahead of its time (the image copy's tars, the guard's shell: started
+ * before the freeze, off its path), as argv: it waits for the line ARMED_GO on its stdin,
+ * then runs ARGV in its place, on the same stdin (the line consumed, nothing after it).
+ * Empty lines are the tool's keepalive (keeper.ts keepAlive), every HEARTBEAT.intervalMs:
+ * it lives only while the final dump runs. Its stdin closing, any other line, or
+ * HEARTBEAT.lossS of quiet (a silent partition) end it without running ARGV.
+ */
+export function armedCommand(argv: readonly string[]): string[] {
+  return [
+    'sh',
+    '-c',
+    `while w=$(timeout ${HEARTBEAT.lossS} sh -c 'IFS= read -r w && printf "%s" "$w"'); do [ -z "$w" ] || break; done; [ "$w" = ${ARMED_GO} ] && exec "$@"`,
+    'sh',
+    ...argv,
+  ];
+}
+
 /**
  * The least time between the guard's deadline and the hold's: the guard must have
  * removed its copy (killed and deleted a stopped container) strictly before the source

@@ -1,0 +1,74 @@
+// The armed copy (pages/stream.ts) with real tars between two directories of this
+// machine: both ends are this machine's shell (LocalHost), as the source always is.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { LocalHost } from '../../src/host.js';
+import { ArmedCopy } from '../../src/migration/pages/stream.js';
+import type { Hosts } from '../../src/migration/session.js';
+
+const hosts: Hosts = {
+  src: new LocalHost(() => undefined),
+  dst: new LocalHost(() => undefined, 'destination'),
+} as unknown as Hosts;
+
+function dirs(): { from: string; to: string } {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'armed-copy-'));
+  const from = path.join(base, 'from');
+  const to = path.join(base, 'to');
+  fs.mkdirSync(from);
+  fs.mkdirSync(to);
+  return { from, to };
+}
+
+/** The pids of processes whose command line names DIR (the armed pair's). */
+function processesOn(dir: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', dir], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+test('an armed copy sends the directory as it is when fired, not as it was when armed', async () => {
+  const { from, to } = dirs();
+  fs.writeFileSync(path.join(from, 'early'), 'a');
+  const armed = await ArmedCopy.arm(hosts, from, to, ['./parent'], 10_000);
+  assert.ok(armed);
+  // Written after the arm, before the fire: the dump's images.
+  await new Promise((r) => setTimeout(r, 50));
+  fs.writeFileSync(path.join(from, 'late'), 'b'.repeat(100_000));
+  fs.symlinkSync('/nowhere', path.join(from, 'parent'));
+  const bytes = await armed.fire('copying images', 10_000);
+  assert.ok(bytes !== undefined && bytes > 100_000, `bytes ${bytes}`);
+  assert.equal(fs.readFileSync(path.join(to, 'early'), 'utf8'), 'a');
+  assert.equal(fs.readFileSync(path.join(to, 'late'), 'utf8').length, 100_000);
+  assert.equal(fs.existsSync(path.join(to, 'parent')), false, 'the excluded link stays behind');
+  await armed.disarm(); // after a fire: nothing to do
+  assert.deepEqual(processesOn(from), []);
+});
+
+test('a disarmed copy ends both tars and writes nothing', async () => {
+  const { from, to } = dirs();
+  fs.writeFileSync(path.join(from, 'f'), 'x');
+  const armed = await ArmedCopy.arm(hosts, from, to, [], 10_000);
+  assert.ok(armed);
+  assert.ok(processesOn(from).length > 0, 'the sender waits');
+  await armed.disarm();
+  assert.deepEqual(processesOn(from), []);
+  assert.deepEqual(processesOn(to), []);
+  assert.deepEqual(fs.readdirSync(to), []);
+});
+
+test('a pair with an end gone before the fire gives undefined (the caller copies afresh)', async () => {
+  const { from, to } = dirs();
+  const armed = await ArmedCopy.arm(hosts, from, to, [], 10_000);
+  assert.ok(armed);
+  for (const pid of processesOn(to)) process.kill(Number(pid), 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await armed.fire('copying images', 10_000), undefined);
+  assert.deepEqual(processesOn(from), []);
+});
