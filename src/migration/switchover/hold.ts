@@ -218,7 +218,7 @@ export function criuConfig(script: string): string {
  * configuration file format" (criu 4.2.1), while shorter quoted values with spaces pass.
  */
 export function criuSafePath(p: string): boolean {
-  return /^[A-Za-z0-9_./+=:@%,-]+$/.test(p);
+  return /^[A-Za-z0-9_.\/+=:@%,-]+$/.test(p);
 }
 
 /**

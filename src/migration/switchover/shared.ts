@@ -5,7 +5,7 @@ import type { Host } from '../../host.js';
 import { runc, type RuncGlobal } from '../../runc.js';
 import { SshConnection } from '../../ssh/connection.js';
 import type { Session } from '../session.js';
-import type { diagnose } from './diagnose.js';
+import { diagnose } from './diagnose.js';
 
 /** Where the final dump's files go on each side. */
 export interface FinalImages {
