@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
 import { ArmedCopy } from '../../src/migration/pages/stream.js';
 import type { Hosts } from '../../src/migration/session.js';
+import { ARMED_GO, armedCommand } from '../../src/migration/switchover/protocol.js';
 
 const hosts: Hosts = {
   src: new LocalHost(() => undefined),
@@ -71,4 +72,25 @@ test('a pair with an end gone before the fire gives undefined (the caller copies
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(await armed.fire('copying images', 10_000), undefined);
   assert.deepEqual(processesOn(from), []);
+});
+
+/** Runs armedCommand(ARGV) with INPUT on its stdin: its exit code and output. */
+function armedRun(argv: string[], input: string): { code: number; out: string } {
+  const [cmd, ...args] = armedCommand(argv);
+  try {
+    return { code: 0, out: execFileSync(cmd, args, { input, encoding: 'utf8' }) };
+  } catch (err) {
+    const e = err as { status: number; stdout: string };
+    return { code: e.status, out: e.stdout };
+  }
+}
+
+test('an armed command skips keepalive lines, runs on its line, and gets the rest of its stdin', () => {
+  assert.deepEqual(armedRun(['cat'], `\n\n${ARMED_GO}\nthe archive\n`), { code: 0, out: 'the archive\n' });
+});
+
+test('an armed command without its line runs nothing: its stdin closed, or another line', () => {
+  assert.equal(armedRun(['echo', 'ran'], '\n\n').out, '');
+  assert.notEqual(armedRun(['echo', 'ran'], '').code, 0);
+  assert.equal(armedRun(['echo', 'ran'], `hb\n${ARMED_GO}\n`).out, '');
 });
