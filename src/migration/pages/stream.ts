@@ -49,7 +49,7 @@ async function bothEnded(
   if (r === 'timeout') {
     sender.kill('SIGKILL');
     receiver.kill('SIGKILL');
-    throw new Error(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
+    throw new CopyTimedOut(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
   }
   const [s, rcv] = r;
   if (diedAtBirth(s.signal) || diedAtBirth(rcv.signal)) {
@@ -67,6 +67,9 @@ async function bothEnded(
 export async function pipeTar(sender: Proc, receiver: Proc, what: string, timeoutMs: number): Promise<number> {
   return bothEnded(sender, receiver, join(sender, receiver), what, timeoutMs);
 }
+
+/** A copy that ran out of time (both tars were killed). */
+class CopyTimedOut extends Error {}
 
 /** A local tar killed by the tool's own signal before it ran (interrupt.ts): the copy never began, and runs again. */
 class BornDead extends Error {}
@@ -150,14 +153,22 @@ export class ArmedCopy {
     } catch {
       return undefined;
     }
-    // In the same tick as join(), below.
-    const sender = await ctx.src.spawn(armedCommand(sendTar(localDir, exclude)), { streamStdout: true });
+    let sender: Proc;
+    try {
+      // In the same tick as join(), below.
+      sender = await ctx.src.spawn(armedCommand(sendTar(localDir, exclude)), { streamStdout: true });
+    } catch {
+      receiver.stdin.end();
+      return undefined;
+    }
     return new ArmedCopy(sender, receiver, join(sender, receiver));
   }
 
   /**
-   * Sends the directory; returns the bytes sent, or undefined if either end had already
-   * ended (a lost channel, a tar killed at birth): the caller copies afresh.
+   * Sends the directory; returns the bytes sent, or undefined if nothing was sent and the
+   * caller should copy afresh: an end had already ended (a lost channel, a tar killed at
+   * birth), or it failed before a byte went (an end that ended as it was fired). A copy
+   * that ran out of time is not retried.
    */
   async fire(what: string, timeoutMs: number): Promise<number | undefined> {
     if (this.ended) {
@@ -170,7 +181,12 @@ export class ArmedCopy {
     this.receiver.stdin.write(`${ARMED_GO}\n`);
     this.sender.stdin.on('error', () => undefined);
     this.sender.stdin.end(`${ARMED_GO}\n`);
-    return bothEnded(this.sender, this.receiver, this.bytes, what, timeoutMs);
+    try {
+      return await bothEnded(this.sender, this.receiver, this.bytes, what, timeoutMs);
+    } catch (err) {
+      if (this.bytes() === 0 && !(err instanceof CopyTimedOut)) return undefined;
+      throw err;
+    }
   }
 
   /** Ends a pair never fired: the sender's shell reads no line and exits, and so does the receiver's (its stdin ends with the sender's output). */

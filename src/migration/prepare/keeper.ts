@@ -14,8 +14,9 @@ export type EndKeeper = () => Promise<void>;
 const WAIT_THEN = (undo: readonly string[]) => `cat >/dev/null; ${commandLine(undo)}`;
 
 /**
- * Keeps a destination's channel alive for its watcher (protocol.ts KEEPALIVE): an empty
- * line every INTERVALMS until the process ends. Returns the stop.
+ * Keeps a waiting process's stdin alive for its watcher: an empty line every INTERVALMS
+ * until the process ends (protocol.ts KEEPALIVE for the destination's keepers and page
+ * server; HEARTBEAT.intervalMs for armed commands, armedCommand). Returns the stop.
  */
 export function keepAlive(proc: Proc, intervalMs: number = KEEPALIVE.intervalMs): () => void {
   const t = setInterval(() => {

@@ -195,17 +195,20 @@ export class Destination implements DestinationSide {
     const mv = this.setup.moveIp;
     const armed = this.armedGuard;
     this.armedGuard = undefined;
+    let early: Buffer[] = [];
     if (armed && !keepImages && !armed.ended) {
       // The armed shell reads its line and becomes the guard (armGuard).
       this.guard = armed.proc;
+      early = armed.takeOutput();
       armed.go();
     } else {
-      await armed?.end();
+      // Not waited for: without a source this is the frozen path.
+      void armed?.end();
       this.guard = await ctx.dst.spawn(['sh', '-c', this.guardCommand(keepImages)], { streamStdout: true });
     }
     this.beat(true);
     let buf = '';
-    this.guard.stdout.on('data', (d: Buffer) => {
+    const onData = (d: Buffer) => {
       buf += d.toString();
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
@@ -218,7 +221,9 @@ export class Destination implements DestinationSide {
         buf = buf.slice(i + 1);
       }
       this.wake();
-    });
+    };
+    this.guard.stdout.on('data', onData);
+    for (const d of early) onData(d);
     void this.guard.done.then(() => {
       this.closed = true;
       this.beat(false);
@@ -287,7 +292,7 @@ export class Destination implements DestinationSide {
   }
 
   private armed?: ArmedCopy;
-  private armedGuard?: { proc: Proc; ended: boolean; go(): void; end(): Promise<void> };
+  private armedGuard?: { proc: Proc; ended: boolean; takeOutput(): Buffer[]; go(): void; end(): Promise<void> };
 
   /**
    * Before the freeze, what costs an exec channel's opening (26-48 ms, measured) is
@@ -299,8 +304,10 @@ export class Destination implements DestinationSide {
    */
   async arm(): Promise<void> {
     const [copy] = await Promise.all([
-      ArmedCopy.arm(this.ctx, this.images.local, this.images.remote, COPY_EXCLUDE, this.deadlineS * 1000),
-      this.armGuard(),
+      ArmedCopy.arm(this.ctx, this.images.local, this.images.remote, COPY_EXCLUDE, this.deadlineS * 1000).catch(
+        () => undefined,
+      ),
+      this.armGuard().catch(() => undefined),
     ]);
     this.armed = copy;
   }
@@ -313,9 +320,19 @@ export class Destination implements DestinationSide {
       return;
     }
     const stopKeepalive = keepAlive(proc, HEARTBEAT.intervalMs);
+    // Its output is read from the start: an SSH channel whose output is not read never
+    // closes, and done would not resolve when the shell ends unused (host.ts RemoteHost.spawn).
+    const early: Buffer[] = [];
+    const keep = (d: Buffer) => early.push(d);
+    proc.stdout.on('data', keep);
     const g = {
       proc,
       ended: false,
+      /** What it printed so far (nothing, before its line); from now on the caller reads it. */
+      takeOutput(): Buffer[] {
+        proc.stdout.removeListener('data', keep);
+        return early.splice(0);
+      },
       go(): void {
         stopKeepalive();
         proc.stdin.write(`${ARMED_GO}\n`);
