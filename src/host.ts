@@ -34,6 +34,19 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/**
+ * Waits for every one of PROCS to end, for at most MS: their results, or 'timeout', in
+ * which case those still running have been sent SIGKILL.
+ */
+export async function endWithin(procs: readonly Proc[], ms: number): Promise<RunResult[] | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  const r = await Promise.race([Promise.all(procs.map((p) => p.done)), limit]);
+  clearTimeout(timer);
+  if (r === 'timeout') for (const p of procs) p.kill('SIGKILL');
+  return r;
+}
+
 export interface SpawnOptions {
   env?: Record<string, string>;
   streamStdout?: boolean;

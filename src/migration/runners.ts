@@ -252,33 +252,40 @@ async function stopAndCopy(r: Run, images: FinalImages, pageServer: PageServer |
         pageServerLog: () => dst.pageServerLog(),
       });
       source = src;
-      const armed = dst.arm();
-      try {
-        await src.snapshotLockRules();
-        await armed;
-        result = await postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) });
-      } finally {
-        await armed.catch(() => undefined);
-        await dst.disarm();
-      }
+      result = await armedAround(src, dst, () =>
+        postCopySwitchover(src, dst, { ...hooks, ...m.lazy, pause: (p) => s.faults.pause(p) }),
+      );
     } else {
       const dst = new Destination(dstSetup);
       const src = new Source({ ...srcSetup, pagesTo: pageServer?.endpoint, pageServerLog: () => dst.pageServerLog() });
       source = src;
-      const armed = dst.arm();
-      try {
-        await src.snapshotLockRules();
-        await armed;
-        result = await switchover(src, dst, hooks);
-      } finally {
-        await armed.catch(() => undefined);
-        await dst.disarm();
-      }
+      result = await armedAround(src, dst, () => switchover(src, dst, hooks));
     }
   } finally {
     unthrottled?.();
   }
   return switchoverOutcome(r, images, source, result);
+}
+
+/**
+ * RUN (a switchover) with the destination's copy and guard armed before it (beside the
+ * source's snapshot of CRIU's lock rules), and whatever it left unused ended after it,
+ * on every way out. Destination.arm never rejects.
+ */
+async function armedAround(
+  src: Source,
+  dst: Destination,
+  run: () => Promise<SwitchoverResult>,
+): Promise<SwitchoverResult> {
+  const armed = dst.arm();
+  try {
+    await src.snapshotLockRules();
+    await armed;
+    return await run();
+  } finally {
+    await armed;
+    await dst.disarm();
+  }
 }
 
 /** The switchover's result in the report's terms: the figures after a commit; otherwise the error that says where the container runs. */

@@ -3,7 +3,7 @@
 // files' final delta.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Proc } from '../../host.js';
+import { endWithin, type Proc } from '../../host.js';
 import { diedAtBirth } from '../../interrupt.js';
 import { keepAlive } from '../prepare/keeper.js';
 import type { Hosts } from '../session.js';
@@ -42,15 +42,8 @@ async function bothEnded(
   what: string,
   timeoutMs: number,
 ): Promise<number> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
-  const r = await Promise.race([Promise.all([sender.done, receiver.done]), limit]);
-  clearTimeout(timer);
-  if (r === 'timeout') {
-    sender.kill('SIGKILL');
-    receiver.kill('SIGKILL');
-    throw new CopyTimedOut(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
-  }
+  const r = await endWithin([sender, receiver], timeoutMs);
+  if (r === 'timeout') throw new CopyTimedOut(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s`);
   const [s, rcv] = r;
   if (diedAtBirth(s.signal) || diedAtBirth(rcv.signal)) {
     throw new BornDead(`${what}: a tar was killed at birth by the signal the tool received (interrupt.ts)`);
@@ -196,14 +189,7 @@ export class ArmedCopy {
     for (const stop of this.stopKeepalive) stop();
     this.sender.stdin.on('error', () => undefined);
     this.sender.stdin.end();
-    let timer: NodeJS.Timeout | undefined;
-    const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 5000)));
-    const r = await Promise.race([Promise.all([this.sender.done, this.receiver.done]), limit]);
-    clearTimeout(timer);
-    if (r === 'timeout') {
-      this.sender.kill('SIGKILL');
-      this.receiver.kill('SIGKILL');
-    }
+    await endWithin([this.sender, this.receiver], 5000);
   }
 }
 

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { criu, criuLogErrors, LAZY_SOCKET } from '../../criu.js';
 import { ssAddress } from '../../firewall.js';
-import type { Proc } from '../../host.js';
+import { endWithin, type Proc } from '../../host.js';
 import { DEFAULTS } from '../../options.js';
 import { isNotExist, runc } from '../../runc.js';
 import { quote } from '../../shell.js';
@@ -342,11 +342,7 @@ export class Destination implements DestinationSide {
         stopKeepalive();
         proc.stdin.on('error', () => undefined);
         proc.stdin.end();
-        let timer: NodeJS.Timeout | undefined;
-        const limit = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 5000)));
-        const r = await Promise.race([proc.done, limit]);
-        clearTimeout(timer);
-        if (r === 'timeout') proc.kill('SIGKILL');
+        await endWithin([proc], 5000);
       },
     };
     void proc.done.then(() => (g.ended = true));
