@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
 import { ArmedCopy } from '../../src/migration/pages/stream.js';
 import type { Hosts } from '../../src/migration/session.js';
@@ -16,8 +16,11 @@ const hosts: Hosts = {
   dst: new LocalHost(() => undefined, 'destination'),
 } as unknown as Hosts;
 
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'armed-copy-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
 function dirs(): { from: string; to: string } {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'armed-copy-'));
+  const base = fs.mkdtempSync(path.join(tmp, 'pair-'));
   const from = path.join(base, 'from');
   const to = path.join(base, 'to');
   fs.mkdirSync(from);
@@ -74,23 +77,45 @@ test('a pair with an end gone before the fire gives undefined (the caller copies
   assert.deepEqual(processesOn(from), []);
 });
 
-/** Runs armedCommand(ARGV) with INPUT on its stdin: its exit code and output. */
-function armedRun(argv: string[], input: string): { code: number; out: string } {
+/**
+ * A PATH with what armedCommand's fallback needs and no bash: the wait of a host without
+ * bash (each line read by its own timeout and sh).
+ */
+function pathWithoutBash(): string {
+  const bin = path.join(tmp, 'no-bash');
+  if (!fs.existsSync(bin)) {
+    fs.mkdirSync(bin);
+    for (const name of ['sh', 'timeout', 'cat', 'echo']) {
+      const real = execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
+      fs.symlinkSync(real.startsWith('/') ? real : `/bin/${name}`, path.join(bin, name));
+    }
+  }
+  return bin;
+}
+
+const SHELLS = ['bash', 'sh without bash'] as const;
+
+/** Runs armedCommand(ARGV) with INPUT on its stdin, with SHELL's PATH: its exit code and output. */
+function armedRun(argv: string[], input: string, shell: (typeof SHELLS)[number]): { code: number; out: string } {
   const [cmd, ...args] = armedCommand(argv);
+  const env = { ...process.env, PATH: shell === 'bash' ? process.env.PATH : pathWithoutBash() };
   try {
-    return { code: 0, out: execFileSync(cmd, args, { input, encoding: 'utf8' }) };
+    return { code: 0, out: execFileSync(cmd, args, { input, encoding: 'utf8', env }) };
   } catch (err) {
     const e = err as { status: number; stdout: string };
     return { code: e.status, out: e.stdout };
   }
 }
 
-test('an armed command skips keepalive lines, runs on its line, and gets the rest of its stdin', () => {
-  assert.deepEqual(armedRun(['cat'], `\n\n${ARMED_GO}\nthe archive\n`), { code: 0, out: 'the archive\n' });
-});
+for (const shell of SHELLS) {
+  test(`an armed command (${shell}) skips keepalive lines, runs on its line, and gets the rest of its stdin`, () => {
+    assert.deepEqual(armedRun(['cat'], `\n\n${ARMED_GO}\nthe archive\n`, shell), { code: 0, out: 'the archive\n' });
+  });
 
-test('an armed command without its line runs nothing: its stdin closed, or another line', () => {
-  assert.equal(armedRun(['echo', 'ran'], '\n\n').out, '');
-  assert.notEqual(armedRun(['echo', 'ran'], '').code, 0);
-  assert.equal(armedRun(['echo', 'ran'], `hb\n${ARMED_GO}\n`).out, '');
-});
+  test(`an armed command (${shell}) without its line runs nothing: its stdin closed, another line, its line cut short`, () => {
+    assert.equal(armedRun(['echo', 'ran'], '\n\n', shell).out, '');
+    assert.notEqual(armedRun(['echo', 'ran'], '', shell).code, 0);
+    assert.equal(armedRun(['echo', 'ran'], `hb\n${ARMED_GO}\n`, shell).out, '');
+    assert.equal(armedRun(['echo', 'ran'], `\n${ARMED_GO}`, shell).out, '');
+  });
+}
