@@ -204,6 +204,16 @@ describe('a silent partition during the switchover', () => {
       const watched = await sampleWhile(b, run);
       const r = await run;
       await healed;
+      if (c.point === 'after-dump' && c.healAfterMs === undefined) {
+        // The final delta's two ways never got their list: still partitioned, only the
+        // watcher beside them (keeper.ts quietKiller) can end them, 30 s after the last
+        // keepalive it heard.
+        await waitFor(
+          "the final delta's waiting processes to end, partitioned",
+          async () => (await waitingForDelta(b.dst)).length === 0,
+          45_000,
+        );
+      }
       await heal(c.way);
       assert.ok(watched.samples > 20, `only ${watched.samples} samples`);
       assert.deepEqual(watched.both, [], `two running copies (${c.why})\n${r.stderr}`);
@@ -254,11 +264,25 @@ describe('a silent partition during the switchover', () => {
       const now = await readCounter(on[0] === 'source' ? b.src : b.dst);
       assert.ok(now >= atStart, `the counter went back: ${now} < ${atStart}`);
       assert.equal(await status(on[0] === 'source' ? h.dstRoot : h.srcRoot, name), 'absent');
+      // The final delta's two ways (an rsync server, a tar receiver) waited on the
+      // destination from the pre-sync on: sshd does not see the partition, and without
+      // the tool's keepalive they are killed (keeper.ts quietKiller), not left for good.
+      await waitFor(
+        "the final delta's waiting processes to end",
+        async () => (await waitingForDelta(b.dst)).length === 0,
+        60_000,
+      );
       assert.deepEqual(await hostState(), []);
       await removeEverywhere(h, name);
     });
   }
 });
+
+/** Processes of the final delta's ways into the destination's bundle DIR (rsync-bridge.ts, filetar.ts). */
+async function waitingForDelta(dir: string): Promise<string[]> {
+  const ps = await sh(['pgrep', '-af', 'rsync --server|no delta header'], { reject: false });
+  return ps.stdout.split('\n').filter((l) => l.includes(dir) && !l.includes('pgrep'));
+}
 
 describe('a volume both hosts see', () => {
   test('a rollback after the restore: the discarded copy wrote nothing to it (the sequence has no number twice)', async () => {

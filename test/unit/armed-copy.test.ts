@@ -1,7 +1,7 @@
 // The armed copy (pages/stream.ts) with real tars between two directories of this
 // machine: both ends are this machine's shell (LocalHost), as the source always is.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +9,8 @@ import { after, test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
 import { ArmedCopy } from '../../src/migration/pages/stream.js';
 import type { Hosts } from '../../src/migration/session.js';
-import { ARMED_GO, armedCommand } from '../../src/migration/switchover/protocol.js';
+import { killMarked, marked } from '../../src/migration/prepare/keeper.js';
+import { ARMED_GO, armedCommand, whenQuiet } from '../../src/migration/switchover/protocol.js';
 
 const hosts: Hosts = {
   src: new LocalHost(() => undefined),
@@ -85,7 +86,7 @@ function pathWithoutBash(): string {
   const bin = path.join(tmp, 'no-bash');
   if (!fs.existsSync(bin)) {
     fs.mkdirSync(bin);
-    for (const name of ['sh', 'timeout', 'cat', 'echo']) {
+    for (const name of ['sh', 'timeout', 'cat', 'echo', 'sleep', 'grep']) {
       const real = execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
       fs.symlinkSync(real.startsWith('/') ? real : `/bin/${name}`, path.join(bin, name));
     }
@@ -119,3 +120,34 @@ for (const shell of SHELLS) {
     assert.equal(armedRun(['echo', 'ran'], `\n${ARMED_GO}`, shell).out, '');
   });
 }
+
+/** Runs whenQuiet(`echo ran`, 1 s) fed by FEED (a shell command whose output is its stdin), with SHELL's PATH. */
+function quietRun(feed: string, shell: (typeof SHELLS)[number]): string {
+  const env = { ...process.env, PATH: shell === 'bash' ? process.env.PATH : pathWithoutBash() };
+  return execFileSync('/bin/sh', ['-c', `(${feed}) | (${whenQuiet('echo ran', 1)})`], { encoding: 'utf8', env });
+}
+
+for (const shell of SHELLS) {
+  test(`whenQuiet (${shell}) runs its command when the lines stop, not when they end or keep coming`, () => {
+    assert.equal(quietRun('printf "\\n\\n"', shell), '', 'its stdin closed');
+    assert.equal(
+      quietRun('echo; sleep 0.4; echo; sleep 0.4; echo; sleep 0.4; echo', shell),
+      '',
+      'lines within the limit',
+    );
+    assert.equal(quietRun('echo; sleep 2; echo', shell), 'ran\n', 'quiet for longer than the limit');
+  });
+}
+
+test('killMarked kills the processes marked with its token, across exec, and no others', async () => {
+  const spawnSleep = (argv: string[]) => spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
+  const markedSleep = spawnSleep(marked('t0ken1', ['sh', '-c', 'exec sleep 30']));
+  const other = spawnSleep(marked('t0ken2', ['sleep', '30']));
+  const ended = (p: ReturnType<typeof spawnSleep>) => new Promise((r) => p.once('exit', (_c, sig) => r(sig)));
+  const markedEnd = ended(markedSleep);
+  await new Promise((r) => setTimeout(r, 200));
+  execFileSync('sh', ['-c', killMarked('t0ken1')]);
+  assert.equal(await markedEnd, 'SIGKILL');
+  assert.equal(other.exitCode, null, 'another token is left alone');
+  other.kill('SIGKILL');
+});

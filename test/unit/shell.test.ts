@@ -14,7 +14,8 @@ import { guardFilesCommand, guardScript, resumeCommand, type GuardSpec } from '.
 import { holdScript, lazyExitFile, recoverArgv, watchdogScript } from '../../src/migration/switchover/hold.js';
 import { workPaths } from '../../src/migration/prepare/paths.js';
 import { BRIDGE_SCRIPT } from '../../src/migration/files/rsync-bridge.js';
-import { armedCommand, untilQuiet } from '../../src/migration/switchover/protocol.js';
+import { armedCommand, untilQuiet, whenQuiet } from '../../src/migration/switchover/protocol.js';
+import { killMarked } from '../../src/migration/prepare/keeper.js';
 import { addr } from '../../src/migration/network/address.js';
 import { removeWorkDirs } from '../../src/migration/switchover/reap.js';
 
@@ -86,6 +87,7 @@ const scripts: Record<string, string> = {
   )[2],
   'keeper.sh': `${untilQuiet()}; rm -rf /dev/shm/runc-migrate.x/tls`,
   'armed.sh': armedCommand(['tar', '-C', '/dev/shm/runc-migrate.x/images', '-x'])[2],
+  'when-quiet.sh': whenQuiet(killMarked('0123abcd')),
   'give-back.sh': addr.giveBack(['arping'], { address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[2],
   'release.sh': addr.release({ address: '10.0.0.9', prefix: 32 }, 'eth0', wp.holdDir)[4],
   'remove-work-dirs.sh': removeWorkDirs(['/dev/shm/runc-migrate.x', '/var/tmp/my dir/runc-migrate.y'])[2],

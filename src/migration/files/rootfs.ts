@@ -25,6 +25,7 @@ import { comparedDifferences, parseRsyncStats, unsupportedMetadata, type RsyncFi
 import { ChangeLog } from './changelog.js';
 import { deltaList, type DeltaList, type PathFacts } from './changes.js';
 import type { WorkPaths } from '../prepare/paths.js';
+import { marked, quietKiller } from '../prepare/keeper.js';
 import type { Undo } from '../prepare/undo.js';
 import type { Session } from '../session.js';
 import type { Host } from '../../host.js';
@@ -331,8 +332,15 @@ export class FilesSync {
   private async prestart(): Promise<void> {
     if (!this.log || this.log.lost) return;
     for (const t of this.dirTrees) {
-      const receiver = await this.ctx.dst.spawn(deltaTar.receiver(t.dst));
+      // Marked, and killed if the tool's link goes silent while it waits (keeper.ts).
+      const token = crypto.randomBytes(6).toString('hex');
+      const unwatch = quietKiller(this.ctx.dst, token);
+      const receiver = await this.ctx.dst.spawn(marked(token, deltaTar.receiver(t.dst))).catch((err: Error) => {
+        void unwatch.then((end) => end());
+        throw err;
+      });
       receiver.stdin.on('error', () => undefined);
+      void receiver.done.finally(() => unwatch.then((end) => end())).catch(() => undefined);
       const sender = await this.ctx.src.spawn(deltaTar.create(t.src), { streamStdout: true });
       sender.stdin.on('error', () => undefined);
       let give!: (list: string) => void;

@@ -15,6 +15,7 @@ import { rsyncCmd, rsyncEnv } from '../../rsync.js';
 import { commandLine } from '../../shell.js';
 import type { Session } from '../session.js';
 import { diedAtBirth, interruption } from '../../interrupt.js';
+import { quietKiller, WATCH_VAR } from '../prepare/keeper.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command
@@ -148,6 +149,8 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
   });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Session['dst']['spawn']>> | undefined;
+  // The remote rsync is marked with the run's id: killed if the tool's link goes silent.
+  let unwatch: Promise<() => void> | undefined;
   let failure: string | undefined;
 
   const bridged = new Promise<void>((resolve) => {
@@ -169,8 +172,9 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
         return;
       }
       // As ssh would: the words joined by spaces, for the remote shell to split.
+      unwatch = quietKiller(ctx.dst, id);
       ctx.dst
-        .spawn(['sh', '-c', command.join(' ')], { streamStdout: true })
+        .spawn(['sh', '-c', `export ${WATCH_VAR}=${id}; exec ${command.join(' ')}`], { streamStdout: true })
         .then((p) => {
           remote = p;
           p.stderr.on('data', (d: Buffer) => (remoteErr += d.toString()));
@@ -239,6 +243,7 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
     return { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr };
   } finally {
     clearTimeout(timer);
+    void unwatch?.then((end) => end());
     if (stop) interruption.stoppers.delete(stop);
     release();
     await fsp.rm(up, { force: true });

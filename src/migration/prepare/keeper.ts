@@ -4,9 +4,9 @@
 // loses the connection. Used for what must not outlive a migration: its TLS keys, its
 // firewall rules.
 import { spawn } from 'node:child_process';
-import { commandLine } from '../../shell.js';
 import type { Host, Proc } from '../../host.js';
-import { KEEPALIVE, untilQuiet } from '../switchover/protocol.js';
+import { commandLine, quote } from '../../shell.js';
+import { KEEPALIVE, untilQuiet, whenQuiet } from '../switchover/protocol.js';
 
 /** Ends the keeper now (the undo runs) and waits for it. */
 export type EndKeeper = () => Promise<void>;
@@ -62,4 +62,40 @@ export async function remoteKeeper(dst: Host, name: string, undo: readonly strin
     proc.stdin.end();
     await proc.done;
   };
+}
+
+/** The environment variable that marks the processes a quietKiller watches. */
+export const WATCH_VAR = 'RUNC_MIGRATE_WATCH';
+
+/** ARGV run with the mark TOKEN in its environment, which stays across its execs (quietKiller). */
+export function marked(token: string, argv: readonly string[]): string[] {
+  return ['env', `${WATCH_VAR}=${token}`, ...argv];
+}
+
+/** Shell: kills every process whose environment holds the mark TOKEN. */
+export function killMarked(token: string): string {
+  return `grep -las -- ${quote(`${WATCH_VAR}=${token}`)} /proc/[0-9]*/environ | while IFS= read -r f; do p=\${f#/proc/}; kill -KILL "\${p%/environ}" 2>/dev/null; done`;
+}
+
+/**
+ * On the destination: kills the processes marked TOKEN (marked()) if the tool's keepalive
+ * stops for KEEPALIVE.lossS: a silent partition, which sshd does not notice, would leave
+ * a process that waits on its channel's input (an rsync server, the final delta's
+ * receiver) waiting for good. Its channel closing kills nothing: theirs close too. Returns
+ * the end, which kills nothing; never rejects (without a connection there is nothing to
+ * watch from).
+ */
+export async function quietKiller(dst: Host, token: string): Promise<() => void> {
+  try {
+    const proc = await dst.spawn(['sh', '-c', whenQuiet(killMarked(token))]);
+    proc.done.catch(() => undefined);
+    proc.stdin.on('error', () => undefined);
+    const stop = keepAlive(proc);
+    return () => {
+      stop();
+      proc.stdin.end();
+    };
+  } catch {
+    return () => undefined;
+  }
 }

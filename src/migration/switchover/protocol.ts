@@ -117,6 +117,17 @@ export function untilQuiet(fd = 0): string {
   return `if ${HAS_BASH}; then bash -c 'while IFS= read -r -t ${l} _; do :; done' <&${fd}; else while timeout ${l} sh -c 'IFS= read -r _' <&${fd}; do :; done; fi`;
 }
 
+/**
+ * Shell: waits on its stdin's lines (the tool's keepalive, every KEEPALIVE.intervalMs)
+ * and runs COMMAND only if they stop coming for L seconds (KEEPALIVE.lossS: a silent
+ * partition); its stdin closing (the tool ended it, died, or lost the connection, which
+ * also ends whatever the command would stop) runs nothing.
+ */
+export function whenQuiet(command: string, l: number = KEEPALIVE.lossS): string {
+  // q: the status that ended the wait; above 128 (bash's read -t, or timeout's 124) when quiet.
+  return `if ${HAS_BASH}; then bash -c 'while :; do IFS= read -r -t ${l} _ || exit $?; done'; q=$?; else q=0; while :; do timeout ${l} sh -c 'IFS= read -r _' || { q=$?; break; }; done; [ $q = 124 ] && q=142; fi; if [ $q -gt 128 ]; then ${command}; fi`;
+}
+
 /** The line that starts a command armed by armedCommand(). */
 export const ARMED_GO = 'go';
 
