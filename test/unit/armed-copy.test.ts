@@ -2,6 +2,7 @@
 // machine: both ends are this machine's shell (LocalHost), as the source always is.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { after, test } from 'node:test';
 import { LocalHost } from '../../src/host.js';
 import { ArmedCopy } from '../../src/migration/pages/stream.js';
 import type { Hosts } from '../../src/migration/session.js';
-import { killMarked, marked } from '../../src/migration/prepare/keeper.js';
+import { killMarked, withMark } from '../../src/migration/prepare/keeper.js';
 import { ARMED_GO, armedCommand, whenQuiet } from '../../src/migration/switchover/protocol.js';
 
 const hosts: Hosts = {
@@ -78,15 +79,18 @@ test('a pair with an end gone before the fire gives undefined (the caller copies
   assert.deepEqual(processesOn(from), []);
 });
 
+const SHELLS = ['bash', 'sh without bash'] as const;
+
 /**
- * A PATH with what armedCommand's fallback needs and no bash: the wait of a host without
- * bash (each line read by its own timeout and sh).
+ * A PATH for SHELL's wait alone: with bash and without `timeout` (the fallback would fail,
+ * so a pass shows bash's wait ran), or with `timeout` and without bash (a host without
+ * bash: each line read by its own timeout and sh).
  */
-function pathWithoutBash(): string {
-  const bin = path.join(tmp, 'no-bash');
+function pathFor(shell: (typeof SHELLS)[number]): string {
+  const bin = path.join(tmp, shell === 'bash' ? 'bash-only' : 'no-bash');
   if (!fs.existsSync(bin)) {
     fs.mkdirSync(bin);
-    for (const name of ['sh', 'timeout', 'cat', 'echo', 'sleep', 'grep']) {
+    for (const name of ['sh', shell === 'bash' ? 'bash' : 'timeout', 'cat', 'echo', 'sleep', 'grep']) {
       const real = execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
       fs.symlinkSync(real.startsWith('/') ? real : `/bin/${name}`, path.join(bin, name));
     }
@@ -94,12 +98,10 @@ function pathWithoutBash(): string {
   return bin;
 }
 
-const SHELLS = ['bash', 'sh without bash'] as const;
-
 /** Runs armedCommand(ARGV) with INPUT on its stdin, with SHELL's PATH: its exit code and output. */
 function armedRun(argv: string[], input: string, shell: (typeof SHELLS)[number]): { code: number; out: string } {
   const [cmd, ...args] = armedCommand(argv);
-  const env = { ...process.env, PATH: shell === 'bash' ? process.env.PATH : pathWithoutBash() };
+  const env = { ...process.env, PATH: pathFor(shell) };
   try {
     return { code: 0, out: execFileSync(cmd, args, { input, encoding: 'utf8', env }) };
   } catch (err) {
@@ -123,7 +125,7 @@ for (const shell of SHELLS) {
 
 /** Runs whenQuiet(`echo ran`, 1 s) fed by FEED (a shell command whose output is its stdin), with SHELL's PATH. */
 function quietRun(feed: string, shell: (typeof SHELLS)[number]): string {
-  const env = { ...process.env, PATH: shell === 'bash' ? process.env.PATH : pathWithoutBash() };
+  const env = { ...process.env, PATH: pathFor(shell) };
   return execFileSync('/bin/sh', ['-c', `(${feed}) | (${whenQuiet('echo ran', 1)})`], { encoding: 'utf8', env });
 }
 
@@ -140,14 +142,21 @@ for (const shell of SHELLS) {
 }
 
 test('killMarked kills the processes marked with its token, across exec, and no others', async () => {
+  const token = crypto.randomBytes(6).toString('hex');
   const spawnSleep = (argv: string[]) => spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
-  const markedSleep = spawnSleep(marked('t0ken1', ['sh', '-c', 'exec sleep 30']));
-  const other = spawnSleep(marked('t0ken2', ['sleep', '30']));
-  const ended = (p: ReturnType<typeof spawnSleep>) => new Promise((r) => p.once('exit', (_c, sig) => r(sig)));
-  const markedEnd = ended(markedSleep);
-  await new Promise((r) => setTimeout(r, 200));
-  execFileSync('sh', ['-c', killMarked('t0ken1')]);
-  assert.equal(await markedEnd, 'SIGKILL');
-  assert.equal(other.exitCode, null, 'another token is left alone');
-  other.kill('SIGKILL');
+  const markedSleep = spawnSleep(withMark(token, ['sh', '-c', 'exec sleep 30']));
+  // Another mark, and one the token is a prefix of: neither is this token's.
+  const others = [spawnSleep(withMark(`${token}x`, ['sleep', '30'])), spawnSleep(withMark('other', ['sleep', '30']))];
+  try {
+    const ended = new Promise((r) => markedSleep.once('exit', (_c, sig) => r(sig)));
+    // Until the marked sleep runs (env and sh have exec'd into it).
+    const exe = () => fs.readlinkSync(`/proc/${markedSleep.pid}/exe`);
+    for (let i = 0; i < 100 && !exe().endsWith('/sleep'); i++) await new Promise((r) => setTimeout(r, 20));
+    execFileSync('sh', ['-c', killMarked(token)]);
+    assert.equal(await ended, 'SIGKILL');
+    for (const o of others) assert.equal(o.exitCode ?? o.signalCode, null, 'another mark is left alone');
+  } finally {
+    for (const o of others) o.kill('SIGKILL');
+    markedSleep.kill('SIGKILL');
+  }
 });

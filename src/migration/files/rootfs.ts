@@ -25,11 +25,11 @@ import { comparedDifferences, parseRsyncStats, unsupportedMetadata, type RsyncFi
 import { ChangeLog } from './changelog.js';
 import { deltaList, type DeltaList, type PathFacts } from './changes.js';
 import type { WorkPaths } from '../prepare/paths.js';
-import { marked, quietKiller } from '../prepare/keeper.js';
+import { MarkWatch } from '../prepare/keeper.js';
 import type { Undo } from '../prepare/undo.js';
 import type { Session } from '../session.js';
 import type { Host } from '../../host.js';
-import { runRsync, writeBridge, type RsyncJob, type RsyncRun } from './rsync-bridge.js';
+import { runRsync, writeBridge, type RsyncHosts, type RsyncJob, type RsyncRun } from './rsync-bridge.js';
 import { deltaHead, deltaTar } from '../../filetar.js';
 import type { Proc } from '../../host.js';
 import { pipeTar } from '../pages/stream.js';
@@ -127,6 +127,11 @@ export class FilesSync {
   private waiting = new Map<SyncTree, Waiting>();
   /** Started rsyncs and tars that were let go: awaited after the freeze. */
   private ending: Array<Promise<unknown>> = [];
+  /**
+   * Marks the destination's rsyncs and tar receivers, which read data from their channels
+   * and cannot take keepalive lines: one watcher kills them after a silent partition.
+   */
+  private readonly watch: MarkWatch;
 
   constructor(
     private readonly ctx: Session,
@@ -135,6 +140,7 @@ export class FilesSync {
     private readonly plan: SyncPlan,
     private readonly o: { shared: string[]; srcConfig?: string; bridge: string; verify: boolean; basis?: FilesBasis },
   ) {
+    this.watch = new MarkWatch(ctx.dst, () => ctx.ssh);
     this.report = {
       trees: plan.trees.map((t) => ({ what: t.what, src: t.src, dst: t.dst })),
       shared: o.shared,
@@ -142,6 +148,11 @@ export class FilesSync {
       createdConfig: !!o.srcConfig,
       presync: [],
     };
+  }
+
+  /** The hosts for runRsync, with the mark of this migration's watcher. */
+  private get rsyncHosts(): RsyncHosts {
+    return { src: this.ctx.src, dst: this.ctx.dst, log: this.ctx.log, watch: this.watch };
   }
 
   get trees(): SyncTree[] {
@@ -166,6 +177,7 @@ export class FilesSync {
     undo.add('stop the change log and the waiting rsyncs', async () => {
       f.cancelPending();
       await Promise.allSettled(f.ending);
+      f.watch.end();
       f.log?.stop();
     });
     return f;
@@ -181,7 +193,7 @@ export class FilesSync {
     for (const t of trees) {
       if (running) await this.ctx.dst.run(['mkdir', '-p', t.file ? path.dirname(t.dst) : t.dst]);
       // A single file is compared by content in the freeze: nothing watches it.
-      const r = await runRsync(this.ctx, {
+      const r = await runRsync(this.rsyncHosts, {
         src: t.src,
         dst: t.dst,
         bridge: this.o.bridge,
@@ -218,7 +230,7 @@ export class FilesSync {
     running: boolean,
   ): Promise<RsyncFigures> {
     if (paths.length === 0) return ZERO;
-    const r = await runRsync(this.ctx, {
+    const r = await runRsync(this.rsyncHosts, {
       src: t.src,
       dst: t.dst,
       bridge: this.o.bridge,
@@ -332,15 +344,9 @@ export class FilesSync {
   private async prestart(): Promise<void> {
     if (!this.log || this.log.lost) return;
     for (const t of this.dirTrees) {
-      // Marked, and killed if the tool's link goes silent while it waits (keeper.ts).
-      const token = crypto.randomBytes(6).toString('hex');
-      const unwatch = quietKiller(this.ctx.dst, token);
-      const receiver = await this.ctx.dst.spawn(marked(token, deltaTar.receiver(t.dst))).catch((err: Error) => {
-        void unwatch.then((end) => end());
-        throw err;
-      });
+      // Marked: killed if the tool's link goes silent while it waits (keeper.ts MarkWatch).
+      const receiver = await this.ctx.dst.spawn(this.watch.mark(deltaTar.receiver(t.dst)));
       receiver.stdin.on('error', () => undefined);
-      void receiver.done.finally(() => unwatch.then((end) => end())).catch(() => undefined);
       const sender = await this.ctx.src.spawn(deltaTar.create(t.src), { streamStdout: true });
       sender.stdin.on('error', () => undefined);
       let give!: (list: string) => void;
@@ -351,7 +357,10 @@ export class FilesSync {
       });
       feed.catch(() => undefined);
       const job: RsyncJob = { src: t.src, dst: t.dst, bridge: this.o.bridge, timeoutMs: 24 * 3600_000, feed };
-      this.waiting.set(t, { tar: { sender, receiver }, rsync: { job, give, cancel, run: runRsync(this.ctx, job) } });
+      this.waiting.set(t, {
+        tar: { sender, receiver },
+        rsync: { job, give, cancel, run: runRsync(this.rsyncHosts, job) },
+      });
     }
   }
 
@@ -571,7 +580,7 @@ export class FilesSync {
     const t0 = performance.now();
     const diffs: string[] = [];
     for (const t of this.plan.trees) {
-      const r = await runRsync(this.ctx, {
+      const r = await runRsync(this.rsyncHosts, {
         src: t.src,
         dst: t.dst,
         bridge: this.o.bridge,

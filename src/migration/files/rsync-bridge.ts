@@ -15,7 +15,7 @@ import { rsyncCmd, rsyncEnv } from '../../rsync.js';
 import { commandLine } from '../../shell.js';
 import type { Session } from '../session.js';
 import { diedAtBirth, interruption } from '../../interrupt.js';
-import { quietKiller, WATCH_VAR } from '../prepare/keeper.js';
+import { type MarkWatch, quietKiller, withMark } from '../prepare/keeper.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command
@@ -42,8 +42,12 @@ export async function writeBridge(file: string): Promise<void> {
   await fsp.writeFile(file, BRIDGE_SCRIPT, { mode: 0o700 });
 }
 
-/** What rsync needs of a session: the two hosts and the command log. */
-export type RsyncHosts = Pick<Session, 'src' | 'dst' | 'log'>;
+/**
+ * What rsync needs of a session: the two hosts and the command log; watch marks the
+ * remote rsync for a watcher shared with other processes (without it, each run starts
+ * its own).
+ */
+export type RsyncHosts = Pick<Session, 'src' | 'dst' | 'log'> & { watch?: MarkWatch };
 
 /** One rsync: SRC's contents into DST; compare: itemize the differences, change nothing. */
 export interface RsyncJob {
@@ -149,7 +153,8 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
   });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Session['dst']['spawn']>> | undefined;
-  // The remote rsync is marked with the run's id: killed if the tool's link goes silent.
+  // The remote rsync is marked (ctx.watch's mark, or the run's id with its own watcher):
+  // killed if the tool's link goes silent.
   let unwatch: Promise<() => void> | undefined;
   let failure: string | undefined;
 
@@ -172,9 +177,10 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
         return;
       }
       // As ssh would: the words joined by spaces, for the remote shell to split.
-      unwatch = quietKiller(ctx.dst, id);
+      const remoteArgv = ['sh', '-c', command.join(' ')];
+      if (!ctx.watch) unwatch = quietKiller(ctx.dst, id);
       ctx.dst
-        .spawn(['sh', '-c', `export ${WATCH_VAR}=${id}; exec ${command.join(' ')}`], { streamStdout: true })
+        .spawn(ctx.watch ? ctx.watch.mark(remoteArgv) : withMark(id, remoteArgv), { streamStdout: true })
         .then((p) => {
           remote = p;
           p.stderr.on('data', (d: Buffer) => (remoteErr += d.toString()));

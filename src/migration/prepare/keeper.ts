@@ -4,6 +4,7 @@
 // loses the connection. Used for what must not outlive a migration: its TLS keys, its
 // firewall rules.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import type { Host, Proc } from '../../host.js';
 import { commandLine, quote } from '../../shell.js';
 import { KEEPALIVE, untilQuiet, whenQuiet } from '../switchover/protocol.js';
@@ -68,13 +69,18 @@ export async function remoteKeeper(dst: Host, name: string, undo: readonly strin
 export const WATCH_VAR = 'RUNC_MIGRATE_WATCH';
 
 /** ARGV run with the mark TOKEN in its environment, which stays across its execs (quietKiller). */
-export function marked(token: string, argv: readonly string[]): string[] {
+export function withMark(token: string, argv: readonly string[]): string[] {
   return ['env', `${WATCH_VAR}=${token}`, ...argv];
 }
 
-/** Shell: kills every process whose environment holds the mark TOKEN. */
+/**
+ * Shell: kills every process whose environment holds the mark TOKEN, as a whole entry.
+ * Each is looked at again right before its kill (a pid reused since the scan is spared),
+ * and the scan runs three times (a child forked after a scan inherits the mark).
+ */
 export function killMarked(token: string): string {
-  return `grep -las -- ${quote(`${WATCH_VAR}=${token}`)} /proc/[0-9]*/environ | while IFS= read -r f; do p=\${f#/proc/}; kill -KILL "\${p%/environ}" 2>/dev/null; done`;
+  const mark = quote(`${WATCH_VAR}=${token}`);
+  return `for _ in 1 2 3; do grep -lasxzF -- ${mark} /proc/[0-9]*/environ | while IFS= read -r f; do p=\${f#/proc/}; grep -qaxzF -- ${mark} "$f" 2>/dev/null && kill -KILL "\${p%/environ}" 2>/dev/null; done; done`;
 }
 
 /**
@@ -97,5 +103,38 @@ export async function quietKiller(dst: Host, token: string): Promise<() => void>
     };
   } catch {
     return () => undefined;
+  }
+}
+
+/**
+ * One mark and one quietKiller for all the processes a migration marks over one SSH
+ * connection: a watcher per process would take an SSH session each, and sshd allows 10 a
+ * connection by default (MaxSessions). CONNECTION names the connection in use: after a
+ * reconnect the next mark is a new one with its own watcher (the old watcher, cut off
+ * with its connection, must not reach processes started over the new one).
+ */
+export class MarkWatch {
+  private current?: { connection: object; token: string; end: Promise<() => void> };
+
+  constructor(
+    private readonly dst: Host,
+    private readonly connection: () => object,
+  ) {}
+
+  /** ARGV marked for the watcher of the connection in use (started with the first mark). */
+  mark(argv: readonly string[]): string[] {
+    const connection = this.connection();
+    if (!this.current || this.current.connection !== connection) {
+      this.end();
+      const token = crypto.randomBytes(6).toString('hex');
+      this.current = { connection, token, end: quietKiller(this.dst, token) };
+    }
+    return withMark(this.current.token, argv);
+  }
+
+  /** Ends the watcher (it kills nothing); the next mark starts another. */
+  end(): void {
+    void this.current?.end.then((end) => end());
+    this.current = undefined;
   }
 }

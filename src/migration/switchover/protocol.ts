@@ -124,8 +124,9 @@ export function untilQuiet(fd = 0): string {
  * also ends whatever the command would stop) runs nothing.
  */
 export function whenQuiet(command: string, l: number = KEEPALIVE.lossS): string {
-  // q: the status that ended the wait; above 128 (bash's read -t, or timeout's 124) when quiet.
-  return `if ${HAS_BASH}; then bash -c 'while :; do IFS= read -r -t ${l} _ || exit $?; done'; q=$?; else q=0; while :; do timeout ${l} sh -c 'IFS= read -r _' || { q=$?; break; }; done; [ $q = 124 ] && q=142; fi; if [ $q -gt 128 ]; then ${command}; fi`;
+  // q: the status that ended the wait: 142 exactly when quiet (bash's read -t; timeout's 124
+  // mapped to it). A wait killed by a signal (137, 143) is not quiet and runs nothing.
+  return `if ${HAS_BASH}; then bash -c 'while :; do IFS= read -r -t ${l} _ || exit $?; done'; q=$?; else q=0; while :; do timeout ${l} sh -c 'IFS= read -r _' || { q=$?; break; }; done; [ $q = 124 ] && q=142; fi; if [ $q = 142 ]; then ${command}; fi`;
 }
 
 /** The line that starts a command armed by armedCommand(). */
