@@ -15,7 +15,7 @@ import { rsyncCmd, rsyncEnv } from '../../rsync.js';
 import { commandLine } from '../../shell.js';
 import type { Session } from '../session.js';
 import { diedAtBirth, interruption } from '../../interrupt.js';
-import { type MarkWatch, quietKiller, withMark } from '../prepare/keeper.js';
+import { MarkWatch } from '../prepare/keeper.js';
 
 export const BRIDGE_SCRIPT = `#!/bin/sh
 # runc-migrate: rsync's remote shell, run by rsync as: THIS HOST COMMAND... The command
@@ -153,9 +153,9 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
   });
   let remoteErr = '';
   let remote: Awaited<ReturnType<Session['dst']['spawn']>> | undefined;
-  // The remote rsync is marked (ctx.watch's mark, or the run's id with its own watcher):
-  // killed if the tool's link goes silent.
-  let unwatch: Promise<() => void> | undefined;
+  // The remote rsync is marked (ctx.watch's mark, or a watcher of this run's own): killed
+  // if the tool's link goes silent.
+  const watch = ctx.watch ?? new MarkWatch(ctx.dst, () => ctx.dst);
   let failure: string | undefined;
 
   const bridged = new Promise<void>((resolve) => {
@@ -177,10 +177,8 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
         return;
       }
       // As ssh would: the words joined by spaces, for the remote shell to split.
-      const remoteArgv = ['sh', '-c', command.join(' ')];
-      if (!ctx.watch) unwatch = quietKiller(ctx.dst, id);
       ctx.dst
-        .spawn(ctx.watch ? ctx.watch.mark(remoteArgv) : withMark(id, remoteArgv), { streamStdout: true })
+        .spawn(watch.mark(['sh', '-c', command.join(' ')]), { streamStdout: true })
         .then((p) => {
           remote = p;
           p.stderr.on('data', (d: Buffer) => (remoteErr += d.toString()));
@@ -249,7 +247,7 @@ async function runOnce(ctx: RsyncHosts, o: RsyncJob): Promise<RsyncRun & { diedA
     return { code: r.exitCode ?? null, stdout: String(r.stdout ?? ''), stderr };
   } finally {
     clearTimeout(timer);
-    void unwatch?.then((end) => end());
+    if (watch !== ctx.watch) watch.end();
     if (stop) interruption.stoppers.delete(stop);
     release();
     await fsp.rm(up, { force: true });

@@ -84,7 +84,7 @@ export function killMarked(token: string): string {
 }
 
 /**
- * On the destination: kills the processes marked TOKEN (marked()) if the tool's keepalive
+ * On the destination: kills the processes marked TOKEN (withMark()) if the tool's keepalive
  * stops for KEEPALIVE.lossS: a silent partition, which sshd does not notice, would leave
  * a process that waits on its channel's input (an rsync server, the final delta's
  * receiver) waiting for good. Its channel closing kills nothing: theirs close too. Returns

@@ -111,10 +111,17 @@ export const KEEPALIVE = {
  */
 const HAS_BASH = 'command -v bash >/dev/null 2>&1';
 
+/**
+ * Shell: returns once FD closes or stays quiet for L seconds, with q set to the status
+ * that ended the wait: 142 exactly when quiet (bash's read -t; timeout's 124 mapped to it).
+ */
+function quietWait(fd: number, l: number): string {
+  return `if ${HAS_BASH}; then bash -c 'while :; do IFS= read -r -t ${l} _ || exit $?; done' <&${fd}; q=$?; else q=0; while :; do timeout ${l} sh -c 'IFS= read -r _' <&${fd} || { q=$?; break; }; done; [ $q = 124 ] && q=142; fi`;
+}
+
 /** Shell: returns once its stdin (FD) closes or stays quiet for KEEPALIVE.lossS seconds. */
 export function untilQuiet(fd = 0): string {
-  const l = KEEPALIVE.lossS;
-  return `if ${HAS_BASH}; then bash -c 'while IFS= read -r -t ${l} _; do :; done' <&${fd}; else while timeout ${l} sh -c 'IFS= read -r _' <&${fd}; do :; done; fi`;
+  return quietWait(fd, KEEPALIVE.lossS);
 }
 
 /**
@@ -124,9 +131,8 @@ export function untilQuiet(fd = 0): string {
  * also ends whatever the command would stop) runs nothing.
  */
 export function whenQuiet(command: string, l: number = KEEPALIVE.lossS): string {
-  // q: the status that ended the wait: 142 exactly when quiet (bash's read -t; timeout's 124
-  // mapped to it). A wait killed by a signal (137, 143) is not quiet and runs nothing.
-  return `if ${HAS_BASH}; then bash -c 'while :; do IFS= read -r -t ${l} _ || exit $?; done'; q=$?; else q=0; while :; do timeout ${l} sh -c 'IFS= read -r _' || { q=$?; break; }; done; [ $q = 124 ] && q=142; fi; if [ $q = 142 ]; then ${command}; fi`;
+  // A wait killed by a signal (137, 143) is not quiet and runs nothing.
+  return `${quietWait(0, l)}; if [ $q = 142 ]; then ${command}; fi`;
 }
 
 /** The line that starts a command armed by armedCommand(). */
